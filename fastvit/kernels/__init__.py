@@ -1,0 +1,46 @@
+"""fastvit's fused GPU kernels (Triton).
+
+Importing this package is cheap: Triton is imported only when one of the ops
+below is first used, so ``import fastvit`` never pulls it in.
+
+Public ops (torch-like signatures, nn.Linear weight layout):
+
+- ``attention(q, k, v, scale=None)``: FlashAttention-style, (B, H, N, D) inputs.
+- ``layer_norm(x, weight, bias, eps)``
+- ``add_layer_norm(x, y, weight, bias, eps)`` -> ``(x + y, LN(x + y))``
+- ``linear_gelu(x, weight, bias, approximate="none")``
+- ``linear_residual(x, weight, bias, residual)``
+
+Each has a plain PyTorch twin in :mod:`fastvit.kernels.reference`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# public name -> submodule that defines it
+_OPS = {
+    "attention": "attention",
+    "layer_norm": "layer_norm",
+    "add_layer_norm": "layer_norm",
+    "linear_gelu": "linear",
+    "linear_residual": "linear",
+}
+
+__all__ = sorted(_OPS)
+
+
+def __getattr__(name: str):
+    if name in _OPS:
+        module = importlib.import_module(f"{__name__}.{_OPS[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def triton_available() -> bool:
+    """True when Triton imports (it may still lack a GPU; see ``tuning.interpreting``)."""
+    try:
+        importlib.import_module("triton")
+    except Exception:  # noqa: BLE001 - any import failure means "not usable"
+        return False
+    return True

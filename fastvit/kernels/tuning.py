@@ -1,0 +1,79 @@
+"""Per-architecture launch configurations, shared by every kernel.
+
+A kernel module declares its configurations as plain data, one list per
+architecture::
+
+    CONFIGS = {
+        "sm90": [dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3), ...],
+        "sm80": [...],
+        "default": [...],   # safe anywhere; its first entry is used in tests
+    }
+
+:func:`autotune_configs` turns the list for the GPU in use into
+``triton.Config`` objects for ``@triton.autotune``. Under the Triton
+interpreter (``TRITON_INTERPRET=1``) or with ``FASTVIT_AUTOTUNE=0`` it returns
+only the first "default" entry, so tests run one configuration. The
+ahead-of-time compile test (:mod:`fastvit.kernels.aot`) compiles every entry
+for the architecture it is listed under and checks it fits shared memory and
+uses tensor cores, so no shipped configuration fails on the hardware it names.
+"""
+
+from __future__ import annotations
+
+import os
+
+_LAUNCH_KEYS = ("num_warps", "num_stages")
+
+
+def interpreting() -> bool:
+    """True when Triton kernels run on the CPU through the interpreter."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def autotune_enabled() -> bool:
+    return not interpreting() and os.environ.get("FASTVIT_AUTOTUNE", "1") != "0"
+
+
+def arch_of(capability: tuple[int, int] | None) -> str:
+    """Table key for a CUDA compute capability: "sm90" (Hopper and newer), "sm80" (Ampere/Ada) or "default"."""
+    if capability is None:
+        return "default"
+    major, _ = capability
+    if major >= 9:
+        return "sm90"
+    if major == 8:
+        return "sm80"
+    return "default"
+
+
+def current_arch() -> str:
+    import torch
+
+    if interpreting() or not torch.cuda.is_available():
+        return "default"
+    return arch_of(torch.cuda.get_device_capability())
+
+
+def split(entry: dict) -> tuple[dict, dict]:
+    """Split one table entry into (constexpr meta-parameters, launch options)."""
+    meta = {k: v for k, v in entry.items() if k not in _LAUNCH_KEYS}
+    launch = {k: entry[k] for k in _LAUNCH_KEYS if k in entry}
+    return meta, launch
+
+
+def selected_entries(table: dict[str, list[dict]], arch: str | None = None) -> list[dict]:
+    """The entries the autotuner will try on ``arch`` (the current GPU by default)."""
+    if not autotune_enabled():
+        return table["default"][:1]
+    arch = current_arch() if arch is None else arch
+    return table.get(arch) or table["default"]
+
+
+def autotune_configs(table: dict[str, list[dict]]) -> list:
+    import triton
+
+    configs = []
+    for entry in selected_entries(table):
+        meta, launch = split(entry)
+        configs.append(triton.Config(meta, **launch))
+    return configs

@@ -1,0 +1,31 @@
+"""Test setup: run Triton kernels through the interpreter when no GPU is present.
+
+TRITON_INTERPRET must be set before triton is imported anywhere, so it is set
+here, at collection time. Tests marked ``cuda`` skip cleanly without a GPU.
+"""
+
+import os
+
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+# One configuration per kernel in tests; the benchmarks autotune.
+os.environ.setdefault("FASTVIT_AUTOTUNE", "0")
+
+import pytest  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAS_CUDA:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def device():
+    return "cuda" if HAS_CUDA else "cpu"
