@@ -5,8 +5,12 @@ here, at collection time. Tests marked ``cuda`` skip cleanly without a GPU.
 """
 
 import os
+import sys
 
 import torch
+
+# Test modules in sub-folders import the shared helpers (parity.py) from here.
+sys.path.insert(0, os.path.dirname(__file__))
 
 HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:
