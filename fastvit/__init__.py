@@ -1,0 +1,24 @@
+"""fastvit: a Vision Transformer whose hot paths are fused Triton kernels.
+
+>>> import fastvit, torch
+>>> model = fastvit.create_model("vit_tiny_patch16_224").eval()
+>>> logits = model(torch.randn(2, 3, 224, 224))
+>>> tokens = model.forward_features(torch.randn(2, 3, 224, 224))   # (2, 197, 192)
+"""
+
+from .config import PRESETS, ViTConfig, get_config, list_models
+from .layers import resample_pos_embed
+from .model import Block, VisionTransformer, create_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PRESETS",
+    "Block",
+    "ViTConfig",
+    "VisionTransformer",
+    "create_model",
+    "get_config",
+    "list_models",
+    "resample_pos_embed",
+]

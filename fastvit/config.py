@@ -1,0 +1,164 @@
+"""Model sizes in one place: :class:`ViTConfig` and the named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+
+
+def to_2tuple(v) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    v = tuple(v)
+    if len(v) != 2 or not all(isinstance(i, int) for i in v):
+        raise ValueError(f"expected an int or a pair of ints, got {v!r}")
+    return v
+
+
+@dataclass
+class ViTConfig:
+    """Everything that fixes a VisionTransformer's architecture and implementation.
+
+    Architecture fields change the parameters; the ``*_impl`` fields choose how
+    the same parameters are computed and never change the state-dict keys.
+    """
+
+    img_size: int | tuple[int, int] = 224
+    patch_size: int = 16
+    in_chans: int = 3
+    num_classes: int = 1000
+    global_pool: str = "token"  # "token" (class token) | "avg" (mean of patch tokens)
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    class_token: bool = True
+    distilled: bool = False  # DeiT distillation token + second head
+    representation_size: int | None = None  # pre-logits Linear + tanh
+    fc_norm: bool | None = None  # LayerNorm after pooling instead of before; None: on for "avg" (timm's rule)
+    drop_rate: float = 0.0  # after the position embedding, projections, MLP and before the head
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.0  # stochastic depth, increasing linearly to this value over the blocks
+    norm_eps: float = 1e-6
+    dynamic_img_size: bool = False
+    # Implementation switches (see fastvit.layers): never change parameters.
+    attn_impl: str = "auto"  # auto | triton | flash_attn | xformers | sdpa | eager
+    norm_impl: str = "torch"  # torch | triton
+    linear_impl: str = "torch"  # torch | triton (fc1+GELU, fc2+residual, out-proj+residual GEMMs)
+
+    def __post_init__(self):
+        self.img_size = to_2tuple(self.img_size)
+        for name in ("patch_size", "in_chans", "embed_dim", "depth", "num_heads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not isinstance(self.num_classes, int) or self.num_classes < 0:
+            raise ValueError(f"num_classes must be an int >= 0, got {self.num_classes!r}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})")
+        if any(s % self.patch_size for s in self.img_size):
+            raise ValueError(f"img_size {self.img_size} must be divisible by patch_size {self.patch_size}")
+        if self.global_pool not in ("token", "avg"):
+            raise ValueError(f"global_pool must be 'token' or 'avg', got {self.global_pool!r}")
+        if self.global_pool == "token" and not self.class_token:
+            raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg' without a class token")
+        if self.distilled and not self.class_token:
+            raise ValueError("distilled=True needs class_token=True (DeiT pools the class and distillation tokens)")
+        for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return (self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size)
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return int(self.class_token) + int(self.distilled)
+
+    @property
+    def num_tokens(self) -> int:
+        gh, gw = self.grid_size
+        return gh * gw + self.num_prefix_tokens
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    @property
+    def mlp_hidden_dim(self) -> int:
+        return int(self.embed_dim * self.mlp_ratio)
+
+    @property
+    def use_fc_norm(self) -> bool:
+        return self.global_pool == "avg" if self.fc_norm is None else self.fc_norm
+
+    def replace(self, **overrides) -> "ViTConfig":
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise TypeError(f"unknown ViTConfig field(s) {unknown}; valid: {sorted(f.name for f in dataclasses.fields(self))}")
+        return dataclasses.replace(self, **overrides)
+
+    def num_params(self) -> int:
+        """Closed-form parameter count (what ``sum(p.numel())`` of the model gives)."""
+        d, h = self.embed_dim, self.mlp_hidden_dim
+        gh, gw = self.grid_size
+        n = self.in_chans * self.patch_size**2 * d + d  # patch embedding
+        n += self.num_prefix_tokens * d + self.num_tokens * d  # prefix tokens, position embedding
+        qkv_b = 3 * d if self.qkv_bias else 0
+        block = 4 * d + (3 * d * d + qkv_b) + (d * d + d) + (d * h + h) + (h * d + d)
+        n += self.depth * block + 2 * d  # blocks, final norm (or fc_norm)
+        feat = d
+        if self.representation_size:
+            n += d * self.representation_size + self.representation_size
+            feat = self.representation_size
+        if self.num_classes:
+            n += (feat * self.num_classes + self.num_classes) * (2 if self.distilled else 1)
+        return n
+
+
+def _vit(patch, dim, depth, heads, img=224, **kw):
+    return dict(patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads, img_size=img, **kw)
+
+
+# Names and sizes as in timm. Ti 192/12/3, S 384/12/6, B 768/12/12, L 1024/24/16, H 1280/32/16.
+PRESETS: dict[str, dict] = {
+    "vit_tiny_patch16_224": _vit(16, 192, 12, 3),
+    "vit_tiny_patch16_384": _vit(16, 192, 12, 3, img=384),
+    "vit_small_patch16_224": _vit(16, 384, 12, 6),
+    "vit_small_patch32_224": _vit(32, 384, 12, 6),
+    "vit_small_patch16_384": _vit(16, 384, 12, 6, img=384),
+    "vit_base_patch8_224": _vit(8, 768, 12, 12),
+    "vit_base_patch16_224": _vit(16, 768, 12, 12),
+    "vit_base_patch32_224": _vit(32, 768, 12, 12),
+    "vit_base_patch16_384": _vit(16, 768, 12, 12, img=384),
+    "vit_base_patch32_384": _vit(32, 768, 12, 12, img=384),
+    "vit_large_patch16_224": _vit(16, 1024, 24, 16),
+    "vit_large_patch14_224": _vit(14, 1024, 24, 16),
+    "vit_large_patch16_384": _vit(16, 1024, 24, 16, img=384),
+    "vit_huge_patch14_224": _vit(14, 1280, 32, 16),
+    "deit_tiny_patch16_224": _vit(16, 192, 12, 3),
+    "deit_small_patch16_224": _vit(16, 384, 12, 6),
+    "deit_base_patch16_224": _vit(16, 768, 12, 12),
+    "deit_tiny_distilled_patch16_224": _vit(16, 192, 12, 3, distilled=True),
+    "deit_small_distilled_patch16_224": _vit(16, 384, 12, 6, distilled=True),
+    "deit_base_distilled_patch16_224": _vit(16, 768, 12, 12, distilled=True),
+}
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Preset names, sorted; ``pattern`` is a shell-style wildcard (``"vit_base*"``)."""
+    import fnmatch
+
+    return sorted(n for n in PRESETS if fnmatch.fnmatch(n, pattern))
+
+
+def get_config(name: str, **overrides) -> ViTConfig:
+    if name not in PRESETS:
+        close = difflib.get_close_matches(name, PRESETS, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ValueError(f"unknown model {name!r}.{hint} fastvit.list_models() lists all {len(PRESETS)} presets.")
+    return ViTConfig(**PRESETS[name]).replace(**overrides)

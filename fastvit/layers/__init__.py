@@ -1,0 +1,14 @@
+"""Building blocks of the Vision Transformer, each with interchangeable implementations."""
+
+from .attention import BACKENDS, Attention, auto_choice, backend_status, get_attention_backend
+from .drop import DropPath, drop_path
+from .embed import PatchEmbed, patchify, resample_pos_embed
+from .linear import LINEAR_IMPLS, ResidualLinear, linear_parts
+from .mlp import Mlp
+from .norm import NORM_LAYERS, norm_layer
+
+__all__ = [
+    "Attention", "BACKENDS", "DropPath", "LINEAR_IMPLS", "Mlp", "NORM_LAYERS", "PatchEmbed", "ResidualLinear",
+    "auto_choice", "backend_status", "drop_path", "get_attention_backend", "linear_parts", "norm_layer",
+    "patchify", "resample_pos_embed",
+]

@@ -1,0 +1,182 @@
+"""Multi-head self-attention and its interchangeable backends (``attn_impl``).
+
+A backend is a function ``(q, k, v, dropout_p, scale) -> out`` over
+(B, H, N, D) tensors with the semantics of
+``torch.nn.functional.scaled_dot_product_attention`` (non-causal). The
+:class:`Attention` module picks its backend once, at construction, from
+:data:`BACKENDS`; the optional packages (flash-attn, xformers) are imported
+only when their backend is chosen.
+
+``auto`` decides per call from the tensors: fastvit's Triton kernel on CUDA
+when it supports the head dim and dtype and no attention dropout is active,
+PyTorch SDPA otherwise (CPU included). Triton does not implement attention
+dropout: with dropout > 0 in training, ``triton`` and ``auto`` run SDPA.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .linear import linear_parts
+
+AttentionFn = Callable[..., torch.Tensor]
+
+TRITON_HEAD_DIMS = (16, 32, 48, 64, 80, 96, 112, 128)
+TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# Looked up once (finding the spec does not import triton).
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+
+def eager_attention(q, k, v, dropout_p=0.0, scale=None):
+    """The reference: explicit softmax(q k^T * scale) v."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    attn = torch.matmul(q * scale, k.transpose(-2, -1)).softmax(dim=-1)
+    attn = F.dropout(attn, dropout_p, training=dropout_p > 0)
+    return torch.matmul(attn, v)
+
+
+def sdpa_attention(q, k, v, dropout_p=0.0, scale=None):
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
+
+
+def triton_attention(q, k, v, dropout_p=0.0, scale=None):
+    if dropout_p > 0:  # the kernel has no dropout; documented fallback
+        return sdpa_attention(q, k, v, dropout_p, scale)
+    from fastvit.kernels import attention
+    from fastvit.kernels.tuning import interpreting
+
+    if not (q.is_cuda or interpreting()):
+        raise RuntimeError(
+            "attn_impl='triton' needs a CUDA tensor (or TRITON_INTERPRET=1 to run the kernel on the CPU, slowly); "
+            f"got a tensor on {q.device}. Use attn_impl='auto' to fall back to SDPA off the GPU."
+        )
+    return attention(q, k, v, scale=scale)
+
+
+def triton_unsupported(device_type: str, dtype: torch.dtype, head_dim: int, dropout_p: float = 0.0) -> str | None:
+    """None when the Triton kernel can take such a call, else the reason it cannot."""
+    if dropout_p > 0:
+        return "attention dropout is active (the kernel has none)"
+    if device_type != "cuda":
+        return f"tensors are on {device_type}; the kernel runs on CUDA"
+    if dtype not in TRITON_DTYPES:
+        return f"dtype {dtype} is not one of fp16, bf16, fp32"
+    if head_dim not in TRITON_HEAD_DIMS:
+        return f"head_dim {head_dim} is not one of {TRITON_HEAD_DIMS}"
+    if not _HAS_TRITON:
+        return "triton is not installed"
+    return None
+
+
+def auto_attention(q, k, v, dropout_p=0.0, scale=None):
+    if triton_unsupported(q.device.type, q.dtype, q.shape[-1], dropout_p) is None:
+        return triton_attention(q, k, v, dropout_p, scale)
+    return sdpa_attention(q, k, v, dropout_p, scale)
+
+
+def auto_choice(device, dtype: torch.dtype, head_dim: int) -> tuple[str, str]:
+    """What ``auto`` runs for inputs like these (no dropout), and why."""
+    reason = triton_unsupported(torch.device(device).type, dtype, head_dim)
+    return ("sdpa", reason) if reason else ("triton", "CUDA tensors with a supported head dim and dtype")
+
+
+def _load_flash_attn() -> AttentionFn:
+    try:
+        from flash_attn import flash_attn_func
+    except ImportError as e:
+        raise ImportError(
+            "attn_impl='flash_attn' needs the flash-attn package (CUDA only): pip install flash-attn --no-build-isolation"
+        ) from e
+
+    def flash_attn_attention(q, k, v, dropout_p=0.0, scale=None):
+        if q.dtype not in (torch.float16, torch.bfloat16):
+            raise TypeError(f"attn_impl='flash_attn' takes fp16 or bf16 tensors, got {q.dtype}; use attn_impl='triton' or 'sdpa' for fp32")
+        if q.shape[-1] > 256 or q.shape[-1] % 8:
+            raise ValueError(f"attn_impl='flash_attn' needs head_dim <= 256 and a multiple of 8, got {q.shape[-1]}")
+        # flash-attn wants (B, N, H, D): the transposes are views of the packed qkv projection.
+        out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p, softmax_scale=scale)
+        return out.transpose(1, 2)
+
+    return flash_attn_attention
+
+
+def _load_xformers() -> AttentionFn:
+    try:
+        import xformers.ops as xops
+    except ImportError as e:
+        raise ImportError("attn_impl='xformers' needs the xformers package: pip install xformers") from e
+
+    def xformers_attention(q, k, v, dropout_p=0.0, scale=None):
+        out = xops.memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), p=dropout_p, scale=scale)
+        return out.transpose(1, 2)
+
+    return xformers_attention
+
+
+# attn_impl -> a loader returning the backend function (loaders import optional packages).
+BACKENDS: dict[str, Callable[[], AttentionFn]] = {
+    "auto": lambda: auto_attention,
+    "triton": lambda: triton_attention,
+    "flash_attn": _load_flash_attn,
+    "xformers": _load_xformers,
+    "sdpa": lambda: sdpa_attention,
+    "eager": lambda: eager_attention,
+}
+
+
+def get_attention_backend(name: str) -> AttentionFn:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown attn_impl {name!r}; valid: {list(BACKENDS)}")
+    return BACKENDS[name]()
+
+
+def backend_status() -> dict[str, str | None]:
+    """attn_impl -> None if it can be selected here, else why not (used by ``fastvit info``)."""
+    status = {}
+    for name, package in (("auto", None), ("triton", "triton"), ("flash_attn", "flash_attn"), ("xformers", "xformers"), ("sdpa", None), ("eager", None)):
+        missing = package is not None and importlib.util.find_spec(package) is None
+        status[name] = f"{package} is not installed" if missing else None
+    return status
+
+
+class Attention(nn.Module):
+    """qkv projection -> attention backend -> output projection (+ residual)."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        drop_path: float = 0.0,
+        attn_impl: str = "auto",
+        linear_impl: str = "torch",
+    ):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = 1.0 / math.sqrt(self.head_dim)
+        self.attn_impl = attn_impl
+        self.attn_fn = get_attention_backend(attn_impl)
+        self.attn_drop = attn_drop
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = linear_parts(linear_impl)[2](dim, dim, drop=proj_drop, drop_path=drop_path)
+
+    def forward(self, x, residual):
+        """``residual + Attn(x)``; x is the normalized input (B, N, C)."""
+        b, n, c = x.shape
+        # (B, N, 3, H, D) -> three (B, H, N, D) views; no copy.
+        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        dropout_p = self.attn_drop if self.training else 0.0
+        out = self.attn_fn(q, k, v, dropout_p=dropout_p, scale=self.scale)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c), residual)
+
+    def extra_repr(self):
+        return f"num_heads={self.num_heads}, attn_impl={self.attn_impl!r}"

@@ -1,0 +1,61 @@
+"""Linear layers with fused epilogues, chosen by ``linear_impl``.
+
+Every class here is an ``nn.Linear`` (same ``weight``/``bias``), so switching
+implementation never changes the state dict. A "residual" linear owns the
+residual add of a pre-norm block branch: ``residual + drop_path(dropout(x W^T + b))``.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .drop import DropPath
+
+
+class ResidualLinear(nn.Linear):
+    """The branch's last projection plus the residual add (reference: separate ops)."""
+
+    def __init__(self, in_features: int, out_features: int, drop: float = 0.0, drop_path: float = 0.0):
+        super().__init__(in_features, out_features)
+        self.drop = nn.Dropout(drop)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x, residual):
+        return residual + self.drop_path(self.drop(super().forward(x)))
+
+
+class TritonResidualLinear(ResidualLinear):
+    """Bias and residual added in the GEMM's epilogue (one pass over the output).
+
+    Dropout and stochastic depth act between the GEMM and the add, so while
+    training with either enabled this falls back to the separate ops.
+    """
+
+    def forward(self, x, residual):
+        if self.training and (self.drop.p > 0 or self.drop_path.p > 0):
+            return super().forward(x, residual)
+        from fastvit.kernels import linear_residual
+
+        return linear_residual(x, self.weight, self.bias, residual)
+
+
+class TritonLinearGELU(nn.Linear):
+    """fc1 with bias and exact GELU in the GEMM's epilogue."""
+
+    def forward(self, x):
+        from fastvit.kernels import linear_gelu
+
+        return linear_gelu(x, self.weight, self.bias)
+
+
+# linear_impl -> (fc1 class, activation after fc1, residual-projection class)
+LINEAR_IMPLS = {
+    "torch": (nn.Linear, nn.GELU, ResidualLinear),
+    "triton": (TritonLinearGELU, nn.Identity, TritonResidualLinear),
+}
+
+
+def linear_parts(impl: str):
+    if impl not in LINEAR_IMPLS:
+        raise ValueError(f"unknown linear_impl {impl!r}; valid: {sorted(LINEAR_IMPLS)}")
+    return LINEAR_IMPLS[impl]

@@ -1,0 +1,72 @@
+import pytest
+import torch
+
+import fastvit
+from fastvit.config import PRESETS, ViTConfig
+
+
+def test_vit_base_parameter_count_is_exact():
+    model = fastvit.create_model("vit_base_patch16_224")
+    assert sum(p.numel() for p in model.parameters()) == 86_567_656
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_closed_form_parameter_count(name):
+    cfg = fastvit.get_config(name)
+    with torch.device("meta"):  # no memory, no init cost
+        model = fastvit.VisionTransformer(cfg)
+    assert sum(p.numel() for p in model.parameters()) == cfg.num_params()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(num_classes=0), dict(global_pool="avg", class_token=False), dict(representation_size=128),
+     dict(qkv_bias=False), dict(distilled=True, num_classes=10), dict(in_chans=1, img_size=(64, 96), patch_size=16)],
+)
+def test_closed_form_count_with_options(overrides):
+    cfg = fastvit.get_config("vit_tiny_patch16_224", **overrides)
+    with torch.device("meta"):
+        model = fastvit.VisionTransformer(cfg)
+    assert sum(p.numel() for p in model.parameters()) == cfg.num_params()
+
+
+def test_preset_sizes():
+    expected = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16), "huge": (1280, 32, 16)}
+    for name in fastvit.list_models("vit_*"):
+        size = name.split("_")[1]
+        cfg = fastvit.get_config(name)
+        assert (cfg.embed_dim, cfg.depth, cfg.num_heads) == expected[size], name
+
+
+def test_required_presets_exist():
+    required = {
+        "vit_tiny_patch16_224", "vit_small_patch16_224", "vit_small_patch32_224", "vit_base_patch8_224",
+        "vit_base_patch16_224", "vit_base_patch32_224", "vit_base_patch16_384", "vit_large_patch16_224",
+        "vit_large_patch14_224", "vit_huge_patch14_224",
+    }
+    assert required <= set(fastvit.list_models())
+
+
+@pytest.mark.parametrize("name,tokens", [("vit_base_patch16_224", 197), ("vit_large_patch14_224", 257), ("vit_base_patch16_384", 577)])
+def test_token_counts(name, tokens):
+    assert fastvit.get_config(name).num_tokens == tokens
+
+
+def test_unknown_model_suggests_close_names():
+    with pytest.raises(ValueError, match="vit_base_patch16_224"):
+        fastvit.create_model("vit_base_patch16_244")
+
+
+def test_unknown_override_is_named():
+    with pytest.raises(TypeError, match="embed_dimm"):
+        fastvit.get_config("vit_tiny_patch16_224", embed_dimm=3)
+
+
+@pytest.mark.parametrize(
+    "bad,match",
+    [(dict(embed_dim=100, num_heads=3), "divisible by num_heads"), (dict(img_size=225), "divisible by patch_size"),
+     (dict(global_pool="max"), "global_pool"), (dict(class_token=False), "class_token"), (dict(drop_path_rate=1.5), "drop_path_rate")],
+)
+def test_bad_config_values(bad, match):
+    with pytest.raises(ValueError, match=match):
+        ViTConfig(**bad)
