@@ -1,0 +1,457 @@
+"""Fused LayerNorm and fused residual-add + LayerNorm (Triton), forward and backward.
+
+``layer_norm(x, weight, bias)`` normalizes over the last dimension;
+``add_layer_norm(x, y, weight, bias)`` computes ``s = x + y`` and returns
+``(s, LN(s))`` from one pass. Plain PyTorch twins: ``layer_norm_ref`` and
+``add_layer_norm_ref`` in :mod:`fastvit.kernels.reference`.
+
+Accepted inputs:
+
+- ``x`` (and ``y``): float32, float16 or bfloat16, any leading dims; ``y`` has
+  ``x``'s shape and dtype. The hidden size ``N = x.shape[-1]`` is any value in
+  ``1..MAX_HIDDEN`` (powers of two or not).
+- ``weight``, ``bias``: shape ``(N,)``, one dtype for both, either ``x``'s dtype
+  or float32 (fp32 master weights with bf16 activations). Their gradients come
+  back in that dtype.
+- Layout: leading dims are flattened to rows with ``reshape``; that is a view
+  when they merge and a contiguous copy otherwise, and a copy is also made when
+  the last dim is not unit-stride. The kernels take the row stride, so row
+  slices of a bigger buffer are read in place. Outputs are contiguous.
+
+Numerics: mean and variance are computed in float32 whatever the input dtype
+(two passes over a row held in registers); outputs are stored in ``x``'s dtype.
+``s`` is rounded to ``x``'s dtype before it is normalized, so ``LN(s)`` is the
+norm of exactly the ``s`` that is returned and saved.
+
+Saved for backward: the forward ops return ``mean`` and ``rstd`` as float32
+tensors of shape ``(rows,)``; autograd saves them with the input ``x`` (plain
+LayerNorm) or the output ``s`` (add variant) and ``weight``; ``x̂`` is recomputed
+from those in the backward.
+
+Launch shape: each program of the forward normalizes ``BLOCK_M`` whole rows,
+``BLOCK_N = next_power_of_2(N)`` columns with masking, where
+``BLOCK_M = max(1, ROW_TILE // BLOCK_N)``: one row at ViT-L/H widths
+(1024, 1280), two rows at ViT-B's 768 and eight at ViT-Ti's 192. One row per
+program would leave a 192-wide row spread over 128 threads doing 1.5 elements
+each; tiles of about ``ROW_TILE`` elements keep every thread on a few
+vectorized loads, and the grid stays large (ViT-B, batch 64: 12,608 rows ->
+6,304 programs). ``num_warps``/``num_stages`` are autotuned per architecture
+from ``CONFIGS`` (keyed on ``N``).
+
+Backward: a fixed number of programs (``bwd_num_programs``: 4 per SM on CUDA,
+8 on CPU) each owns one contiguous range of rows. It writes ``dx`` for those
+rows and accumulates ``dweight``/``dbias`` partial sums in fp32 registers, then
+stores them in its own row of a ``(2, programs, N)`` fp32 buffer; ``torch.sum``
+over the programs finishes the reduction. No atomics: for a given GPU model,
+shape and chosen config the gradients are bitwise reproducible. (The autotuner
+picks a config once per process; with ``FASTVIT_AUTOTUNE=0`` the choice is
+fixed as well.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from fastvit.kernels import tuning
+from fastvit.kernels.aot import AotCase
+
+# Largest hidden size: a program keeps whole rows in registers.
+MAX_HIDDEN = 8192
+# Target elements per program tile; sets rows per program from the hidden size.
+ROW_TILE = 2048
+
+# Launch options the autotuner tries (per N and dtype). Rows per program come
+# from ROW_TILE, so every tile holds 1024-2048 elements for N <= 2048: 4 or 8
+# warps give each thread 8-16 fp32 per live tensor. num_stages only matters for
+# the backward's row loop. These are candidates, compiled for each architecture
+# by the AOT test; they were not timed on that hardware.
+CONFIGS = {
+    "sm90": [dict(num_warps=4, num_stages=2), dict(num_warps=8, num_stages=2)],
+    "sm80": [dict(num_warps=4, num_stages=2), dict(num_warps=8, num_stages=2)],
+    "default": [dict(num_warps=4, num_stages=2), dict(num_warps=8, num_stages=2)],
+}
+
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+@triton.jit
+def _layer_norm_fwd_kernel(
+    X, Y, W, B, S, OUT, MEAN, RSTD,
+    stride_x, stride_y, stride_s, stride_out,  # row strides in elements; columns are unit-stride
+    M, N, eps,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+):
+    """OUT = LN(X) (or S = X + Y, OUT = LN(S)) over BLOCK_M rows; stores fp32 mean and rstd per row."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, BLOCK_N)
+    row_mask = rows < M
+    col_mask = cols < N
+    mask = row_mask[:, None] & col_mask[None, :]
+    rows64 = rows.to(tl.int64)[:, None]
+
+    x = tl.load(X + rows64 * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    if HAS_RESIDUAL:
+        y = tl.load(Y + rows64 * stride_y + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        s = (x + y).to(S.dtype.element_ty)
+        tl.store(S + rows64 * stride_s + cols[None, :], s, mask=mask)
+        x = s.to(tl.float32)
+
+    mean = tl.sum(x, axis=1) / N
+    xc = tl.where(mask, x - mean[:, None], 0.0)
+    var = tl.sum(xc * xc, axis=1) / N
+    rstd = tl.rsqrt(var + eps)
+    tl.store(MEAN + rows, mean, mask=row_mask)
+    tl.store(RSTD + rows, rstd, mask=row_mask)
+
+    w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)
+    b = tl.load(B + cols, mask=col_mask, other=0.0).to(tl.float32)
+    out = xc * rstd[:, None] * w[None, :] + b[None, :]
+    tl.store(OUT + rows64 * stride_out + cols[None, :], out.to(OUT.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _layer_norm_bwd_kernel(
+    DOUT, DS, X, W, MEAN, RSTD, DX, DW_PARTIAL, DB_PARTIAL,
+    stride_dout, stride_ds, stride_x, stride_dx,  # row strides in elements
+    M, N, rows_per_program,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_DS: tl.constexpr,
+):
+    """DX = dLN/dX (+ DS) for one fixed range of rows; this program's dW, dB partial sums go to row pid."""
+    pid = tl.program_id(0)
+    row_start = pid * rows_per_program
+    row_end = tl.minimum(row_start + rows_per_program, M)
+    cols = tl.arange(0, BLOCK_N)
+    col_mask = cols < N
+    w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)
+    dw_acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    db_acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+
+    for first in range(row_start, row_end, BLOCK_M):
+        rows = first + tl.arange(0, BLOCK_M)
+        row_mask = rows < row_end
+        mask = row_mask[:, None] & col_mask[None, :]
+        rows64 = rows.to(tl.int64)[:, None]
+        x = tl.load(X + rows64 * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        dout = tl.load(DOUT + rows64 * stride_dout + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        mean = tl.load(MEAN + rows, mask=row_mask, other=0.0)
+        rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)
+
+        xhat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
+        wdout = dout * w[None, :]
+        c1 = tl.sum(xhat * wdout, axis=1) / N
+        c2 = tl.sum(wdout, axis=1) / N
+        dx = (wdout - (xhat * c1[:, None] + c2[:, None])) * rstd[:, None]
+        if HAS_DS:
+            dx += tl.load(DS + rows64 * stride_ds + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        tl.store(DX + rows64 * stride_dx + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+
+        dw_acc += dout * xhat
+        db_acc += dout
+
+    tl.store(DW_PARTIAL + pid * N + cols, tl.sum(dw_acc, axis=0), mask=col_mask)
+    tl.store(DB_PARTIAL + pid * N + cols, tl.sum(db_acc, axis=0), mask=col_mask)
+
+
+_layer_norm_fwd = triton.autotune(configs=tuning.autotune_configs(CONFIGS), key=["N", "HAS_RESIDUAL"])(
+    _layer_norm_fwd_kernel
+)
+_layer_norm_bwd = triton.autotune(configs=tuning.autotune_configs(CONFIGS), key=["N", "HAS_DS"])(
+    _layer_norm_bwd_kernel
+)
+
+
+# --------------------------------------------------------------------------- launchers
+
+
+def block_sizes(n: int) -> tuple[int, int]:
+    """(BLOCK_M rows per tile, BLOCK_N columns) for hidden size ``n``."""
+    block_n = triton.next_power_of_2(n)
+    return max(1, ROW_TILE // block_n), block_n
+
+
+@functools.lru_cache(maxsize=None)
+def _programs_per_device(device: torch.device) -> int:
+    if device.type == "cuda":
+        return 4 * torch.cuda.get_device_properties(device).multi_processor_count
+    return 8
+
+
+def bwd_num_programs(m: int, n: int, device: torch.device) -> tuple[int, int]:
+    """(programs, rows per program) of the backward for ``m`` rows of width ``n``.
+
+    Depends only on the shape and the device model, so the dW/dB reduction
+    order is fixed. Rows per program are a multiple of BLOCK_M.
+    """
+    block_m, _ = block_sizes(n)
+    per_program = triton.cdiv(m, min(_programs_per_device(torch.device(device)), triton.cdiv(m, block_m)))
+    per_program = triton.cdiv(per_program, block_m) * block_m
+    return triton.cdiv(m, per_program), per_program
+
+
+def _as_rows(t: torch.Tensor, n: int) -> torch.Tensor:
+    """(rows, n) view of ``t`` (copy if the leading dims do not merge or the last dim is strided)."""
+    t2 = t.reshape(-1, n)
+    return t2 if t2.stride(1) == 1 else t2.contiguous()
+
+
+def _device_of(t: torch.Tensor):
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def _out_buffer(t, shape, dtype, device):
+    """Allocate an output, or check the caller's preallocated one."""
+    if t is None:
+        return torch.empty(shape, dtype=dtype, device=device)
+    if t.shape != shape or t.dtype != dtype or t.device != device or not t.is_contiguous():
+        raise ValueError(
+            f"output buffer: expected contiguous {dtype} of shape {tuple(shape)} on {device}, "
+            f"got {t.dtype} {tuple(t.shape)} on {t.device}{'' if t.is_contiguous() else ' (strided)'}"
+        )
+    return t
+
+
+def launch_layer_norm_fwd(x, weight, bias, eps, y=None, *, s=None, out=None, mean=None, rstd=None):
+    """Run the forward kernel; returns ``(s, out, mean, rstd)`` (``s`` is None without ``y``).
+
+    ``s``, ``out`` (contiguous, ``x``'s shape and dtype) and ``mean``, ``rstd``
+    (fp32, ``(rows,)``) may be passed in preallocated; every element is written.
+    """
+    n = x.shape[-1]
+    x2 = _as_rows(x, n)
+    m = x2.shape[0]
+    out = _out_buffer(out, x.shape, x.dtype, x.device)
+    mean = _out_buffer(mean, (m,), torch.float32, x.device)
+    rstd = _out_buffer(rstd, (m,), torch.float32, x.device)
+    out2 = out.view(m, n)
+    if y is None:
+        y2, s2 = x2, out2  # unused by the kernel when HAS_RESIDUAL is False
+    else:
+        y2 = _as_rows(y, n)
+        s = _out_buffer(s, x.shape, x.dtype, x.device)
+        s2 = s.view(m, n)
+    if m == 0:
+        return s, out, mean, rstd
+    block_m, block_n = block_sizes(n)
+    with _device_of(x):
+        _layer_norm_fwd[(triton.cdiv(m, block_m),)](
+            x2, y2, weight, bias, s2, out2, mean, rstd,
+            x2.stride(0), y2.stride(0), s2.stride(0), out2.stride(0),
+            m, n, eps,
+            BLOCK_M=block_m, BLOCK_N=block_n, HAS_RESIDUAL=y is not None,
+        )
+    return s, out, mean, rstd
+
+
+def launch_layer_norm_bwd(dout, x, weight, mean, rstd, ds=None, *, dx=None, partial=None):
+    """Run the backward kernel; returns ``(dx, dweight, dbias)``.
+
+    ``x`` is the tensor that was normalized (``s`` for the add variant); ``ds``
+    is the gradient reaching ``s`` directly, added to ``dx``. ``dx`` (contiguous,
+    ``x``'s shape and dtype) and ``partial`` (fp32, ``(2, programs, N)`` with
+    ``programs`` from :func:`bwd_num_programs`) may be passed in preallocated.
+    dweight/dbias are fp32 sums over ``partial`` in fixed order, cast to
+    ``weight``'s dtype.
+    """
+    n = x.shape[-1]
+    x2 = _as_rows(x, n)
+    dout2 = _as_rows(dout, n)
+    m = x2.shape[0]
+    dx = _out_buffer(dx, x.shape, x.dtype, x.device)
+    dx2 = dx.view(m, n)
+    programs, per_program = bwd_num_programs(m, n, x.device) if m else (0, 0)
+    partial = _out_buffer(partial, (2, programs, n), torch.float32, x.device)
+    ds2 = dout2 if ds is None else _as_rows(ds, n)  # unused by the kernel when HAS_DS is False
+    if m:
+        block_m, block_n = block_sizes(n)
+        with _device_of(x):
+            _layer_norm_bwd[(programs,)](
+                dout2, ds2, x2, weight, mean, rstd, dx2, partial[0], partial[1],
+                dout2.stride(0), ds2.stride(0), x2.stride(0), dx2.stride(0),
+                m, n, per_program,
+                BLOCK_M=block_m, BLOCK_N=block_n, HAS_DS=ds is not None,
+            )
+    dweight = partial[0].sum(dim=0).to(weight.dtype)
+    dbias = partial[1].sum(dim=0).to(weight.dtype)
+    return dx, dweight, dbias
+
+
+# --------------------------------------------------------------------------- torch.library ops
+
+
+def _fake_like(x):
+    return x.new_empty(x.shape)
+
+
+def _fake_stats(x):
+    return x.new_empty((math.prod(x.shape[:-1]),), dtype=torch.float32)
+
+
+@torch.library.custom_op("fastvit::layer_norm_fwd", mutates_args=())
+def layer_norm_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns ``(LN(x), mean, rstd)``; mean and rstd are fp32 of shape ``(rows,)``."""
+    _, out, mean, rstd = launch_layer_norm_fwd(x, weight, bias, eps)
+    return out, mean, rstd
+
+
+@layer_norm_fwd.register_fake
+def _(x, weight, bias, eps):
+    return _fake_like(x), _fake_stats(x), _fake_stats(x)
+
+
+@torch.library.custom_op("fastvit::layer_norm_bwd", mutates_args=())
+def layer_norm_bwd(dout: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns ``(dx, dweight, dbias)``."""
+    return launch_layer_norm_bwd(dout, x, weight, mean, rstd)
+
+
+@layer_norm_bwd.register_fake
+def _(dout, x, weight, mean, rstd):
+    return _fake_like(x), _fake_like(weight), _fake_like(weight)
+
+
+@torch.library.custom_op("fastvit::add_layer_norm_fwd", mutates_args=())
+def add_layer_norm_fwd(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns ``(s, LN(s), mean, rstd)`` with ``s = x + y`` in ``x``'s dtype."""
+    return launch_layer_norm_fwd(x, weight, bias, eps, y)
+
+
+@add_layer_norm_fwd.register_fake
+def _(x, y, weight, bias, eps):
+    return _fake_like(x), _fake_like(x), _fake_stats(x), _fake_stats(x)
+
+
+@torch.library.custom_op("fastvit::add_layer_norm_bwd", mutates_args=())
+def add_layer_norm_bwd(dout: torch.Tensor, ds: torch.Tensor, s: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns ``(ds_total, dweight, dbias)``; ``ds_total = ds + dLN(s)/ds`` is the gradient of both x and y."""
+    return launch_layer_norm_bwd(dout, s, weight, mean, rstd, ds)
+
+
+@add_layer_norm_bwd.register_fake
+def _(dout, ds, s, weight, mean, rstd):
+    return _fake_like(s), _fake_like(weight), _fake_like(weight)
+
+
+def _layer_norm_setup(ctx, inputs, output):
+    x, weight, _, _ = inputs
+    _, mean, rstd = output
+    ctx.save_for_backward(x, weight, mean, rstd)
+
+
+def _layer_norm_backward(ctx, dout, _dmean, _drstd):
+    dx, dweight, dbias = layer_norm_bwd(dout, *ctx.saved_tensors)
+    return dx, dweight, dbias, None
+
+
+def _add_layer_norm_setup(ctx, inputs, output):
+    _, _, weight, _, _ = inputs
+    s, _, mean, rstd = output
+    ctx.save_for_backward(s, weight, mean, rstd)
+
+
+def _add_layer_norm_backward(ctx, ds, dout, _dmean, _drstd):
+    ds_total, dweight, dbias = add_layer_norm_bwd(dout, ds, *ctx.saved_tensors)
+    return ds_total, ds_total, dweight, dbias, None
+
+
+layer_norm_fwd.register_autograd(_layer_norm_backward, setup_context=_layer_norm_setup)
+add_layer_norm_fwd.register_autograd(_add_layer_norm_backward, setup_context=_add_layer_norm_setup)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _check_inputs(x, weight, bias, y=None):
+    if not isinstance(x, torch.Tensor) or x.dim() == 0:
+        raise TypeError(f"x: expected a tensor with at least 1 dim, got {type(x).__name__}{'' if not isinstance(x, torch.Tensor) else ' of 0 dims'}")
+    if x.dtype not in _DTYPES:
+        raise TypeError(f"x: expected float32, float16 or bfloat16, got {x.dtype}")
+    n = x.shape[-1]
+    if not 1 <= n <= MAX_HIDDEN:
+        raise ValueError(f"x: expected hidden size (last dim) in 1..{MAX_HIDDEN}, got {n}")
+    if not x.is_cuda and not tuning.interpreting():
+        raise ValueError(f"x: expected a CUDA tensor (or TRITON_INTERPRET=1 for CPU), got device {x.device}")
+    if y is not None:
+        if not isinstance(y, torch.Tensor) or y.shape != x.shape or y.dtype != x.dtype:
+            got = f"{y.dtype} {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
+            raise ValueError(f"y: expected {x.dtype} of shape {tuple(x.shape)} like x, got {got}")
+        if y.device != x.device:
+            raise ValueError(f"y: expected device {x.device} like x, got {y.device}")
+    for name, p in (("weight", weight), ("bias", bias)):
+        if not isinstance(p, torch.Tensor):
+            raise TypeError(f"{name}: expected a tensor of shape ({n},), got {type(p).__name__}")
+        if p.shape != (n,):
+            raise ValueError(f"{name}: expected shape ({n},) to match x's last dim, got {tuple(p.shape)}")
+        if p.dtype not in (x.dtype, torch.float32):
+            raise TypeError(f"{name}: expected {x.dtype} (x's dtype) or torch.float32, got {p.dtype}")
+        if p.device != x.device:
+            raise ValueError(f"{name}: expected device {x.device} like x, got {p.device}")
+    if bias.dtype != weight.dtype:
+        raise TypeError(f"bias: expected weight's dtype {weight.dtype}, got {bias.dtype}")
+
+
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """LayerNorm over the last dim of ``x``. Saves ``x``, ``weight`` and fp32 mean/rstd for backward."""
+    _check_inputs(x, weight, bias)
+    return layer_norm_fwd(x, weight, bias, eps)[0]
+
+
+def add_layer_norm(x, y, weight, bias, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns ``(s, LN(s))`` with ``s = x + y``. Saves ``s``, ``weight`` and fp32 mean/rstd for backward."""
+    _check_inputs(x, weight, bias, y)
+    s, out, _, _ = add_layer_norm_fwd(x, y, weight, bias, eps)
+    return s, out
+
+
+# --------------------------------------------------------------------------- ahead-of-time compile cases
+
+
+def _aot_signature(kernel, ptr: str, wptr: str) -> dict:
+    """Triton signature: activations ``ptr``, weights ``wptr``, stats fp32, ints i32."""
+    if kernel is _layer_norm_fwd_kernel:
+        pointers = dict(X=ptr, Y=ptr, W=wptr, B=wptr, S=ptr, OUT=ptr, MEAN="*fp32", RSTD="*fp32")
+        ints = ("stride_x", "stride_y", "stride_s", "stride_out", "M", "N")
+        tail = dict(eps="fp32", BLOCK_M="constexpr", BLOCK_N="constexpr", HAS_RESIDUAL="constexpr")
+    else:
+        pointers = dict(DOUT=ptr, DS=ptr, X=ptr, W=wptr, MEAN="*fp32", RSTD="*fp32", DX=ptr,
+                        DW_PARTIAL="*fp32", DB_PARTIAL="*fp32")
+        ints = ("stride_dout", "stride_ds", "stride_x", "stride_dx", "M", "N", "rows_per_program")
+        tail = dict(BLOCK_M="constexpr", BLOCK_N="constexpr", HAS_DS="constexpr")
+    return {**pointers, **{k: "i32" for k in ints}, **tail}
+
+
+def aot_cases() -> list[AotCase]:
+    """Every kernel (plain/add x fwd/bwd) x shipped config x {sm80, sm90} x {bf16, fp16} x N in {768, 1280}.
+
+    An architecture compiles its own entries and the "default" ones (used
+    there when autotuning is off), each launch option set once.
+    """
+    kernels = [
+        ("layer_norm_fwd", _layer_norm_fwd_kernel, "HAS_RESIDUAL", False),
+        ("add_layer_norm_fwd", _layer_norm_fwd_kernel, "HAS_RESIDUAL", True),
+        ("layer_norm_bwd", _layer_norm_bwd_kernel, "HAS_DS", False),
+        ("add_layer_norm_bwd", _layer_norm_bwd_kernel, "HAS_DS", True),
+    ]
+    cases = []
+    for arch in ("sm80", "sm90"):
+        launches = {tuple(sorted(tuning.split(e)[1].items())) for e in CONFIGS[arch] + CONFIGS["default"]}
+        for launch in sorted(launches):
+            for dtype in ("bf16", "fp16"):
+                for n in (768, 1280):
+                    block_m, block_n = block_sizes(n)
+                    for name, fn, flag, on in kernels:
+                        cases.append(AotCase(
+                            name=f"{name}-{dtype}-N{n}", fn=fn,
+                            signature=_aot_signature(fn, f"*{dtype}", f"*{dtype}"),
+                            constexprs=dict(BLOCK_M=block_m, BLOCK_N=block_n, **{flag: on}),
+                            arch=arch, tensor_core_op=None, **dict(launch),
+                        ))
+    return cases
