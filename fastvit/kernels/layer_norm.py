@@ -61,14 +61,17 @@ import triton.language as tl
 from fastvit.kernels import tuning
 from fastvit.kernels.aot import AotCase
 
-# Largest hidden size: a program keeps whole rows in registers.
-MAX_HIDDEN = 8192
+# Largest hidden size: a program keeps whole rows in registers (ViT-H is 1280).
+MAX_HIDDEN = 4096
 # Target elements per program tile; sets rows per program from the hidden size.
-ROW_TILE = 2048
+# The interpreter pays per op and per program, not per element, so it takes
+# 8x larger tiles (the kernels are the same; only BLOCK_M changes).
+GPU_ROW_TILE = 2048
+ROW_TILE = 8 * GPU_ROW_TILE if tuning.interpreting() else GPU_ROW_TILE
 
 # Launch options the autotuner tries (per N and dtype). Rows per program come
-# from ROW_TILE, so every tile holds 1024-2048 elements for N <= 2048: 4 or 8
-# warps give each thread 8-16 fp32 per live tensor. num_stages only matters for
+# from ROW_TILE, so a tile holds 2048 elements for N <= 2048 (one row of 4096
+# above): 4 or 8 warps give each thread 8-16 fp32 per live tensor. num_stages only matters for
 # the backward's row loop. These are candidates, compiled for each architecture
 # by the AOT test; they were not timed on that hardware.
 CONFIGS = {
@@ -172,10 +175,10 @@ _layer_norm_bwd = triton.autotune(configs=tuning.autotune_configs(CONFIGS), key=
 # --------------------------------------------------------------------------- launchers
 
 
-def block_sizes(n: int) -> tuple[int, int]:
+def block_sizes(n: int, row_tile: int = ROW_TILE) -> tuple[int, int]:
     """(BLOCK_M rows per tile, BLOCK_N columns) for hidden size ``n``."""
     block_n = triton.next_power_of_2(n)
-    return max(1, ROW_TILE // block_n), block_n
+    return max(1, row_tile // block_n), block_n
 
 
 @functools.lru_cache(maxsize=None)
@@ -191,6 +194,8 @@ def bwd_num_programs(m: int, n: int, device: torch.device) -> tuple[int, int]:
     Depends only on the shape and the device model, so the dW/dB reduction
     order is fixed. Rows per program are a multiple of BLOCK_M.
     """
+    if m == 0:
+        return 0, 0
     block_m, _ = block_sizes(n)
     per_program = triton.cdiv(m, min(_programs_per_device(torch.device(device)), triton.cdiv(m, block_m)))
     per_program = triton.cdiv(per_program, block_m) * block_m
@@ -267,7 +272,7 @@ def launch_layer_norm_bwd(dout, x, weight, mean, rstd, ds=None, *, dx=None, part
     m = x2.shape[0]
     dx = _out_buffer(dx, x.shape, x.dtype, x.device)
     dx2 = dx.view(m, n)
-    programs, per_program = bwd_num_programs(m, n, x.device) if m else (0, 0)
+    programs, per_program = bwd_num_programs(m, n, x.device)
     partial = _out_buffer(partial, (2, programs, n), torch.float32, x.device)
     ds2 = dout2 if ds is None else _as_rows(ds, n)  # unused by the kernel when HAS_DS is False
     if m:
@@ -371,7 +376,8 @@ add_layer_norm_fwd.register_autograd(_add_layer_norm_backward, setup_context=_ad
 
 def _check_inputs(x, weight, bias, y=None):
     if not isinstance(x, torch.Tensor) or x.dim() == 0:
-        raise TypeError(f"x: expected a tensor with at least 1 dim, got {type(x).__name__}{'' if not isinstance(x, torch.Tensor) else ' of 0 dims'}")
+        got = "a 0-dim tensor" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise TypeError(f"x: expected a tensor with at least 1 dim, got {got}")
     if x.dtype not in _DTYPES:
         raise TypeError(f"x: expected float32, float16 or bfloat16, got {x.dtype}")
     n = x.shape[-1]
@@ -380,9 +386,11 @@ def _check_inputs(x, weight, bias, y=None):
     if not x.is_cuda and not tuning.interpreting():
         raise ValueError(f"x: expected a CUDA tensor (or TRITON_INTERPRET=1 for CPU), got device {x.device}")
     if y is not None:
-        if not isinstance(y, torch.Tensor) or y.shape != x.shape or y.dtype != x.dtype:
-            got = f"{y.dtype} {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
-            raise ValueError(f"y: expected {x.dtype} of shape {tuple(x.shape)} like x, got {got}")
+        if not isinstance(y, torch.Tensor) or y.dtype != x.dtype:
+            got = y.dtype if isinstance(y, torch.Tensor) else type(y).__name__
+            raise TypeError(f"y: expected a {x.dtype} tensor like x, got {got}")
+        if y.shape != x.shape:
+            raise ValueError(f"y: expected shape {tuple(x.shape)} like x, got {tuple(y.shape)}")
         if y.device != x.device:
             raise ValueError(f"y: expected device {x.device} like x, got {y.device}")
     for name, p in (("weight", weight), ("bias", bias)):
@@ -446,7 +454,7 @@ def aot_cases() -> list[AotCase]:
         for launch in sorted(launches):
             for dtype in ("bf16", "fp16"):
                 for n in (768, 1280):
-                    block_m, block_n = block_sizes(n)
+                    block_m, block_n = block_sizes(n, GPU_ROW_TILE)
                     for name, fn, flag, on in kernels:
                         cases.append(AotCase(
                             name=f"{name}-{dtype}-N{n}", fn=fn,

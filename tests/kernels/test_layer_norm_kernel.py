@@ -1,0 +1,379 @@
+"""Fused LayerNorm / add+LayerNorm kernels against the fp64 reference.
+
+Each parity case compares three things: the fused kernel, eager PyTorch in the
+same dtype (``upcast=False``) and the fp64 reference (``upcast=True``); the
+kernel's error may be at most 2x eager's plus ``atol``. Kernel outputs, saved
+statistics, ``dx`` and the dW/dB partial-sum buffer are NaN-poisoned before
+each launch, so an element the kernel fails to write fails the test.
+
+On CPU the kernels run in the Triton interpreter, which is slow, so the default
+run covers every row count and hidden size once per (op, dtype); the full grid
+is marked ``slow`` (``-m slow``). On CUDA the full grid runs in bf16 and fp16.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+from parity import assert_close_vs_ref, poison_
+
+from fastvit.kernels import layer_norm as ln
+from fastvit.kernels import tuning
+from fastvit.kernels.reference import add_layer_norm_ref, layer_norm_ref
+
+EPS = 1e-6
+ATOL = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+ROWS = (1, 197, 4 * 197 + 3)
+HIDDEN = (192, 768, 1000, 1280)
+# Every row count and hidden size once, plus leading dims and the largest width.
+COVER = [(1, 1280), (197, 1000), (4 * 197 + 3, 768), (197, 192), (2, 197, 192), (3, 4096)]
+FULL = [(m, n) for m in ROWS for n in HIDDEN]
+OPS = ("layer_norm", "add_layer_norm")
+
+
+@pytest.fixture(autouse=True)
+def _slow_only_on_request(request):
+    # pyproject documents "slow" as off by default but does not deselect it.
+    if request.node.get_closest_marker("slow") and "slow" not in request.config.getoption("markexpr", ""):
+        pytest.skip("wide sweep: run with -m slow")
+
+
+def _generator(*key) -> torch.Generator:
+    return torch.Generator().manual_seed(zlib.crc32(repr(key).encode()))
+
+
+def _make_inputs(op, shape, dtype, device, weight_dtype=None):
+    """Seeded inputs and upstream gradients for one case."""
+    g = _generator(op, shape, dtype, weight_dtype)
+    n = shape[-1]
+    weight_dtype = weight_dtype or dtype
+
+    def randn(*size, dt=dtype, scale=1.0, shift=0.0):
+        return (torch.randn(*size, generator=g) * scale + shift).to(device=device, dtype=dt)
+
+    t = dict(x=randn(*shape), weight=randn(n, dt=weight_dtype, scale=0.5, shift=1.0),
+             bias=randn(n, dt=weight_dtype, scale=0.5), dout=randn(*shape))
+    if op == "add_layer_norm":
+        t.update(y=randn(*shape), ds=randn(*shape))
+    return t
+
+
+def _reference(op, t, upcast):
+    """Forward outputs and input gradients of the reference; fp64 leaves when ``upcast``."""
+    names = ["x", "y", "weight", "bias"] if op == "add_layer_norm" else ["x", "weight", "bias"]
+    cast = (lambda v: v.double()) if upcast else (lambda v: v)
+    leaves = {k: cast(t[k]).detach().requires_grad_() for k in names}
+    if op == "add_layer_norm":
+        s, out = add_layer_norm_ref(leaves["x"], leaves["y"], leaves["weight"], leaves["bias"], EPS, upcast=upcast)
+        outs, grads_out = {"s": s, "out": out}, (cast(t["ds"]), cast(t["dout"]))
+    else:
+        out = layer_norm_ref(leaves["x"], leaves["weight"], leaves["bias"], EPS, upcast=upcast)
+        outs, grads_out = {"out": out}, (cast(t["dout"]),)
+    grads = torch.autograd.grad(tuple(outs.values()), tuple(leaves.values()), grads_out)
+    outs.update({f"d{k}": gr for k, gr in zip(names, grads)})
+    return {k: v.detach() for k, v in outs.items()}
+
+
+def _fused(op, t):
+    """Forward and backward launchers on NaN-poisoned output buffers."""
+    x, w, b = t["x"], t["weight"], t["bias"]
+    m, n = x.numel() // x.shape[-1], x.shape[-1]
+    add = op == "add_layer_norm"
+
+    def poisoned(shape, dtype):
+        return poison_(torch.empty(shape, dtype=dtype, device=x.device))
+
+    s, out, mean, rstd = ln.launch_layer_norm_fwd(
+        x, w, b, EPS, t.get("y"),
+        s=poisoned(x.shape, x.dtype) if add else None, out=poisoned(x.shape, x.dtype),
+        mean=poisoned((m,), torch.float32), rstd=poisoned((m,), torch.float32),
+    )
+    programs, _ = ln.bwd_num_programs(m, n, x.device)
+    dx, dw, db = ln.launch_layer_norm_bwd(
+        t["dout"], s if add else x, w, mean, rstd, t.get("ds"),
+        dx=poisoned(x.shape, x.dtype), partial=poisoned((2, programs, n), torch.float32),
+    )
+    res = {"out": out, "dx": dx, "dweight": dw, "dbias": db, "mean": mean, "rstd": rstd}
+    if add:
+        res.update(s=s, dy=dx)
+    return res
+
+
+def _check_parity(op, shape, dtype, device, weight_dtype=None):
+    t = _make_inputs(op, shape, dtype, device, weight_dtype)
+    got = _fused(op, t)
+    ref = _reference(op, t, upcast=True)
+    eager = _reference(op, t, upcast=False)
+    for name in ref:
+        assert got[name].dtype == eager[name].dtype, f"{name}: dtype {got[name].dtype} != eager {eager[name].dtype}"
+        assert_close_vs_ref(got[name], eager[name], ref[name], factor=2, atol=ATOL[dtype], name=name)
+
+    # The saved statistics are fp32 and describe exactly the normalized tensor (s for the add variant).
+    normalized = (ref["s"] if op == "add_layer_norm" else t["x"]).to(dtype).double().reshape(-1, shape[-1])
+    var, mean = torch.var_mean(normalized, dim=1, unbiased=False)
+    assert got["mean"].dtype == got["rstd"].dtype == torch.float32
+    torch.testing.assert_close(got["mean"].double(), mean, rtol=1e-5, atol=1e-6, msg=lambda m: f"mean: {m}")
+    torch.testing.assert_close(got["rstd"].double(), (var + EPS).rsqrt(), rtol=1e-5, atol=0, msg=lambda m: f"rstd: {m}")
+
+
+# --------------------------------------------------------------------------- parity
+
+
+@pytest.mark.parametrize("shape", COVER, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("op", OPS)
+def test_parity(op, dtype, shape):
+    _check_parity(op, shape, dtype, "cpu")
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_parity_fp32_weights_with_fp16_inputs(op):
+    _check_parity(op, (197, 768), torch.float16, "cpu", weight_dtype=torch.float32)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", [s for s in FULL if s not in COVER], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("op", OPS)
+def test_parity_sweep(op, dtype, shape):
+    _check_parity(op, shape, dtype, "cpu")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("weight_dtype", [None, torch.float32], ids=["same", "fp32w"])
+@pytest.mark.parametrize("shape", FULL + [(8, 197, 768), (3, 4096)], ids=str)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("op", OPS)
+def test_parity_cuda(op, dtype, shape, weight_dtype):
+    _check_parity(op, shape, dtype, "cuda", weight_dtype)
+
+
+def _strided_inputs(layout):
+    """(2, 197, 384) fp32 views that are not plain contiguous."""
+    if layout == "row_slice":  # leading dims do not merge: copied
+        return torch.randn(2, 198, 384)[:, 1:]
+    if layout == "padded_rows":  # rows of a wider buffer: read in place with its row stride
+        return torch.randn(2, 197, 512)[..., :384]
+    return torch.randn(2, 384, 197).transpose(1, 2)  # "transposed": last dim strided, copied
+
+
+@pytest.mark.parametrize("layout", ["row_slice", "padded_rows", "transposed"])
+def test_public_functions_on_strided_inputs(layout):
+    torch.manual_seed(0)
+    x, y = _strided_inputs(layout), _strided_inputs(layout)
+    w, b = 1 + 0.5 * torch.randn(384), 0.5 * torch.randn(384)
+    dout, ds = torch.randn(2, 197, 384), torch.randn(2, 197, 384)
+    leaves = [t.clone().requires_grad_() for t in (x, y, w, b)]
+    s, out = ln.add_layer_norm(*leaves)
+    out2 = ln.layer_norm(leaves[0], leaves[2], leaves[3])
+    got = [s, out, out2, *torch.autograd.grad((s, out, out2), leaves, (ds, dout, dout))]
+    assert s.is_contiguous() and out.is_contiguous() and out2.is_contiguous()
+
+    def ref(upcast):
+        cast = (lambda v: v.double()) if upcast else (lambda v: v)
+        leaves = [cast(t).requires_grad_() for t in (x, y, w, b)]
+        s, out = add_layer_norm_ref(*leaves, EPS, upcast=upcast)
+        out2 = layer_norm_ref(leaves[0], leaves[2], leaves[3], EPS, upcast=upcast)
+        return [s, out, out2, *torch.autograd.grad((s, out, out2), leaves, tuple(map(cast, (ds, dout, dout))))]
+
+    names = ["s", "out", "out_ln", "dx", "dy", "dweight", "dbias"]
+    for name, g, e, r in zip(names, got, ref(False), ref(True)):
+        assert_close_vs_ref(g, e, r, factor=2, atol=ATOL[torch.float32], name=name)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_zero_rows(op):
+    t = _make_inputs(op, (0, 768), torch.float32, "cpu")
+    got = _fused(op, t)
+    assert got["out"].shape == (0, 768) and got["mean"].shape == (0,)
+    assert torch.equal(got["dweight"], torch.zeros(768)) and torch.equal(got["dbias"], torch.zeros(768))
+
+
+# --------------------------------------------------------------------------- determinism and partitioning
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_backward_is_bitwise_deterministic(op, device):
+    t = _make_inputs(op, (2, 197, 384), torch.float16 if device == "cuda" else torch.float32, device)
+    first, second = _fused(op, t), _fused(op, t)
+    for name in first:
+        assert torch.equal(first[name], second[name]), f"{name} differs between two runs"
+
+
+@pytest.mark.parametrize("n", [192, 384, 768, 1000, 1280, 4096])
+def test_backward_partition_covers_rows_once(n):
+    block_m, _ = ln.block_sizes(n)
+    for m in [1, 2, 7, 197, 788, 791, 10_000]:
+        programs, per_program = ln.bwd_num_programs(m, n, torch.device("cpu"))
+        assert per_program % block_m == 0
+        assert (programs - 1) * per_program < m <= programs * per_program, (m, programs, per_program)
+
+
+# --------------------------------------------------------------------------- registration
+
+
+def _op_args(name):
+    torch.manual_seed(0)
+    x, y, dout, ds = (torch.randn(2, 3, 192) for _ in range(4))
+    w, b = 1 + torch.randn(192), torch.randn(192)
+    _, mean, rstd = ln.layer_norm_fwd(x, w, b, EPS)
+    if name == "layer_norm_fwd":
+        return (x.requires_grad_(), w.requires_grad_(), b.requires_grad_(), EPS)
+    if name == "add_layer_norm_fwd":
+        return (x.requires_grad_(), y.requires_grad_(), w.requires_grad_(), b.requires_grad_(), EPS)
+    if name == "layer_norm_bwd":
+        return (dout, x, w, mean, rstd)
+    return (dout, ds, x, w, mean, rstd)
+
+
+@pytest.mark.parametrize("name", ["layer_norm_fwd", "layer_norm_bwd", "add_layer_norm_fwd", "add_layer_norm_bwd"])
+def test_opcheck(name):
+    torch.library.opcheck(getattr(torch.ops.fastvit, name).default, _op_args(name))
+
+
+def test_torch_compile_fullgraph():
+    def block(x, y, w, b):
+        s, h = ln.add_layer_norm(x, y, w, b)
+        return s, ln.layer_norm(h, w, b)
+
+    torch.manual_seed(0)
+    inputs = [torch.randn(2, 5, 192), torch.randn(2, 5, 192), 1 + torch.randn(192), torch.randn(192)]
+    grads_out = (torch.randn(2, 5, 192), torch.randn(2, 5, 192))
+    results = []
+    for fn in (block, torch.compile(block, fullgraph=True, backend="aot_eager")):
+        leaves = [t.clone().requires_grad_() for t in inputs]
+        outs = fn(*leaves)
+        results.append([*outs, *torch.autograd.grad(outs, leaves, grads_out)])
+    for eager, compiled in zip(*results):
+        torch.testing.assert_close(compiled, eager, rtol=1e-6, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- input validation
+
+
+def _bad_call(case):
+    x, w, b = torch.randn(4, 192), torch.ones(192), torch.zeros(192)
+    return {
+        "x_not_tensor": lambda: ln.layer_norm(x.tolist(), w, b),
+        "x_0dim": lambda: ln.layer_norm(torch.tensor(1.0), w, b),
+        "x_int": lambda: ln.layer_norm(x.int(), w, b),
+        "x_fp64": lambda: ln.layer_norm(x.double(), w.double(), b.double()),
+        "x_too_wide": lambda: ln.layer_norm(torch.randn(2, 4097), torch.ones(4097), torch.zeros(4097)),
+        "weight_shape": lambda: ln.layer_norm(x, torch.ones(193), b),
+        "bias_shape": lambda: ln.layer_norm(x, w, torch.zeros(1, 192)),
+        "weight_not_tensor": lambda: ln.layer_norm(x, 1.0, b),
+        "weight_dtype": lambda: ln.layer_norm(x, w.bfloat16(), b.bfloat16()),
+        "bias_dtype_mismatch": lambda: ln.layer_norm(x.half(), w.half(), b),
+        "weight_device": lambda: ln.layer_norm(x, w.to("meta"), b),
+        "y_shape": lambda: ln.add_layer_norm(x, x[:2], w, b),
+        "y_dtype": lambda: ln.add_layer_norm(x, x.half(), w, b),
+        "y_device": lambda: ln.add_layer_norm(x, x.to("meta"), w, b),
+        "out_buffer": lambda: ln.launch_layer_norm_fwd(x, w, b, EPS, out=torch.empty(4, 193)),
+    }[case]
+
+
+@pytest.mark.parametrize(
+    "case, error, message",
+    [
+        ("x_not_tensor", TypeError, "x: expected a tensor with at least 1 dim, got list"),
+        ("x_0dim", TypeError, "got a 0-dim tensor"),
+        ("x_int", TypeError, "x: expected float32, float16 or bfloat16, got torch.int32"),
+        ("x_fp64", TypeError, "got torch.float64"),
+        ("x_too_wide", ValueError, "hidden size .* in 1..4096, got 4097"),
+        ("weight_shape", ValueError, r"weight: expected shape \(192,\) .* got \(193,\)"),
+        ("bias_shape", ValueError, r"bias: expected shape \(192,\) .* got \(1, 192\)"),
+        ("weight_not_tensor", TypeError, "weight: expected a tensor .* got float"),
+        ("weight_dtype", TypeError, "weight: expected torch.float32 .* got torch.bfloat16"),
+        ("bias_dtype_mismatch", TypeError, "bias: expected weight's dtype torch.float16, got torch.float32"),
+        ("weight_device", ValueError, "weight: expected device cpu like x, got meta"),
+        ("y_shape", ValueError, r"y: expected shape \(4, 192\) like x, got \(2, 192\)"),
+        ("y_dtype", TypeError, "y: expected a torch.float32 tensor like x, got torch.float16"),
+        ("y_device", ValueError, "y: expected device cpu like x, got meta"),
+        ("out_buffer", ValueError, r"output buffer: expected contiguous torch.float32 of shape \(4, 192\)"),
+    ],
+    ids=lambda v: v if isinstance(v, str) and " " not in v else "",
+)
+def test_invalid_inputs_raise(case, error, message):
+    with pytest.raises(error, match=message):
+        _bad_call(case)()
+
+
+def test_cpu_tensor_without_interpreter_raises(monkeypatch):
+    monkeypatch.setattr(tuning, "interpreting", lambda: False)
+    with pytest.raises(ValueError, match="expected a CUDA tensor .* got device cpu"):
+        ln.layer_norm(torch.randn(4, 192), torch.ones(192), torch.zeros(192))
+
+
+# --------------------------------------------------------------------------- ahead-of-time compile
+
+AOT_CASES = ln.aot_cases()
+
+_AOT_CHILD = """
+import json, sys
+from fastvit.kernels.aot import check_case
+from fastvit.kernels.layer_norm import aot_cases
+wanted = set(json.load(sys.stdin))
+results = {}
+for case in aot_cases():
+    if str(case) in wanted:
+        try:
+            results[str(case)] = check_case(case)
+        except Exception as e:
+            results[str(case)] = f"{type(e).__name__}: {e}"
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def aot_results(request):
+    """Compile the selected cases in child processes without TRITON_INTERPRET.
+
+    The interpreter replaces triton.language (tl.sum becomes an interpreted
+    function), so nothing compiles in this process. Cases are split over up
+    to os.cpu_count() children.
+    """
+    wanted = [item.callspec.params["case"] for item in request.session.items
+              if getattr(item, "originalname", None) == "test_aot_compiles" and hasattr(item, "callspec")]
+    names = [str(case) for case in wanted]
+    root = Path(ln.__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    workers = max(1, min(os.cpu_count() or 1, 8, len(names)))
+    children = []
+    for i in range(workers):
+        child = subprocess.Popen([sys.executable, "-c", _AOT_CHILD], env=env, text=True,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        child.stdin.write(json.dumps(names[i::workers]))
+        child.stdin.close()
+        children.append(child)
+    results = {}
+    for child in children:
+        out, err = child.stdout.read(), child.stderr.read()
+        assert child.wait() == 0, f"AOT compile child failed:\n{err[-4000:]}"
+        results.update(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+@pytest.mark.parametrize("case", AOT_CASES, ids=str)
+def test_aot_compiles(case, aot_results):
+    result = aot_results[str(case)]
+    assert isinstance(result, dict), result
+    assert result["tensor_core_op"] is None
+
+
+def test_aot_cases_cover_every_shipped_config():
+    for arch in ("sm80", "sm90"):
+        shipped = {tuple(sorted(tuning.split(e)[1].items())) for e in ln.CONFIGS[arch] + ln.CONFIGS["default"]}
+        for name in ("layer_norm_fwd", "add_layer_norm_fwd", "layer_norm_bwd", "add_layer_norm_bwd"):
+            for dtype in ("bf16", "fp16"):
+                for n in (768, 1280):
+                    covered = {(("num_stages", c.num_stages), ("num_warps", c.num_warps)) for c in AOT_CASES
+                               if c.arch == arch and c.name == f"{name}-{dtype}-N{n}"}
+                    assert covered == shipped, (arch, name, dtype, n)
