@@ -6,6 +6,7 @@
 >>> tokens = model.forward_features(torch.randn(2, 3, 224, 224))   # (2, 197, 192)
 """
 
+from .compiling import compile
 from .config import PRESETS, ViTConfig, get_config, list_models
 from .layers import resample_pos_embed
 from .model import Block, VisionTransformer, create_model
@@ -17,6 +18,7 @@ __all__ = [
     "Block",
     "ViTConfig",
     "VisionTransformer",
+    "compile",
     "create_model",
     "get_config",
     "list_models",

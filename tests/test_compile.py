@@ -1,0 +1,120 @@
+"""torch.compile: no graph breaks, same outputs and gradients, bounded recompiles."""
+
+import pytest
+import torch
+
+import fastvit
+
+# Tiny shapes so the Triton kernels stay quick under the CPU interpreter.
+SMALL = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2, num_classes=10)
+IMPLS = {
+    "eager": dict(attn_impl="eager"),
+    "sdpa": dict(attn_impl="sdpa"),
+    "auto": dict(attn_impl="auto"),
+    "triton": dict(attn_impl="triton", norm_impl="triton", linear_impl="triton"),
+}
+
+
+def small_model(impl, **kw):
+    torch.manual_seed(0)
+    return fastvit.VisionTransformer(fastvit.ViTConfig(**SMALL, **IMPLS[impl], **kw))
+
+
+@pytest.mark.parametrize("impl", list(IMPLS))
+def test_no_graph_breaks(impl):
+    model = small_model(impl).eval()
+    explanation = torch._dynamo.explain(model)(torch.randn(2, 3, 32, 32))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
+def _outputs_and_grads(model, x):
+    model.zero_grad()
+    out = model(x)
+    out.square().mean().backward()
+    return out.detach(), {n.removeprefix("_orig_mod."): p.grad.clone() for n, p in model.named_parameters()}
+
+
+def _assert_same(eager, compiled, tol):
+    torch.testing.assert_close(compiled[0], eager[0], rtol=tol, atol=tol)
+    for name, grad in eager[1].items():
+        torch.testing.assert_close(compiled[1][name], grad, rtol=tol, atol=tol, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("impl", list(IMPLS))
+def test_aot_eager_matches_eager_forward_and_backward(impl):
+    model = small_model(impl).train()
+    x = torch.randn(2, 3, 32, 32)
+    expected = _outputs_and_grads(model, x)
+    compiled = fastvit.compile(model, backend="aot_eager")
+    _assert_same(expected, _outputs_and_grads(compiled, x), 1e-5)
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "triton"])
+def test_inductor_matches_eager_forward_and_backward(impl):
+    model = small_model(impl).train()
+    x = torch.randn(2, 3, 32, 32)
+    expected = _outputs_and_grads(model, x)
+    _assert_same(expected, _outputs_and_grads(fastvit.compile(model), x), 1e-5)
+
+
+def test_gradient_checkpointing_compiles():
+    model = small_model("sdpa").train()
+    x = torch.randn(2, 3, 32, 32)
+    expected = _outputs_and_grads(model, x)
+    model.set_grad_checkpointing(True)
+    _assert_same(expected, _outputs_and_grads(fastvit.compile(model, backend="aot_eager"), x), 1e-5)
+
+
+def test_dynamic_img_size_recompiles_at_most_twice():
+    from torch._dynamo.testing import CompileCounter
+
+    model = small_model("sdpa", dynamic_img_size=True).eval()
+    counter = CompileCounter()
+    compiled = torch.compile(model, backend=counter, fullgraph=True)
+    with torch.no_grad():
+        for h, w in ((32, 32), (48, 48), (64, 40)):
+            x = torch.randn(2, 3, h, w)
+            torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
+    assert counter.frame_count <= 3, f"{counter.frame_count} compiles for 3 sizes (first + at most 2 recompiles)"
+
+
+def test_compile_changes_no_global_config():
+    import torch._dynamo.config as dynamo_config
+    import torch._inductor.config as inductor_config
+
+    before = (dict(dynamo_config.get_config_copy()), dict(inductor_config.get_config_copy()))
+    fastvit.compile(small_model("sdpa"), backend="aot_eager")
+    assert before == (dict(dynamo_config.get_config_copy()), dict(inductor_config.get_config_copy()))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16])
+def test_cuda_graph_replay_equals_eager(dtype):
+    model = fastvit.create_model("vit_tiny_patch16_224", attn_impl="triton", norm_impl="triton", linear_impl="triton")
+    model = model.cuda().to(dtype).eval()
+    x = torch.randn(8, 3, 224, 224, device="cuda", dtype=dtype)
+    with torch.no_grad():
+        graph = torch.cuda.CUDAGraph()
+        static_x = x.clone()
+        model(static_x)  # warm-up: autotune and first launches outside the graph
+        torch.cuda.synchronize()
+        with torch.cuda.graph(graph):
+            static_out = model(static_x)
+        graph.replay()
+        torch.testing.assert_close(static_out, model(x), rtol=0, atol=0)
+
+
+@pytest.mark.cuda
+def test_compiled_fused_model_matches_eager_fused_cuda():
+    from parity import assert_close_vs_ref
+
+    torch.manual_seed(0)
+    fused = fastvit.create_model("vit_tiny_patch16_224", attn_impl="triton", norm_impl="triton", linear_impl="triton").cuda().eval()
+    ref = fastvit.create_model("vit_tiny_patch16_224", attn_impl="eager").cuda().eval()
+    ref.load_state_dict(fused.state_dict())
+    x = torch.randn(8, 3, 224, 224, device="cuda")
+    with torch.no_grad():
+        expected = ref(x)
+        eager_bf16 = ref.to(torch.bfloat16)(x.bfloat16())
+        compiled = fastvit.compile(fused.to(torch.bfloat16), mode="reduce-overhead")(x.bfloat16())
+    assert_close_vs_ref(compiled, eager_bf16, expected, factor=2.0, atol=1e-2, name="compiled fused logits")
