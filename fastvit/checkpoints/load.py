@@ -1,0 +1,96 @@
+"""``load_checkpoint``: read a file, recognise its layout, convert, validate, then load."""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Mapping
+
+import torch
+
+from .big_vision import convert_big_vision
+from .common import fit_state_dict, shorten
+from .files import read_checkpoint, unwrap
+from .huggingface import convert_hf
+from .timm import convert_timm
+from .torchvision import convert_torchvision
+
+# layout -> (a key pattern only that layout has, converter). Checked in this order.
+LAYOUTS = {
+    "big_vision": (r"(?:.*/)?(?:embedding/kernel|Transformer/encoderblock.*)", convert_big_vision),
+    "torchvision": (r"conv_proj\.weight|class_token|encoder\.layers\.encoder_layer_\d+\..*", convert_torchvision),
+    "huggingface": (r"(?:(?:vit|deit)\.)?(?:embeddings\.patch_embeddings\..*|encoder\.layer\.\d+\..*|layers\.\d+\.attention\..*)",
+                    convert_hf),
+    "timm": (r"patch_embed\.proj\.weight|blocks\.\d+\..*", convert_timm),
+}
+_EXAMPLES = {
+    "big_vision": "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel",
+    "torchvision": "encoder.layers.encoder_layer_0.self_attention.in_proj_weight",
+    "huggingface": "vit.layers.0.attention.q_proj.weight (5.x) or vit.encoder.layer.0.attention.attention.query.weight (4.x)",
+    "timm": "blocks.0.attn.qkv.weight",
+}
+
+
+def detect_layout(keys, source: str = "checkpoint") -> str:
+    """Which implementation's names ``keys`` use; ``ValueError`` when none fits."""
+    keys = list(keys)
+    for layout, (signature, _) in LAYOUTS.items():
+        if any(re.fullmatch(signature, k) for k in keys):
+            return layout
+    examples = "\n  ".join(f"{name}: {key}" for name, key in _EXAMPLES.items())
+    raise ValueError(f"{source}: unknown checkpoint layout; its keys ({shorten(keys, 6)}) match none of\n  {examples}")
+
+
+def convert_state_dict(state_dict: Mapping[str, torch.Tensor], layout: str | None = None,
+                       source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Any supported layout -> fastvit names. Keys no converter knows are kept as they
+    are (loading then reports them as unexpected)."""
+    layout = layout or detect_layout(state_dict, source)
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; valid: {list(LAYOUTS)}")
+    converted, unknown = LAYOUTS[layout][1](dict(state_dict))
+    converted.update(unknown)
+    return converted
+
+
+def load_checkpoint(
+    model,
+    checkpoint: str | os.PathLike | Mapping[str, torch.Tensor],
+    strict: bool = True,
+    *,
+    layout: str | None = None,
+    interpolation: str = "bicubic",
+    antialias: bool = False,
+):
+    """Load weights saved by timm, torchvision, Hugging Face transformers or big_vision into ``model``.
+
+    ``checkpoint``: a .safetensors, .pth/.pt/.bin/.ckpt or .npz file, a Hugging
+    Face model directory, or an already loaded state dict. The layout is
+    recognised from the key names (or forced with ``layout=``). A position
+    embedding for another grid is resampled (``interpolation``/``antialias``;
+    the default matches Hugging Face's ``interpolate_pos_encoding``, timm uses
+    ``antialias=True``). A classifier head for another number of classes is
+    dropped with a warning and the model's head re-initialised.
+
+    Everything is converted and checked before the first parameter is written,
+    so on any error the model is left exactly as it was. Errors:
+    ``FileNotFoundError``, ``ImportError`` (safetensors), ``ValueError`` (bad
+    file, unknown layout, shape mismatch), ``KeyError`` (missing / unexpected
+    keys; ``strict=False`` loads the rest and warns). Returns ``model``.
+    """
+    if isinstance(checkpoint, Mapping):
+        source = "state dict"
+        raw = unwrap(dict(checkpoint), source)
+    else:
+        source = os.fspath(checkpoint)
+        raw = read_checkpoint(checkpoint)
+    layout = layout or detect_layout(raw, source)
+    state_dict = convert_state_dict(raw, layout, source)
+    state_dict, notices = fit_state_dict(model, state_dict, strict=strict, interpolation=interpolation,
+                                         antialias=antialias, source=f"{source} ({layout} layout)")
+    with torch.no_grad():
+        model.load_state_dict(state_dict, strict=strict)
+    for notice in notices:
+        warnings.warn(notice, stacklevel=2)
+    return model
