@@ -6,6 +6,7 @@
 >>> tokens = model.forward_features(torch.randn(2, 3, 224, 224))   # (2, 197, 192)
 """
 
+from .checkpoints import from_hf, from_timm, from_torchvision, load_checkpoint, to_hf_state_dict, to_timm_state_dict
 from .compiling import compile
 from .config import PRESETS, ViTConfig, get_config, list_models
 from .layers import resample_pos_embed
@@ -20,7 +21,13 @@ __all__ = [
     "VisionTransformer",
     "compile",
     "create_model",
+    "from_hf",
+    "from_timm",
+    "from_torchvision",
     "get_config",
     "list_models",
+    "load_checkpoint",
     "resample_pos_embed",
+    "to_hf_state_dict",
+    "to_timm_state_dict",
 ]
