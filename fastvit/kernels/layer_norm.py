@@ -30,10 +30,10 @@ from those in the backward.
 
 Launch shape: each program of the forward normalizes ``BLOCK_M`` whole rows,
 ``BLOCK_N = next_power_of_2(N)`` columns with masking, where
-``BLOCK_M = max(1, ROW_TILE // BLOCK_N)``: one row at ViT-L/H widths
-(1024, 1280), two rows at ViT-B's 768 and eight at ViT-Ti's 192. One row per
-program would leave a 192-wide row spread over 128 threads doing 1.5 elements
-each; tiles of about ``ROW_TILE`` elements keep every thread on a few
+``BLOCK_M = max(1, ROW_TILE // BLOCK_N)`` (``ROW_TILE`` = 2048 on GPUs): one
+row at ViT-L/H widths (1024, 1280), two rows at ViT-B's 768 and eight at
+ViT-Ti's 192. One row per program would leave a 192-wide row spread over 128
+threads doing 1.5 elements each; 2048-element tiles keep every thread on a few
 vectorized loads, and the grid stays large (ViT-B, batch 64: 12,608 rows ->
 6,304 programs). ``num_warps``/``num_stages`` are autotuned per architecture
 from ``CONFIGS`` (keyed on ``N``).
@@ -70,10 +70,11 @@ GPU_ROW_TILE = 2048
 ROW_TILE = 8 * GPU_ROW_TILE if tuning.interpreting() else GPU_ROW_TILE
 
 # Launch options the autotuner tries (per N and dtype). Rows per program come
-# from ROW_TILE, so a tile holds 2048 elements for N <= 2048 (one row of 4096
-# above): 4 or 8 warps give each thread 8-16 fp32 per live tensor. num_stages only matters for
-# the backward's row loop. These are candidates, compiled for each architecture
-# by the AOT test; they were not timed on that hardware.
+# from ROW_TILE, so a GPU tile holds 2048 elements for N <= 2048 (one row of
+# 4096 above): 4 or 8 warps give each thread 8-16 fp32 per live tensor.
+# num_stages only matters for the backward's row loop. These are candidates,
+# compiled for each architecture by the AOT test; they were not timed on that
+# hardware.
 CONFIGS = {
     "sm90": [dict(num_warps=4, num_stages=2), dict(num_warps=8, num_stages=2)],
     "sm80": [dict(num_warps=4, num_stages=2), dict(num_warps=8, num_stages=2)],
@@ -422,14 +423,14 @@ def add_layer_norm(x, y, weight, bias, eps: float = 1e-6) -> tuple[torch.Tensor,
 # --------------------------------------------------------------------------- ahead-of-time compile cases
 
 
-def _aot_signature(kernel, ptr: str, wptr: str) -> dict:
-    """Triton signature: activations ``ptr``, weights ``wptr``, stats fp32, ints i32."""
+def _aot_signature(kernel, ptr: str) -> dict:
+    """Triton signature: activations and weights ``ptr``, stats and partial sums fp32, ints i32."""
     if kernel is _layer_norm_fwd_kernel:
-        pointers = dict(X=ptr, Y=ptr, W=wptr, B=wptr, S=ptr, OUT=ptr, MEAN="*fp32", RSTD="*fp32")
+        pointers = dict(X=ptr, Y=ptr, W=ptr, B=ptr, S=ptr, OUT=ptr, MEAN="*fp32", RSTD="*fp32")
         ints = ("stride_x", "stride_y", "stride_s", "stride_out", "M", "N")
         tail = dict(eps="fp32", BLOCK_M="constexpr", BLOCK_N="constexpr", HAS_RESIDUAL="constexpr")
     else:
-        pointers = dict(DOUT=ptr, DS=ptr, X=ptr, W=wptr, MEAN="*fp32", RSTD="*fp32", DX=ptr,
+        pointers = dict(DOUT=ptr, DS=ptr, X=ptr, W=ptr, MEAN="*fp32", RSTD="*fp32", DX=ptr,
                         DW_PARTIAL="*fp32", DB_PARTIAL="*fp32")
         ints = ("stride_dout", "stride_ds", "stride_x", "stride_dx", "M", "N", "rows_per_program")
         tail = dict(BLOCK_M="constexpr", BLOCK_N="constexpr", HAS_DS="constexpr")
@@ -458,7 +459,7 @@ def aot_cases() -> list[AotCase]:
                     for name, fn, flag, on in kernels:
                         cases.append(AotCase(
                             name=f"{name}-{dtype}-N{n}", fn=fn,
-                            signature=_aot_signature(fn, f"*{dtype}", f"*{dtype}"),
+                            signature=_aot_signature(fn, f"*{dtype}"),
                             constexprs=dict(BLOCK_M=block_m, BLOCK_N=block_n, **{flag: on}),
                             arch=arch, tensor_core_op=None, **dict(launch),
                         ))

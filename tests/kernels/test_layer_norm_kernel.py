@@ -319,7 +319,7 @@ _AOT_CHILD = """
 import json, sys
 from fastvit.kernels.aot import check_case
 from fastvit.kernels.layer_norm import aot_cases
-wanted = set(json.load(sys.stdin))
+wanted = set(json.loads(sys.argv[1]))
 results = {}
 for case in aot_cases():
     if str(case) in wanted:
@@ -345,18 +345,16 @@ def aot_results(request):
     root = Path(ln.__file__).resolve().parents[2]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
-    workers = max(1, min(os.cpu_count() or 1, 8, len(names)))
-    children = []
-    for i in range(workers):
-        child = subprocess.Popen([sys.executable, "-c", _AOT_CHILD], env=env, text=True,
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        child.stdin.write(json.dumps(names[i::workers]))
-        child.stdin.close()
-        children.append(child)
+    workers = min(os.cpu_count() or 1, 8, len(names))
+    children = [
+        subprocess.Popen([sys.executable, "-c", _AOT_CHILD, json.dumps(names[i::workers])], env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for i in range(workers)
+    ]
     results = {}
     for child in children:
-        out, err = child.stdout.read(), child.stderr.read()
-        assert child.wait() == 0, f"AOT compile child failed:\n{err[-4000:]}"
+        out, err = child.communicate()
+        assert child.returncode == 0, f"AOT compile child failed:\n{err[-4000:]}"
         results.update(json.loads(out.strip().splitlines()[-1]))
     return results
 
