@@ -57,6 +57,7 @@ import math
 import torch
 import triton
 import triton.language as tl
+from torch import Tensor
 
 from fastvit.kernels import tuning
 from fastvit.kernels.aot import AotCase
@@ -302,7 +303,7 @@ def _fake_stats(x):
 
 
 @torch.library.custom_op("fastvit::layer_norm_fwd", mutates_args=())
-def layer_norm_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def layer_norm_fwd(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     """Returns ``(LN(x), mean, rstd)``; mean and rstd are fp32 of shape ``(rows,)``."""
     _, out, mean, rstd = launch_layer_norm_fwd(x, weight, bias, eps)
     return out, mean, rstd
@@ -314,7 +315,9 @@ def _(x, weight, bias, eps):
 
 
 @torch.library.custom_op("fastvit::layer_norm_bwd", mutates_args=())
-def layer_norm_bwd(dout: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def layer_norm_bwd(
+    dout: Tensor, x: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
     """Returns ``(dx, dweight, dbias)``."""
     return launch_layer_norm_bwd(dout, x, weight, mean, rstd)
 
@@ -325,7 +328,9 @@ def _(dout, x, weight, mean, rstd):
 
 
 @torch.library.custom_op("fastvit::add_layer_norm_fwd", mutates_args=())
-def add_layer_norm_fwd(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def add_layer_norm_fwd(
+    x: Tensor, y: Tensor, weight: Tensor, bias: Tensor, eps: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Returns ``(s, LN(s), mean, rstd)`` with ``s = x + y`` in ``x``'s dtype."""
     return launch_layer_norm_fwd(x, weight, bias, eps, y)
 
@@ -336,7 +341,9 @@ def _(x, y, weight, bias, eps):
 
 
 @torch.library.custom_op("fastvit::add_layer_norm_bwd", mutates_args=())
-def add_layer_norm_bwd(dout: torch.Tensor, ds: torch.Tensor, s: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def add_layer_norm_bwd(
+    dout: Tensor, ds: Tensor, s: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
     """Returns ``(ds_total, dweight, dbias)``; ``ds_total = ds + dLN(s)/ds`` is the gradient of both x and y."""
     return launch_layer_norm_bwd(dout, s, weight, mean, rstd, ds)
 
@@ -407,13 +414,13 @@ def _check_inputs(x, weight, bias, y=None):
         raise TypeError(f"bias: expected weight's dtype {weight.dtype}, got {bias.dtype}")
 
 
-def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-6) -> Tensor:
     """LayerNorm over the last dim of ``x``. Saves ``x``, ``weight`` and fp32 mean/rstd for backward."""
     _check_inputs(x, weight, bias)
     return layer_norm_fwd(x, weight, bias, eps)[0]
 
 
-def add_layer_norm(x, y, weight, bias, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+def add_layer_norm(x: Tensor, y: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
     """Returns ``(s, LN(s))`` with ``s = x + y``. Saves ``s``, ``weight`` and fp32 mean/rstd for backward."""
     _check_inputs(x, weight, bias, y)
     s, out, _, _ = add_layer_norm_fwd(x, y, weight, bias, eps)
