@@ -93,9 +93,9 @@ def _fit_pos_embed(pos: torch.Tensor, model, interpolation: str, antialias: bool
     want = model.pos_embed.shape
     if pos.shape == want:
         return pos
-    found = f"pos_embed: the model expects {tuple(want)}, the checkpoint has {tuple(pos.shape)}"
     if pos.ndim != 3 or pos.shape[0] != 1 or pos.shape[2] != want[2]:
-        raise ValueError(found)
+        return pos  # not a matter of grid size: reported with the other shape mismatches
+    found = f"pos_embed: the model expects {tuple(want)}, the checkpoint has {tuple(pos.shape)}"
     prefix, n = model.num_prefix_tokens, pos.shape[1]
     side = math.isqrt(max(n - prefix, 0))
     if n > prefix and side * side == n - prefix:
@@ -123,29 +123,37 @@ def _fresh_head(expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _head_summary(shapes: dict) -> str:
-    if "head.weight" not in shapes:
-        return "none"
-    out, feat = shapes["head.weight"]
-    return f"{out} classes on {feat} features" + (" + distillation head" if "head_dist.weight" in shapes else "")
+    shape = shapes.get("head.weight")
+    if shape is None:
+        return "no head"
+    what = f"{shape[0]} classes on {shape[1]} features" if len(shape) == 2 else f"weight {shape}"
+    return what + (" + distillation head" if "head_dist.weight" in shapes else "")
 
 
 def _fit_head(sd: dict, expected: dict) -> str | None:
-    """Swap the checkpoint's classifier for a fresh one when it does not fit; return the notice."""
-    dropped_pre_logits = False
+    """Swap the checkpoint's classifier for a fresh one when it does not fit; return the notice.
+
+    The head (and a pre-logits layer the model lacks) is the one part a checkpoint
+    may legitimately not fit: it belongs to the task, not to the backbone."""
+    notes = []
     if PRE_LOGITS_KEYS[0] in sd and PRE_LOGITS_KEYS[0] not in expected:
         for key in PRE_LOGITS_KEYS:
             sd.pop(key, None)
-        dropped_pre_logits = True
+        notes.append("dropped its pre-logits layer (the model has none)")
     model_head = {k: tuple(expected[k].shape) for k in HEAD_KEYS if k in expected}
     ckpt_head = {k: tuple(sd[k].shape) for k in HEAD_KEYS if k in sd}
-    if model_head == ckpt_head and not dropped_pre_logits:
+    if model_head == ckpt_head and not notes:
         return None
     for key in ckpt_head:
         del sd[key]
-    sd.update(_fresh_head(expected))
-    what = f"classifier head ({_head_summary(ckpt_head)}" + (", with a pre-logits layer" if dropped_pre_logits else "") + ")"
-    fate = "the model's head was re-initialised" if model_head else "the model has no head"
-    return f"the checkpoint's {what} does not match the model's ({_head_summary(model_head)}): dropped it; {fate}"
+    if ckpt_head:
+        notes.append(f"dropped its classifier head ({_head_summary(ckpt_head)}; the model's: {_head_summary(model_head)})")
+    elif model_head:
+        notes.append("it has no classifier head")
+    if model_head:
+        sd.update(_fresh_head(expected))
+        notes.append("re-initialised the model's head")
+    return "; ".join(notes)
 
 
 def fit_state_dict(
@@ -180,7 +188,8 @@ def fit_state_dict(
                   for k in expected if k in sd and sd[k].shape != expected[k].shape]
     sizes = f"\n  checkpoint: {describe(state_dict)}\n  model:      {describe(expected)}"
     if mismatched:
-        raise ValueError(f"{source}: {len(mismatched)} shape mismatch(es) (a different model size?):\n  "
+        shown = " (first 8)" if len(mismatched) > 8 else ""
+        raise ValueError(f"{source}: {len(mismatched)} shape mismatch(es){shown}; a different model size?\n  "
                          + "\n  ".join(mismatched[:8]) + sizes)
     if missing or unexpected:
         msg = "; ".join(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,11 @@ def _read_safetensors(path: Path) -> dict:
     return load_file(str(path), device="cpu")
 
 
+def _weights_only_reason(e: Exception) -> str:
+    m = re.search(r"WeightsUnpickler error: ([^\n]*)", str(e))
+    return m.group(1).strip() if m else str(e).splitlines()[0]
+
+
 def _read_torch(path: Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -60,7 +66,7 @@ def _read_torch(path: Path) -> dict:
             "them because unpickling can run code. If you trust the file: "
             "obj = torch.load(path, weights_only=False), then pass its state dict "
             "(obj.state_dict() or obj['state_dict']) to fastvit.load_checkpoint(model, state_dict). "
-            f"torch said: {str(e).splitlines()[0]}"
+            f"torch said: {_weights_only_reason(e)}"
         ) from e
     if not isinstance(obj, dict):
         raise CheckpointFileError(f"{path} holds a {type(obj).__name__}, expected a dict of tensors (a state dict)")

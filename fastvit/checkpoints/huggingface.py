@@ -211,7 +211,7 @@ def from_hf(model: nn.Module, **impl):
         drop_rate=c.hidden_dropout_prob, attn_drop_rate=c.attention_probs_dropout_prob, **impl,
     )
     if cfg.mlp_hidden_dim != c.intermediate_size:
-        raise config_mismatch(what, f"intermediate_size={c.intermediate_size} is not an integer multiple-ratio fastvit can express")
+        raise config_mismatch(what, f"intermediate_size={c.intermediate_size} (not reproduced by an mlp_ratio)")
     sd, unknown = convert_hf(model.state_dict(), pooler=representation is not None)
     if unknown:
         raise config_mismatch(what, f"weights fastvit does not have: {shorten(unknown)}")
