@@ -15,6 +15,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# Triton 3.9 warns on every compile unless this is set; 1 keeps its current default.
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 # One configuration per kernel in tests; the benchmarks autotune.
 os.environ.setdefault("FASTVIT_AUTOTUNE", "0")
 
