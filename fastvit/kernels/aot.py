@@ -32,6 +32,9 @@ class AotCase:
     # Tensor-core op expected in the PTX; None when the kernel does no tl.dot.
     # Defaults to TENSOR_CORE_OP of the arch.
     tensor_core_op: str | None = field(default="auto")
+    # Arguments compiled as divisible by 16, as Triton specializes them at launch
+    # for aligned tensors and strides (128-bit loads). None: every pointer argument.
+    divisible: tuple[str, ...] | None = None
 
     @property
     def capability(self) -> int:
@@ -50,7 +53,11 @@ def compile_case(case: AotCase):
     import triton
     from triton.backends.compiler import GPUTarget
 
-    src = triton.compiler.ASTSource(fn=case.fn, signature=case.signature, constexprs=case.constexprs)
+    names = case.divisible
+    if names is None:
+        names = tuple(n for n, t in case.signature.items() if t.startswith("*"))
+    attrs = {(case.fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in names}
+    src = triton.compiler.ASTSource(fn=case.fn, signature=case.signature, constexprs=case.constexprs, attrs=attrs)
     target = GPUTarget("cuda", case.capability, 32)
     return triton.compile(src, target=target, options={"num_warps": case.num_warps, "num_stages": case.num_stages})
 
@@ -67,3 +74,47 @@ def check_case(case: AotCase) -> dict:
     if op is not None and op not in ptx:
         raise AssertionError(f"{case}: expected tensor-core instruction {op!r} in the PTX, found none")
     return {"shared": shared, "tensor_core_op": op}
+
+
+_CHILD = """
+import importlib, json, sys
+from fastvit.kernels.aot import check_case
+wanted = set(json.loads(sys.argv[1]))
+reports = {}
+for module in json.loads(sys.argv[2]):
+    for case in importlib.import_module("fastvit.kernels." + module).aot_cases():
+        if str(case) in wanted:
+            try:
+                reports[str(case)] = check_case(case)
+            except Exception as e:  # reported per case by the caller
+                reports[str(case)] = {"error": f"{type(e).__name__}: {e}"}
+print(json.dumps(reports))
+"""
+
+
+def check_cases(modules: list[str], names: list[str], workers: int | None = None) -> dict[str, dict]:
+    """Compile the named cases of the given kernel modules in child processes.
+
+    Children run without ``TRITON_INTERPRET``: a process that has loaded the
+    interpreter cannot compile for a GPU. Returns ``str(case) -> report``, where
+    a failed case's report holds ``"error"``.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    workers = max(1, min(workers or os.cpu_count() or 1, len(names)))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    children = [
+        subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(names[i::workers]), json.dumps(modules)],
+                         env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for i in range(workers)
+    ]
+    reports = {}
+    for child in children:
+        out, err = child.communicate()
+        if child.returncode != 0:
+            raise RuntimeError(f"AOT compile child failed:\n{err[-4000:]}")
+        reports.update(json.loads(out.strip().splitlines()[-1]))
+    return reports
