@@ -78,8 +78,9 @@ def _read_npz(path: Path) -> dict:
         arrays = {k: f[k] for k in f.files}
     bad = [k for k, a in arrays.items() if a.dtype.kind != "f"]
     if bad:
-        raise CheckpointFileError(f"{path}: expected float arrays, found {arrays[bad[0]].dtype} in {bad[0]!r}"
-                         + (" (bfloat16 stored as raw bytes? convert it to float32 first)" if arrays[bad[0]].dtype.kind == "V" else ""))
+        dtype = arrays[bad[0]].dtype
+        hint = " (bfloat16 saved as raw bytes? convert it to float32 first)" if dtype.kind == "V" else ""
+        raise CheckpointFileError(f"{path}: expected float arrays, found {dtype} in {bad[0]!r}{hint}")
     return {k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in arrays.items()}
 
 
@@ -90,12 +91,12 @@ def unwrap(obj: dict, source: str) -> dict:
         inner = next((obj[k] for k in _NESTED if isinstance(obj.get(k), dict)), None)
         if inner is None:
             raise CheckpointFileError(f"{source}: no tensors at the top level and none of the usual nested "
-                             f"state dicts {list(_NESTED)}; found keys {list(obj)[:8]}")
+                                      f"state dicts {list(_NESTED)}; found keys {list(obj)[:8]}")
         obj = inner
     bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointFileError(f"{source}: expected a dict of tensors, but {bad[:5]} are "
-                         f"{sorted({type(obj[k]).__name__ for k in bad})}")
+                                  f"{sorted({type(obj[k]).__name__ for k in bad})}")
     keys = list(obj)
     for prefix in _WRAPPER_PREFIXES:
         while keys and all(k.startswith(prefix) for k in keys):

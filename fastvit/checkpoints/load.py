@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import torch
 
 from .big_vision import convert_big_vision
-from .common import fit_state_dict, shorten
+from .common import CheckpointKeyError, fit_state_dict, shorten
 from .files import read_checkpoint, unwrap
 from .huggingface import convert_hf
 from .timm import convert_timm
@@ -49,7 +49,10 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], layout: str | Non
     layout = layout or detect_layout(state_dict, source)
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; valid: {list(LAYOUTS)}")
-    converted, unknown = LAYOUTS[layout][1](dict(state_dict))
+    try:
+        converted, unknown = LAYOUTS[layout][1](dict(state_dict))
+    except CheckpointKeyError as e:  # a q/k/v triple with a part missing
+        raise CheckpointKeyError(f"{source} ({layout} layout): {e}") from e
     converted.update(unknown)
     return converted
 

@@ -118,19 +118,27 @@ def from_timm(model: nn.Module, **impl):
     patch = tuple(pe.patch_size) if not isinstance(pe.patch_size, int) else (pe.patch_size, pe.patch_size)
     if patch[0] != patch[1] or pe.img_size is None:
         raise config_mismatch(what, f"patch size {patch} / image size {pe.img_size} (fastvit: square patches, a fixed native size)")
-    head = model.head
-    dropouts = [model.head_drop, model.pos_drop, first.attn.proj_drop, first.mlp.drop1]
-    ln = next(m for m in model.modules() if isinstance(m, nn.LayerNorm))
+    head, ln = model.head, next(m for m in model.modules() if isinstance(m, nn.LayerNorm))
+    # One fastvit drop_rate for timm's position, projection and head rates; getattr because
+    # older timm releases lack some of these modules.
+    drop_rate = max(getattr(getattr(o, n, None), "p", 0.0)
+                    for o, n in ((model, "head_drop"), (model, "pos_drop"), (first.attn, "proj_drop"), (first.mlp, "drop1")))
     cfg = ViTConfig(
         img_size=tuple(pe.img_size), patch_size=patch[0], in_chans=pe.proj.in_channels,
-        num_classes=head.out_features if isinstance(head, nn.Linear) else 0, global_pool=model.global_pool,
+        num_classes=head.out_features if isinstance(head, nn.Linear) else 0,
+        global_pool=model.global_pool,
         embed_dim=model.embed_dim, depth=len(model.blocks), num_heads=first.attn.num_heads,
-        mlp_ratio=first.mlp.fc1.out_features / model.embed_dim, qkv_bias=first.attn.qkv.bias is not None,
-        class_token=model.cls_token is not None, distilled=getattr(model, "dist_token", None) is not None,
-        fc_norm=not isinstance(model.fc_norm, nn.Identity), norm_eps=ln.eps,
+        mlp_ratio=first.mlp.fc1.out_features / model.embed_dim,
+        qkv_bias=first.attn.qkv.bias is not None,
+        class_token=model.cls_token is not None,
+        distilled=getattr(model, "dist_token", None) is not None,
+        fc_norm=not isinstance(model.fc_norm, nn.Identity),
+        norm_eps=ln.eps,
         dynamic_img_size=bool(getattr(model, "dynamic_img_size", False)),
-        drop_rate=max(getattr(d, "p", 0.0) for d in dropouts), attn_drop_rate=first.attn.attn_drop.p,
-        drop_path_rate=float(getattr(last.drop_path1, "drop_prob", 0.0)), **impl,
+        drop_rate=drop_rate,
+        attn_drop_rate=getattr(getattr(first.attn, "attn_drop", None), "p", 0.0),
+        drop_path_rate=float(getattr(getattr(last, "drop_path1", None), "drop_prob", 0.0)),
+        **impl,
     )
     if cfg.mlp_hidden_dim != first.mlp.fc1.out_features:
         raise config_mismatch(what, f"MLP width {first.mlp.fc1.out_features} (not reproduced by an mlp_ratio)")
