@@ -1,0 +1,352 @@
+"""Triton attention (forward and backward) against the fp64 reference.
+
+Parity follows the flash-attention rule: the kernel's max error against
+``attention_ref(upcast=True)`` (fp64) may be at most 2x (outputs) or 3x
+(gradients) the error of eager PyTorch in the same dtype
+(``attention_ref(upcast=False)``), plus 1e-5. Every kernel output (out, lse,
+delta, dq, dk, dv) is NaN-poisoned before the launch, so an element the kernel
+fails to write fails the test.
+
+On CPU the kernels run in the Triton interpreter, which is slow: the default
+run covers every sequence length, head_dim, batch, head count and dtype at
+least once (``COVER``); the full grid is marked ``slow`` (``-m slow``). On CUDA
+the full grid runs in bf16 and fp16, with 1025 tokens and head_dim 96 added.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+from parity import assert_close_vs_ref, poison_
+
+from fastvit.kernels import attention as attn
+from fastvit.kernels import tuning
+from fastvit.kernels.reference import attention_ref
+
+F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
+SEQS = (1, 17, 197, 257, 577)
+HEAD_DIMS = (32, 64, 80, 128)
+BATCHES = (1, 3)
+HEADS = (1, 3, 12)
+# (B, H, N, D, dtype): each value of the grid at least once, B*H*N^2 small at long N.
+COVER = [
+    (1, 1, 1, 32, F32),
+    (3, 12, 1, 128, BF16),
+    (3, 12, 17, 64, F16),
+    (1, 3, 17, 80, BF16),
+    (1, 3, 197, 80, F32),
+    (3, 1, 197, 128, F16),
+    (1, 3, 197, 96, F16),
+    (1, 1, 257, 64, BF16),
+    (3, 1, 257, 32, F32),
+    (1, 1, 577, 80, F16),
+    (1, 1, 577, 128, F32),
+]
+FULL = list(itertools.product(BATCHES, HEADS, SEQS, HEAD_DIMS, (F32, F16, BF16)))
+FULL_CUDA = list(itertools.product(BATCHES, HEADS, SEQS + (1025,), HEAD_DIMS + (96,), (BF16, F16)))
+
+
+def _case_id(case) -> str:
+    b, h, n, d, dtype = case
+    return f"B{b}-H{h}-N{n}-D{d}-{str(dtype).removeprefix('torch.')}"
+
+
+@pytest.fixture(autouse=True)
+def _slow_only_on_request(request):
+    # pyproject documents "slow" as off by default but does not deselect it.
+    if request.node.get_closest_marker("slow") and "slow" not in request.config.getoption("markexpr", ""):
+        pytest.skip("wide sweep: run with -m slow")
+
+
+def _randn(*shape, key, dtype, device, scale=1.0) -> torch.Tensor:
+    """Normal values seeded by ``key``, generated on the CPU so every device sees the same inputs."""
+    g = torch.Generator().manual_seed(zlib.crc32(repr(key).encode()))
+    return (torch.randn(*shape, generator=g) * scale).to(device=device, dtype=dtype)
+
+
+def _qkv_do(b, h, n_q, n_kv, d, dtype, device, q_scale=1.0, k_scale=1.0):
+    key = (b, h, n_q, n_kv, d, dtype, q_scale, k_scale)
+    q = _randn(b, h, n_q, d, key=(key, "q"), dtype=dtype, device=device, scale=q_scale)
+    k = _randn(b, h, n_kv, d, key=(key, "k"), dtype=dtype, device=device, scale=k_scale)
+    v = _randn(b, h, n_kv, d, key=(key, "v"), dtype=dtype, device=device)
+    do = _randn(b, h, n_q, d, key=(key, "do"), dtype=dtype, device=device)
+    return q, k, v, do
+
+
+def _poisoned_like(t: torch.Tensor, dtype=None) -> torch.Tensor:
+    return poison_(torch.empty(t.shape, dtype=dtype or t.dtype, device=t.device))
+
+
+def _run_kernels(q, k, v, do, scale):
+    """Forward and backward launchers on NaN-poisoned buffers: (out, lse, dq, dk, dv)."""
+    out, lse = attn.attention_forward(
+        q, k, v, scale, out=_poisoned_like(q), lse=_poisoned_like(q[..., 0], torch.float32)
+    )
+    dq, dk, dv = attn.attention_backward(
+        do, q, k, v, out, lse, scale,
+        dq=_poisoned_like(q), dk=_poisoned_like(k), dv=_poisoned_like(v), delta=_poisoned_like(lse),
+    )  # fmt: skip
+    return out, lse, dq, dk, dv
+
+
+def _reference(q, k, v, do, scale, upcast):
+    """(out, dq, dk, dv) of the PyTorch reference: fp64 if ``upcast``, else in the inputs' dtype."""
+    dtype = torch.float64 if upcast else q.dtype
+    leaves = [t.detach().to(dtype).requires_grad_() for t in (q, k, v)]
+    out = attention_ref(*leaves, scale=scale, upcast=upcast)
+    out.backward(do.to(dtype))
+    return (out.detach(), *(t.grad for t in leaves))
+
+
+def _check_parity(q, k, v, do, scale=None):
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    out, lse, dq, dk, dv = _run_kernels(q, k, v, do, scale)
+    ref = _reference(q, k, v, do, scale, upcast=True)
+    eager = _reference(q, k, v, do, scale, upcast=False)
+    for name, got, exp, pt, factor in zip(("out", "dq", "dk", "dv"), (out, dq, dk, dv), ref, eager, (2, 3, 3, 3)):
+        assert got.dtype == q.dtype, name
+        assert_close_vs_ref(got, pt, exp, factor=factor, atol=1e-5, name=name)
+    lse_ref = torch.logsumexp(scale * q.double() @ k.double().transpose(-2, -1), dim=-1)
+    torch.testing.assert_close(lse.double(), lse_ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", COVER, ids=_case_id)
+def test_parity(case, device):
+    b, h, n, d, dtype = case
+    _check_parity(*_qkv_do(b, h, n, n, d, dtype, device))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", FULL, ids=_case_id)
+def test_parity_full_grid(case, device):
+    b, h, n, d, dtype = case
+    _check_parity(*_qkv_do(b, h, n, n, d, dtype, device))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("case", FULL_CUDA, ids=_case_id)
+def test_parity_cuda(case):
+    b, h, n, d, dtype = case
+    _check_parity(*_qkv_do(b, h, n, n, d, dtype, "cuda"))
+
+
+@pytest.mark.parametrize("n_q, n_kv", [(17, 197), (197, 1), (65, 130)])
+def test_parity_unequal_lengths(n_q, n_kv, device):
+    _check_parity(*_qkv_do(1, 2, n_q, n_kv, 64, F32, device))
+
+
+def test_parity_large_scores(device):
+    """q x 5, k x 3: sharply peaked softmax rows, still within the error budget."""
+    dtype = F16 if device == "cuda" else F32
+    _check_parity(*_qkv_do(2, 3, 197, 197, 64, dtype, device, q_scale=5.0, k_scale=3.0))
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16])
+def test_huge_values_stay_finite(dtype, device):
+    """Inputs near 1e4 (scores near 1e8 before scaling) give finite outputs and gradients."""
+    q, k, v, do = _qkv_do(1, 2, 130, 130, 64, dtype, device)
+    q, k, v = ((t.float().sign() * 1e4 + t.float() * 1e3).to(dtype) for t in (q, k, v))
+    for name, t in zip(("out", "lse", "dq", "dk", "dv"), _run_kernels(q, k, v, do, 1 / 8)):
+        assert torch.isfinite(t).all(), f"{name}: {(~torch.isfinite(t)).sum().item()} non-finite elements"
+
+
+def _packed_qkv(b, n, h, d, dtype, device):
+    """q, k, v as the (B, H, N, D) views of one (B, N, 3, H, D) projection, as ViT makes them."""
+    qkv = _randn(b, n, 3, h, d, key=("packed", b, n, h, d, dtype), dtype=dtype, device=device)
+    return qkv.permute(2, 0, 3, 1, 4).unbind(0)
+
+
+def _head_dim_strided(b, n, h, d, dtype, device):
+    """q, k, v stored (B, H, D, N): stride(-1) is N, not 1."""
+    x = _randn(3, b, h, d, n, key=("strided", b, n, h, d, dtype), dtype=dtype, device=device)
+    return x.transpose(-1, -2).unbind(0)
+
+
+@pytest.mark.parametrize("layout", [_packed_qkv, _head_dim_strided], ids=lambda f: f.__name__.strip("_"))
+def test_strided_inputs_match_contiguous(layout, device):
+    """Strided q, k, v, out, dO and gradient buffers give bit-identical results to contiguous ones."""
+    b, n, h, d, dtype = 2, 70, 3, 64, F16
+    q, k, v = layout(b, n, h, d, dtype, device)
+    assert not any(t.is_contiguous() for t in (q, k, v))
+    do = _randn(b, n, h, d, key="do", dtype=dtype, device=device).transpose(1, 2)
+
+    def strided_buffer():
+        return poison_(torch.empty(b, n, h, d, dtype=dtype, device=device)).transpose(1, 2)
+
+    out, lse = attn.attention_forward(q, k, v, 0.125, out=strided_buffer())
+    buffers = dict(dq=strided_buffer(), dk=strided_buffer(), dv=strided_buffer())
+    grads = attn.attention_backward(do, q, k, v, out, lse, 0.125, **buffers)
+    dense = [t.contiguous() for t in (q, k, v, do)]
+    out_c, lse_c = attn.attention_forward(*dense[:3], 0.125)
+    grads_c = attn.attention_backward(dense[3], *dense[:3], out_c, lse_c, 0.125)
+    assert torch.equal(out, out_c) and torch.equal(lse, lse_c)
+    for got, exp in zip(grads, grads_c):
+        assert torch.equal(got, exp)
+
+
+def test_packed_qkv_autograd(device):
+    """The public op on packed-qkv views: gradient of the packed tensor equals the contiguous run's."""
+    b, n, h, d = 2, 40, 3, 32
+    qkv = _randn(b, n, 3, h, d, key="autograd", dtype=F32, device=device).requires_grad_()
+    do = _randn(b, h, n, d, key="autograd-do", dtype=F32, device=device)
+    out = attn.attention(*qkv.permute(2, 0, 3, 1, 4).unbind(0))
+    out.backward(do)
+    dense = [t.detach().contiguous().requires_grad_() for t in qkv.permute(2, 0, 3, 1, 4).unbind(0)]
+    out_c = attn.attention(*dense)
+    out_c.backward(do)
+    assert torch.equal(out, out_c)
+    assert torch.equal(qkv.grad, torch.stack([t.grad for t in dense]).permute(1, 3, 0, 2, 4))
+
+
+def test_backward_is_deterministic(device):
+    q, k, v, do = _qkv_do(2, 3, 130, 130, 64, F16, device)
+    first, second = _run_kernels(q, k, v, do, 0.125), _run_kernels(q, k, v, do, 0.125)
+    for name, a, b in zip(("out", "lse", "dq", "dk", "dv"), first, second):
+        assert torch.equal(a, b), f"{name} differs between two runs"
+
+
+def test_opcheck(device):
+    q, k, v, do = _qkv_do(1, 2, 17, 17, 32, F32, device)
+    out, lse = attn.attention_fwd_op(q, k, v, 0.3)
+    torch.library.opcheck(attn.attention_bwd_op, (do, q, k, v, out, lse, 0.3))
+    torch.library.opcheck(attn.attention_fwd_op, (q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), 0.3))
+
+
+def test_compile_fullgraph_matches_eager(device):
+    q, k, v, _ = _qkv_do(1, 2, 17, 17, 32, F32, device)
+
+    def loss(q, k, v):
+        return attn.attention(q, k, v).square().sum()
+
+    results = []
+    for fn in (loss, torch.compile(loss, backend="aot_eager", fullgraph=True)):
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        value = fn(*leaves)
+        value.backward()
+        results.append([value.detach(), *(t.grad for t in leaves)])
+    for eager, compiled in zip(*results):
+        assert torch.equal(eager, compiled)
+
+
+@pytest.mark.cuda
+def test_tf32_only_on_opt_in(monkeypatch):
+    q, k, v, _ = _qkv_do(2, 3, 197, 197, 64, F32, "cuda")
+    exact = attn.attention(q, k, v)
+    monkeypatch.setenv("FASTVIT_ATTENTION_TF32", "1")
+    tf32 = attn.attention(q, k, v)
+    assert not torch.equal(exact, tf32)
+    torch.testing.assert_close(tf32, exact, atol=1e-2, rtol=1e-2)
+
+
+def _t(*shape, dtype=F32, device="cpu"):
+    return torch.zeros(*shape, dtype=dtype, device=device)
+
+
+@pytest.mark.parametrize(
+    "args, error, message",
+    [
+        ((_t(2, 5, 32), _t(2, 5, 32), _t(2, 5, 32)), ValueError, r"q of shape \(B, H, N, D\), got 3-D"),
+        ((_t(1, 2, 5, 32), _t(1, 2, 5, 32, dtype=F16), _t(1, 2, 5, 32)), TypeError, "float16, bfloat16 or float32"),
+        ((_t(1, 2, 5, 32, dtype=torch.float64),) * 3, TypeError, "got torch.float64"),
+        ((_t(1, 2, 5, 32), _t(1, 2, 5, 32, device="meta"), _t(1, 2, 5, 32)), ValueError, "one device"),
+        ((_t(1, 2, 5, 32), _t(2, 2, 5, 32), _t(2, 2, 5, 32)), ValueError, r"k to match q's \(B, H, D\)"),
+        ((_t(1, 2, 5, 32), _t(1, 2, 5, 32), _t(1, 2, 5, 64)), ValueError, r"v to match q's \(B, H, D\)"),
+        ((_t(1, 2, 5, 32), _t(1, 2, 6, 32), _t(1, 2, 5, 32)), ValueError, "k and v of equal length"),
+        ((_t(1, 2, 5, 256),) * 3, ValueError, "head_dim between 1 and 128, got 256"),
+        ((_t(1, 2, 0, 32),) * 3, ValueError, "non-empty"),
+    ],
+    ids=["not-4d", "mixed-dtype", "float64", "mixed-device", "batch", "v-head-dim", "kv-length", "head-dim", "empty"],
+)
+def test_invalid_inputs_raise(args, error, message):
+    with pytest.raises(error, match=message):
+        attn.attention(*args)
+
+
+def test_cpu_tensors_without_interpreter_raise(monkeypatch):
+    monkeypatch.setattr(attn, "interpreting", lambda: False)
+    with pytest.raises(RuntimeError, match="need CUDA tensors .* got cpu"):
+        attn.attention(*(_t(1, 2, 5, 32),) * 3)
+
+
+# --------------------------------------------------------------------------- ahead-of-time compile
+
+AOT_CASES = attn.aot_cases()
+_TUNED = {
+    "attention_fwd": attn.FWD_CONFIGS,
+    "attention_bwd_dkdv": attn.DKDV_CONFIGS,
+    "attention_bwd_dq": attn.DQ_CONFIGS,
+}
+
+_AOT_CHILD = """
+import json, sys
+from fastvit.kernels.aot import check_case
+from fastvit.kernels.attention import aot_cases
+wanted = set(json.loads(sys.argv[1]))
+results = {}
+for case in aot_cases():
+    if str(case) in wanted:
+        try:
+            results[str(case)] = check_case(case)
+        except Exception as e:
+            results[str(case)] = f"{type(e).__name__}: {e}"
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def aot_results(request):
+    """check_case for the selected cases, in child processes without TRITON_INTERPRET.
+
+    Under the interpreter @triton.jit returns interpreted functions, which
+    triton.compile cannot take, so nothing compiles in this process.
+    """
+    names = [str(item.callspec.params["case"]) for item in request.session.items
+             if getattr(item, "originalname", None) == "test_aot_compiles" and hasattr(item, "callspec")]  # fmt: skip
+    root = Path(attn.__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    workers = max(1, min(os.cpu_count() or 1, 8, len(names)))
+    children = []
+    for i in range(workers):
+        argv = [sys.executable, "-c", _AOT_CHILD, json.dumps(names[i::workers])]
+        children.append(subprocess.Popen(argv, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    results = {}
+    for child in children:
+        out, err = child.communicate()
+        assert child.returncode == 0, f"AOT compile child failed:\n{err[-4000:]}"
+        results.update(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+@pytest.mark.parametrize("case", AOT_CASES, ids=str)
+def test_aot_compiles(case, aot_results):
+    result = aot_results[str(case)]
+    assert isinstance(result, dict), result
+    assert result["tensor_core_op"] == case.expected_op()
+
+
+def test_aot_cases_cover_every_shipped_config():
+    def key(entry):
+        meta, launch = tuning.split(entry)
+        return meta["BLOCK_M"], meta["BLOCK_N"], launch["num_warps"], launch["num_stages"]
+
+    for arch in ("sm80", "sm90"):
+        for name, table in _TUNED.items():
+            shipped = {key(e) for e in table[arch] + table["default"]}
+            for dtype in ("bf16", "fp16"):
+                covered = {
+                    (c.constexprs["BLOCK_M"], c.constexprs["BLOCK_N"], c.num_warps, c.num_stages)
+                    for c in AOT_CASES
+                    if c.arch == arch and c.name.startswith(f"{name}-{dtype}-")
+                }
+                assert covered == shipped, (arch, name, dtype)
+        assert sum(c.arch == arch and c.name.startswith("attention_bwd_delta-") for c in AOT_CASES) == 2
