@@ -1,0 +1,278 @@
+"""Kernel benchmarks (CUDA only): fastvit's Triton ops against PyTorch's at ViT shapes.
+
+- attention, forward and forward+backward: sequence 197 (ViT-B/16 at 224),
+  257 (ViT-L/14 at 224), 577 (ViT-B/16 at 384), 1025 (ViT-B/16 at 512) with
+  head_dim 64 (12 heads) and 80 (16 heads, as ViT-H/14), about 256 x 197
+  tokens per call; fastvit's kernel vs SDPA forced to its flash, efficient and
+  cuDNN backends (``torch.nn.attention.sdpa_kernel``), and flash-attn /
+  xformers where installed. FLOPs: 4·B·H·N²·D forward, 3.5x that for
+  forward+backward (five matmuls against two, the FlashAttention convention).
+- layer_norm and add_layer_norm over 256 x 197 rows of width 768 and 1024:
+  GB/s of the minimal traffic (LayerNorm: read x, write y; backward: read x
+  and dy, write dx; add+LayerNorm: read x, y, write s, y; backward: read
+  s, dy, ds, write dx) vs F.layer_norm and its torch.compile.
+- linear_gelu (K=768 -> N=3072, ViT-B's fc1) and linear_residual (3072 -> 768,
+  fc2) at M = 256 x 197: TFLOP/s (2·M·N·K forward, 3x with the input and
+  weight gradients) vs the unfused torch ops and their torch.compile.
+
+Speed-ups are against "sdpa-flash" (attention) and "torch" (the others). Every
+record's parity is against the fp32 reference of :mod:`fastvit.kernels.reference`
+on a slice of the output. ``-m slow`` adds fp16 attention.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastvit import bench
+from fastvit.kernels import reference
+
+# The ops are imported from their own modules: ``fastvit.kernels.layer_norm`` (and
+# ``.attention``) names the submodule as well as the op once the submodule is loaded.
+
+pytestmark = pytest.mark.cuda
+
+DEVICE = "cuda"
+TOKENS = 256 * 197  # a ViT-B/16 batch of 256 at 224
+BUFFERS = 3  # rotating input buffers
+EPS = 1e-6
+MODES = ("fwd", "fwd+bwd")
+
+
+def _param(values: tuple, id: str, slow: bool = False):
+    return pytest.param(*values, id=id, marks=pytest.mark.slow if slow else ())
+
+
+def _skip_unless_installed(package: str):
+    if importlib.util.find_spec(package) is None:
+        pytest.skip(f"{package} is not installed")
+
+
+def _run(benchmark, references, kernel_rounds, *, op, provider, mode, dtype, shape, fn, inputs, grad_of, compiled=False, **figures):
+    """Time ``fn`` (forward) or forward+backward over the rotating ``inputs`` and record it.
+
+    ``inputs``: tuples whose last element is the output gradient (a tensor, or
+    a tuple for several outputs); ``grad_of``: indices of the inputs to
+    differentiate. ``figures``: flop_per_iter / bytes_per_iter / check.
+    """
+    if mode == "fwd":
+
+        def step(*args):
+            with torch.no_grad():
+                return fn(*args[:-1])
+
+    else:
+
+        def step(*args):
+            out = fn(*args[:-1])
+            outs = out if isinstance(out, tuple) else (out,)
+            grads = args[-1] if isinstance(args[-1], tuple) else (args[-1],)
+            torch.autograd.grad(outs, [args[i] for i in grad_of], grads)
+            return tuple(o.detach() for o in outs) if isinstance(out, tuple) else out.detach()
+
+    if compiled:
+        torch._dynamo.reset()
+    rounds, warmup = kernel_rounds
+    try:
+        record = bench.run_kernel_case(
+            op=op, provider=provider, mode=mode, dtype=dtype, shape=shape, step=step, inputs=inputs,
+            device=DEVICE, rounds=rounds, warmup=warmup, compiled=compiled, measure=bench.pedantic_measure(benchmark), **figures,
+        )
+    finally:
+        if compiled:
+            torch._dynamo.reset()
+    benchmark.group = f"{op} {','.join(f'{k}={v}' for k, v in shape.items())} {dtype} {mode}"
+    references.attach(benchmark, record)
+
+
+def _rand(*shape, dtype, grad=False):
+    return torch.randn(*shape, device=DEVICE, dtype=dtype).requires_grad_(grad)
+
+
+# -- attention ----------------------------------------------------------------------------
+
+ATTN_PROVIDERS = ("sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "triton", "flash_attn", "xformers")
+_SDPA_BACKENDS = {"sdpa-flash": "FLASH_ATTENTION", "sdpa-efficient": "EFFICIENT_ATTENTION", "sdpa-cudnn": "CUDNN_ATTENTION"}
+
+
+def _attention_params():
+    for dtype in ("bf16", "fp16"):
+        for head_dim in (64, 80):
+            for seq in (197, 257, 577, 1025):
+                for mode in MODES:
+                    for provider in ATTN_PROVIDERS:
+                        yield _param((seq, head_dim, dtype, mode, provider), f"N{seq}-D{head_dim}-{dtype}-{mode}-{provider}", slow=dtype != "bf16")
+
+
+def _attention_fn(provider: str):
+    if provider == "triton":
+        from fastvit.kernels.attention import attention
+
+        return lambda q, k, v: attention(q, k, v)
+    if provider in _SDPA_BACKENDS:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        backend = getattr(SDPBackend, _SDPA_BACKENDS[provider], None)
+        if backend is None:
+            pytest.skip(f"this torch has no SDPBackend.{_SDPA_BACKENDS[provider]}")
+
+        def sdpa(q, k, v):
+            with sdpa_kernel(backend):
+                return F.scaled_dot_product_attention(q, k, v)
+
+        return sdpa
+    _skip_unless_installed(provider)
+    from fastvit.layers import get_attention_backend
+
+    backend_fn = get_attention_backend(provider)  # (B, H, N, D) in and out, as the model calls it
+    return lambda q, k, v: backend_fn(q, k, v)
+
+
+@pytest.mark.parametrize("seq,head_dim,dtype,mode,provider", list(_attention_params()))
+def test_attention(benchmark, references, kernel_rounds, seq, head_dim, dtype, mode, provider):
+    fn = _attention_fn(provider)
+    heads = 12 if head_dim == 64 else 16
+    batch = max(1, round(TOKENS / seq))
+    dt = bench.torch_dtype(dtype)
+    grad = mode != "fwd"
+    inputs = [tuple(_rand(batch, heads, seq, head_dim, dtype=dt, grad=grad) for _ in range(3)) + (_rand(batch, heads, seq, head_dim, dtype=dt),)
+              for _ in range(BUFFERS)]  # fmt: skip
+    q, k, v, _ = inputs[0]
+    if provider in _SDPA_BACKENDS:  # a forced SDPA backend raises when it cannot take the call
+        try:
+            with torch.no_grad():
+                fn(q, k, v)
+        except RuntimeError as e:
+            pytest.skip(f"{provider} cannot run this shape/dtype: {str(e).splitlines()[0] if str(e) else e}")
+    ref = reference.attention_ref(q[:1].detach().float(), k[:1].detach().float(), v[:1].detach().float(), upcast=False)
+    fwd = 4 * batch * heads * seq * seq * head_dim
+    _run(
+        benchmark, references, kernel_rounds, op="attention", provider=provider, mode=mode, dtype=dtype,
+        shape=dict(batch=batch, heads=heads, seq=seq, head_dim=head_dim), fn=fn, inputs=inputs, grad_of=(0, 1, 2),
+        flop_per_iter=fwd if mode == "fwd" else 3.5 * fwd, check=lambda out: bench.parity(out[:1], ref),
+    )
+
+
+# -- LayerNorm and add + LayerNorm --------------------------------------------------------
+
+NORM_PROVIDERS = ("torch", "torch.compile", "triton")
+
+
+def _norm_params():
+    for op in ("layer_norm", "add_layer_norm"):
+        for width in (768, 1024):
+            for mode in MODES:
+                for provider in NORM_PROVIDERS:
+                    yield _param((op, width, mode, provider), f"{op}-N{width}-{mode}-{provider}")
+
+
+def _torch_layer_norm(x, w, b):
+    return F.layer_norm(x, (x.shape[-1],), w, b, EPS)
+
+
+def _torch_add_layer_norm(x, y, w, b):
+    s = x + y
+    return s, F.layer_norm(s, (s.shape[-1],), w, b, EPS)
+
+
+def _norm_fn(op: str, provider: str):
+    if provider == "triton":
+        from fastvit.kernels.layer_norm import add_layer_norm, layer_norm
+
+        if op == "layer_norm":
+            return lambda x, w, b: layer_norm(x, w, b, EPS)
+        return lambda x, y, w, b: add_layer_norm(x, y, w, b, EPS)
+    fn = _torch_layer_norm if op == "layer_norm" else _torch_add_layer_norm
+    return torch.compile(fn) if provider == "torch.compile" else fn
+
+
+@pytest.mark.parametrize("op,width,mode,provider", list(_norm_params()))
+def test_layer_norm(benchmark, references, kernel_rounds, op, width, mode, provider):
+    dt = torch.bfloat16
+    grad = mode != "fwd"
+    w = (1 + 0.1 * torch.randn(width, device=DEVICE)).to(dt).requires_grad_(grad)
+    b = (0.1 * torch.randn(width, device=DEVICE)).to(dt).requires_grad_(grad)
+    inputs = []
+    for _ in range(BUFFERS):
+        acts = (_rand(TOKENS, width, dtype=dt, grad=grad),) if op == "layer_norm" else (_rand(TOKENS, width, dtype=dt, grad=grad), _rand(TOKENS, width, dtype=dt, grad=grad))
+        gout = _rand(TOKENS, width, dtype=dt) if op == "layer_norm" else (_rand(TOKENS, width, dtype=dt), _rand(TOKENS, width, dtype=dt))
+        inputs.append((*acts, w, b, gout))
+    rows = 4096
+    first = [t[:rows].detach().float() for t in inputs[0][: 1 if op == "layer_norm" else 2]]
+    if op == "layer_norm":
+        ref = reference.layer_norm_ref(first[0], w.detach().float(), b.detach().float(), EPS, upcast=False)
+        traffic = 2 if mode == "fwd" else 5
+    else:
+        ref = reference.add_layer_norm_ref(first[0], first[1], w.detach().float(), b.detach().float(), EPS, upcast=False)[1]
+        traffic = 4 if mode == "fwd" else 8
+    n_acts = len(first)
+    _run(
+        benchmark, references, kernel_rounds, op=op, provider=provider, mode=mode, dtype="bf16",
+        shape=dict(rows=TOKENS, width=width), fn=_norm_fn(op, provider), inputs=inputs,
+        grad_of=tuple(range(n_acts + 2)), compiled=provider == "torch.compile",
+        bytes_per_iter=traffic * TOKENS * width * dt.itemsize,
+        check=lambda out: bench.parity((out if op == "layer_norm" else out[1])[:rows], ref),
+    )
+
+
+# -- GEMMs with fused epilogues -----------------------------------------------------------
+
+LINEAR_PROVIDERS = ("torch", "torch.compile", "triton")
+LINEAR_SHAPES = {"linear_gelu": (768, 3072), "linear_residual": (3072, 768)}  # (K, N): ViT-B fc1, fc2
+
+
+def _linear_params():
+    for op in LINEAR_SHAPES:
+        for mode in MODES:
+            for provider in LINEAR_PROVIDERS:
+                yield _param((op, mode, provider), f"{op}-{mode}-{provider}")
+
+
+def _torch_linear_gelu(x, w, b):
+    return F.gelu(F.linear(x, w, b))
+
+
+def _torch_linear_residual(x, w, b, r):
+    return r + F.linear(x, w, b)
+
+
+def _linear_fn(op: str, provider: str):
+    if provider == "triton":
+        from fastvit.kernels.linear import linear_gelu, linear_residual
+
+        return (lambda x, w, b: linear_gelu(x, w, b)) if op == "linear_gelu" else (lambda x, w, b, r: linear_residual(x, w, b, r))
+    fn = _torch_linear_gelu if op == "linear_gelu" else _torch_linear_residual
+    return torch.compile(fn) if provider == "torch.compile" else fn
+
+
+@pytest.mark.parametrize("op,mode,provider", list(_linear_params()))
+def test_linear(benchmark, references, kernel_rounds, op, mode, provider):
+    dt = torch.bfloat16
+    grad = mode != "fwd"
+    k, n = LINEAR_SHAPES[op]
+    m = TOKENS
+    w = (torch.randn(n, k, device=DEVICE) * k**-0.5).to(dt).requires_grad_(grad)
+    b = (0.1 * torch.randn(n, device=DEVICE)).to(dt).requires_grad_(grad)
+    inputs = []
+    for _ in range(BUFFERS):
+        x = _rand(m, k, dtype=dt, grad=grad)
+        extra = (_rand(m, n, dtype=dt, grad=grad),) if op == "linear_residual" else ()
+        inputs.append((x, w, b, *extra, _rand(m, n, dtype=dt)))
+    rows = 1024
+    x0 = inputs[0][0][:rows].detach().float()
+    wf, bf = w.detach().float(), b.detach().float()
+    if op == "linear_gelu":
+        ref = reference.linear_gelu_ref(x0, wf, bf, upcast=False)
+    else:
+        ref = reference.linear_residual_ref(x0, wf, bf, inputs[0][3][:rows].detach().float(), upcast=False)
+    fwd = 2 * m * n * k
+    _run(
+        benchmark, references, kernel_rounds, op=op, provider=provider, mode=mode, dtype="bf16",
+        shape=dict(m=m, k=k, n=n), fn=_linear_fn(op, provider), inputs=inputs,
+        grad_of=(0, 1, 2, 3) if op == "linear_residual" else (0, 1, 2), compiled=provider == "torch.compile",
+        flop_per_iter=fwd if mode == "fwd" else 3 * fwd, check=lambda out: bench.parity(out[:rows], ref),
+    )

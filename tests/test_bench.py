@@ -1,0 +1,330 @@
+"""fastvit.bench: FLOP count, GPU peak table, timing, records, `fastvit bench`, and the
+pytest-benchmark suite's JSON. Everything here runs on the CPU with small models."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import fastvit
+from fastvit import bench, cli, compare
+
+ROOT = Path(__file__).resolve().parents[1]
+# A small ViT-Ti: 2 blocks at 32x32 (5 tokens); the preset name still picks timm's model.
+TINY = (("img_size", 32), ("depth", 2))
+
+
+# -- FLOPs ------------------------------------------------------------------------------
+
+
+def test_vit_b16_macs_match_timm():
+    cfg = fastvit.get_config("vit_base_patch16_224")
+    macs = bench.forward_macs(cfg)
+    assert abs(macs / 17.58e9 - 1) < 0.005, macs  # timm's count (NOTES.md)
+    assert bench.flop_per_image(cfg) == 2 * macs
+    assert bench.flop_per_image(cfg, "training") == 6 * macs
+    with pytest.raises(ValueError, match="unknown mode"):
+        bench.flop_per_image(cfg, "train")
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        fastvit.get_config("vit_tiny_patch16_224"),
+        fastvit.ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=10, representation_size=16, distilled=True),
+        fastvit.ViTConfig(img_size=(32, 48), patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=10, global_pool="avg", class_token=False),
+    ],
+    ids=["vit_tiny", "distilled+pre_logits", "avg_pool-rectangular"],
+)
+def test_macs_equal_torch_flop_counter(cfg):
+    """The analytic count equals what torch's FlopCounterMode sees (eager attention: CPU SDPA is not counted)."""
+    model = fastvit.VisionTransformer(cfg.replace(attn_impl="eager")).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.randn(1, cfg.in_chans, *cfg.img_size))
+    assert counter.get_total_flops() == bench.flop_per_image(cfg)
+
+
+# -- peaks and names ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "gpu,dtype,tf32,peak",
+    [
+        ("NVIDIA H100 80GB HBM3", "bf16", False, 989),
+        ("NVIDIA H100 SXM5 80GB", "fp16", False, 989),
+        ("NVIDIA H100 PCIe", "bf16", False, 756),
+        ("NVIDIA H200", "bf16", False, 989),
+        ("NVIDIA A100-SXM4-80GB", "bf16", False, 312),
+        ("NVIDIA A100-SXM4-40GB", "fp32", False, 19.5),
+        ("NVIDIA A100 80GB PCIe", "fp32", True, 156),
+        ("NVIDIA L40S", "bf16", False, 362),
+        ("NVIDIA L4", "bf16", False, 121),
+        ("NVIDIA GeForce RTX 4090", "bf16", False, 165),
+        ("NVIDIA A10", "bf16", False, 125),
+        ("Tesla V100-SXM2-16GB", "fp16", False, 125),
+        ("Tesla V100-SXM2-16GB", "bf16", False, None),  # no bf16 tensor cores
+        ("NVIDIA L40", "bf16", False, None),  # not "L4", not "L40S": unknown -> measured on the GPU
+        ("NVIDIA B200", "bf16", False, None),
+    ],
+)
+def test_peak_table(gpu, dtype, tf32, peak):
+    value, source = bench.table_peak(gpu, dtype, tf32=tf32)
+    assert value == peak, source
+    assert source
+
+
+def test_device_slug():
+    cuda = dict(device_type="cuda")
+    assert bench.device_slug(dict(cuda, device="NVIDIA H100 80GB HBM3")) == "h100-sxm"
+    assert bench.device_slug(dict(cuda, device="NVIDIA H200")) == "h200"
+    assert bench.device_slug(dict(cuda, device="NVIDIA A100-SXM4-80GB")) == "a100-sxm4-80gb"
+    assert bench.device_slug(dict(cuda, device="NVIDIA GeForce RTX 4090")) == "rtx-4090"
+    assert bench.device_slug(dict(device_type="cpu", device="cpu")) == "cpu"
+    env = bench.environment("cpu")
+    assert bench.default_output(env, datetime.date(2026, 11, 22)) == Path("bench-out/cpu-2026-11-22.json")
+
+
+def test_cpu_peak_is_none():
+    assert bench.peak_tflops("cpu", "fp32")[0] is None
+
+
+# -- variants -------------------------------------------------------------------------------
+
+
+def test_variants():
+    v = bench.get_variant("fused+compile")
+    assert v.compile and v.base == "fused" and dict(v.overrides)["attn_impl"] == "triton"
+    assert dict(bench.get_variant("reference").overrides) == dict(attn_impl="eager", norm_impl="torch", linear_impl="torch")
+    assert not bench.get_variant("sdpa").compile
+    with pytest.raises(ValueError, match="valid: reference, reference\\+compile"):
+        bench.get_variant("fast")
+    for name in bench.CUDA_DEFAULTS["variants"] + bench.CPU_DEFAULTS["variants"]:
+        bench.get_variant(name)
+
+
+def test_unavailable_reasons_on_cpu():
+    cfg = fastvit.get_config("vit_tiny_patch16_224")
+    assert "CUDA" in bench.unavailable_reason(bench.get_variant("fused"), cfg, "cpu", "fp32", "inference")
+    assert bench.unavailable_reason(bench.get_variant("sdpa+compile"), cfg, "cpu", "fp32", "inference") is None
+    headless = cfg.replace(num_classes=0)
+    assert "num_classes" in bench.unavailable_reason(bench.get_variant("sdpa"), headless, "cpu", "fp32", "training")
+    avg = cfg.replace(global_pool="avg")
+    if importlib_ok("transformers"):
+        assert "Hugging Face" in bench.unavailable_reason(bench.get_variant("hf"), avg, "cpu", "fp32", "inference")
+
+
+def importlib_ok(name: str) -> bool:
+    try:
+        __import__(name)
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+# -- timing ----------------------------------------------------------------------------------
+
+
+def test_time_case_rotates_buffers_and_keeps_warmup_out():
+    seen = []
+
+    def step(i):
+        seen.append(i)
+        time.sleep(0.002)
+        return torch.tensor([float(i)])
+
+    timing = bench.time_case(step, [(0,), (1,), (2,)], device="cpu", rounds=5, warmup=2, check=lambda out: out.item())
+    assert timing.check == 0.0  # the first call read buffer 0
+    assert seen == [i % 3 for i in range(8)]  # first call + 2 warm-up + 5 rounds, buffers in turn
+    assert len(timing.times) == 5 and timing.iters_per_round == 1 and timing.warmup_iters == 3
+    assert all(t >= 0.002 for t in timing.times)
+    assert timing.median_s == sorted(timing.times)[2]
+    assert timing.peak_mem_bytes is None
+
+
+def test_time_case_sizes_rounds_for_short_calls():
+    timing = bench.time_case(lambda: time.sleep(0.001), [()], device="cpu", rounds=2, warmup=1, min_round_s=0.01)
+    assert timing.iters_per_round >= 3
+    assert 0.001 <= timing.median_s < 0.01  # per call, not per round
+
+
+def test_parity():
+    ref = torch.tensor([1.0, -4.0, 2.0])
+    p = bench.parity(torch.tensor([1.0, -4.0, 2.5]), ref)
+    assert p == dict(max_abs_err=0.5, max_rel_err=0.125)
+
+
+# -- model cases -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_context():
+    return bench.ModelContext("vit_tiny_patch16_224", "fp32", 2, "cpu", overrides=TINY)
+
+
+def _case(variant, mode="inference"):
+    return bench.ModelCase("vit_tiny_patch16_224", variant, mode, "fp32", 2, TINY)
+
+
+def _check_record(record, ctx, case):
+    assert tuple(record) == bench.RECORD_FIELDS
+    assert record["status"] == "ok", record["reason"]
+    assert (record["kind"], record["model"], record["variant"], record["mode"]) == ("model", case.model, case.variant, case.mode)
+    assert (record["dtype"], record["batch"]) == ("fp32", 2)
+    seconds = record["ms_per_iter"] / 1e3
+    assert record["images_per_s"] == pytest.approx(2 / seconds)
+    assert record["flop_per_iter"] == 2 * bench.flop_per_image(ctx.cfg, case.mode)
+    assert record["tflops"] == pytest.approx(record["flop_per_iter"] / seconds / 1e12)
+    assert record["mfu"] is None and record["peak_tflops"] is None and record["peak_mem_bytes"] is None
+    assert len(record["round_ms"]) == record["rounds"] == 2
+    assert record["device"] == "cpu" and record["torch"] == torch.__version__ and record["fastvit"] == fastvit.__version__
+    assert record["config"]["depth"] == 2 and record["config"]["img_size"] == [32, 32]
+    json.dumps(record)  # serialisable as it is
+
+
+def test_run_model_case_inference_and_training(tiny_context):
+    records = []
+    for variant, mode in [("reference", "inference"), ("sdpa", "inference"), ("reference", "training"), ("sdpa", "training")]:
+        case = _case(variant, mode)
+        records.append(bench.run_model_case(case, tiny_context, rounds=2, warmup=1))
+        _check_record(records[-1], tiny_context, case)
+    ref_inf, sdpa_inf, ref_train, sdpa_train = records
+    assert ref_inf["max_rel_err"] == 0.0  # fp32 eager against itself
+    assert sdpa_inf["max_rel_err"] < 1e-5 and sdpa_train["max_rel_err"] < 1e-5
+    assert ref_train["gflop_per_image"] == pytest.approx(3 * ref_inf["gflop_per_image"])
+    assert ref_inf["compile"] is False and ref_inf["compile_s"] is None
+    bench.add_speedups(records)
+    assert ref_inf["speedup_vs_reference"] == 1.0 and ref_train["speedup_vs_reference"] == 1.0
+    assert sdpa_inf["speedup_vs_reference"] == pytest.approx(sdpa_inf["images_per_s"] / ref_inf["images_per_s"])
+    assert sdpa_train["speedup_vs_reference"] == pytest.approx(sdpa_train["images_per_s"] / ref_train["images_per_s"])
+    table = bench.format_table(records)
+    assert table.splitlines()[1].split() == ["variant", "mode", "images/s", "vs", "ref", "MFU", "max", "err", "peak", "mem", "compile", "s"]
+    assert len(table.splitlines()) == 2 + 4
+
+
+def test_compiled_variant_records_compile_time(tiny_context, monkeypatch):
+    monkeypatch.setattr(bench, "COMPILE_KWARGS", {"backend": "eager"})  # the +compile path without inductor's C++ build
+    case = _case("sdpa+compile")
+    record = bench.run_model_case(case, tiny_context, rounds=2, warmup=1)
+    _check_record(record, tiny_context, case)
+    assert record["compile"] is True and record["compile_s"] > 0
+    assert record["max_rel_err"] < 1e-5
+
+
+def test_unavailable_variants_are_skipped_not_raised(tiny_context):
+    fused = bench.run_model_case(_case("fused"), tiny_context, rounds=1, warmup=0)
+    assert fused["status"] == "skipped" and "CUDA" in fused["reason"]
+    assert tuple(fused) == bench.RECORD_FIELDS and fused["images_per_s"] is None
+    for variant in ("timm", "hf"):
+        record = bench.run_model_case(_case(variant), tiny_context, rounds=1, warmup=0)
+        assert record["status"] in ("ok", "skipped"), record["reason"]
+        if record["status"] == "ok":  # same weights, another implementation
+            assert record["max_rel_err"] < 1e-5
+        else:
+            assert variant in record["reason"].lower() or "transformers" in record["reason"]
+
+
+def test_errors_are_recorded_or_raised(tiny_context, monkeypatch):
+    def broken(variant, ctx):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(bench, "build_model", broken)
+    record = bench.run_model_case(_case("sdpa"), tiny_context, rounds=1, warmup=0)
+    assert (record["status"], record["reason"]) == ("error", "RuntimeError: boom")
+    with pytest.raises(RuntimeError, match="boom"):
+        bench.run_model_case(_case("sdpa"), tiny_context, rounds=1, warmup=0, raise_errors=True)
+
+
+def test_context_mismatch_is_an_error(tiny_context):
+    with pytest.raises(ValueError, match="does not match"):
+        bench.run_model_case(bench.ModelCase("vit_tiny_patch16_224", "sdpa", batch=4, dtype="fp32"), tiny_context, rounds=1, warmup=0)
+
+
+def test_make_record_rejects_unknown_fields():
+    assert tuple(bench.make_record(kind="model")) == bench.RECORD_FIELDS
+    with pytest.raises(KeyError, match="imgs"):
+        bench.make_record(imgs=1)
+
+
+# -- fastvit bench ----------------------------------------------------------------------------
+
+
+def test_cli_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--model", "--batch", "--dtype", "--variants", "--modes", "--rounds", "--out", "--quick", "--no-compile"):
+        assert option in out
+
+
+def test_cpu_settings():
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    bench.add_parser(sub)
+    settings = bench.resolve_settings(parser.parse_args(["bench"]), "cpu")
+    assert (settings["model"], settings["batch"], settings["dtype"]) == ("vit_tiny_patch16_224", 8, "fp32")
+    assert settings["variants"] == ["reference", "sdpa", "sdpa+compile"] and settings["modes"] == ["inference"]
+    assert bench.resolve_settings(parser.parse_args(["bench", "--no-compile"]), "cpu")["variants"] == ["reference", "sdpa"]
+    cuda = bench.resolve_settings(parser.parse_args(["bench", "--modes", "training", "--batch", "64"]), "cuda")
+    assert (cuda["model"], cuda["batch"], cuda["dtype"], cuda["modes"]) == ("vit_base_patch16_224", 64, "bf16", ["training"])
+    assert "fused+compile" in cuda["variants"] and "timm" in cuda["variants"] and "hf" in cuda["variants"]
+
+
+def test_cli_bench_writes_results(tmp_path, capsys):
+    out = tmp_path / "deep" / "cpu-test.json"
+    argv = ["bench", "--device", "cpu", "--batch", "1", "--variants", "reference,sdpa,fused", "--rounds", "2",
+            "--warmup", "0", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    lines = printed.splitlines()
+    assert lines[0].split()[:4] == ["vit_tiny_patch16_224", "fp32", "batch", "1"]
+    assert [line.split()[0] for line in lines[2:5]] == ["reference", "sdpa", "fused"]
+    assert "fused inference: skipped: Triton kernels need a CUDA GPU" in printed
+    doc = json.loads(out.read_text())
+    assert doc["format"] == bench.FORMAT and doc["env"]["device"] == "cpu"
+    records = doc["records"]
+    assert [(r["variant"], r["status"]) for r in records] == [("reference", "ok"), ("sdpa", "ok"), ("fused", "skipped")]
+    assert all(tuple(r) == bench.RECORD_FIELDS for r in records)
+    assert records[1]["speedup_vs_reference"] == pytest.approx(records[0]["ms_per_iter"] / records[1]["ms_per_iter"])
+
+
+def test_cli_bench_rejects_bad_options(capsys):
+    assert cli.main(["bench", "--device", "cpu", "--variants", "reference,fastest"]) == 2
+    assert "unknown variant 'fastest'" in capsys.readouterr().err
+    assert cli.main(["bench", "--device", "cpu", "--model", "vit_base"]) == 2
+    assert cli.main(["bench", "--device", "cpu", "--modes", "train"]) == 2
+
+
+# -- the pytest-benchmark suite -----------------------------------------------------------------
+
+
+def test_benchmark_suite_json_carries_records(tmp_path):
+    """One model-throughput case of benchmarks/ through pytest-benchmark: its JSON holds the record."""
+    out = tmp_path / "pytest-benchmark.json"
+    case = "vit_base_patch16_224-bf16-b256-reference-inference" if torch.cuda.is_available() else "vit_tiny_patch16_224-fp32-b4-reference-inference"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks"), "--benchmark-only", f"--benchmark-json={out}",
+           "-k", case, "-q", "-p", "no:cacheprovider"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    doc = json.loads(out.read_text())
+    assert len(doc["benchmarks"]) == 1
+    entry = doc["benchmarks"][0]
+    info = entry["extra_info"]
+    assert tuple(info) == bench.RECORD_FIELDS
+    assert info["status"] == "ok" and info["variant"] == "reference" and info["speedup_vs_reference"] == 1.0
+    assert info["images_per_s"] == pytest.approx(info["batch"] / info["ms_per_iter"] * 1e3)
+    assert info["max_rel_err"] < 1e-2 and info["torch"] == torch.__version__
+    assert entry["stats"]["rounds"] == info["rounds"]
+    # fastvit compare reads pytest-benchmark files too
+    assert [r["name"] for r in compare.load_records(out)] == [info["name"]]
