@@ -87,7 +87,28 @@ def load_sources(paths) -> list[Source]:
     return sources
 
 
-GroupKey = tuple  # (model, dtype, batch, mode)
+GroupKey = tuple  # (model, architecture note, dtype, batch, mode)
+_ARCH_FIELDS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "num_classes")
+
+
+def architecture_note(record: dict) -> str:
+    """How the record's architecture differs from its preset ("depth=2, img_size=32x32"), or ""."""
+    from .config import get_config
+
+    config = record.get("config") or {}
+    try:
+        preset = get_config(record["model"])
+    except (ValueError, TypeError):
+        return ""
+    diffs = []
+    for field in _ARCH_FIELDS:
+        if field not in config:
+            continue
+        ours = list(preset.img_size) if field == "img_size" else getattr(preset, field)
+        if config[field] != ours:
+            value = config[field]
+            diffs.append(f"{field}={'x'.join(map(str, value)) if field == 'img_size' else value}")
+    return ", ".join(diffs)
 
 
 def _variant_order(name: str) -> tuple:
@@ -96,11 +117,11 @@ def _variant_order(name: str) -> tuple:
 
 
 def groups(sources: list[Source]) -> dict[GroupKey, dict[str, dict[str, dict]]]:
-    """{(model, dtype, batch, mode): {variant: {source label: record}}}, in first-seen order."""
+    """{(model, architecture note, dtype, batch, mode): {variant: {source label: record}}}, in first-seen order."""
     out: dict[GroupKey, dict[str, dict[str, dict]]] = {}
     for s in sources:
         for r in s.records:
-            key = (r["model"], r["dtype"], r["batch"], r["mode"])
+            key = (r["model"], architecture_note(r), r["dtype"], r["batch"], r["mode"])
             out.setdefault(key, {}).setdefault(r["variant"], {})[s.label] = r
     return {k: dict(sorted(v.items(), key=lambda kv: _variant_order(kv[0]))) for k, v in out.items()}
 
@@ -129,8 +150,9 @@ def render_markdown(sources: list[Source]) -> str:
             f"{e.get('fastvit') or ''} | {e.get('cuda') or ''} | {e.get('driver') or ''} | {date} |"
         )
     notes = []
-    for (model, dtype, batch, mode), variants in groups(sources).items():
+    for (model, note, dtype, batch, mode), variants in groups(sources).items():
         labels = [s.label for s in sources if any(s.label in per for per in variants.values())]
+        model = f"{model} ({note})" if note else model
         lines += ["", f"## {model} · {dtype} · batch {batch} · {mode}", ""]
         header = ["variant"] + [f"{lab} {col}" for lab in labels for col in ("images/s", "vs reference", "MFU")]
         lines.append("| " + " | ".join(header) + " |")
@@ -164,7 +186,8 @@ def render_png(sources: list[Source], path: str | Path) -> Path:
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(grouped), 2, squeeze=False)
     width = 0.8 / max(len(labels), 1)
-    for row, ((model, dtype, batch, mode), variants) in enumerate(grouped.items()):
+    for row, ((model, note, dtype, batch, mode), variants) in enumerate(grouped.items()):
+        model = f"{model} ({note})" if note else model
         names = list(variants)
         for col, (field, ylabel) in enumerate((("images_per_s", "images/s"), ("speedup_vs_reference", "× reference"))):
             ax = axes[row][col]

@@ -282,7 +282,7 @@ def test_cpu_settings():
 
 def test_cli_bench_writes_results(tmp_path, capsys):
     out = tmp_path / "deep" / "cpu-test.json"
-    argv = ["bench", "--device", "cpu", "--batch", "1", "--variants", "reference,sdpa,fused", "--rounds", "2",
+    argv = ["bench", "--device", "cpu", "--batch", "1", "--variants", "reference,sdpa,fused", "--rounds", "1",
             "--warmup", "0", "--out", str(out), "--no-progress"]  # fmt: skip
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
