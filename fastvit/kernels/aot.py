@@ -106,6 +106,8 @@ def check_cases(modules: list[str], names: list[str], workers: int | None = None
 
     workers = max(1, min(workers or os.cpu_count() or 1, len(names)))
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     children = [
         subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(names[i::workers]), json.dumps(modules)],
                          env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

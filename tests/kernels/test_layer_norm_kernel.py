@@ -13,12 +13,7 @@ is marked ``slow`` (``-m slow``). On CUDA the full grid runs in bf16 and fp16.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import zlib
-from pathlib import Path
 
 import pytest
 import torch
@@ -26,6 +21,7 @@ from parity import assert_close_vs_ref, poison_
 
 from fastvit.kernels import layer_norm as ln
 from fastvit.kernels import tuning
+from fastvit.kernels.aot import check_cases
 from fastvit.kernels.reference import add_layer_norm_ref, layer_norm_ref
 
 EPS = 1e-6
@@ -36,13 +32,6 @@ HIDDEN = (192, 768, 1000, 1280)
 COVER = [(1, 1280), (197, 1000), (4 * 197 + 3, 768), (197, 192), (2, 197, 192), (3, 4096)]
 FULL = [(m, n) for m in ROWS for n in HIDDEN]
 OPS = ("layer_norm", "add_layer_norm")
-
-
-@pytest.fixture(autouse=True)
-def _slow_only_on_request(request):
-    # pyproject documents "slow" as off by default but does not deselect it.
-    if request.node.get_closest_marker("slow") and "slow" not in request.config.getoption("markexpr", ""):
-        pytest.skip("wide sweep: run with -m slow")
 
 
 def _generator(*key) -> torch.Generator:
@@ -318,54 +307,18 @@ def test_cpu_tensor_without_interpreter_raises(monkeypatch):
 
 AOT_CASES = ln.aot_cases()
 
-_AOT_CHILD = """
-import json, sys
-from fastvit.kernels.aot import check_case
-from fastvit.kernels.layer_norm import aot_cases
-wanted = set(json.loads(sys.argv[1]))
-results = {}
-for case in aot_cases():
-    if str(case) in wanted:
-        try:
-            results[str(case)] = check_case(case)
-        except Exception as e:
-            results[str(case)] = f"{type(e).__name__}: {e}"
-print(json.dumps(results))
-"""
-
-
 @pytest.fixture(scope="module")
 def aot_results(request):
-    """Compile the selected cases in child processes without TRITON_INTERPRET.
-
-    The interpreter replaces triton.language (tl.sum becomes an interpreted
-    function), so nothing compiles in this process. Cases are split over up
-    to os.cpu_count() children.
-    """
-    wanted = [item.callspec.params["case"] for item in request.session.items
-              if getattr(item, "originalname", None) == "test_aot_compiles" and hasattr(item, "callspec")]
-    names = [str(case) for case in wanted]
-    root = Path(ln.__file__).resolve().parents[2]
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
-    workers = min(os.cpu_count() or 1, 8, len(names))
-    children = [
-        subprocess.Popen([sys.executable, "-c", _AOT_CHILD, json.dumps(names[i::workers])], env=env, text=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for i in range(workers)
-    ]
-    results = {}
-    for child in children:
-        out, err = child.communicate()
-        assert child.returncode == 0, f"AOT compile child failed:\n{err[-4000:]}"
-        results.update(json.loads(out.strip().splitlines()[-1]))
-    return results
+    """check_case for the selected cases, compiled in child processes (see aot.check_cases)."""
+    names = [str(item.callspec.params["case"]) for item in request.session.items
+             if getattr(item, "originalname", None) == "test_aot_compiles" and hasattr(item, "callspec")]  # fmt: skip
+    return check_cases(["layer_norm"], names)
 
 
 @pytest.mark.parametrize("case", AOT_CASES, ids=str)
 def test_aot_compiles(case, aot_results):
     result = aot_results[str(case)]
-    assert isinstance(result, dict), result
+    assert "error" not in result, result["error"]
     assert result["tensor_core_op"] is None
 
 
