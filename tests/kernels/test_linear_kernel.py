@@ -1,0 +1,323 @@
+"""Tests for the epilogue-fused GEMMs in :mod:`fastvit.kernels.linear`.
+
+Parity cases build one ViT MLP half at a time: fc1 (D -> 4D, bias + GELU) or
+fc2 (4D -> D, bias + residual), with ``rows`` tokens. Each compares the kernel
+with eager PyTorch in the same dtype and with the fp64 reference
+(:mod:`fastvit.kernels.reference`): the kernel's error must stay within twice
+eager's, plus ``atol + rtol * max|ref|``. Kernel outputs are written into
+NaN-poisoned buffers, so an element a kernel forgets to store fails.
+
+On CPU the kernels run through the Triton interpreter, which is slow: the
+default run covers each row count, hidden size and dtype at least once; the
+full sweep is marked ``slow`` (deselected by default; run with ``-m slow``);
+bf16 and fp16 sweeps on a GPU are marked ``cuda``.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from parity import assert_close_vs_ref, poison_
+
+from fastvit.kernels import linear, reference
+from fastvit.kernels.aot import check_cases
+
+# dtype -> (atol, rtol) on outputs and dx; dW gets 10 x atol, db 5 x atol.
+# fp32 runs with input_precision="ieee": kernel and eager both round only in
+# their fp32 sums (~sqrt(K) * 6e-8 relative), so twice eager's error covers
+# the kernel's different summation order, and atol/rtol 1e-5 leave slack for
+# elements where eager happens to be nearly exact.
+TOLERANCES = {
+    torch.float32: (1e-5, 1e-5),
+    torch.float16: (1e-3, 3e-3),
+    torch.bfloat16: (1e-2, 3e-3),
+}
+WEIGHT_ATOL_FACTOR = 10
+BIAS_ATOL_FACTOR = 5
+
+ROWS = (1, 197, 4 * 197 + 3)
+HIDDEN = (192, 768, 1000, 1280)
+
+
+def _mlp_half(kind, rows, hidden, dtype, device, seed):
+    """Seeded inputs for fc1 (D -> 4D) or fc2 (4D -> D): x, weight, bias, residual, dout."""
+    d_in, d_out = (hidden, 4 * hidden) if kind == "fc1" else (4 * hidden, hidden)
+    g = torch.Generator().manual_seed(seed)
+    tensors = (
+        torch.randn(rows, d_in, generator=g),
+        torch.randn(d_out, d_in, generator=g) / d_in**0.5,  # nn.Linear-like scale: outputs O(1)
+        0.5 * torch.randn(d_out, generator=g),
+        torch.randn(rows, d_out, generator=g),
+        torch.randn(rows, d_out, generator=g),
+    )
+    return tuple(t.to(device=device, dtype=dtype) for t in tensors)
+
+
+def _grads(fn, inputs, dout):
+    """Output and gradients of ``fn(*inputs)`` w.r.t. every input, given ``dout``."""
+    inputs = [t.detach().requires_grad_() for t in inputs]
+    out = fn(*inputs)
+    return (out.detach(), *torch.autograd.grad(out, inputs, dout))
+
+
+def _upcast(*tensors):
+    return tuple(t.double() for t in tensors)
+
+
+def _check_grads(names, ours, eager, ref, dtype):
+    atol, rtol = TOLERANCES[dtype]
+    factors = {"dx": 1, "dW": WEIGHT_ATOL_FACTOR, "db": BIAS_ATOL_FACTOR, "d_residual": 1}
+    for name, o, e, r in zip(names, ours, eager, ref):
+        assert_close_vs_ref(o, e, r, factor=2, atol=factors[name] * atol, rtol=rtol, name=name)
+
+
+def check_linear_gelu(rows, hidden, dtype, approximate, device, seed=0):
+    x, w, b, _, dout = _mlp_half("fc1", rows, hidden, dtype, device, seed)
+    atol, rtol = TOLERANCES[dtype]
+
+    # Forward kernel, writing gelu(h) and h into poisoned buffers.
+    out = poison_(torch.empty(rows, w.shape[0], dtype=dtype, device=device))
+    pre = poison_(torch.empty_like(out))
+    linear.linear_gelu_launch(x, w, b, approximate, save_pre=True, out=out, pre=pre)
+    ref = reference.linear_gelu_ref(x, w, b, approximate, upcast=True)
+    out_pt = reference.linear_gelu_ref(x, w, b, approximate, upcast=False)
+    assert_close_vs_ref(out, out_pt, ref, factor=2, atol=atol, rtol=rtol, name="out")
+    h_pt, h_ref = F.linear(x, w, b), F.linear(*_upcast(x, w, b))
+    assert_close_vs_ref(pre, h_pt, h_ref, factor=2, atol=atol, rtol=rtol, name="pre")
+
+    # GELU backward kernel into a poisoned buffer: dh = dout * gelu'(h).
+    dh = linear.gelu_bwd_launch(dout, pre, approximate, out=poison_(torch.empty_like(pre)))
+    _, dh_pt = _grads(lambda h: F.gelu(h, approximate=approximate), (h_pt,), dout)
+    _, dh_ref = _grads(lambda h: F.gelu(h, approximate=approximate), (h_ref,), dout.double())
+    assert_close_vs_ref(dh, dh_pt, dh_ref, factor=2, atol=atol, rtol=rtol, name="dh")
+
+    # The public function end to end, through the registered autograd.
+    ours = _grads(lambda *t: linear.linear_gelu(*t, approximate=approximate), (x, w, b), dout)
+    eager = _grads(lambda *t: reference.linear_gelu_ref(*t, approximate, upcast=False), (x, w, b), dout)
+    ref = _grads(lambda *t: reference.linear_gelu_ref(*t, approximate), _upcast(x, w, b), dout.double())
+    assert torch.equal(ours[0], out), "public linear_gelu differs from the launcher's output"
+    _check_grads(("dx", "dW", "db"), ours[1:], eager[1:], ref[1:], dtype)
+
+
+def check_linear_residual(rows, hidden, dtype, device, seed=0):
+    x, w, b, r, dout = _mlp_half("fc2", rows, hidden, dtype, device, seed)
+    atol, rtol = TOLERANCES[dtype]
+
+    out = linear.linear_residual_launch(x, w, b, r, out=poison_(torch.empty_like(r)))
+    ref = reference.linear_residual_ref(x, w, b, r, upcast=True)
+    out_pt = reference.linear_residual_ref(x, w, b, r, upcast=False)
+    assert_close_vs_ref(out, out_pt, ref, factor=2, atol=atol, rtol=rtol, name="out")
+
+    ours = _grads(linear.linear_residual, (x, w, b, r), dout)
+    eager = _grads(lambda *t: reference.linear_residual_ref(*t, upcast=False), (x, w, b, r), dout)
+    ref = _grads(reference.linear_residual_ref, _upcast(x, w, b, r), dout.double())
+    assert torch.equal(ours[0], out), "public linear_residual differs from the launcher's output"
+    _check_grads(("dx", "dW", "db", "d_residual"), ours[1:], eager[1:], ref[1:], dtype)
+
+
+# (dtype, rows, hidden): every row count, hidden size and dtype at least once,
+# sized for the interpreter, where one row costs as much as BLOCK_M rows and
+# CPU fp16 matmuls in the eager reference are slow too. Each runs fc1 and fc2;
+# hidden 1280 runs in test_linear_gelu_forward_large.
+DEFAULT_CASES = [
+    (torch.float32, 1, 768),
+    (torch.float16, 1, 1000),
+    (torch.float16, 197, 192),
+    (torch.bfloat16, 197, 192),  # the interpreter's bf16 path (dot operands in fp32)
+    (torch.float32, 197, 1000),  # K and N not multiples of any block
+    (torch.float16, 4 * 197 + 3, 192),
+]
+TANH_CASES = [(torch.float16, 197, 192), (torch.float32, 4 * 197 + 3, 192)]
+
+
+def _sweep(skip):
+    return [
+        pytest.param(dtype, rows, hidden, marks=pytest.mark.slow)
+        for dtype, rows, hidden in itertools.product((torch.float32, torch.float16), ROWS, HIDDEN)
+        if (dtype, rows, hidden) not in skip
+    ]
+
+
+CUDA_CASES = [
+    pytest.param(dtype, rows, hidden, marks=pytest.mark.cuda)
+    for dtype, rows, hidden in itertools.product((torch.bfloat16, torch.float16), ROWS, HIDDEN)
+]
+
+
+def _case_id(value):
+    return str(value).removeprefix("torch.") if isinstance(value, torch.dtype) else None
+
+
+@pytest.mark.parametrize("dtype,rows,hidden", DEFAULT_CASES + _sweep(DEFAULT_CASES), ids=_case_id)
+def test_linear_gelu(dtype, rows, hidden):
+    check_linear_gelu(rows, hidden, dtype, "none", "cpu")
+
+
+@pytest.mark.parametrize("dtype,rows,hidden", DEFAULT_CASES + _sweep(DEFAULT_CASES), ids=_case_id)
+def test_linear_residual(dtype, rows, hidden):
+    check_linear_residual(rows, hidden, dtype, "cpu")
+
+
+@pytest.mark.parametrize("dtype,rows,hidden", TANH_CASES + _sweep(TANH_CASES), ids=_case_id)
+def test_linear_gelu_tanh(dtype, rows, hidden):
+    check_linear_gelu(rows, hidden, dtype, "tanh", "cpu")
+
+
+def test_linear_gelu_forward_large():
+    """The largest fc1 (791 x 1280 -> 5120), forward only: the interpreter takes ~20 s."""
+    rows, hidden, dtype = 4 * 197 + 3, 1280, torch.float32
+    x, w, b, _, _ = _mlp_half("fc1", rows, hidden, dtype, "cpu", seed=1)
+    out, _ = linear.linear_gelu_launch(x, w, b, out=poison_(torch.empty(rows, 4 * hidden, dtype=dtype)))
+    ref = reference.linear_gelu_ref(x, w, b)
+    out_pt = reference.linear_gelu_ref(x, w, b, upcast=False)
+    assert_close_vs_ref(out, out_pt, ref, factor=2, atol=TOLERANCES[dtype][0], rtol=TOLERANCES[dtype][1])
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("dtype,rows,hidden", CUDA_CASES, ids=_case_id)
+def test_parity_cuda(dtype, rows, hidden, approximate):
+    check_linear_gelu(rows, hidden, dtype, approximate, "cuda")
+    check_linear_residual(rows, hidden, dtype, "cuda")
+
+
+@pytest.mark.cuda
+def test_tf32_opt_in_cuda():
+    x, w, b, r, _ = _mlp_half("fc2", 197, 768, torch.float32, "cuda", seed=2)
+    ref = reference.linear_residual_ref(x, w, b, r)
+    exact = linear.linear_residual(x, w, b, r)
+    tf32 = linear.linear_residual(x, w, b, r, allow_tf32=True)
+    assert (exact.double() - ref).abs().max() < 1e-4
+    assert (tf32.double() - ref).abs().max() < 5e-2
+
+
+def test_leading_dims_and_strides():
+    """(B, N, D) and 4-D inputs, a non-contiguous x, and deterministic gradients."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 48, 7, generator=g).transpose(1, 2)  # (2, 7, 48), not contiguous
+    w1, b1 = torch.randn(96, 48, generator=g) / 48**0.5, torch.randn(96, generator=g)
+    w2, b2 = torch.randn(48, 96, generator=g) / 96**0.5, torch.randn(48, generator=g)
+    dout = torch.randn(2, 7, 48, generator=g)
+
+    def mlp(block, x, w1, b1, w2, b2):
+        return block[1](block[0](x, w1, b1, "tanh"), w2, b2, x)
+
+    fused = (linear.linear_gelu, linear.linear_residual)
+    ref = (reference.linear_gelu_ref, reference.linear_residual_ref)
+    ours = _grads(lambda *t: mlp(fused, *t), (x, w1, b1, w2, b2), dout)
+    again = _grads(lambda *t: mlp(fused, *t), (x, w1, b1, w2, b2), dout)
+    expected = _grads(lambda *t: mlp(ref, *t), _upcast(x, w1, b1, w2, b2), dout.double())
+    assert ours[0].shape == (2, 7, 48)
+    for name, o, a, e in zip(("out", "dx", "dw1", "db1", "dw2", "db2"), ours, again, expected):
+        assert torch.equal(o, a), f"{name} changed between two identical runs"
+        assert_close_vs_ref(o, e.float(), e, factor=2, atol=1e-5, rtol=1e-5, name=name)
+
+    x4 = torch.randn(2, 3, 5, 48, generator=g)
+    r4 = torch.randn(2, 3, 5, 96, generator=g)
+    out4 = linear.linear_residual(x4, w1, b1, r4)
+    assert out4.shape == (2, 3, 5, 96)
+    torch.testing.assert_close(out4, reference.linear_residual_ref(x4, w1, b1, r4, upcast=False))
+
+
+def test_inference_saves_no_pre_activation():
+    x, w, b = torch.randn(5, 32), torch.randn(64, 32), torch.randn(64)
+    with torch.no_grad():
+        out, pre = torch.ops.fastvit.linear_gelu_fwd(x, w, b, "none", False, False)
+    assert pre.numel() == 0
+    torch.testing.assert_close(out, reference.linear_gelu_ref(x, w, b, upcast=False))
+    out, pre = torch.ops.fastvit.linear_gelu_fwd(x.requires_grad_(), w, b, "none", False, False)
+    with pytest.raises(RuntimeError, match="save_pre=False"):
+        out.sum().backward()
+
+
+def _small_args(requires_grad):
+    g = torch.Generator().manual_seed(4)
+    x, w, b = torch.randn(6, 32, generator=g), torch.randn(48, 32, generator=g) / 32**0.5, torch.randn(48, generator=g)
+    r = torch.randn(6, 48, generator=g)
+    return [t.requires_grad_(requires_grad) for t in (x, w, b, r)]
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck(requires_grad):
+    x, w, b, r = _small_args(requires_grad)
+    for approximate in ("none", "tanh"):
+        torch.library.opcheck(torch.ops.fastvit.linear_gelu_fwd.default, (x, w, b, approximate, requires_grad, False))
+    torch.library.opcheck(torch.ops.fastvit.linear_residual_fwd.default, (x, w, b, r, False))
+    pre = torch.randn(6, 48)
+    torch.library.opcheck(torch.ops.fastvit.gelu_bwd.default, (torch.randn(6, 48), pre, "none"))
+
+
+def test_torch_compile_fullgraph():
+    """An MLP block (fc1 + GELU, fc2 + residual) under torch.compile, forward and backward."""
+
+    def block(x, w1, b1, w2, b2):
+        return linear.linear_residual(linear.linear_gelu(x, w1, b1), w2, b2, x)
+
+    g = torch.Generator().manual_seed(5)
+    args = [torch.randn(2, 5, 32, generator=g), torch.randn(64, 32, generator=g) / 32**0.5, torch.randn(64, generator=g)]
+    args += [torch.randn(32, 64, generator=g) / 8, torch.randn(32, generator=g)]
+    dout = torch.randn(2, 5, 32, generator=g)
+    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
+    for got, want in zip(_grads(compiled, args, dout), _grads(block, args, dout)):
+        torch.testing.assert_close(got, want)
+
+
+def _bad_inputs():
+    x, w, b = torch.randn(4, 8), torch.randn(16, 8), torch.randn(16)
+    r = torch.randn(4, 16)
+    gelu, res = linear.linear_gelu, linear.linear_residual
+    return [
+        ("int x", lambda: gelu(x.long(), w.long(), b.long()), TypeError, "floating point"),
+        ("weight dtype", lambda: gelu(x, w.double(), b), TypeError, "weight must have x's dtype"),
+        ("bias not a tensor", lambda: gelu(x, w, None), TypeError, "bias must be a torch.Tensor"),
+        ("in_features", lambda: gelu(torch.randn(4, 9), w, b), ValueError, "in_features 8"),
+        ("weight 1-D", lambda: gelu(x, w[0], b), ValueError, "weight must be 2-D"),
+        ("bias shape", lambda: gelu(x, w, b[:3]), ValueError, r"bias must have shape \(out_features,\) = \(16,\)"),
+        ("device", lambda: gelu(x, w.to("meta"), b), ValueError, "weight must be on x's device"),
+        ("approximate", lambda: gelu(x, w, b, approximate="fast"), ValueError, "'none' or 'tanh', got 'fast'"),
+        ("residual shape", lambda: res(x, w, b, r[:, :8]), ValueError, r"output's shape \(4, 16\), got \(4, 8\)"),
+        ("residual dtype", lambda: res(x, w, b, r.half()), TypeError, "residual must have x's dtype"),
+        ("residual missing", lambda: res(x, w, b, None), TypeError, "residual must be a torch.Tensor"),
+        ("out buffer", lambda: linear.linear_residual_launch(x, w, b, r, out=r.t()), ValueError, "contiguous"),
+    ]
+
+
+@pytest.mark.parametrize("call,error,match", [p[1:] for p in _bad_inputs()], ids=[p[0] for p in _bad_inputs()])
+def test_validation(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+AOT_CASES = linear.aot_cases()
+
+
+@pytest.fixture(scope="module")
+def aot_results(request):
+    """check_case for the selected cases, compiled in child processes (see aot.check_cases)."""
+    names = [str(item.callspec.params["case"]) for item in request.session.items
+             if getattr(item, "originalname", None) == "test_aot_compiles" and hasattr(item, "callspec")]  # fmt: skip
+    return check_cases(["linear"], names)
+
+
+@pytest.mark.parametrize("case", AOT_CASES, ids=str)
+def test_aot_compiles(case, aot_results):
+    result = aot_results[str(case)]
+    assert "error" not in result, result["error"]
+
+
+def test_aot_cases_cover_every_shipped_config():
+    for arch in ("sm80", "sm90"):
+        shipped = sorted(sorted(e.items()) for e in linear.GEMM_CONFIGS[arch] + linear.GEMM_CONFIGS["default"])
+        for epilogue in linear.EPILOGUES:
+            for dtype in ("bf16", "fp16"):
+                compiled = sorted(
+                    sorted({k: c.constexprs[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")}.items()
+                           | {("num_warps", c.num_warps), ("num_stages", c.num_stages)})
+                    for c in AOT_CASES
+                    if c.arch == arch and c.name.startswith(f"linear_{epilogue}-{dtype}-")
+                )  # fmt: skip
+                assert compiled == shipped, (arch, epilogue, dtype)
+        kinds = {c.name for c in AOT_CASES if c.arch == arch and c.fn is linear._gelu_bwd_kernel}
+        assert kinds == {f"gelu_bwd_{a}-{d}" for a in ("none", "tanh") for d in ("bf16", "fp16")}
