@@ -1043,7 +1043,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--variants", type=_split, help=f"comma-separated; valid: {','.join(variant_names())}")
     p.add_argument("--modes", type=_split, help="comma-separated: inference,training")
     p.add_argument("--rounds", type=int, help="timed rounds (the median is reported)")
-    p.add_argument("--warmup", type=int, help="warm-up calls after the first (compiling) call")
+    p.add_argument("--warmup", type=int, help="warm-up calls after the first (compiling) call; at least 1 is made")
     p.add_argument("--quick", action="store_true", help="fewer variants and rounds")
     p.add_argument("--no-compile", action="store_true", help="drop the +compile variants")
     p.add_argument("--out", help="JSON result file (default: bench-out/<gpu-or-cpu>-<date>.json)")
@@ -1093,7 +1093,11 @@ def run(args: argparse.Namespace) -> int:
     cases = [ModelCase(s["model"], v, m, s["dtype"], s["batch"]) for m in s["modes"] for v in s["variants"]]
     print(f"fastvit bench: {s['model']} {s['dtype']} batch {s['batch']} on {env['device']}; "
           f"{len(cases)} cases, {s['rounds']} rounds each -> {out}", file=sys.stderr)  # fmt: skip
-    ctx = ModelContext(s["model"], s["dtype"], s["batch"], device)
+    try:
+        ctx = ModelContext(s["model"], s["dtype"], s["batch"], device)
+    except Exception as e:  # e.g. out of memory for the input buffers
+        print(f"fastvit bench: error: preparing weights and inputs failed: {_error_text(e)}", file=sys.stderr)
+        return 1
     records: list[dict] = []
     bar = tqdm(cases, desc="bench", unit="case", file=sys.stderr, disable=args.no_progress, dynamic_ncols=True)
     for case in bar:
