@@ -181,7 +181,7 @@ def _torch_add_layer_norm(x, y, w, b):
 
 def _norm_fn(op: str, provider: str):
     if provider == "triton":
-        from fastvit.kernels.layer_norm import add_layer_norm, layer_norm
+        from fastvit.kernels import add_layer_norm, layer_norm
 
         if op == "layer_norm":
             return lambda x, w, b: layer_norm(x, w, b, EPS)

@@ -21,8 +21,8 @@ import importlib
 # public name -> submodule that defines it
 _OPS = {
     "attention": "attention",
-    "layer_norm": "layer_norm",
-    "add_layer_norm": "layer_norm",
+    "layer_norm": "norm",
+    "add_layer_norm": "norm",
     "linear_gelu": "linear",
     "linear_residual": "linear",
 }

@@ -19,7 +19,7 @@ import pytest
 import torch
 from parity import assert_close_vs_ref, poison_
 
-from fastvit.kernels import layer_norm as ln
+from fastvit.kernels import norm as ln
 from fastvit.kernels import tuning
 from fastvit.kernels.aot import check_cases
 from fastvit.kernels.reference import add_layer_norm_ref, layer_norm_ref
@@ -312,7 +312,7 @@ def aot_results(request):
     """check_case for the selected cases, compiled in child processes (see aot.check_cases)."""
     names = [str(item.callspec.params["case"]) for item in request.session.items
              if getattr(item, "originalname", None) == "test_aot_compiles" and hasattr(item, "callspec")]  # fmt: skip
-    return check_cases(["layer_norm"], names)
+    return check_cases(["norm"], names)
 
 
 @pytest.mark.parametrize("case", AOT_CASES, ids=str)
