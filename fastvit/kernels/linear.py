@@ -9,8 +9,10 @@ Backward:
 
 - ``linear_gelu`` saves ``x``, ``W`` and the pre-activation ``h = x @ W^T + b``
   (option A: one extra M x N tensor in the input dtype, e.g. 310 MB for
-  ViT-B fc1 at batch 256 in bf16). The forward kernel writes ``h`` next to
-  ``gelu(h)`` only when a gradient will be needed, so inference pays nothing.
+  ViT-B fc1 at batch 256 in bf16 -- the same tensor eager PyTorch keeps for
+  ``F.gelu``'s backward). The forward kernel writes ``h`` next to ``gelu(h)``
+  only when a gradient will be needed, so inference pays nothing; the backward
+  never recomputes it.
   The backward runs one fused elementwise Triton kernel
   ``dh = dout * gelu'(h)``, then ``dx = dh @ W`` and ``dW = dh^T @ x`` with
   ``torch.matmul`` (cuBLAS on a GPU), and ``db = dh.sum(0)`` accumulated in
@@ -62,6 +64,8 @@ GEMM_CONFIGS = {
 
 # The elementwise GELU backward: one program per BLOCK elements.
 GELU_BWD_CONFIG = dict(BLOCK=4096, num_warps=8)
+
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 # Epilogues of the GEMM kernel, by name.
 EPILOGUES = ("gelu", "gelu_tanh", "residual")
@@ -178,7 +182,7 @@ def _gelu_bwd_kernel(
 
 _linear_kernel_tuned = triton.autotune(
     configs=tuning.autotune_configs(GEMM_CONFIGS),
-    key=["M_BUCKET", "N", "K"],
+    key=["M_BUCKET", "N", "K", "EPILOGUE", "STORE_PRE"],
 )(_linear_kernel)
 
 
@@ -201,6 +205,7 @@ def _out_buffer(buf, like: torch.Tensor, shape: tuple[int, ...], name: str) -> t
 def _launch_gemm(x, weight, bias, epilogue, *, residual, y, pre, allow_tf32):
     M, K = x.shape
     N = weight.shape[0]
+    bias = bias.contiguous()
     res = y if residual is None else residual
     pre_buf = y if pre is None else pre
 
@@ -231,7 +236,7 @@ def linear_gelu_launch(x, weight, bias, approximate="none", *, save_pre=False, a
     M, N = x.shape[0], weight.shape[0]
     y = _out_buffer(out, x, (M, N), "out")
     h = _out_buffer(pre, x, (M, N), "pre") if save_pre else x.new_empty((0,))
-    if M > 0:
+    if y.numel() > 0:
         _launch_gemm(
             x, weight, bias, _GELU_EPILOGUE[approximate],
             residual=None, y=y, pre=h if save_pre else None, allow_tf32=allow_tf32,
@@ -243,7 +248,7 @@ def linear_residual_launch(x, weight, bias, residual, *, allow_tf32=False, out=N
     """Launch the GEMM with the residual epilogue on 2-D ``x`` (M, K) and ``residual`` (M, N)."""
     M, N = x.shape[0], weight.shape[0]
     y = _out_buffer(out, x, (M, N), "out")
-    if M > 0:
+    if y.numel() > 0:
         _launch_gemm(x, weight, bias, "residual", residual=residual, y=y, pre=None, allow_tf32=allow_tf32)
     return y
 
@@ -347,7 +352,7 @@ def _linear_residual_setup(ctx, inputs, output):
 def _linear_residual_backward(ctx, grad_out):
     x, weight = ctx.saved_tensors
     dx, dw, db = _linear_grads(ctx, grad_out, x, weight)
-    return dx, dw, db, grad_out, None
+    return dx, dw, db, grad_out if ctx.needs_input_grad[3] else None, None
 
 
 linear_residual_fwd.register_autograd(_linear_residual_backward, setup_context=_linear_residual_setup)
@@ -362,8 +367,10 @@ def _check_linear_args(fn: str, x, weight, bias) -> None:
     for name, t in (("x", x), ("weight", weight), ("bias", bias)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(t).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{fn}: x must be floating point (float16, bfloat16 or float32), got {x.dtype}")
+    if x.dtype not in _DTYPES:
+        raise TypeError(f"{fn}: x must be float16, bfloat16 or float32, got {x.dtype}")
+    if x.device.type != "cuda" and not tuning.interpreting():
+        raise ValueError(f"{fn}: x must be a CUDA tensor (or run with TRITON_INTERPRET=1 on CPU), got device {x.device}")
     for name, t in (("weight", weight), ("bias", bias)):
         if t.dtype != x.dtype:
             raise TypeError(f"{fn}: {name} must have x's dtype {x.dtype}, got {t.dtype}")
@@ -384,6 +391,11 @@ def _check_linear_args(fn: str, x, weight, bias) -> None:
         )
 
 
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a 2-D (rows, features) matrix; a view when the strides allow."""
+    return t.reshape(t.shape[:-1].numel(), t.shape[-1])
+
+
 def _needs_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
@@ -401,11 +413,8 @@ def linear_gelu(x, weight, bias, approximate="none", *, allow_tf32=False):
     _check_linear_args("linear_gelu", x, weight, bias)
     if approximate not in _GELU_EPILOGUE:
         raise ValueError(f"linear_gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    lead = x.shape[:-1]
-    out, _ = linear_gelu_fwd(
-        x.reshape(-1, x.shape[-1]), weight, bias, approximate, _needs_grad(x, weight, bias), allow_tf32
-    )
-    return out.reshape(*lead, weight.shape[0])
+    out, _ = linear_gelu_fwd(_rows(x), weight, bias, approximate, _needs_grad(x, weight, bias), allow_tf32)
+    return out.reshape(*x.shape[:-1], weight.shape[0])
 
 
 def linear_residual(x, weight, bias, residual, *, allow_tf32=False):
@@ -427,9 +436,7 @@ def linear_residual(x, weight, bias, residual, *, allow_tf32=False):
         raise TypeError(f"linear_residual: residual must have x's dtype {x.dtype}, got {residual.dtype}")
     if residual.device != x.device:
         raise ValueError(f"linear_residual: residual must be on x's device {x.device}, got {residual.device}")
-    out = linear_residual_fwd(
-        x.reshape(-1, x.shape[-1]), weight, bias, residual.reshape(-1, weight.shape[0]), allow_tf32
-    )
+    out = linear_residual_fwd(_rows(x), weight, bias, _rows(residual), allow_tf32)
     return out.reshape(out_shape)
 
 

@@ -194,10 +194,11 @@ def test_tf32_opt_in_cuda():
 
 
 def test_leading_dims_and_strides():
-    """(B, N, D) and 4-D inputs, a non-contiguous x, and deterministic gradients."""
+    """(B, N, D) and 4-D inputs, non-contiguous x, weight and bias, and deterministic gradients."""
     g = torch.Generator().manual_seed(3)
-    x = torch.randn(2, 48, 7, generator=g).transpose(1, 2)  # (2, 7, 48), not contiguous
-    w1, b1 = torch.randn(96, 48, generator=g) / 48**0.5, torch.randn(96, generator=g)
+    x = torch.randn(2, 48, 7, generator=g).transpose(1, 2)  # (2, 7, 48)
+    w1 = torch.randn(48, 96, generator=g).t() / 48**0.5  # (96, 48), column-major
+    b1 = torch.randn(192, generator=g)[::2]
     w2, b2 = torch.randn(48, 96, generator=g) / 96**0.5, torch.randn(48, generator=g)
     dout = torch.randn(2, 7, 48, generator=g)
 
@@ -219,6 +220,24 @@ def test_leading_dims_and_strides():
     out4 = linear.linear_residual(x4, w1, b1, r4)
     assert out4.shape == (2, 3, 5, 96)
     torch.testing.assert_close(out4, reference.linear_residual_ref(x4, w1, b1, r4, upcast=False))
+
+
+def test_empty_inputs():
+    w, b = torch.randn(32, 16, requires_grad=True), torch.randn(32, requires_grad=True)
+    x = torch.randn(0, 5, 16, requires_grad=True)
+    out = linear.linear_gelu(x, w, b)
+    out.sum().backward()
+    assert out.shape == (0, 5, 32) and x.grad.shape == x.shape
+    assert not w.grad.any() and not b.grad.any()
+    bias = torch.randn(4)
+    out = linear.linear_residual(torch.randn(3, 0), torch.randn(4, 0), bias, torch.zeros(3, 4))  # K = 0
+    torch.testing.assert_close(out, bias.expand(3, 4))
+
+
+def test_cpu_tensors_without_interpreter_raise(monkeypatch):
+    monkeypatch.setattr(linear.tuning, "interpreting", lambda: False)
+    with pytest.raises(ValueError, match="x must be a CUDA tensor .* got device cpu"):
+        linear.linear_gelu(torch.randn(4, 8), torch.randn(16, 8), torch.randn(16))
 
 
 def test_inference_saves_no_pre_activation():
@@ -269,7 +288,8 @@ def _bad_inputs():
     r = torch.randn(4, 16)
     gelu, res = linear.linear_gelu, linear.linear_residual
     return [
-        ("int x", lambda: gelu(x.long(), w.long(), b.long()), TypeError, "floating point"),
+        ("int x", lambda: gelu(x.long(), w.long(), b.long()), TypeError, "float16, bfloat16 or float32, got torch.int64"),
+        ("float64 x", lambda: gelu(x.double(), w.double(), b.double()), TypeError, "got torch.float64"),
         ("weight dtype", lambda: gelu(x, w.double(), b), TypeError, "weight must have x's dtype"),
         ("bias not a tensor", lambda: gelu(x, w, None), TypeError, "bias must be a torch.Tensor"),
         ("in_features", lambda: gelu(torch.randn(4, 9), w, b), ValueError, "in_features 8"),
