@@ -11,12 +11,11 @@ Backward:
   (option A: one extra M x N tensor in the input dtype, e.g. 310 MB for
   ViT-B fc1 at batch 256 in bf16 -- the same tensor eager PyTorch keeps for
   ``F.gelu``'s backward). The forward kernel writes ``h`` next to ``gelu(h)``
-  only when a gradient will be needed, so inference pays nothing; the backward
-  never recomputes it.
-  The backward runs one fused elementwise Triton kernel
-  ``dh = dout * gelu'(h)``, then ``dx = dh @ W`` and ``dW = dh^T @ x`` with
-  ``torch.matmul`` (cuBLAS on a GPU), and ``db = dh.sum(0)`` accumulated in
-  fp32. Nothing uses atomics, so gradients are deterministic.
+  only when a gradient will be needed, so inference pays nothing and the
+  backward recomputes nothing. The backward runs one fused elementwise Triton
+  kernel ``dh = dout * gelu'(h)``, then ``dx = dh @ W`` and ``dW = dh^T @ x``
+  with ``torch.matmul`` (cuBLAS on a GPU), and ``db = dh.sum(0)`` accumulated
+  in fp32. Nothing uses atomics, so gradients are deterministic.
 - ``linear_residual`` saves ``x`` and ``W`` only (no extra memory):
   ``d_residual = dout``, ``dx = dout @ W``, ``dW = dout^T @ x``,
   ``db = dout.sum(0)``.
@@ -370,7 +369,7 @@ def _check_linear_args(fn: str, x, weight, bias) -> None:
     if x.dtype not in _DTYPES:
         raise TypeError(f"{fn}: x must be float16, bfloat16 or float32, got {x.dtype}")
     if x.device.type != "cuda" and not tuning.interpreting():
-        raise ValueError(f"{fn}: x must be a CUDA tensor (or run with TRITON_INTERPRET=1 on CPU), got device {x.device}")
+        raise ValueError(f"{fn}: x must be a CUDA tensor (or TRITON_INTERPRET=1 on CPU), got device {x.device}")
     for name, t in (("weight", weight), ("bias", bias)):
         if t.dtype != x.dtype:
             raise TypeError(f"{fn}: {name} must have x's dtype {x.dtype}, got {t.dtype}")
@@ -453,14 +452,10 @@ _DIVISIBLE = ("X", "W", "BIAS", "RES", "Y", "PRE", "N", "K", "stride_xm", "strid
 
 
 def _gemm_signature(dtype: str) -> dict:
-    ptr = f"*{dtype}"
-    sig = {name: ptr for name in ("X", "W", "BIAS", "RES", "Y", "PRE")}
-    sig.update({name: "i32" for name in ("M", "N", "K", "M_BUCKET", "stride_xm", "stride_wn", "stride_rm", "stride_ym")})
-    for name in (*_UNIT_STRIDES, "EPILOGUE", "STORE_PRE", "INPUT_PRECISION", "DOT_IN_FP32"):
-        sig[name] = "constexpr"
-    for name in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"):
-        sig[name] = "constexpr"
-    return {name: sig[name] for name in _linear_kernel.arg_names}
+    """Argument types of ``_linear_kernel`` as launched on ``dtype`` tensors."""
+    types = dict.fromkeys(("X", "W", "BIAS", "RES", "Y", "PRE"), f"*{dtype}")
+    types |= dict.fromkeys(("M", "N", "K", "M_BUCKET", "stride_xm", "stride_wn", "stride_rm", "stride_ym"), "i32")
+    return {name: types.get(name, "constexpr") for name in _linear_kernel.arg_names}
 
 
 def aot_cases() -> list[AotCase]:
@@ -487,17 +482,17 @@ def aot_cases() -> list[AotCase]:
                         INPUT_PRECISION="ieee",
                         DOT_IN_FP32=False,
                     )
-                    name = f"linear_{epilogue}-{dtype}-{tile}"
-                    cases.append(
-                        AotCase(name, _linear_kernel, _gemm_signature(dtype), constexprs, arch, divisible=_DIVISIBLE, **launch)
-                    )
+                    name, signature = f"linear_{epilogue}-{dtype}-{tile}", _gemm_signature(dtype)
+                    case = AotCase(name, _linear_kernel, signature, constexprs, arch, divisible=_DIVISIBLE, **launch)
+                    cases.append(case)
             for approximate in ("none", "tanh"):
-                ptr = f"*{dtype}"
+                signature = dict.fromkeys(("DOUT", "PRE", "DH"), f"*{dtype}")
+                signature |= {"numel": "i32", "APPROXIMATE": "constexpr", "BLOCK": "constexpr"}
                 cases.append(
                     AotCase(
                         name=f"gelu_bwd_{approximate}-{dtype}",
                         fn=_gelu_bwd_kernel,
-                        signature={"DOUT": ptr, "PRE": ptr, "DH": ptr, "numel": "i32", "APPROXIMATE": "constexpr", "BLOCK": "constexpr"},
+                        signature=signature,
                         constexprs=dict(APPROXIMATE=approximate, BLOCK=GELU_BWD_CONFIG["BLOCK"]),
                         arch=arch,
                         num_warps=GELU_BWD_CONFIG["num_warps"],

@@ -151,26 +151,30 @@ def _case_id(value):
     return str(value).removeprefix("torch.") if isinstance(value, torch.dtype) else None
 
 
-@pytest.mark.parametrize("dtype,rows,hidden", DEFAULT_CASES + _sweep(DEFAULT_CASES), ids=_case_id)
-def test_linear_gelu(dtype, rows, hidden):
-    check_linear_gelu(rows, hidden, dtype, "none", "cpu")
+# Interpreter-sized tests take the conftest ``device`` fixture: "cpu" through
+# the interpreter, "cuda" where a GPU is present.
 
 
 @pytest.mark.parametrize("dtype,rows,hidden", DEFAULT_CASES + _sweep(DEFAULT_CASES), ids=_case_id)
-def test_linear_residual(dtype, rows, hidden):
-    check_linear_residual(rows, hidden, dtype, "cpu")
+def test_linear_gelu(dtype, rows, hidden, device):
+    check_linear_gelu(rows, hidden, dtype, "none", device)
+
+
+@pytest.mark.parametrize("dtype,rows,hidden", DEFAULT_CASES + _sweep(DEFAULT_CASES), ids=_case_id)
+def test_linear_residual(dtype, rows, hidden, device):
+    check_linear_residual(rows, hidden, dtype, device)
 
 
 @pytest.mark.parametrize("dtype,rows,hidden", TANH_CASES + _sweep(TANH_CASES), ids=_case_id)
-def test_linear_gelu_tanh(dtype, rows, hidden):
-    check_linear_gelu(rows, hidden, dtype, "tanh", "cpu")
+def test_linear_gelu_tanh(dtype, rows, hidden, device):
+    check_linear_gelu(rows, hidden, dtype, "tanh", device)
 
 
-def test_linear_gelu_forward_large():
+def test_linear_gelu_forward_large(device):
     """The largest fc1 (791 x 1280 -> 5120), forward only: the interpreter takes ~20 s."""
     rows, hidden, dtype = 4 * 197 + 3, 1280, torch.float32
-    x, w, b, _, _ = _mlp_half("fc1", rows, hidden, dtype, "cpu", seed=1)
-    out, _ = linear.linear_gelu_launch(x, w, b, out=poison_(torch.empty(rows, 4 * hidden, dtype=dtype)))
+    x, w, b, _, _ = _mlp_half("fc1", rows, hidden, dtype, device, seed=1)
+    out, _ = linear.linear_gelu_launch(x, w, b, out=poison_(x.new_empty(rows, 4 * hidden)))
     ref = reference.linear_gelu_ref(x, w, b)
     out_pt = reference.linear_gelu_ref(x, w, b, upcast=False)
     assert_close_vs_ref(out, out_pt, ref, factor=2, atol=TOLERANCES[dtype][0], rtol=TOLERANCES[dtype][1])
@@ -193,14 +197,18 @@ def test_tf32_opt_in_cuda():
     assert (tf32.double() - ref).abs().max() < 5e-2
 
 
-def test_leading_dims_and_strides():
+def _randn(*shape, g, device):
+    return torch.randn(*shape, generator=g).to(device)
+
+
+def test_leading_dims_and_strides(device):
     """(B, N, D) and 4-D inputs, non-contiguous x, weight and bias, and deterministic gradients."""
     g = torch.Generator().manual_seed(3)
-    x = torch.randn(2, 48, 7, generator=g).transpose(1, 2)  # (2, 7, 48)
-    w1 = torch.randn(48, 96, generator=g).t() / 48**0.5  # (96, 48), column-major
-    b1 = torch.randn(192, generator=g)[::2]
-    w2, b2 = torch.randn(48, 96, generator=g) / 96**0.5, torch.randn(48, generator=g)
-    dout = torch.randn(2, 7, 48, generator=g)
+    x = _randn(2, 48, 7, g=g, device=device).transpose(1, 2)  # (2, 7, 48)
+    w1 = _randn(48, 96, g=g, device=device).t() / 48**0.5  # (96, 48), column-major
+    b1 = _randn(192, g=g, device=device)[::2]
+    w2, b2 = _randn(48, 96, g=g, device=device) / 96**0.5, _randn(48, g=g, device=device)
+    dout = _randn(2, 7, 48, g=g, device=device)
 
     def mlp(block, x, w1, b1, w2, b2):
         return block[1](block[0](x, w1, b1, "tanh"), w2, b2, x)
@@ -215,22 +223,24 @@ def test_leading_dims_and_strides():
         assert torch.equal(o, a), f"{name} changed between two identical runs"
         assert_close_vs_ref(o, e.float(), e, factor=2, atol=1e-5, rtol=1e-5, name=name)
 
-    x4 = torch.randn(2, 3, 5, 48, generator=g)
-    r4 = torch.randn(2, 3, 5, 96, generator=g)
+    x4 = _randn(2, 3, 5, 48, g=g, device=device)
+    r4 = _randn(2, 3, 5, 96, g=g, device=device)
     out4 = linear.linear_residual(x4, w1, b1, r4)
     assert out4.shape == (2, 3, 5, 96)
     torch.testing.assert_close(out4, reference.linear_residual_ref(x4, w1, b1, r4, upcast=False))
 
 
-def test_empty_inputs():
-    w, b = torch.randn(32, 16, requires_grad=True), torch.randn(32, requires_grad=True)
-    x = torch.randn(0, 5, 16, requires_grad=True)
+def test_empty_inputs(device):
+    w = torch.randn(32, 16, device=device, requires_grad=True)
+    b = torch.randn(32, device=device, requires_grad=True)
+    x = torch.randn(0, 5, 16, device=device, requires_grad=True)
     out = linear.linear_gelu(x, w, b)
     out.sum().backward()
     assert out.shape == (0, 5, 32) and x.grad.shape == x.shape
     assert not w.grad.any() and not b.grad.any()
-    bias = torch.randn(4)
-    out = linear.linear_residual(torch.randn(3, 0), torch.randn(4, 0), bias, torch.zeros(3, 4))  # K = 0
+    bias = torch.randn(4, device=device)
+    k0 = torch.randn(3, 0, device=device), torch.randn(4, 0, device=device)
+    out = linear.linear_residual(*k0, bias, torch.zeros(3, 4, device=device))
     torch.testing.assert_close(out, bias.expand(3, 4))
 
 
@@ -240,8 +250,8 @@ def test_cpu_tensors_without_interpreter_raise(monkeypatch):
         linear.linear_gelu(torch.randn(4, 8), torch.randn(16, 8), torch.randn(16))
 
 
-def test_inference_saves_no_pre_activation():
-    x, w, b = torch.randn(5, 32), torch.randn(64, 32), torch.randn(64)
+def test_inference_saves_no_pre_activation(device):
+    x, w, b = (torch.randn(*shape, device=device) for shape in ((5, 32), (64, 32), (64,)))
     with torch.no_grad():
         out, pre = torch.ops.fastvit.linear_gelu_fwd(x, w, b, "none", False, False)
     assert pre.numel() == 0
@@ -251,63 +261,65 @@ def test_inference_saves_no_pre_activation():
         out.sum().backward()
 
 
-def _small_args(requires_grad):
-    g = torch.Generator().manual_seed(4)
-    x, w, b = torch.randn(6, 32, generator=g), torch.randn(48, 32, generator=g) / 32**0.5, torch.randn(48, generator=g)
-    r = torch.randn(6, 48, generator=g)
-    return [t.requires_grad_(requires_grad) for t in (x, w, b, r)]
-
-
 @pytest.mark.parametrize("requires_grad", [False, True])
-def test_opcheck(requires_grad):
-    x, w, b, r = _small_args(requires_grad)
+def test_opcheck(requires_grad, device):
+    g = torch.Generator().manual_seed(4)
+    x, w, b, r = (_randn(*shape, g=g, device=device) for shape in ((6, 32), (48, 32), (48,), (6, 48)))
+    x, w, b, r = (t.requires_grad_(requires_grad) for t in (x, w / 32**0.5, b, r))
     for approximate in ("none", "tanh"):
         torch.library.opcheck(torch.ops.fastvit.linear_gelu_fwd.default, (x, w, b, approximate, requires_grad, False))
     torch.library.opcheck(torch.ops.fastvit.linear_residual_fwd.default, (x, w, b, r, False))
-    pre = torch.randn(6, 48)
-    torch.library.opcheck(torch.ops.fastvit.gelu_bwd.default, (torch.randn(6, 48), pre, "none"))
+    grad, pre = _randn(6, 48, g=g, device=device), _randn(6, 48, g=g, device=device)
+    torch.library.opcheck(torch.ops.fastvit.gelu_bwd.default, (grad, pre, "none"))
 
 
-def test_torch_compile_fullgraph():
+def test_torch_compile_fullgraph(device):
     """An MLP block (fc1 + GELU, fc2 + residual) under torch.compile, forward and backward."""
 
     def block(x, w1, b1, w2, b2):
         return linear.linear_residual(linear.linear_gelu(x, w1, b1), w2, b2, x)
 
     g = torch.Generator().manual_seed(5)
-    args = [torch.randn(2, 5, 32, generator=g), torch.randn(64, 32, generator=g) / 32**0.5, torch.randn(64, generator=g)]
-    args += [torch.randn(32, 64, generator=g) / 8, torch.randn(32, generator=g)]
-    dout = torch.randn(2, 5, 32, generator=g)
+    shapes = ((2, 5, 32), (64, 32), (64,), (32, 64), (32,))
+    x, w1, b1, w2, b2 = (_randn(*shape, g=g, device=device) for shape in shapes)
+    args = (x, w1 / 32**0.5, b1, w2 / 8, b2)
+    dout = _randn(2, 5, 32, g=g, device=device)
     compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
     for got, want in zip(_grads(compiled, args, dout), _grads(block, args, dout)):
         torch.testing.assert_close(got, want)
 
 
-def _bad_inputs():
-    x, w, b = torch.randn(4, 8), torch.randn(16, 8), torch.randn(16)
-    r = torch.randn(4, 16)
-    gelu, res = linear.linear_gelu, linear.linear_residual
-    return [
-        ("int x", lambda: gelu(x.long(), w.long(), b.long()), TypeError, "float16, bfloat16 or float32, got torch.int64"),
-        ("float64 x", lambda: gelu(x.double(), w.double(), b.double()), TypeError, "got torch.float64"),
-        ("weight dtype", lambda: gelu(x, w.double(), b), TypeError, "weight must have x's dtype"),
-        ("bias not a tensor", lambda: gelu(x, w, None), TypeError, "bias must be a torch.Tensor"),
-        ("in_features", lambda: gelu(torch.randn(4, 9), w, b), ValueError, "in_features 8"),
-        ("weight 1-D", lambda: gelu(x, w[0], b), ValueError, "weight must be 2-D"),
-        ("bias shape", lambda: gelu(x, w, b[:3]), ValueError, r"bias must have shape \(out_features,\) = \(16,\)"),
-        ("device", lambda: gelu(x, w.to("meta"), b), ValueError, "weight must be on x's device"),
-        ("approximate", lambda: gelu(x, w, b, approximate="fast"), ValueError, "'none' or 'tanh', got 'fast'"),
-        ("residual shape", lambda: res(x, w, b, r[:, :8]), ValueError, r"output's shape \(4, 16\), got \(4, 8\)"),
-        ("residual dtype", lambda: res(x, w, b, r.half()), TypeError, "residual must have x's dtype"),
-        ("residual missing", lambda: res(x, w, b, None), TypeError, "residual must be a torch.Tensor"),
-        ("out buffer", lambda: linear.linear_residual_launch(x, w, b, r, out=r.t()), ValueError, "contiguous"),
-    ]
+# name -> (call(x, w, b, r), expected error, message pattern); x (4, 8), w (16, 8), b (16,), r (4, 16)
+BAD_CALLS = {
+    "int x": (lambda x, w, b, r: linear.linear_gelu(x.long(), w.long(), b.long()),
+              TypeError, "float16, bfloat16 or float32, got torch.int64"),
+    "float64 x": (lambda x, w, b, r: linear.linear_gelu(x.double(), w.double(), b.double()),
+                  TypeError, "got torch.float64"),
+    "weight dtype": (lambda x, w, b, r: linear.linear_gelu(x, w.half(), b), TypeError, "weight must have x's dtype"),
+    "bias not a tensor": (lambda x, w, b, r: linear.linear_gelu(x, w, None), TypeError, "bias must be a torch.Tensor"),
+    "in_features": (lambda x, w, b, r: linear.linear_gelu(x[:, :7], w, b), ValueError, "in_features 8"),
+    "weight 1-D": (lambda x, w, b, r: linear.linear_gelu(x, w[0], b), ValueError, "weight must be 2-D"),
+    "bias shape": (lambda x, w, b, r: linear.linear_gelu(x, w, b[:3]),
+                   ValueError, r"bias must have shape \(out_features,\) = \(16,\)"),
+    "device": (lambda x, w, b, r: linear.linear_gelu(x, w.to("meta"), b), ValueError, "weight must be on x's device"),
+    "approximate": (lambda x, w, b, r: linear.linear_gelu(x, w, b, approximate="fast"),
+                    ValueError, "'none' or 'tanh', got 'fast'"),
+    "residual shape": (lambda x, w, b, r: linear.linear_residual(x, w, b, r[:, :8]),
+                       ValueError, r"output's shape \(4, 16\), got \(4, 8\)"),
+    "residual dtype": (lambda x, w, b, r: linear.linear_residual(x, w, b, r.half()),
+                       TypeError, "residual must have x's dtype"),
+    "residual missing": (lambda x, w, b, r: linear.linear_residual(x, w, b, None),
+                         TypeError, "residual must be a torch.Tensor"),
+    "out buffer": (lambda x, w, b, r: linear.linear_residual_launch(x, w, b, r, out=r.t()), ValueError, "contiguous"),
+}  # fmt: skip
 
 
-@pytest.mark.parametrize("call,error,match", [p[1:] for p in _bad_inputs()], ids=[p[0] for p in _bad_inputs()])
-def test_validation(call, error, match):
+@pytest.mark.parametrize("name", list(BAD_CALLS))
+def test_validation(name, device):
+    call, error, match = BAD_CALLS[name]
+    x, w, b, r = (torch.randn(*shape, device=device) for shape in ((4, 8), (16, 8), (16,), (4, 16)))
     with pytest.raises(error, match=match):
-        call()
+        call(x, w, b, r)
 
 
 AOT_CASES = linear.aot_cases()
