@@ -339,6 +339,14 @@ def test_aot_compiles(case, aot_results):
     assert "error" not in result, result["error"]
 
 
+def test_configs_fit_the_register_budget():
+    """At most 64 fp32 accumulators per thread: more spill in the GELU epilogue (see GEMM_CONFIGS)."""
+    for arch, entries in linear.GEMM_CONFIGS.items():
+        for e in entries:
+            assert e["BLOCK_M"] * e["BLOCK_N"] <= 64 * 32 * e["num_warps"], (arch, e)
+            assert e["BLOCK_M"] >= 64 and e["num_warps"] % 4 == 0, (arch, e)  # wgmma on sm90
+
+
 def test_aot_cases_cover_every_shipped_config():
     for arch in ("sm80", "sm90"):
         shipped = sorted(sorted(e.items()) for e in linear.GEMM_CONFIGS[arch] + linear.GEMM_CONFIGS["default"])
