@@ -7,7 +7,10 @@ here, at collection time. Tests marked ``cuda`` skip cleanly without a GPU.
 import os
 import sys
 
-import torch
+# The interpreter's per-tile numpy matmuls are small: a multithreaded BLAS only adds overhead.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import torch  # noqa: E402
 
 # Test modules in sub-folders import the shared helpers (parity.py) from here.
 sys.path.insert(0, os.path.dirname(__file__))

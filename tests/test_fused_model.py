@@ -62,3 +62,18 @@ def test_fused_model_matches_reference_cuda(name, fused, dtype, atol):
     torch.manual_seed(1)
     x = torch.randn(8, 3, 224, 224, device="cuda")
     check_fused_model(fastvit.get_config(name), fused, x, dtype, atol=atol, grad_atol=atol)
+
+
+def test_fused_model_runs_under_autocast():
+    """bf16 autocast with the fp32 residual stream: fused GEMMs take autocast's dtype, the residual add stays fp32."""
+    torch.manual_seed(0)
+    cfg = fastvit.get_config("vit_tiny_patch16_224", depth=1, num_classes=10, img_size=64)
+    ref = fastvit.VisionTransformer(cfg.replace(attn_impl="eager")).eval()
+    model = fastvit.VisionTransformer(cfg.replace(**FUSED["all"])).eval()
+    model.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got, eager = model(x), ref(x)
+    with torch.no_grad():
+        gold = ref.double()(x.double())
+    assert_close_vs_ref(got.float(), eager.float(), gold, factor=2.0, atol=5e-2, name="autocast logits")

@@ -7,9 +7,19 @@ residual add of a pre-norm block branch: ``residual + drop_path(dropout(x W^T + 
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from .drop import DropPath
+
+
+def _autocast(*tensors):
+    """Under torch.autocast, cast to its dtype as nn.Linear would; otherwise unchanged."""
+    device = tensors[0].device.type
+    if not torch.is_autocast_enabled(device):
+        return tensors
+    dtype = torch.get_autocast_dtype(device)
+    return tuple(t.to(dtype) for t in tensors)
 
 
 class ResidualLinear(nn.Linear):
@@ -28,15 +38,20 @@ class TritonResidualLinear(ResidualLinear):
     """Bias and residual added in the GEMM's epilogue (one pass over the output).
 
     Dropout and stochastic depth act between the GEMM and the add, so while
-    training with either enabled this falls back to the separate ops.
+    training with either enabled this falls back to the separate ops. So does
+    autocast with a residual stream kept in another dtype (fp32 under bf16
+    autocast): the add then stays in the residual's precision, as in eager.
     """
 
     def forward(self, x, residual):
         if self.training and (self.drop.p > 0 or self.drop_path.p > 0):
             return super().forward(x, residual)
+        x, weight, bias = _autocast(x, self.weight, self.bias)
+        if residual.dtype != x.dtype:
+            return super().forward(x, residual)
         from fastvit.kernels import linear_residual
 
-        return linear_residual(x, self.weight, self.bias, residual)
+        return linear_residual(x, weight, bias, residual)
 
 
 class TritonLinearGELU(nn.Linear):
@@ -45,7 +60,7 @@ class TritonLinearGELU(nn.Linear):
     def forward(self, x):
         from fastvit.kernels import linear_gelu
 
-        return linear_gelu(x, self.weight, self.bias)
+        return linear_gelu(*_autocast(x, self.weight, self.bias))
 
 
 # linear_impl -> (fc1 class, activation after fc1, residual-projection class)
