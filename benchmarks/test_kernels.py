@@ -31,9 +31,6 @@ import torch.nn.functional as F
 from fastvit import bench
 from fastvit.kernels import reference
 
-# The ops are imported from their own modules: ``fastvit.kernels.layer_norm`` (and
-# ``.attention``) names the submodule as well as the op once the submodule is loaded.
-
 pytestmark = pytest.mark.cuda
 
 DEVICE = "cuda"
@@ -110,7 +107,7 @@ def _attention_params():
 
 def _attention_fn(provider: str):
     if provider == "triton":
-        from fastvit.kernels.attention import attention
+        from fastvit.kernels import attention
 
         return lambda q, k, v: attention(q, k, v)
     if provider in _SDPA_BACKENDS:

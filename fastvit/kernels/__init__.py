@@ -20,7 +20,7 @@ import importlib
 
 # public name -> submodule that defines it
 _OPS = {
-    "attention": "attention",
+    "attention": "flash_attention",
     "layer_norm": "norm",
     "add_layer_norm": "norm",
     "linear_gelu": "linear",

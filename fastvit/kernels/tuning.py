@@ -35,11 +35,16 @@ def autotune_enabled() -> bool:
 
 
 def arch_of(capability: tuple[int, int] | None) -> str:
-    """Table key for a CUDA compute capability: "sm90" (Hopper and newer), "sm80" (Ampere/Ada) or "default"."""
+    """Table key for a CUDA compute capability.
+
+    "sm90" for Hopper and datacenter Blackwell (sm_90, sm_100: ~227 KB shared
+    memory per block), "sm80" for Ampere and Ada (the tables fit their 99-163 KB),
+    "default" for everything else, consumer Blackwell (sm_120, ~99 KB) included.
+    """
     if capability is None:
         return "default"
     major, _ = capability
-    if major >= 9:
+    if major in (9, 10):
         return "sm90"
     if major == 8:
         return "sm80"

@@ -48,7 +48,7 @@ def sdpa_attention(q, k, v, dropout_p=0.0, scale=None):
 def triton_attention(q, k, v, dropout_p=0.0, scale=None):
     if dropout_p > 0:  # the kernel has no dropout; documented fallback
         return sdpa_attention(q, k, v, dropout_p, scale)
-    from fastvit.kernels.attention import attention
+    from fastvit.kernels import attention
     from fastvit.kernels.tuning import interpreting
 
     if not (q.is_cuda or interpreting()):

@@ -23,7 +23,7 @@ import pytest
 import torch
 from parity import assert_close_vs_ref, poison_
 
-from fastvit.kernels import attention as attn
+from fastvit.kernels import flash_attention as attn
 from fastvit.kernels import tuning
 from fastvit.kernels.aot import check_cases
 from fastvit.kernels.reference import attention_ref
@@ -278,7 +278,7 @@ def aot_results(request):
     """check_case for the selected cases, compiled in child processes (see aot.check_cases)."""
     names = [str(item.callspec.params["case"]) for item in request.session.items
              if getattr(item, "originalname", None) == "test_aot_compiles" and hasattr(item, "callspec")]  # fmt: skip
-    return check_cases(["attention"], names)
+    return check_cases(["flash_attention"], names)
 
 
 @pytest.mark.parametrize("case", AOT_CASES, ids=str)
