@@ -25,7 +25,6 @@ from parity import assert_close_vs_ref, poison_
 
 from fastvit.kernels import flash_attention as attn
 from fastvit.kernels import tuning
-from fastvit.kernels.aot import check_cases
 from fastvit.kernels.reference import attention_ref
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
@@ -271,21 +270,6 @@ def test_cpu_tensors_without_interpreter_raise(monkeypatch):
 # --------------------------------------------------------------------------- ahead-of-time compile
 
 AOT_CASES = attn.aot_cases()
-
-
-@pytest.fixture(scope="module")
-def aot_results(request):
-    """check_case for the selected cases, compiled in child processes (see aot.check_cases)."""
-    names = [str(item.callspec.params["case"]) for item in request.session.items
-             if getattr(item, "originalname", None) == "test_aot_compiles" and hasattr(item, "callspec")]  # fmt: skip
-    return check_cases(["flash_attention"], names)
-
-
-@pytest.mark.parametrize("case", AOT_CASES, ids=str)
-def test_aot_compiles(case, aot_results):
-    result = aot_results[str(case)]
-    assert "error" not in result, result["error"]
-    assert result["tensor_core_op"] == case.expected_op()
 
 
 def test_aot_cases_cover_every_shipped_config():
