@@ -15,6 +15,15 @@ IMPLS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    """Each test compiles from scratch: dynamo's per-code-object cache (8 entries
+    for VisionTransformer.forward) would otherwise fill up across tests."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
 def small_model(impl, **kw):
     torch.manual_seed(0)
     return fastvit.VisionTransformer(fastvit.ViTConfig(**SMALL, **IMPLS[impl], **kw))
