@@ -235,8 +235,8 @@ class VisionTransformer(nn.Module):
         wanted = set(take)
         x, (gh, gw) = self._embed(x)
         found = {}
-        last = max(wanted)
-        blocks = self.blocks if intermediates_only is False else self.blocks[: last + 1]
+        # without the final output, blocks after the last one asked for need not run
+        blocks = self.blocks[: max(wanted) + 1] if intermediates_only else self.blocks
         for i, block in enumerate(blocks):
             x = self._run_block(block, x)
             if i in wanted:

@@ -134,27 +134,32 @@ def test_set_img_size_resamples_in_place():
     assert model(torch.randn(1, 3, 384, 384)).shape == (1, 1000)
 
 
-@pytest.mark.parametrize("fmt,shape", [("NCHW", (2, 192, 14, 14)), ("NLC", (2, 196, 192))])
-def test_forward_intermediates(fmt, shape):
-    model = tiny(depth=4)
-    x = torch.randn(2, 3, 224, 224)
-    final, feats = model.forward_intermediates(x, indices=[0, -1], output_fmt=fmt)
-    assert [f.shape for f in feats] == [shape, shape]
-    torch.testing.assert_close(final, model.forward_features(x))
-    # the last block's output, un-normed, is what the final norm sees
-    last = feats[1] if fmt == "NLC" else feats[1].flatten(2).transpose(1, 2)
-    torch.testing.assert_close(model.norm(torch.cat([final[:, :1] * 0 + _block_outputs(model, x)[-1][:, :1], last], 1)), final)
-    only = model.forward_intermediates(x, indices=2, output_fmt=fmt, intermediates_only=True)
-    assert len(only) == 2
-
-
 def _block_outputs(model, x):
     y, _ = model._embed(x)
     outs = []
-    for b in model.blocks:
-        y = b(y)
+    for block in model.blocks:
+        y = block(y)
         outs.append(y)
     return outs
+
+
+@pytest.mark.parametrize("fmt", ["NCHW", "NLC"])
+def test_forward_intermediates(fmt):
+    model = tiny(depth=4)
+    x = torch.randn(2, 3, 224, 224)
+    final, feats = model.forward_intermediates(x, indices=[0, -1], output_fmt=fmt)
+    torch.testing.assert_close(final, model.forward_features(x))
+    blocks = _block_outputs(model, x)
+    for got, i in zip(feats, (0, 3)):
+        tokens = blocks[i][:, 1:]  # patch tokens, class token dropped
+        expected = tokens.reshape(2, 14, 14, 192).permute(0, 3, 1, 2) if fmt == "NCHW" else tokens
+        torch.testing.assert_close(got, expected)
+    only = model.forward_intermediates(x, indices=2, output_fmt=fmt, intermediates_only=True)
+    torch.testing.assert_close(only[1], feats[1])
+    assert len(only) == 2
+    normed = model.forward_intermediates(x, indices=[1], output_fmt="NLC", norm=True, return_prefix_tokens=True, intermediates_only=True)
+    torch.testing.assert_close(normed[0][0], model.norm(blocks[1])[:, 1:])
+    torch.testing.assert_close(normed[0][1], model.norm(blocks[1])[:, :1])
 
 
 def test_forward_intermediates_bad_indices():
