@@ -212,7 +212,7 @@ def test_run_model_case_inference_and_training(tiny_context):
 
 
 def test_compiled_variant_records_compile_time(tiny_context, monkeypatch):
-    monkeypatch.setattr(bench, "COMPILE_KWARGS", {"backend": "eager"})  # the +compile path without inductor's C++ build
+    monkeypatch.setattr(bench.cases, "COMPILE_KWARGS", {"backend": "eager"})  # the +compile path without inductor's C++ build
     case = _case("sdpa+compile")
     record = bench.run_model_case(case, tiny_context, rounds=2, warmup=1)
     _check_record(record, tiny_context, case)
@@ -237,7 +237,7 @@ def test_errors_are_recorded_or_raised(tiny_context, monkeypatch):
     def broken(variant, ctx):
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(bench, "build_model", broken)
+    monkeypatch.setattr(bench.cases, "build_model", broken)  # patched where run_model_case looks it up
     record = bench.run_model_case(_case("sdpa"), tiny_context, rounds=1, warmup=0)
     assert (record["status"], record["reason"]) == ("error", "RuntimeError: boom")
     with pytest.raises(RuntimeError, match="boom"):

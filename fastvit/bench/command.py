@@ -1,0 +1,117 @@
+"""``fastvit bench``: time one model across variants, print a table, write a JSON file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from .cases import _error_text, run_model_case
+from .hardware import environment, prepare_device, resolve_device
+from .models import ModelCase, ModelContext
+from .records import add_speedups, default_output, format_table, write_results
+from .variants import (
+    COMPILE_SUFFIX,
+    CPU_DEFAULTS,
+    CPU_QUICK,
+    CUDA_DEFAULTS,
+    CUDA_QUICK,
+    DTYPES,
+    MODES,
+    dtype_name,
+    get_variant,
+    variant_names,
+)
+
+
+def _split(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "bench",
+        help="time fastvit's variants (reference, sdpa, fused, +compile, timm, hf) and write a JSON result file",
+        description=(
+            "Time one model across implementation variants, in inference and/or training-step mode, "
+            "print a table and write a JSON result file. On CUDA the default is vit_base_patch16_224, bf16, "
+            f"batch 256, variants {','.join(CUDA_DEFAULTS['variants'])}, both modes; on the CPU "
+            f"vit_tiny_patch16_224, fp32, batch 8, variants {','.join(CPU_DEFAULTS['variants'])}, inference."
+        ),
+    )
+    p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"), help="default: cuda when a GPU is visible")
+    p.add_argument("--model", help="preset name (fastvit.list_models())")
+    p.add_argument("--batch", type=int, help="images per step")
+    p.add_argument("--dtype", choices=tuple(DTYPES), help="parameter and activation dtype")
+    p.add_argument("--variants", type=_split, help=f"comma-separated; valid: {','.join(variant_names())}")
+    p.add_argument("--modes", type=_split, help="comma-separated: inference,training")
+    p.add_argument("--rounds", type=int, help="timed rounds (the median is reported)")
+    p.add_argument("--warmup", type=int, help="warm-up calls after the first (compiling) call; at least 1 is made")
+    p.add_argument("--quick", action="store_true", help="fewer variants and rounds")
+    p.add_argument("--no-compile", action="store_true", help="drop the +compile variants")
+    p.add_argument("--out", help="JSON result file (default: bench-out/<gpu-or-cpu>-<date>.json)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run, _parser=p)
+    return p
+
+
+def resolve_settings(args: argparse.Namespace, device: str) -> dict[str, Any]:
+    """The effective settings: explicit options over --quick over the device's defaults."""
+    settings = dict(CUDA_DEFAULTS if device == "cuda" else CPU_DEFAULTS)
+    if args.quick:
+        settings.update(CUDA_QUICK if device == "cuda" else CPU_QUICK)
+    for key in ("model", "batch", "dtype", "variants", "modes", "rounds", "warmup"):
+        if getattr(args, key, None) is not None:
+            settings[key] = getattr(args, key)
+    variants = list(settings["variants"])
+    if args.no_compile:
+        variants = [v for v in variants if not v.endswith(COMPILE_SUFFIX)]
+    for v in variants:
+        get_variant(v)
+    for m in settings["modes"]:
+        if m not in MODES:
+            raise ValueError(f"unknown mode {m!r}; valid: {', '.join(MODES)}")
+    import fastvit
+
+    fastvit.get_config(settings["model"])
+    if settings["batch"] < 1 or settings["rounds"] < 1 or settings["warmup"] < 0:
+        raise ValueError("--batch and --rounds must be >= 1 and --warmup >= 0")
+    settings.update(variants=variants, modes=list(settings["modes"]), dtype=dtype_name(settings["dtype"]))
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:
+    """``fastvit bench``: 0 when every case ran or was skipped, 1 when one raised, 2 for bad options."""
+    try:
+        device = resolve_device(args.device)
+        s = resolve_settings(args, device)
+    except (ValueError, RuntimeError) as e:
+        print(f"fastvit bench: error: {e}", file=sys.stderr)
+        return 2
+    from tqdm import tqdm
+
+    prepare_device(device)
+    env = environment(device)
+    out = Path(args.out) if args.out else default_output(env)
+    cases = [ModelCase(s["model"], v, m, s["dtype"], s["batch"]) for m in s["modes"] for v in s["variants"]]
+    print(f"fastvit bench: {s['model']} {s['dtype']} batch {s['batch']} on {env['device']}; "
+          f"{len(cases)} cases, {s['rounds']} rounds each -> {out}", file=sys.stderr)  # fmt: skip
+    try:
+        ctx = ModelContext(s["model"], s["dtype"], s["batch"], device)
+    except Exception as e:  # e.g. out of memory for the input buffers
+        print(f"fastvit bench: error: preparing weights and inputs failed: {_error_text(e)}", file=sys.stderr)
+        return 1
+    records: list[dict] = []
+    bar = tqdm(cases, desc="bench", unit="case", file=sys.stderr, disable=args.no_progress, dynamic_ncols=True)
+    for case in bar:
+        bar.set_postfix_str(f"{case.variant} {case.mode}")
+        record = run_model_case(case, ctx, rounds=s["rounds"], warmup=s["warmup"])
+        records.append(record)
+        if record["status"] != "ok":
+            tqdm.write(f"{case.variant} {case.mode}: {record['status']}: {record['reason']}", file=sys.stderr)
+        write_results(out, add_speedups(records), sys.argv)  # after every case: a cut-off run keeps its data
+    bar.close()
+    print(format_table(records))
+    print(f"wrote {out}")
+    return 1 if any(r["status"] == "error" for r in records) else 0
