@@ -1,0 +1,74 @@
+"""attn_impl dispatch: the backends agree, optional packages fail clearly, auto chooses soundly."""
+
+import importlib.util
+
+import pytest
+import torch
+
+import fastvit
+from fastvit import cli
+from fastvit.layers import attention as A
+
+
+def _qkv(b=2, h=3, n=17, d=32, dtype=torch.float32):
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(b, h, n, d, generator=g, dtype=dtype) for _ in range(3)]
+
+
+def test_eager_matches_sdpa_and_the_reference():
+    from fastvit.kernels.reference import attention_ref
+
+    q, k, v = _qkv()
+    ref = attention_ref(q, k, v)
+    torch.testing.assert_close(A.eager_attention(q, k, v).double(), ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(A.sdpa_attention(q, k, v).double(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_triton_backend_runs_the_kernel_under_the_interpreter():
+    q, k, v = _qkv()
+    torch.testing.assert_close(A.triton_attention(q, k, v), A.eager_attention(q, k, v), rtol=1e-5, atol=1e-5)
+
+
+def test_triton_backend_uses_sdpa_for_dropout():
+    q, k, v = _qkv()
+    torch.manual_seed(3)
+    expected = A.sdpa_attention(q, k, v, dropout_p=0.5)
+    torch.manual_seed(3)
+    torch.testing.assert_close(A.triton_attention(q, k, v, dropout_p=0.5), expected)
+
+
+@pytest.mark.parametrize(
+    "device,dtype,head_dim,choice",
+    [("cpu", torch.float32, 64, "sdpa"), ("cuda", torch.bfloat16, 64, "triton"), ("cuda", torch.float16, 80, "triton"),
+     ("cuda", torch.float32, 128, "triton"), ("cuda", torch.bfloat16, 256, "sdpa"), ("cuda", torch.float64, 64, "sdpa")],
+)
+def test_auto_choice(device, dtype, head_dim, choice):
+    picked, reason = A.auto_choice(device, dtype, head_dim)
+    assert picked == choice, reason
+    assert reason
+
+
+def test_auto_on_cpu_runs_sdpa():
+    q, k, v = _qkv()
+    torch.testing.assert_close(A.auto_attention(q, k, v), A.sdpa_attention(q, k, v), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("impl,package,hint", [("flash_attn", "flash_attn", "pip install flash-attn"), ("xformers", "xformers", "pip install xformers")])
+def test_missing_optional_backend_says_how_to_install(impl, package, hint):
+    if importlib.util.find_spec(package) is not None:
+        pytest.skip(f"{package} is installed here")
+    with pytest.raises(ImportError, match=hint):
+        fastvit.create_model("vit_tiny_patch16_224", depth=1, attn_impl=impl)
+
+
+def test_unknown_backend_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="eager"):
+        A.get_attention_backend("fastest")
+
+
+def test_info_reports_backends_and_auto(capsys):
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    for name in A.BACKENDS:
+        assert f"  {name} " in out
+    assert "auto on cpu" in out and "sdpa" in out
