@@ -9,7 +9,7 @@ Public ops (torch-like signatures, nn.Linear weight layout):
 - ``layer_norm(x, weight, bias, eps)``
 - ``add_layer_norm(x, y, weight, bias, eps)`` -> ``(x + y, LN(x + y))``
 - ``linear_gelu(x, weight, bias, approximate="none")``
-- ``linear_residual(x, weight, bias, residual)``
+- ``linear_residual(x, weight, bias, residual, *, scale=None)`` -> ``residual + scale * (x @ W^T + b)``
 
 Each has a plain PyTorch twin in :mod:`fastvit.kernels.reference`.
 """

@@ -16,6 +16,8 @@ SHARED_MEMORY_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
 CAPABILITY = {"sm80": 80, "sm90": 90}
 # Instruction that proves the tensor cores are used, per target.
 TENSOR_CORE_OP = {80: "mma.sync", 90: "wgmma.mma_async"}
+# Bytes of stack / local memory (register spills) a kernel may use; see check_case.
+SPILL_TOLERANCE = 16
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,40 @@ def compile_case(case: AotCase):
     return triton.compile(src, target=target, options={"num_warps": case.num_warps, "num_stages": case.num_stages})
 
 
+def resource_usage(cubin: bytes) -> dict | None:
+    """Registers per thread and local-memory bytes (register spills) of a compiled
+    kernel, read with the ``cuobjdump`` that ships with Triton; None without it."""
+    import os
+    import re
+    import subprocess
+    import tempfile
+
+    import triton
+
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    if not os.path.exists(tool):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "kernel.cubin")
+        with open(path, "wb") as f:
+            f.write(cubin)
+        out = subprocess.run([tool, "-res-usage", path], capture_output=True, text=True, check=True).stdout
+    found = re.search(r"REG:(\d+) STACK:(\d+) .*LOCAL:(\d+)", out)
+    if found is None:
+        raise RuntimeError(f"cannot read the resource usage from cuobjdump's output:\n{out}")
+    regs, stack, local = map(int, found.groups())
+    return {"registers": regs, "stack": stack, "local": local}
+
+
 def check_case(case: AotCase) -> dict:
-    """Compile and verify; returns a small report (shared bytes, tensor-core op found)."""
+    """Compile and verify; returns a small report (shared bytes, tensor-core op
+    found, registers and spill bytes where cuobjdump is available).
+
+    Spilling registers is a failure: a kernel that spills in its main loop
+    compiles and passes its parity tests but runs far below its speed. Up to
+    SPILL_TOLERANCE bytes pass: triton 3.6 keeps one 64-bit value of two
+    kernels on the stack outside the loop (16 B stored, 8 B loaded once).
+    """
     compiled = compile_case(case)
     ptx = compiled.asm["ptx"]
     shared = compiled.metadata.shared
@@ -73,7 +107,13 @@ def check_case(case: AotCase) -> dict:
     op = case.expected_op()
     if op is not None and op not in ptx:
         raise AssertionError(f"{case}: expected tensor-core instruction {op!r} in the PTX, found none")
-    return {"shared": shared, "tensor_core_op": op}
+    usage = resource_usage(compiled.asm["cubin"])
+    if usage is not None and max(usage["local"], usage["stack"]) > SPILL_TOLERANCE:
+        raise AssertionError(
+            f"{case}: spills registers ({usage['local']} B local memory, {usage['stack']} B stack, "
+            f"{usage['registers']} registers per thread)"
+        )
+    return {"shared": shared, "tensor_core_op": op, "usage": usage}
 
 
 _CHILD = """

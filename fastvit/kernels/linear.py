@@ -1,9 +1,15 @@
-"""Epilogue-fused GEMMs: ``gelu(x @ W^T + b)`` and ``residual + x @ W^T + b``.
+"""Epilogue-fused GEMMs: ``gelu(x @ W^T + b)`` and ``residual + scale * (x @ W^T + b)``.
 
 The two halves of a ViT MLP block. One tiled Triton GEMM computes ``x @ W^T``
 in fp32 and, before the single store, adds the bias and then applies GELU
 (exact erf or tanh) or adds the residual, so the pre-activation never makes an
 extra round trip through memory in inference.
+
+The residual epilogue serves training as well: the residual (and output) may
+be fp32 while the GEMM runs in bf16/fp16, as under autocast with an fp32
+residual stream, and an optional per-sample ``scale`` applies stochastic
+depth (0 for a dropped sample, ``1/keep`` for a kept one) to the branch before
+the add.
 
 Backward:
 
@@ -16,9 +22,10 @@ Backward:
   kernel ``dh = dout * gelu'(h)``, then ``dx = dh @ W`` and ``dW = dh^T @ x``
   with ``torch.matmul`` (cuBLAS on a GPU), and ``db = dh.sum(0)`` accumulated
   in fp32. Nothing uses atomics, so gradients are deterministic.
-- ``linear_residual`` saves ``x`` and ``W`` only (no extra memory):
-  ``d_residual = dout``, ``dx = dout @ W``, ``dW = dout^T @ x``,
-  ``db = dout.sum(0)``.
+- ``linear_residual`` saves ``x``, ``W`` and the (batch,) ``scale`` only:
+  ``d_residual = dout``; with ``d = scale * dout`` in the input dtype (just
+  ``dout`` without a scale and with matching dtypes), ``dx = d @ W``,
+  ``dW = d^T @ x``, ``db = d.sum(0)``.
 
 fp16 and bf16 inputs multiply on the tensor cores with an fp32 accumulator.
 fp32 inputs multiply exactly (``input_precision="ieee"``) unless the caller
@@ -87,8 +94,9 @@ _TANH_A = tl.constexpr(0.044715)
 
 @triton.jit(do_not_specialize=["M_BUCKET"])
 def _linear_kernel(
-    X, W, BIAS, RES, Y, PRE,
+    X, W, BIAS, RES, Y, PRE, SCALE,
     M, N, K,
+    ROWS_PER_SCALE,  # rows sharing one SCALE entry (tokens per sample)
     M_BUCKET,  # autotune key only: M rounded up to a power of two
     stride_xm, stride_xk,
     stride_wn, stride_wk,
@@ -96,12 +104,16 @@ def _linear_kernel(
     stride_ym, stride_yn,
     EPILOGUE: tl.constexpr,  # "gelu" | "gelu_tanh" | "residual"
     STORE_PRE: tl.constexpr,  # also write h = x @ W^T + b to PRE (GELU epilogues)
+    HAS_SCALE: tl.constexpr,  # residual epilogue: multiply the branch by SCALE[row // ROWS_PER_SCALE]
     INPUT_PRECISION: tl.constexpr,  # "ieee" or "tf32", used by fp32 operands
     DOT_IN_FP32: tl.constexpr,  # interpreter only: its bf16 tl.dot is wrong, its fp16 one slow
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
 ):  # fmt: skip
-    """One BLOCK_M x BLOCK_N tile of Y = epilogue(X @ W^T + BIAS); W is (N, K)."""
+    """One BLOCK_M x BLOCK_N tile of Y = epilogue(X @ W^T + BIAS); W is (N, K).
+
+    RES and Y may be wider (fp32) than X and W: the epilogue works in fp32.
+    """
     # Grouped order: consecutive programs sweep GROUP_M row-blocks down one
     # column of tiles before moving right, so the W tiles they share stay in L2.
     pid = tl.program_id(0)
@@ -152,6 +164,8 @@ def _linear_kernel(
         u = _TANH_C * (acc + _TANH_A * acc * acc * acc)
         acc = acc * tl.sigmoid(2.0 * u)
     else:  # "residual"
+        if HAS_SCALE:
+            acc *= tl.load(SCALE + rows // ROWS_PER_SCALE).to(tl.float32)[:, None]
         r_ptrs = RES + out_rows * stride_rm + offs_n[None, :] * stride_rn
         acc += tl.load(r_ptrs, mask=out_mask, other=0.0).to(tl.float32)
     tl.store(Y + y_offs, acc.to(Y.dtype.element_ty), mask=out_mask)
@@ -205,25 +219,28 @@ def _out_buffer(buf, like: torch.Tensor, shape: tuple[int, ...], name: str) -> t
     return buf
 
 
-def _launch_gemm(x, weight, bias, epilogue, *, residual, y, pre, allow_tf32):
+def _launch_gemm(x, weight, bias, epilogue, *, residual, y, pre, allow_tf32, scale=None):
     M, K = x.shape
     N = weight.shape[0]
     bias = bias.contiguous()
     res = y if residual is None else residual
     pre_buf = y if pre is None else pre
+    scale_buf = bias if scale is None else scale
+    rows_per_scale = 1 if scale is None else M // scale.shape[0]
 
     def grid(meta):
         return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
 
     _linear_kernel_tuned[grid](
-        x, weight, bias, res, y, pre_buf,
-        M, N, K, triton.next_power_of_2(M),
+        x, weight, bias, res, y, pre_buf, scale_buf,
+        M, N, K, rows_per_scale, triton.next_power_of_2(M),
         x.stride(0), x.stride(1),
         weight.stride(0), weight.stride(1),
         res.stride(0), res.stride(1),
         y.stride(0), y.stride(1),
         EPILOGUE=epilogue,
         STORE_PRE=pre is not None,
+        HAS_SCALE=scale is not None,
         INPUT_PRECISION="tf32" if allow_tf32 else "ieee",
         DOT_IN_FP32=tuning.interpreting() and x.dtype != torch.float32,
     )  # fmt: skip
@@ -247,12 +264,19 @@ def linear_gelu_launch(x, weight, bias, approximate="none", *, save_pre=False, a
     return y, h
 
 
-def linear_residual_launch(x, weight, bias, residual, *, allow_tf32=False, out=None):
-    """Launch the GEMM with the residual epilogue on 2-D ``x`` (M, K) and ``residual`` (M, N)."""
+def linear_residual_launch(x, weight, bias, residual, scale=None, *, allow_tf32=False, out=None):
+    """Launch the GEMM with the residual epilogue on 2-D ``x`` (M, K) and ``residual`` (M, N).
+
+    The output has ``residual``'s dtype. ``scale``, if given, is a contiguous
+    fp32 (S,) tensor with S dividing M: rows ``[i * M/S, (i+1) * M/S)`` of the
+    branch are multiplied by ``scale[i]``.
+    """
     M, N = x.shape[0], weight.shape[0]
-    y = _out_buffer(out, x, (M, N), "out")
+    y = _out_buffer(out, residual, (M, N), "out")
     if y.numel() > 0:
-        _launch_gemm(x, weight, bias, "residual", residual=residual, y=y, pre=None, allow_tf32=allow_tf32)
+        _launch_gemm(
+            x, weight, bias, "residual", residual=residual, y=y, pre=None, allow_tf32=allow_tf32, scale=scale
+        )
     return y
 
 
@@ -291,15 +315,20 @@ def _(x, weight, bias, approximate, save_pre, allow_tf32):
 
 @torch.library.custom_op("fastvit::linear_residual_fwd", mutates_args=())
 def linear_residual_fwd(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor, allow_tf32: bool
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    residual: torch.Tensor,
+    scale: torch.Tensor | None,
+    allow_tf32: bool,
 ) -> torch.Tensor:
-    """``residual + x @ weight^T + bias`` for 2-D ``x`` and ``residual``."""
-    return linear_residual_launch(x, weight, bias, residual, allow_tf32=allow_tf32)
+    """``residual + scale * (x @ weight^T + bias)`` for 2-D ``x`` and ``residual``; see the launcher."""
+    return linear_residual_launch(x, weight, bias, residual, scale, allow_tf32=allow_tf32)
 
 
 @linear_residual_fwd.register_fake
-def _(x, weight, bias, residual, allow_tf32):
-    return x.new_empty((x.shape[0], weight.shape[0]))
+def _(x, weight, bias, residual, scale, allow_tf32):
+    return residual.new_empty((x.shape[0], weight.shape[0]))
 
 
 @torch.library.custom_op("fastvit::gelu_bwd", mutates_args=())
@@ -348,14 +377,18 @@ linear_gelu_fwd.register_autograd(_linear_gelu_backward, setup_context=_linear_g
 
 
 def _linear_residual_setup(ctx, inputs, output):
-    x, weight, *_ = inputs
-    ctx.save_for_backward(x, weight)
+    x, weight, _, _, scale, _ = inputs
+    ctx.save_for_backward(x, weight, scale)
 
 
 def _linear_residual_backward(ctx, grad_out):
-    x, weight = ctx.saved_tensors
-    dx, dw, db = _linear_grads(ctx, grad_out, x, weight)
-    return dx, dw, db, grad_out if ctx.needs_input_grad[3] else None, None
+    x, weight, scale = ctx.saved_tensors
+    d_branch = grad_out
+    if scale is not None and scale.shape[0] > 0:
+        rows, n = grad_out.shape
+        d_branch = (grad_out.view(scale.shape[0], rows // scale.shape[0], n) * scale[:, None, None]).view(rows, n)
+    dx, dw, db = _linear_grads(ctx, d_branch.to(x.dtype), x, weight)
+    return dx, dw, db, grad_out if ctx.needs_input_grad[3] else None, None, None
 
 
 linear_residual_fwd.register_autograd(_linear_residual_backward, setup_context=_linear_residual_setup)
@@ -420,12 +453,21 @@ def linear_gelu(x, weight, bias, approximate="none", *, allow_tf32=False):
     return out.reshape(*x.shape[:-1], weight.shape[0])
 
 
-def linear_residual(x, weight, bias, residual, *, allow_tf32=False):
+def linear_residual(x, weight, bias, residual, *, scale=None, allow_tf32=False):
     """``residual + x @ weight^T + bias`` fused in one GEMM; ``weight`` is (out_features, in_features).
 
     ``x`` may have any leading dimensions; ``residual`` has the output's shape
-    (``x.shape[:-1] + (out_features,)``). Saves only ``x`` and ``weight`` for
-    backward. fp32 inputs use tf32 tensor cores only with ``allow_tf32=True``.
+    (``x.shape[:-1] + (out_features,)``) and either ``x``'s dtype or float32
+    (an fp32 residual stream under autocast); the output has ``residual``'s
+    dtype and the add happens in fp32.
+
+    ``scale`` (optional, shape ``(x.shape[0],)``, no gradient) multiplies each
+    sample's branch before the add -- stochastic depth passes 0 for a dropped
+    sample and ``1/keep`` for a kept one: the result is
+    ``residual + scale[i] * (x[i] @ weight^T + bias)``.
+
+    Saves only ``x``, ``weight`` and ``scale`` for backward. fp32 inputs use
+    tf32 tensor cores only with ``allow_tf32=True``.
     """
     _check_linear_args("linear_residual", x, weight, bias)
     if not isinstance(residual, torch.Tensor):
@@ -435,12 +477,34 @@ def linear_residual(x, weight, bias, residual, *, allow_tf32=False):
         raise ValueError(
             f"linear_residual: residual must have the output's shape {out_shape}, got {tuple(residual.shape)}"
         )
-    if residual.dtype != x.dtype:
-        raise TypeError(f"linear_residual: residual must have x's dtype {x.dtype}, got {residual.dtype}")
+    if residual.dtype not in (x.dtype, torch.float32):
+        raise TypeError(
+            f"linear_residual: residual must have x's dtype ({x.dtype}) or torch.float32, got {residual.dtype}"
+        )
     if residual.device != x.device:
         raise ValueError(f"linear_residual: residual must be on x's device {x.device}, got {residual.device}")
-    out = linear_residual_fwd(_rows(x), weight, bias, _rows(residual), allow_tf32)
+    if scale is not None:
+        scale = _check_scale(scale, x)
+    out = linear_residual_fwd(_rows(x), weight, bias, _rows(residual), scale, allow_tf32)
     return out.reshape(out_shape)
+
+
+def _check_scale(scale, x) -> torch.Tensor:
+    """``scale`` as a contiguous fp32 (x.shape[0],) tensor, or a clear error."""
+    if not isinstance(scale, torch.Tensor):
+        raise TypeError(f"linear_residual: scale must be a torch.Tensor or None, got {type(scale).__name__}")
+    if x.dim() < 2 or scale.shape != (x.shape[0],):
+        raise ValueError(
+            f"linear_residual: scale must have shape (x.shape[0],) for x of shape (batch, ..., in_features), "
+            f"got scale {tuple(scale.shape)} and x {tuple(x.shape)}"
+        )
+    if not scale.is_floating_point():
+        raise TypeError(f"linear_residual: scale must be a floating-point tensor, got {scale.dtype}")
+    if scale.device != x.device:
+        raise ValueError(f"linear_residual: scale must be on x's device {x.device}, got {scale.device}")
+    if scale.requires_grad and torch.is_grad_enabled():
+        raise ValueError("linear_residual: scale receives no gradient; pass scale.detach()")
+    return scale.to(torch.float32).contiguous()
 
 
 # ---------------------------------------------------------------------------
@@ -452,13 +516,17 @@ def linear_residual(x, weight, bias, residual, *, allow_tf32=False):
 # at launch: unit strides become constants, and pointers, K, N and the row
 # strides are divisible by 16 (M = batch * 197 need not be).
 _UNIT_STRIDES = ("stride_xk", "stride_wk", "stride_rn", "stride_yn")
-_DIVISIBLE = ("X", "W", "BIAS", "RES", "Y", "PRE", "N", "K", "stride_xm", "stride_wn", "stride_rm", "stride_ym")
+_DIVISIBLE = ("X", "W", "BIAS", "RES", "Y", "PRE", "SCALE", "N", "K", "stride_xm", "stride_wn", "stride_rm", "stride_ym")
 
 
-def _gemm_signature(dtype: str) -> dict:
-    """Argument types of ``_linear_kernel`` as launched on ``dtype`` tensors."""
-    types = dict.fromkeys(("X", "W", "BIAS", "RES", "Y", "PRE"), f"*{dtype}")
-    types |= dict.fromkeys(("M", "N", "K", "M_BUCKET", "stride_xm", "stride_wn", "stride_rm", "stride_ym"), "i32")
+def _gemm_signature(dtype: str, residual_dtype: str | None = None) -> dict:
+    """Argument types of ``_linear_kernel`` as launched on ``dtype`` tensors
+    (with a ``residual_dtype`` residual and output, default ``dtype``)."""
+    types = dict.fromkeys(("X", "W", "BIAS", "PRE"), f"*{dtype}")
+    types |= dict.fromkeys(("RES", "Y"), f"*{residual_dtype or dtype}")
+    types["SCALE"] = "*fp32"
+    names = ("M", "N", "K", "ROWS_PER_SCALE", "M_BUCKET", "stride_xm", "stride_wn", "stride_rm", "stride_ym")
+    types |= dict.fromkeys(names, "i32")
     return {name: types.get(name, "constexpr") for name in _linear_kernel.arg_names}
 
 
@@ -468,8 +536,11 @@ def aot_cases() -> list[AotCase]:
     The GEMM: each epilogue x each config of sm80 and sm90 (plus the "default"
     entries, on both) x {bf16, fp16}. The exact-erf GELU is compiled as in
     training (also storing h), the tanh one as in inference, so both values of
-    STORE_PRE are covered without doubling the case count. Plus the GELU
-    backward kernel, which has no matrix product.
+    STORE_PRE are covered without doubling the case count. The residual
+    epilogue is compiled twice: as in inference (residual in the input dtype)
+    and as in training under autocast with stochastic depth (fp32 residual and
+    output, per-sample scale). Plus the GELU backward kernel, which has no
+    matrix product.
     """
     cases = []
     for dtype in ("bf16", "fp16"):
@@ -483,12 +554,20 @@ def aot_cases() -> list[AotCase]:
                         **dict.fromkeys(_UNIT_STRIDES, 1),
                         EPILOGUE=epilogue,
                         STORE_PRE=epilogue == "gelu",
+                        HAS_SCALE=False,
                         INPUT_PRECISION="ieee",
                         DOT_IN_FP32=False,
                     )
                     name, signature = f"linear_{epilogue}-{dtype}-{tile}", _gemm_signature(dtype)
                     case = AotCase(name, _linear_kernel, signature, constexprs, arch, divisible=_DIVISIBLE, **launch)
                     cases.append(case)
+                    if epilogue == "residual":
+                        # Training under autocast with stochastic depth: fp32 residual stream, per-sample scale.
+                        signature = _gemm_signature(dtype, residual_dtype="fp32")
+                        name = f"linear_residual_scaled_fp32res-{dtype}-{tile}"
+                        constexprs = dict(constexprs, HAS_SCALE=True)
+                        case = AotCase(name, _linear_kernel, signature, constexprs, arch, divisible=_DIVISIBLE, **launch)
+                        cases.append(case)
             for approximate in ("none", "tanh"):
                 signature = dict.fromkeys(("DOUT", "PRE", "DH"), f"*{dtype}")
                 signature |= {"numel": "i32", "APPROXIMATE": "constexpr", "BLOCK": "constexpr"}

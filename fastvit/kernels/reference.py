@@ -47,6 +47,10 @@ def linear_gelu_ref(x, weight, bias, approximate="none", upcast=True):
     return F.gelu(F.linear(x, weight, bias), approximate=approximate)
 
 
-def linear_residual_ref(x, weight, bias, residual, upcast=True):
-    x, weight, bias, residual = _maybe_upcast(upcast, x, weight, bias, residual)
-    return residual + F.linear(x, weight, bias)
+def linear_residual_ref(x, weight, bias, residual, scale=None, upcast=True):
+    """``residual + scale[i] * (x[i] @ weight^T + bias)``; no scale means 1."""
+    x, weight, bias, residual, scale = _maybe_upcast(upcast, x, weight, bias, residual, scale)
+    branch = F.linear(x, weight, bias)
+    if scale is not None:
+        branch = branch * scale.to(branch.dtype).view((-1,) + (1,) * (branch.ndim - 1))
+    return residual + branch

@@ -6,13 +6,18 @@ import torch
 from torch import nn
 
 
+def drop_path_scale(batch: int, p: float, *, dtype: torch.dtype, device) -> torch.Tensor:
+    """Per-sample factors of stochastic depth: 0 with probability ``p``, else 1/(1-p). Shape (batch,)."""
+    keep = 1.0 - p
+    return torch.empty(batch, dtype=dtype, device=device).bernoulli_(keep).div_(keep)
+
+
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Zero whole samples of a residual branch with probability ``p``, scaling survivors by 1/(1-p)."""
     if p == 0.0 or not training:
         return x
-    keep = 1.0 - p
-    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-    return x * mask.div_(keep)
+    scale = drop_path_scale(x.shape[0], p, dtype=x.dtype, device=x.device)
+    return x * scale.view((-1,) + (1,) * (x.ndim - 1))
 
 
 class DropPath(nn.Module):

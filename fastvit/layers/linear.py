@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .drop import DropPath
+from .drop import DropPath, drop_path_scale
 
 
 def _autocast(*tensors):
@@ -35,23 +35,28 @@ class ResidualLinear(nn.Linear):
 
 
 class TritonResidualLinear(ResidualLinear):
-    """Bias and residual added in the GEMM's epilogue (one pass over the output).
+    """Bias, stochastic depth and residual applied in the GEMM's epilogue (one pass over the output).
 
-    Dropout and stochastic depth act between the GEMM and the add, so while
-    training with either enabled this falls back to the separate ops. So does
-    autocast with a residual stream kept in another dtype (fp32 under bf16
-    autocast): the add then stays in the residual's precision, as in eager.
+    Under autocast the GEMM runs in the autocast dtype while an fp32 residual
+    stream stays fp32: the add happens in fp32 and the output is fp32, as in
+    eager. Stochastic depth becomes a per-sample scale in the epilogue, drawn
+    as :class:`DropPath` draws it. Only element-wise dropout on the branch
+    (``proj_drop`` / ``drop_rate`` > 0 while training) falls back to the
+    separate ops, as does a residual in a third dtype (fp16 under bf16 autocast).
     """
 
     def forward(self, x, residual):
-        if self.training and (self.drop.p > 0 or self.drop_path.p > 0):
+        if self.training and self.drop.p > 0:
             return super().forward(x, residual)
         x, weight, bias = _autocast(x, self.weight, self.bias)
-        if residual.dtype != x.dtype:
+        if residual.dtype not in (x.dtype, torch.float32):
             return super().forward(x, residual)
+        scale = None
+        if self.training and self.drop_path.p > 0:
+            scale = drop_path_scale(residual.shape[0], self.drop_path.p, dtype=torch.float32, device=x.device)
         from fastvit.kernels import linear_residual
 
-        return linear_residual(x, weight, bias, residual)
+        return linear_residual(x, weight, bias, residual, scale=scale)
 
 
 class TritonLinearGELU(nn.Linear):

@@ -1,12 +1,12 @@
 """Every shipped kernel configuration compiles for sm_80 and sm_90, fits shared
-memory and uses the tensor cores (see fastvit.kernels.aot). The per-kernel test
+memory, uses the tensor cores and spills no registers (see fastvit.kernels.aot). The per-kernel test
 files check that their ``aot_cases()`` cover every entry of their tables."""
 
 import importlib
 
 import pytest
 
-from fastvit.kernels.aot import check_cases
+from fastvit.kernels.aot import SPILL_TOLERANCE, check_cases
 
 MODULES = ("flash_attention", "norm", "linear")
 CASES = [case for m in MODULES for case in importlib.import_module(f"fastvit.kernels.{m}").aot_cases()]
@@ -26,3 +26,7 @@ def test_aot_compiles(case, reports):
     report = reports[str(case)]
     assert "error" not in report, report["error"]
     assert report["tensor_core_op"] == case.expected_op()
+    # check_case fails a spilling kernel; the usage must have been read for that to mean anything
+    assert report["usage"] is not None, "cuobjdump (shipped with Triton) not found: spills were not checked"
+    usage = report["usage"]
+    assert max(usage["local"], usage["stack"]) <= SPILL_TOLERANCE and 0 < usage["registers"] <= 255

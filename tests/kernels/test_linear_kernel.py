@@ -229,6 +229,55 @@ def test_leading_dims_and_strides(device):
     torch.testing.assert_close(out4, reference.linear_residual_ref(x4, w1, b1, r4, upcast=False))
 
 
+# x dtype -> residual dtype for the training-path test: autocast's fp32 residual
+# stream (fp16 x; bf16 runs on CUDA) and a plain fp32 model.
+SCALED_CASES = [
+    pytest.param(torch.float16, torch.float32, id="fp16-x-fp32-residual"),
+    pytest.param(torch.float32, torch.float32, id="fp32"),
+    pytest.param(torch.bfloat16, torch.float32, id="bf16-x-fp32-residual", marks=pytest.mark.cuda),
+    pytest.param(torch.bfloat16, torch.bfloat16, id="bf16", marks=pytest.mark.cuda),
+]
+
+
+@pytest.mark.parametrize("dtype,residual_dtype", SCALED_CASES)
+def test_linear_residual_training_path(dtype, residual_dtype, device):
+    """Stochastic depth as a per-sample scale, with a wider residual stream.
+
+    fc2 of ViT-Ti over 3 samples of 67 tokens; sample 1 is dropped (scale 0),
+    the others kept (1/keep). Output and gradients against eager (GEMM in
+    ``dtype``, then scale and add in the residual's dtype) and the fp64 reference.
+    """
+    batch, tokens, hidden = 3, 67, 192
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(batch, tokens, 4 * hidden, generator=g).to(device, dtype)
+    w = (torch.randn(hidden, 4 * hidden, generator=g) / (4 * hidden) ** 0.5).to(device, dtype)
+    b = (0.5 * torch.randn(hidden, generator=g)).to(device, dtype)
+    r = torch.randn(batch, tokens, hidden, generator=g).to(device, residual_dtype)
+    dout = torch.randn(batch, tokens, hidden, generator=g).to(device, residual_dtype)
+    scale = torch.tensor([1 / 0.9, 0.0, 1 / 0.9], device=device)
+    atol, rtol = TOLERANCES[dtype]
+
+    out = linear.linear_residual_launch(
+        x.view(-1, 4 * hidden), w, b, r.view(-1, hidden), scale, out=poison_(torch.empty_like(r.view(-1, hidden)))
+    )
+    assert out.dtype == residual_dtype
+    ref = reference.linear_residual_ref(x, w, b, r, scale)
+    out_pt = reference.linear_residual_ref(x, w, b, r, scale, upcast=False)
+    assert out_pt.dtype == residual_dtype
+    assert_close_vs_ref(out.view(r.shape), out_pt, ref, factor=2, atol=atol, rtol=rtol, name="out")
+
+    def fused(x, w, b, r):
+        return linear.linear_residual(x, w, b, r, scale=scale)
+
+    ours = _grads(fused, (x, w, b, r), dout)
+    eager = _grads(lambda *t: reference.linear_residual_ref(*t, scale, upcast=False), (x, w, b, r), dout)
+    ref = _grads(lambda *t: reference.linear_residual_ref(*t, scale), _upcast(x, w, b, r), dout.double())
+    assert torch.equal(ours[0].view(-1, hidden), out), "public linear_residual differs from the launcher's output"
+    assert [t.dtype for t in ours[1:]] == [dtype, dtype, dtype, residual_dtype]
+    assert not ours[1][1].any(), "the dropped sample's input gradient must be exactly zero"
+    _check_grads(("dx", "dW", "db", "d_residual"), ours[1:], eager[1:], ref[1:], dtype)
+
+
 def test_empty_inputs(device):
     w = torch.randn(32, 16, device=device, requires_grad=True)
     b = torch.randn(32, device=device, requires_grad=True)
@@ -267,7 +316,9 @@ def test_opcheck(requires_grad, device):
     x, w, b, r = (t.requires_grad_(requires_grad) for t in (x, w / 32**0.5, b, r))
     for approximate in ("none", "tanh"):
         torch.library.opcheck(torch.ops.fastvit.linear_gelu_fwd.default, (x, w, b, approximate, requires_grad, False))
-    torch.library.opcheck(torch.ops.fastvit.linear_residual_fwd.default, (x, w, b, r, False))
+    torch.library.opcheck(torch.ops.fastvit.linear_residual_fwd.default, (x, w, b, r, None, False))
+    scale = torch.tensor([0.0, 1.25, 1.25], device=device)  # 3 samples of 2 rows
+    torch.library.opcheck(torch.ops.fastvit.linear_residual_fwd.default, (x, w, b, r, scale, False))
     grad, pre = _randn(6, 48, g=g, device=device), _randn(6, 48, g=g, device=device)
     torch.library.opcheck(torch.ops.fastvit.gelu_bwd.default, (grad, pre, "none"))
 
@@ -306,7 +357,19 @@ BAD_CALLS = {
     "residual shape": (lambda x, w, b, r: linear.linear_residual(x, w, b, r[:, :8]),
                        ValueError, r"output's shape \(4, 16\), got \(4, 8\)"),
     "residual dtype": (lambda x, w, b, r: linear.linear_residual(x, w, b, r.half()),
-                       TypeError, "residual must have x's dtype"),
+                       TypeError, r"residual must have x's dtype \(torch.float32\) or torch.float32, got torch.float16"),
+    "residual narrower": (lambda x, w, b, r: linear.linear_residual(x.half(), w.half(), b.half(), r.bfloat16()),
+                          TypeError, "or torch.float32, got torch.bfloat16"),
+    "scale shape": (lambda x, w, b, r: linear.linear_residual(x, w, b, r, scale=torch.ones_like(r)),
+                    ValueError, r"scale must have shape \(x.shape\[0\],\) .* got scale \(4, 16\)"),
+    "scale 1-D x": (lambda x, w, b, r: linear.linear_residual(x[0], w, b, r[0], scale=torch.ones_like(r[0, :1])),
+                    ValueError, r"x of shape \(batch, ..., in_features\)"),
+    "scale int": (lambda x, w, b, r: linear.linear_residual(x, w, b, r, scale=torch.ones(4, dtype=torch.long)),
+                  TypeError, "scale must be a floating-point tensor"),
+    "scale list": (lambda x, w, b, r: linear.linear_residual(x, w, b, r, scale=[1.0] * 4),
+                   TypeError, "scale must be a torch.Tensor or None"),
+    "scale grad": (lambda x, w, b, r: linear.linear_residual(x, w, b, r, scale=torch.ones(4, requires_grad=True)),
+                   ValueError, r"scale receives no gradient; pass scale.detach\(\)"),
     "residual missing": (lambda x, w, b, r: linear.linear_residual(x, w, b, None),
                          TypeError, "residual must be a torch.Tensor"),
     "out buffer": (lambda x, w, b, r: linear.linear_residual_launch(x, w, b, r, out=r.t()), ValueError, "contiguous"),
