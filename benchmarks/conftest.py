@@ -23,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 # (rounds, warm-up calls) per measurement
 MODEL_ROUNDS = (20, 5) if HAS_CUDA else (3, 1)
-KERNEL_ROUNDS = (30, 5)
+KERNEL_ROUNDS = (1, 1) if os.environ.get("FASTVIT_KERNEL_BENCH_SMOKE") == "1" else (30, 5)
 
 
 def pytest_collection_modifyitems(config, items):

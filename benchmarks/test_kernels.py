@@ -14,6 +14,12 @@
 - linear_gelu (K=768 -> N=3072, ViT-B's fc1) and linear_residual (3072 -> 768,
   fc2) at M = 256 x 197: TFLOP/s (2·M·N·K forward, 3x with the input and
   weight gradients) vs the unfused torch ops and their torch.compile.
+- residual_norm: the seam between two GEMMs, from fc2's input to the next
+  block's normalized input, ``s = r + x @ W^T + b; n = LN(s)`` at fc2's shape.
+  Two fusions compete with torch and torch.compile: "triton-epilogue" (what
+  the fused block does: linear_residual, then layer_norm) and
+  "cublas+add-norm" (cuBLAS GEMM with bias, then add_layer_norm). TFLOP/s of
+  the GEMM's 2·M·N·K (3x with gradients), so the seam's cost shows as a drop.
 
 Speed-ups are against "sdpa-flash" (attention) and "torch" (the others). Every
 record's parity is against the fp32 reference of :mod:`fastvit.kernels.reference`
@@ -23,6 +29,7 @@ on a slice of the output. ``-m slow`` adds fp16 attention.
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
 import torch
@@ -31,10 +38,15 @@ import torch.nn.functional as F
 from fastvit import bench
 from fastvit.kernels import reference
 
-pytestmark = pytest.mark.cuda
+# FASTVIT_KERNEL_BENCH_SMOKE=1 runs the same cases on the CPU at toy sizes, the
+# Triton kernels through the interpreter: a check that the harness works
+# (tests/test_bench.py), never a measurement.
+SMOKE = os.environ.get("FASTVIT_KERNEL_BENCH_SMOKE") == "1"
+pytestmark = [] if SMOKE else pytest.mark.cuda
 
-DEVICE = "cuda"
-TOKENS = 256 * 197  # a ViT-B/16 batch of 256 at 224
+DEVICE = "cpu" if SMOKE else "cuda"
+TOKENS = 197 if SMOKE else 256 * 197  # a ViT-B/16 batch of 256 at 224
+HEADS = {64: 3, 80: 4} if SMOKE else {64: 12, 80: 16}  # ViT-Ti and ViT-H/14 / ViT-B and ViT-H/14
 BUFFERS = 3  # rotating input buffers
 EPS = 1e-6
 MODES = ("fwd", "fwd+bwd")
@@ -132,7 +144,7 @@ def _attention_fn(provider: str):
 @pytest.mark.parametrize("seq,head_dim,dtype,mode,provider", list(_attention_params()))
 def test_attention(benchmark, references, kernel_rounds, seq, head_dim, dtype, mode, provider):
     fn = _attention_fn(provider)
-    heads = 12 if head_dim == 64 else 16
+    heads = HEADS[head_dim]
     batch = max(1, round(TOKENS / seq))
     dt = bench.torch_dtype(dtype)
     grad = mode != "fwd"
@@ -219,7 +231,8 @@ def test_layer_norm(benchmark, references, kernel_rounds, op, width, mode, provi
 # -- GEMMs with fused epilogues -----------------------------------------------------------
 
 LINEAR_PROVIDERS = ("torch", "torch.compile", "triton")
-LINEAR_SHAPES = {"linear_gelu": (768, 3072), "linear_residual": (3072, 768)}  # (K, N): ViT-B fc1, fc2
+# (K, N): ViT-B's fc1, fc2 (ViT-Ti's in smoke mode)
+LINEAR_SHAPES = {"linear_gelu": (192, 768), "linear_residual": (768, 192)} if SMOKE else {"linear_gelu": (768, 3072), "linear_residual": (3072, 768)}
 
 
 def _linear_params():
@@ -272,4 +285,56 @@ def test_linear(benchmark, references, kernel_rounds, op, mode, provider):
         shape=dict(m=m, k=k, n=n), fn=_linear_fn(op, provider), inputs=inputs,
         grad_of=(0, 1, 2, 3) if op == "linear_residual" else (0, 1, 2), compiled=provider == "torch.compile",
         flop_per_iter=fwd if mode == "fwd" else 3 * fwd, check=lambda out: bench.parity(out[:rows], ref),
+    )
+
+
+# -- the seam between GEMMs: residual add + LayerNorm, two ways ---------------------------
+
+RESIDUAL_NORM_PROVIDERS = ("torch", "torch.compile", "triton-epilogue", "cublas+add-norm")
+
+
+def _torch_residual_norm(x, w, b, r, nw, nb):
+    s = r + F.linear(x, w, b)
+    return s, F.layer_norm(s, (s.shape[-1],), nw, nb, EPS)
+
+
+def _residual_norm_fn(provider: str):
+    if provider == "triton-epilogue":
+        from fastvit.kernels import layer_norm, linear_residual
+
+        def epilogue(x, w, b, r, nw, nb):
+            s = linear_residual(x, w, b, r)
+            return s, layer_norm(s, nw, nb, EPS)
+
+        return epilogue
+    if provider == "cublas+add-norm":
+        from fastvit.kernels import add_layer_norm
+
+        return lambda x, w, b, r, nw, nb: add_layer_norm(r, F.linear(x, w, b), nw, nb, EPS)
+    return torch.compile(_torch_residual_norm) if provider == "torch.compile" else _torch_residual_norm
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("provider", RESIDUAL_NORM_PROVIDERS)
+def test_residual_norm(benchmark, references, kernel_rounds, provider, mode):
+    dt = torch.bfloat16
+    grad = mode != "fwd"
+    k, n = LINEAR_SHAPES["linear_residual"]
+    m = TOKENS
+    w = (torch.randn(n, k, device=DEVICE) * k**-0.5).to(dt).requires_grad_(grad)
+    b = (0.1 * torch.randn(n, device=DEVICE)).to(dt).requires_grad_(grad)
+    nw = (1 + 0.1 * torch.randn(n, device=DEVICE)).to(dt).requires_grad_(grad)
+    nb = (0.1 * torch.randn(n, device=DEVICE)).to(dt).requires_grad_(grad)
+    inputs = [(_rand(m, k, dtype=dt, grad=grad), w, b, _rand(m, n, dtype=dt, grad=grad), nw, nb,
+               (_rand(m, n, dtype=dt), _rand(m, n, dtype=dt))) for _ in range(BUFFERS)]  # fmt: skip
+    rows = 1024
+    x0, r0 = inputs[0][0][:rows].detach().float(), inputs[0][3][:rows].detach().float()
+    s_ref = reference.linear_residual_ref(x0, w.detach().float(), b.detach().float(), r0, upcast=False)
+    ref = reference.layer_norm_ref(s_ref, nw.detach().float(), nb.detach().float(), EPS, upcast=False)
+    fwd = 2 * m * n * k
+    _run(
+        benchmark, references, kernel_rounds, op="residual_norm", provider=provider, mode=mode, dtype="bf16",
+        shape=dict(m=m, k=k, n=n), fn=_residual_norm_fn(provider), inputs=inputs, grad_of=(0, 1, 2, 3, 4, 5),
+        compiled=provider == "torch.compile", flop_per_iter=fwd if mode == "fwd" else 3 * fwd,
+        check=lambda out: bench.parity(out[1][:rows], ref),
     )

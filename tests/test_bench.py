@@ -328,3 +328,36 @@ def test_benchmark_suite_json_carries_records(tmp_path):
     assert entry["stats"]["rounds"] == info["rounds"]
     # fastvit compare reads pytest-benchmark files too
     assert [r["name"] for r in compare.load_records(out)] == [info["name"]]
+
+
+def test_kernel_benchmarks_run_on_cpu_in_smoke_mode(tmp_path):
+    """benchmarks/test_kernels.py end to end at toy sizes on the CPU (interpreter):
+    one case of every op and provider kind, so the CUDA-only suite's code runs in CI.
+    The times mean nothing; the records' fields and parity figures are checked."""
+    out = tmp_path / "kernels.json"
+    env = dict(os.environ, FASTVIT_KERNEL_BENCH_SMOKE="1", TRITON_INTERPRET="1", FASTVIT_AUTOTUNE="0")
+    cases = " or ".join((
+        "N197-D64-bf16-fwd-sdpa-flash", "N197-D64-bf16-fwd+bwd-triton",
+        "add_layer_norm-N768-fwd+bwd-torch]", "add_layer_norm-N768-fwd+bwd-triton",
+        "linear_gelu-fwd+bwd-triton", "linear_residual-fwd-torch]", "linear_residual-fwd+bwd-triton",
+        "residual_norm and not compile",
+    ))  # fmt: skip
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "test_kernels.py"), "--benchmark-only",
+           f"--benchmark-json={out}", "-k", cases, "-q", "-p", "no:cacheprovider"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    records = [entry["extra_info"] for entry in json.loads(out.read_text())["benchmarks"]]
+    names = sorted((r["op"], r["variant"], r["mode"]) for r in records)
+    expected = [("attention", "sdpa-flash", "fwd"), ("attention", "triton", "fwd+bwd"),
+                ("add_layer_norm", "torch", "fwd+bwd"), ("add_layer_norm", "triton", "fwd+bwd"),
+                ("linear_gelu", "triton", "fwd+bwd"), ("linear_residual", "torch", "fwd"),
+                ("linear_residual", "triton", "fwd+bwd")]
+    expected += [("residual_norm", p, m) for p in ("torch", "triton-epilogue", "cublas+add-norm") for m in ("fwd", "fwd+bwd")]
+    assert names == sorted(expected)  # fmt: skip
+    for r in records:
+        assert tuple(r) == bench.RECORD_FIELDS and r["status"] == "ok" and r["device"] == "cpu", r
+        assert r["max_rel_err"] < 2e-2, (r["name"], r["max_rel_err"])  # bf16 against an fp32 reference
+        assert (r["tflops"] or r["gbps"]) > 0
+    speedups = {(r["op"], r["variant"], r["mode"]): r["speedup_vs_reference"] for r in records}
+    assert speedups[("residual_norm", "torch", "fwd")] == 1.0
+    assert speedups[("add_layer_norm", "triton", "fwd+bwd")] > 0 and speedups[("attention", "triton", "fwd+bwd")] is None
