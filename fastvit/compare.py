@@ -145,8 +145,11 @@ def render_markdown(sources: list[Source]) -> str:
     for s in sources:
         e, first = s.env, (s.records[0] if s.records else {})
         date = (first.get("timestamp") or "")[:10]
+        device = e.get("device") or ""
+        if device == "cpu" and e.get("cpu_model"):  # the CPU's name and how many threads ran
+            device = f"cpu: {e['cpu_model']}, {e.get('num_threads')} threads"
         lines.append(
-            f"| {s.label} | {e.get('device') or ''} | {s.path.name} | {e.get('torch') or ''} | {e.get('triton') or ''} | "
+            f"| {s.label} | {device} | {s.path.name} | {e.get('torch') or ''} | {e.get('triton') or ''} | "
             f"{e.get('fastvit') or ''} | {e.get('cuda') or ''} | {e.get('driver') or ''} | {date} |"
         )
     notes = []

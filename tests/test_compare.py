@@ -54,7 +54,9 @@ def _tables(markdown: str) -> dict[str, list[dict[str, str]]]:
 def test_markdown_table(result_files):
     a, b = result_files
     markdown = compare.render_markdown(compare.load_sources([a, b]))
-    assert "| cpu [cpu-run-a] | cpu | cpu-run-a.json |" in markdown
+    env = json.loads(a.read_text())["env"]
+    device = f"cpu: {env['cpu_model']}, {env['num_threads']} threads"
+    assert f"| cpu [cpu-run-a] | {device} | cpu-run-a.json |" in markdown
     tables = _tables(markdown)
     inference = tables[f"{MODEL} · fp32 · batch 1 · inference"]
     training = tables[f"{MODEL} · fp32 · batch 1 · training"]
