@@ -6,6 +6,7 @@ below is first used, so ``import fastvit`` never pulls it in.
 Public ops (torch-like signatures, nn.Linear weight layout):
 
 - ``attention(q, k, v, scale=None)``: FlashAttention-style, (B, H, N, D) inputs.
+- ``attention_qkvpacked(qkv, scale=None)``: the same over a packed (B, N, 3, H, D) qkv.
 - ``layer_norm(x, weight, bias, eps)``
 - ``add_layer_norm(x, y, weight, bias, eps)`` -> ``(x + y, LN(x + y))``
 - ``linear_gelu(x, weight, bias, approximate="none")``
@@ -21,6 +22,7 @@ import importlib
 # public name -> submodule that defines it
 _OPS = {
     "attention": "flash_attention",
+    "attention_qkvpacked": "flash_attention",
     "layer_norm": "norm",
     "add_layer_norm": "norm",
     "linear_gelu": "linear",

@@ -438,6 +438,60 @@ def _backward(ctx, dout, _dlse):
 attention_fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+# -- packed qkv: the (B, N, 3, H, D) output of a fused qkv projection -------------------
+#
+# attention(q, k, v) on views of the packed tensor reads it without a copy, but
+# autograd then joins dq, dk, dv back into the packed layout with two copies
+# (unbind's stack, then the reshape of a permuted tensor). These ops take the
+# packed tensor itself, and the backward kernels write dq, dk and dv straight
+# into one packed gradient.
+
+
+def _unpack(qkv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(B, H, N, D) views of q, k, v in a (B, N, 3, H, D) tensor."""
+    return tuple(qkv.select(2, i).transpose(1, 2) for i in range(3))
+
+
+@torch.library.custom_op("fastvit::attention_qkv_fwd", mutates_args=())
+def attention_qkv_fwd_op(qkv: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    return attention_forward(*_unpack(qkv), scale, allow_tf32=_tf32_opt_in())
+
+
+@attention_qkv_fwd_op.register_fake
+def _(qkv, scale):
+    q = _unpack(qkv)[0]
+    return _empty_out(q), q.new_empty(q.shape[:3], dtype=torch.float32)
+
+
+@torch.library.custom_op("fastvit::attention_qkv_bwd", mutates_args=())
+def attention_qkv_bwd_op(do: Tensor, qkv: Tensor, out: Tensor, lse: Tensor, scale: float) -> Tensor:
+    dqkv = _empty_contiguous(qkv)
+    dq, dk, dv = _unpack(dqkv)
+    attention_backward(do, *_unpack(qkv), out, lse, scale, dq=dq, dk=dk, dv=dv, allow_tf32=_tf32_opt_in())
+    return dqkv
+
+
+@attention_qkv_bwd_op.register_fake
+def _(do, qkv, out, lse, scale):
+    return _empty_contiguous(qkv)
+
+
+def _qkv_setup_context(ctx, inputs, output):
+    qkv, scale = inputs
+    out, lse = output
+    ctx.save_for_backward(qkv, out, lse)
+    ctx.scale = scale
+    ctx.mark_non_differentiable(lse)
+
+
+def _qkv_backward(ctx, dout, _dlse):
+    qkv, out, lse = ctx.saved_tensors
+    return attention_qkv_bwd_op(dout, qkv, out, lse, ctx.scale), None
+
+
+attention_qkv_fwd_op.register_autograd(_qkv_backward, setup_context=_qkv_setup_context)
+
+
 def _check_inputs(q, k, v) -> None:
     for name, t in (("q", q), ("k", k), ("v", v)):
         if t.dim() != 4:
@@ -470,6 +524,24 @@ def attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None) -> Te
     _check_inputs(q, k, v)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     out, _ = attention_fwd_op(q, k, v, scale)
+    return out
+
+
+def attention_qkvpacked(qkv: Tensor, scale: float | None = None) -> Tensor:
+    """:func:`attention` over a packed (B, N, 3, H, D) tensor, e.g. a qkv projection
+    viewed as ``qkv(x).view(B, N, 3, H, D)``; any strides. Returns (B, H, N, D),
+    laid out (B, N, H, D) so that merging the heads is a view.
+
+    The same kernels as :func:`attention`; the backward writes dq, dk and dv
+    into one (B, N, 3, H, D) gradient, so no copy joins them.
+    """
+    if not isinstance(qkv, Tensor) or qkv.dim() != 5 or qkv.shape[2] != 3:
+        shape = tuple(qkv.shape) if isinstance(qkv, Tensor) else type(qkv).__name__
+        raise ValueError(f"attention_qkvpacked: expected qkv of shape (B, N, 3, H, D), got {shape}")
+    q, k, v = _unpack(qkv)
+    _check_inputs(q, k, v)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    out, _ = attention_qkv_fwd_op(qkv, scale)
     return out
 
 

@@ -11,6 +11,11 @@ only when their backend is chosen.
 when it supports the head dim and dtype and no attention dropout is active,
 PyTorch SDPA otherwise (CPU included). Triton does not implement attention
 dropout: with dropout > 0 in training, ``triton`` and ``auto`` run SDPA.
+
+The module calls a backend's packed form, ``(qkv, dropout_p, scale) -> out``
+over the (B, N, 3, H, D) view of the qkv projection (:func:`get_packed_backend`):
+``triton`` (and ``auto`` when it picks triton) take it whole, so the backward
+writes one packed gradient; the others get (B, H, N, D) views of it.
 """
 
 from __future__ import annotations
@@ -59,6 +64,22 @@ def triton_attention(q, k, v, dropout_p=0.0, scale=None):
     return attention(q, k, v, scale=scale)
 
 
+def unpack_qkv(qkv):
+    """(B, H, N, D) views of q, k, v in a (B, N, 3, H, D) tensor; no copy."""
+    return qkv.permute(2, 0, 3, 1, 4).unbind(0)
+
+
+def triton_attention_packed(qkv, dropout_p=0.0, scale=None):
+    if dropout_p > 0:
+        return sdpa_attention(*unpack_qkv(qkv), dropout_p, scale)
+    from fastvit.kernels import attention_qkvpacked
+    from fastvit.kernels.tuning import interpreting
+
+    if not (qkv.is_cuda or interpreting()):
+        return triton_attention(*unpack_qkv(qkv), dropout_p, scale)  # raises its error
+    return attention_qkvpacked(qkv, scale=scale)
+
+
 def triton_unsupported(device_type: str, dtype: torch.dtype, head_dim: int, dropout_p: float = 0.0) -> str | None:
     """None when the Triton kernel can take such a call, else the reason it cannot."""
     if dropout_p > 0:
@@ -78,6 +99,12 @@ def auto_attention(q, k, v, dropout_p=0.0, scale=None):
     if triton_unsupported(q.device.type, q.dtype, q.shape[-1], dropout_p) is None:
         return triton_attention(q, k, v, dropout_p, scale)
     return sdpa_attention(q, k, v, dropout_p, scale)
+
+
+def auto_attention_packed(qkv, dropout_p=0.0, scale=None):
+    if triton_unsupported(qkv.device.type, qkv.dtype, qkv.shape[-1], dropout_p) is None:
+        return triton_attention_packed(qkv, dropout_p, scale)
+    return sdpa_attention(*unpack_qkv(qkv), dropout_p, scale)
 
 
 def auto_choice(device, dtype: torch.dtype, head_dim: int) -> tuple[str, str]:
@@ -136,6 +163,22 @@ def get_attention_backend(name: str) -> AttentionFn:
     return BACKENDS[name]()
 
 
+# attn_impl -> its packed form, where it has its own; the rest unpack (get_packed_backend).
+PACKED_BACKENDS: dict[str, AttentionFn] = {"auto": auto_attention_packed, "triton": triton_attention_packed}
+
+
+def get_packed_backend(name: str) -> AttentionFn:
+    """``(qkv, dropout_p, scale) -> out`` for attn_impl ``name``, qkv (B, N, 3, H, D), out (B, H, N, D)."""
+    fn = get_attention_backend(name)
+    if name in PACKED_BACKENDS:
+        return PACKED_BACKENDS[name]
+
+    def unpacked(qkv, dropout_p=0.0, scale=None):
+        return fn(*unpack_qkv(qkv), dropout_p=dropout_p, scale=scale)
+
+    return unpacked
+
+
 def backend_status() -> dict[str, str | None]:
     """attn_impl -> None if it can be selected here, else why not (used by ``fastvit info``)."""
     status = {}
@@ -164,7 +207,7 @@ class Attention(nn.Module):
         self.head_dim = dim // num_heads
         self.scale = 1.0 / math.sqrt(self.head_dim)
         self.attn_impl = attn_impl
-        self.attn_fn = get_attention_backend(attn_impl)
+        self.attn_fn = get_packed_backend(attn_impl)
         self.attn_drop = attn_drop
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = linear_parts(linear_impl)[2](dim, dim, drop=proj_drop, drop_path=drop_path)
@@ -172,10 +215,9 @@ class Attention(nn.Module):
     def forward(self, x, residual):
         """``residual + Attn(x)``; x is the normalized input (B, N, C)."""
         b, n, c = x.shape
-        # (B, N, 3, H, D) -> three (B, H, N, D) views; no copy.
-        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        qkv = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim)
         dropout_p = self.attn_drop if self.training else 0.0
-        out = self.attn_fn(q, k, v, dropout_p=dropout_p, scale=self.scale)
+        out = self.attn_fn(qkv, dropout_p=dropout_p, scale=self.scale)
         return self.proj(out.transpose(1, 2).reshape(b, n, c), residual)
 
     def extra_repr(self):

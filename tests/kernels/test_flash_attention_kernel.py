@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import zlib
 
 import pytest
@@ -196,6 +197,44 @@ def test_packed_qkv_autograd(device):
     assert torch.equal(qkv.grad, torch.stack([t.grad for t in dense]).permute(1, 3, 0, 2, 4))
 
 
+def test_qkvpacked_op_matches_unpacked(device):
+    """attention_qkvpacked: the same out as attention on views of the packed tensor,
+    and its packed gradient (written straight into one (B, N, 3, H, D) buffer,
+    no stack) equal to the unpacked run's dq, dk, dv, element for element."""
+    b, n, h, d = 2, 40, 3, 32
+    qkv = _randn(b, n, 3, h, d, key="qkvpacked", dtype=F16, device=device).requires_grad_()
+    do = _randn(b, h, n, d, key="qkvpacked-do", dtype=F16, device=device)
+    out = attn.attention_qkvpacked(qkv, scale=0.2)
+    assert out.transpose(1, 2).is_contiguous(), "heads should merge without a copy"
+    (dqkv,) = torch.autograd.grad(out, qkv, do)
+    assert dqkv.is_contiguous() and dqkv.shape == qkv.shape
+    views = [t.detach().requires_grad_() for t in qkv.detach().permute(2, 0, 3, 1, 4).unbind(0)]
+    out_u = attn.attention(*views, scale=0.2)
+    grads_u = torch.autograd.grad(out_u, views, do)
+    assert torch.equal(out, out_u)
+    for i, g in enumerate(grads_u):
+        assert torch.equal(dqkv[:, :, i].transpose(1, 2), g), "dq, dk, dv"[4 * i : 4 * i + 2]
+
+
+def test_qkvpacked_backward_writes_every_element(device):
+    """The packed gradient's three slices, as the backward op fills them, start NaN-poisoned."""
+    b, n, h, d = 1, 33, 2, 80
+    qkv = _randn(b, n, 3, h, d, key="qkv-poison", dtype=F32, device=device)
+    do = _randn(b, h, n, d, key="qkv-poison-do", dtype=F32, device=device)
+    out, lse = attn.attention_qkv_fwd_op(qkv, 0.1)
+    dqkv = poison_(torch.empty_like(qkv))
+    attn.attention_backward(do, *attn._unpack(qkv), out, lse, 0.1, dq=dqkv[:, :, 0].transpose(1, 2),
+                            dk=dqkv[:, :, 1].transpose(1, 2), dv=dqkv[:, :, 2].transpose(1, 2))  # fmt: skip
+    assert torch.isfinite(dqkv).all()
+    assert torch.equal(dqkv, attn.attention_qkv_bwd_op(do, qkv, out, lse, 0.1))
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 3, 8), (2, 5, 2, 1, 8), (2, 5, 4, 1, 8)])
+def test_qkvpacked_rejects_other_shapes(shape, device):
+    with pytest.raises(ValueError, match=r"expected qkv of shape \(B, N, 3, H, D\), got " + re.escape(str(shape))):
+        attn.attention_qkvpacked(torch.randn(shape, device=device))
+
+
 def test_backward_is_deterministic(device):
     b, h, n = (8, 12, 577) if device == "cuda" else (2, 3, 130)
     q, k, v, do = _qkv_do(b, h, n, n, 64, F16, device)
@@ -209,6 +248,10 @@ def test_opcheck(device):
     out, lse = attn.attention_fwd_op(q, k, v, 0.3)
     torch.library.opcheck(attn.attention_bwd_op, (do, q, k, v, out, lse, 0.3))
     torch.library.opcheck(attn.attention_fwd_op, (q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), 0.3))
+    qkv = torch.stack([q, k, v], dim=2).transpose(1, 3).detach()  # (B, N, 3, H, D), not contiguous
+    out, lse = attn.attention_qkv_fwd_op(qkv, 0.3)
+    torch.library.opcheck(attn.attention_qkv_bwd_op, (do, qkv, out, lse, 0.3))
+    torch.library.opcheck(attn.attention_qkv_fwd_op, (qkv.requires_grad_(), 0.3))
 
 
 def test_compile_fullgraph_matches_eager(device):

@@ -53,6 +53,33 @@ def test_auto_on_cpu_runs_sdpa():
     torch.testing.assert_close(A.auto_attention(q, k, v), A.sdpa_attention(q, k, v), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("impl", ["auto", "triton", "sdpa", "eager"])
+def test_packed_backends_agree_with_unpacked(impl):
+    """The module's packed calling form: triton (and auto) take the (B, N, 3, H, D)
+    tensor whole, the others unpack views; all equal the (q, k, v) backend."""
+    g = torch.Generator().manual_seed(1)
+    qkv = torch.randn(2, 17, 3, 3, 32, generator=g)
+    packed = A.get_packed_backend(impl)
+    assert (impl in A.PACKED_BACKENDS) == (packed is A.PACKED_BACKENDS.get(impl))
+    got = packed(qkv, dropout_p=0.0, scale=0.3)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    torch.testing.assert_close(got, A.get_attention_backend(impl)(q, k, v, dropout_p=0.0, scale=0.3), rtol=0, atol=0)
+
+
+def test_packed_triton_uses_the_packed_op_and_sdpa_for_dropout(monkeypatch):
+    from fastvit.kernels import flash_attention
+
+    calls = []
+    monkeypatch.setattr(flash_attention, "attention_qkvpacked", lambda qkv, scale: calls.append(qkv) or "kernel")
+    qkv = torch.randn(1, 5, 3, 2, 16)
+    assert A.triton_attention_packed(qkv, 0.0, 0.25) == "kernel" and calls[0] is qkv
+    torch.manual_seed(4)
+    expected = A.sdpa_attention(*A.unpack_qkv(qkv), dropout_p=0.5, scale=0.25)
+    torch.manual_seed(4)
+    torch.testing.assert_close(A.triton_attention_packed(qkv, 0.5, 0.25), expected)
+    assert len(calls) == 1
+
+
 @pytest.mark.parametrize("impl,package,hint", [("flash_attn", "flash_attn", "pip install flash-attn"), ("xformers", "xformers", "pip install xformers")])
 def test_missing_optional_backend_says_how_to_install(impl, package, hint):
     if importlib.util.find_spec(package) is not None:
