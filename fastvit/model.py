@@ -19,7 +19,7 @@ class Block(nn.Module):
 
     def __init__(self, cfg: ViTConfig, drop_path: float = 0.0):
         super().__init__()
-        norm = norm_layer(cfg.norm_impl)
+        norm = norm_layer(cfg.norm_impl, pre_gemm=True)
         dim = cfg.embed_dim
         self.norm1 = norm(dim, eps=cfg.norm_eps)
         self.attn = Attention(

@@ -19,7 +19,10 @@ Accepted inputs:
   slices of a bigger buffer are read in place. Outputs are contiguous.
 
 Numerics: mean and variance are computed in float32 whatever the input dtype
-(two passes over a row held in registers); outputs are stored in ``x``'s dtype.
+(two passes over a row held in registers); outputs are stored in ``x``'s dtype,
+or for ``layer_norm`` in ``out_dtype`` (an fp32 residual stream normalized
+straight into the bf16/fp16 input of the next GEMM under autocast: the
+rounding that the GEMM's input cast would do, without the extra pass).
 ``s`` is rounded to ``x``'s dtype before it is normalized, so ``LN(s)`` is the
 norm of exactly the ``s`` that is returned and saved.
 
@@ -226,16 +229,17 @@ def _out_buffer(t, shape, dtype, device):
     return t
 
 
-def launch_layer_norm_fwd(x, weight, bias, eps, y=None, *, s=None, out=None, mean=None, rstd=None):
+def launch_layer_norm_fwd(x, weight, bias, eps, y=None, *, s=None, out=None, mean=None, rstd=None, out_dtype=None):
     """Run the forward kernel; returns ``(s, out, mean, rstd)`` (``s`` is None without ``y``).
 
-    ``s``, ``out`` (contiguous, ``x``'s shape and dtype) and ``mean``, ``rstd``
-    (fp32, ``(rows,)``) may be passed in preallocated; every element is written.
+    ``s``, ``out`` (contiguous, ``x``'s shape; ``s`` in ``x``'s dtype, ``out``
+    in ``out_dtype``, default ``x``'s) and ``mean``, ``rstd`` (fp32,
+    ``(rows,)``) may be passed in preallocated; every element is written.
     """
     n = x.shape[-1]
     x2 = _as_rows(x, n)
     m = x2.shape[0]
-    out = _out_buffer(out, x.shape, x.dtype, x.device)
+    out = _out_buffer(out, x.shape, out_dtype or x.dtype, x.device)
     mean = _out_buffer(mean, (m,), torch.float32, x.device)
     rstd = _out_buffer(rstd, (m,), torch.float32, x.device)
     out2 = out.view(m, n)
@@ -303,15 +307,17 @@ def _fake_stats(x):
 
 
 @torch.library.custom_op("fastvit::layer_norm_fwd", mutates_args=())
-def layer_norm_fwd(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+def layer_norm_fwd(
+    x: Tensor, weight: Tensor, bias: Tensor, eps: float, out_dtype: torch.dtype | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """Returns ``(LN(x), mean, rstd)``; mean and rstd are fp32 of shape ``(rows,)``."""
-    _, out, mean, rstd = launch_layer_norm_fwd(x, weight, bias, eps)
+    _, out, mean, rstd = launch_layer_norm_fwd(x, weight, bias, eps, out_dtype=out_dtype)
     return out, mean, rstd
 
 
 @layer_norm_fwd.register_fake
-def _(x, weight, bias, eps):
-    return _fake_like(x), _fake_stats(x), _fake_stats(x)
+def _(x, weight, bias, eps, out_dtype=None):
+    return x.new_empty(x.shape, dtype=out_dtype or x.dtype), _fake_stats(x), _fake_stats(x)
 
 
 @torch.library.custom_op("fastvit::layer_norm_bwd", mutates_args=())
@@ -354,14 +360,14 @@ def _(dout, ds, s, weight, mean, rstd):
 
 
 def _layer_norm_setup(ctx, inputs, output):
-    x, weight, _, _ = inputs
+    x, weight, *_ = inputs
     _, mean, rstd = output
     ctx.save_for_backward(x, weight, mean, rstd)
 
 
 def _layer_norm_backward(ctx, dout, _dmean, _drstd):
     dx, dweight, dbias = layer_norm_bwd(dout, *ctx.saved_tensors)
-    return dx, dweight, dbias, None
+    return dx, dweight, dbias, None, None
 
 
 def _add_layer_norm_setup(ctx, inputs, output):
@@ -414,10 +420,18 @@ def _check_inputs(x, weight, bias, y=None):
         raise TypeError(f"bias: expected weight's dtype {weight.dtype}, got {bias.dtype}")
 
 
-def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-6) -> Tensor:
-    """LayerNorm over the last dim of ``x``. Saves ``x``, ``weight`` and fp32 mean/rstd for backward."""
+def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-6, *, out_dtype: torch.dtype | None = None) -> Tensor:
+    """LayerNorm over the last dim of ``x``. Saves ``x``, ``weight`` and fp32 mean/rstd for backward.
+
+    The output has ``out_dtype`` (float32, float16 or bfloat16; default ``x``'s
+    dtype); ``x``'s gradient comes back in ``x``'s dtype.
+    """
     _check_inputs(x, weight, bias)
-    return layer_norm_fwd(x, weight, bias, eps)[0]
+    if out_dtype is not None and out_dtype not in _DTYPES:
+        raise TypeError(f"out_dtype: expected None, torch.float32, torch.float16 or torch.bfloat16, got {out_dtype}")
+    if out_dtype == x.dtype:
+        out_dtype = None
+    return layer_norm_fwd(x, weight, bias, eps, out_dtype)[0]
 
 
 def add_layer_norm(x: Tensor, y: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
@@ -430,10 +444,11 @@ def add_layer_norm(x: Tensor, y: Tensor, weight: Tensor, bias: Tensor, eps: floa
 # --------------------------------------------------------------------------- ahead-of-time compile cases
 
 
-def _aot_signature(kernel, ptr: str) -> dict:
-    """Triton signature: activations and weights ``ptr``, stats and partial sums fp32, ints i32."""
+def _aot_signature(kernel, ptr: str, out: str | None = None) -> dict:
+    """Triton signature: activations and weights ``ptr`` (the forward's OUT ``out``,
+    default ``ptr``), stats and partial sums fp32, ints i32."""
     if kernel is _layer_norm_fwd_kernel:
-        pointers = dict(X=ptr, Y=ptr, W=ptr, B=ptr, S=ptr, OUT=ptr, MEAN="*fp32", RSTD="*fp32")
+        pointers = dict(X=ptr, Y=ptr, W=ptr, B=ptr, S=ptr, OUT=out or ptr, MEAN="*fp32", RSTD="*fp32")
         ints = ("stride_x", "stride_y", "stride_s", "stride_out", "M", "N")
         tail = dict(eps="fp32", BLOCK_M="constexpr", BLOCK_N="constexpr", HAS_RESIDUAL="constexpr")
     else:
@@ -448,7 +463,9 @@ def aot_cases() -> list[AotCase]:
     """Every kernel (plain/add x fwd/bwd) x shipped config x {sm80, sm90} x {bf16, fp16} x N in {768, 1280}.
 
     An architecture compiles its own entries and the "default" ones (used
-    there when autotuning is off), each launch option set once.
+    there when autotuning is off), each launch option set once. Plus the plain
+    forward from an fp32 residual stream into a half-precision output, as the
+    block norms run under autocast.
     """
     kernels = [
         ("layer_norm_fwd", _layer_norm_fwd_kernel, "HAS_RESIDUAL", False),
@@ -470,4 +487,10 @@ def aot_cases() -> list[AotCase]:
                             constexprs=dict(BLOCK_M=block_m, BLOCK_N=block_n, **{flag: on}),
                             arch=arch, tensor_core_op=None, **dict(launch),
                         ))
+                    cases.append(AotCase(
+                        name=f"layer_norm_fwd-fp32-to-{dtype}-N{n}", fn=_layer_norm_fwd_kernel,
+                        signature=_aot_signature(_layer_norm_fwd_kernel, "*fp32", f"*{dtype}"),
+                        constexprs=dict(BLOCK_M=block_m, BLOCK_N=block_n, HAS_RESIDUAL=False),
+                        arch=arch, tensor_core_op=None, **dict(launch),
+                    ))
     return cases

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -14,10 +15,30 @@ class TritonLayerNorm(nn.LayerNorm):
         return layer_norm(x, self.weight, self.bias, self.eps)
 
 
+class TritonPreNorm(TritonLayerNorm):
+    """A block's LayerNorm, whose output only feeds a GEMM.
+
+    Under autocast it stores its output straight in the autocast dtype -- the
+    values the GEMM's input cast would produce from nn.LayerNorm's fp32 output
+    -- so an fp32 residual stream costs no separate cast pass. Outside autocast
+    it is TritonLayerNorm.
+    """
+
+    def forward(self, x):
+        from fastvit.kernels import layer_norm
+
+        device = x.device.type
+        out_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        return layer_norm(x, self.weight, self.bias, self.eps, out_dtype=out_dtype)
+
+
 NORM_LAYERS = {"torch": nn.LayerNorm, "triton": TritonLayerNorm}
+# The norms inside a block, in front of the qkv and fc1 GEMMs.
+PRE_NORM_LAYERS = {"torch": nn.LayerNorm, "triton": TritonPreNorm}
 
 
-def norm_layer(impl: str) -> type[nn.LayerNorm]:
+def norm_layer(impl: str, *, pre_gemm: bool = False) -> type[nn.LayerNorm]:
+    """The LayerNorm class for ``norm_impl``; ``pre_gemm`` for a block's norms, whose output only feeds a GEMM."""
     if impl not in NORM_LAYERS:
         raise ValueError(f"unknown norm_impl {impl!r}; valid: {sorted(NORM_LAYERS)}")
-    return NORM_LAYERS[impl]
+    return (PRE_NORM_LAYERS if pre_gemm else NORM_LAYERS)[impl]

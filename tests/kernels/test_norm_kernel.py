@@ -207,6 +207,48 @@ def test_backward_partition_covers_rows_once(n):
         assert (programs - 1) * per_program < m <= programs * per_program, (m, programs, per_program)
 
 
+# --------------------------------------------------------------------------- fp32 in, half out
+
+
+def check_out_dtype(out_dtype, device):
+    """fp32 x normalized straight into ``out_dtype`` (a block norm under autocast):
+    against eager (fp32 LayerNorm, then the cast the next GEMM would make) and the
+    fp64 reference; x's gradient stays fp32."""
+    t = _make_inputs("layer_norm", (197, 768), torch.float32, device)
+    x, w, b, dout = t["x"], t["weight"], t["bias"], t["dout"].to(out_dtype)
+    out, mean, rstd = ln.layer_norm_fwd(x, w, b, EPS, out_dtype)
+    buf = poison_(torch.empty(x.shape, dtype=out_dtype, device=device))
+    _, launched, _, _ = ln.launch_layer_norm_fwd(x, w, b, EPS, out=buf, out_dtype=out_dtype)
+    assert out.dtype == out_dtype and torch.equal(launched, out)
+    ref = layer_norm_ref(x, w, b, EPS)
+    eager = layer_norm_ref(x, w, b, EPS, upcast=False).to(out_dtype)
+    assert_close_vs_ref(out, eager, ref, factor=2, atol=ATOL[out_dtype], name="out")
+    leaves = [v.detach().requires_grad_() for v in (x, w, b)]
+    grads = torch.autograd.grad(ln.layer_norm(*leaves, EPS, out_dtype=out_dtype), leaves, dout)
+    assert [g.dtype for g in grads] == [torch.float32] * 3
+    eager_leaves = [v.detach().requires_grad_() for v in (x, w, b)]
+    eager_grads = torch.autograd.grad(layer_norm_ref(*eager_leaves, EPS, upcast=False).to(out_dtype), eager_leaves, dout)
+    ref_leaves = [v.detach().double().requires_grad_() for v in (x, w, b)]
+    ref_grads = torch.autograd.grad(layer_norm_ref(*ref_leaves, EPS), ref_leaves, dout.double())
+    for name, got, e, r in zip(("dx", "dweight", "dbias"), grads, eager_grads, ref_grads):
+        assert_close_vs_ref(got, e, r, factor=2, atol=ATOL[torch.float32], name=name)
+
+
+def test_fp32_input_to_fp16_output(device):
+    check_out_dtype(torch.float16, device)
+
+
+@pytest.mark.cuda
+def test_fp32_input_to_bf16_output_cuda():
+    # On CPU the interpreter's fp32 -> bf16 cast truncates instead of rounding to nearest.
+    check_out_dtype(torch.bfloat16, "cuda")
+
+
+def test_out_dtype_equal_to_inputs_is_the_plain_op():
+    x, w, b = torch.randn(3, 192), 1 + torch.randn(192), torch.randn(192)
+    assert torch.equal(ln.layer_norm(x, w, b, out_dtype=torch.float32), ln.layer_norm(x, w, b))
+
+
 # --------------------------------------------------------------------------- registration
 
 
@@ -216,7 +258,9 @@ def _op_args(name):
     w, b = 1 + torch.randn(192), torch.randn(192)
     _, mean, rstd = ln.layer_norm_fwd(x, w, b, EPS)
     if name == "layer_norm_fwd":
-        return (x.requires_grad_(), w.requires_grad_(), b.requires_grad_(), EPS)
+        return (x.requires_grad_(), w.requires_grad_(), b.requires_grad_(), EPS, None)
+    if name == "layer_norm_fwd_to_fp16":
+        return (x.requires_grad_(), w.requires_grad_(), b.requires_grad_(), EPS, torch.float16)
     if name == "add_layer_norm_fwd":
         return (x.requires_grad_(), y.requires_grad_(), w.requires_grad_(), b.requires_grad_(), EPS)
     if name == "layer_norm_bwd":
@@ -224,9 +268,10 @@ def _op_args(name):
     return (dout, ds, x, w, mean, rstd)
 
 
-@pytest.mark.parametrize("name", ["layer_norm_fwd", "layer_norm_bwd", "add_layer_norm_fwd", "add_layer_norm_bwd"])
+@pytest.mark.parametrize("name", ["layer_norm_fwd", "layer_norm_fwd_to_fp16", "layer_norm_bwd", "add_layer_norm_fwd", "add_layer_norm_bwd"])
 def test_opcheck(name):
-    torch.library.opcheck(getattr(torch.ops.fastvit, name).default, _op_args(name))
+    op = name.removesuffix("_to_fp16")
+    torch.library.opcheck(getattr(torch.ops.fastvit, op).default, _op_args(name))
 
 
 def test_torch_compile_fullgraph():
@@ -267,6 +312,8 @@ def _bad_call(case):
         "y_dtype": lambda: ln.add_layer_norm(x, x.half(), w, b),
         "y_device": lambda: ln.add_layer_norm(x, x.to("meta"), w, b),
         "out_buffer": lambda: ln.launch_layer_norm_fwd(x, w, b, EPS, out=torch.empty(4, 193)),
+        "out_dtype": lambda: ln.layer_norm(x, w, b, out_dtype=torch.float64),
+        "out_buffer_dtype": lambda: ln.launch_layer_norm_fwd(x, w, b, EPS, out=torch.empty(4, 192), out_dtype=torch.float16),
     }[case]
 
 
@@ -288,6 +335,8 @@ def _bad_call(case):
         ("y_dtype", TypeError, "y: expected a torch.float32 tensor like x, got torch.float16"),
         ("y_device", ValueError, "y: expected device cpu like x, got meta"),
         ("out_buffer", ValueError, r"output buffer: expected contiguous torch.float32 of shape \(4, 192\)"),
+        ("out_dtype", TypeError, "out_dtype: expected None, torch.float32, torch.float16 or torch.bfloat16, got torch.float64"),
+        ("out_buffer_dtype", ValueError, "output buffer: expected contiguous torch.float16 .* got torch.float32"),
     ],
     ids=lambda v: v if isinstance(v, str) and " " not in v else "",
 )
@@ -312,6 +361,10 @@ def test_aot_cases_cover_every_shipped_config():
         for name in ("layer_norm_fwd", "add_layer_norm_fwd", "layer_norm_bwd", "add_layer_norm_bwd"):
             for dtype in ("bf16", "fp16"):
                 for n in (768, 1280):
+                    if name == "layer_norm_fwd":
+                        mixed = {(("num_stages", c.num_stages), ("num_warps", c.num_warps)) for c in AOT_CASES
+                                 if c.arch == arch and c.name == f"layer_norm_fwd-fp32-to-{dtype}-N{n}"}
+                        assert mixed == shipped, (arch, "fp32 to", dtype, n)
                     covered = {(("num_stages", c.num_stages), ("num_warps", c.num_warps)) for c in AOT_CASES
                                if c.arch == arch and c.name == f"{name}-{dtype}-N{n}"}
                     assert covered == shipped, (arch, name, dtype, n)
