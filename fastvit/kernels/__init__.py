@@ -7,7 +7,7 @@ Public ops (torch-like signatures, nn.Linear weight layout):
 
 - ``attention(q, k, v, scale=None)``: FlashAttention-style, (B, H, N, D) inputs.
 - ``attention_qkvpacked(qkv, scale=None)``: the same over a packed (B, N, 3, H, D) qkv.
-- ``layer_norm(x, weight, bias, eps)``
+- ``layer_norm(x, weight, bias, eps, *, out_dtype=None)``
 - ``add_layer_norm(x, y, weight, bias, eps)`` -> ``(x + y, LN(x + y))``
 - ``linear_gelu(x, weight, bias, approximate="none")``
 - ``linear_residual(x, weight, bias, residual, *, scale=None)`` -> ``residual + scale * (x @ W^T + b)``
