@@ -50,17 +50,22 @@ def sdpa_attention(q, k, v, dropout_p=0.0, scale=None):
     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
 
 
+def _require_triton_device(t: torch.Tensor) -> None:
+    from fastvit.kernels.tuning import interpreting
+
+    if not (t.is_cuda or interpreting()):
+        raise RuntimeError(
+            "attn_impl='triton' needs a CUDA tensor (or TRITON_INTERPRET=1 to run the kernel on the CPU, slowly); "
+            f"got a tensor on {t.device}. Use attn_impl='auto' to fall back to SDPA off the GPU."
+        )
+
+
 def triton_attention(q, k, v, dropout_p=0.0, scale=None):
     if dropout_p > 0:  # the kernel has no dropout; documented fallback
         return sdpa_attention(q, k, v, dropout_p, scale)
+    _require_triton_device(q)
     from fastvit.kernels import attention
-    from fastvit.kernels.tuning import interpreting
 
-    if not (q.is_cuda or interpreting()):
-        raise RuntimeError(
-            "attn_impl='triton' needs a CUDA tensor (or TRITON_INTERPRET=1 to run the kernel on the CPU, slowly); "
-            f"got a tensor on {q.device}. Use attn_impl='auto' to fall back to SDPA off the GPU."
-        )
     return attention(q, k, v, scale=scale)
 
 
@@ -72,11 +77,9 @@ def unpack_qkv(qkv):
 def triton_attention_packed(qkv, dropout_p=0.0, scale=None):
     if dropout_p > 0:
         return sdpa_attention(*unpack_qkv(qkv), dropout_p, scale)
+    _require_triton_device(qkv)
     from fastvit.kernels import attention_qkvpacked
-    from fastvit.kernels.tuning import interpreting
 
-    if not (qkv.is_cuda or interpreting()):
-        return triton_attention(*unpack_qkv(qkv), dropout_p, scale)  # raises its error
     return attention_qkvpacked(qkv, scale=scale)
 
 

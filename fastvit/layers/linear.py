@@ -13,13 +13,16 @@ from torch import nn
 from .drop import DropPath, drop_path_scale
 
 
+def autocast_dtype(t: torch.Tensor) -> torch.dtype | None:
+    """The dtype torch.autocast casts GEMM inputs to on ``t``'s device, or None outside autocast."""
+    device = t.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+
+
 def _autocast(*tensors):
     """Under torch.autocast, cast to its dtype as nn.Linear would; otherwise unchanged."""
-    device = tensors[0].device.type
-    if not torch.is_autocast_enabled(device):
-        return tensors
-    dtype = torch.get_autocast_dtype(device)
-    return tuple(t.to(dtype) for t in tensors)
+    dtype = autocast_dtype(tensors[0])
+    return tensors if dtype is None else tuple(t.to(dtype) for t in tensors)
 
 
 class ResidualLinear(nn.Linear):

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
+
+from .linear import autocast_dtype
 
 
 class TritonLayerNorm(nn.LayerNorm):
     """nn.LayerNorm computed by fastvit's Triton kernel (fp32 statistics)."""
 
+    def out_dtype(self, x):
+        """Output dtype; None keeps x's, as nn.LayerNorm does (fp32 even under autocast)."""
+        return None
+
     def forward(self, x):
         from fastvit.kernels import layer_norm
 
-        return layer_norm(x, self.weight, self.bias, self.eps)
+        return layer_norm(x, self.weight, self.bias, self.eps, out_dtype=self.out_dtype(x))
 
 
 class TritonPreNorm(TritonLayerNorm):
@@ -24,12 +29,8 @@ class TritonPreNorm(TritonLayerNorm):
     it is TritonLayerNorm.
     """
 
-    def forward(self, x):
-        from fastvit.kernels import layer_norm
-
-        device = x.device.type
-        out_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
-        return layer_norm(x, self.weight, self.bias, self.eps, out_dtype=out_dtype)
+    def out_dtype(self, x):
+        return autocast_dtype(x)
 
 
 NORM_LAYERS = {"torch": nn.LayerNorm, "triton": TritonLayerNorm}
