@@ -2,7 +2,7 @@
 
 from .attention import BACKENDS, Attention, auto_choice, backend_status, get_attention_backend
 from .drop import DropPath, drop_path
-from .embed import PatchEmbed, patchify, resample_pos_embed
+from .embed import RESAMPLE_CONVENTIONS, PatchEmbed, patchify, resample_options, resample_pos_embed
 from .linear import LINEAR_IMPLS, ResidualLinear, linear_parts
 from .mlp import Mlp
 from .norm import NORM_LAYERS, norm_layer
@@ -10,5 +10,5 @@ from .norm import NORM_LAYERS, norm_layer
 __all__ = [
     "Attention", "BACKENDS", "DropPath", "LINEAR_IMPLS", "Mlp", "NORM_LAYERS", "PatchEmbed", "ResidualLinear",
     "auto_choice", "backend_status", "drop_path", "get_attention_backend", "linear_parts", "norm_layer",
-    "patchify", "resample_pos_embed",
+    "patchify", "RESAMPLE_CONVENTIONS", "resample_options", "resample_pos_embed",
 ]

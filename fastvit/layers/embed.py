@@ -18,20 +18,67 @@ def patchify(x: torch.Tensor, patch_size: int) -> torch.Tensor:
 class PatchEmbed(nn.Module):
     """Conv2d with kernel = stride = patch size, then flatten to tokens (B, N, D).
 
+    Carries timm's ``PatchEmbed`` attributes: ``patch_size`` and ``img_size`` as
+    (h, w) tuples, ``grid_size``, ``num_patches``, ``dynamic_img_size`` (``img_size``
+    is the native size; ``dynamic_img_size`` lets other sizes through).
     ``forward_linear`` computes the same thing as a GEMM over flattened patches
     (the form a fused path may prefer); a test holds the two equal.
     """
 
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int):
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, img_size=None, dynamic_img_size: bool = False):
         super().__init__()
-        self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        p = int(patch_size)
+        self.patch_size = (p, p)
+        self.in_chans, self.embed_dim = in_chans, embed_dim
+        self.dynamic_img_size = dynamic_img_size
+        self.strict_img_size = not dynamic_img_size and img_size is not None
+        self.flatten, self.output_fmt = True, "NCHW"
+        self.set_input_size(img_size)
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=p, stride=p)
+        self.norm = nn.Identity()
+
+    def set_input_size(self, img_size=None):
+        """Record a new native image size (the weights do not depend on it)."""
+        if img_size is None:
+            self.img_size = self.grid_size = self.num_patches = None
+            return
+        h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        self.img_size = (h, w)
+        self.grid_size = (h // self.patch_size[0], w // self.patch_size[1])
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+
+    def feat_ratio(self, as_scalar: bool = True):
+        return self.patch_size[0] if as_scalar else self.patch_size
+
+    def dynamic_feat_size(self, img_size: tuple[int, int]) -> tuple[int, int]:
+        """The token grid of an (H, W) image."""
+        return img_size[0] // self.patch_size[0], img_size[1] // self.patch_size[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).flatten(2).transpose(1, 2)
 
     def forward_linear(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(patchify(x, self.patch_size), self.proj.weight.flatten(1), self.proj.bias)
+        return F.linear(patchify(x, self.patch_size[0]), self.proj.weight.flatten(1), self.proj.bias)
+
+
+# How each source resamples a position embedding to another grid: F.interpolate's
+# mode, antialias and align_corners. "timm": resample_abs_pos_embed (its checkpoint
+# loads, dynamic_img_size, set_input_size); "hf": transformers' interpolate_pos_encoding;
+# "big_vision": timm's .npz loader (load_pretrained); "torchvision": its interpolate_embeddings.
+RESAMPLE_CONVENTIONS: dict[str, dict] = {
+    "timm": dict(interpolation="bicubic", antialias=True, align_corners=False),
+    "hf": dict(interpolation="bicubic", antialias=False, align_corners=False),
+    "big_vision": dict(interpolation="bilinear", antialias=False, align_corners=False),
+    "torchvision": dict(interpolation="bicubic", antialias=False, align_corners=True),
+}
+
+
+def resample_options(convention: str) -> dict:
+    """``interpolation``/``antialias``/``align_corners`` of a named convention (``RESAMPLE_CONVENTIONS``)."""
+    if convention not in RESAMPLE_CONVENTIONS:
+        raise ValueError(f"unknown position-embedding resampling convention {convention!r}; "
+                         f"valid: {sorted(RESAMPLE_CONVENTIONS)}")
+    return dict(RESAMPLE_CONVENTIONS[convention])
 
 
 def resample_pos_embed(
@@ -40,14 +87,16 @@ def resample_pos_embed(
     old_size: tuple[int, int] | None = None,
     num_prefix_tokens: int = 1,
     interpolation: str = "bicubic",
-    antialias: bool = False,
+    antialias: bool = True,
+    align_corners: bool = False,
 ) -> torch.Tensor:
     """Resample a (1, prefix + gh*gw, D) position embedding to a new patch grid.
 
     The prefix (class / distillation) tokens are kept as they are; the grid part
     is reshaped to 2-D and interpolated in fp32. ``old_size`` defaults to a
-    square grid. ``antialias=False`` matches Hugging Face's
-    ``interpolate_pos_encoding``; timm's loader uses ``antialias=True``.
+    square grid. The defaults are timm's (``resample_abs_pos_embed``: bicubic,
+    ``antialias=True``); Hugging Face's ``interpolate_pos_encoding`` is
+    ``antialias=False``; ``resample_options(convention)`` gives each source's.
     """
     if pos_embed.ndim != 3 or pos_embed.shape[0] != 1:
         raise ValueError(f"pos_embed must have shape (1, tokens, dim), got {tuple(pos_embed.shape)}")
@@ -61,9 +110,12 @@ def resample_pos_embed(
     old_size = tuple(old_size)
     if old_size[0] * old_size[1] != num_grid:
         raise ValueError(f"old_size {old_size} holds {old_size[0] * old_size[1]} tokens, pos_embed has {num_grid}")
+    if old_size == new_size:
+        return pos_embed
     prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
     dim = grid.shape[-1]
     grid = grid.reshape(1, old_size[0], old_size[1], dim).permute(0, 3, 1, 2).float()
-    grid = F.interpolate(grid, size=new_size, mode=interpolation, align_corners=False, antialias=antialias)
+    corners = align_corners if interpolation in ("linear", "bilinear", "bicubic", "trilinear") else None
+    grid = F.interpolate(grid, size=new_size, mode=interpolation, align_corners=corners, antialias=antialias)
     grid = grid.permute(0, 2, 3, 1).reshape(1, new_size[0] * new_size[1], dim).to(pos_embed.dtype)
     return torch.cat([prefix, grid], dim=1)
