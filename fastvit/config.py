@@ -16,6 +16,16 @@ def to_2tuple(v) -> tuple[int, int]:
     return v
 
 
+GLOBAL_POOLS = ("token", "avg", "max", "avgmax", "")
+
+
+def check_resample_convention(name) -> None:
+    from .layers.embed import RESAMPLE_CONVENTIONS
+
+    if name not in RESAMPLE_CONVENTIONS:
+        raise ValueError(f"pos_embed_resample must be one of {sorted(RESAMPLE_CONVENTIONS)}, got {name!r}")
+
+
 @dataclass
 class ViTConfig:
     """Everything that fixes a VisionTransformer's architecture and implementation.
@@ -28,7 +38,7 @@ class ViTConfig:
     patch_size: int = 16
     in_chans: int = 3
     num_classes: int = 1000
-    global_pool: str = "token"  # "token" (class token) | "avg" (mean of patch tokens)
+    global_pool: str = "token"  # timm's: "token" (class token) | "avg" | "max" | "avgmax" (of patch tokens) | "" (none)
     embed_dim: int = 768
     depth: int = 12
     num_heads: int = 12
@@ -43,6 +53,11 @@ class ViTConfig:
     drop_path_rate: float = 0.0  # stochastic depth, increasing linearly to this value over the blocks
     norm_eps: float = 1e-6
     dynamic_img_size: bool = False
+    # How the position embedding is resampled to another grid (dynamic_img_size, set_input_size,
+    # checkpoint loads): "timm" (bicubic, antialias) | "hf" (interpolate_pos_encoding, no antialias)
+    # | "big_vision" (timm's .npz loader: bilinear) | "torchvision" (bicubic, align_corners).
+    # The converters set it to the convention of the weights' source.
+    pos_embed_resample: str = "timm"
     # Implementation switches (see fastvit.layers): never change parameters.
     attn_impl: str = "auto"  # auto | triton | flash_attn | xformers | sdpa | eager
     norm_impl: str = "torch"  # torch | triton
@@ -60,12 +75,13 @@ class ViTConfig:
             raise ValueError(f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})")
         if any(s % self.patch_size for s in self.img_size):
             raise ValueError(f"img_size {self.img_size} must be divisible by patch_size {self.patch_size}")
-        if self.global_pool not in ("token", "avg"):
-            raise ValueError(f"global_pool must be 'token' or 'avg', got {self.global_pool!r}")
+        if self.global_pool not in GLOBAL_POOLS:
+            raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {self.global_pool!r}")
         if self.global_pool == "token" and not self.class_token:
             raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg' without a class token")
         if self.distilled and not self.class_token:
             raise ValueError("distilled=True needs class_token=True (DeiT pools the class and distillation tokens)")
+        check_resample_convention(self.pos_embed_resample)
         for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -94,7 +110,7 @@ class ViTConfig:
 
     @property
     def use_fc_norm(self) -> bool:
-        return self.global_pool == "avg" if self.fc_norm is None else self.fc_norm
+        return self.global_pool in ("avg", "max", "avgmax") if self.fc_norm is None else self.fc_norm
 
     def replace(self, **overrides) -> "ViTConfig":
         unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(self)})
@@ -139,7 +155,7 @@ PRESETS: dict[str, dict] = {
     "vit_large_patch16_224": _vit(16, 1024, 24, 16),
     "vit_large_patch14_224": _vit(14, 1024, 24, 16),
     "vit_large_patch16_384": _vit(16, 1024, 24, 16, img=384),
-    "vit_huge_patch14_224": _vit(14, 1280, 32, 16),
+    "vit_huge_patch14_224": _vit(14, 1280, 32, 16, num_classes=0),  # timm's: in21k features, no head
     "deit_tiny_patch16_224": _vit(16, 192, 12, 3),
     "deit_small_patch16_224": _vit(16, 384, 12, 6),
     "deit_base_patch16_224": _vit(16, 768, 12, 12),
@@ -147,6 +163,38 @@ PRESETS: dict[str, dict] = {
     "deit_small_distilled_patch16_224": _vit(16, 384, 12, 6, distilled=True),
     "deit_base_distilled_patch16_224": _vit(16, 768, 12, 12, distilled=True),
 }
+
+
+# -- timm's pretrained_cfg per preset -------------------------------------------------------------
+# timm 1.0.29's default weights for each name (the first tag it lists): the preprocessing
+# its data helpers read from model.pretrained_cfg. fastvit never downloads, so no url / hub id.
+_DEFAULT_TAGS = {
+    "vit_base_patch8_224": "augreg2_in21k_ft_in1k", "vit_base_patch16_224": "augreg2_in21k_ft_in1k",
+    "vit_large_patch14_224": "untrained", "vit_huge_patch14_224": "orig_in21k",
+}
+INCEPTION_MEAN = INCEPTION_STD = (0.5, 0.5, 0.5)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def pretrained_cfg_for(name: str | None, cfg: "ViTConfig") -> dict:
+    """timm's ``pretrained_cfg`` for preset ``name``; for a config without a preset name,
+    timm's data defaults (ImageNet mean/std, crop 0.875) at the config's input size."""
+    classifier = ("head", "head_dist") if cfg.distilled else "head"
+    common = dict(url="", architecture=name, tag=None, custom_load=False, fixed_input_size=True,
+                  interpolation="bicubic", crop_mode="center", pool_size=None, first_conv="patch_embed.proj",
+                  classifier=classifier, license="apache-2.0")
+    if name not in PRESETS:
+        return dict(common, input_size=(cfg.in_chans, *cfg.img_size), crop_pct=0.875, mean=IMAGENET_MEAN,
+                    std=IMAGENET_STD, num_classes=cfg.num_classes)
+    preset = ViTConfig(**PRESETS[name])
+    deit = name.startswith("deit_")
+    return dict(
+        common, tag="fb_in1k" if deit else _DEFAULT_TAGS.get(name, "augreg_in21k_ft_in1k"),
+        input_size=(preset.in_chans, *preset.img_size),
+        crop_pct=0.9 if deit or preset.img_size[0] < 384 else 1.0,
+        mean=IMAGENET_MEAN if deit else INCEPTION_MEAN, std=IMAGENET_STD if deit else INCEPTION_STD,
+        num_classes=preset.num_classes,
+    )
 
 
 def list_models(pattern: str = "*") -> list[str]:

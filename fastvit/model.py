@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .config import ViTConfig, get_config
-from .layers import Attention, Mlp, PatchEmbed, norm_layer, resample_pos_embed
+from .config import GLOBAL_POOLS, ViTConfig, get_config, pretrained_cfg_for
+from .layers import Attention, Mlp, PatchEmbed, norm_layer, resample_options, resample_pos_embed
 
 
 class Block(nn.Module):
@@ -40,7 +40,9 @@ class VisionTransformer(nn.Module):
     ``forward(x)`` returns logits (or pooled features when ``num_classes=0``);
     ``forward_features`` the normalized tokens (B, prefix + N, D);
     ``forward_head`` pools and classifies them; ``forward_intermediates`` gives
-    per-block outputs for detection and segmentation necks.
+    per-block outputs for detection and segmentation necks. The attributes and
+    methods timm's helpers use (``pretrained_cfg``, ``group_matcher``,
+    ``feature_info``, ``prune_intermediate_layers``, ...) behave as timm's.
     """
 
     def __init__(self, cfg: ViTConfig | None = None, **overrides):
@@ -49,14 +51,22 @@ class VisionTransformer(nn.Module):
         self.cfg = cfg
         d = cfg.embed_dim
         self.num_prefix_tokens = cfg.num_prefix_tokens
-        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, d)
+        # parameters in timm's order (cls_token, pos_embed, then DeiT's dist_token), so that
+        # timm's optimizer factory lists them as it does for timm's model
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d)) if cfg.class_token else None
-        self.dist_token = nn.Parameter(torch.zeros(1, 1, d)) if cfg.distilled else None
+        self.reg_token = None
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_tokens, d))
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, d)) if cfg.distilled else None
+        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, d, cfg.img_size, cfg.dynamic_img_size)
         self.pos_drop = nn.Dropout(cfg.drop_rate)
+        self.patch_drop, self.norm_pre = nn.Identity(), nn.Identity()
         # stochastic depth grows linearly from 0 at the first block to drop_path_rate at the last
         rates = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
-        self.blocks = nn.ModuleList(Block(cfg, r) for r in rates)
+        self.blocks = nn.Sequential(*(Block(cfg, r) for r in rates))
+        self.feature_info = [dict(module=f"blocks.{i}", num_chs=d, reduction=cfg.patch_size) for i in range(cfg.depth)]
+        self.attn_pool = None
+        self.distilled_training = False
+        self.pretrained_cfg = self.default_cfg = pretrained_cfg_for(None, cfg)
         norm = norm_layer(cfg.norm_impl)
         self.norm = nn.Identity() if cfg.use_fc_norm else norm(d, eps=cfg.norm_eps)
         self.fc_norm = norm(d, eps=cfg.norm_eps) if cfg.use_fc_norm else nn.Identity()
@@ -99,10 +109,19 @@ class VisionTransformer(nn.Module):
         nn.init.zeros_(self.patch_embed.proj.bias)
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None):
-        """Replace the head (and its distillation twin) with a fresh one for ``num_classes`` (0: none)."""
+        """Replace the head (and its distillation twin) with a fresh one for ``num_classes`` (0: none);
+        ``global_pool`` (timm's: "token", "avg", "max", "avgmax", "") changes the pooling, not the norms."""
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
+        cfg = self.cfg
         if global_pool is not None:
-            self.cfg = self.cfg.replace(global_pool=global_pool)
-        self.cfg = self.cfg.replace(num_classes=num_classes)
+            if global_pool not in GLOBAL_POOLS:
+                raise ValueError(f"global_pool must be one of {GLOBAL_POOLS} (fastvit has no attention pooling), "
+                                 f"got {global_pool!r}")
+            if not cfg.distilled:  # DeiT always pools its class and distillation tokens (timm ignores it too)
+                # the final norm stays where it is: pin fc_norm before the pooling rule could move it
+                cfg = cfg.replace(global_pool=global_pool, fc_norm=cfg.use_fc_norm)
+        self.cfg = cfg.replace(num_classes=num_classes)
         device, dtype = self.pos_embed.device, self.pos_embed.dtype
         feat = self.cfg.representation_size or self.cfg.embed_dim
         for name in ("head", "head_dist") if self.cfg.distilled else ("head",):
@@ -110,7 +129,21 @@ class VisionTransformer(nn.Module):
             if num_classes:
                 nn.init.trunc_normal_(head.weight, std=0.02)
                 nn.init.zeros_(head.bias)
-            setattr(self, name, head.to(device=device, dtype=dtype))
+            setattr(self, name, head.to(device=device, dtype=dtype).train(self.training))
+
+    def get_classifier(self):
+        """The classifier head; for a distilled model (head, head_dist), as timm."""
+        return (self.head, self.head_dist) if self.cfg.distilled else self.head
+
+    def set_distilled_training(self, enable: bool = True):
+        """DeiT: with this on, a distilled model in training returns (class, distillation) logits."""
+        self.distilled_training = enable
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's parameter groups (stem, one per block, final norm with the last): its layer-wise
+        learning-rate decay builds the same groups as for timm's model."""
+        stem = r"^cls_token|pos_embed|patch_embed|dist_token" if self.cfg.distilled else r"^cls_token|reg_token|pos_embed|patch_embed"
+        return dict(stem=stem, blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
 
     def no_weight_decay(self) -> set[str]:
         return {name for name in ("pos_embed", "cls_token", "dist_token") if getattr(self, name) is not None}
@@ -119,9 +152,14 @@ class VisionTransformer(nn.Module):
         """Recompute each block's activations in the backward instead of storing them."""
         self.grad_checkpointing = enable
 
-    @property
-    def num_features(self) -> int:
-        return self.cfg.embed_dim
+    # timm's attribute names, read from the config so they cannot drift from it
+    num_features = embed_dim = head_hidden_size = property(lambda self: self.cfg.embed_dim)
+    num_classes = property(lambda self: self.cfg.num_classes)
+    global_pool = property(lambda self: self.cfg.global_pool)
+    in_chans = property(lambda self: self.cfg.in_chans)
+    has_class_token = property(lambda self: self.cfg.class_token)
+    dynamic_img_size = property(lambda self: self.cfg.dynamic_img_size)
+    num_reg_tokens, no_embed_class, pool_include_prefix, dynamic_img_pad = 0, False, False, False
 
     # -- input checks and embeddings --------------------------------------------------
 
@@ -155,7 +193,8 @@ class VisionTransformer(nn.Module):
     def _pos_embed(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         pos = self.pos_embed
         if grid != self.cfg.grid_size:
-            pos = resample_pos_embed(pos, grid, self.cfg.grid_size, self.num_prefix_tokens)
+            pos = resample_pos_embed(pos, grid, self.cfg.grid_size, self.num_prefix_tokens,
+                                     **resample_options(self.cfg.pos_embed_resample))
         prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.dist_token) if t is not None]
         if prefix:
             x = torch.cat(prefix + [x], dim=1)
@@ -180,21 +219,37 @@ class VisionTransformer(nn.Module):
             x = self._run_block(block, x)
         return self.norm(x)
 
+    def pool(self, x: torch.Tensor, pool_type: str | None = None) -> torch.Tensor:
+        """timm's pooling of tokens (B, prefix + N, D): "token" (class token), "avg", "max",
+        "avgmax" (of the patch tokens) or "" (none: all tokens)."""
+        pool_type = self.cfg.global_pool if pool_type is None else pool_type
+        if not pool_type:
+            return x
+        if pool_type == "token":
+            return x[:, 0]
+        patches = x[:, self.num_prefix_tokens :]
+        if pool_type == "avg":
+            return patches.mean(dim=1)
+        if pool_type == "max":
+            return patches.amax(dim=1)
+        if pool_type == "avgmax":
+            return 0.5 * (patches.amax(dim=1) + patches.mean(dim=1))
+        raise ValueError(f"pool_type must be one of {GLOBAL_POOLS}, got {pool_type!r}")
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False):
-        """Pool tokens (B, prefix + N, D) and classify. In training a distilled
-        model returns (class logits, distillation logits); in eval their mean."""
-        if self.cfg.global_pool == "avg":
-            pooled = x[:, self.num_prefix_tokens :].mean(dim=1)
-        else:
-            pooled = x[:, 0]
-        pooled = self.pre_logits(self.fc_norm(pooled))
+        """Pool tokens (B, prefix + N, D) and classify. A distilled model gives the mean of its
+        class and distillation heads (of their features with ``pre_logits``), and both logits
+        only in training after ``set_distilled_training(True)``, as timm's DeiT."""
         if self.cfg.distilled:
-            dist = self.pre_logits(self.fc_norm(x[:, 1]))
+            cls, dist = (self.pre_logits(self.fc_norm(t)) for t in (x[:, 0], x[:, 1]))
             if pre_logits:
-                return pooled, dist
-            logits, dist_logits = self.head(self.head_drop(pooled)), self.head_dist(self.head_drop(dist))
-            return (logits, dist_logits) if self.training else (logits + dist_logits) / 2
-        return pooled if pre_logits else self.head(self.head_drop(pooled))
+                return (cls + dist) / 2
+            logits, dist_logits = self.head(cls), self.head_dist(dist)
+            if self.distilled_training and self.training:
+                return logits, dist_logits
+            return (logits + dist_logits) / 2
+        x = self.head_drop(self.pre_logits(self.fc_norm(self.pool(x))))
+        return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor):
         return self.forward_head(self.forward_features(x))
@@ -203,54 +258,45 @@ class VisionTransformer(nn.Module):
         self,
         x: torch.Tensor,
         indices: int | Sequence[int] | None = None,
-        output_fmt: str = "NCHW",
-        norm: bool = False,
         return_prefix_tokens: bool = False,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
         intermediates_only: bool = False,
+        output_dict: bool = False,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
     ):
-        """Outputs of selected blocks, for feature-pyramid necks.
+        """Outputs of selected blocks, for feature-pyramid necks (timm's signature and semantics).
 
-        ``indices``: an int n takes the last n blocks; a sequence takes those
-        block indices (negative ones count from the end); None takes all.
-        ``output_fmt``: "NCHW" gives (B, D, gh, gw) feature maps, "NLC" gives
-        (B, gh*gw, D) patch tokens. ``norm`` applies the final norm to each.
-        Returns the list, or ``(final_tokens, list)`` unless ``intermediates_only``.
-        With ``return_prefix_tokens`` each entry is ``(features, prefix_tokens)``.
+        ``indices``: an int n takes the last n blocks; a sequence takes those blocks
+        (negative ones count from the end; results come in block order, each block
+        once); None takes all. ``output_fmt``: "NCHW" gives (B, D, gh, gw) maps, "NLC"
+        (B, gh*gw, D) patch tokens. ``norm`` applies the final norm to each;
+        ``return_prefix_tokens`` makes each entry ``(features, prefix_tokens)``;
+        ``stop_early`` skips the blocks after the last one taken. Returns
+        ``(final_tokens, list)``, the list alone with ``intermediates_only``, or with
+        ``output_dict`` a dict with "image_intermediates" (and "image_features",
+        "image_intermediates_prefix").
         """
-        if output_fmt not in ("NCHW", "NLC"):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
-        depth = len(self.blocks)
-        if indices is None:
-            take = list(range(depth))
-        elif isinstance(indices, int):
-            if not 0 < indices <= depth:
-                raise ValueError(f"indices={indices} must be in 1..{depth} (the last n blocks)")
-            take = list(range(depth - indices, depth))
-        else:
-            take = []
-            for i in indices:
-                if not -depth <= i < depth:
-                    raise ValueError(f"block index {i} out of range for a model with {depth} blocks")
-                take.append(i % depth)
-        wanted = set(take)
-        x, (gh, gw) = self._embed(x)
-        found = {}
-        # without the final output, blocks after the last one asked for need not run
-        blocks = self.blocks[: max(wanted) + 1] if intermediates_only else self.blocks
-        for i, block in enumerate(blocks):
-            x = self._run_block(block, x)
-            if i in wanted:
-                found[i] = self.norm(x) if norm else x
-        outputs = []
-        for i in take:
-            y = found[i]
-            prefix, tokens = y[:, : self.num_prefix_tokens], y[:, self.num_prefix_tokens :]
-            if output_fmt == "NCHW":
-                tokens = tokens.reshape(tokens.shape[0], gh, gw, -1).permute(0, 3, 1, 2).contiguous()
-            outputs.append((tokens, prefix) if return_prefix_tokens else tokens)
-        if intermediates_only:
-            return outputs
-        return self.norm(x), outputs
+        from .features import forward_intermediates
+
+        return forward_intermediates(self, x, indices, return_prefix_tokens, norm, stop_early, output_fmt,
+                                     intermediates_only, output_dict, attn_mask, is_causal)
+
+    def get_intermediate_layers(self, x, n=1, reshape: bool = False, return_prefix_tokens: bool = False,
+                                norm: bool = False, attn_mask=None):
+        """timm's DINO-style wrapper around :meth:`forward_intermediates`."""
+        return self.forward_intermediates(x, n, return_prefix_tokens=return_prefix_tokens, norm=norm,
+                                          output_fmt="NCHW" if reshape else "NLC", intermediates_only=True,
+                                          attn_mask=attn_mask)
+
+    def prune_intermediate_layers(self, indices=1, prune_norm: bool = False, prune_head: bool = True) -> list[int]:
+        """Drop the blocks after the last of ``indices`` (and the final norm / the head);
+        returns the absolute indices, as timm."""
+        from .features import prune_intermediate_layers
+
+        return prune_intermediate_layers(self, indices, prune_norm, prune_head)
 
     # -- resolution ---------------------------------------------------------------------
 
@@ -258,9 +304,23 @@ class VisionTransformer(nn.Module):
         """Change the native image size, resampling the position embedding to the new grid."""
         new_cfg = self.cfg.replace(img_size=img_size)
         with torch.no_grad():
-            pos = resample_pos_embed(self.pos_embed.data, new_cfg.grid_size, self.cfg.grid_size, self.num_prefix_tokens)
+            pos = resample_pos_embed(self.pos_embed.data, new_cfg.grid_size, self.cfg.grid_size, self.num_prefix_tokens,
+                                     **resample_options(self.cfg.pos_embed_resample))
         self.pos_embed = nn.Parameter(pos, requires_grad=self.pos_embed.requires_grad)
         self.cfg = new_cfg
+        self.patch_embed.set_input_size(new_cfg.img_size)
+
+    def set_input_size(self, img_size=None, patch_size=None):
+        """timm's name for :meth:`set_img_size`: a new native image size (None keeps it), the
+        position embedding resampled by the model's ``pos_embed_resample`` convention.
+        The patch size cannot change (that would resample the patch-embedding kernel)."""
+        if patch_size is not None:
+            p = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
+            if p != self.patch_embed.patch_size:
+                raise ValueError(f"set_input_size: patch_size {p} differs from the model's {self.patch_embed.patch_size}; "
+                                 "fastvit does not resample the patch-embedding kernel")
+        if img_size is not None:
+            self.set_img_size(img_size)
 
 
 def create_model(name: str, pretrained: str | None = None, **overrides) -> VisionTransformer:
@@ -270,6 +330,7 @@ def create_model(name: str, pretrained: str | None = None, **overrides) -> Visio
     Face or big_vision layout); see :func:`fastvit.load_checkpoint`.
     """
     model = VisionTransformer(get_config(name, **overrides))
+    model.pretrained_cfg = model.default_cfg = pretrained_cfg_for(name, model.cfg)
     if pretrained is not None:
         from .checkpoints import load_checkpoint
 

@@ -68,15 +68,23 @@ def test_representation_layer_is_linear_tanh():
     assert pre.abs().max() <= 1
 
 
-def test_distilled_model_returns_both_heads_in_training_and_mean_in_eval():
+def test_distilled_model_mean_unless_distilled_training():
+    """timm's DeiT: the mean of both heads (and of both features with pre_logits), except in
+    training after set_distilled_training(True), which returns both logits."""
     model = tiny(distilled=True, num_classes=7)
     x = torch.randn(2, 3, 224, 224)
-    model.train()
-    cls_logits, dist_logits = model(x)
-    assert cls_logits.shape == dist_logits.shape == (2, 7)
-    model.eval()
     feats = model.forward_features(x)
-    torch.testing.assert_close(model(x), (model.head(feats[:, 0]) + model.head_dist(feats[:, 1])) / 2)
+    mean = (model.head(feats[:, 0]) + model.head_dist(feats[:, 1])) / 2
+    torch.testing.assert_close(model(x), mean)
+    torch.testing.assert_close(model.forward_head(feats, pre_logits=True), (feats[:, 0] + feats[:, 1]) / 2)
+    model.train()
+    torch.testing.assert_close(model(x), mean)  # no dropout in this model
+    model.set_distilled_training(True)
+    cls_logits, dist_logits = model(x)
+    torch.testing.assert_close(cls_logits, model.head(feats[:, 0]))
+    torch.testing.assert_close(dist_logits, model.head_dist(feats[:, 1]))
+    model.eval()
+    torch.testing.assert_close(model(x), mean)
 
 
 def test_other_in_chans_and_non_square_size():
@@ -107,14 +115,15 @@ def test_resample_to_same_grid_is_identity():
     torch.testing.assert_close(resample_pos_embed(pos, (14, 14)), pos, rtol=0, atol=1e-6)
 
 
-def test_resample_keeps_prefix_tokens_and_matches_bicubic():
+@pytest.mark.parametrize("antialias", [True, False])  # True: timm's default; False: HF's interpolate_pos_encoding
+def test_resample_keeps_prefix_tokens_and_matches_bicubic(antialias):
     pos = torch.randn(1, 2 + 4 * 4, 8)
-    out = resample_pos_embed(pos, (6, 6), num_prefix_tokens=2)
-    assert out.shape == (1, 2 + 36, 8)
+    out = resample_pos_embed(pos, (6, 3), num_prefix_tokens=2, antialias=antialias)
+    assert out.shape == (1, 2 + 18, 8)
     assert torch.equal(out[:, :2], pos[:, :2])
     grid = pos[:, 2:].reshape(1, 4, 4, 8).permute(0, 3, 1, 2)
-    ref = torch.nn.functional.interpolate(grid, size=(6, 6), mode="bicubic", align_corners=False)
-    torch.testing.assert_close(out[:, 2:], ref.permute(0, 2, 3, 1).reshape(1, 36, 8))
+    ref = torch.nn.functional.interpolate(grid, size=(6, 3), mode="bicubic", align_corners=False, antialias=antialias)
+    torch.testing.assert_close(out[:, 2:], ref.permute(0, 2, 3, 1).reshape(1, 18, 8))
 
 
 def test_224_weights_load_into_384_model():
