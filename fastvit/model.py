@@ -329,6 +329,14 @@ def create_model(name: str, pretrained: str | None = None, **overrides) -> Visio
     ``pretrained`` is a path to a local checkpoint (timm, torchvision, Hugging
     Face or big_vision layout); see :func:`fastvit.load_checkpoint`.
     """
+    if pretrained is not None and not isinstance(pretrained, dict):
+        from .checkpoints.hf_config import hf_config_fields, read_hf_config
+
+        # a Hugging Face config.json beside the weights fixes what they cannot show (eps, heads);
+        # keywords given here still win
+        hf = read_hf_config(pretrained)
+        if hf is not None and hf.get("model_type") in ("vit", "deit"):
+            overrides = {**hf_config_fields(hf, f"{pretrained} (config.json)"), **overrides}
     model = VisionTransformer(get_config(name, **overrides))
     model.pretrained_cfg = model.default_cfg = pretrained_cfg_for(name, model.cfg)
     if pretrained is not None:

@@ -89,7 +89,7 @@ def describe(state_dict: dict) -> str:
     return ", ".join(facts)
 
 
-def _fit_pos_embed(pos: torch.Tensor, model, interpolation: str, antialias: bool) -> torch.Tensor:
+def _fit_pos_embed(pos: torch.Tensor, model, interpolation: str, antialias: bool, align_corners: bool = False) -> torch.Tensor:
     want = model.pos_embed.shape
     if pos.shape == want:
         return pos
@@ -108,7 +108,7 @@ def _fit_pos_embed(pos: torch.Tensor, model, interpolation: str, antialias: bool
     else:
         raise ValueError(f"{found}; {n} tokens are not a square grid plus the model's {prefix} prefix token(s)")
     if (side, side) != model.cfg.grid_size:
-        pos = resample_pos_embed(pos, model.cfg.grid_size, (side, side), prefix, interpolation, antialias)
+        pos = resample_pos_embed(pos, model.cfg.grid_size, (side, side), prefix, interpolation, antialias, align_corners)
     return pos
 
 
@@ -163,6 +163,7 @@ def fit_state_dict(
     interpolation: str = "bicubic",
     antialias: bool = False,
     source: str = "checkpoint",
+    align_corners: bool = False,
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Check fastvit-named weights against ``model`` and adapt what may be adapted.
 
@@ -177,7 +178,7 @@ def fit_state_dict(
         raise ValueError(f"{source}: expected floating-point tensors, but these entries are not: {shorten(bad)}")
     expected = model.state_dict()
     if "pos_embed" in sd:
-        sd["pos_embed"] = _fit_pos_embed(sd["pos_embed"], model, interpolation, antialias)
+        sd["pos_embed"] = _fit_pos_embed(sd["pos_embed"], model, interpolation, antialias, align_corners)
     notices = []
     head_note = _fit_head(sd, expected)
     if head_note:

@@ -208,7 +208,7 @@ def from_hf(model: nn.Module, **impl):
         embed_dim=c.hidden_size, depth=c.num_hidden_layers, num_heads=c.num_attention_heads,
         mlp_ratio=c.intermediate_size / c.hidden_size, qkv_bias=c.qkv_bias, distilled=distilled,
         representation_size=representation, norm_eps=c.layer_norm_eps,
-        drop_rate=c.hidden_dropout_prob, attn_drop_rate=c.attention_probs_dropout_prob, **impl,
+        drop_rate=c.hidden_dropout_prob, attn_drop_rate=c.attention_probs_dropout_prob, pos_embed_resample="hf", **impl,
     )
     if cfg.mlp_hidden_dim != c.intermediate_size:
         raise config_mismatch(what, f"intermediate_size={c.intermediate_size} (not reproduced by an mlp_ratio)")

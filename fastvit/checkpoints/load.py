@@ -12,6 +12,8 @@ import torch
 from .big_vision import convert_big_vision
 from .common import CheckpointKeyError, fit_state_dict, shorten
 from .files import read_checkpoint, unwrap
+from ..layers import resample_options
+from .hf_config import apply_honoured, check_against, hf_config_fields, read_hf_config
 from .huggingface import convert_hf
 from .timm import convert_timm
 from .torchvision import convert_torchvision
@@ -24,6 +26,11 @@ LAYOUTS = {
                     convert_hf),
     "timm": (r"patch_embed\.proj\.weight|blocks\.\d+\..*", convert_timm),
 }
+# layout -> (how its own loader resamples a position embedding at load time, the convention
+# the loaded model then resamples with at run time: dynamic_img_size, set_input_size).
+# big_vision: timm's .npz loader resamples bilinearly, the timm model it fills then as timm.
+RESAMPLE_BY_LAYOUT = {"timm": ("timm", "timm"), "big_vision": ("big_vision", "timm"),
+                      "huggingface": ("hf", "hf"), "torchvision": ("torchvision", "torchvision")}
 _EXAMPLES = {
     "big_vision": "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel",
     "torchvision": "encoder.layers.encoder_layer_0.self_attention.in_proj_weight",
@@ -63,18 +70,23 @@ def load_checkpoint(
     strict: bool = True,
     *,
     layout: str | None = None,
-    interpolation: str = "bicubic",
-    antialias: bool = False,
+    interpolation: str | None = None,
+    antialias: bool | None = None,
 ):
     """Load weights saved by timm, torchvision, Hugging Face transformers or big_vision into ``model``.
 
     ``checkpoint``: a .safetensors, .pth/.pt/.bin/.ckpt or .npz file, a Hugging
     Face model directory, or an already loaded state dict. The layout is
     recognised from the key names (or forced with ``layout=``). A position
-    embedding for another grid is resampled (``interpolation``/``antialias``;
-    the default matches Hugging Face's ``interpolate_pos_encoding``, timm uses
-    ``antialias=True``). A classifier head for another number of classes is
-    dropped with a warning and the model's head re-initialised.
+    embedding for another grid is resampled as the layout's own library does
+    (timm: bicubic with antialias; Hugging Face: ``interpolate_pos_encoding``, no
+    antialias; big_vision .npz: timm's npz loader, bilinear; torchvision:
+    ``interpolate_embeddings``, align_corners) unless ``interpolation``/``antialias``
+    say otherwise, and ``model.cfg.pos_embed_resample`` is set to that source's
+    convention. A Hugging Face file's ``config.json`` (in the directory or beside
+    the file) is read: its ``layer_norm_eps`` replaces the model's, and a head
+    count, activation or size it contradicts is refused. A classifier head for
+    another number of classes is dropped with a warning and the model's head re-initialised.
 
     Everything is converted and checked before the first parameter is written,
     so on any error the model is left exactly as it was. Errors:
@@ -90,10 +102,25 @@ def load_checkpoint(
         raw = read_checkpoint(checkpoint)
     layout = layout or detect_layout(raw, source)
     state_dict = convert_state_dict(raw, layout, source)
-    state_dict, notices = fit_state_dict(model, state_dict, strict=strict, interpolation=interpolation,
-                                         antialias=antialias, source=f"{source} ({layout} layout)")
+    honoured = {}
+    if layout == "huggingface" and not isinstance(checkpoint, Mapping):
+        honoured = _hf_config_changes(model, checkpoint, source)
+    load_time, run_time = RESAMPLE_BY_LAYOUT.get(layout, ("timm", "timm"))
+    options = resample_options(load_time)
+    options.update({k: v for k, v in (("interpolation", interpolation), ("antialias", antialias)) if v is not None})
+    state_dict, notices = fit_state_dict(model, state_dict, strict=strict, source=f"{source} ({layout} layout)", **options)
     with torch.no_grad():
         model.load_state_dict(state_dict, strict=strict)
+    apply_honoured(model, {**honoured, "pos_embed_resample": run_time})
     for notice in notices:
         warnings.warn(notice, stacklevel=2)
     return model
+
+
+def _hf_config_changes(model, checkpoint, source: str) -> dict:
+    """Values of the config.json beside a Hugging Face checkpoint that the model must take."""
+    c = read_hf_config(checkpoint)
+    if c is None:
+        return {}
+    what = f"{source} (config.json)"
+    return check_against(model.cfg, hf_config_fields(c, what), what)

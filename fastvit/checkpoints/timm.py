@@ -13,7 +13,7 @@ import re
 import torch
 from torch import nn
 
-from ..config import ViTConfig
+from ..config import GLOBAL_POOLS, ViTConfig
 from .common import build_like, config_mismatch, shorten
 
 _LAYER_SCALE_TARGET = {"1": "attn.proj", "2": "mlp.fc2"}
@@ -63,8 +63,8 @@ def _unsupported(model: nn.Module) -> list[str]:
         found.append("no position embedding")
     if getattr(model, "reg_token", None) is not None:
         found.append("register tokens")
-    if getattr(model, "attn_pool", None) is not None or model.global_pool not in ("token", "avg"):
-        found.append(f"global_pool={model.global_pool!r} (fastvit pools 'token' or 'avg')")
+    if getattr(model, "attn_pool", None) is not None or getattr(model, "global_pool", None) not in GLOBAL_POOLS:
+        found.append(f"global_pool={getattr(model, 'global_pool', None)!r} (fastvit pools {', '.join(map(repr, GLOBAL_POOLS))})")
     if getattr(model, "pool_include_prefix", False):
         found.append("pool_include_prefix")
     if not isinstance(getattr(model, "norm_pre", nn.Identity()), nn.Identity):
@@ -72,7 +72,7 @@ def _unsupported(model: nn.Module) -> list[str]:
     if isinstance(model.norm, nn.Identity) == isinstance(model.fc_norm, nn.Identity):
         found.append("not exactly one final norm (before or after pooling)")
     for i, block in enumerate(model.blocks):
-        attn, mlp = block.attn, block.mlp
+        attn, mlp = getattr(block, "attn", None), getattr(block, "mlp", None)
         if type(block).__name__ != "Block" or type(attn).__name__ != "Attention" or type(mlp).__name__ != "Mlp":
             found.append(f"blocks.{i} is {type(block).__name__}({type(attn).__name__}, {type(mlp).__name__}), "
                          "not the plain Block(Attention, Mlp)")
@@ -138,6 +138,7 @@ def from_timm(model: nn.Module, **impl):
         drop_rate=drop_rate,
         attn_drop_rate=getattr(getattr(first.attn, "attn_drop", None), "p", 0.0),
         drop_path_rate=float(getattr(getattr(last, "drop_path1", None), "drop_prob", 0.0)),
+        pos_embed_resample="timm",
         **impl,
     )
     if cfg.mlp_hidden_dim != first.mlp.fc1.out_features:
@@ -146,4 +147,9 @@ def from_timm(model: nn.Module, **impl):
     leftover = [k for k in sd if re.search(r"\.ls[12]\.gamma$", k)]
     if leftover:
         raise config_mismatch(what, f"LayerScale without a projection to fold into: {shorten(leftover)}")
-    return build_like(cfg, sd, model, what)
+    result = build_like(cfg, sd, model, what)
+    # timm's data helpers read pretrained_cfg: the same dict gives the same preprocessing
+    # (a timm model built without create_model has none, and timm falls back to its defaults)
+    result.pretrained_cfg = result.default_cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    result.distilled_training = bool(getattr(model, "distilled_training", False))
+    return result

@@ -90,7 +90,8 @@ def from_torchvision(model: nn.Module, **impl):
         num_classes=model.heads.head.out_features, embed_dim=model.hidden_dim, depth=len(layers),
         num_heads=attn.num_heads, mlp_ratio=model.mlp_dim / model.hidden_dim, qkv_bias=True,
         representation_size=pre_logits.out_features if pre_logits is not None else None,
-        norm_eps=model.encoder.ln.eps, drop_rate=model.dropout, attn_drop_rate=model.attention_dropout, **impl,
+        norm_eps=model.encoder.ln.eps, drop_rate=model.dropout, attn_drop_rate=model.attention_dropout,
+        pos_embed_resample="torchvision", **impl,
     )
     if cfg.mlp_hidden_dim != model.mlp_dim:
         raise config_mismatch(what, f"mlp_dim={model.mlp_dim} (not reproduced by an mlp_ratio)")

@@ -1,0 +1,99 @@
+"""The ``config.json`` beside a Hugging Face checkpoint: what it says that the weights cannot.
+
+A ViT/DeiT ``config.json`` carries values no tensor shape reveals -- ``layer_norm_eps``
+(1e-12 in HF's ViT configs, 1e-6 in fastvit's presets), ``hidden_act``, the head
+count, the pooler's activation. :func:`hf_config_fields` reads them as ViTConfig
+fields, refusing what fastvit cannot compute; :func:`check_against` compares them
+with a model before anything is loaded, naming the first field that differs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .common import config_mismatch
+
+# fields a load may change on an existing model: they alter no parameter shape
+HONOURED = ("norm_eps",)
+
+
+def find_hf_config(path) -> Path | None:
+    """``config.json`` in a save_pretrained directory, or beside a checkpoint file."""
+    path = Path(path)
+    candidate = path / "config.json" if path.is_dir() else path.with_name("config.json")
+    return candidate if candidate.is_file() else None
+
+
+def read_hf_config(path) -> dict | None:
+    found = find_hf_config(path)
+    if found is None:
+        return None
+    try:
+        data = json.loads(found.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{found}: not a readable JSON config ({e})") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{found}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def hf_config_fields(c: dict, what: str = "Hugging Face config") -> dict:
+    """ViTConfig fields a transformers ViT/DeiT config (as a dict) fixes; ``ValueError``
+    naming the first value fastvit has no equivalent for."""
+    act = c.get("hidden_act", "gelu")
+    if act != "gelu":
+        raise config_mismatch(what, f"hidden_act={act!r} (fastvit's MLP uses exact GELU, 'gelu')")
+    if c.get("pooler_act", "tanh") != "tanh":
+        raise config_mismatch(what, f"pooler_act={c['pooler_act']!r} (fastvit's pre-logits layer uses tanh)")
+    fields = {}
+    for theirs, ours in (("hidden_size", "embed_dim"), ("num_hidden_layers", "depth"), ("num_attention_heads", "num_heads"),
+                         ("num_channels", "in_chans"), ("qkv_bias", "qkv_bias"), ("layer_norm_eps", "norm_eps")):
+        if theirs in c:
+            fields[ours] = c[theirs]
+    patch = c.get("patch_size")
+    if patch is not None:
+        patch = patch if isinstance(patch, int) else tuple(patch)
+        if not isinstance(patch, int):
+            if len(patch) != 2 or patch[0] != patch[1]:
+                raise config_mismatch(what, f"non-square patch_size={list(patch)}")
+            patch = patch[0]
+        fields["patch_size"] = patch
+    if "intermediate_size" in c and "hidden_size" in c:
+        fields["mlp_ratio"] = c["intermediate_size"] / c["hidden_size"]
+    if c.get("model_type") == "deit":
+        fields["distilled"] = any("WithTeacher" in a or a == "DeiTModel" for a in c.get("architectures") or [])
+    return fields
+
+
+def check_against(cfg, fields: dict, source: str) -> dict:
+    """Compare a config file's fields with model config ``cfg``: ``ValueError`` naming a
+    structural difference; returns the honoured fields (eps) that differ, to apply."""
+    changes = {}
+    for name, value in fields.items():
+        have = getattr(cfg, name)
+        if name == "mlp_ratio":
+            same = round(cfg.embed_dim * value) == cfg.mlp_hidden_dim
+        elif isinstance(value, float):
+            same = abs(have - value) <= 1e-12 * max(1.0, abs(value))
+        else:
+            same = have == value
+        if same:
+            continue
+        if name in HONOURED:
+            changes[name] = value
+        else:
+            raise ValueError(f"{source}: its config.json has {name}={value!r} but the model has {have!r}; "
+                             f"build the model with {name}={value!r} (create_model(..., pretrained=path) does)")
+    return changes
+
+
+def apply_honoured(model, changes: dict) -> None:
+    """Set config-file values that change no parameter on a loaded model (LayerNorm eps)."""
+    if "norm_eps" in changes:
+        from torch import nn
+
+        for m in model.modules():
+            if isinstance(m, nn.LayerNorm):
+                m.eps = changes["norm_eps"]
+    model.cfg = model.cfg.replace(**changes)
