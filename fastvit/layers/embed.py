@@ -32,7 +32,7 @@ class PatchEmbed(nn.Module):
         self.in_chans, self.embed_dim = in_chans, embed_dim
         self.dynamic_img_size = dynamic_img_size
         self.strict_img_size = not dynamic_img_size and img_size is not None
-        self.flatten, self.output_fmt = True, "NCHW"
+        self.flatten, self.output_fmt, self.dynamic_img_pad = True, "NCHW", False
         self.set_input_size(img_size)
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=p, stride=p)
         self.norm = nn.Identity()
