@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Interop tests: fastvit side by side with real timm, torchvision and transformers.
+# Creates .venv-interop (if missing) as docs in /work/shared/NOTES.md describe for these machines:
+# torch==2.14.1 + torchvision==0.29.1 (a CUDA build, runs on the CPU; PyPI's torchvision does not
+# import beside the CPU torch of .venv), then timm without dependencies plus its small ones.
+# No test skips for a missing library here: tests/interop imports them outright.
+# Usage: bash scripts/test_interop.sh [extra pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python="${PYTHON:-python3}"
+venv=.venv-interop
+
+if [ ! -x "$venv/bin/python" ]; then
+    "$python" -m venv "$venv"
+fi
+pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
+"${pip[@]}" torch==2.14.1 torchvision==0.29.1
+"${pip[@]}" --no-deps timm==1.0.29
+"${pip[@]}" transformers safetensors huggingface_hub pyyaml pytest numpy tqdm
+# fastvit itself without dependencies: pip must not swap the torch installed above
+"${pip[@]}" --no-deps -e .
+"$venv/bin/python" -c "import timm, torchvision, transformers, torch; print('interop:', 'timm', timm.__version__, 'torchvision', torchvision.__version__, 'transformers', transformers.__version__, 'torch', torch.__version__)"
+# -m interop replaces the default "not slow and not interop"; the timm/torchvision tests of
+# tests/test_checkpoints.py (which skip in .venv) run here too.
+"$venv/bin/python" -m pytest tests/interop -q -m interop -p no:randomly "$@"
+"$venv/bin/python" -m pytest tests/test_checkpoints.py -q -p no:randomly -k "timm or torchvision" "$@"
