@@ -20,7 +20,19 @@ pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 # fastvit itself without dependencies: pip must not swap the torch installed above
 "${pip[@]}" --no-deps -e .
 "$venv/bin/python" -c "import timm, torchvision, transformers, torch; print('interop:', 'timm', timm.__version__, 'torchvision', torchvision.__version__, 'transformers', transformers.__version__, 'torch', torch.__version__)"
+# Run pytest and fail if any test skipped: here every library is present, so a skip is a bug.
+no_skips() {
+    local log
+    log="$(mktemp)"
+    "$venv/bin/python" -m pytest -q -p no:randomly "$@" | tee "$log"
+    if grep -Eq "[0-9]+ skipped" "$log"; then
+        echo "test_interop.sh: tests skipped in the interop environment (see above)" >&2
+        rm -f "$log"
+        return 1
+    fi
+    rm -f "$log"
+}
 # -m interop replaces the default "not slow and not interop"; the timm/torchvision tests of
 # tests/test_checkpoints.py (which skip in .venv) run here too.
-"$venv/bin/python" -m pytest tests/interop -q -m interop -p no:randomly "$@"
-"$venv/bin/python" -m pytest tests/test_checkpoints.py -q -p no:randomly -k "timm or torchvision" "$@"
+no_skips tests/interop -m interop "$@"
+no_skips tests/test_checkpoints.py -k "timm or torchvision" "$@"
