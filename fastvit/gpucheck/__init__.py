@@ -41,7 +41,7 @@ from pathlib import Path
 from .files import log_path, write_doc
 
 # (step, seconds) in priority order: on a GPU the total is 470 s of the 480 s default budget.
-GPU_BUDGETS = (("env", 20), ("tests", 100), ("parity", 120), ("models", 150), ("kernels", 80))
+GPU_BUDGETS = (("env", 20), ("tests", 90), ("parity", 140), ("models", 140), ("kernels", 80))
 SMOKE_BUDGETS = (("env", 60), ("tests", 120), ("parity", 300), ("models", 240), ("kernels", 300))
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,10 +68,14 @@ def _child_env(smoke: bool) -> dict:
     return env
 
 
+def _step_command(step: str, budget: float, args, stamp: str) -> list[str]:
+    return [sys.executable, "-m", "fastvit.gpucheck.steps", step, "--out", str(args.out), "--stamp", stamp,
+            "--budget", f"{budget:.0f}"] + (["--smoke"] if args.smoke else [])  # fmt: skip
+
+
 def _run_step(step: str, budget: float, args, stamp: str, log) -> tuple[str, int | None, float]:
     """Run one step's child under ``budget`` seconds; (status, exit code, seconds)."""
-    cmd = [sys.executable, "-m", "fastvit.gpucheck.steps", step, "--out", str(args.out), "--stamp", stamp,
-           "--budget", f"{budget:.0f}"] + (["--smoke"] if args.smoke else [])  # fmt: skip
+    cmd = _step_command(step, budget, args, stamp)
     start = time.monotonic()
     log.write(f"\n===== step {step}: budget {budget:.0f} s, {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}\n")
     log.flush()

@@ -200,21 +200,25 @@ def sweep(modules=("flash_attention", "norm", "linear"), *, smoke: bool, device:
     dtypes = dtypes or (("fp16", "fp32") if smoke else ("bf16", "fp16"))
     shapes = SMOKE_SHAPES if smoke else GPU_SHAPES
     records: list[dict] = []
-    for module_name in modules:
-        module = importlib.import_module(f"fastvit.kernels.{module_name}")
-        tuners = autotuners(module)
-        cases: dict[tuple, OpCase | str] = {}
-        for kernel, tuner, candidates in tuners:
-            others = [(t, c[0]) for _, t, c in tuners if t is not tuner]
-            for config in candidates:
-                if deadline is not None and time.monotonic() > deadline:
+    cases: dict[tuple, OpCase | str] = {}
+    # Two passes: every configuration at the first shape and dtype (ViT-B's), then the rest of the grid,
+    # so a sweep cut off by its deadline has still launched every shipped configuration once.
+    for first_pass in (True, False):
+        for module_name in modules:
+            module = importlib.import_module(f"fastvit.kernels.{module_name}")
+            tuners = autotuners(module)
+            grid = [(op, dtype, shape) for dtype in dtypes for shape in shapes[module_name] for op in OPS[module_name]]
+            n_first = len(OPS[module_name])
+            grid = grid[:n_first] if first_pass else grid[n_first:]
+            for kernel, tuner, candidates in tuners:
+                others = [(t, c[0]) for _, t, c in tuners if t is not tuner]
+                for config in candidates:
+                    if deadline is not None and time.monotonic() > deadline:
+                        emit(records)
+                        return records
+                    for op, dtype, shape in grid:
+                        records.append(_one(module_name, kernel, tuner, config, others, op, dtype, shape, device, cases, env, make_record))
                     emit(records)
-                    return records
-                for op in OPS[module_name]:
-                    for dtype in dtypes:
-                        for shape in shapes[module_name]:
-                            records.append(_one(module_name, kernel, tuner, config, others, op, dtype, shape, device, cases, env, make_record))
-                emit(records)
     return records
 
 
