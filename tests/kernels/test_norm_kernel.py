@@ -324,7 +324,7 @@ def _bad_call(case):
         ("x_0dim", TypeError, "got a 0-dim tensor"),
         ("x_int", TypeError, "x: expected float32, float16 or bfloat16, got torch.int32"),
         ("x_fp64", TypeError, "got torch.float64"),
-        ("x_too_wide", ValueError, "hidden size .* in 1..4096, got 4097"),
+        ("x_too_wide", ValueError, "hidden size .* in 0..4096, got 4097"),
         ("weight_shape", ValueError, r"weight: expected shape \(192,\) .* got \(193,\)"),
         ("bias_shape", ValueError, r"bias: expected shape \(192,\) .* got \(1, 192\)"),
         ("weight_not_tensor", TypeError, "weight: expected a tensor .* got float"),
@@ -349,6 +349,114 @@ def test_cpu_tensor_without_interpreter_raises(monkeypatch):
     monkeypatch.setattr(tuning, "interpreting", lambda: False)
     with pytest.raises(ValueError, match="expected a CUDA tensor .* got device cpu"):
         ln.layer_norm(torch.randn(4, 192), torch.ones(192), torch.zeros(192))
+
+
+# --------------------------------------------------------------------------- layouts of every tensor argument
+
+
+def _layout(t: torch.Tensor, kind: str) -> torch.Tensor:
+    """``t``'s values (as a leaf requiring grad, or a view of one) in another memory layout."""
+    if kind == "contiguous":
+        return t.clone().requires_grad_()
+    if kind == "strided":  # every other element of a wider buffer (last dim not unit-stride)
+        wide = torch.zeros(*t.shape[:-1], 2 * t.shape[-1], dtype=t.dtype)
+        wide[..., ::2] = t
+        return wide.requires_grad_()[..., ::2]
+    if kind == "expanded":  # one value (one row for a matrix) broadcast with stride 0
+        base = t[..., :1].clone() if t.dim() == 1 else t[:1].clone()
+        return base.requires_grad_().expand(t.shape)
+    raise ValueError(kind)
+
+
+LAYOUT_CASES = [
+    ("weight", "strided"), ("weight", "expanded"), ("bias", "strided"), ("bias", "expanded"),
+    ("x", "strided"), ("x", "expanded"), ("y", "strided"), ("y", "expanded"), ("all", "strided"), ("all", "expanded"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("arg, kind", LAYOUT_CASES, ids=lambda v: v)
+def test_every_tensor_argument_may_be_strided_or_expanded(arg, kind):
+    """Issue 11 item 2: a strided or stride-0 weight/bias/input/residual gives the
+    reference's values and gradients (the kernels honour row strides and copy the rest)."""
+    torch.manual_seed(0)
+    n, m = 48, 6
+    base = dict(x=torch.randn(m, n), y=torch.randn(m, n), weight=1 + 0.5 * torch.randn(n), bias=0.5 * torch.randn(n))
+    dout, ds = torch.randn(m, n), torch.randn(m, n)
+
+    def run(impl):
+        t = {k: _layout(v, kind if arg in (k, "all") else "contiguous") for k, v in base.items()}
+        if impl == "fused":
+            s, out = ln.add_layer_norm(t["x"], t["y"], t["weight"], t["bias"], EPS)
+            out2 = ln.layer_norm(t["x"], t["weight"], t["bias"], EPS)
+        else:
+            s, out = add_layer_norm_ref(t["x"], t["y"], t["weight"], t["bias"], EPS, upcast=False)
+            out2 = layer_norm_ref(t["x"], t["weight"], t["bias"], EPS, upcast=False)
+        leaves = [v._base if v._base is not None else v for v in t.values()]
+        return [s, out, out2, *torch.autograd.grad((s, out, out2), leaves, (ds, dout, dout))]
+
+    fused, eager = run("fused"), run("eager")
+    for name, got, want in zip(["s", "out", "out_ln", "dx", "dy", "dweight", "dbias"], fused, eager):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4, msg=lambda msg: f"{arg} {kind}, {name}: {msg}")
+
+
+@pytest.mark.parametrize("shape", [(3, 0), (0, 0), (2, 0, 5)], ids=str)
+def test_zero_size_tensors(shape):
+    """Zero rows, or a zero-width hidden dim: the outputs and gradients torch gives (empty, zeros)."""
+    n = shape[-1]
+    x, y = torch.randn(shape, requires_grad=True), torch.randn(shape, requires_grad=True)
+    w, b = torch.ones(n, requires_grad=True), torch.zeros(n, requires_grad=True)
+    s, out = ln.add_layer_norm(x, y, w, b)
+    out2 = ln.layer_norm(x, w, b)
+    assert s.shape == out.shape == out2.shape == x.shape
+    grads = torch.autograd.grad((s.sum() + out.sum() + out2.sum()), (x, y, w, b))
+    assert [g.shape for g in grads] == [x.shape, y.shape, w.shape, b.shape]
+    assert all(torch.equal(g, torch.zeros_like(g)) for g in grads[2:])
+    _, mean, rstd = ln.layer_norm_fwd(x.detach(), w.detach(), b.detach(), EPS)
+    _, ref_mean, ref_rstd = torch.ops.aten.native_layer_norm(x.detach(), (n,), w.detach(), b.detach(), EPS)
+    if mean.numel():  # torch: mean 0, rstd NaN for an empty row
+        assert torch.equal(mean, ref_mean.flatten()) and torch.isnan(rstd).all() and torch.isnan(ref_rstd).all()
+
+
+# --------------------------------------------------------------------------- non-finite and huge values
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("scale", [1e30, 1e36])
+def test_variance_overflow_propagates_nan_like_torch(dtype, scale):
+    """Issue 11 item 7: at |x| ~ 1e30 the fp32 variance overflows. torch returns NaN;
+    the kernel used to return the bias (finite and wrong). Now NaN, where torch has it."""
+    torch.manual_seed(0)
+    x = (torch.randn(4, 64) * scale).to(dtype)
+    w, b = torch.ones(64, dtype=dtype), torch.full((64,), 0.5, dtype=dtype)
+    got = ln.layer_norm(x, w, b)
+    want = torch.nn.functional.layer_norm(x, (64,), w, b, EPS)
+    assert not torch.isfinite(want).any()  # what the fix follows
+    assert torch.equal(torch.isnan(got), torch.isnan(want)), got
+    s, got_add = ln.add_layer_norm(x, torch.zeros_like(x), w, b)
+    assert torch.equal(torch.isnan(got_add), torch.isnan(want))
+
+
+def test_inf_and_nan_inputs_give_nan_rows_like_torch():
+    x = torch.randn(5, 32)
+    x[1, 3], x[3, 0] = float("inf"), float("nan")
+    w, b = torch.ones(32), torch.zeros(32)
+    got, want = ln.layer_norm(x, w, b), torch.nn.functional.layer_norm(x, (32,), w, b, EPS)
+    assert torch.equal(torch.isnan(got), torch.isnan(want)) and torch.isnan(got[[1, 3]]).all()
+    torch.testing.assert_close(got[[0, 2, 4]], want[[0, 2, 4]], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scale, shift", [(1e15, 0.0), (1e17, 1e18), (1.0, 1e6), (1e-20, 0.0)])
+def test_finite_but_huge_or_tiny_inputs_match_the_reference(scale, shift):
+    """Where fp32 can hold the variance the two-pass (mean, then centred variance)
+    result matches fp64 (a one-pass E[x^2] - E[x]^2 loses everything at shift 1e6)."""
+    torch.manual_seed(1)
+    x = torch.randn(6, 96, dtype=torch.float64) * scale + shift
+    w, b = 1 + 0.5 * torch.randn(96, dtype=torch.float64), 0.5 * torch.randn(96, dtype=torch.float64)
+    got = ln.layer_norm(x.float(), w.float(), b.float(), EPS)
+    eager = layer_norm_ref(x.float(), w.float(), b.float(), EPS, upcast=False)
+    ref = layer_norm_ref(x.float().double(), w.float().double(), b.float().double(), EPS)
+    assert torch.isfinite(got).all()
+    assert_close_vs_ref(got, eager, ref, factor=2, atol=1e-4, name=f"out at scale {scale:g}, shift {shift:g}")
 
 
 # --------------------------------------------------------------------------- ahead-of-time compile
