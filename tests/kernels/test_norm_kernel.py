@@ -463,16 +463,94 @@ def test_finite_but_huge_or_tiny_inputs_match_the_reference(scale, shift):
 
 AOT_CASES = ln.aot_cases()
 
-def test_aot_cases_cover_every_shipped_config():
-    for arch in ("sm80", "sm90"):
-        shipped = {tuple(sorted(tuning.split(e)[1].items())) for e in ln.CONFIGS[arch] + ln.CONFIGS["default"]}
-        for name in ("layer_norm_fwd", "add_layer_norm_fwd", "layer_norm_bwd", "add_layer_norm_bwd"):
-            for dtype in ("bf16", "fp16"):
-                for n in (768, 1280):
-                    if name == "layer_norm_fwd":
-                        mixed = {(("num_stages", c.num_stages), ("num_warps", c.num_warps)) for c in AOT_CASES
-                                 if c.arch == arch and c.name == f"layer_norm_fwd-fp32-to-{dtype}-N{n}"}
-                        assert mixed == shipped, (arch, "fp32 to", dtype, n)
-                    covered = {(("num_stages", c.num_stages), ("num_warps", c.num_warps)) for c in AOT_CASES
-                               if c.arch == arch and c.name == f"{name}-{dtype}-N{n}"}
-                    assert covered == shipped, (arch, name, dtype, n)
+
+class _LaunchRecorder:
+    """Stands in for an autotuned kernel: records what the launcher passes, launches nothing."""
+
+    def __init__(self, kernel):
+        self.kernel, self.calls = kernel, []
+
+    def __getitem__(self, grid):
+        def launch(*args, **constexprs):
+            self.calls.append((dict(zip(self.kernel.arg_names, args)), constexprs))
+
+        return launch
+
+
+def _type(v):
+    if isinstance(v, torch.Tensor):
+        return "*" + {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[v.dtype]
+    return "fp32" if isinstance(v, float) else "i32"
+
+
+def _model_launches(monkeypatch):
+    """(kernel name, args, constexprs) of each LayerNorm launch a preset model makes, per
+    preset width, dtype and kernel, as the launchers pass them on a GPU (ROW_TILE of a GPU)."""
+    import fastvit
+
+    widths = sorted({fastvit.get_config(name).embed_dim for name in fastvit.list_models()} | {1152})
+    fwd, bwd = _LaunchRecorder(ln._layer_norm_fwd_kernel), _LaunchRecorder(ln._layer_norm_bwd_kernel)
+    monkeypatch.setattr(ln, "_layer_norm_fwd", fwd)
+    monkeypatch.setattr(ln, "_layer_norm_bwd", bwd)
+    gpu_sizes = ln.block_sizes
+    monkeypatch.setattr(ln, "block_sizes", lambda n, row_tile=ln.GPU_ROW_TILE: gpu_sizes(n, row_tile))
+    launches = []
+    rows = 64 * 197 + 1  # a batch-dependent row count (not divisible by 16): the general binary
+    for n in widths:
+        for dtype in (torch.bfloat16, torch.float16):
+            x, w = torch.empty(rows, n, dtype=dtype), torch.empty(n, dtype=dtype)
+            stats = torch.empty(rows)
+            for name, call in (
+                ("layer_norm_fwd", lambda: ln.launch_layer_norm_fwd(x, w, w, EPS)),
+                ("add_layer_norm_fwd", lambda: ln.launch_layer_norm_fwd(x, w, w, EPS, x)),
+                ("layer_norm_fwd-fp32-in", lambda: ln.launch_layer_norm_fwd(x.float(), w.float(), w.float(), EPS, out_dtype=dtype)),
+                ("layer_norm_bwd", lambda: ln.launch_layer_norm_bwd(x, x, w, stats, stats)),
+                ("add_layer_norm_bwd", lambda: ln.launch_layer_norm_bwd(x, x, w, stats, stats, x)),
+            ):
+                recorder = bwd if name.endswith("bwd") else fwd
+                call()
+                args, constexprs = recorder.calls.pop()
+                launches.append((name, n, args, constexprs))
+    return launches
+
+
+def test_aot_cases_compile_every_launch_the_models_make(monkeypatch):
+    """For every preset width (and 1152), dtype and kernel, and every shipped config of
+    each architecture: an AOT case with the launch's argument types, constexprs and
+    divisibility (pointers, and the ints Triton marks: the row strides and N when they
+    divide by 16; the batch-dependent row counts left unmarked)."""
+    from fastvit.kernels.aot import divisible_args
+
+    index = {}
+    for c in AOT_CASES:
+        key = (c.arch, c.fn, tuple(sorted(c.signature.items())), tuple(sorted(c.constexprs.items())), c.divisible,
+               c.num_warps, c.num_stages)  # fmt: skip
+        index[key] = c
+    launches = _model_launches(monkeypatch)
+    assert len(launches) == 6 * 2 * 5
+    missing = []
+    for name, n, args, constexprs in launches:
+        signature = {k: _type(v) for k, v in args.items()}
+        values = {k: v for k, v in args.items() if isinstance(v, int) and k not in ("M", "rows_per_program")}
+        divisible = divisible_args(signature, values)
+        assert ("N" in divisible) == (n % 16 == 0) and ("stride_x" in divisible) == (n % 16 == 0)
+        fn = ln._layer_norm_bwd_kernel if name.endswith("bwd") else ln._layer_norm_fwd_kernel
+        table = ln.BWD_CONFIGS if name.endswith("bwd") else ln.FWD_CONFIGS
+        for arch in ("sm80", "sm90"):
+            for entry in table[arch] + table["default"]:
+                meta, launch = tuning.split(entry)
+                full = {**{k: "constexpr" for k in {**constexprs, **meta}}, **signature}
+                key = (arch, fn, tuple(sorted(full.items())), tuple(sorted({**constexprs, **meta}.items())), divisible,
+                       launch["num_warps"], launch["num_stages"])  # fmt: skip
+                if key not in index:
+                    missing.append((arch, name, n, signature.get("X"), entry))
+    assert not missing, missing[:5]
+
+
+def test_aot_cases_check_vector_loads_and_pipelined_copies():
+    for c in AOT_CASES:
+        assert c.forbid_ptx, c  # every preset width divides by 16: no scalar row loads
+        if c.fn is ln._layer_norm_bwd_kernel:
+            assert c.expect_ptx == ("cp.async.cg.shared.global",), c
+    core = {(c.name.split("-N")[0], c.arch) for c in AOT_CASES if c.tier == "core"}
+    assert len(core) == 2 * (4 * 2 + 2 * 1)  # every kernel, both dtypes (plus fp32-in), both archs, in CI
