@@ -9,17 +9,26 @@ Accepted inputs:
 
 - ``x`` (and ``y``): float32, float16 or bfloat16, any leading dims; ``y`` has
   ``x``'s shape and dtype. The hidden size ``N = x.shape[-1]`` is any value in
-  ``1..MAX_HIDDEN`` (powers of two or not).
+  ``0..MAX_HIDDEN`` (powers of two or not; ``N = 0`` gives empty outputs, mean 0
+  and rstd NaN as torch's ``native_layer_norm``, and zero parameter gradients).
 - ``weight``, ``bias``: shape ``(N,)``, one dtype for both, either ``x``'s dtype
   or float32 (fp32 master weights with bf16 activations). Their gradients come
   back in that dtype.
-- Layout: leading dims are flattened to rows with ``reshape``; that is a view
-  when they merge and a contiguous copy otherwise, and a copy is also made when
-  the last dim is not unit-stride. The kernels take the row stride, so row
-  slices of a bigger buffer are read in place. Outputs are contiguous.
+- Layout: any strides, for every tensor argument. Leading dims are flattened to
+  rows with ``reshape``; that is a view when they merge and a contiguous copy
+  otherwise, and a copy is also made when the last dim is not unit-stride
+  (transposed, or expanded along it). The kernels take the row stride, so row
+  slices of a bigger buffer and rows broadcast with ``expand`` (stride 0) are
+  read in place. ``weight``, ``bias`` (and the saved statistics) are read as
+  unit-stride vectors: a strided or expanded one is copied (N elements).
+  Outputs are contiguous.
 
 Numerics: mean and variance are computed in float32 whatever the input dtype
-(two passes over a row held in registers); outputs are stored in ``x``'s dtype,
+(two passes over a row held in registers: the mean, then the centred variance,
+so a large common offset costs no precision). A variance beyond fp32's range
+(``|x - mean|`` above ~1.8e19) makes the row NaN, as torch's is, instead of
+``rstd = 0`` silently returning the bias; inf/NaN inputs give NaN rows.
+Outputs are stored in ``x``'s dtype,
 or for ``layer_norm`` in ``out_dtype`` (an fp32 residual stream normalized
 straight into the bf16/fp16 input of the next GEMM under autocast: the
 rounding that the GEMM's input cast would do, without the extra pass).
@@ -34,18 +43,21 @@ from those in the backward.
 Launch shape: each program of the forward normalizes ``BLOCK_M`` whole rows,
 ``BLOCK_N = next_power_of_2(N)`` columns with masking, where
 ``BLOCK_M = max(1, ROW_TILE // BLOCK_N)`` (``ROW_TILE`` = 2048 on GPUs): one
-row at ViT-L/H widths (1024, 1280), two rows at ViT-B's 768 and eight at
+row at ViT-H's 1280 (and So400m's 1152), two at ViT-B's 768 and ViT-L's 1024, eight at
 ViT-Ti's 192. One row per program would leave a 192-wide row spread over 128
 threads doing 1.5 elements each; 2048-element tiles keep every thread on a few
 vectorized loads, and the grid stays large (ViT-B, batch 64: 12,608 rows ->
-6,304 programs). ``num_warps``/``num_stages`` are autotuned per architecture
-from ``CONFIGS`` (keyed on ``N``).
+6,304 programs). ``num_warps`` is autotuned per architecture from
+``FWD_CONFIGS`` (keyed on ``N``).
 
 Backward: a fixed number of programs (``bwd_num_programs``: 4 per SM on CUDA,
 8 on CPU) each owns one contiguous range of rows. It writes ``dx`` for those
 rows and accumulates ``dweight``/``dbias`` partial sums in fp32 registers, then
 stores them in its own row of a ``(2, programs, N)`` fp32 buffer; ``torch.sum``
-over the programs finishes the reduction. No atomics: for a given GPU model,
+over the programs finishes the reduction. The row loop is software pipelined
+(``tl.range(..., num_stages=ROW_STAGES)``, from ``BWD_CONFIGS``): the next
+tiles of ``x`` and ``dout`` are copied asynchronously into shared memory while
+this one reduces (``cp.async`` in the compiled code; see :mod:`.norm_aot`). No atomics: for a given GPU model,
 shape and chosen config the gradients are bitwise reproducible. (The autotuner
 picks a config once per process; with ``FASTVIT_AUTOTUNE=0`` the choice is
 fixed as well.)
