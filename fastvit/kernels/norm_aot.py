@@ -75,18 +75,26 @@ def launch_spec(name: str, dtype: str, width: int, meta: dict | None = None, in_
     return dict(fn=fn, signature=signature, constexprs=constexprs, divisible=divisible_args(signature, values))
 
 
-def _ptx_checks(name: str, width: int, meta: dict, dtype: str, in_dtype: str | None) -> dict:
-    """At widths that divide by 16 the row loads are vectors, never scalar loads of
-    the element type (the pointers-only compile showed 32 ``ld.global.b16`` per
-    bf16 row tile); the backward's pipelined loop copies 16-byte chunks
-    asynchronously (``cp.async.cg``)."""
+def _ptx_checks(name: str, width: int, meta: dict, launch: dict, in_dtype: str | None) -> dict:
+    """At widths that divide by 16 the loads are vectors, not scalar loads of the
+    element type (the pointers-only compile showed 32 ``ld.global.b16`` per bf16
+    row tile). The 1-d weight/bias loads can only be vectors when each thread
+    holds 2+ of their ``BLOCK_N`` elements (not at ViT-Ti's 192 with 8 warps:
+    256 threads, one element each): there only the row tiles must be vector
+    loads. The backward's pipelined loop copies 16-byte chunks asynchronously
+    (``cp.async.cg``); the fp32 mean/rstd it loads are one scalar per row, so only
+    16-bit scalar loads count there."""
     if width % 16:
         return {}
-    # (The backward also loads fp32 mean/rstd, one scalar per row: only 16-bit scalar loads are row loads.)
-    checks = dict(forbid_ptx=("ld.global.b32" if in_dtype == "fp32" else "ld.global.b16",))
+    _, block_n = block_sizes(width, GPU_ROW_TILE)
+    checks = {}
+    if block_n >= 2 * 32 * launch.get("num_warps", 4):
+        checks["forbid_ptx"] = ("ld.global.b32" if in_dtype == "fp32" else "ld.global.b16",)
     if name.endswith("_bwd"):
         if meta.get("ROW_STAGES", 1) > 1:
             checks["expect_ptx"] = ("cp.async.cg.shared.global",)
+    elif "forbid_ptx" not in checks:
+        checks["expect_ptx"] = ("ld.global.v4",)  # the (BLOCK_M, BLOCK_N) row tiles
     return checks
 
 
@@ -123,7 +131,7 @@ def aot_cases() -> list[AotCase]:
                                 label += f"-r{meta['ROW_STAGES']}"
                             cases.append(AotCase(
                                 name=label, arch=arch, tensor_core_op=None, **spec, **launch,
-                                **_ptx_checks(name, width, meta, dtype, in_dtype),
+                                **_ptx_checks(name, width, meta, launch, in_dtype),
                                 tier="core" if width in CORE_WIDTHS else "wide",
                             ))  # fmt: skip
     return cases
