@@ -143,9 +143,35 @@ def run(args: argparse.Namespace) -> int:
             print(f"gpu-check: {step:<8} {status:<8} {seconds:6.1f} s (budget {budget:.0f} s)", flush=True)
             _write_summary(out, stamp, steps, total, began)
     _write_summary(out, stamp, steps, total, began)
+    _print_headline(out, stamp)
     files = sorted(p.name for p in out.glob(f"{stamp}-*"))
     print(f"gpu-check: {time.monotonic() - began:.0f} s; results in {out}: {', '.join(files)}")
     return 0 if all(s["status"] == "ok" for s in steps) else 1
+
+
+def _print_headline(out: Path, stamp: str) -> None:
+    """Counts of the checks by status, and the model table, from the files written."""
+    import json
+
+    for part in ("tests", "parity"):
+        path = out / f"{stamp}-{part}.json"
+        try:
+            records = json.loads(path.read_text())["records"]
+        except (OSError, ValueError, KeyError):
+            continue
+        counts: dict[str, int] = {}
+        for r in records:
+            counts[r.get("status")] = counts.get(r.get("status"), 0) + 1
+        print(f"gpu-check: {part}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=str)))
+        for r in [r for r in records if r.get("status") in ("failed", "error")][:10]:
+            print(f"  {r['status']}: {r['name']}: {(r.get('reason') or '')[:200]}")
+    try:
+        from fastvit.bench import format_table
+
+        records = json.loads((out / f"{stamp}-models.json").read_text())["records"]
+        print(format_table(records))
+    except Exception:  # noqa: BLE001 - no models file (step not run) or an unreadable one: nothing to show
+        pass
 
 
 def _write_summary(out, stamp, steps, total, began) -> None:
