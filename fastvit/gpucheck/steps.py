@@ -213,15 +213,20 @@ def step_models(a) -> int:
         order = GPU_ORDER
     cases = [ModelCase(model, v, m, dtype, batch, overrides) for v, m in order]
     path = result_path(a, "models")
+    env = environment(device)
+    # Cases not reached before the step's budget ran out stay in the file as such.
+    pending = [make_record(name=c.name, kind="model", status="skipped", reason="not reached within the gpu-check step's budget",
+                           model=c.model, variant=c.variant, mode=c.mode, dtype=c.dtype, batch=c.batch, **env) for c in cases]  # fmt: skip
+    write_results(path, pending, sys.argv)
     ctx = ModelContext(model, dtype, batch, device, overrides)
     records: list[dict] = []
-    for case in cases:
+    for i, case in enumerate(cases):
         started = time.monotonic()
         record = run_model_case(case, ctx, rounds=rounds, warmup=warmup)
         records.append(record)
         _log(f"{case.name}: {record['status']} {record['images_per_s'] or ''} img/s ({time.monotonic() - started:.1f} s)"
              + (f" {record['reason']}" if record["reason"] else ""))  # fmt: skip
-        write_results(path, add_speedups(records), sys.argv)
+        write_results(path, add_speedups(records + pending[i + 1:]), sys.argv)
     del ctx
     bad = [r for r in records if r["status"] == "error"]
     return 1 if bad or not records else 0
