@@ -222,6 +222,28 @@ def sweep(modules=("flash_attention", "norm", "linear"), *, smoke: bool, device:
     return records
 
 
+def _compiled(jit_fn) -> dict:
+    """The binaries a @triton.jit function has compiled in this process (empty under the interpreter)."""
+    found = {}
+    try:
+        for device, entry in (getattr(jit_fn, "device_caches", None) or {}).items():
+            cache = entry[0] if isinstance(entry, tuple) else entry
+            for key, kernel in dict(cache).items():
+                found[(device, key)] = kernel
+    except Exception:  # noqa: BLE001 - a Triton without this layout: no figures, the check still runs
+        return {}
+    return found
+
+
+def _usage(kernels) -> dict:
+    """Registers per thread, spilled bytes and shared memory of the binaries just compiled (on the GPU itself)."""
+    regs = [getattr(k, "n_regs", None) for k in kernels]
+    spills = [getattr(k, "n_spills", None) for k in kernels]
+    shared = [getattr(getattr(k, "metadata", None), "shared", None) for k in kernels]
+    pick = lambda values: max((v for v in values if isinstance(v, int)), default=None)  # noqa: E731
+    return {k: v for k, v in (("registers", pick(regs)), ("spills", pick(spills)), ("shared", pick(shared))) if v is not None}
+
+
 def _one(module_name, kernel, tuner, config, others, op, dtype, shape, device, cases, env, make_record) -> dict:
     import torch
 
@@ -238,6 +260,7 @@ def _one(module_name, kernel, tuner, config, others, op, dtype, shape, device, c
     if isinstance(case, str):
         return make_record(status="error", reason=case[:500], **fields)
     start = time.perf_counter()
+    before = set(_compiled(tuner.fn))
     try:
         with forced(tuner, config, others):
             got = case.run(case.inputs)
@@ -247,6 +270,9 @@ def _one(module_name, kernel, tuner, config, others, op, dtype, shape, device, c
         return make_record(status="skipped", reason=f"{type(e).__name__}: {e}"[:500], **fields)
     except Exception as e:  # noqa: BLE001 - a launch failure is a result
         return make_record(status="error", reason=f"{type(e).__name__}: {str(e).strip()[:400]}", **fields)
+    new = [k for key, k in _compiled(tuner.fn).items() if key not in before]
+    if new:
+        fields["config"] = {**fields["config"], **_usage(new)}  # this launch's first compile of the config
     ok, worst = compare(case, got)
     reason = None if ok else f"{worst['tensor']}: max error {worst['max_abs_err']:.3e} over budget {worst['budget']:.3e}"
     return make_record(status="ok" if ok else "failed", reason=reason, max_abs_err=worst["max_abs_err"],
