@@ -36,7 +36,16 @@ class AotCase:
     tensor_core_op: str | None = field(default="auto")
     # Arguments compiled as divisible by 16, as Triton specializes them at launch
     # for aligned tensors and strides (128-bit loads). None: every pointer argument.
+    # :func:`divisible_args` derives them from a launch's argument values.
     divisible: tuple[str, ...] | None = None
+    # Substrings the PTX must contain (e.g. "ld.global.v4" for vector loads,
+    # "cp.async" for pipelined copies, "cp.async.bulk.tensor" for TMA,
+    # "wgmma.mma_async"), checked by check_case beside the tensor-core op.
+    expect_ptx: tuple[str, ...] = ()
+    # Substrings the PTX must not contain (e.g. "ld.global.b16": scalar 16-bit loads).
+    forbid_ptx: tuple[str, ...] = ()
+    # "core" cases compile in the default test run; "wide" ones only with -m slow.
+    tier: str = "core"
 
     @property
     def capability(self) -> int:
@@ -49,6 +58,24 @@ class AotCase:
 
     def __str__(self) -> str:  # readable pytest ids
         return f"{self.name}-{self.arch}-w{self.num_warps}s{self.num_stages}"
+
+
+def divisible_args(signature: dict, values: dict) -> tuple[str, ...]:
+    """Arguments Triton marks divisible by 16 when launched with ``values``.
+
+    Pointers are assumed 16-byte aligned (every fresh torch allocation is); an
+    integer argument is marked when its value divides by 16, as Triton's launch
+    specialization does. Integers missing from ``values`` (e.g. a row count
+    that depends on the batch) are left unmarked: the compiled code is then
+    valid for any value.
+    """
+    names = []
+    for name, kind in signature.items():
+        if kind.startswith("*"):
+            names.append(name)
+        elif kind in ("i32", "i64") and isinstance(values.get(name), int) and values[name] % 16 == 0:
+            names.append(name)
+    return tuple(names)
 
 
 def compile_case(case: AotCase):
@@ -107,13 +134,20 @@ def check_case(case: AotCase) -> dict:
     op = case.expected_op()
     if op is not None and op not in ptx:
         raise AssertionError(f"{case}: expected tensor-core instruction {op!r} in the PTX, found none")
+    missing = [text for text in case.expect_ptx if text not in ptx]
+    if missing:
+        raise AssertionError(f"{case}: expected {missing} in the PTX, found none")
+    present = [text for text in case.forbid_ptx if text in ptx]
+    if present:
+        raise AssertionError(f"{case}: {[(t, ptx.count(t)) for t in present]} in the PTX, expected none")
     usage = resource_usage(compiled.asm["cubin"])
     if usage is not None and max(usage["local"], usage["stack"]) > SPILL_TOLERANCE:
         raise AssertionError(
             f"{case}: spills registers ({usage['local']} B local memory, {usage['stack']} B stack, "
             f"{usage['registers']} registers per thread)"
         )
-    return {"shared": shared, "tensor_core_op": op, "usage": usage}
+    found = {text: ptx.count(text) for text in case.expect_ptx}
+    return {"shared": shared, "tensor_core_op": op, "usage": usage, "expect_ptx": found}
 
 
 _CHILD = """

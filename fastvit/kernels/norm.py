@@ -9,17 +9,26 @@ Accepted inputs:
 
 - ``x`` (and ``y``): float32, float16 or bfloat16, any leading dims; ``y`` has
   ``x``'s shape and dtype. The hidden size ``N = x.shape[-1]`` is any value in
-  ``1..MAX_HIDDEN`` (powers of two or not).
+  ``0..MAX_HIDDEN`` (powers of two or not; ``N = 0`` gives empty outputs, mean 0
+  and rstd NaN as torch's ``native_layer_norm``, and zero parameter gradients).
 - ``weight``, ``bias``: shape ``(N,)``, one dtype for both, either ``x``'s dtype
   or float32 (fp32 master weights with bf16 activations). Their gradients come
   back in that dtype.
-- Layout: leading dims are flattened to rows with ``reshape``; that is a view
-  when they merge and a contiguous copy otherwise, and a copy is also made when
-  the last dim is not unit-stride. The kernels take the row stride, so row
-  slices of a bigger buffer are read in place. Outputs are contiguous.
+- Layout: any strides, for every tensor argument. Leading dims are flattened to
+  rows with ``reshape``; that is a view when they merge and a contiguous copy
+  otherwise, and a copy is also made when the last dim is not unit-stride
+  (transposed, or expanded along it). The kernels take the row stride, so row
+  slices of a bigger buffer and rows broadcast with ``expand`` (stride 0) are
+  read in place. ``weight``, ``bias`` (and the saved statistics) are read as
+  unit-stride vectors: a strided or expanded one is copied (N elements).
+  Outputs are contiguous.
 
 Numerics: mean and variance are computed in float32 whatever the input dtype
-(two passes over a row held in registers); outputs are stored in ``x``'s dtype,
+(two passes over a row held in registers: the mean, then the centred variance,
+so a large common offset costs no precision). A variance beyond fp32's range
+(``|x - mean|`` above ~1.8e19) makes the row NaN, as torch's is, instead of
+``rstd = 0`` silently returning the bias; inf/NaN inputs give NaN rows.
+Outputs are stored in ``x``'s dtype,
 or for ``layer_norm`` in ``out_dtype`` (an fp32 residual stream normalized
 straight into the bf16/fp16 input of the next GEMM under autocast: the
 rounding that the GEMM's input cast would do, without the extra pass).
@@ -34,18 +43,21 @@ from those in the backward.
 Launch shape: each program of the forward normalizes ``BLOCK_M`` whole rows,
 ``BLOCK_N = next_power_of_2(N)`` columns with masking, where
 ``BLOCK_M = max(1, ROW_TILE // BLOCK_N)`` (``ROW_TILE`` = 2048 on GPUs): one
-row at ViT-L/H widths (1024, 1280), two rows at ViT-B's 768 and eight at
+row at ViT-H's 1280 (and So400m's 1152), two at ViT-B's 768 and ViT-L's 1024, eight at
 ViT-Ti's 192. One row per program would leave a 192-wide row spread over 128
 threads doing 1.5 elements each; 2048-element tiles keep every thread on a few
 vectorized loads, and the grid stays large (ViT-B, batch 64: 12,608 rows ->
-6,304 programs). ``num_warps``/``num_stages`` are autotuned per architecture
-from ``CONFIGS`` (keyed on ``N``).
+6,304 programs). ``num_warps`` is autotuned per architecture from
+``FWD_CONFIGS`` (keyed on ``N``).
 
 Backward: a fixed number of programs (``bwd_num_programs``: 4 per SM on CUDA,
 8 on CPU) each owns one contiguous range of rows. It writes ``dx`` for those
 rows and accumulates ``dweight``/``dbias`` partial sums in fp32 registers, then
 stores them in its own row of a ``(2, programs, N)`` fp32 buffer; ``torch.sum``
-over the programs finishes the reduction. No atomics: for a given GPU model,
+over the programs finishes the reduction. The row loop is software pipelined
+(``tl.range(..., num_stages=ROW_STAGES)``, from ``BWD_CONFIGS``): the next
+tiles of ``x`` and ``dout`` are copied asynchronously into shared memory while
+this one reduces (``cp.async`` in the compiled code; see :mod:`.norm_aot`). No atomics: for a given GPU model,
 shape and chosen config the gradients are bitwise reproducible. (The autotuner
 picks a config once per process; with ``FASTVIT_AUTOTUNE=0`` the choice is
 fixed as well.)
@@ -75,15 +87,22 @@ ROW_TILE = 8 * GPU_ROW_TILE if tuning.interpreting() else GPU_ROW_TILE
 
 # Launch options the autotuner tries (per N and dtype). Rows per program come
 # from ROW_TILE, so a GPU tile holds 2048 elements for N <= 2048 (one row of
-# 4096 above): 4 or 8 warps give each thread 8-16 fp32 per live tensor.
-# num_stages only matters for the backward's row loop. These are candidates,
-# compiled for each architecture by the AOT test; they were not timed on that
-# hardware.
-CONFIGS = {
-    "sm90": [dict(num_warps=4, num_stages=2), dict(num_warps=8, num_stages=2)],
-    "sm80": [dict(num_warps=4, num_stages=2), dict(num_warps=8, num_stages=2)],
-    "default": [dict(num_warps=4, num_stages=2), dict(num_warps=8, num_stages=2)],
+# 4096 above): 4 or 8 warps give each thread 8-16 fp32 per live tensor. The
+# forward has no loop (num_stages 1); the backward's row loop is software
+# pipelined ROW_STAGES deep (``tl.range(num_stages=)``: asynchronous copies of
+# the next rows' x and dout while this tile reduces). These are candidates,
+# compiled for each architecture by the AOT test; they were not timed there.
+FWD_CONFIGS = {
+    "sm90": [dict(num_warps=4, num_stages=1), dict(num_warps=8, num_stages=1)],
+    "sm80": [dict(num_warps=4, num_stages=1), dict(num_warps=8, num_stages=1)],
+    "default": [dict(num_warps=4, num_stages=1), dict(num_warps=8, num_stages=1)],
 }
+BWD_CONFIGS = {
+    "sm90": [dict(ROW_STAGES=2, num_warps=4, num_stages=2), dict(ROW_STAGES=3, num_warps=8, num_stages=3)],
+    "sm80": [dict(ROW_STAGES=2, num_warps=4, num_stages=2), dict(ROW_STAGES=3, num_warps=8, num_stages=3)],
+    "default": [dict(ROW_STAGES=2, num_warps=4, num_stages=2), dict(ROW_STAGES=2, num_warps=8, num_stages=2)],
+}
+CONFIGS = {"fwd": FWD_CONFIGS, "bwd": BWD_CONFIGS}
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -113,10 +132,13 @@ def _layer_norm_fwd_kernel(
         tl.store(S + rows64 * stride_s + cols[None, :], s, mask=mask)
         x = s.to(tl.float32)
 
+    # Two passes over the row in registers: the mean, then the centred variance.
     mean = tl.sum(x, axis=1) / N
     xc = tl.where(mask, x - mean[:, None], 0.0)
     var = tl.sum(xc * xc, axis=1) / N
-    rstd = tl.rsqrt(var + eps)
+    # A variance past fp32's range (|x - mean| above ~1.8e19) would give rstd = 0
+    # and an output equal to the bias, finite and wrong: make it NaN, as torch does.
+    rstd = tl.where(var == float("inf"), float("nan"), tl.rsqrt(var + eps))
     tl.store(MEAN + rows, mean, mask=row_mask)
     tl.store(RSTD + rows, rstd, mask=row_mask)
 
@@ -131,7 +153,7 @@ def _layer_norm_bwd_kernel(
     DOUT, DS, X, W, MEAN, RSTD, DX, DW_PARTIAL, DB_PARTIAL,
     stride_dout, stride_ds, stride_x, stride_dx,  # row strides in elements
     M, N, rows_per_program,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_DS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_DS: tl.constexpr, ROW_STAGES: tl.constexpr,
 ):
     """DX = dLN/dX (+ DS) for one fixed range of rows; this program's dW, dB partial sums go to row pid."""
     pid = tl.program_id(0)
@@ -143,7 +165,7 @@ def _layer_norm_bwd_kernel(
     dw_acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     db_acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
 
-    for first in range(row_start, row_end, BLOCK_M):
+    for first in tl.range(row_start, row_end, BLOCK_M, num_stages=ROW_STAGES):
         rows = first + tl.arange(0, BLOCK_M)
         row_mask = rows < row_end
         mask = row_mask[:, None] & col_mask[None, :]
@@ -169,10 +191,10 @@ def _layer_norm_bwd_kernel(
     tl.store(DB_PARTIAL + pid * N + cols, tl.sum(db_acc, axis=0), mask=col_mask)
 
 
-_layer_norm_fwd = triton.autotune(configs=tuning.autotune_configs(CONFIGS), key=["N", "HAS_RESIDUAL"])(
+_layer_norm_fwd = triton.autotune(configs=tuning.autotune_configs(FWD_CONFIGS), key=["N", "HAS_RESIDUAL"])(
     _layer_norm_fwd_kernel
 )
-_layer_norm_bwd = triton.autotune(configs=tuning.autotune_configs(CONFIGS), key=["N", "HAS_DS"])(
+_layer_norm_bwd = triton.autotune(configs=tuning.autotune_configs(BWD_CONFIGS), key=["N", "HAS_DS"])(
     _layer_norm_bwd_kernel
 )
 
@@ -182,7 +204,7 @@ _layer_norm_bwd = triton.autotune(configs=tuning.autotune_configs(CONFIGS), key=
 
 def block_sizes(n: int, row_tile: int = ROW_TILE) -> tuple[int, int]:
     """(BLOCK_M rows per tile, BLOCK_N columns) for hidden size ``n``."""
-    block_n = triton.next_power_of_2(n)
+    block_n = triton.next_power_of_2(max(n, 1))
     return max(1, row_tile // block_n), block_n
 
 
@@ -208,9 +230,17 @@ def bwd_num_programs(m: int, n: int, device: torch.device) -> tuple[int, int]:
 
 
 def _as_rows(t: torch.Tensor, n: int) -> torch.Tensor:
-    """(rows, n) view of ``t`` (copy if the leading dims do not merge or the last dim is strided)."""
-    t2 = t.reshape(-1, n)
-    return t2 if t2.stride(1) == 1 else t2.contiguous()
+    """(rows, n) view of ``t``, read by the kernels through its row stride (which may
+    be 0 for a row broadcast with ``expand``); a copy if the leading dims do not
+    merge or the last dim is not unit-stride (transposed, expanded along it)."""
+    t2 = t.reshape(math.prod(t.shape[:-1]), n)
+    return t2 if t2.stride(1) == 1 or n <= 1 else t2.contiguous()
+
+
+def _vector(t: torch.Tensor) -> torch.Tensor:
+    """A 1-d parameter or statistic as the kernels read it: unit-stride (a strided
+    or expanded view is copied; N elements, negligible beside the activations)."""
+    return t if t.stride(0) == 1 or t.numel() <= 1 else t.contiguous()
 
 
 def _device_of(t: torch.Tensor):
@@ -251,10 +281,14 @@ def launch_layer_norm_fwd(x, weight, bias, eps, y=None, *, s=None, out=None, mea
         s2 = s.view(m, n)
     if m == 0:
         return s, out, mean, rstd
+    if n == 0:  # torch's native_layer_norm: empty rows have mean 0 and rstd NaN
+        mean.zero_()
+        rstd.fill_(float("nan"))
+        return s, out, mean, rstd
     block_m, block_n = block_sizes(n)
     with _device_of(x):
         _layer_norm_fwd[(triton.cdiv(m, block_m),)](
-            x2, y2, weight, bias, s2, out2, mean, rstd,
+            x2, y2, _vector(weight), _vector(bias), s2, out2, mean, rstd,
             x2.stride(0), y2.stride(0), s2.stride(0), out2.stride(0),
             m, n, eps,
             BLOCK_M=block_m, BLOCK_N=block_n, HAS_RESIDUAL=y is not None,
@@ -281,11 +315,11 @@ def launch_layer_norm_bwd(dout, x, weight, mean, rstd, ds=None, *, dx=None, part
     programs, per_program = bwd_num_programs(m, n, x.device)
     partial = _out_buffer(partial, (2, programs, n), torch.float32, x.device)
     ds2 = dout2 if ds is None else _as_rows(ds, n)  # unused by the kernel when HAS_DS is False
-    if m:
+    if m and n:
         block_m, block_n = block_sizes(n)
         with _device_of(x):
             _layer_norm_bwd[(programs,)](
-                dout2, ds2, x2, weight, mean, rstd, dx2, partial[0], partial[1],
+                dout2, ds2, x2, _vector(weight), _vector(mean), _vector(rstd), dx2, partial[0], partial[1],
                 dout2.stride(0), ds2.stride(0), x2.stride(0), dx2.stride(0),
                 m, n, per_program,
                 BLOCK_M=block_m, BLOCK_N=block_n, HAS_DS=ds is not None,
@@ -395,8 +429,8 @@ def _check_inputs(x, weight, bias, y=None):
     if x.dtype not in _DTYPES:
         raise TypeError(f"x: expected float32, float16 or bfloat16, got {x.dtype}")
     n = x.shape[-1]
-    if not 1 <= n <= MAX_HIDDEN:
-        raise ValueError(f"x: expected hidden size (last dim) in 1..{MAX_HIDDEN}, got {n}")
+    if not 0 <= n <= MAX_HIDDEN:
+        raise ValueError(f"x: expected hidden size (last dim) in 0..{MAX_HIDDEN}, got {n}")
     if not x.is_cuda and not tuning.interpreting():
         raise ValueError(f"x: expected a CUDA tensor (or TRITON_INTERPRET=1 for CPU), got device {x.device}")
     if y is not None:
@@ -444,53 +478,8 @@ def add_layer_norm(x: Tensor, y: Tensor, weight: Tensor, bias: Tensor, eps: floa
 # --------------------------------------------------------------------------- ahead-of-time compile cases
 
 
-def _aot_signature(kernel, ptr: str, out: str | None = None) -> dict:
-    """Triton signature: activations and weights ``ptr`` (the forward's OUT ``out``,
-    default ``ptr``), stats and partial sums fp32, ints i32."""
-    if kernel is _layer_norm_fwd_kernel:
-        pointers = dict(X=ptr, Y=ptr, W=ptr, B=ptr, S=ptr, OUT=out or ptr, MEAN="*fp32", RSTD="*fp32")
-        ints = ("stride_x", "stride_y", "stride_s", "stride_out", "M", "N")
-        tail = dict(eps="fp32", BLOCK_M="constexpr", BLOCK_N="constexpr", HAS_RESIDUAL="constexpr")
-    else:
-        pointers = dict(DOUT=ptr, DS=ptr, X=ptr, W=ptr, MEAN="*fp32", RSTD="*fp32", DX=ptr,
-                        DW_PARTIAL="*fp32", DB_PARTIAL="*fp32")
-        ints = ("stride_dout", "stride_ds", "stride_x", "stride_dx", "M", "N", "rows_per_program")
-        tail = dict(BLOCK_M="constexpr", BLOCK_N="constexpr", HAS_DS="constexpr")
-    return {**pointers, **{k: "i32" for k in ints}, **tail}
-
-
 def aot_cases() -> list[AotCase]:
-    """Every kernel (plain/add x fwd/bwd) x shipped config x {sm80, sm90} x {bf16, fp16} x N in {768, 1280}.
+    """The compile cases of every shipped configuration (see :mod:`fastvit.kernels.norm_aot`)."""
+    from fastvit.kernels.norm_aot import aot_cases as cases
 
-    An architecture compiles its own entries and the "default" ones (used
-    there when autotuning is off), each launch option set once. Plus the plain
-    forward from an fp32 residual stream into a half-precision output, as the
-    block norms run under autocast.
-    """
-    kernels = [
-        ("layer_norm_fwd", _layer_norm_fwd_kernel, "HAS_RESIDUAL", False),
-        ("add_layer_norm_fwd", _layer_norm_fwd_kernel, "HAS_RESIDUAL", True),
-        ("layer_norm_bwd", _layer_norm_bwd_kernel, "HAS_DS", False),
-        ("add_layer_norm_bwd", _layer_norm_bwd_kernel, "HAS_DS", True),
-    ]
-    cases = []
-    for arch in ("sm80", "sm90"):
-        launches = {tuple(sorted(tuning.split(e)[1].items())) for e in CONFIGS[arch] + CONFIGS["default"]}
-        for launch in sorted(launches):
-            for dtype in ("bf16", "fp16"):
-                for n in (768, 1280):
-                    block_m, block_n = block_sizes(n, GPU_ROW_TILE)
-                    for name, fn, flag, on in kernels:
-                        cases.append(AotCase(
-                            name=f"{name}-{dtype}-N{n}", fn=fn,
-                            signature=_aot_signature(fn, f"*{dtype}"),
-                            constexprs=dict(BLOCK_M=block_m, BLOCK_N=block_n, **{flag: on}),
-                            arch=arch, tensor_core_op=None, **dict(launch),
-                        ))
-                    cases.append(AotCase(
-                        name=f"layer_norm_fwd-fp32-to-{dtype}-N{n}", fn=_layer_norm_fwd_kernel,
-                        signature=_aot_signature(_layer_norm_fwd_kernel, "*fp32", f"*{dtype}"),
-                        constexprs=dict(BLOCK_M=block_m, BLOCK_N=block_n, HAS_RESIDUAL=False),
-                        arch=arch, tensor_core_op=None, **dict(launch),
-                    ))
-    return cases
+    return cases()

@@ -8,7 +8,7 @@ A backend is a function ``(q, k, v, dropout_p, scale) -> out`` over
 only when their backend is chosen.
 
 ``auto`` decides per call from the tensors: fastvit's Triton kernel on CUDA
-when it supports the head dim and dtype and no attention dropout is active,
+for fp16/bf16 when it supports the head dim and no attention dropout is active,
 PyTorch SDPA otherwise (CPU included). Triton does not implement attention
 dropout: with dropout > 0 in training, ``triton`` and ``auto`` run SDPA.
 
@@ -98,21 +98,35 @@ def triton_unsupported(device_type: str, dtype: torch.dtype, head_dim: int, drop
     return None
 
 
+# Dtypes ``auto`` gives the Triton kernel. fp32 goes to SDPA: compiled for sm_90
+# every fp32 attention configuration spills registers (up to 10 KB of stack),
+# and no GPU run has measured it faster than SDPA.
+AUTO_TRITON_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def auto_unsupported(device_type: str, dtype: torch.dtype, head_dim: int, dropout_p: float = 0.0) -> str | None:
+    """None when ``auto`` runs the Triton kernel for such a call, else why it runs SDPA."""
+    reason = triton_unsupported(device_type, dtype, head_dim, dropout_p)
+    if reason is None and dtype not in AUTO_TRITON_DTYPES:
+        return f"dtype {dtype}: SDPA (the Triton kernel's fp32 configurations spill registers on sm_90)"
+    return reason
+
+
 def auto_attention(q, k, v, dropout_p=0.0, scale=None):
-    if triton_unsupported(q.device.type, q.dtype, q.shape[-1], dropout_p) is None:
+    if auto_unsupported(q.device.type, q.dtype, q.shape[-1], dropout_p) is None:
         return triton_attention(q, k, v, dropout_p, scale)
     return sdpa_attention(q, k, v, dropout_p, scale)
 
 
 def auto_attention_packed(qkv, dropout_p=0.0, scale=None):
-    if triton_unsupported(qkv.device.type, qkv.dtype, qkv.shape[-1], dropout_p) is None:
+    if auto_unsupported(qkv.device.type, qkv.dtype, qkv.shape[-1], dropout_p) is None:
         return triton_attention_packed(qkv, dropout_p, scale)
     return sdpa_attention(*unpack_qkv(qkv), dropout_p, scale)
 
 
 def auto_choice(device, dtype: torch.dtype, head_dim: int) -> tuple[str, str]:
     """What ``auto`` runs for inputs like these (no dropout), and why."""
-    reason = triton_unsupported(torch.device(device).type, dtype, head_dim)
+    reason = auto_unsupported(torch.device(device).type, dtype, head_dim)
     return ("sdpa", reason) if reason else ("triton", "CUDA tensors with a supported head dim and dtype")
 
 

@@ -10,6 +10,8 @@ from fastvit.kernels.aot import SPILL_TOLERANCE, check_cases
 
 MODULES = ("flash_attention", "norm", "linear")
 CASES = [case for m in MODULES for case in importlib.import_module(f"fastvit.kernels.{m}").aot_cases()]
+# "wide" cases (more widths, same kernels) compile only with -m slow.
+PARAMS = [pytest.param(c, id=str(c), marks=pytest.mark.slow if getattr(c, "tier", "core") == "wide" else ()) for c in CASES]
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +23,7 @@ def reports(request):
     return check_cases(list(MODULES), names)
 
 
-@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize("case", PARAMS)
 def test_aot_compiles(case, reports):
     report = reports[str(case)]
     assert "error" not in report, report["error"]
@@ -30,3 +32,42 @@ def test_aot_compiles(case, reports):
     assert report["usage"] is not None, "cuobjdump (shipped with Triton) not found: spills were not checked"
     usage = report["usage"]
     assert max(usage["local"], usage["stack"]) <= SPILL_TOLERANCE and 0 < usage["registers"] <= 255
+    assert set(report["expect_ptx"]) == set(case.expect_ptx) and all(report["expect_ptx"].values())
+
+
+def test_case_names_are_unique():
+    names = [str(c) for c in CASES]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+
+
+_PROBE = """
+import dataclasses, sys
+from fastvit.kernels import norm_aot
+from fastvit.kernels.aot import check_case
+case = next(c for c in norm_aot.aot_cases() if c.name == "layer_norm_fwd-bf16-N768" and c.arch == "sm90")
+check_case(case)  # passes as declared
+for label, bad in (("pointers-only divisibility", dataclasses.replace(case, divisible=None)),
+                   ("an instruction the kernel lacks", dataclasses.replace(case, expect_ptx=("wgmma.mma_async",)))):
+    try:
+        check_case(bad)
+    except AssertionError as e:
+        print("caught", label, "|", e)
+    else:
+        sys.exit(f"check_case passed {label}")
+"""
+
+
+def test_check_case_fails_wrong_divisibility_and_missing_instructions():
+    """The PTX checks can fail: the norm forward compiled with only its pointers marked
+    divisible (what the check used to compile) issues scalar loads, which the case forbids."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = root
+    proc = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert "caught pointers-only divisibility | " in proc.stdout and "ld.global.b16" in proc.stdout
+    assert "caught an instruction the kernel lacks" in proc.stdout

@@ -40,12 +40,23 @@ def test_triton_backend_uses_sdpa_for_dropout():
 @pytest.mark.parametrize(
     "device,dtype,head_dim,choice",
     [("cpu", torch.float32, 64, "sdpa"), ("cuda", torch.bfloat16, 64, "triton"), ("cuda", torch.float16, 80, "triton"),
-     ("cuda", torch.float32, 128, "triton"), ("cuda", torch.bfloat16, 256, "sdpa"), ("cuda", torch.float64, 64, "sdpa")],
+     ("cuda", torch.float32, 128, "sdpa"), ("cuda", torch.bfloat16, 256, "sdpa"), ("cuda", torch.float64, 64, "sdpa")],
 )
 def test_auto_choice(device, dtype, head_dim, choice):
     picked, reason = A.auto_choice(device, dtype, head_dim)
     assert picked == choice, reason
     assert reason
+
+
+@pytest.mark.parametrize("dtype, picked", [(torch.float32, "sdpa"), (torch.float16, "triton"), (torch.bfloat16, "triton")])
+def test_auto_routes_fp32_to_sdpa_where_triton_could_run(monkeypatch, dtype, picked):
+    """Pretend the Triton kernel could take the call (as on CUDA): auto still sends fp32 to SDPA."""
+    monkeypatch.setattr(A, "triton_unsupported", lambda *args: None)
+    monkeypatch.setattr(A, "triton_attention_packed", lambda qkv, p, s: "triton")
+    monkeypatch.setattr(A, "triton_attention", lambda q, k, v, p, s: "triton")
+    qkv = torch.randn(1, 5, 3, 2, 16).to(dtype)
+    got = A.auto_attention_packed(qkv, 0.0, None), A.auto_attention(*A.unpack_qkv(qkv), 0.0, None)
+    assert [("triton" if isinstance(g, str) else "sdpa") for g in got] == [picked, picked]
 
 
 def test_auto_on_cpu_runs_sdpa():

@@ -1,0 +1,137 @@
+"""Ahead-of-time compile cases of the LayerNorm kernels (:mod:`fastvit.kernels.norm`).
+
+:func:`launch_spec` states how :func:`~fastvit.kernels.norm.launch_layer_norm_fwd`
+and ``_bwd`` launch a kernel on contiguous ``(rows, width)`` tensors: the
+constexprs (``BLOCK_M``, ``BLOCK_N`` from the width) and which integer
+arguments Triton will specialize as divisible by 16 (the row strides and ``N``
+when the width divides by 16, as every ViT width does: that is what turns the
+row loads into 128-bit vector loads). :func:`aot_cases` compiles each kernel
+at every shipped configuration of every architecture table, for every width
+the presets use (and 1152, SigLIP So400m), so the check compiles the binaries
+the models run. Widths that give the same binary (768 and 1024 share
+``BLOCK_N = 1024``) compile once.
+"""
+
+from __future__ import annotations
+
+from fastvit.kernels import tuning
+from fastvit.kernels.aot import AotCase, divisible_args
+from fastvit.kernels.norm import (
+    BWD_CONFIGS,
+    FWD_CONFIGS,
+    GPU_ROW_TILE,
+    _layer_norm_bwd_kernel,
+    _layer_norm_fwd_kernel,
+    block_sizes,
+)
+
+# Widths of the presets (ViT-Ti 192, S 384, B 768, L 1024, H 1280) and SigLIP So400m's 1152.
+AOT_WIDTHS = (192, 384, 768, 1024, 1152, 1280)
+# Compiled in every default test run at every config and dtype; the other widths are "wide" (-m slow).
+CORE_WIDTHS = (768, 1280)
+ARCHS = ("sm80", "sm90")
+DTYPES = ("bf16", "fp16")
+# name -> (kernel, flag constexpr, its value, configs table)
+KERNELS = {
+    "layer_norm_fwd": (_layer_norm_fwd_kernel, "HAS_RESIDUAL", False, FWD_CONFIGS),
+    "add_layer_norm_fwd": (_layer_norm_fwd_kernel, "HAS_RESIDUAL", True, FWD_CONFIGS),
+    "layer_norm_bwd": (_layer_norm_bwd_kernel, "HAS_DS", False, BWD_CONFIGS),
+    "add_layer_norm_bwd": (_layer_norm_bwd_kernel, "HAS_DS", True, BWD_CONFIGS),
+}
+
+
+def _signature(kernel, ptr: str, out: str | None = None) -> dict:
+    """Triton types: activations and weights ``ptr`` (the forward's OUT ``out``,
+    default ``ptr``), stats and partial sums fp32, sizes and strides i32."""
+    if kernel is _layer_norm_fwd_kernel:
+        pointers = dict(X=ptr, Y=ptr, W=ptr, B=ptr, S=ptr, OUT=out or ptr, MEAN="*fp32", RSTD="*fp32")
+        ints = ("stride_x", "stride_y", "stride_s", "stride_out", "M", "N")
+        tail = dict(eps="fp32", BLOCK_M="constexpr", BLOCK_N="constexpr", HAS_RESIDUAL="constexpr")
+    else:
+        pointers = dict(DOUT=ptr, DS=ptr, X=ptr, W=ptr, MEAN="*fp32", RSTD="*fp32", DX=ptr,
+                        DW_PARTIAL="*fp32", DB_PARTIAL="*fp32")  # fmt: skip
+        ints = ("stride_dout", "stride_ds", "stride_x", "stride_dx", "M", "N", "rows_per_program")
+        tail = dict(BLOCK_M="constexpr", BLOCK_N="constexpr", HAS_DS="constexpr", ROW_STAGES="constexpr")
+    return {**pointers, **{k: "i32" for k in ints}, **tail}
+
+
+def launch_spec(name: str, dtype: str, width: int, meta: dict | None = None, in_dtype: str | None = None) -> dict:
+    """Keyword arguments of :class:`AotCase` (fn, signature, constexprs, divisible)
+    for kernel ``name`` launched on contiguous ``dtype`` rows of ``width``.
+
+    ``in_dtype`` (forward only): the input's dtype when it differs from the
+    output's (an fp32 residual stream normalized into a bf16/fp16 GEMM input).
+    ``meta``: the config entry's constexprs (``ROW_STAGES`` for the backward).
+    The row count and rows per program depend on the batch and are not marked.
+    """
+    fn, flag, on, _ = KERNELS[name]
+    block_m, block_n = block_sizes(width, GPU_ROW_TILE)
+    ptr = f"*{in_dtype or dtype}"
+    signature = _signature(fn, ptr, f"*{dtype}")
+    if fn is _layer_norm_fwd_kernel and not on:
+        signature["S"] = signature["OUT"]  # the launcher passes the output as the unused S
+    values = {k: width for k in signature if k.startswith("stride_") or k == "N"}
+    constexprs = dict(BLOCK_M=block_m, BLOCK_N=block_n, **{flag: on}, **(meta or {}))
+    return dict(fn=fn, signature=signature, constexprs=constexprs, divisible=divisible_args(signature, values))
+
+
+def _ptx_checks(name: str, width: int, meta: dict, launch: dict, in_dtype: str | None) -> dict:
+    """At widths that divide by 16 the loads are vectors, not scalar loads of the
+    element type (the pointers-only compile showed 32 ``ld.global.b16`` per bf16
+    row tile). The 1-d weight/bias loads can only be vectors when each thread
+    holds 2+ of their ``BLOCK_N`` elements (not at ViT-Ti's 192 with 8 warps:
+    256 threads, one element each): there only the row tiles must be vector
+    loads. The backward's pipelined loop copies 16-byte chunks asynchronously
+    (``cp.async.cg``); the fp32 mean/rstd it loads are one scalar per row, so only
+    16-bit scalar loads count there."""
+    if width % 16:
+        return {}
+    _, block_n = block_sizes(width, GPU_ROW_TILE)
+    checks = {}
+    if block_n >= 2 * 32 * launch.get("num_warps", 4):
+        checks["forbid_ptx"] = ("ld.global.b32" if in_dtype == "fp32" else "ld.global.b16",)
+    if name.endswith("_bwd"):
+        if meta.get("ROW_STAGES", 1) > 1:
+            checks["expect_ptx"] = ("cp.async.cg.shared.global",)
+    elif "forbid_ptx" not in checks:
+        checks["expect_ptx"] = ("ld.global.v4",)  # the (BLOCK_M, BLOCK_N) row tiles
+    return checks
+
+
+def _shipped(table: dict, arch: str) -> list[dict]:
+    """An architecture's entries and the "default" ones (used there with autotuning off), each once."""
+    entries = []
+    for entry in table[arch] + table["default"]:
+        if entry not in entries:
+            entries.append(entry)
+    return entries
+
+
+def aot_cases() -> list[AotCase]:
+    """Every kernel x shipped config x {sm80, sm90} x {bf16, fp16} x preset width,
+    plus the plain forward from an fp32 input into a half output (block norms under
+    autocast); one case per distinct binary."""
+    cases, seen = [], set()
+    for arch in ARCHS:
+        for name, (fn, _, _, table) in KERNELS.items():
+            for entry in _shipped(table, arch):
+                meta, launch = tuning.split(entry)
+                for dtype in DTYPES:
+                    for width in AOT_WIDTHS:
+                        in_dtypes = (None, "fp32") if name == "layer_norm_fwd" else (None,)
+                        for in_dtype in in_dtypes:
+                            spec = launch_spec(name, dtype, width, meta, in_dtype)
+                            key = (arch, name, dtype, in_dtype, tuple(sorted(spec["constexprs"].items())),
+                                   spec["divisible"], tuple(sorted(launch.items())))  # fmt: skip
+                            if key in seen:
+                                continue
+                            seen.add(key)
+                            label = f"{name}-{'fp32-to-' if in_dtype else ''}{dtype}-N{width}"
+                            if "ROW_STAGES" in meta:
+                                label += f"-r{meta['ROW_STAGES']}"
+                            cases.append(AotCase(
+                                name=label, arch=arch, tensor_core_op=None, **spec, **launch,
+                                **_ptx_checks(name, width, meta, launch, in_dtype),
+                                tier="core" if width in CORE_WIDTHS else "wide",
+                            ))  # fmt: skip
+    return cases

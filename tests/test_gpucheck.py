@@ -1,0 +1,126 @@
+"""fastvit gpu-check: the orchestration survives failing and hanging steps within its
+budget, the config sweep finds and forces every shipped configuration, and the
+parity rule catches a wrong result. The end-to-end ``--smoke`` run is CI's own
+step (.ci/run); ``test_smoke_end_to_end`` runs it here under ``-m slow``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastvit import cli, compare
+from fastvit import gpucheck
+from fastvit.gpucheck import configs
+from fastvit.kernels import norm, tuning
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _summary(out: Path) -> dict:
+    (path,) = out.glob("*-summary.json")
+    return json.loads(path.read_text())
+
+
+def test_failing_and_hanging_steps_are_recorded_and_the_next_step_runs(tmp_path, monkeypatch):
+    behaviour = {
+        "env": "import sys; sys.exit(3)",  # fails
+        "tests": "import time; time.sleep(600)",  # hangs past its budget
+        "parity": "print('fine')",
+    }
+    monkeypatch.setattr(gpucheck, "SMOKE_BUDGETS", (("env", 10), ("tests", 3), ("parity", 20)))
+    monkeypatch.setattr(gpucheck, "_step_command", lambda step, budget, args, stamp: [sys.executable, "-c", behaviour[step]])
+    code = cli.main(["gpu-check", "--smoke", "--out", str(tmp_path), "--budget", "60"])
+    assert code == 1
+    steps = {s["step"]: s for s in _summary(tmp_path)["details"]["steps"]}
+    assert [steps[s]["status"] for s in ("env", "tests", "parity")] == ["failed", "timeout", "ok"]
+    assert steps["env"]["exit"] == 3
+    # The time env did not use carries over to the next step, which is killed at that budget.
+    assert 3 + 9 < steps["tests"]["budget_s"] <= 13
+    assert steps["tests"]["budget_s"] <= steps["tests"]["seconds"] < steps["tests"]["budget_s"] + 10
+    assert steps["parity"]["budget_s"] == 20  # a timed-out step carries nothing
+    log = next(tmp_path.glob("*-gpu-check.log")).read_text()
+    assert "fine" in log and "===== step tests" in log
+
+
+def test_total_budget_bounds_every_step(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpucheck, "SMOKE_BUDGETS", (("env", 100), ("tests", 100)))
+    monkeypatch.setattr(gpucheck, "_step_command", lambda *a: [sys.executable, "-c", "import time; time.sleep(600)"])
+    assert cli.main(["gpu-check", "--smoke", "--out", str(tmp_path), "--budget", "8"]) == 1
+    steps = _summary(tmp_path)["details"]["steps"]
+    assert steps[0]["budget_s"] == pytest.approx(4, abs=0.1)  # scaled: 100 of 200 s -> 4 of 8 s
+    assert sum(s.get("seconds") or 0 for s in steps) < 8 + 12
+    assert steps[-1]["status"] in ("timeout", "not run")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--steps", "env,bogus"], "unknown steps"),
+    (["--budget", "0"], "--budget must be > 0"),
+])  # fmt: skip
+def test_bad_options_exit_2(tmp_path, capsys, argv, message):
+    assert cli.main(["gpu-check", "--smoke", "--out", str(tmp_path), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unwritable_out_exits_2_before_running(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert cli.main(["gpu-check", "--smoke", "--out", str(blocker / "sub")]) == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
+def test_sweep_finds_every_shipped_norm_config():
+    found = {name: cands for name, _, cands in configs.autotuners(norm)}
+    assert set(found) == {"layer_norm_fwd", "layer_norm_bwd"}
+    for name, table in (("layer_norm_fwd", norm.FWD_CONFIGS), ("layer_norm_bwd", norm.BWD_CONFIGS)):
+        shipped = {tuple(sorted(e.items())) for e in tuning.selected_entries(table) + table["default"]}
+        got = {tuple(sorted({**c.kwargs, "num_warps": c.num_warps, "num_stages": c.num_stages}.items())) for c in found[name]}
+        assert got == shipped, name
+
+
+def test_forced_pins_and_restores():
+    (_, fwd, fwd_c), (_, bwd, bwd_c) = sorted(configs.autotuners(norm), key=lambda t: t[0])[::-1]
+    before = (list(fwd.configs), list(bwd.configs))
+    with configs.forced(fwd, fwd_c[-1], [(bwd, bwd_c[0])]):
+        assert fwd.configs == [fwd_c[-1]] and bwd.configs == [bwd_c[0]]
+    assert (fwd.configs, bwd.configs) == before
+
+
+def test_parity_rule_passes_the_kernel_and_fails_a_wrong_result():
+    case = configs.make_case("layer_norm", "fp32", dict(rows=3, width=32), "cpu")
+    got = case.run(case.inputs)
+    ok, worst = configs.compare(case, got)
+    assert ok, worst
+    wrong = dict(got, dweight=got["dweight"] + 1e-2)
+    ok, worst = configs.compare(case, wrong)
+    assert not ok and worst["tensor"] == "dweight"
+    ok, worst = configs.compare(case, dict(got, out=torch.full_like(got["out"], float("nan"))))
+    assert not ok and worst["tensor"] == "out"
+
+
+def test_sweep_records_every_config(monkeypatch):
+    monkeypatch.setattr(configs, "SMOKE_SHAPES", {"norm": [dict(rows=2, width=16)]})
+    emitted = []
+    records = configs.sweep(("norm",), smoke=True, device="cpu", dtypes=("fp32",), emit=emitted.append)
+    per_tuner = {name: len(c) for name, _, c in configs.autotuners(norm)}
+    assert len(records) == sum(per_tuner.values()) * 2  # two ops
+    assert all(r["status"] == "ok" and r["kind"] == "parity" for r in records), [r["reason"] for r in records]
+    assert emitted and len(emitted[-1]) == len(records)
+
+
+@pytest.mark.slow
+def test_smoke_end_to_end(tmp_path):
+    proc = subprocess.run(["bash", "scripts/gpu_check.sh", "--smoke", "--out", str(tmp_path)], cwd=ROOT,
+                          env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) <= 8 and all(f.startswith("cpu-") for f in files), files
+    for f in files:
+        if f.endswith(".json"):
+            compare.load_records(tmp_path / f)  # every file reads as a result file
+    models = compare.load_records(next(tmp_path.glob("*-models.json")))
+    assert {r["variant"] for r in models if r["status"] == "ok"} >= {"reference", "sdpa", "auto"}
