@@ -11,10 +11,12 @@ sm_90:
   tensor descriptors (``triton.tools.tensor_descriptor.TensorDescriptor``;
   ``cp.async.bulk.tensor`` on sm_90), out-of-range rows and columns are
   zero-filled on load and clipped on store, so the main loop has no masks;
-- **sub-tiled epilogue**: the 128x256 fp32 accumulator is split into two
-  128x128 halves that get bias, GELU or residual and are stored one at a time,
-  which keeps the epilogue's temporaries and its shared-memory staging buffer
-  at half the tile.
+- **sub-tiled epilogue**: the 128x256 fp32 accumulator is split into
+  column slices -- two 128x128 halves for a 16-bit output, four 128x64
+  quarters for an fp32 one (autocast's residual stream) -- that get bias,
+  GELU or residual and are stored one at a time, which keeps the epilogue's
+  temporaries and shared-memory staging at 32 KB (with a whole-tile fp32
+  epilogue the residual case needs 278 KB of shared memory, over sm_90's 227).
 
 It is a candidate beside the pointer kernel, not a replacement: nothing in the
 model dispatches to it (issue 13's measured ``auto`` will), the benchmarks call
@@ -95,10 +97,11 @@ def _linear_tma_kernel(
     DOT_IN_FP32: tl.constexpr,  # interpreter only, see linear.dot_in_fp32
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
+    SPLIT: tl.constexpr,  # epilogue sub-tiles per tile: 2 or 4 column slices of BLOCK_N // SPLIT
     NUM_PROGRAMS: tl.constexpr,  # size of the persistent grid
 ):  # fmt: skip
     """Persistent loop over BLOCK_M x BLOCK_N tiles of Y = epilogue(X @ W^T + BIAS)."""
-    SUB_N: tl.constexpr = BLOCK_N // 2
+    SUB_N: tl.constexpr = BLOCK_N // SPLIT
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
     k_tiles = tl.cdiv(K, BLOCK_K)
@@ -118,16 +121,37 @@ def _linear_tma_kernel(
                 b = b.to(tl.float32)
             acc = tl.dot(a, b.T, acc, input_precision=INPUT_PRECISION)
 
-        # Sub-tiled epilogue: columns [0, SUB_N) and [SUB_N, BLOCK_N) one after the other.
-        left, right = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, SUB_N)), (0, 2, 1)))
-        _epilogue_half(
-            left, off_m, off_n, M, N, Y_DESC, PRE_DESC, BIAS, RES, stride_rm, stride_rn, SCALE, ROWS_PER_SCALE,
-            EPILOGUE, HAS_BIAS, STORE_PRE, HAS_SCALE, BLOCK_M, SUB_N,
-        )  # fmt: skip
-        _epilogue_half(
-            right, off_m, off_n + SUB_N, M, N, Y_DESC, PRE_DESC, BIAS, RES, stride_rm, stride_rn, SCALE,
-            ROWS_PER_SCALE, EPILOGUE, HAS_BIAS, STORE_PRE, HAS_SCALE, BLOCK_M, SUB_N,
-        )  # fmt: skip
+        # Sub-tiled epilogue: SPLIT column slices of SUB_N, one after the other.
+        if SPLIT == 2:
+            left, right = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, SUB_N)), (0, 2, 1)))
+            _epilogue_half(
+                left, off_m, off_n, M, N, Y_DESC, PRE_DESC, BIAS, RES, stride_rm, stride_rn, SCALE, ROWS_PER_SCALE,
+                EPILOGUE, HAS_BIAS, STORE_PRE, HAS_SCALE, BLOCK_M, SUB_N,
+            )  # fmt: skip
+            _epilogue_half(
+                right, off_m, off_n + SUB_N, M, N, Y_DESC, PRE_DESC, BIAS, RES, stride_rm, stride_rn, SCALE,
+                ROWS_PER_SCALE, EPILOGUE, HAS_BIAS, STORE_PRE, HAS_SCALE, BLOCK_M, SUB_N,
+            )  # fmt: skip
+        else:  # 4: slices 0 and 2 go to "a", 1 and 3 to "b" (column c -> slice c // SUB_N)
+            a, b = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, 2, SUB_N)), (0, 1, 3, 2)))
+            s0, s2 = tl.split(tl.permute(a, (0, 2, 1)))
+            s1, s3 = tl.split(tl.permute(b, (0, 2, 1)))
+            _epilogue_half(
+                s0, off_m, off_n, M, N, Y_DESC, PRE_DESC, BIAS, RES, stride_rm, stride_rn, SCALE, ROWS_PER_SCALE,
+                EPILOGUE, HAS_BIAS, STORE_PRE, HAS_SCALE, BLOCK_M, SUB_N,
+            )  # fmt: skip
+            _epilogue_half(
+                s1, off_m, off_n + SUB_N, M, N, Y_DESC, PRE_DESC, BIAS, RES, stride_rm, stride_rn, SCALE,
+                ROWS_PER_SCALE, EPILOGUE, HAS_BIAS, STORE_PRE, HAS_SCALE, BLOCK_M, SUB_N,
+            )  # fmt: skip
+            _epilogue_half(
+                s2, off_m, off_n + 2 * SUB_N, M, N, Y_DESC, PRE_DESC, BIAS, RES, stride_rm, stride_rn, SCALE,
+                ROWS_PER_SCALE, EPILOGUE, HAS_BIAS, STORE_PRE, HAS_SCALE, BLOCK_M, SUB_N,
+            )  # fmt: skip
+            _epilogue_half(
+                s3, off_m, off_n + 3 * SUB_N, M, N, Y_DESC, PRE_DESC, BIAS, RES, stride_rm, stride_rn, SCALE,
+                ROWS_PER_SCALE, EPILOGUE, HAS_BIAS, STORE_PRE, HAS_SCALE, BLOCK_M, SUB_N,
+            )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------
@@ -148,6 +172,11 @@ def _tma_ready(fn: str, name: str, t: torch.Tensor) -> torch.Tensor:
             f"elements ({t.shape[1] * t.element_size()} B): use fastvit.kernels.linear for this width"
         )
     return t
+
+
+def epilogue_split(out_bytes: int) -> int:
+    """Epilogue sub-tiles per tile: 2 for 16-bit outputs, 4 for fp32 ones (the same bytes per sub-tile)."""
+    return 2 if out_bytes <= 2 else 4
 
 
 def selected_config(config: dict | None = None) -> dict:
@@ -181,8 +210,9 @@ def launch(fn, x, weight, bias, epilogue, *, residual=None, y, pre=None, scale=N
     bm, bn, bk = meta["BLOCK_M"], meta["BLOCK_N"], meta["BLOCK_K"]
     x_desc = TensorDescriptor(x, [M, K], [x.stride(0), 1], [bm, bk])
     w_desc = TensorDescriptor(weight, [N, K], [weight.stride(0), 1], [bn, bk])
-    y_desc = TensorDescriptor(y, [M, N], [y.stride(0), 1], [bm, bn // 2])
-    pre_desc = y_desc if pre is None else TensorDescriptor(pre, [M, N], [pre.stride(0), 1], [bm, bn // 2])
+    split = epilogue_split(y.element_size())
+    y_desc = TensorDescriptor(y, [M, N], [y.stride(0), 1], [bm, bn // split])
+    pre_desc = y_desc if pre is None else TensorDescriptor(pre, [M, N], [pre.stride(0), 1], [bm, bn // split])
     bias_buf = y if bias is None else bias.contiguous()
     res = y if residual is None else residual
     scale_buf = bias_buf if scale is None else scale
@@ -198,7 +228,7 @@ def launch(fn, x, weight, bias, epilogue, *, residual=None, y, pre=None, scale=N
         res.stride(0), res.stride(1),
         EPILOGUE=epilogue, HAS_BIAS=bias is not None, STORE_PRE=pre is not None, HAS_SCALE=scale is not None,
         INPUT_PRECISION="tf32" if allow_tf32 else "ieee", DOT_IN_FP32=linear.dot_in_fp32(x.dtype),
-        NUM_PROGRAMS=programs, **meta, **launch_opts,
+        SPLIT=split, NUM_PROGRAMS=programs, **meta, **launch_opts,
     )  # fmt: skip
     return y
 
