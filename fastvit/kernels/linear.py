@@ -89,6 +89,16 @@ _GELU_EPILOGUE = GELU_EPILOGUE
 # ---------------------------------------------------------------------------
 
 
+@triton.jit
+def _grad_half(acc, offs_m, col0, M, N, PRE, stride_pm, stride_pn, Y, stride_ym, stride_yn,
+               EPILOGUE: tl.constexpr, HALF: tl.constexpr):  # fmt: skip
+    """Store ``acc * gelu'(PRE)`` for columns ``[col0, col0 + HALF)``."""
+    offs_n = col0 + tl.arange(0, HALF)
+    acc = finish(acc, offs_m, offs_n, M, N, PRE, stride_pm, stride_pn, PRE, 1, EPILOGUE, False)
+    y_offs = offs_m.to(tl.int64)[:, None] * stride_ym + offs_n[None, :] * stride_yn
+    tl.store(Y + y_offs, acc.to(Y.dtype.element_ty), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
+
+
 @triton.jit(do_not_specialize=["M_BUCKET"])
 def _linear_kernel(
     X, W, BIAS, RES, Y, PRE, SCALE,
@@ -150,7 +160,17 @@ def _linear_kernel(
         x_ptrs += x_step
         w_ptrs += w_step
 
-    # Epilogue, all in fp32: bias, then GELU, residual or GELU's derivative, then one rounding.
+    if EPILOGUE == "gelu_grad" or EPILOGUE == "gelu_tanh_grad":
+        # GELU's derivative needs erf and exp on a second tile (the saved h): done on two column
+        # halves one after the other, it stays in registers (whole-tile: 255 registers, stack in use).
+        HALF: tl.constexpr = BLOCK_N // 2
+        left, right = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, HALF)), (0, 2, 1)))
+        col0 = pid_n * BLOCK_N
+        _grad_half(left, offs_m, col0, M, N, RES, stride_rm, stride_rn, Y, stride_ym, stride_yn, EPILOGUE, HALF)
+        _grad_half(right, offs_m, col0 + HALF, M, N, RES, stride_rm, stride_rn, Y, stride_ym, stride_yn,
+                   EPILOGUE, HALF)  # fmt: skip
+        return
+    # Epilogue, all in fp32: bias, then GELU or residual, then one rounding.
     acc = add_bias(acc, offs_n, N, BIAS, HAS_BIAS)
     out_mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
     y_offs = offs_m.to(tl.int64)[:, None] * stride_ym + offs_n[None, :] * stride_yn
