@@ -464,7 +464,12 @@ def test_launch_specialization_follows_the_real_arguments(shape, rows):
         assert ("M" in divisible) == (rows % 16 == 0)
         assert values["N"] == (d_in if kind == "fc2" else hidden)
         assert ("stride_wn" in units) == (kind == "grad") and ("stride_wk" in units) != (kind == "grad")
-        # the compiled case with this specialization exists
-        match = [c for c in linear_aot.launch_cases() if c.name.startswith(f"linear_{kind}_launch-")
-                 and set(c.divisible) == set(divisible) and all(c.constexprs.get(u) == 1 for u in units)]  # fmt: skip
-        assert {c.arch for c in match} == {"sm80", "sm90"}, (kind, shape, rows)
+        # a compiled case has this specialization at each arch's first config
+        epilogue = {"fc1": "gelu", "fc2": "residual", "grad": "gelu_grad"}[kind]
+        for arch in ("sm80", "sm90"):
+            first = dict(tuning_split_tile(linear.GEMM_CONFIGS[arch][0]))
+            match = [c for c in AOT_CASES if c.arch == arch and c.fn is linear._linear_kernel
+                     and c.constexprs["EPILOGUE"] == epilogue and set(c.divisible) == set(divisible)
+                     and {k for k, v in c.signature.items() if v == "constexpr" and k.startswith("stride")} == set(units)
+                     and dict(case_tile(c)) == first]  # fmt: skip
+            assert match, (kind, shape, rows, arch)
