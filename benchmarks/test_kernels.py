@@ -13,7 +13,8 @@
   s, dy, ds, write dx) vs F.layer_norm and its torch.compile.
 - linear_gelu (K=768 -> N=3072, ViT-B's fc1) and linear_residual (3072 -> 768,
   fc2) at M = 256 x 197: TFLOP/s (2·M·N·K forward, 3x with the input and
-  weight gradients) vs the unfused torch ops and their torch.compile.
+  weight gradients) vs the unfused torch ops and their torch.compile; "triton"
+  is the pointer kernel, "tma" the Hopper TMA candidate (sm_90+).
 - residual_norm: the seam between two GEMMs, from fc2's input to the next
   block's normalized input, ``s = r + x @ W^T + b; n = LN(s)`` at fc2's shape.
   Two fusions compete with torch and torch.compile: "triton-epilogue" (what
@@ -230,7 +231,8 @@ def test_layer_norm(benchmark, references, kernel_rounds, op, width, mode, provi
 
 # -- GEMMs with fused epilogues -----------------------------------------------------------
 
-LINEAR_PROVIDERS = ("torch", "torch.compile", "triton")
+# "tma": the Hopper candidate (fastvit.kernels.linear_tma; sm_90+ only), beside the pointer kernel "triton"
+LINEAR_PROVIDERS = ("torch", "torch.compile", "triton", "tma")
 # (K, N): ViT-B's fc1, fc2 (ViT-Ti's in smoke mode)
 LINEAR_SHAPES = {"linear_gelu": (192, 768), "linear_residual": (768, 192)} if SMOKE else {"linear_gelu": (768, 3072), "linear_residual": (3072, 768)}
 
@@ -251,6 +253,12 @@ def _torch_linear_residual(x, w, b, r):
 
 
 def _linear_fn(op: str, provider: str):
+    if provider == "tma":
+        if not SMOKE and torch.cuda.get_device_capability()[0] < 9:
+            pytest.skip("the TMA GEMM needs sm_90 or newer")
+        from fastvit.kernels.linear_tma import linear_gelu_tma, linear_residual_tma
+
+        return (lambda x, w, b: linear_gelu_tma(x, w, b)) if op == "linear_gelu" else (lambda x, w, b, r: linear_residual_tma(x, w, b, r))
     if provider == "triton":
         from fastvit.kernels.linear import linear_gelu, linear_residual
 
