@@ -27,9 +27,16 @@ Backward:
   ``dout`` without a scale and with matching dtypes), ``dx = d @ W``,
   ``dW = d^T @ x``, ``db = d.sum(0)``.
 
-fp16 and bf16 inputs multiply on the tensor cores with an fp32 accumulator.
-fp32 inputs multiply exactly (``input_precision="ieee"``) unless the caller
-passes ``allow_tf32=True``.
+The same kernel with a gradient epilogue, :func:`linear_gelu_grad`, computes
+``(d @ W2) * gelu'(h)`` for :mod:`fastvit.kernels.mlp`'s fused backward. Any
+strides are honoured (x, weight and residual are read through their strides,
+bias and scale made contiguous); :mod:`linear_checks` holds the argument
+checks, :mod:`gemm_epilogue` the epilogue code shared with the Hopper TMA
+candidate (:mod:`linear_tma`), :mod:`linear_aot` the compile cases.
+
+fp16 and bf16 inputs multiply on the tensor cores with an fp32 accumulator
+(and so does the interpreter: see :func:`dot_in_fp32`). fp32 inputs multiply
+exactly (``input_precision="ieee"``) unless the caller passes ``allow_tf32=True``.
 
 Plain PyTorch twins: :func:`fastvit.kernels.reference.linear_gelu_ref` and
 :func:`fastvit.kernels.reference.linear_residual_ref`.
@@ -77,12 +84,8 @@ GEMM_CONFIGS = {
 
 # The elementwise GELU backward: one program per BLOCK elements.
 GELU_BWD_CONFIG = dict(BLOCK=4096, num_warps=8)
-
-
 # Epilogues of the forward GEMM kernel, by name (the gradient epilogues: gemm_epilogue.GRAD_EPILOGUES).
 EPILOGUES = FORWARD_EPILOGUES
-_GELU_EPILOGUE = GELU_EPILOGUE
-
 
 # ---------------------------------------------------------------------------
 # Triton kernels
@@ -265,7 +268,7 @@ def linear_gelu_launch(x, weight, bias, approximate="none", *, save_pre=False, a
     h = out_buffer(pre, x, (M, N), "pre") if save_pre else x.new_empty((0,))
     if y.numel() > 0:
         _launch_gemm(
-            x, weight, bias, _GELU_EPILOGUE[approximate],
+            x, weight, bias, GELU_EPILOGUE[approximate],
             residual=None, y=y, pre=h if save_pre else None, allow_tf32=allow_tf32,
         )  # fmt: skip
     return y, h
@@ -454,7 +457,7 @@ def linear_gelu(x, weight, bias, approximate="none", *, allow_tf32=False):
     as the output) is saved for backward along with ``x`` and ``weight``.
     """
     check_linear_args("linear_gelu", x, weight, bias)
-    if approximate not in _GELU_EPILOGUE:
+    if approximate not in GELU_EPILOGUE:
         raise ValueError(f"linear_gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
     out, _ = linear_gelu_fwd(_rows(x), weight, bias, approximate, _needs_grad(x, weight, bias), allow_tf32)
     return out.reshape(*x.shape[:-1], weight.shape[0])
