@@ -156,7 +156,8 @@ def launch_cases(existing: list[AotCase] | None = None) -> list[AotCase]:
                     m = "M16" if "M" in divisible else "Modd"
                     name = f"linear_{kind}_launch-bf16-{_tile(meta)}-{m}"
                     case = _gemm_case(name, "bf16", meta, launch, arch, epilogue, units=units, divisible=divisible,
-                                      residual_dtype="fp32" if kind == "fc2" else None, scaled=kind == "fc2")  # fmt: skip
+                                      residual_dtype="fp32" if kind == "fc2" else None,
+                                      scaled=kind == "fc2")  # fmt: skip
                     if _binary_key(case) not in seen:
                         seen.add(_binary_key(case))
                         cases.append(case)
@@ -183,7 +184,8 @@ def tma_cases() -> list[AotCase]:
         for entry in TMA_CONFIGS["sm90"]:
             meta, launch = tuning.split(entry)
             variants = [("gelu", "gelu", None, False), ("gelu_tanh", "gelu_tanh", None, False),
-                        ("residual", "residual", None, False), ("residual_scaled_fp32res", "residual", "fp32", True)]  # fmt: skip
+                        ("residual", "residual", None, False),
+                        ("residual_scaled_fp32res", "residual", "fp32", True)]  # fmt: skip
             for label, epilogue, out_dtype, scaled in variants:
                 constexprs = dict(
                     meta, stride_rn=1, EPILOGUE=epilogue, HAS_BIAS=True, STORE_PRE=epilogue == "gelu",

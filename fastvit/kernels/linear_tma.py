@@ -199,7 +199,9 @@ def launch(fn, x, weight, bias, epilogue, *, residual=None, y, pre=None, scale=N
     if y.numel() == 0:
         return y
     if K == 0:
-        linear._launch_gemm(x, weight, bias, epilogue, residual=residual, y=y, pre=pre, allow_tf32=allow_tf32, scale=scale)
+        linear._launch_gemm(
+            x, weight, bias, epilogue, residual=residual, y=y, pre=pre, allow_tf32=allow_tf32, scale=scale
+        )
         return y
     x = _tma_ready(fn, "x", x)
     weight = _tma_ready(fn, "weight", weight)
