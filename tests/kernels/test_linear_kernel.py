@@ -473,3 +473,26 @@ def test_launch_specialization_follows_the_real_arguments(shape, rows):
                      and {k for k, v in c.signature.items() if v == "constexpr" and k.startswith("stride")} == set(units)
                      and dict(case_tile(c)) == first]  # fmt: skip
             assert match, (kind, shape, rows, arch)
+
+
+@pytest.mark.parametrize("kind", ["fc1", pytest.param("fc2", marks=pytest.mark.slow)])
+def test_siglip_so400m_widths(kind, device):
+    """D = 1152, H = 4304 (4304 % 64 != 0: the last column tile is ragged), forward and gradients, 3 rows."""
+    d_in, d_out = (1152, 4304) if kind == "fc1" else (4304, 1152)
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(3, d_in, generator=g).to(device)
+    w = (torch.randn(d_out, d_in, generator=g) / d_in**0.5).to(device)
+    b, r = torch.randn(d_out, generator=g).to(device), torch.randn(3, d_out, generator=g).to(device)
+    dout = torch.randn(3, d_out, generator=g).to(device)
+    if kind == "fc1":
+        fn, ref_fn, inputs = linear.linear_gelu, reference.linear_gelu_ref, (x, w, b)
+        eager_fn = lambda *t: reference.linear_gelu_ref(*t, upcast=False)  # noqa: E731
+    else:
+        fn, ref_fn, inputs = linear.linear_residual, reference.linear_residual_ref, (x, w, b, r)
+        eager_fn = lambda *t: reference.linear_residual_ref(*t, upcast=False)  # noqa: E731
+    ours, eager = _grads(fn, inputs, dout), _grads(eager_fn, inputs, dout)
+    ref = _grads(ref_fn, _upcast(*inputs), dout.double())
+    atol, rtol = TOLERANCES[torch.float32]
+    assert_close_vs_ref(ours[0], eager[0], ref[0], factor=2, atol=atol, rtol=rtol, name="out")
+    names = ("dx", "dW", "db", "d_residual")[: len(inputs)]
+    _check_grads(names, ours[1:], eager[1:], ref[1:], torch.float32)

@@ -166,3 +166,12 @@ def test_aot_tma_and_wgmma():
     for name, report in reports.items():
         assert report["tma"] and report["wgmma"], (name, report)
         assert report["usage"] is not None and report["usage"]["local"] == 0 and report["usage"]["stack"] == 0, (name, report)
+
+
+def test_siglip_so400m_width():
+    """fc1 of SigLIP so400m (1152 -> 4304; 4304 % 128 != 0) through the TMA kernel, 3 rows, poisoned output."""
+    x, w, b, _ = _data(3, 1152, 4304, torch.float32, seed=5)
+    y = poison_(torch.empty(3, 4304))
+    launch("t", x, w, b, "gelu", y=y)
+    ref, pt = (reference.linear_gelu_ref(x, w, b, upcast=u) for u in (True, False))
+    assert_close_vs_ref(y, pt, ref, factor=2, atol=TOLERANCES[torch.float32][0], rtol=TOLERANCES[torch.float32][1])
