@@ -9,7 +9,8 @@ tensor cores, no spills) for sm_80 and sm_90:
    strides divisible by 16; M = batch * 197 not), plus the training variant of
    the residual epilogue (fp32 residual stream, per-sample scale) and the
    GELU-gradient epilogue of fc2's input-gradient GEMM, whose B operand is
-   fc2's weight read transposed (unit stride along N, not K).
+   fc2's weight read transposed (unit stride along N, not K); its tanh form
+   at each arch's first tile.
 2. **The real launches** at ViT widths (:data:`LAUNCH_SHAPES`: 768/3072 ViT-B,
    1024/4096 ViT-L, 1152/4304 SigLIP so400m) for M = 197 (batch 1) and
    256 * 197: :func:`launch_specialization` derives which arguments are
@@ -119,6 +120,9 @@ def _shipped_cases() -> list[AotCase]:
                                         "residual", residual_dtype="fp32", scaled=True, **common))  # fmt: skip
                 cases.append(_gemm_case(f"linear_gelu_grad-{dtype}-{tile}", dtype, meta, launch, arch, "gelu_grad",
                                         units=_GRAD_UNIT_STRIDES, divisible=_GRAD_DIVISIBLE))  # fmt: skip
+                if dtype == "bf16" and entry is GEMM_CONFIGS[arch][0]:  # the tanh derivative at the first tile
+                    cases.append(_gemm_case(f"linear_gelu_tanh_grad-{dtype}-{tile}", dtype, meta, launch, arch,
+                                            "gelu_tanh_grad", units=_GRAD_UNIT_STRIDES, divisible=_GRAD_DIVISIBLE))  # fmt: skip
             for approximate in ("none", "tanh"):
                 signature = dict.fromkeys(("DOUT", "PRE", "DH"), f"*{dtype}")
                 signature |= {"numel": "i32", "APPROXIMATE": "constexpr", "BLOCK": "constexpr"}
