@@ -346,3 +346,48 @@ def test_residual_norm(benchmark, references, kernel_rounds, provider, mode):
         compiled=provider == "torch.compile", flop_per_iter=fwd if mode == "fwd" else 3 * fwd,
         check=lambda out: bench.parity(out[1][:rows], ref),
     )
+
+
+# -- a whole MLP branch: the fused backward (GELU's derivative in fc2's dgrad GEMM) vs two ops --
+
+MLP_PROVIDERS = ("torch", "torch.compile", "triton-two-ops", "triton-mlp")
+
+
+def _torch_mlp(x, w1, b1, w2, b2, r):
+    return r + F.linear(F.gelu(F.linear(x, w1, b1)), w2, b2)
+
+
+def _mlp_fn(provider: str):
+    if provider == "triton-mlp":
+        from fastvit.kernels import mlp_residual
+
+        return mlp_residual
+    if provider == "triton-two-ops":
+        from fastvit.kernels import linear_gelu, linear_residual
+
+        return lambda x, w1, b1, w2, b2, r: linear_residual(linear_gelu(x, w1, b1), w2, b2, r)
+    return torch.compile(_torch_mlp) if provider == "torch.compile" else _torch_mlp
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("provider", MLP_PROVIDERS)
+def test_mlp(benchmark, references, kernel_rounds, provider, mode):
+    """fc1 + GELU + fc2 + residual at ViT-B's MLP (ViT-Ti's in smoke mode); 4·M·D·H FLOPs forward, 3x with gradients."""
+    dt = torch.bfloat16
+    grad = mode != "fwd"
+    d, h = LINEAR_SHAPES["linear_gelu"]
+    m = TOKENS
+    params = [(torch.randn(h, d, device=DEVICE) * d**-0.5).to(dt), (0.1 * torch.randn(h, device=DEVICE)).to(dt),
+              (torch.randn(d, h, device=DEVICE) * h**-0.5).to(dt), (0.1 * torch.randn(d, device=DEVICE)).to(dt)]  # fmt: skip
+    params = [p.requires_grad_(grad) for p in params]
+    inputs = [(_rand(m, d, dtype=dt, grad=grad), *params, _rand(m, d, dtype=dt, grad=grad), _rand(m, d, dtype=dt))
+              for _ in range(BUFFERS)]  # fmt: skip
+    rows = 1024
+    first = [t.detach().float() for t in inputs[0][:6]]
+    ref = _torch_mlp(first[0][:rows], *first[1:5], first[5][:rows])
+    _run(
+        benchmark, references, kernel_rounds, op="mlp", provider=provider, mode=mode, dtype="bf16",
+        shape=dict(m=m, d=d, h=h), fn=_mlp_fn(provider), inputs=inputs, grad_of=(0, 1, 2, 3, 4, 5),
+        compiled=provider == "torch.compile", flop_per_iter=4 * m * d * h * (1 if mode == "fwd" else 3),
+        check=lambda out: bench.parity(out[:rows], ref),
+    )
