@@ -13,7 +13,8 @@
   s, dy, ds, write dx) vs F.layer_norm and its torch.compile.
 - linear_gelu (K=768 -> N=3072, ViT-B's fc1) and linear_residual (3072 -> 768,
   fc2) at M = 256 x 197: TFLOP/s (2·M·N·K forward, 3x with the input and
-  weight gradients) vs the unfused torch ops and their torch.compile.
+  weight gradients) vs the unfused torch ops and their torch.compile; "triton"
+  is the pointer kernel, "tma" the Hopper TMA candidate (sm_90+).
 - residual_norm: the seam between two GEMMs, from fc2's input to the next
   block's normalized input, ``s = r + x @ W^T + b; n = LN(s)`` at fc2's shape.
   Two fusions compete with torch and torch.compile: "triton-epilogue" (what
@@ -230,7 +231,8 @@ def test_layer_norm(benchmark, references, kernel_rounds, op, width, mode, provi
 
 # -- GEMMs with fused epilogues -----------------------------------------------------------
 
-LINEAR_PROVIDERS = ("torch", "torch.compile", "triton")
+# "tma": the Hopper candidate (fastvit.kernels.linear_tma; sm_90+ only), beside the pointer kernel "triton"
+LINEAR_PROVIDERS = ("torch", "torch.compile", "triton", "tma")
 # (K, N): ViT-B's fc1, fc2 (ViT-Ti's in smoke mode)
 LINEAR_SHAPES = {"linear_gelu": (192, 768), "linear_residual": (768, 192)} if SMOKE else {"linear_gelu": (768, 3072), "linear_residual": (3072, 768)}
 
@@ -251,6 +253,12 @@ def _torch_linear_residual(x, w, b, r):
 
 
 def _linear_fn(op: str, provider: str):
+    if provider == "tma":
+        if not SMOKE and torch.cuda.get_device_capability()[0] < 9:
+            pytest.skip("the TMA GEMM needs sm_90 or newer")
+        from fastvit.kernels.linear_tma import linear_gelu_tma, linear_residual_tma
+
+        return (lambda x, w, b: linear_gelu_tma(x, w, b)) if op == "linear_gelu" else (lambda x, w, b, r: linear_residual_tma(x, w, b, r))
     if provider == "triton":
         from fastvit.kernels.linear import linear_gelu, linear_residual
 
@@ -337,4 +345,49 @@ def test_residual_norm(benchmark, references, kernel_rounds, provider, mode):
         shape=dict(m=m, k=k, n=n), fn=_residual_norm_fn(provider), inputs=inputs, grad_of=(0, 1, 2, 3, 4, 5),
         compiled=provider == "torch.compile", flop_per_iter=fwd if mode == "fwd" else 3 * fwd,
         check=lambda out: bench.parity(out[1][:rows], ref),
+    )
+
+
+# -- a whole MLP branch: the fused backward (GELU's derivative in fc2's dgrad GEMM) vs two ops --
+
+MLP_PROVIDERS = ("torch", "torch.compile", "triton-two-ops", "triton-mlp")
+
+
+def _torch_mlp(x, w1, b1, w2, b2, r):
+    return r + F.linear(F.gelu(F.linear(x, w1, b1)), w2, b2)
+
+
+def _mlp_fn(provider: str):
+    if provider == "triton-mlp":
+        from fastvit.kernels import mlp_residual
+
+        return mlp_residual
+    if provider == "triton-two-ops":
+        from fastvit.kernels import linear_gelu, linear_residual
+
+        return lambda x, w1, b1, w2, b2, r: linear_residual(linear_gelu(x, w1, b1), w2, b2, r)
+    return torch.compile(_torch_mlp) if provider == "torch.compile" else _torch_mlp
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("provider", MLP_PROVIDERS)
+def test_mlp(benchmark, references, kernel_rounds, provider, mode):
+    """fc1 + GELU + fc2 + residual at ViT-B's MLP (ViT-Ti's in smoke mode); 4·M·D·H FLOPs forward, 3x with gradients."""
+    dt = torch.bfloat16
+    grad = mode != "fwd"
+    d, h = LINEAR_SHAPES["linear_gelu"]
+    m = TOKENS
+    params = [(torch.randn(h, d, device=DEVICE) * d**-0.5).to(dt), (0.1 * torch.randn(h, device=DEVICE)).to(dt),
+              (torch.randn(d, h, device=DEVICE) * h**-0.5).to(dt), (0.1 * torch.randn(d, device=DEVICE)).to(dt)]  # fmt: skip
+    params = [p.requires_grad_(grad) for p in params]
+    inputs = [(_rand(m, d, dtype=dt, grad=grad), *params, _rand(m, d, dtype=dt, grad=grad), _rand(m, d, dtype=dt))
+              for _ in range(BUFFERS)]  # fmt: skip
+    rows = 1024
+    first = [t.detach().float() for t in inputs[0][:6]]
+    ref = _torch_mlp(first[0][:rows], *first[1:5], first[5][:rows])
+    _run(
+        benchmark, references, kernel_rounds, op="mlp", provider=provider, mode=mode, dtype="bf16",
+        shape=dict(m=m, d=d, h=h), fn=_mlp_fn(provider), inputs=inputs, grad_of=(0, 1, 2, 3, 4, 5),
+        compiled=provider == "torch.compile", flop_per_iter=4 * m * d * h * (1 if mode == "fwd" else 3),
+        check=lambda out: bench.parity(out[:rows], ref),
     )

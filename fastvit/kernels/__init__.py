@@ -11,6 +11,9 @@ Public ops (torch-like signatures, nn.Linear weight layout):
 - ``add_layer_norm(x, y, weight, bias, eps)`` -> ``(x + y, LN(x + y))``
 - ``linear_gelu(x, weight, bias, approximate="none")``
 - ``linear_residual(x, weight, bias, residual, *, scale=None)`` -> ``residual + scale * (x @ W^T + b)``
+- ``linear_gelu_tma`` / ``linear_residual_tma``: the same through the Hopper TMA candidate kernel
+- ``mlp_residual(x, w1, b1, w2, b2, residual, *, approximate="none", scale=None)``: a whole MLP
+  branch, whose backward fuses GELU's derivative into fc2's input-gradient GEMM
 
 Each has a plain PyTorch twin in :mod:`fastvit.kernels.reference`.
 """
@@ -27,6 +30,9 @@ _OPS = {
     "add_layer_norm": "norm",
     "linear_gelu": "linear",
     "linear_residual": "linear",
+    "linear_gelu_tma": "linear_tma",
+    "linear_residual_tma": "linear_tma",
+    "mlp_residual": "mlp",
 }
 
 __all__ = sorted(_OPS)

@@ -27,9 +27,16 @@ Backward:
   ``dout`` without a scale and with matching dtypes), ``dx = d @ W``,
   ``dW = d^T @ x``, ``db = d.sum(0)``.
 
-fp16 and bf16 inputs multiply on the tensor cores with an fp32 accumulator.
-fp32 inputs multiply exactly (``input_precision="ieee"``) unless the caller
-passes ``allow_tf32=True``.
+The same kernel with a gradient epilogue, :func:`linear_gelu_grad`, computes
+``(d @ W2) * gelu'(h)`` for :mod:`fastvit.kernels.mlp`'s fused backward. Any
+strides are honoured (x, weight and residual are read through their strides,
+bias and scale made contiguous); :mod:`linear_checks` holds the argument
+checks, :mod:`gemm_epilogue` the epilogue code shared with the Hopper TMA
+candidate (:mod:`linear_tma`), :mod:`linear_aot` the compile cases.
+
+fp16 and bf16 inputs multiply on the tensor cores with an fp32 accumulator
+(and so does the interpreter: see :func:`dot_in_fp32`). fp32 inputs multiply
+exactly (``input_precision="ieee"``) unless the caller passes ``allow_tf32=True``.
 
 Plain PyTorch twins: :func:`fastvit.kernels.reference.linear_gelu_ref` and
 :func:`fastvit.kernels.reference.linear_residual_ref`.
@@ -42,7 +49,10 @@ import triton
 import triton.language as tl
 
 from fastvit.kernels import tuning
-from fastvit.kernels.aot import AotCase
+from fastvit.kernels.gemm_epilogue import (
+    FORWARD_EPILOGUES, GELU_EPILOGUE, GELU_GRAD_EPILOGUE, add_bias, finish, gelu_grad,
+)  # fmt: skip
+from fastvit.kernels.linear_checks import check_linear_args, check_residual, check_scale, out_buffer
 
 # Launch configurations of the GEMM, chosen for ViT-B MLP shapes
 # (M = 256 * 197 = 50432 rows; K = 768, N = 3072 for fc1 and K = 3072, N = 768
@@ -74,22 +84,22 @@ GEMM_CONFIGS = {
 
 # The elementwise GELU backward: one program per BLOCK elements.
 GELU_BWD_CONFIG = dict(BLOCK=4096, num_warps=8)
-
-_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-
-# Epilogues of the GEMM kernel, by name.
-EPILOGUES = ("gelu", "gelu_tanh", "residual")
-_GELU_EPILOGUE = {"none": "gelu", "tanh": "gelu_tanh"}
-
-_SQRT_HALF = tl.constexpr(0.7071067811865476)  # 1 / sqrt(2)
-_INV_SQRT_2PI = tl.constexpr(0.3989422804014327)  # 1 / sqrt(2 pi)
-_TANH_C = tl.constexpr(0.7978845608028654)  # sqrt(2 / pi), the tanh GELU's constants
-_TANH_A = tl.constexpr(0.044715)
-
+# Epilogues of the forward GEMM kernel, by name (the gradient epilogues: gemm_epilogue.GRAD_EPILOGUES).
+EPILOGUES = FORWARD_EPILOGUES
 
 # ---------------------------------------------------------------------------
 # Triton kernels
 # ---------------------------------------------------------------------------
+
+
+@triton.jit
+def _grad_half(acc, offs_m, col0, M, N, PRE, stride_pm, stride_pn, Y, stride_ym, stride_yn,
+               EPILOGUE: tl.constexpr, HALF: tl.constexpr):  # fmt: skip
+    """Store ``acc * gelu'(PRE)`` for columns ``[col0, col0 + HALF)``."""
+    offs_n = col0 + tl.arange(0, HALF)
+    acc = finish(acc, offs_m, offs_n, M, N, PRE, stride_pm, stride_pn, PRE, 1, EPILOGUE, False)
+    y_offs = offs_m.to(tl.int64)[:, None] * stride_ym + offs_n[None, :] * stride_yn
+    tl.store(Y + y_offs, acc.to(Y.dtype.element_ty), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
 
 
 @triton.jit(do_not_specialize=["M_BUCKET"])
@@ -102,7 +112,8 @@ def _linear_kernel(
     stride_wn, stride_wk,
     stride_rm, stride_rn,
     stride_ym, stride_yn,
-    EPILOGUE: tl.constexpr,  # "gelu" | "gelu_tanh" | "residual"
+    EPILOGUE: tl.constexpr,  # "gelu" | "gelu_tanh" | "residual" | "gelu_grad" | "gelu_tanh_grad"
+    HAS_BIAS: tl.constexpr,  # False only for the gradient epilogues
     STORE_PRE: tl.constexpr,  # also write h = x @ W^T + b to PRE (GELU epilogues)
     HAS_SCALE: tl.constexpr,  # residual epilogue: multiply the branch by SCALE[row // ROWS_PER_SCALE]
     INPUT_PRECISION: tl.constexpr,  # "ieee" or "tf32", used by fp32 operands
@@ -113,6 +124,8 @@ def _linear_kernel(
     """One BLOCK_M x BLOCK_N tile of Y = epilogue(X @ W^T + BIAS); W is (N, K).
 
     RES and Y may be wider (fp32) than X and W: the epilogue works in fp32.
+    The gradient epilogues read the saved pre-activation through RES (with its
+    strides) and write ``(X @ W^T) * gelu'(RES)``.
     """
     # Grouped order: consecutive programs sweep GROUP_M row-blocks down one
     # column of tiles before moving right, so the W tiles they share stay in L2.
@@ -150,24 +163,23 @@ def _linear_kernel(
         x_ptrs += x_step
         w_ptrs += w_step
 
+    if EPILOGUE == "gelu_grad" or EPILOGUE == "gelu_tanh_grad":
+        # GELU's derivative needs erf and exp on a second tile (the saved h): done on two column
+        # halves one after the other, it stays in registers (whole-tile: 255 registers, stack in use).
+        HALF: tl.constexpr = BLOCK_N // 2
+        left, right = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, HALF)), (0, 2, 1)))
+        col0 = pid_n * BLOCK_N
+        _grad_half(left, offs_m, col0, M, N, RES, stride_rm, stride_rn, Y, stride_ym, stride_yn, EPILOGUE, HALF)
+        _grad_half(right, offs_m, col0 + HALF, M, N, RES, stride_rm, stride_rn, Y, stride_ym, stride_yn,
+                   EPILOGUE, HALF)  # fmt: skip
+        return
     # Epilogue, all in fp32: bias, then GELU or residual, then one rounding.
-    acc += tl.load(BIAS + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
-    out_rows = offs_m.to(tl.int64)[:, None]
+    acc = add_bias(acc, offs_n, N, BIAS, HAS_BIAS)
     out_mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-    y_offs = out_rows * stride_ym + offs_n[None, :] * stride_yn
+    y_offs = offs_m.to(tl.int64)[:, None] * stride_ym + offs_n[None, :] * stride_yn
     if STORE_PRE:
         tl.store(PRE + y_offs, acc.to(PRE.dtype.element_ty), mask=out_mask)
-    if EPILOGUE == "gelu":
-        acc = 0.5 * acc * (1.0 + tl.erf(acc * _SQRT_HALF))
-    elif EPILOGUE == "gelu_tanh":
-        # 0.5 * (1 + tanh(u)) == sigmoid(2u)
-        u = _TANH_C * (acc + _TANH_A * acc * acc * acc)
-        acc = acc * tl.sigmoid(2.0 * u)
-    else:  # "residual"
-        if HAS_SCALE:
-            acc *= tl.load(SCALE + rows // ROWS_PER_SCALE).to(tl.float32)[:, None]
-        r_ptrs = RES + out_rows * stride_rm + offs_n[None, :] * stride_rn
-        acc += tl.load(r_ptrs, mask=out_mask, other=0.0).to(tl.float32)
+    acc = finish(acc, offs_m, offs_n, M, N, RES, stride_rm, stride_rn, SCALE, ROWS_PER_SCALE, EPILOGUE, HAS_SCALE)
     tl.store(Y + y_offs, acc.to(Y.dtype.element_ty), mask=out_mask)
 
 
@@ -183,23 +195,13 @@ def _gelu_bwd_kernel(
     mask = offs < numel
     h = tl.load(PRE + offs, mask=mask, other=0.0).to(tl.float32)
     dout = tl.load(DOUT + offs, mask=mask, other=0.0).to(tl.float32)
-    if APPROXIMATE == "tanh":
-        # gelu(h) = h * s with s = sigmoid(2u), u = c * (h + a h^3);
-        # d/dh = s + 2 h s (1 - s) * c * (1 + 3 a h^2).
-        u = _TANH_C * (h + _TANH_A * h * h * h)
-        s = tl.sigmoid(2.0 * u)
-        grad = s + 2.0 * h * s * (1.0 - s) * _TANH_C * (1.0 + 3.0 * _TANH_A * h * h)
-    else:
-        # d/dh [h * Phi(h)] = Phi(h) + h * phi(h)
-        cdf = 0.5 * (1.0 + tl.erf(h * _SQRT_HALF))
-        pdf = _INV_SQRT_2PI * tl.exp(-0.5 * h * h)
-        grad = cdf + h * pdf
+    grad = gelu_grad(h, APPROXIMATE == "tanh")
     tl.store(DH + offs, (dout * grad).to(DH.dtype.element_ty), mask=mask)
 
 
 _linear_kernel_tuned = triton.autotune(
     configs=tuning.autotune_configs(GEMM_CONFIGS),
-    key=["M_BUCKET", "N", "K", "EPILOGUE", "STORE_PRE"],
+    key=["M_BUCKET", "N", "K", "EPILOGUE", "STORE_PRE", "HAS_SCALE"],
 )(_linear_kernel)
 
 
@@ -208,41 +210,49 @@ _linear_kernel_tuned = triton.autotune(
 # ---------------------------------------------------------------------------
 
 
-def _out_buffer(buf, like: torch.Tensor, shape: tuple[int, ...], name: str) -> torch.Tensor:
-    if buf is None:
-        return like.new_empty(shape)
-    if buf.shape != shape or buf.dtype != like.dtype or buf.device != like.device or not buf.is_contiguous():
-        raise ValueError(
-            f"{name}: expected a contiguous {like.dtype} tensor of shape {shape} on {like.device}, "
-            f"got {buf.dtype} {tuple(buf.shape)} on {buf.device} (contiguous={buf.is_contiguous()})"
-        )
-    return buf
+def dot_in_fp32(dtype: torch.dtype) -> bool:
+    """Whether the GEMM kernels upcast their fp16/bf16 ``tl.dot`` operands to fp32.
+
+    Only under the interpreter, where ``tl.dot`` runs as a numpy matmul: on bf16
+    that returns garbage, and numpy's fp16 matmul rounds differently on
+    different CPUs (a partial sum past 65504 overflowed to inf on an AMD EPYC
+    without AVX-512 and stayed finite on a Xeon). The GPU multiplies fp16/bf16
+    exactly and accumulates in fp32, which is what fp32 operands compute, so
+    the upcast makes the interpreter produce the GPU's result on every host.
+    """
+    return tuning.interpreting() and dtype != torch.float32
 
 
 def _launch_gemm(x, weight, bias, epilogue, *, residual, y, pre, allow_tf32, scale=None):
+    """``y = epilogue(x @ weight^T + bias)`` for 2-D tensors of any strides.
+
+    ``residual`` is the residual ("residual") or the saved pre-activation (the
+    gradient epilogues); ``bias`` may be None (no bias).
+    """
     M, K = x.shape
     N = weight.shape[0]
-    bias = bias.contiguous()
+    bias_buf = y if bias is None else bias.contiguous()
     res = y if residual is None else residual
     pre_buf = y if pre is None else pre
-    scale_buf = bias if scale is None else scale
+    scale_buf = bias_buf if scale is None else scale
     rows_per_scale = 1 if scale is None else M // scale.shape[0]
 
     def grid(meta):
         return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
 
     _linear_kernel_tuned[grid](
-        x, weight, bias, res, y, pre_buf, scale_buf,
+        x, weight, bias_buf, res, y, pre_buf, scale_buf,
         M, N, K, rows_per_scale, triton.next_power_of_2(M),
         x.stride(0), x.stride(1),
         weight.stride(0), weight.stride(1),
         res.stride(0), res.stride(1),
         y.stride(0), y.stride(1),
         EPILOGUE=epilogue,
+        HAS_BIAS=bias is not None,
         STORE_PRE=pre is not None,
         HAS_SCALE=scale is not None,
         INPUT_PRECISION="tf32" if allow_tf32 else "ieee",
-        DOT_IN_FP32=tuning.interpreting() and x.dtype != torch.float32,
+        DOT_IN_FP32=dot_in_fp32(x.dtype),
     )  # fmt: skip
 
 
@@ -254,11 +264,11 @@ def linear_gelu_launch(x, weight, bias, approximate="none", *, save_pre=False, a
     ``out`` / ``pre`` may be preallocated contiguous (M, N) buffers.
     """
     M, N = x.shape[0], weight.shape[0]
-    y = _out_buffer(out, x, (M, N), "out")
-    h = _out_buffer(pre, x, (M, N), "pre") if save_pre else x.new_empty((0,))
+    y = out_buffer(out, x, (M, N), "out")
+    h = out_buffer(pre, x, (M, N), "pre") if save_pre else x.new_empty((0,))
     if y.numel() > 0:
         _launch_gemm(
-            x, weight, bias, _GELU_EPILOGUE[approximate],
+            x, weight, bias, GELU_EPILOGUE[approximate],
             residual=None, y=y, pre=h if save_pre else None, allow_tf32=allow_tf32,
         )  # fmt: skip
     return y, h
@@ -272,7 +282,7 @@ def linear_residual_launch(x, weight, bias, residual, scale=None, *, allow_tf32=
     branch are multiplied by ``scale[i]``.
     """
     M, N = x.shape[0], weight.shape[0]
-    y = _out_buffer(out, residual, (M, N), "out")
+    y = out_buffer(out, residual, (M, N), "out")
     if y.numel() > 0:
         _launch_gemm(
             x, weight, bias, "residual", residual=residual, y=y, pre=None, allow_tf32=allow_tf32, scale=scale
@@ -280,11 +290,28 @@ def linear_residual_launch(x, weight, bias, residual, scale=None, *, allow_tf32=
     return y
 
 
+def linear_gelu_grad_launch(grad, weight, pre, approximate="none", *, allow_tf32=False, out=None):
+    """``(grad @ weight) * gelu'(pre)`` in one GEMM, in ``pre``'s dtype.
+
+    The backward of ``fc2(gelu(h))`` with respect to ``h``: ``grad`` (M, N) is
+    the gradient of fc2's output (after any per-sample scale), ``weight`` fc2's
+    (N, H) weight, ``pre`` the saved (M, H) pre-activation. The derivative is
+    applied to the fp32 product before its one rounding, so the (M, H) gradient
+    of GELU's output is never written.
+    """
+    M, H = grad.shape[0], weight.shape[1]
+    dh = out_buffer(out, pre, (M, H), "out")
+    if dh.numel() > 0:
+        epilogue = GELU_GRAD_EPILOGUE[approximate]
+        _launch_gemm(grad, weight.t(), None, epilogue, residual=pre, y=dh, pre=None, allow_tf32=allow_tf32)
+    return dh
+
+
 def gelu_bwd_launch(grad, pre, approximate="none", *, out=None):
     """``grad * gelu'(pre)`` elementwise, in ``pre``'s dtype; ``out`` may be preallocated."""
     grad = grad.contiguous()
     pre = pre.contiguous()
-    dh = _out_buffer(out, pre, tuple(pre.shape), "out")
+    dh = out_buffer(out, pre, tuple(pre.shape), "out")
     numel = pre.numel()
     if numel > 0:
         block = GELU_BWD_CONFIG["BLOCK"]
@@ -342,6 +369,17 @@ def _(grad, pre, approximate):
     return torch.empty_like(pre, memory_format=torch.contiguous_format)
 
 
+@torch.library.custom_op("fastvit::linear_gelu_grad", mutates_args=())
+def linear_gelu_grad(grad: torch.Tensor, weight: torch.Tensor, pre: torch.Tensor, approximate: str) -> torch.Tensor:
+    """``(grad @ weight) * gelu'(pre)`` in one GEMM; see :func:`linear_gelu_grad_launch`."""
+    return linear_gelu_grad_launch(grad, weight, pre, approximate)
+
+
+@linear_gelu_grad.register_fake
+def _(grad, weight, pre, approximate):
+    return pre.new_empty((grad.shape[0], weight.shape[1]))
+
+
 def _linear_grads(ctx, dh, x, weight):
     """(dx, dW, db) of ``h = x @ W^T + b`` given ``dh``; torch.matmul, fp32 bias sum."""
     dx = dh @ weight if ctx.needs_input_grad[0] else None
@@ -386,7 +424,7 @@ def _linear_residual_backward(ctx, grad_out):
     d_branch = grad_out
     if scale is not None and scale.shape[0] > 0:
         rows, n = grad_out.shape
-        d_branch = (grad_out.view(scale.shape[0], rows // scale.shape[0], n) * scale[:, None, None]).view(rows, n)
+        d_branch = (grad_out.reshape(scale.shape[0], rows // scale.shape[0], n) * scale[:, None, None]).reshape(rows, n)
     dx, dw, db = _linear_grads(ctx, d_branch.to(x.dtype), x, weight)
     return dx, dw, db, grad_out if ctx.needs_input_grad[3] else None, None, None
 
@@ -397,34 +435,6 @@ linear_residual_fwd.register_autograd(_linear_residual_backward, setup_context=_
 # ---------------------------------------------------------------------------
 # Public functions
 # ---------------------------------------------------------------------------
-
-
-def _check_linear_args(fn: str, x, weight, bias) -> None:
-    for name, t in (("x", x), ("weight", weight), ("bias", bias)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(t).__name__}")
-    if x.dtype not in _DTYPES:
-        raise TypeError(f"{fn}: x must be float16, bfloat16 or float32, got {x.dtype}")
-    if x.device.type != "cuda" and not tuning.interpreting():
-        raise ValueError(f"{fn}: x must be a CUDA tensor (or TRITON_INTERPRET=1 on CPU), got device {x.device}")
-    for name, t in (("weight", weight), ("bias", bias)):
-        if t.dtype != x.dtype:
-            raise TypeError(f"{fn}: {name} must have x's dtype {x.dtype}, got {t.dtype}")
-        if t.device != x.device:
-            raise ValueError(f"{fn}: {name} must be on x's device {x.device}, got {t.device}")
-    if x.dim() < 1:
-        raise ValueError(f"{fn}: x must have at least one dimension (..., in_features), got a 0-d tensor")
-    if weight.dim() != 2:
-        raise ValueError(f"{fn}: weight must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}")
-    if x.shape[-1] != weight.shape[1]:
-        raise ValueError(
-            f"{fn}: x's last dimension must equal weight's in_features {weight.shape[1]}, "
-            f"got x of shape {tuple(x.shape)}"
-        )
-    if bias.shape != (weight.shape[0],):
-        raise ValueError(
-            f"{fn}: bias must have shape (out_features,) = ({weight.shape[0]},), got {tuple(bias.shape)}"
-        )
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -446,8 +456,8 @@ def linear_gelu(x, weight, bias, approximate="none", *, allow_tf32=False):
     When a gradient is needed, the pre-activation ``h`` (same shape and dtype
     as the output) is saved for backward along with ``x`` and ``weight``.
     """
-    _check_linear_args("linear_gelu", x, weight, bias)
-    if approximate not in _GELU_EPILOGUE:
+    check_linear_args("linear_gelu", x, weight, bias)
+    if approximate not in GELU_EPILOGUE:
         raise ValueError(f"linear_gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
     out, _ = linear_gelu_fwd(_rows(x), weight, bias, approximate, _needs_grad(x, weight, bias), allow_tf32)
     return out.reshape(*x.shape[:-1], weight.shape[0])
@@ -469,118 +479,21 @@ def linear_residual(x, weight, bias, residual, *, scale=None, allow_tf32=False):
     Saves only ``x``, ``weight`` and ``scale`` for backward. fp32 inputs use
     tf32 tensor cores only with ``allow_tf32=True``.
     """
-    _check_linear_args("linear_residual", x, weight, bias)
-    if not isinstance(residual, torch.Tensor):
-        raise TypeError(f"linear_residual: residual must be a torch.Tensor, got {type(residual).__name__}")
-    out_shape = (*x.shape[:-1], weight.shape[0])
-    if residual.shape != out_shape:
-        raise ValueError(
-            f"linear_residual: residual must have the output's shape {out_shape}, got {tuple(residual.shape)}"
-        )
-    if residual.dtype not in (x.dtype, torch.float32):
-        raise TypeError(
-            f"linear_residual: residual must have x's dtype ({x.dtype}) or torch.float32, got {residual.dtype}"
-        )
-    if residual.device != x.device:
-        raise ValueError(f"linear_residual: residual must be on x's device {x.device}, got {residual.device}")
+    check_linear_args("linear_residual", x, weight, bias)
+    out_shape = check_residual("linear_residual", x, weight, residual)
     if scale is not None:
-        scale = _check_scale(scale, x)
+        scale = check_scale("linear_residual", scale, x)
     out = linear_residual_fwd(_rows(x), weight, bias, _rows(residual), scale, allow_tf32)
     return out.reshape(out_shape)
 
 
-def _check_scale(scale, x) -> torch.Tensor:
-    """``scale`` as a contiguous fp32 (x.shape[0],) tensor, or a clear error."""
-    if not isinstance(scale, torch.Tensor):
-        raise TypeError(f"linear_residual: scale must be a torch.Tensor or None, got {type(scale).__name__}")
-    if x.dim() < 2 or scale.shape != (x.shape[0],):
-        raise ValueError(
-            f"linear_residual: scale must have shape (x.shape[0],) for x of shape (batch, ..., in_features), "
-            f"got scale {tuple(scale.shape)} and x {tuple(x.shape)}"
-        )
-    if not scale.is_floating_point():
-        raise TypeError(f"linear_residual: scale must be a floating-point tensor, got {scale.dtype}")
-    if scale.device != x.device:
-        raise ValueError(f"linear_residual: scale must be on x's device {x.device}, got {scale.device}")
-    if scale.requires_grad and torch.is_grad_enabled():
-        raise ValueError("linear_residual: scale receives no gradient; pass scale.detach()")
-    return scale.to(torch.float32).contiguous()
-
-
 # ---------------------------------------------------------------------------
-# Ahead-of-time compile cases
+# Ahead-of-time compile cases: fastvit.kernels.linear_aot
 # ---------------------------------------------------------------------------
 
 
-# Compiled as Triton specializes ViT-B's contiguous, 16-byte aligned tensors
-# at launch: unit strides become constants, and pointers, K, N and the row
-# strides are divisible by 16 (M = batch * 197 need not be).
-_UNIT_STRIDES = ("stride_xk", "stride_wk", "stride_rn", "stride_yn")
-_DIVISIBLE = ("X", "W", "BIAS", "RES", "Y", "PRE", "SCALE", "N", "K", "stride_xm", "stride_wn", "stride_rm", "stride_ym")
+def aot_cases():
+    """AOT compile cases of every GEMM kernel (this module's and the Hopper TMA candidate's)."""
+    from fastvit.kernels.linear_aot import aot_cases as cases
 
-
-def _gemm_signature(dtype: str, residual_dtype: str | None = None) -> dict:
-    """Argument types of ``_linear_kernel`` as launched on ``dtype`` tensors
-    (with a ``residual_dtype`` residual and output, default ``dtype``)."""
-    types = dict.fromkeys(("X", "W", "BIAS", "PRE"), f"*{dtype}")
-    types |= dict.fromkeys(("RES", "Y"), f"*{residual_dtype or dtype}")
-    types["SCALE"] = "*fp32"
-    names = ("M", "N", "K", "ROWS_PER_SCALE", "M_BUCKET", "stride_xm", "stride_wn", "stride_rm", "stride_ym")
-    types |= dict.fromkeys(names, "i32")
-    return {name: types.get(name, "constexpr") for name in _linear_kernel.arg_names}
-
-
-def aot_cases() -> list[AotCase]:
-    """AOT compile cases for every shipped kernel.
-
-    The GEMM: each epilogue x each config of sm80 and sm90 (plus the "default"
-    entries, on both) x {bf16, fp16}. The exact-erf GELU is compiled as in
-    training (also storing h), the tanh one as in inference, so both values of
-    STORE_PRE are covered without doubling the case count. The residual
-    epilogue is compiled twice: as in inference (residual in the input dtype)
-    and as in training under autocast with stochastic depth (fp32 residual and
-    output, per-sample scale). Plus the GELU backward kernel, which has no
-    matrix product.
-    """
-    cases = []
-    for dtype in ("bf16", "fp16"):
-        for arch in ("sm80", "sm90"):
-            for entry in GEMM_CONFIGS[arch] + GEMM_CONFIGS["default"]:
-                meta, launch = tuning.split(entry)
-                tile = "x".join(str(meta[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
-                for epilogue in EPILOGUES:
-                    constexprs = dict(
-                        meta,
-                        **dict.fromkeys(_UNIT_STRIDES, 1),
-                        EPILOGUE=epilogue,
-                        STORE_PRE=epilogue == "gelu",
-                        HAS_SCALE=False,
-                        INPUT_PRECISION="ieee",
-                        DOT_IN_FP32=False,
-                    )
-                    name, signature = f"linear_{epilogue}-{dtype}-{tile}", _gemm_signature(dtype)
-                    case = AotCase(name, _linear_kernel, signature, constexprs, arch, divisible=_DIVISIBLE, **launch)
-                    cases.append(case)
-                    if epilogue == "residual":
-                        # Training under autocast with stochastic depth: fp32 residual stream, per-sample scale.
-                        signature = _gemm_signature(dtype, residual_dtype="fp32")
-                        name = f"linear_residual_scaled_fp32res-{dtype}-{tile}"
-                        constexprs = dict(constexprs, HAS_SCALE=True)
-                        case = AotCase(name, _linear_kernel, signature, constexprs, arch, divisible=_DIVISIBLE, **launch)
-                        cases.append(case)
-            for approximate in ("none", "tanh"):
-                signature = dict.fromkeys(("DOUT", "PRE", "DH"), f"*{dtype}")
-                signature |= {"numel": "i32", "APPROXIMATE": "constexpr", "BLOCK": "constexpr"}
-                cases.append(
-                    AotCase(
-                        name=f"gelu_bwd_{approximate}-{dtype}",
-                        fn=_gelu_bwd_kernel,
-                        signature=signature,
-                        constexprs=dict(APPROXIMATE=approximate, BLOCK=GELU_BWD_CONFIG["BLOCK"]),
-                        arch=arch,
-                        num_warps=GELU_BWD_CONFIG["num_warps"],
-                        num_stages=1,
-                        tensor_core_op=None,
-                    )
-                )
-    return cases
+    return cases()

@@ -82,3 +82,27 @@ def linear_parts(impl: str):
     if impl not in LINEAR_IMPLS:
         raise ValueError(f"unknown linear_impl {impl!r}; valid: {sorted(LINEAR_IMPLS)}")
     return LINEAR_IMPLS[impl]
+
+
+def triton_mlp_forward(fc1: nn.Linear, drop: nn.Dropout, fc2: ResidualLinear, x, residual):
+    """``residual + fc2(drop(gelu(fc1(x))))`` as the one fused op :func:`fastvit.kernels.mlp_residual`.
+
+    For an :class:`~fastvit.layers.mlp.Mlp` built with ``linear_impl="triton"``
+    (pass its ``fc1``, ``drop``, ``fc2``): the same result as its forward,
+    with a backward that applies GELU's derivative in fc2's input-gradient GEMM
+    instead of a separate pass. Element-wise dropout while training and a
+    residual in a third dtype fall back to the separate ops, as
+    :class:`TritonResidualLinear` does; stochastic depth becomes the per-sample
+    scale, drawn as :class:`DropPath` draws it.
+    """
+    if fc2.training and (drop.p > 0 or fc2.drop.p > 0):
+        return fc2(drop(fc1(x)), residual)
+    x, w1, b1, w2, b2 = _autocast(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+    if residual.dtype not in (x.dtype, torch.float32):
+        return fc2(drop(fc1(x)), residual)
+    scale = None
+    if fc2.training and fc2.drop_path.p > 0:
+        scale = drop_path_scale(residual.shape[0], fc2.drop_path.p, dtype=torch.float32, device=x.device)
+    from fastvit.kernels import mlp_residual
+
+    return mlp_residual(x, w1, b1, w2, b2, residual, scale=scale)

@@ -409,3 +409,90 @@ def test_aot_cases_cover_every_shipped_config():
                 assert compiled == shipped, (arch, epilogue, dtype)
         kinds = {c.name for c in AOT_CASES if c.arch == arch and c.fn is linear._gelu_bwd_kernel}
         assert kinds == {f"gelu_bwd_{a}-{d}" for a in ("none", "tanh") for d in ("bf16", "fp16")}
+
+
+def test_aot_cases_cover_grad_epilogue_and_tma_configs():
+    """The GELU-gradient GEMM at every shipped config; the TMA kernel at every sm_90 config and epilogue."""
+    from fastvit.kernels import linear_aot, linear_tma
+
+    for arch in ("sm80", "sm90"):
+        shipped = {tuple(sorted(tuning_split_tile(e))) for e in linear.GEMM_CONFIGS[arch] + linear.GEMM_CONFIGS["default"]}
+        for dtype in ("bf16", "fp16"):
+            grad = [c for c in AOT_CASES if c.arch == arch and c.name.startswith(f"linear_gelu_grad-{dtype}-")]
+            assert {tuple(sorted(case_tile(c))) for c in grad} == shipped, (arch, dtype)
+            for c in grad:  # fc2's weight read transposed: unit stride along N
+                assert c.constexprs["stride_wn"] == 1 and "stride_wk" not in c.constexprs and not c.constexprs["HAS_BIAS"]
+    tma = [c for c in AOT_CASES if c.fn is linear_tma._linear_tma_kernel]
+    assert {c.arch for c in tma} == {"sm90"}
+    for label in ("gelu", "gelu_tanh", "residual", "residual_scaled_fp32res"):
+        for dtype in ("bf16", "fp16"):
+            got = {tuple(sorted(case_tile(c))) for c in tma if c.name.startswith(f"linear_tma_{label}-{dtype}-")}
+            assert got == {tuple(sorted(tuning_split_tile(e))) for e in linear_tma.TMA_CONFIGS["sm90"]}, (label, dtype)
+    assert linear_aot.aot_cases() and len({str(c) for c in AOT_CASES}) == len(AOT_CASES), "duplicate case names"
+
+
+def tuning_split_tile(entry):
+    return {k: entry[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages")}.items()
+
+
+def case_tile(case):
+    tile = {k: case.constexprs[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")}
+    return (tile | {"num_warps": case.num_warps, "num_stages": case.num_stages}).items()
+
+
+@pytest.mark.parametrize("shape", ["vit_base", "vit_large", "siglip_so400m"])
+@pytest.mark.parametrize("rows", [197, 256 * 197])
+def test_launch_specialization_follows_the_real_arguments(shape, rows):
+    """Divisibility of the compiled launch cases comes from the values the launch passes (Triton's rule).
+
+    4304 = 16 * 269: divisible by 16 (hinted), not by 64 (the kernel's masks
+    handle the ragged last tile); M = 197 is not hinted, M = 256 * 197 is.
+    """
+    from fastvit.kernels import linear_aot
+
+    d_in, hidden = linear_aot.LAUNCH_SHAPES[shape]
+    for kind in ("fc1", "fc2", "grad"):
+        values = linear_aot.launch_values(kind, rows, d_in, hidden)
+        units, divisible = linear_aot.launch_specialization(values)
+        for name, v in values.items():
+            if name in linear_aot._NOT_SPECIALIZED:
+                assert name not in units and name not in divisible
+            elif v == 1:
+                assert name in units and name not in divisible
+            else:
+                assert (name in divisible) == (v % 16 == 0), (kind, name, v)
+        assert ("M" in divisible) == (rows % 16 == 0)
+        assert values["N"] == (d_in if kind == "fc2" else hidden)
+        assert ("stride_wn" in units) == (kind == "grad") and ("stride_wk" in units) != (kind == "grad")
+        # a compiled case has this specialization at each arch's first config
+        epilogue = {"fc1": "gelu", "fc2": "residual", "grad": "gelu_grad"}[kind]
+        for arch in ("sm80", "sm90"):
+            first = dict(tuning_split_tile(linear.GEMM_CONFIGS[arch][0]))
+            match = [c for c in AOT_CASES if c.arch == arch and c.fn is linear._linear_kernel
+                     and c.constexprs["EPILOGUE"] == epilogue and set(c.divisible) == set(divisible)
+                     and {k for k, v in c.signature.items() if v == "constexpr" and k.startswith("stride")} == set(units)
+                     and dict(case_tile(c)) == first]  # fmt: skip
+            assert match, (kind, shape, rows, arch)
+
+
+@pytest.mark.parametrize("kind", ["fc1", pytest.param("fc2", marks=pytest.mark.slow)])
+def test_siglip_so400m_widths(kind, device):
+    """D = 1152, H = 4304 (4304 % 64 != 0: the last column tile is ragged), forward and gradients, 3 rows."""
+    d_in, d_out = (1152, 4304) if kind == "fc1" else (4304, 1152)
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(3, d_in, generator=g).to(device)
+    w = (torch.randn(d_out, d_in, generator=g) / d_in**0.5).to(device)
+    b, r = torch.randn(d_out, generator=g).to(device), torch.randn(3, d_out, generator=g).to(device)
+    dout = torch.randn(3, d_out, generator=g).to(device)
+    if kind == "fc1":
+        fn, ref_fn, inputs = linear.linear_gelu, reference.linear_gelu_ref, (x, w, b)
+        eager_fn = lambda *t: reference.linear_gelu_ref(*t, upcast=False)  # noqa: E731
+    else:
+        fn, ref_fn, inputs = linear.linear_residual, reference.linear_residual_ref, (x, w, b, r)
+        eager_fn = lambda *t: reference.linear_residual_ref(*t, upcast=False)  # noqa: E731
+    ours, eager = _grads(fn, inputs, dout), _grads(eager_fn, inputs, dout)
+    ref = _grads(ref_fn, _upcast(*inputs), dout.double())
+    atol, rtol = TOLERANCES[torch.float32]
+    assert_close_vs_ref(ours[0], eager[0], ref[0], factor=2, atol=atol, rtol=rtol, name="out")
+    names = ("dx", "dW", "db", "d_residual")[: len(inputs)]
+    _check_grads(names, ours[1:], eager[1:], ref[1:], torch.float32)
