@@ -39,7 +39,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from fastvit.kernels.aot import AotCase
+from fastvit.kernels.attention_support import MAX_HEAD_DIM, head_tiles, supports_head_dim
 from fastvit.kernels.tuning import autotune_configs, interpreting, split
 
 # Launch configurations per architecture (see fastvit.kernels.tuning). The
@@ -92,7 +92,6 @@ CONFIGS = {"fwd": FWD_CONFIGS, "bwd_dkdv": DKDV_CONFIGS, "bwd_dq": DQ_CONFIGS}
 # The delta kernel is a row reduction with no product to tune.
 DELTA_CONFIG = dict(BLOCK_M=64, num_warps=4, num_stages=1)
 
-MAX_HEAD_DIM = 128
 _TUNE_KEY = ["n_q", "n_kv", "HEAD_DIM"]
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
 LN2: tl.constexpr = tl.constexpr(0.6931471805599453)
@@ -170,7 +169,7 @@ def _store(ptr, rows, s_r, cols, s_c, x, mask_r, mask_c, MASK_C: tl.constexpr):
         tl.store(_tile_ptrs(ptr, rows, s_r, cols, s_c), x, mask=mask_r[:, None])
 
 
-# Head dimension in one or two power-of-two tiles (see _head_tiles): columns
+# Head dimension in one or two power-of-two tiles (see attention_support.head_tiles): columns
 # [0, BLOCK_D) and [BLOCK_D, BLOCK_D + BLOCK_D2), BLOCK_D2 = 0 for one tile.
 # Products over the head dimension sum the first tile, then the second, into
 # one fp32 accumulator, in every kernel alike.
@@ -450,22 +449,9 @@ def _attention_bwd_dq_kernel(
                mask_d2, MASK_D2)  # fmt: skip
 
 
-def _head_tiles(head_dim: int) -> tuple[int, int]:
-    """(BLOCK_D, BLOCK_D2): the head dimension as one power-of-two tile, or as two
-    when that pads less (Triton tiles are powers of two; tl.dot needs >= 16):
-    80 -> 64 + 16, 72 -> 64 + 16 (8 masked), 96 -> 64 + 32, 48 -> 32 + 16;
-    112 stays one 128-wide tile, as 64 + 64 pads no less."""
-    whole = max(16, triton.next_power_of_2(head_dim))
-    if head_dim <= 16 or head_dim == whole:
-        return whole, 0
-    first = whole // 2
-    second = max(16, triton.next_power_of_2(head_dim - first))
-    return (first, second) if first + second < whole else (whole, 0)
-
-
 def _input_constexprs(q: Tensor, allow_tf32: bool) -> dict:
     """Constexprs fixed by the inputs rather than tuned."""
-    block_d, block_d2 = _head_tiles(q.shape[-1])
+    block_d, block_d2 = head_tiles(q.shape[-1])
     return dict(
         HEAD_DIM=q.shape[-1],
         BLOCK_D=block_d,
@@ -691,12 +677,6 @@ def _check_inputs(q, k, v) -> None:
         raise ValueError(f"attention: expected at least one key for {q.shape[2]} queries, got k {tuple(k.shape)}")
 
 
-def supports_head_dim(head_dim: int) -> bool:
-    """Whether the kernels take this head dim: any from 1 to MAX_HEAD_DIM (tiles are
-    masked); see _head_tiles for how a head dim such as 72 or 80 is tiled."""
-    return isinstance(head_dim, int) and 1 <= head_dim <= MAX_HEAD_DIM
-
-
 def attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None) -> Tensor:
     """softmax(q @ k^T * scale) @ v for (B, H, N, D) tensors of any strides, non-causal.
 
@@ -728,56 +708,8 @@ def attention_qkvpacked(qkv: Tensor, scale: float | None = None) -> Tensor:
     return out
 
 
-def _signature(fn, dtype: str, constexprs: dict) -> dict:
-    """Triton types of ``fn``'s arguments: upper-case names are tensors (LSE and
-    DELTA fp32), ``*scale`` are fp32, the rest i32 sizes and strides."""
+def aot_cases():
+    """The ahead-of-time compile cases, built in :mod:`fastvit.kernels.flash_attention_aot`."""
+    from fastvit.kernels.flash_attention_aot import aot_cases
 
-    def kind(name):
-        if name in constexprs:
-            return "constexpr"
-        if name in ("LSE", "DELTA"):
-            return "*fp32"
-        if name.isupper():
-            return f"*{dtype}"
-        return "fp32" if name.endswith("scale") else "i32"
-
-    return {name: kind(name) for name in fn.arg_names}
-
-
-def _aot_case(label, fn, dtype, arch, constexprs, launch, **kwargs) -> AotCase:
-    """Compiled as Triton specializes a launch on ViT's tensors: head-dim strides
-    equal to 1 become constants; pointers and the other strides divide by 16."""
-    constexprs = {**constexprs, **{n: 1 for n in fn.arg_names if n.startswith("s") and n.endswith("_d")}}
-    signature = _signature(fn, dtype, constexprs)
-    divisible = tuple(n for n, t in signature.items() if t.startswith("*") or (t == "i32" and n.startswith("s")))
-    return AotCase(label, fn, signature, constexprs, arch, **launch, divisible=divisible, **kwargs)
-
-
-def aot_cases() -> list[AotCase]:
-    """Every kernel at every shipped configuration, for sm_80 and sm_90, bf16 and fp16.
-
-    bf16 compiles at head_dim 128 and fp16 at head_dim 80: both use the largest
-    tile (BLOCK_D = 128), so shared memory is checked at its worst, and 80 also
-    covers the masked head dimension.
-    """
-    tuned = (
-        ("attention_fwd", _attention_fwd_kernel.fn, FWD_CONFIGS),
-        ("attention_bwd_dkdv", _attention_bwd_dkdv_kernel.fn, DKDV_CONFIGS),
-        ("attention_bwd_dq", _attention_bwd_dq_kernel.fn, DQ_CONFIGS),
-    )
-    delta_meta, delta_launch = split(DELTA_CONFIG)
-    cases = []
-    for dtype, head_dim in (("bf16", 128), ("fp16", 80)):
-        head = dict(HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim))
-        for arch in ("sm80", "sm90"):
-            cases.append(_aot_case(
-                f"attention_bwd_delta-{dtype}-d{head_dim}", _attention_bwd_delta_kernel, dtype, arch,
-                {**head, **delta_meta}, delta_launch, tensor_core_op=None,
-            ))  # fmt: skip
-            for name, fn, table in tuned:
-                for entry in table[arch] + [e for e in table["default"] if e not in table[arch]]:
-                    meta, launch = split(entry)
-                    label = f"{name}-{dtype}-d{head_dim}-m{meta['BLOCK_M']}n{meta['BLOCK_N']}"
-                    constexprs = {**head, **meta, "PRECISION": "ieee", "INTERPRET_BF16": False}
-                    cases.append(_aot_case(label, fn, dtype, arch, constexprs, launch))
-    return cases
+    return aot_cases()

@@ -30,7 +30,7 @@ from fastvit.kernels.reference import attention_ref
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 SEQS = (1, 17, 197, 257, 577)
-HEAD_DIMS = (32, 64, 80, 128)
+HEAD_DIMS = (32, 64, 72, 80, 128)
 BATCHES = (1, 3)
 HEADS = (1, 3, 12)
 # (B, H, N, D, dtype): each value of the grid at least once, B*H*N^2 small at long N.
@@ -46,6 +46,12 @@ COVER = [
     (3, 1, 257, 32, F32),
     (1, 1, 577, 80, F16),
     (1, 1, 577, 128, F32),
+    # head dims 72 and 80 run as 64 + 16 tiles (72 with 8 columns masked), 40 as 32 + 16
+    (1, 1, 197, 72, BF16),
+    (1, 2, 257, 72, F16),
+    (1, 1, 577, 72, F32),
+    (1, 1, 257, 80, BF16),
+    (1, 2, 33, 40, F16),
 ]
 FULL = list(itertools.product(BATCHES, HEADS, SEQS, HEAD_DIMS, (F32, F16, BF16)))
 FULL_CUDA = list(itertools.product(BATCHES, HEADS, SEQS + (1025,), HEAD_DIMS + (96,), (BF16, F16)))
@@ -141,11 +147,72 @@ def test_parity_large_scores(dtype, device):
 
 @pytest.mark.parametrize("dtype", [F16, BF16])
 def test_huge_values_stay_finite(dtype, device):
-    """Inputs near 1e4 (scores near 1e8 before scaling) give finite outputs and gradients."""
+    """Inputs near 1e4 (scores near 1e9 before scaling) give finite outputs and gradients.
+
+    This failed for fp16 (``dk: 896 non-finite elements``) on 2-core AMD EPYC
+    machines without AVX-512 and passed on AVX-512 Intel ones. The cause was
+    not fp16 accumulation (the interpreter calls ``np.matmul(a, b,
+    dtype=float32)``, an fp32 GEMM): OpenBLAS's fp32 GEMM kernel for
+    Haswell/Zen sums the inner dimension of ``A @ B`` in another order than
+    that of ``(B @ A)^T``. The forward's S = Q K^T and the dK/dV kernel's
+    S^T = K Q^T then differed by up to ~640 (fp32 ulp at 6e9 is 512), so
+    ``exp2(S^T * scale * log2 e - lse)`` reached 2^100 and dS overflowed.
+    ``OPENBLAS_CORETYPE=Haswell`` reproduces it on any x86-64 CPU (see
+    :func:`test_interpreter_is_host_independent`). A GPU sums every score over
+    the head dimension in one order in all kernels, so its forward and backward
+    scores agree; the interpreter now does its products in fp64 (exact for
+    16-bit operands) with one rounding to fp32, which agrees on every host.
+    """
     q, k, v, do = _qkv_do(1, 2, 130, 130, 64, dtype, device)
     q, k, v = ((t.float().sign() * 1e4 + t.float() * 1e3).to(dtype) for t in (q, k, v))
     for name, t in zip(("out", "lse", "dq", "dk", "dv"), _run_kernels(q, k, v, do, 1 / 8)):
         assert torch.isfinite(t).all(), f"{name}: {(~torch.isfinite(t)).sum().item()} non-finite elements"
+
+
+def test_interpreter_is_host_independent():
+    """The huge-value test passes with numpy's BLAS forced to its AVX2 (Haswell)
+    kernel, the one CI's AMD EPYC machines run, whatever CPU runs this test."""
+    import os
+    import subprocess
+    import sys
+
+    if not tuning.interpreting():
+        pytest.skip("checks the Triton interpreter")
+    env = {**os.environ, "OPENBLAS_CORETYPE": "Haswell", "TRITON_INTERPRET": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
+         f"{__file__}::test_huge_values_stay_finite"],
+        env=env, capture_output=True, text=True, timeout=600, cwd=os.path.dirname(os.path.dirname(__file__)),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "2 passed" in result.stdout, result.stdout[-2000:]
+
+
+def test_head_tiles():
+    """Head dims split into power-of-two tiles of >= 16 columns, padding less than one tile would."""
+    from fastvit.kernels.attention_support import head_tiles
+
+    assert head_tiles(64) == (64, 0) and head_tiles(128) == (128, 0) and head_tiles(8) == (16, 0)
+    assert head_tiles(80) == (64, 16) and head_tiles(72) == (64, 16) and head_tiles(96) == (64, 32)
+    assert head_tiles(112) == (128, 0) and head_tiles(24) == (32, 0) and head_tiles(48) == (32, 16)
+    for d in range(1, 129):
+        first, second = head_tiles(d)
+        whole = max(16, 1 << (d - 1).bit_length())
+        for w in (first, second):
+            assert w == 0 or (w >= 16 and w & (w - 1) == 0), (d, first, second)
+        assert first + second >= d and first + second <= whole and (second == 0 or first < d), (d, first, second)
+    for bad in (0, 129, 64.0, True):
+        with pytest.raises(ValueError, match="head_dim between 1 and 128"):
+            head_tiles(bad)
+
+
+@pytest.mark.parametrize("scale", [-0.3, 0.0, 0.7])
+@pytest.mark.parametrize("n", [128, 130])
+def test_parity_any_scale(scale, n, device):
+    """Scores are scaled inside exp2, with the row max taken before scaling: a
+    negative or zero scale must still give softmax(scale * S). 128 keys are two
+    full (unmasked) blocks, 130 add a masked tail."""
+    _check_parity(*_qkv_do(1, 1, 40, n, 32, F32, device), scale=scale)
 
 
 def _packed_qkv(b, n, h, d, dtype, device):
@@ -180,6 +247,72 @@ def test_strided_inputs_match_contiguous(layout, device):
     assert torch.equal(out, out_c) and torch.equal(lse, lse_c)
     for got, exp in zip(grads, grads_c):
         assert torch.equal(got, exp)
+
+
+def test_expanded_inputs_match_contiguous(device):
+    """Stride-0 (expanded) q over the heads and k, v over the batch read the same
+    values as their dense copies: identical outputs, and autograd sums the
+    gradients over the expanded dims."""
+    b, h, n, d = 2, 3, 33, 80
+    q1 = _randn(b, 1, n, d, key="exp-q", dtype=F32, device=device)
+    kv1 = _randn(2, 1, h, n, d, key="exp-kv", dtype=F32, device=device)
+    do = _randn(b, h, n, d, key="exp-do", dtype=F32, device=device)
+    leaves = [q1.clone().requires_grad_(), kv1[0].clone().requires_grad_(), kv1[1].clone().requires_grad_()]
+    q, k, v = leaves[0].expand(b, h, n, d), leaves[1].expand(b, h, n, d), leaves[2].expand(b, h, n, d)
+    assert q.stride(1) == 0 and k.stride(0) == 0
+    out = attn.attention(q, k, v)
+    out.backward(do)
+    dense = [t.detach().contiguous().requires_grad_() for t in (q, k, v)]
+    out_c = attn.attention(*dense)
+    out_c.backward(do)
+    assert torch.equal(out, out_c)
+    for leaf, t, dim in zip(leaves, dense, (1, 0, 0)):
+        torch.testing.assert_close(leaf.grad, t.grad.sum(dim, keepdim=True), rtol=1e-6, atol=1e-6)
+
+
+def test_expanded_output_gradient(device):
+    """``out.sum().backward()`` hands the backward a stride-0 dO: gradients equal a dense dO's."""
+    q, k, v, _ = _qkv_do(1, 2, 20, 20, 72, F16, device)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    attn.attention(*leaves).sum().backward()
+    out, lse = attn.attention_forward(q, k, v, 72**-0.5)
+    dense = attn.attention_backward(torch.ones_like(q), q, k, v, out, lse, 72**-0.5)
+    for leaf, g in zip(leaves, dense):
+        assert torch.equal(leaf.grad, g)
+
+
+@pytest.mark.parametrize("shape_q, n_kv", [((0, 2, 5, 16), 5), ((2, 0, 5, 16), 5), ((2, 2, 0, 16), 5), ((2, 2, 0, 16), 0)])
+def test_zero_size_inputs(shape_q, n_kv, device):
+    """Empty batch, heads or queries: empty outputs; nothing attends, so dk = dv = 0."""
+    b, h, n_q, d = shape_q
+    q = torch.randn(shape_q, device=device).requires_grad_()
+    k, v = (torch.randn(b, h, n_kv, d, device=device).requires_grad_() for _ in range(2))
+    out = attn.attention(q, k, v)
+    assert out.shape == shape_q
+    out.sum().backward()
+    assert q.grad.shape == q.shape and torch.equal(k.grad, torch.zeros_like(k)) and torch.equal(v.grad, torch.zeros_like(v))
+    qkv = torch.randn(b, n_q, 3, h, d, device=device).requires_grad_()
+    attn.attention_qkvpacked(qkv).sum().backward()
+    assert torch.equal(qkv.grad, torch.zeros_like(qkv))
+
+
+def test_launcher_rejects_bad_buffers(device):
+    """Output buffers of the wrong shape or dtype, a strided lse, or an expanded
+    (self-overlapping) out or dk are a ValueError, before anything is written."""
+    q, k, v, do = _qkv_do(1, 2, 9, 9, 16, F32, device)
+    with pytest.raises(ValueError, match=r"expected out of shape \(1, 2, 9, 16\)"):
+        attn.attention_forward(q, k, v, 0.25, out=torch.empty(1, 2, 9, 8, device=device))
+    with pytest.raises(ValueError, match="expected out of shape .*float32"):
+        attn.attention_forward(q, k, v, 0.25, out=torch.empty_like(q, dtype=F16))
+    with pytest.raises(ValueError, match="without overlapping elements"):
+        attn.attention_forward(q, k, v, 0.25, out=torch.empty(1, 1, 9, 16, device=device).expand(1, 2, 9, 16))
+    with pytest.raises(ValueError, match="expected lse contiguous"):
+        attn.attention_forward(q, k, v, 0.25, lse=torch.empty(1, 9, 2, device=device).transpose(1, 2))
+    out, lse = attn.attention_forward(q, k, v, 0.25)
+    with pytest.raises(ValueError, match="expected dk without overlapping"):
+        attn.attention_backward(do, q, k, v, out, lse, 0.25, dk=torch.empty(1, 2, 9, 1, device=device).expand(1, 2, 9, 16))
+    with pytest.raises(ValueError, match="at least one key"):
+        attn.attention_forward(q, k[:, :, :0], v[:, :, :0], 0.25)
 
 
 def test_packed_qkv_autograd(device):
@@ -295,9 +428,9 @@ def _t(*shape, dtype=F32, device="cpu"):
         ((_t(1, 2, 5, 32), _t(1, 2, 5, 32), _t(1, 2, 5, 64)), ValueError, r"v to match q's \(B, H, D\)"),
         ((_t(1, 2, 5, 32), _t(1, 2, 6, 32), _t(1, 2, 5, 32)), ValueError, "k and v of equal length"),
         ((_t(1, 2, 5, 256),) * 3, ValueError, "head_dim between 1 and 128, got 256"),
-        ((_t(1, 2, 0, 32),) * 3, ValueError, "non-empty"),
+        ((_t(1, 2, 5, 32), _t(1, 2, 0, 32), _t(1, 2, 0, 32)), ValueError, "at least one key for 5 queries"),
     ],
-    ids=["not-4d", "mixed-dtype", "float64", "mixed-device", "batch", "v-head-dim", "kv-length", "head-dim", "empty"],
+    ids=["not-4d", "mixed-dtype", "float64", "mixed-device", "batch", "v-head-dim", "kv-length", "head-dim", "no-keys"],
 )
 def test_invalid_inputs_raise(args, error, message):
     with pytest.raises(error, match=message):
@@ -316,6 +449,8 @@ AOT_CASES = attn.aot_cases()
 
 
 def test_aot_cases_cover_every_shipped_config():
+    """Every entry of every table, for bf16 and fp16 at head dims 64, 72, 80 and 128."""
+
     def key(entry):
         meta, launch = tuning.split(entry)
         return meta["BLOCK_M"], meta["BLOCK_N"], launch["num_warps"], launch["num_stages"]
@@ -323,11 +458,28 @@ def test_aot_cases_cover_every_shipped_config():
     for arch in ("sm80", "sm90"):
         for kernel, table in attn.CONFIGS.items():
             shipped = {key(e) for e in table[arch] + table["default"]}
-            for dtype in ("bf16", "fp16"):
+            for dtype, head_dim in itertools.product(("bf16", "fp16"), (64, 72, 80, 128)):
                 covered = {
                     (c.constexprs["BLOCK_M"], c.constexprs["BLOCK_N"], c.num_warps, c.num_stages)
                     for c in AOT_CASES
-                    if c.arch == arch and c.name.startswith(f"attention_{kernel}-{dtype}-")
+                    if c.arch == arch and c.name.startswith(f"attention_{kernel}-{dtype}-d{head_dim}-")
                 }
-                assert covered == shipped, (arch, kernel, dtype)
-        assert sum(c.arch == arch and c.name.startswith("attention_bwd_delta-") for c in AOT_CASES) == 2
+                assert covered == shipped, (arch, kernel, dtype, head_dim)
+        assert sum(c.arch == arch and c.name.startswith("attention_bwd_delta-") for c in AOT_CASES) == 8
+
+
+def test_aot_cases_carry_the_launch_specialization():
+    """Hints as a ViT launch gives them: head-dim strides are the constant 1; the
+    head stride (= head_dim) divides by 16 at 64 and 80 but not at 72; the
+    sequence lengths (197, 257, 577, 730) never do; the tiles are the launcher's."""
+    from fastvit.kernels.attention_support import head_tiles
+
+    for case in AOT_CASES:
+        if case.name.startswith("attention_bwd_delta"):
+            continue
+        d = case.constexprs["HEAD_DIM"]
+        assert (case.constexprs["BLOCK_D"], case.constexprs["BLOCK_D2"]) == head_tiles(d)
+        assert case.constexprs["sq_d"] == 1 and case.constexprs["sk_d"] == 1 and case.signature["sq_d"] == "constexpr"
+        assert ("sq_h" in case.divisible) == (d % 16 == 0), case
+        assert "sq_n" in case.divisible and "n_q" not in case.divisible and "n_kv" not in case.divisible
+        assert case.constexprs["INTERPRET"] is False and case.constexprs["PRECISION"] == "ieee"
