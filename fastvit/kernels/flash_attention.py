@@ -521,10 +521,14 @@ def attention_forward(q, k, v, scale, *, out=None, lse=None, allow_tf32=False):
     return out, lse
 
 
-def attention_backward(do, q, k, v, out, lse, scale, *, dq=None, dk=None, dv=None, delta=None, allow_tf32=False):
+def attention_backward(
+    do, q, k, v, out, lse, scale, *, dq=None, dk=None, dv=None, delta=None, allow_tf32=False, short=None
+):
     """Launch the backward kernels. Returns ``(dq, dk, dv)``, contiguous like q, k,
     v unless given (any strides); ``delta`` (B, H, N_q) fp32 is scratch. ``do``
-    may have any strides, e.g. the stride-0 gradient of ``out.sum()``."""
+    may have any strides, e.g. the stride-0 gradient of ``out.sum()``. ``short``
+    (default: the FASTVIT_ATTENTION_BWD_SHORT opt-in) runs the one-launch kernel
+    of :mod:`fastvit.kernels.flash_attention_bwd_short` when the keys fit one tile."""
     _check_runnable(q)
     batch, heads, n_q, head_dim = q.shape
     n_kv = k.shape[2]
@@ -540,6 +544,11 @@ def attention_backward(do, q, k, v, out, lse, scale, *, dq=None, dk=None, dv=Non
         dk.zero_(), dv.zero_()
         return dq.zero_(), dk, dv
     meta = _input_constexprs(q, allow_tf32)
+    from fastvit.kernels import flash_attention_bwd_short as short_bwd
+
+    if short_bwd.short_backward_wanted(n_kv, short):
+        short_bwd.launch_short_backward(do, q, k, v, out, lse, dq, dk, dv, scale, meta)
+        return dq, dk, dv
 
     delta_meta, delta_launch = split(DELTA_CONFIG)
     _attention_bwd_delta_kernel[(triton.cdiv(n_q, delta_meta["BLOCK_M"]) * batch * heads,)](
