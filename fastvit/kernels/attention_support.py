@@ -34,3 +34,19 @@ def head_tiles(head_dim: int) -> tuple[int, int]:
     first = whole // 2
     second = max(16, _next_power_of_2(head_dim - first))
     return (first, second) if first + second < whole else (whole, 0)
+
+
+def backward_head_tiles(head_dim: int, arch: str) -> tuple[int, int]:
+    """The backward kernels' tiles on ``arch`` (a fastvit.kernels.tuning table key).
+
+    Split as :func:`head_tiles` on sm_90, where it saves shared memory and
+    registers; one padded power-of-two tile on sm_80 and elsewhere, where the
+    split dK/dV and dQ kernels spill (Triton 3.9: up to 4.5 KB at head dim 80)
+    and the padded ones do not. Both sum the head dimension in the same
+    16-wide chunks in the same order (padding adds exact zeros), so the
+    backward's scores still match the forward's log-sum-exp.
+    """
+    first, second = head_tiles(head_dim)
+    if arch == "sm90" or second == 0:
+        return first, second
+    return max(16, _next_power_of_2(head_dim)), 0

@@ -5,14 +5,18 @@ Layout: ``q``, ``k``, ``v`` are (B, H, N, D) tensors with any strides, e.g. the
 and key lengths may differ. The output, in the input dtype, is a (B, H, N_q, D)
 view of a fresh (B, N_q, H, D) buffer, as PyTorch's SDPA returns it: merging
 the heads afterwards (``out.transpose(1, 2).reshape(B, N, H * D)``) is free.
-Any sequence length and any head_dim up to 128 work: tiles are masked on both
-the sequence and the head dimension.
+Any sequence length and any head_dim up to 128 work. The head dimension runs
+as one power-of-two tile, or as two when that pads less (72 and 80 as 64 + 16,
+96 as 64 + 32; :func:`fastvit.kernels.attention_support.head_tiles`), not
+padded to 128: the products over it sum the first tile, then the second.
 
 Forward: one program per block of query rows streams over K/V once, keeping an
-online softmax in fp32 (``exp2`` with log2(e) folded into the scale). It also
-writes the row log-sum-exp ``lse`` (fp32, natural log, (B, H, N_q)): with it
-the backward recomputes P = exp(S - lse) tile by tile instead of keeping the
-N x N probabilities.
+online softmax in fp32. Scores stay unscaled; scale * log2(e) enters once, in
+the exp2 argument ``s * qk_scale - m`` (one FMA per score). Full key blocks
+are loaded and processed without masks; only the last, partial block is
+masked. It also writes the row log-sum-exp ``lse`` (fp32, natural log,
+(B, H, N_q)): with it the backward recomputes P = exp(S - lse) tile by tile
+instead of keeping the N x N probabilities.
 
 Backward, in three kernels and without atomics, so gradients are bitwise
 reproducible:
@@ -22,7 +26,12 @@ reproducible:
 3. dQ: one program per query block, looping over the key blocks.
 
 Every output is written with plain stores, once, so the autotuner may re-run
-any kernel while benchmarking.
+any kernel while benchmarking. A one-launch variant for keys <= 256 lives in
+:mod:`fastvit.kernels.flash_attention_bwd_short` (opt-in).
+
+Inputs (q, k, v, dO, packed qkv) may have any strides, stride 0 included;
+output buffers given to the launchers may be strided but must not overlap
+themselves; empty batches, heads or query sets give empty results.
 
 fp32 inputs get exact ("ieee") fp32 products; TF32 only on opt-in, with
 ``FASTVIT_ATTENTION_TF32=1`` or ``allow_tf32=True`` on the launchers.
@@ -39,8 +48,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from fastvit.kernels.attention_support import MAX_HEAD_DIM, head_tiles, supports_head_dim
-from fastvit.kernels.tuning import autotune_configs, interpreting, split
+from fastvit.kernels.attention_support import MAX_HEAD_DIM, backward_head_tiles, head_tiles, supports_head_dim
+from fastvit.kernels.tuning import autotune_configs, current_arch, interpreting, split
 
 # Launch configurations per architecture (see fastvit.kernels.tuning). The
 # first "default" entry is the only one used under test, and runs anywhere.
@@ -57,9 +66,10 @@ FWD_CONFIGS = {
     "sm80": [
         dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3),
         dict(BLOCK_M=128, BLOCK_N=32, num_warps=8, num_stages=3),
-        dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2),
+        dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2),
     ],
-    "default": [dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2)],
+    # 4 warps spill at head dims 72 and 128 on sm_80 (96-144 B); 8 do not.
+    "default": [dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2)],
 }
 DKDV_CONFIGS = {
     "sm90": [
@@ -449,9 +459,11 @@ def _attention_bwd_dq_kernel(
                mask_d2, MASK_D2)  # fmt: skip
 
 
-def _input_constexprs(q: Tensor, allow_tf32: bool) -> dict:
-    """Constexprs fixed by the inputs rather than tuned."""
-    block_d, block_d2 = head_tiles(q.shape[-1])
+def _input_constexprs(q: Tensor, allow_tf32: bool, backward: bool = False) -> dict:
+    """Constexprs fixed by the inputs rather than tuned. The interpreter runs the
+    sm_90 tiling (the split one) so that tests cover it."""
+    arch = "sm90" if interpreting() else current_arch()
+    block_d, block_d2 = backward_head_tiles(q.shape[-1], arch) if backward else head_tiles(q.shape[-1])
     return dict(
         HEAD_DIM=q.shape[-1],
         BLOCK_D=block_d,
@@ -543,7 +555,7 @@ def attention_backward(
     if batch * heads * n_q == 0 or n_kv == 0:  # nothing attends: dK = dV = 0
         dk.zero_(), dv.zero_()
         return dq.zero_(), dk, dv
-    meta = _input_constexprs(q, allow_tf32)
+    meta = _input_constexprs(q, allow_tf32, backward=True)
     from fastvit.kernels import flash_attention_bwd_short as short_bwd
 
     if short_bwd.short_backward_wanted(n_kv, short):

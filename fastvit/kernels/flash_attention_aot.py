@@ -10,7 +10,8 @@ check compiles the loads that such a launch really runs.
 
 Head dims 64 (ViT-S/B/L), 72 (SigLIP so400m), 80 (ViT-H, CLIP-H) and 128, in
 bf16 and fp16, every shipped configuration of every kernel, for sm_80 and
-sm_90. fp32 has no cases: ``auto`` does not route fp32 to these kernels
+sm_90, with the head tiles the launcher picks there (the backward's differ
+on sm_80, see attention_support.backward_head_tiles). fp32 has no cases: ``auto`` does not route fp32 to these kernels
 (their tables are tuned for 16-bit tiles, and fp32 tiles of that size spill).
 """
 
@@ -74,10 +75,10 @@ def aot_cases() -> list[AotCase]:
     cases = []
     for head_dim, heads, tokens in MODEL_SHAPES:
         ints = launch_ints(head_dim, heads, tokens)
-        block_d, block_d2 = fa.head_tiles(head_dim)
-        head = dict(HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_D2=block_d2, PRECISION="ieee", INTERPRET=False)
         for dtype in DTYPES:
             for arch in ("sm80", "sm90"):
+                head = dict(HEAD_DIM=head_dim, PRECISION="ieee", INTERPRET=False)
+                fwd_tiles, bwd_tiles = fa.head_tiles(head_dim), fa.backward_head_tiles(head_dim, arch)
                 cases.append(_case(
                     f"attention_bwd_delta-{dtype}-d{head_dim}", fa._attention_bwd_delta_kernel, dtype, arch,
                     dict(HEAD_DIM=head_dim, BLOCK_D=fa._block_d(head_dim), **delta_meta), delta_launch, ints,
@@ -87,5 +88,6 @@ def aot_cases() -> list[AotCase]:
                     for entry in table[arch] + [e for e in table["default"] if e not in table[arch]]:
                         meta, launch = split(entry)
                         label = f"{name}-{dtype}-d{head_dim}-m{meta['BLOCK_M']}n{meta['BLOCK_N']}"
-                        cases.append(_case(label, fn, dtype, arch, {**head, **extra, **meta}, launch, ints))
+                        tiles = dict(zip(("BLOCK_D", "BLOCK_D2"), fwd_tiles if name == "attention_fwd" else bwd_tiles))
+                        cases.append(_case(label, fn, dtype, arch, {**head, **tiles, **extra, **meta}, launch, ints))
     return cases

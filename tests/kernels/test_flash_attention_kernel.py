@@ -190,7 +190,7 @@ def test_interpreter_is_host_independent():
 
 def test_head_tiles():
     """Head dims split into power-of-two tiles of >= 16 columns, padding less than one tile would."""
-    from fastvit.kernels.attention_support import head_tiles
+    from fastvit.kernels.attention_support import backward_head_tiles, head_tiles
 
     assert head_tiles(64) == (64, 0) and head_tiles(128) == (128, 0) and head_tiles(8) == (16, 0)
     assert head_tiles(80) == (64, 16) and head_tiles(72) == (64, 16) and head_tiles(96) == (64, 32)
@@ -201,6 +201,8 @@ def test_head_tiles():
         for w in (first, second):
             assert w == 0 or (w >= 16 and w & (w - 1) == 0), (d, first, second)
         assert first + second >= d and first + second <= whole and (second == 0 or first < d), (d, first, second)
+    assert backward_head_tiles(80, "sm90") == (64, 16) and backward_head_tiles(80, "sm80") == (128, 0)
+    assert backward_head_tiles(64, "sm80") == (64, 0) and backward_head_tiles(72, "default") == (128, 0)
     for bad in (0, 129, 64.0, True):
         with pytest.raises(ValueError, match="head_dim between 1 and 128"):
             head_tiles(bad)
@@ -497,13 +499,14 @@ def test_aot_cases_carry_the_launch_specialization():
     """Hints as a ViT launch gives them: head-dim strides are the constant 1; the
     head stride (= head_dim) divides by 16 at 64 and 80 but not at 72; the
     sequence lengths (197, 257, 577, 730) never do; the tiles are the launcher's."""
-    from fastvit.kernels.attention_support import head_tiles
+    from fastvit.kernels.attention_support import backward_head_tiles, head_tiles
 
     for case in AOT_CASES:
         if case.name.startswith("attention_bwd_delta"):
             continue
         d = case.constexprs["HEAD_DIM"]
-        assert (case.constexprs["BLOCK_D"], case.constexprs["BLOCK_D2"]) == head_tiles(d)
+        tiles = head_tiles(d) if case.name.startswith("attention_fwd") else backward_head_tiles(d, case.arch)
+        assert (case.constexprs["BLOCK_D"], case.constexprs["BLOCK_D2"]) == tiles, case
         assert case.constexprs["sq_d"] == 1 and case.constexprs["sk_d"] == 1 and case.signature["sq_d"] == "constexpr"
         assert ("sq_h" in case.divisible) == (d % 16 == 0), case
         assert "sq_n" in case.divisible and "n_q" not in case.divisible and "n_kv" not in case.divisible
