@@ -10,8 +10,9 @@ writes each query block's dQ = dS K straight out, since no other program
 touches those rows. Five products, one launch, no atomics: bitwise repeatable.
 
 It can pay only when there are enough (batch, head) pairs to fill the GPU;
-with few of them the general kernels' finer grid wins. The same fp32 score sum over the head dimension (first tile, then the
-second) as the forward, so P matches the saved log-sum-exp.
+with few of them the general kernels' finer grid wins. Scores sum the head
+dimension in the same tiles and order as the forward, so P matches the saved
+log-sum-exp.
 """
 
 from __future__ import annotations

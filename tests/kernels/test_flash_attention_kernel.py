@@ -308,7 +308,9 @@ def test_expanded_output_gradient(device):
         assert torch.equal(leaf.grad, g)
 
 
-@pytest.mark.parametrize("shape_q, n_kv", [((0, 2, 5, 16), 5), ((2, 0, 5, 16), 5), ((2, 2, 0, 16), 5), ((2, 2, 0, 16), 0)])
+@pytest.mark.parametrize(
+    "shape_q, n_kv", [((0, 2, 5, 16), 5), ((2, 0, 5, 16), 5), ((2, 2, 0, 16), 5), ((2, 2, 0, 16), 0)]
+)
 def test_zero_size_inputs(shape_q, n_kv, device):
     """Empty batch, heads or queries: empty outputs; nothing attends, so dk = dv = 0."""
     b, h, n_q, d = shape_q
@@ -317,7 +319,8 @@ def test_zero_size_inputs(shape_q, n_kv, device):
     out = attn.attention(q, k, v)
     assert out.shape == shape_q
     out.sum().backward()
-    assert q.grad.shape == q.shape and torch.equal(k.grad, torch.zeros_like(k)) and torch.equal(v.grad, torch.zeros_like(v))
+    assert q.grad.shape == q.shape
+    assert torch.equal(k.grad, torch.zeros_like(k)) and torch.equal(v.grad, torch.zeros_like(v))
     qkv = torch.randn(b, n_q, 3, h, d, device=device).requires_grad_()
     attn.attention_qkvpacked(qkv).sum().backward()
     assert torch.equal(qkv.grad, torch.zeros_like(qkv))
@@ -337,7 +340,8 @@ def test_launcher_rejects_bad_buffers(device):
         attn.attention_forward(q, k, v, 0.25, lse=torch.empty(1, 9, 2, device=device).transpose(1, 2))
     out, lse = attn.attention_forward(q, k, v, 0.25)
     with pytest.raises(ValueError, match="expected dk without overlapping"):
-        attn.attention_backward(do, q, k, v, out, lse, 0.25, dk=torch.empty(1, 2, 9, 1, device=device).expand(1, 2, 9, 16))
+        dk = torch.empty(1, 2, 9, 1, device=device).expand(1, 2, 9, 16)
+        attn.attention_backward(do, q, k, v, out, lse, 0.25, dk=dk)
     with pytest.raises(ValueError, match="at least one key"):
         attn.attention_forward(q, k[:, :, :0], v[:, :, :0], 0.25)
 
