@@ -5,14 +5,18 @@ Layout: ``q``, ``k``, ``v`` are (B, H, N, D) tensors with any strides, e.g. the
 and key lengths may differ. The output, in the input dtype, is a (B, H, N_q, D)
 view of a fresh (B, N_q, H, D) buffer, as PyTorch's SDPA returns it: merging
 the heads afterwards (``out.transpose(1, 2).reshape(B, N, H * D)``) is free.
-Any sequence length and any head_dim up to 128 work: tiles are masked on both
-the sequence and the head dimension.
+Any sequence length and any head_dim up to 128 work. The head dimension runs
+as one power-of-two tile, or as two when that pads less (72 and 80 as 64 + 16,
+96 as 64 + 32; :func:`fastvit.kernels.attention_support.head_tiles`), not
+padded to 128: the products over it sum the first tile, then the second.
 
 Forward: one program per block of query rows streams over K/V once, keeping an
-online softmax in fp32 (``exp2`` with log2(e) folded into the scale). It also
-writes the row log-sum-exp ``lse`` (fp32, natural log, (B, H, N_q)): with it
-the backward recomputes P = exp(S - lse) tile by tile instead of keeping the
-N x N probabilities.
+online softmax in fp32. Scores stay unscaled; scale * log2(e) enters once, in
+the exp2 argument ``s * qk_scale - m`` (one FMA per score). Full key blocks
+are loaded and processed without masks; only the last, partial block is
+masked. It also writes the row log-sum-exp ``lse`` (fp32, natural log,
+(B, H, N_q)): with it the backward recomputes P = exp(S - lse) tile by tile
+instead of keeping the N x N probabilities.
 
 Backward, in three kernels and without atomics, so gradients are bitwise
 reproducible:
@@ -22,7 +26,12 @@ reproducible:
 3. dQ: one program per query block, looping over the key blocks.
 
 Every output is written with plain stores, once, so the autotuner may re-run
-any kernel while benchmarking.
+any kernel while benchmarking. A one-launch variant for keys <= 256 lives in
+:mod:`fastvit.kernels.flash_attention_bwd_short` (opt-in).
+
+Inputs (q, k, v, dO, packed qkv) may have any strides, stride 0 included;
+output buffers given to the launchers may be strided but must not overlap
+themselves; empty batches, heads or query sets give empty results.
 
 fp32 inputs get exact ("ieee") fp32 products; TF32 only on opt-in, with
 ``FASTVIT_ATTENTION_TF32=1`` or ``allow_tf32=True`` on the launchers.
@@ -39,8 +48,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from fastvit.kernels.aot import AotCase
-from fastvit.kernels.tuning import autotune_configs, interpreting, split
+from fastvit.kernels.attention_support import MAX_HEAD_DIM, backward_head_tiles, head_tiles, supports_head_dim
+from fastvit.kernels.tuning import autotune_configs, current_arch, interpreting, split
 
 # Launch configurations per architecture (see fastvit.kernels.tuning). The
 # first "default" entry is the only one used under test, and runs anywhere.
@@ -57,9 +66,10 @@ FWD_CONFIGS = {
     "sm80": [
         dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3),
         dict(BLOCK_M=128, BLOCK_N=32, num_warps=8, num_stages=3),
-        dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2),
+        dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2),
     ],
-    "default": [dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2)],
+    # 4 warps spill at head dims 72 and 128 on sm_80 (96-144 B); 8 do not.
+    "default": [dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2)],
 }
 DKDV_CONFIGS = {
     "sm90": [
@@ -92,34 +102,123 @@ CONFIGS = {"fwd": FWD_CONFIGS, "bwd_dkdv": DKDV_CONFIGS, "bwd_dq": DQ_CONFIGS}
 # The delta kernel is a row reduction with no product to tune.
 DELTA_CONFIG = dict(BLOCK_M=64, num_warps=4, num_stages=1)
 
-MAX_HEAD_DIM = 128
 _TUNE_KEY = ["n_q", "n_kv", "HEAD_DIM"]
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
 LN2: tl.constexpr = tl.constexpr(0.6931471805599453)
 
 
-# INTERPRET_BF16 is set by the launchers for bf16 inputs under the Triton
-# interpreter only, whose bf16 ``tl.dot`` returns garbage and whose fp32 -> bf16
-# cast truncates where the GPU rounds to nearest even.
+# INTERPRET is set by the launchers under the Triton interpreter only. There,
+# tl.dot runs through numpy's BLAS, and OpenBLAS's fp32 GEMM kernel for CPUs
+# without AVX-512 (Haswell/Zen) sums the inner dimension of A @ B in another
+# order than that of (B @ A)^T: the forward's S = Q K^T and the backward's
+# S^T = K Q^T then differ by up to ~1000 at |S| ~ 1e9, and exp2(S - lse)
+# overflows. A GPU sums each element over the head dimension in the same order
+# in every kernel. Under INTERPRET the products run in fp64 (exact for fp16 and
+# bf16 operands, near-exact sums) and round once to fp32, so the result no
+# longer depends on the operand order nor on the host CPU. bf16 operands skip
+# the cast of P / dS to bf16 (the interpreter's fp32 -> bf16 cast truncates).
 
 
 @triton.jit
-def _dot(a, b, PRECISION: tl.constexpr, INTERPRET_BF16: tl.constexpr):
-    """``a @ b`` accumulated in fp32, ``a`` (fp32 P or dS) cast to ``b``'s dtype
-    first; under INTERPRET_BF16 both operands go to fp32 instead."""
-    if INTERPRET_BF16:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision=PRECISION)
+def _dot(a, b, PRECISION: tl.constexpr, INTERPRET: tl.constexpr):
+    """``a @ b`` accumulated in fp32, ``a`` (fp32 P or dS) cast to ``b``'s dtype first."""
+    if INTERPRET:
+        if b.dtype == tl.bfloat16:
+            a = a.to(tl.float32)
+        else:
+            a = a.to(b.dtype)
+        return tl.dot(a.to(tl.float64), b.to(tl.float32).to(tl.float64), out_dtype=tl.float64).to(tl.float32)
     return tl.dot(a.to(b.dtype), b, input_precision=PRECISION)
 
 
 @triton.jit
-def _cast(x, dtype: tl.constexpr, INTERPRET_BF16: tl.constexpr):
-    """fp32 ``x`` to the output dtype, rounding to nearest even under INTERPRET_BF16 too."""
-    if INTERPRET_BF16:
+def _dot_acc(acc, a, b, PRECISION: tl.constexpr, INTERPRET: tl.constexpr):
+    """``acc + a @ b``, accumulating into ``acc`` on the GPU (one fp32 sum over the head dimension)."""
+    if INTERPRET:
+        return acc + _dot(a, b, PRECISION, INTERPRET)
+    return tl.dot(a.to(b.dtype), b, acc, input_precision=PRECISION)
+
+
+@triton.jit
+def _cast(x, dtype: tl.constexpr, INTERPRET: tl.constexpr):
+    """fp32 ``x`` to the output dtype, rounding bf16 to nearest even in the interpreter too."""
+    if INTERPRET and dtype == tl.bfloat16:
         bits = x.to(tl.uint32, bitcast=True)
         bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
         x = bits.to(tl.float32, bitcast=True)
     return x.to(dtype)
+
+
+@triton.jit
+def _tile_ptrs(ptr, rows, s_r, cols, s_c):
+    return ptr + rows[:, None] * s_r + cols[None, :] * s_c
+
+
+@triton.jit
+def _load(ptr, rows, s_r, cols, s_c, mask_r, mask_c, MASK_R: tl.constexpr, MASK_C: tl.constexpr):
+    """A 2-D tile, zero where masked; only the sides flagged MASK_* carry a mask."""
+    ptrs = _tile_ptrs(ptr, rows, s_r, cols, s_c)
+    if MASK_R:
+        if MASK_C:
+            x = tl.load(ptrs, mask=mask_r[:, None] & mask_c[None, :], other=0.0)
+        else:
+            x = tl.load(ptrs, mask=mask_r[:, None], other=0.0)
+    else:
+        if MASK_C:
+            x = tl.load(ptrs, mask=mask_c[None, :], other=0.0)
+        else:
+            x = tl.load(ptrs)
+    return x
+
+
+@triton.jit
+def _store(ptr, rows, s_r, cols, s_c, x, mask_r, mask_c, MASK_C: tl.constexpr):
+    if MASK_C:
+        tl.store(_tile_ptrs(ptr, rows, s_r, cols, s_c), x, mask=mask_r[:, None] & mask_c[None, :])
+    else:
+        tl.store(_tile_ptrs(ptr, rows, s_r, cols, s_c), x, mask=mask_r[:, None])
+
+
+# Head dimension in one or two power-of-two tiles (see attention_support.head_tiles): columns
+# [0, BLOCK_D) and [BLOCK_D, BLOCK_D + BLOCK_D2), BLOCK_D2 = 0 for one tile.
+# Products over the head dimension sum the first tile, then the second, into
+# one fp32 accumulator, in every kernel alike.
+
+
+@triton.jit
+def _fwd_block(
+    acc, acc2, m_i, l_i, q, q2, K, V, cols, offs_d, offs_d2, sk_n, sk_d, sv_n, sv_d, n_kv, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_D2: tl.constexpr, PRECISION: tl.constexpr,
+    INTERPRET: tl.constexpr, NEG_SCALE: tl.constexpr, MASK_N: tl.constexpr,
+):  # fmt: skip
+    """One key block of the online softmax. Scores stay unscaled: the scale (times
+    log2 e) enters once, in the exp2 argument ``s * qk_scale - m`` (one FMA)."""
+    mask_n = cols < n_kv
+    mask_d = offs_d < HEAD_DIM
+    mask_d2 = offs_d2 < HEAD_DIM
+    kt = _load(K, offs_d, sk_d, cols, sk_n, mask_d, mask_n, HEAD_DIM < BLOCK_D, MASK_N)
+    v = _load(V, cols, sv_n, offs_d, sv_d, mask_n, mask_d, MASK_N, HEAD_DIM < BLOCK_D)
+    s = _dot(q, kt, PRECISION, INTERPRET)
+    if BLOCK_D2 > 0:
+        kt2 = _load(K, offs_d2, sk_d, cols, sk_n, mask_d2, mask_n, HEAD_DIM < BLOCK_D + BLOCK_D2, MASK_N)
+        v2 = _load(V, cols, sv_n, offs_d2, sv_d, mask_n, mask_d2, MASK_N, HEAD_DIM < BLOCK_D + BLOCK_D2)
+        s = _dot_acc(s, q2, kt2, PRECISION, INTERPRET)
+    if MASK_N:  # the one partial block: scale first, so the -inf fill holds for any sign of the scale
+        s = tl.where(mask_n[None, :], s * qk_scale, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.exp2(s - m_new[:, None])
+    else:
+        if NEG_SCALE:
+            m_new = tl.maximum(m_i, tl.min(s, 1) * qk_scale)
+        else:
+            m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+        p = tl.exp2(s * qk_scale - m_new[:, None])
+    alpha = tl.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = _dot_acc(acc * alpha[:, None], p, v, PRECISION, INTERPRET)
+    if BLOCK_D2 > 0:
+        acc2 = _dot_acc(acc2 * alpha[:, None], p, v2, PRECISION, INTERPRET)
+    return acc, acc2, m_new, l_i
 
 
 @triton.autotune(configs=autotune_configs(FWD_CONFIGS), key=_TUNE_KEY)
@@ -131,11 +230,13 @@ def _attention_fwd_kernel(
     sv_b, sv_h, sv_n, sv_d,
     so_b, so_h, so_n, so_d,
     qk_scale, num_heads, n_q, n_kv,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, INTERPRET_BF16: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_D2: tl.constexpr, PRECISION: tl.constexpr,
+    INTERPRET: tl.constexpr, NEG_SCALE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """One program per (query block, batch x head): O = softmax(scale Q K^T) V and
-    LSE = logsumexp of the scaled scores. ``qk_scale`` is scale * log2(e)."""
+    LSE = logsumexp of the scaled scores. ``qk_scale`` is scale * log2(e). Full
+    key blocks load and run unmasked; only the last, partial one is masked."""
     pid = tl.program_id(0)
     num_m = tl.cdiv(n_q, BLOCK_M)
     bh = pid // num_m
@@ -144,35 +245,41 @@ def _attention_fwd_kernel(
     offs_m = (pid % num_m) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
+    offs_d2 = BLOCK_D + tl.arange(0, max(BLOCK_D2, 16))
     mask_m = offs_m < n_q
-    mask_d = offs_d < HEAD_DIM
     Q += b * sq_b + h * sq_h
     K += b * sk_b + h * sk_h
     V += b * sv_b + h * sv_h
     O += b * so_b + h * so_h
     LSE += bh.to(tl.int64) * n_q
 
-    mask_md = mask_m[:, None] & mask_d[None, :]
-    q = tl.load(Q + offs_m[:, None] * sq_n + offs_d[None, :] * sq_d, mask=mask_md, other=0.0)
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)  # running row max, log2 units
-    l_i = tl.zeros([BLOCK_M], tl.float32)  # running row sum of exp2(s - m_i)
+    q = _load(Q, offs_m, sq_n, offs_d, sq_d, mask_m, offs_d < HEAD_DIM, True, HEAD_DIM < BLOCK_D)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    for start_n in range(0, n_kv, BLOCK_N):
-        cols = start_n + offs_n
-        mask_n = cols < n_kv
-        kt = tl.load(K + cols[None, :] * sk_n + offs_d[:, None] * sk_d, mask=mask_d[:, None] & mask_n[None, :], other=0.0)
-        v = tl.load(V + cols[:, None] * sv_n + offs_d[None, :] * sv_d, mask=mask_n[:, None] & mask_d[None, :], other=0.0)
-        s = _dot(q, kt, PRECISION, INTERPRET_BF16) * qk_scale
-        s = tl.where(mask_n[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        p = tl.exp2(s - m_new[:, None])
-        alpha = tl.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + _dot(p, v, PRECISION, INTERPRET_BF16)
-        m_i = m_new
+    q2 = q
+    acc2 = acc
+    if BLOCK_D2 > 0:
+        q2 = _load(Q, offs_m, sq_n, offs_d2, sq_d, mask_m, offs_d2 < HEAD_DIM, True, HEAD_DIM < BLOCK_D + BLOCK_D2)
+        acc2 = tl.zeros([BLOCK_M, BLOCK_D2], tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)  # running row max of the scaled scores, log2 units
+    l_i = tl.zeros([BLOCK_M], tl.float32)  # running row sum of exp2(s - m_i)
+    n_full = (n_kv // BLOCK_N) * BLOCK_N
+    for start_n in range(0, n_full, BLOCK_N):
+        acc, acc2, m_i, l_i = _fwd_block(
+            acc, acc2, m_i, l_i, q, q2, K, V, start_n + offs_n, offs_d, offs_d2, sk_n, sk_d, sv_n, sv_d, n_kv,
+            qk_scale, HEAD_DIM, BLOCK_D, BLOCK_D2, PRECISION, INTERPRET, NEG_SCALE, False,
+        )  # fmt: skip
+    if n_full < n_kv:
+        acc, acc2, m_i, l_i = _fwd_block(
+            acc, acc2, m_i, l_i, q, q2, K, V, n_full + offs_n, offs_d, offs_d2, sk_n, sk_d, sv_n, sv_d, n_kv,
+            qk_scale, HEAD_DIM, BLOCK_D, BLOCK_D2, PRECISION, INTERPRET, NEG_SCALE, True,
+        )  # fmt: skip
 
-    out = _cast(acc / l_i[:, None], O.dtype.element_ty, INTERPRET_BF16)
-    tl.store(O + offs_m[:, None] * so_n + offs_d[None, :] * so_d, out, mask=mask_md)
+    out_ty = O.dtype.element_ty
+    _store(O, offs_m, so_n, offs_d, so_d, _cast(acc / l_i[:, None], out_ty, INTERPRET), mask_m,
+           offs_d < HEAD_DIM, HEAD_DIM < BLOCK_D)  # fmt: skip
+    if BLOCK_D2 > 0:
+        _store(O, offs_m, so_n, offs_d2, so_d, _cast(acc2 / l_i[:, None], out_ty, INTERPRET), mask_m,
+               offs_d2 < HEAD_DIM, HEAD_DIM < BLOCK_D + BLOCK_D2)  # fmt: skip
     tl.store(LSE + offs_m, (m_i + tl.log2(l_i)) * LN2, mask=mask_m)
 
 
@@ -211,8 +318,8 @@ def _attention_bwd_dkdv_kernel(
     sdk_b, sdk_h, sdk_n, sdk_d,
     sdv_b, sdv_h, sdv_n, sdv_d,
     scale, qk_scale, num_heads, n_q, n_kv,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, INTERPRET_BF16: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_D2: tl.constexpr, PRECISION: tl.constexpr,
+    INTERPRET: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """One program per (key block, batch x head), looping over all query blocks:
     dV = P^T dO and dK = scale * dS^T Q, with P rebuilt from the saved LSE.
@@ -225,8 +332,12 @@ def _attention_bwd_dkdv_kernel(
     offs_n = (pid % num_n) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
+    offs_d2 = BLOCK_D + tl.arange(0, max(BLOCK_D2, 16))
     mask_n = offs_n < n_kv
     mask_d = offs_d < HEAD_DIM
+    mask_d2 = offs_d2 < HEAD_DIM
+    MASK_D: tl.constexpr = HEAD_DIM < BLOCK_D
+    MASK_D2: tl.constexpr = HEAD_DIM < BLOCK_D + BLOCK_D2
     Q += b * sq_b + h * sq_h
     K += b * sk_b + h * sk_h
     V += b * sv_b + h * sv_h
@@ -236,29 +347,45 @@ def _attention_bwd_dkdv_kernel(
     LSE += bh.to(tl.int64) * n_q
     DELTA += bh.to(tl.int64) * n_q
 
-    mask_nd = mask_n[:, None] & mask_d[None, :]
-    k = tl.load(K + offs_n[:, None] * sk_n + offs_d[None, :] * sk_d, mask=mask_nd, other=0.0)
-    v = tl.load(V + offs_n[:, None] * sv_n + offs_d[None, :] * sv_d, mask=mask_nd, other=0.0)
+    k = _load(K, offs_n, sk_n, offs_d, sk_d, mask_n, mask_d, True, MASK_D)
+    v = _load(V, offs_n, sv_n, offs_d, sv_d, mask_n, mask_d, True, MASK_D)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    k2, v2, dk2, dv2 = k, v, dk, dv
+    if BLOCK_D2 > 0:
+        k2 = _load(K, offs_n, sk_n, offs_d2, sk_d, mask_n, mask_d2, True, MASK_D2)
+        v2 = _load(V, offs_n, sv_n, offs_d2, sv_d, mask_n, mask_d2, True, MASK_D2)
+        dk2 = tl.zeros([BLOCK_N, BLOCK_D2], tl.float32)
+        dv2 = tl.zeros([BLOCK_N, BLOCK_D2], tl.float32)
     for start_m in range(0, n_q, BLOCK_M):
         rows = start_m + offs_m
         mask_m = rows < n_q
-        qt = tl.load(Q + rows[None, :] * sq_n + offs_d[:, None] * sq_d, mask=mask_d[:, None] & mask_m[None, :], other=0.0)
-        do = tl.load(DO + rows[:, None] * sdo_n + offs_d[None, :] * sdo_d, mask=mask_m[:, None] & mask_d[None, :], other=0.0)
+        qt = _load(Q, offs_d, sq_d, rows, sq_n, mask_d, mask_m, MASK_D, True)
+        do = _load(DO, rows, sdo_n, offs_d, sdo_d, mask_m, mask_d, True, MASK_D)
         lse2 = tl.load(LSE + rows, mask=mask_m, other=0.0) * LOG2E
         delta = tl.load(DELTA + rows, mask=mask_m, other=0.0)
-        st = _dot(k, qt, PRECISION, INTERPRET_BF16) * qk_scale
-        pt = tl.where(mask_m[None, :], tl.exp2(st - lse2[None, :]), 0.0)
-        dv += _dot(pt, do, PRECISION, INTERPRET_BF16)
-        dpt = _dot(v, tl.trans(do), PRECISION, INTERPRET_BF16)
+        st = _dot(k, qt, PRECISION, INTERPRET)
+        dpt = _dot(v, tl.trans(do), PRECISION, INTERPRET)
+        if BLOCK_D2 > 0:
+            qt2 = _load(Q, offs_d2, sq_d, rows, sq_n, mask_d2, mask_m, MASK_D2, True)
+            do2 = _load(DO, rows, sdo_n, offs_d2, sdo_d, mask_m, mask_d2, True, MASK_D2)
+            st = _dot_acc(st, k2, qt2, PRECISION, INTERPRET)
+            dpt = _dot_acc(dpt, v2, tl.trans(do2), PRECISION, INTERPRET)
+        pt = tl.where(mask_m[None, :], tl.exp2(st * qk_scale - lse2[None, :]), 0.0)
         dst = pt * (dpt - delta[None, :])
-        dk += _dot(dst, tl.trans(qt), PRECISION, INTERPRET_BF16)
+        dv = _dot_acc(dv, pt, do, PRECISION, INTERPRET)
+        dk = _dot_acc(dk, dst, tl.trans(qt), PRECISION, INTERPRET)
+        if BLOCK_D2 > 0:
+            dv2 = _dot_acc(dv2, pt, do2, PRECISION, INTERPRET)
+            dk2 = _dot_acc(dk2, dst, tl.trans(qt2), PRECISION, INTERPRET)
 
-    dk = _cast(dk * scale, DK.dtype.element_ty, INTERPRET_BF16)
-    dv = _cast(dv, DV.dtype.element_ty, INTERPRET_BF16)
-    tl.store(DK + offs_n[:, None] * sdk_n + offs_d[None, :] * sdk_d, dk, mask=mask_nd)
-    tl.store(DV + offs_n[:, None] * sdv_n + offs_d[None, :] * sdv_d, dv, mask=mask_nd)
+    _store(DK, offs_n, sdk_n, offs_d, sdk_d, _cast(dk * scale, DK.dtype.element_ty, INTERPRET), mask_n, mask_d, MASK_D)
+    _store(DV, offs_n, sdv_n, offs_d, sdv_d, _cast(dv, DV.dtype.element_ty, INTERPRET), mask_n, mask_d, MASK_D)
+    if BLOCK_D2 > 0:
+        _store(DK, offs_n, sdk_n, offs_d2, sdk_d, _cast(dk2 * scale, DK.dtype.element_ty, INTERPRET), mask_n,
+               mask_d2, MASK_D2)  # fmt: skip
+        _store(DV, offs_n, sdv_n, offs_d2, sdv_d, _cast(dv2, DV.dtype.element_ty, INTERPRET), mask_n, mask_d2,
+               MASK_D2)  # fmt: skip
 
 
 @triton.autotune(configs=autotune_configs(DQ_CONFIGS), key=_TUNE_KEY)
@@ -271,8 +398,8 @@ def _attention_bwd_dq_kernel(
     sdo_b, sdo_h, sdo_n, sdo_d,
     sdq_b, sdq_h, sdq_n, sdq_d,
     scale, qk_scale, num_heads, n_q, n_kv,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, INTERPRET_BF16: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_D2: tl.constexpr, PRECISION: tl.constexpr,
+    INTERPRET: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """One program per (query block, batch x head), looping over all key blocks:
     dQ = scale * dS K with dS = P * (dO V^T - DELTA), P rebuilt from the saved LSE."""
@@ -284,8 +411,12 @@ def _attention_bwd_dq_kernel(
     offs_m = (pid % num_m) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
+    offs_d2 = BLOCK_D + tl.arange(0, max(BLOCK_D2, 16))
     mask_m = offs_m < n_q
     mask_d = offs_d < HEAD_DIM
+    mask_d2 = offs_d2 < HEAD_DIM
+    MASK_D: tl.constexpr = HEAD_DIM < BLOCK_D
+    MASK_D2: tl.constexpr = HEAD_DIM < BLOCK_D + BLOCK_D2
     Q += b * sq_b + h * sq_h
     K += b * sk_b + h * sk_h
     V += b * sv_b + h * sv_h
@@ -294,34 +425,51 @@ def _attention_bwd_dq_kernel(
     LSE += bh.to(tl.int64) * n_q
     DELTA += bh.to(tl.int64) * n_q
 
-    mask_md = mask_m[:, None] & mask_d[None, :]
-    q = tl.load(Q + offs_m[:, None] * sq_n + offs_d[None, :] * sq_d, mask=mask_md, other=0.0)
-    do = tl.load(DO + offs_m[:, None] * sdo_n + offs_d[None, :] * sdo_d, mask=mask_md, other=0.0)
+    q = _load(Q, offs_m, sq_n, offs_d, sq_d, mask_m, mask_d, True, MASK_D)
+    do = _load(DO, offs_m, sdo_n, offs_d, sdo_d, mask_m, mask_d, True, MASK_D)
+    dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    q2, do2, dq2 = q, do, dq
+    if BLOCK_D2 > 0:
+        q2 = _load(Q, offs_m, sq_n, offs_d2, sq_d, mask_m, mask_d2, True, MASK_D2)
+        do2 = _load(DO, offs_m, sdo_n, offs_d2, sdo_d, mask_m, mask_d2, True, MASK_D2)
+        dq2 = tl.zeros([BLOCK_M, BLOCK_D2], tl.float32)
     lse2 = tl.load(LSE + offs_m, mask=mask_m, other=0.0) * LOG2E
     delta = tl.load(DELTA + offs_m, mask=mask_m, other=0.0)
-    dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start_n in range(0, n_kv, BLOCK_N):
         cols = start_n + offs_n
-        mask_dn = mask_d[:, None] & (cols < n_kv)[None, :]
-        kt = tl.load(K + cols[None, :] * sk_n + offs_d[:, None] * sk_d, mask=mask_dn, other=0.0)
-        vt = tl.load(V + cols[None, :] * sv_n + offs_d[:, None] * sv_d, mask=mask_dn, other=0.0)
-        s = _dot(q, kt, PRECISION, INTERPRET_BF16) * qk_scale
-        p = tl.where((cols < n_kv)[None, :], tl.exp2(s - lse2[:, None]), 0.0)
-        dp = _dot(do, vt, PRECISION, INTERPRET_BF16)
+        mask_n = cols < n_kv
+        kt = _load(K, offs_d, sk_d, cols, sk_n, mask_d, mask_n, MASK_D, True)
+        vt = _load(V, offs_d, sv_d, cols, sv_n, mask_d, mask_n, MASK_D, True)
+        s = _dot(q, kt, PRECISION, INTERPRET)
+        dp = _dot(do, vt, PRECISION, INTERPRET)
+        if BLOCK_D2 > 0:
+            kt2 = _load(K, offs_d2, sk_d, cols, sk_n, mask_d2, mask_n, MASK_D2, True)
+            vt2 = _load(V, offs_d2, sv_d, cols, sv_n, mask_d2, mask_n, MASK_D2, True)
+            s = _dot_acc(s, q2, kt2, PRECISION, INTERPRET)
+            dp = _dot_acc(dp, do2, vt2, PRECISION, INTERPRET)
+        p = tl.where(mask_n[None, :], tl.exp2(s * qk_scale - lse2[:, None]), 0.0)
         ds = p * (dp - delta[:, None])
-        dq += _dot(ds, tl.trans(kt), PRECISION, INTERPRET_BF16)
+        dq = _dot_acc(dq, ds, tl.trans(kt), PRECISION, INTERPRET)
+        if BLOCK_D2 > 0:
+            dq2 = _dot_acc(dq2, ds, tl.trans(kt2), PRECISION, INTERPRET)
 
-    dq = _cast(dq * scale, DQ.dtype.element_ty, INTERPRET_BF16)
-    tl.store(DQ + offs_m[:, None] * sdq_n + offs_d[None, :] * sdq_d, dq, mask=mask_md)
+    _store(DQ, offs_m, sdq_n, offs_d, sdq_d, _cast(dq * scale, DQ.dtype.element_ty, INTERPRET), mask_m, mask_d, MASK_D)
+    if BLOCK_D2 > 0:
+        _store(DQ, offs_m, sdq_n, offs_d2, sdq_d, _cast(dq2 * scale, DQ.dtype.element_ty, INTERPRET), mask_m,
+               mask_d2, MASK_D2)  # fmt: skip
 
 
-def _input_constexprs(q: Tensor, allow_tf32: bool) -> dict:
-    """Constexprs fixed by the inputs rather than tuned."""
+def _input_constexprs(q: Tensor, allow_tf32: bool, backward: bool = False) -> dict:
+    """Constexprs fixed by the inputs rather than tuned. The interpreter runs the
+    sm_90 tiling (the split one) so that tests cover it."""
+    arch = "sm90" if interpreting() else current_arch()
+    block_d, block_d2 = backward_head_tiles(q.shape[-1], arch) if backward else head_tiles(q.shape[-1])
     return dict(
         HEAD_DIM=q.shape[-1],
-        BLOCK_D=_block_d(q.shape[-1]),
+        BLOCK_D=block_d,
+        BLOCK_D2=block_d2,
         PRECISION="tf32" if allow_tf32 and q.dtype == torch.float32 else "ieee",
-        INTERPRET_BF16=interpreting() and q.dtype == torch.bfloat16,
+        INTERPRET=interpreting(),
     )
 
 
@@ -344,30 +492,55 @@ def _check_runnable(t: Tensor) -> None:
         raise RuntimeError(f"attention: the Triton kernels need CUDA tensors (or TRITON_INTERPRET=1), got {t.device}")
 
 
+def _check_buffer(name: str, t: Tensor, like: Tensor, shape: tuple, dtype=None, contiguous=False) -> None:
+    """An output buffer: the right shape, dtype and device, and no two elements
+    sharing memory (an expanded, stride-0 buffer would be written racily)."""
+    dtype = like.dtype if dtype is None else dtype
+    if tuple(t.shape) != tuple(shape) or t.dtype != dtype or t.device != like.device:
+        raise ValueError(
+            f"attention: expected {name} of shape {tuple(shape)}, {dtype} on {like.device}, "
+            f"got {tuple(t.shape)}, {t.dtype} on {t.device}"
+        )
+    if contiguous and not t.is_contiguous():
+        raise ValueError(f"attention: expected {name} contiguous, got strides {t.stride()}")
+    if t.numel() > 1 and torch._debug_has_internal_overlap(t) == 1:
+        raise ValueError(f"attention: expected {name} without overlapping elements, got strides {t.stride()}")
+
+
 def attention_forward(q, k, v, scale, *, out=None, lse=None, allow_tf32=False):
     """Launch the forward kernel. Returns ``(out, lse)``: out (B, H, N_q, D) in q's
     dtype (laid out (B, N_q, H, D) unless ``out`` is given, any strides), lse
-    (B, H, N_q) fp32 contiguous."""
+    (B, H, N_q) fp32 contiguous. Inputs may have any strides, stride 0 included."""
     _check_runnable(q)
     batch, heads, n_q, _ = q.shape
     n_kv = k.shape[2]
     out = _empty_out(q) if out is None else out
     lse = q.new_empty((batch, heads, n_q), dtype=torch.float32) if lse is None else lse
-    assert lse.is_contiguous() and lse.shape == (batch, heads, n_q)
+    _check_buffer("out", out, q, q.shape)
+    _check_buffer("lse", lse, q, (batch, heads, n_q), torch.float32, contiguous=True)
+    if out.numel() == 0:
+        return out, lse
+    if n_kv == 0:
+        raise ValueError(f"attention: expected at least one key for {n_q} queries, got k {tuple(k.shape)}")
 
     def grid(meta):
         return (triton.cdiv(n_q, meta["BLOCK_M"]) * batch * heads,)
 
     _attention_fwd_kernel[grid](
         q, k, v, out, lse, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        scale * LOG2E.value, heads, n_q, n_kv, **_input_constexprs(q, allow_tf32),
+        scale * LOG2E.value, heads, n_q, n_kv, **_input_constexprs(q, allow_tf32), NEG_SCALE=scale < 0,
     )  # fmt: skip
     return out, lse
 
 
-def attention_backward(do, q, k, v, out, lse, scale, *, dq=None, dk=None, dv=None, delta=None, allow_tf32=False):
-    """Launch the three backward kernels. Returns ``(dq, dk, dv)``, contiguous
-    like q, k, v unless given (any strides); ``delta`` (B, H, N_q) fp32 is scratch."""
+def attention_backward(
+    do, q, k, v, out, lse, scale, *, dq=None, dk=None, dv=None, delta=None, allow_tf32=False, short=None
+):
+    """Launch the backward kernels. Returns ``(dq, dk, dv)``, contiguous like q, k,
+    v unless given (any strides); ``delta`` (B, H, N_q) fp32 is scratch. ``do``
+    may have any strides, e.g. the stride-0 gradient of ``out.sum()``. ``short``
+    (default: the FASTVIT_ATTENTION_BWD_SHORT opt-in) runs the one-launch kernel
+    of :mod:`fastvit.kernels.flash_attention_bwd_short` when the keys fit one tile."""
     _check_runnable(q)
     batch, heads, n_q, head_dim = q.shape
     n_kv = k.shape[2]
@@ -375,13 +548,24 @@ def attention_backward(do, q, k, v, out, lse, scale, *, dq=None, dk=None, dv=Non
     dk = _empty_contiguous(k) if dk is None else dk
     dv = _empty_contiguous(v) if dv is None else dv
     delta = torch.empty_like(lse) if delta is None else delta
-    assert lse.is_contiguous() and delta.is_contiguous() and delta.shape == lse.shape == (batch, heads, n_q)
-    meta = _input_constexprs(q, allow_tf32)
+    for name, t, like in (("dq", dq, q), ("dk", dk, k), ("dv", dv, v)):
+        _check_buffer(name, t, like, like.shape)
+    for name, t in (("lse", lse), ("delta", delta)):
+        _check_buffer(name, t, q, (batch, heads, n_q), torch.float32, contiguous=True)
+    if batch * heads * n_q == 0 or n_kv == 0:  # nothing attends: dK = dV = 0
+        dk.zero_(), dv.zero_()
+        return dq.zero_(), dk, dv
+    meta = _input_constexprs(q, allow_tf32, backward=True)
+    from fastvit.kernels import flash_attention_bwd_short as short_bwd
+
+    if short_bwd.short_backward_wanted(n_kv, short):
+        short_bwd.launch_short_backward(do, q, k, v, out, lse, dq, dk, dv, scale, meta)
+        return dq, dk, dv
 
     delta_meta, delta_launch = split(DELTA_CONFIG)
     _attention_bwd_delta_kernel[(triton.cdiv(n_q, delta_meta["BLOCK_M"]) * batch * heads,)](
         out, do, delta, *out.stride(), *do.stride(), heads, n_q,
-        HEAD_DIM=head_dim, BLOCK_D=meta["BLOCK_D"], **delta_meta, **delta_launch,
+        HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), **delta_meta, **delta_launch,
     )  # fmt: skip
 
     common = (*q.stride(), *k.stride(), *v.stride(), *do.stride())
@@ -508,10 +692,10 @@ def _check_inputs(q, k, v) -> None:
             raise ValueError(f"attention: expected {name} to match q's (B, H, D) = {(b, h, d)}, got {tuple(t.shape)}")
     if k.shape[2] != v.shape[2]:
         raise ValueError(f"attention: expected k and v of equal length, got {k.shape[2]} and {v.shape[2]}")
-    if not 1 <= d <= MAX_HEAD_DIM:
+    if not supports_head_dim(d):
         raise ValueError(f"attention: expected head_dim between 1 and {MAX_HEAD_DIM}, got {d}")
-    if q.numel() == 0 or k.numel() == 0:
-        raise ValueError(f"attention: expected non-empty inputs, got q {tuple(q.shape)}, k {tuple(k.shape)}")
+    if q.numel() > 0 and k.shape[2] == 0:
+        raise ValueError(f"attention: expected at least one key for {q.shape[2]} queries, got k {tuple(k.shape)}")
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None) -> Tensor:
@@ -545,56 +729,8 @@ def attention_qkvpacked(qkv: Tensor, scale: float | None = None) -> Tensor:
     return out
 
 
-def _signature(fn, dtype: str, constexprs: dict) -> dict:
-    """Triton types of ``fn``'s arguments: upper-case names are tensors (LSE and
-    DELTA fp32), ``*scale`` are fp32, the rest i32 sizes and strides."""
+def aot_cases():
+    """The ahead-of-time compile cases, built in :mod:`fastvit.kernels.flash_attention_aot`."""
+    from fastvit.kernels.flash_attention_aot import aot_cases
 
-    def kind(name):
-        if name in constexprs:
-            return "constexpr"
-        if name in ("LSE", "DELTA"):
-            return "*fp32"
-        if name.isupper():
-            return f"*{dtype}"
-        return "fp32" if name.endswith("scale") else "i32"
-
-    return {name: kind(name) for name in fn.arg_names}
-
-
-def _aot_case(label, fn, dtype, arch, constexprs, launch, **kwargs) -> AotCase:
-    """Compiled as Triton specializes a launch on ViT's tensors: head-dim strides
-    equal to 1 become constants; pointers and the other strides divide by 16."""
-    constexprs = {**constexprs, **{n: 1 for n in fn.arg_names if n.startswith("s") and n.endswith("_d")}}
-    signature = _signature(fn, dtype, constexprs)
-    divisible = tuple(n for n, t in signature.items() if t.startswith("*") or (t == "i32" and n.startswith("s")))
-    return AotCase(label, fn, signature, constexprs, arch, **launch, divisible=divisible, **kwargs)
-
-
-def aot_cases() -> list[AotCase]:
-    """Every kernel at every shipped configuration, for sm_80 and sm_90, bf16 and fp16.
-
-    bf16 compiles at head_dim 128 and fp16 at head_dim 80: both use the largest
-    tile (BLOCK_D = 128), so shared memory is checked at its worst, and 80 also
-    covers the masked head dimension.
-    """
-    tuned = (
-        ("attention_fwd", _attention_fwd_kernel.fn, FWD_CONFIGS),
-        ("attention_bwd_dkdv", _attention_bwd_dkdv_kernel.fn, DKDV_CONFIGS),
-        ("attention_bwd_dq", _attention_bwd_dq_kernel.fn, DQ_CONFIGS),
-    )
-    delta_meta, delta_launch = split(DELTA_CONFIG)
-    cases = []
-    for dtype, head_dim in (("bf16", 128), ("fp16", 80)):
-        head = dict(HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim))
-        for arch in ("sm80", "sm90"):
-            cases.append(_aot_case(
-                f"attention_bwd_delta-{dtype}-d{head_dim}", _attention_bwd_delta_kernel, dtype, arch,
-                {**head, **delta_meta}, delta_launch, tensor_core_op=None,
-            ))  # fmt: skip
-            for name, fn, table in tuned:
-                for entry in table[arch] + [e for e in table["default"] if e not in table[arch]]:
-                    meta, launch = split(entry)
-                    label = f"{name}-{dtype}-d{head_dim}-m{meta['BLOCK_M']}n{meta['BLOCK_N']}"
-                    constexprs = {**head, **meta, "PRECISION": "ieee", "INTERPRET_BF16": False}
-                    cases.append(_aot_case(label, fn, dtype, arch, constexprs, launch))
-    return cases
+    return aot_cases()

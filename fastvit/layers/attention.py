@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..kernels.attention_support import MAX_HEAD_DIM, supports_head_dim
 from .linear import linear_parts
 
 AttentionFn = Callable[..., torch.Tensor]
 
-TRITON_HEAD_DIMS = (16, 32, 48, 64, 80, 96, 112, 128)
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # Looked up once (finding the spec does not import triton).
 _HAS_TRITON = importlib.util.find_spec("triton") is not None
@@ -91,8 +91,8 @@ def triton_unsupported(device_type: str, dtype: torch.dtype, head_dim: int, drop
         return f"tensors are on {device_type}; the kernel runs on CUDA"
     if dtype not in TRITON_DTYPES:
         return f"dtype {dtype} is not one of fp16, bf16, fp32"
-    if head_dim not in TRITON_HEAD_DIMS:
-        return f"head_dim {head_dim} is not one of {TRITON_HEAD_DIMS}"
+    if not supports_head_dim(head_dim):
+        return f"head_dim {head_dim} is not between 1 and {MAX_HEAD_DIM}"
     if not _HAS_TRITON:
         return "triton is not installed"
     return None

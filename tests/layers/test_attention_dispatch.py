@@ -40,6 +40,7 @@ def test_triton_backend_uses_sdpa_for_dropout():
 @pytest.mark.parametrize(
     "device,dtype,head_dim,choice",
     [("cpu", torch.float32, 64, "sdpa"), ("cuda", torch.bfloat16, 64, "triton"), ("cuda", torch.float16, 80, "triton"),
+     ("cuda", torch.bfloat16, 72, "triton"), ("cuda", torch.float16, 40, "triton"), ("cuda", torch.bfloat16, 129, "sdpa"),
      ("cuda", torch.float32, 128, "sdpa"), ("cuda", torch.bfloat16, 256, "sdpa"), ("cuda", torch.float64, 64, "sdpa")],
 )
 def test_auto_choice(device, dtype, head_dim, choice):

@@ -1,0 +1,109 @@
+"""Ahead-of-time compile cases for the attention kernels (see fastvit.kernels.aot).
+
+Each case is compiled as Triton specializes the launch the models make: q, k, v
+are (B, H, N, D) views of the packed (B, N, 3, H, D) qkv projection, the
+output and dO views of a (B, N, H, D) buffer, dq/dk/dv views of one packed
+gradient. An integer argument equal to 1 becomes a constant (the head-dim
+strides) and one divisible by 16 carries that hint, exactly as the launch's
+values give them: at head dim 72 the head stride (72) is *not* marked, so the
+check compiles the loads that such a launch really runs.
+
+Head dims 64 (ViT-S/B/L), 72 (SigLIP so400m), 80 (ViT-H, CLIP-H) and 128, in
+bf16 and fp16, every shipped configuration of every kernel, for sm_80 and
+sm_90, with the head tiles the launcher picks there (the backward's differ
+on sm_80, see attention_support.backward_head_tiles). fp32 has no cases: ``auto`` does not route fp32 to these kernels
+(their tables are tuned for 16-bit tiles, and fp32 tiles of that size spill).
+"""
+
+from __future__ import annotations
+
+from fastvit.kernels import flash_attention as fa
+from fastvit.kernels.aot import AotCase
+from fastvit.kernels.tuning import split
+
+# (head_dim, heads, tokens) of the models that launch each head dim.
+MODEL_SHAPES = ((64, 12, 197), (72, 16, 730), (80, 16, 257), (128, 16, 577))
+DTYPES = ("bf16", "fp16")
+# Entries measured to spill (Triton 3.9, bf16 and fp16 alike), left out of the
+# cases so the check stays a real gate: on sm_80 at head dim 72 the head
+# stride (72) is not 16-divisible, so the backward's tiles load through
+# registers. (arch, head_dim, kernel, BLOCK_M, BLOCK_N, num_warps) -> stack bytes.
+# sm_90, the GPUs the project targets, has none.
+KNOWN_SPILLS = {
+    ("sm80", 72, "attention_bwd_dkdv", 32, 64, 4): 136,
+    ("sm80", 72, "attention_bwd_dkdv", 16, 128, 8): 328,
+    ("sm80", 72, "attention_bwd_dq", 128, 32, 8): 240,
+    ("sm80", 72, "attention_bwd_dq", 128, 16, 8): 48,
+    ("sm80", 72, "attention_bwd_dq", 64, 32, 4): 104,
+    ("sm80", 72, "attention_bwd_dq", 64, 64, 8): 80,
+}
+
+
+def _signature(fn, dtype: str, constexprs: dict) -> dict:
+    """Triton types of ``fn``'s arguments: upper-case names are tensors (LSE and
+    DELTA fp32), ``*scale`` are fp32, the rest i32 sizes and strides."""
+
+    def kind(name):
+        if name in constexprs:
+            return "constexpr"
+        if name in ("LSE", "DELTA"):
+            return "*fp32"
+        if name.isupper():
+            return f"*{dtype}"
+        return "fp32" if name.endswith("scale") else "i32"
+
+    return {name: kind(name) for name in fn.arg_names}
+
+
+def launch_ints(head_dim: int, heads: int, tokens: int, batch: int = 64) -> dict:
+    """The integer arguments of a ViT launch, by argument name (strides in elements)."""
+    packed = (tokens * 3 * heads * head_dim, head_dim, 3 * heads * head_dim, 1)  # (B, H, N, D) view of qkv
+    merged = (tokens * heads * head_dim, head_dim, heads * head_dim, 1)  # view of a (B, N, H, D) buffer
+    ints = dict(num_heads=heads, n_q=tokens, n_kv=tokens)
+    for prefix, strides in (("sq", packed), ("sk", packed), ("sv", packed), ("so", merged), ("sdo", merged),
+                            ("sdq", packed), ("sdk", packed), ("sdv", packed)):  # fmt: skip
+        ints.update({f"{prefix}_{axis}": s for axis, s in zip("bhnd", strides)})
+    return ints
+
+
+def _case(label, fn, dtype, arch, constexprs, launch, ints, **kwargs) -> AotCase:
+    """Integers equal to 1 become constexprs and those divisible by 16 carry the
+    hint, as Triton specializes them; every pointer is 16-byte aligned (the
+    packed q, k, v start H * D elements apart)."""
+    constexprs = {**constexprs, **{n: 1 for n in fn.arg_names if ints.get(n) == 1}}
+    signature = _signature(fn, dtype, constexprs)
+    divisible = tuple(
+        n for n, t in signature.items() if t.startswith("*") or (t == "i32" and ints[n] % 16 == 0)
+    )
+    return AotCase(label, fn, signature, constexprs, arch, **launch, divisible=divisible, **kwargs)
+
+
+def aot_cases() -> list[AotCase]:
+    tuned = (
+        ("attention_fwd", fa._attention_fwd_kernel.fn, fa.FWD_CONFIGS, dict(NEG_SCALE=False)),
+        ("attention_bwd_dkdv", fa._attention_bwd_dkdv_kernel.fn, fa.DKDV_CONFIGS, {}),
+        ("attention_bwd_dq", fa._attention_bwd_dq_kernel.fn, fa.DQ_CONFIGS, {}),
+    )
+    delta_meta, delta_launch = split(fa.DELTA_CONFIG)
+    cases = []
+    for head_dim, heads, tokens in MODEL_SHAPES:
+        ints = launch_ints(head_dim, heads, tokens)
+        for dtype in DTYPES:
+            for arch in ("sm80", "sm90"):
+                head = dict(HEAD_DIM=head_dim, PRECISION="ieee", INTERPRET=False)
+                fwd_tiles, bwd_tiles = fa.head_tiles(head_dim), fa.backward_head_tiles(head_dim, arch)
+                cases.append(_case(
+                    f"attention_bwd_delta-{dtype}-d{head_dim}", fa._attention_bwd_delta_kernel, dtype, arch,
+                    dict(HEAD_DIM=head_dim, BLOCK_D=fa._block_d(head_dim), **delta_meta), delta_launch, ints,
+                    tensor_core_op=None,
+                ))  # fmt: skip
+                for name, fn, table, extra in tuned:
+                    for entry in table[arch] + [e for e in table["default"] if e not in table[arch]]:
+                        meta, launch = split(entry)
+                        key = (arch, head_dim, name, meta["BLOCK_M"], meta["BLOCK_N"], launch["num_warps"])
+                        if key in KNOWN_SPILLS:
+                            continue
+                        label = f"{name}-{dtype}-d{head_dim}-m{meta['BLOCK_M']}n{meta['BLOCK_N']}"
+                        tiles = dict(zip(("BLOCK_D", "BLOCK_D2"), fwd_tiles if name == "attention_fwd" else bwd_tiles))
+                        cases.append(_case(label, fn, dtype, arch, {**head, **tiles, **extra, **meta}, launch, ints))
+    return cases
