@@ -49,7 +49,12 @@ class VisionTransformer(nn.Module):
         self.cfg = cfg
         d = cfg.embed_dim
         self.num_prefix_tokens = cfg.num_prefix_tokens
-        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, d)
+        if cfg.hybrid_layers is not None:  # ResNetV2 feature map as the patch embedding (token stride = patch_size)
+            from .layers.resnetv2 import HybridEmbed
+
+            self.patch_embed = HybridEmbed(cfg.hybrid_layers, cfg.in_chans, d)
+        else:
+            self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, d)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d)) if cfg.class_token else None
         self.dist_token = nn.Parameter(torch.zeros(1, 1, d)) if cfg.distilled else None
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_tokens, d))
