@@ -121,3 +121,31 @@ def attention_probs(q: Tensor, k: Tensor, lse: Tensor, scale: float | None = Non
         BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, num_warps=NUM_WARPS,
     )  # fmt: skip
     return out
+
+
+def aot_cases():
+    """The kernel for sm_80 and sm_90: bf16 at head_dim 128 (the largest tile) and fp16 at 80
+    (a masked head dim), compiled as a launch on a packed qkv specializes it (unit head-dim
+    and key-column strides, the rest divisible by 16)."""
+    from fastvit.kernels.aot import AotCase
+
+    fn = _attention_probs_kernel
+    cases = []
+    for dtype, head_dim in (("bf16", 128), ("fp16", 80)):
+        constexprs = dict(HEAD_DIM=head_dim, BLOCK_D=max(16, triton.next_power_of_2(head_dim)), UPCAST=False,
+                          BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, sq_d=1, sk_d=1, sp_n=1)  # fmt: skip
+        signature = {}
+        for name in fn.arg_names:
+            if name in constexprs:
+                signature[name] = "constexpr"
+            elif name in ("LSE", "P"):
+                signature[name] = "*fp32"
+            elif name.isupper():
+                signature[name] = f"*{dtype}"
+            else:
+                signature[name] = "fp32" if name == "qk_scale" else "i32"
+        divisible = tuple(n for n, t in signature.items() if t.startswith("*") or (t == "i32" and n.startswith("s")))
+        for arch in ("sm80", "sm90"):
+            cases.append(AotCase(f"attention_probs-{dtype}-d{head_dim}", fn, signature, constexprs, arch,
+                                 num_warps=NUM_WARPS, num_stages=1, divisible=divisible))  # fmt: skip
+    return cases

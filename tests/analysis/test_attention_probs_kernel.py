@@ -68,3 +68,19 @@ def test_bad_inputs_raise():
         attention_probs(q, k[:, :1], lse)
     with pytest.raises(ValueError, match="out must be"):
         attention_probs(q, k, lse, out=torch.empty(1, 2, 8, 7))
+
+
+def test_compiles_for_ampere_and_hopper_with_tensor_cores():
+    """Ahead of time, in child processes (see fastvit.kernels.aot): shared memory, mma/wgmma, no spills."""
+    from fastvit.kernels.aot import SPILL_TOLERANCE, check_cases
+    from fastvit.kernels.attention_probs import aot_cases
+
+    cases = aot_cases()
+    reports = check_cases(["attention_probs"], [str(c) for c in cases])
+    assert sorted(reports) == sorted(str(c) for c in cases)
+    for case in cases:
+        report = reports[str(case)]
+        assert "error" not in report, f"{case}: {report['error']}"
+        assert report["tensor_core_op"] == case.expected_op()
+        if report["usage"] is not None:
+            assert max(report["usage"]["local"], report["usage"]["stack"]) <= SPILL_TOLERANCE
