@@ -7,8 +7,8 @@ one product and one exponential away:
 
     P[i, j] = exp(scale * q_i . k_j - lse_i)
 
-so the maps are rebuilt tile by tile (one program per (query block, key block,
-batch x head)) with no second softmax pass and no running max. The products
+so the maps are rebuilt tile by tile (one program per (batch x head, query block,
+key block)) with no second softmax pass and no running max. The products
 accumulate in fp32 ("ieee" for fp32 inputs), as in the forward kernel, and the
 output is fp32 (B, H, N_q, N_kv) whatever the input dtype.
 
@@ -42,9 +42,9 @@ def _attention_probs_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """P tile = exp2(qk_scale * Q K^T - LSE * log2(e)); ``qk_scale`` is scale * log2(e)."""
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    bh = tl.program_id(2)
+    bh = tl.program_id(0)  # batch x head on axis 0, which allows 2^31 - 1 programs (axes 1, 2: 65535)
+    pid_m = tl.program_id(1)
+    pid_n = tl.program_id(2)
     b = (bh // num_heads).to(tl.int64)
     h = (bh % num_heads).to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -113,7 +113,7 @@ def attention_probs(q: Tensor, k: Tensor, lse: Tensor, scale: float | None = Non
         raise ValueError(f"attention_probs: out must be float32 of shape {(b, h, n_q, n_kv)}, got {out.dtype} {tuple(out.shape)}")
     lse = lse.contiguous()
     upcast = q.dtype == torch.float32 or interpreting()
-    grid = (triton.cdiv(n_q, BLOCK_M), triton.cdiv(n_kv, BLOCK_N), b * h)
+    grid = (b * h, triton.cdiv(n_q, BLOCK_M), triton.cdiv(n_kv, BLOCK_N))
     _attention_probs_kernel[grid](
         q, k, lse, out, *q.stride(), *k.stride(), *out.stride(),
         scale * LOG2E.value, h, n_q, n_kv,
