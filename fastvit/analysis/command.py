@@ -217,8 +217,21 @@ def analyze(args) -> dict:
         "patch_embed_pca": pca,
         "figures": [p.name for p in written],
     }
-    (out / "analysis.json").write_text(json.dumps(doc, indent=1))
+    (out / "analysis.json").write_text(json.dumps(_finite(doc), indent=1, allow_nan=False))
     return doc
+
+
+def _finite(obj):
+    """NaN / inf (not valid JSON) -> None, recursively."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def run(args: argparse.Namespace) -> int:

@@ -70,7 +70,7 @@ def mean_attention_distance(model: nn.Module, x: Tensor) -> Tensor:
             raise ValueError(f"{a.shape[-1]} patch tokens do not form the {grid[0]}x{grid[1]} grid of the input")
         if dist is None:
             dist = patch_centre_distances(grid, token_stride(model)).to(a.device)
-        a = a / a.sum(-1, keepdim=True)
+        a = a / a.sum(-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)  # a row all on prefix keys: 0
         out[i] = (a * dist).sum(-1).mean(dim=(0, 2)).cpu()
 
     visit_attention_maps(model, x, take)

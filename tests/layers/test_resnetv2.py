@@ -89,3 +89,23 @@ def test_hybrid_presets_build_with_timm_counts():
         with torch.device("meta"):
             model = fastvit.create_model(name)
         assert sum(p.numel() for p in model.parameters()) == n == model.cfg.num_params()
+
+
+def test_hybrid_refuses_layouts_without_a_backbone():
+    from fastvit.checkpoints.torchvision import to_torchvision_state_dict
+
+    model = tiny_hybrid()
+    with pytest.raises(ValueError, match="hybrid"):
+        fastvit.to_hf_state_dict(model)
+    with pytest.raises(ValueError, match="hybrid"):
+        to_torchvision_state_dict(model)
+    sd = fastvit.to_timm_state_dict(model)  # timm's names: a round trip through a file layout
+    assert any(k.startswith("patch_embed.backbone.stages.1.blocks.0.downsample") for k in sd)
+    fresh = tiny_hybrid()
+    with torch.no_grad():
+        for p in fresh.parameters():
+            p.add_(1.0)
+    fastvit.load_checkpoint(fresh, sd)  # detected as timm's layout, checked key by key
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), model(x), atol=0, rtol=0)
