@@ -110,3 +110,16 @@ def test_unreadable_image_in_a_subprocess_has_no_traceback(tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
     assert proc.returncode == 2
     assert "cannot read image" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_hybrid_model_skips_the_filter_figure(tmp_path):
+    out = tmp_path / "hybrid"
+    rc = main(["analyze", "--model", "vit_small_r26_s32_224", "--img-size", "64", "--attn-impl", "sdpa", "--no-progress",
+               "--sample", "coffee", "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    doc = json.loads((out / "analysis.json").read_text())
+    assert doc["grid"] == [2, 2] and doc["patch_embed_pca"] is None
+    assert sorted(doc["figures"]) == ["mean_attention_distance.png", "pos_embed_similarity.png", "rollout_coffee.png"]
+    assert np.array(doc["mean_attention_distance"]).shape == (12, 6)
+    for name in doc["figures"]:
+        assert_real_png(out / name)
