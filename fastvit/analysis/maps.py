@@ -21,6 +21,7 @@ a time; the forward stops after the last block asked for.
 
 from __future__ import annotations
 
+import operator
 from typing import Callable, Sequence
 
 import torch
@@ -48,15 +49,24 @@ def resolve_blocks(blocks: int | Sequence[int] | None, depth: int) -> list[int]:
     """Block indices (negative ones count from the end), in the order given; None: all."""
     if blocks is None:
         return list(range(depth))
-    if isinstance(blocks, bool) or not isinstance(blocks, (int, Sequence)) or isinstance(blocks, str):
+    if hasattr(blocks, "__index__") and not isinstance(blocks, bool):
+        try:
+            blocks = [operator.index(blocks)]
+        except TypeError:  # e.g. a 1-D tensor of indices: iterated below
+            pass
+    if isinstance(blocks, (bool, str, bytes)) or not hasattr(blocks, "__iter__"):
         raise TypeError(f"blocks must be None, an int or a sequence of ints, got {blocks!r}")
-    items = [blocks] if isinstance(blocks, int) else list(blocks)
+    items = list(blocks)
     if not items:
         raise ValueError("blocks is empty; pass None for all blocks")
     out = []
     for i in items:
-        if isinstance(i, bool) or not isinstance(i, int):
-            raise TypeError(f"block indices must be ints, got {i!r}")
+        try:
+            if isinstance(i, bool):
+                raise TypeError
+            i = operator.index(i)  # ints, numpy integers, 0-d integer tensors
+        except TypeError:
+            raise TypeError(f"block indices must be ints, got {i!r}") from None
         if not -depth <= i < depth:
             raise ValueError(f"block index {i} out of range for a model with {depth} blocks")
         out.append(i % depth)

@@ -50,13 +50,15 @@ def patch_centre_distances(grid: tuple[int, int], stride: tuple[int, int]) -> Te
     return torch.cdist(centres, centres)
 
 
-def mean_attention_distance(model: nn.Module, x: Tensor) -> Tensor:
+def mean_attention_distance(model: nn.Module, x: Tensor, renormalize: bool = True) -> Tensor:
     """(depth, heads) fp32: attention-weighted mean query-key distance in pixels.
 
     Patch tokens only: each query row's weights over the patch keys are
     renormalised to sum to 1 (prefix keys dropped), the distances between
     patch centres weighted by them, and the result averaged over the patch
-    queries and the images of ``x``.
+    queries and the images of ``x``. ``renormalize=False`` keeps the raw
+    weights (what prefix keys take is then counted as distance 0), the
+    convention of some public re-implementations.
     """
     grid = token_grid(model, x)
     prefix = num_prefix_tokens(model)
@@ -70,7 +72,8 @@ def mean_attention_distance(model: nn.Module, x: Tensor) -> Tensor:
             raise ValueError(f"{a.shape[-1]} patch tokens do not form the {grid[0]}x{grid[1]} grid of the input")
         if dist is None:
             dist = patch_centre_distances(grid, token_stride(model)).to(a.device)
-        a = a / a.sum(-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)  # a row all on prefix keys: 0
+        if renormalize:  # a row with all its weight on prefix keys gives 0
+            a = a / a.sum(-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
         out[i] = (a * dist).sum(-1).mean(dim=(0, 2)).cpu()
 
     visit_attention_maps(model, x, take)

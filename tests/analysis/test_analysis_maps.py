@@ -85,6 +85,10 @@ def test_block_selection_order_and_errors():
     torch.testing.assert_close(picked[0], full[2], atol=0, rtol=0)
     torch.testing.assert_close(picked[1], full[0], atol=0, rtol=0)
     torch.testing.assert_close(attention_maps(model, x, blocks=1)[0], full[1], atol=0, rtol=0)
+    import numpy as np
+
+    for same in (np.int64(-2), torch.tensor([1]), (1,), range(1, 2)):
+        torch.testing.assert_close(attention_maps(model, x, blocks=same)[0], full[1], atol=0, rtol=0)
     for bad, err in (([3], ValueError), ([-4], ValueError), ([], ValueError), ("0", TypeError), ([0.5], TypeError)):
         with pytest.raises(err):
             attention_maps(model, x, blocks=bad)

@@ -49,6 +49,9 @@ def test_uniform_attention_distance_is_mean_pairwise_patch_distance():
     got = mean_attention_distance(model, x)
     assert got.shape == (3, 2)
     torch.testing.assert_close(got, torch.full((3, 2), float(expected)), atol=1e-4, rtol=1e-6)
+    # raw weights: the 15 patch keys hold 15/16 of each row, the class key the rest at no distance
+    raw = mean_attention_distance(model, x, renormalize=False)
+    torch.testing.assert_close(raw, torch.full((3, 2), float(expected) * 15 / 16), atol=1e-4, rtol=1e-6)
 
 
 def loop_mean_distance(maps, grid, stride, prefix):
