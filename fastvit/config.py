@@ -58,6 +58,7 @@ class ViTConfig:
     # | "big_vision" (timm's .npz loader: bilinear) | "torchvision" (bicubic, align_corners).
     # The converters set it to the convention of the weights' source.
     pos_embed_resample: str = "timm"
+    hybrid_layers: tuple[int, ...] | None = None  # ResNetV2 blocks per stage of a hybrid stem; patch_size = its stride
     # Implementation switches (see fastvit.layers): never change parameters.
     attn_impl: str = "auto"  # auto | triton | flash_attn | xformers | sdpa | eager
     norm_impl: str = "torch"  # torch | triton
@@ -82,6 +83,12 @@ class ViTConfig:
         if self.distilled and not self.class_token:
             raise ValueError("distilled=True needs class_token=True (DeiT pools the class and distillation tokens)")
         check_resample_convention(self.pos_embed_resample)
+        if self.hybrid_layers is not None:
+            from .layers.resnetv2 import backbone_stride
+
+            self.hybrid_layers = tuple(self.hybrid_layers)
+            if self.patch_size != backbone_stride(self.hybrid_layers):
+                raise ValueError(f"patch_size must be the hybrid backbone's stride {backbone_stride(self.hybrid_layers)}, got {self.patch_size}")
         for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -123,6 +130,10 @@ class ViTConfig:
         d, h = self.embed_dim, self.mlp_hidden_dim
         gh, gw = self.grid_size
         n = self.in_chans * self.patch_size**2 * d + d  # patch embedding
+        if self.hybrid_layers is not None:  # ResNetV2 backbone + 1x1 projection instead
+            from .layers.resnetv2 import backbone_width, resnetv2_num_params
+
+            n = resnetv2_num_params(self.hybrid_layers, self.in_chans) + backbone_width(self.hybrid_layers) * d + d
         n += self.num_prefix_tokens * d + self.num_tokens * d  # prefix tokens, position embedding
         qkv_b = 3 * d if self.qkv_bias else 0
         block = 4 * d + (3 * d * d + qkv_b) + (d * d + d) + (d * h + h) + (h * d + d)
@@ -156,6 +167,11 @@ PRESETS: dict[str, dict] = {
     "vit_large_patch14_224": _vit(14, 1024, 24, 16),
     "vit_large_patch16_384": _vit(16, 1024, 24, 16, img=384),
     "vit_huge_patch14_224": _vit(14, 1280, 32, 16, num_classes=0),  # timm's: in21k features, no head
+    # The paper's hybrids (§3.1): a ResNetV2 stem of (blocks per stage); patch_size is its stride.
+    "vit_small_r26_s32_224": _vit(32, 384, 12, 6, hybrid_layers=(2, 2, 2, 2)),
+    "vit_base_r50_s16_224": _vit(16, 768, 12, 12, hybrid_layers=(3, 4, 9), num_classes=0),  # timm: in21k features, no head
+    "vit_base_r50_s16_384": _vit(16, 768, 12, 12, img=384, hybrid_layers=(3, 4, 9)),
+    "vit_large_r50_s32_384": _vit(32, 1024, 24, 16, img=384, hybrid_layers=(3, 4, 6, 3)),
     "deit_tiny_patch16_224": _vit(16, 192, 12, 3),
     "deit_small_patch16_224": _vit(16, 384, 12, 6),
     "deit_base_patch16_224": _vit(16, 768, 12, 12),

@@ -57,7 +57,12 @@ class VisionTransformer(nn.Module):
         self.reg_token = None
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_tokens, d))
         self.dist_token = nn.Parameter(torch.zeros(1, 1, d)) if cfg.distilled else None
-        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, d, cfg.img_size, cfg.dynamic_img_size)
+        if cfg.hybrid_layers is not None:  # ResNetV2 feature map as the patch embedding (token stride = patch_size)
+            from .layers.resnetv2 import HybridEmbed
+
+            self.patch_embed = HybridEmbed(cfg.hybrid_layers, cfg.in_chans, d)
+        else:
+            self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, d, cfg.img_size, cfg.dynamic_img_size)
         self.pos_drop = nn.Dropout(cfg.drop_rate)
         self.patch_drop, self.norm_pre = nn.Identity(), nn.Identity()
         # stochastic depth grows linearly from 0 at the first block to drop_path_rate at the last

@@ -90,6 +90,8 @@ def _check_exportable(cfg: ViTConfig):
         problems.append("its final norm comes after pooling (fc_norm)")
     if cfg.representation_size and (cfg.num_classes or cfg.distilled):
         problems.append("a pre-logits layer maps to ViTModel's pooler, which only a headless, undistilled model has")
+    if getattr(cfg, "hybrid_layers", None):
+        problems.append("its patch embedding is a ResNet (hybrid), which ViTModel has no place for")
     if problems:
         raise ValueError("this model has no Hugging Face ViT/DeiT equivalent: " + "; ".join(problems))
 

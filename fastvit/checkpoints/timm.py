@@ -111,6 +111,10 @@ def from_timm(model: nn.Module, **impl):
     what = f"timm {type(model).__name__}"
     if not all(hasattr(model, a) for a in ("patch_embed", "blocks", "pos_embed", "norm", "fc_norm", "head")):
         raise TypeError(f"from_timm takes a timm VisionTransformer, got {type(model).__name__}")
+    if getattr(model.patch_embed, "backbone", None) is not None:  # the hybrid (ResNetV2 stem) ViTs
+        from .timm_hybrid import from_timm_hybrid
+
+        return from_timm_hybrid(model, **impl)
     problems = _unsupported(model)
     if problems:
         raise config_mismatch(what, "; ".join(problems))

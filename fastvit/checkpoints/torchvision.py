@@ -41,7 +41,8 @@ def to_torchvision_state_dict(model) -> dict[str, torch.Tensor]:
     cfg = model.cfg
     differs = {"global_pool": cfg.global_pool != "token", "fc_norm": cfg.use_fc_norm, "distilled": cfg.distilled,
                "num_classes=0": not cfg.num_classes, "qkv_bias=False": not cfg.qkv_bias,
-               "a non-square image": cfg.img_size[0] != cfg.img_size[1]}
+               "a non-square image": cfg.img_size[0] != cfg.img_size[1],
+               "a hybrid ResNet patch embedding": bool(getattr(cfg, "hybrid_layers", None))}
     if any(differs.values()):
         raise ValueError("torchvision's VisionTransformer (square images, class token after the final norm, Linear "
                          f"head, biased qkv) cannot hold this model: {', '.join(k for k, v in differs.items() if v)}")
