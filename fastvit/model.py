@@ -60,7 +60,7 @@ class VisionTransformer(nn.Module):
         if cfg.hybrid_layers is not None:  # ResNetV2 feature map as the patch embedding (token stride = patch_size)
             from .layers.resnetv2 import HybridEmbed
 
-            self.patch_embed = HybridEmbed(cfg.hybrid_layers, cfg.in_chans, d)
+            self.patch_embed = HybridEmbed(cfg.hybrid_layers, cfg.in_chans, d, cfg.img_size, cfg.dynamic_img_size)
         else:
             self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, d, cfg.img_size, cfg.dynamic_img_size)
         self.pos_drop = nn.Dropout(cfg.drop_rate)

@@ -15,7 +15,32 @@ def patchify(x: torch.Tensor, patch_size: int) -> torch.Tensor:
     return x.reshape(b, (h // p) * (w // p), c * p * p)
 
 
-class PatchEmbed(nn.Module):
+class TokenGrid:
+    """timm's patch-embedding attributes for an embedding whose tokens are ``patch_size``
+    pixels apart: ``img_size``, ``grid_size``, ``num_patches`` and the feature-size helpers.
+    Shared by :class:`PatchEmbed` and the hybrid (ResNet stem) embedding."""
+
+    patch_size: tuple[int, int]
+
+    def set_input_size(self, img_size=None):
+        """Record a new native image size (the weights do not depend on it)."""
+        if img_size is None:
+            self.img_size = self.grid_size = self.num_patches = None
+            return
+        h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        self.img_size = (h, w)
+        self.grid_size = (h // self.patch_size[0], w // self.patch_size[1])
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+
+    def feat_ratio(self, as_scalar: bool = True):
+        return self.patch_size[0] if as_scalar else self.patch_size
+
+    def dynamic_feat_size(self, img_size: tuple[int, int]) -> tuple[int, int]:
+        """The token grid of an (H, W) image."""
+        return img_size[0] // self.patch_size[0], img_size[1] // self.patch_size[1]
+
+
+class PatchEmbed(TokenGrid, nn.Module):
     """Conv2d with kernel = stride = patch size, then flatten to tokens (B, N, D).
 
     Carries timm's ``PatchEmbed`` attributes: ``patch_size`` and ``img_size`` as
@@ -36,23 +61,6 @@ class PatchEmbed(nn.Module):
         self.set_input_size(img_size)
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=p, stride=p)
         self.norm = nn.Identity()
-
-    def set_input_size(self, img_size=None):
-        """Record a new native image size (the weights do not depend on it)."""
-        if img_size is None:
-            self.img_size = self.grid_size = self.num_patches = None
-            return
-        h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-        self.img_size = (h, w)
-        self.grid_size = (h // self.patch_size[0], w // self.patch_size[1])
-        self.num_patches = self.grid_size[0] * self.grid_size[1]
-
-    def feat_ratio(self, as_scalar: bool = True):
-        return self.patch_size[0] if as_scalar else self.patch_size
-
-    def dynamic_feat_size(self, img_size: tuple[int, int]) -> tuple[int, int]:
-        """The token grid of an (H, W) image."""
-        return img_size[0] // self.patch_size[0], img_size[1] // self.patch_size[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).flatten(2).transpose(1, 2)

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .embed import TokenGrid
+
 STAGE_WIDTHS = (256, 512, 1024, 2048)
 STEM_WIDTH = 64
 GROUPS = 32
@@ -175,14 +177,16 @@ def resnetv2_num_params(layers, in_chans: int = 3) -> int:
     return n
 
 
-class HybridEmbed(nn.Module):
+class HybridEmbed(TokenGrid, nn.Module):
     """ResNetV2 feature map -> 1x1 convolution -> tokens (B, N, embed_dim); N = (H/stride) * (W/stride)."""
 
-    def __init__(self, layers, in_chans: int, embed_dim: int):
+    def __init__(self, layers, in_chans: int, embed_dim: int, img_size=None, dynamic_img_size: bool = False):
         super().__init__()
         self.backbone = ResNetV2(layers, in_chans)
         self.stride = backbone_stride(layers)
-        self.patch_size = self.stride  # pixels per token, as PatchEmbed.patch_size
+        self.patch_size = (self.stride, self.stride)  # pixels per token, as PatchEmbed.patch_size
+        self.dynamic_img_size = dynamic_img_size
+        self.set_input_size(img_size)
         self.proj = nn.Conv2d(backbone_width(layers), embed_dim, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
