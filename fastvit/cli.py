@@ -1,4 +1,4 @@
-"""Command line: ``fastvit info | bench | compare`` (also ``python -m fastvit ...``)."""
+"""Command line: ``fastvit info | bench | compare | train`` (also ``python -m fastvit ...``)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fastvit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="environment, available attention backends, what attn_impl='auto' picks").set_defaults(func=info)
-    for name, module in (("bench", "fastvit.bench"), ("compare", "fastvit.compare")):
+    for name, module in (("bench", "fastvit.bench"), ("compare", "fastvit.compare"), ("train", "fastvit.train")):
         if importlib.util.find_spec(module) is not None:
             importlib.import_module(module).add_parser(sub)
     args = parser.parse_args(argv)
