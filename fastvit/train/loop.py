@@ -267,14 +267,14 @@ def _train(cfg: TrainConfig, d: distributed.Dist, resume: bool, log) -> dict:
         sums = distributed.all_reduce_sum(torch.stack([stats[:, 0].sum(), stats[:, 2].sum()]).detach().float(), d)
         last_loss = float(sums[0] / sums[1])
         if step % cfg.log_every == 0 or step == total:
-            metrics.write({"step": step, "epoch": epoch, "loss": last_loss, "lr": lr})
+            metrics.write({"step": step, "epoch": epoch + 1, "loss": last_loss, "lr": lr})
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.4f}", epoch=epoch)
         if step % eval_every == 0 or step == total:
             last_eval = evaluate(module, data, cfg, d, autocast)
             if last_eval is not None:
-                metrics.write({"step": step, "epoch": epoch, **last_eval})
+                metrics.write({"step": step, "epoch": epoch + 1, **last_eval})
                 if bar is not None:
                     bar.set_postfix(loss=f"{last_loss:.4f}", acc=f"{last_eval['test_acc']:.4f}", epoch=epoch)
         stopping = cfg.stop_at is not None and step >= cfg.stop_at and step < total
