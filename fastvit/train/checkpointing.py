@@ -107,7 +107,8 @@ def load_state(run_dir: Path, module: nn.Module, optimizer, d: Dist) -> dict:
 
 
 def full_model_state(module: nn.Module, backbone: nn.Module) -> dict[str, torch.Tensor]:
-    """The backbone's full, unsharded state dict on the CPU (collective under FSDP)."""
+    """The backbone's full, unsharded state dict on the CPU, on rank 0 (other ranks: {}).
+    Collective: every rank must call it."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     sd = get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
@@ -117,6 +118,8 @@ def full_model_state(module: nn.Module, backbone: nn.Module) -> dict[str, torch.
         key = key[len("module."):] if key.startswith("module.") else key
         if key.startswith(prefix):
             out[key[len(prefix):]] = value
+    if not out:  # with cpu_offload only rank 0 receives the gathered tensors
+        return out
     expected = set(backbone.state_dict())
     if set(out) != expected:
         raise RuntimeError(f"internal error: gathered backbone keys differ from the model's: "
