@@ -178,6 +178,9 @@ def _progress(total: int, initial: int, enabled: bool):
 def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
     """Run (or continue) training as ``cfg`` says; returns a summary dict (rank 0's view)."""
     cfg.validate()
+    world = distributed.launched_world_size()  # torchrun's WORLD_SIZE: refuse before joining the group
+    if cfg.batch_size % world:
+        raise ValueError(f"--batch-size {cfg.batch_size} (global) is not divisible by the number of processes ({world})")
     d = distributed.setup(cfg.strategy, cfg.device)
     try:
         return _train(cfg, d, resume, log)
