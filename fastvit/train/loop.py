@@ -239,6 +239,10 @@ def _train(cfg: TrainConfig, d: distributed.Dist, resume: bool, log) -> dict:
             + (f"; resuming at step {step}" if resume else ""))
         for note in notes:
             log(f"pretrained: {note}")
+    if resume and step >= total:
+        if d.is_main:
+            log(f"{out}: the run already finished its {total} steps; nothing to resume")
+        return {"step": step, "total_steps": total, "out": str(out), "finished": True}
     metrics = MetricsLog(out / "metrics.jsonl", d.is_main, step if resume else None)
 
     def trainer_state():

@@ -1,6 +1,6 @@
 """``DIR/metrics.jsonl`` (one JSON object a line) and the PNG of its curves.
 
-Training lines: ``{"step", "epoch", "loss", "lr"}`` (loss: mean over the global
+Training lines: ``{"step", "epoch", "loss", "lr"}`` (epoch counts from 1; loss: mean over the global
 batch, lr: the base learning rate used for that step). Evaluations are lines of
 their own, ``{"step", "epoch", "test_loss", "test_acc"}`` with ``test_acc`` a
 fraction in [0, 1]; filter on the key to separate the two.
