@@ -303,7 +303,8 @@ def _train(cfg: TrainConfig, d: distributed.Dist, resume: bool, log) -> dict:
                 **({k: last_eval[k] for k in ("test_acc", "test_loss")} if last_eval else {})}
         checkpointing.save_weights(out / "model.safetensors", weights, meta)
         png = plot_curves(out / "metrics.jsonl", out / "curves.png", f"{cfg.model} on {cfg.data} ({cfg.objective})")
-        acc = f", test accuracy {last_eval['test_acc']:.4f}" if last_eval else ""
+        what = "test accuracy" if cfg.objective == "supervised" else "test colour accuracy on corrupted patches"
+        acc = f", {what} {last_eval['test_acc']:.4f}" if last_eval else ""
         log(f"done: {step} steps in {summary['seconds']:.1f} s, loss {last_loss:.4f}{acc}; "
             f"weights {out / 'model.safetensors'}" + (f", curves {png}" if png else ""))
     distributed.barrier(d)
