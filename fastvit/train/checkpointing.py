@@ -93,17 +93,17 @@ def load_state(run_dir: Path, module: nn.Module, optimizer, d: Dist) -> dict:
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
     state_dir = run_dir / "state"
+    trainer = torch.load(state_dir / "trainer.pt", weights_only=False)
+    if trainer.get("world_size", 1) != d.world_size:
+        raise ValueError(f"{run_dir} was saved by {trainer.get('world_size', 1)} process(es); "
+                         f"resume it with the same number, not {d.world_size}")
     model_sd, optim_sd = get_state_dict(module, optimizer)
     sd = {"model": model_sd, "optim": optim_sd}
     with _quiet():
         dcp.load(sd, checkpoint_id=str(state_dir / "dcp"))
     set_state_dict(module, optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
-    rng_file = state_dir / f"rng-rank{d.rank}.pt"
-    if not rng_file.is_file():
-        raise ValueError(f"{state_dir} was saved by fewer processes than this run's {d.world_size}; "
-                         "resume with the same number of processes")
-    set_rng_state(torch.load(rng_file, weights_only=False))
-    return torch.load(state_dir / "trainer.pt", weights_only=False)
+    set_rng_state(torch.load(state_dir / f"rng-rank{d.rank}.pt", weights_only=False))
+    return trainer
 
 
 def full_model_state(module: nn.Module, backbone: nn.Module) -> dict[str, torch.Tensor]:

@@ -108,3 +108,15 @@ def test_folder_training_end_to_end(tmp_path):
     evals = [json.loads(line) for line in open(out / "metrics.jsonl") if "test_acc" in line]
     assert evals and evals[-1]["step"] == 12
     assert json.loads((out / "config.json").read_text())["classes"] == ["class0", "class1", "class2"]
+
+
+def test_resume_with_another_process_count(capsys, monkeypatch, tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli([*TINY, "--steps", "4", "--batch-size", "8", "--stop-at", "2", "--out", str(out), "--no-progress"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import fastvit.train.distributed as tdist
+
+    # a 2-process resume of a 1-process state, without launching a second process
+    monkeypatch.setattr(tdist, "setup", lambda strategy, device="auto": tdist.Dist(rank=0, world_size=2))
+    err = _error(capsys, ["--resume", str(out)])
+    assert "saved by 1 process(es)" in err and "not 2" in err
