@@ -120,3 +120,18 @@ def test_resume_with_another_process_count(capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(tdist, "setup", lambda strategy, device="auto": tdist.Dist(rank=0, world_size=2))
     err = _error(capsys, ["--resume", str(out)])
     assert "saved by 1 process(es)" in err and "not 2" in err
+
+
+def test_command_registration_is_light():
+    """``fastvit --help`` lists train, and building the parser imports none of the training dependencies."""
+    import subprocess
+    import sys
+
+    from helpers import REPO, env
+
+    code = ("import sys, contextlib, io\nfrom fastvit import cli\nbuf = io.StringIO()\n"
+            "with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):\n    cli.main(['train', '--help'])\n"
+            "print('--objective' in buf.getvalue(), sorted(m for m in ('sklearn', 'matplotlib', 'safetensors', "
+            "'PIL', 'torch.distributed.fsdp', 'torch.distributed.checkpoint') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], env=env(), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["True", "[]"], out.stdout + out.stderr
