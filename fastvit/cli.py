@@ -1,4 +1,4 @@
-"""Command line: ``fastvit info | bench | compare | gpu-check | analyze`` (also ``python -m fastvit ...``)."""
+"""Command line: ``fastvit info | bench | compare | gpu-check | analyze | train`` (also ``python -m fastvit ...``)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="environment, available attention backends, what attn_impl='auto' picks").set_defaults(func=info)
     for name, module in (("bench", "fastvit.bench"), ("compare", "fastvit.compare"), ("gpu-check", "fastvit.gpucheck"),
-                         ("analyze", "fastvit.analysis.command")):
+                         ("analyze", "fastvit.analysis.command"), ("train", "fastvit.train")):
         if importlib.util.find_spec(module) is not None:
             importlib.import_module(module).add_parser(sub)
     args = parser.parse_args(argv)

@@ -1,0 +1,311 @@
+"""The training loop: build everything from a :class:`TrainConfig`, train, evaluate, save, resume.
+
+Determinism: the model is initialized from ``seed`` on every rank; which images
+a step sees (:class:`~fastvit.train.data.ShardedSampler`) and how they are
+augmented are drawn from generators keyed by (seed, epoch) and (seed, step) for
+the *global* batch, each rank taking its slice. So 1, 2 or N processes see the
+same global batches, and a resumed run continues the uninterrupted one's
+sequence; everything else random (dropout, stochastic depth, MPP corruption)
+comes from RNGs saved in the resumable state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import checkpointing, distributed
+from .data import Data, ShardedSampler, load_data
+from .metrics import MetricsLog, plot_curves
+from .objectives import OBJECTIVES, build_objective, loss_from_stats
+from .optim import build_optimizer, build_scheduler
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
+IMPLS = ("auto", "fused", "torch")
+AUGMENTS = ("affine", "none")
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    data: str = "digits"
+    overrides: dict = field(default_factory=dict)  # ViTConfig fields
+    pretrained: str | None = None
+    epochs: int = 10
+    steps: int | None = None  # overrides epochs
+    batch_size: int = 64  # global
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup: int | None = None  # steps; None: 10% of the run
+    layer_decay: float | None = None
+    label_smoothing: float = 0.0
+    augment: str = "affine"
+    amp: str = "off"
+    grad_checkpointing: bool = False
+    compile: bool = False
+    strategy: str = "single"
+    objective: str = "supervised"
+    impl: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+    out: str = "runs/train"
+    eval_every: int | None = None  # steps; None: every epoch
+    save_every: int | None = None  # steps; None: every epoch
+    log_every: int = 1
+    test_fraction: float = 0.2
+    eval_batch_size: int = 256
+    stop_at: int | None = None  # stop after this step with a resumable state (preemption, tests)
+    progress: bool = True
+
+    def validate(self):
+        checks = [
+            (self.amp in AMP_DTYPES, f"--amp must be one of {', '.join(AMP_DTYPES)}, got {self.amp!r}"),
+            (self.objective in OBJECTIVES, f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}"),
+            (self.strategy in distributed.STRATEGIES, f"--strategy must be one of {', '.join(distributed.STRATEGIES)}"),
+            (self.impl in IMPLS, f"--impl must be one of {', '.join(IMPLS)}, got {self.impl!r}"),
+            (self.augment in AUGMENTS, f"--augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}"),
+            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
+            (self.steps is None or self.steps >= 1, f"--steps must be >= 1, got {self.steps}"),
+            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+            (self.eval_batch_size >= 1, f"--eval-batch-size must be >= 1, got {self.eval_batch_size}"),
+            (self.log_every >= 1, f"--log-every must be >= 1, got {self.log_every}"),
+            (self.eval_every is None or self.eval_every >= 1, "--eval-every must be >= 1"),
+            (self.save_every is None or self.save_every >= 1, "--save-every must be >= 1"),
+            (self.stop_at is None or self.stop_at >= 1, "--stop-at must be >= 1"),
+            (0.0 <= self.label_smoothing < 1.0, "--label-smoothing must be in [0, 1)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+def _impl_overrides(impl: str, device: torch.device) -> dict:
+    """``fused``: fastvit's Triton kernels everywhere; ``torch``: PyTorch ops (SDPA attention);
+    ``auto``: fused on CUDA, torch elsewhere. Explicit ``--set *_impl=`` wins."""
+    fused = impl == "fused" or (impl == "auto" and device.type == "cuda")
+    if fused:
+        return {"attn_impl": "triton", "norm_impl": "triton", "linear_impl": "triton"}
+    return {"attn_impl": "sdpa"} if impl == "torch" else {}
+
+
+def build_backbone(cfg: TrainConfig, num_classes: int, device: torch.device):
+    import fastvit
+
+    overrides = {**_impl_overrides(cfg.impl, device), **cfg.overrides}
+    overrides["num_classes"] = 0 if cfg.objective == "mpp" else num_classes
+    model = fastvit.create_model(cfg.model, **overrides)
+    if cfg.pretrained is not None:
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fastvit.load_checkpoint(model, cfg.pretrained)
+        notes = [str(w.message) for w in caught]
+    else:
+        notes = []
+    return model, overrides, notes
+
+
+def augment_batch(images: torch.Tensor, generator: torch.Generator, rank: int, world: int) -> torch.Tensor:
+    """Random affine per image (rotation up to 10 degrees, scale 0.9-1.1, shift up to 15%, border fill).
+
+    The parameters are drawn for the whole global batch from ``generator`` and this rank
+    uses its slice, so the result does not depend on the number of processes."""
+    n = images.shape[0]
+    total = n * world
+    angle = (torch.rand(total, generator=generator) * 2 - 1) * math.radians(10)
+    scale = 1 + (torch.rand(total, generator=generator) * 2 - 1) * 0.1
+    shift = (torch.rand(total, 2, generator=generator) * 2 - 1) * 0.15
+    sl = slice(rank * n, (rank + 1) * n)
+    angle, scale, shift = angle[sl], scale[sl], shift[sl]
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = torch.cos(angle) / scale
+    theta[:, 0, 1] = -torch.sin(angle) / scale
+    theta[:, 1, 0] = torch.sin(angle) / scale
+    theta[:, 1, 1] = torch.cos(angle) / scale
+    theta[:, :, 2] = shift
+    theta = theta.to(images.device, images.dtype)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63))
+
+
+@torch.no_grad()
+def evaluate(module, data: Data, cfg: TrainConfig, d: distributed.Dist, autocast) -> dict | None:
+    """Test loss and accuracy over the whole test set, shared out among the ranks.
+
+    Every rank runs the same number of batches (FSDP needs every rank in every forward);
+    padding entries carry weight 0."""
+    if data.test is None:
+        return None
+    n = len(data.test)
+    per_rank = math.ceil(n / d.world_size)
+    idx = torch.arange(d.rank * per_rank, (d.rank + 1) * per_rank)
+    valid = idx < n
+    idx = torch.where(valid, idx, torch.zeros_like(idx))
+    module.eval()
+    totals = torch.zeros(3, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(cfg.seed + 7919)
+    for start in range(0, per_rank, cfg.eval_batch_size):
+        sl = slice(start, start + cfg.eval_batch_size)
+        images, labels = data.test.batch(idx[sl])
+        with autocast():
+            stats = module(images.to(d.device), labels.to(d.device), generator=gen)
+        totals += (stats.float().cpu() * valid[sl, None]).sum(0).double()
+    module.train()
+    totals = distributed.all_reduce_sum(totals.to(d.device if d.device.type == "cuda" else "cpu"), d).cpu()
+    return {"test_loss": float(totals[0] / totals[2]), "test_acc": float(totals[1] / totals[2])}
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
+
+
+def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
+    """Run (or continue) training as ``cfg`` says; returns a summary dict (rank 0's view)."""
+    cfg.validate()
+    world = distributed.launched_world_size()  # torchrun's WORLD_SIZE: refuse before joining the group
+    if cfg.batch_size % world:
+        raise ValueError(f"--batch-size {cfg.batch_size} (global) is not divisible by the number of processes ({world})")
+    d = distributed.setup(cfg.strategy, cfg.device)
+    try:
+        return _train(cfg, d, resume, log)
+    finally:
+        distributed.teardown(d)
+
+
+def _train(cfg: TrainConfig, d: distributed.Dist, resume: bool, log) -> dict:
+    import fastvit
+
+    out = Path(cfg.out)
+    fastvit.get_config(cfg.model, **cfg.overrides)  # unknown model / bad override: fail before reading data
+    if d.world_size > 1 and cfg.batch_size % d.world_size:
+        raise ValueError(f"--batch-size {cfg.batch_size} (global) is not divisible by the number of processes ({d.world_size})")
+    torch.manual_seed(cfg.seed)
+    img_size = fastvit.get_config(cfg.model, **cfg.overrides).img_size
+    data = load_data(cfg.data, img_size, cfg.test_fraction)
+    sampler = ShardedSampler(len(data.train), cfg.batch_size, cfg.seed, d.rank, d.world_size)
+    total = cfg.steps or cfg.epochs * sampler.steps_per_epoch
+    warmup = cfg.warmup if cfg.warmup is not None else max(1, total // 10)
+    eval_every = cfg.eval_every or sampler.steps_per_epoch
+    save_every = cfg.save_every or sampler.steps_per_epoch
+
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    model, overrides, notes = build_backbone(cfg, len(data.classes), d.device)
+    objective = build_objective(cfg.objective, model, cfg.label_smoothing).to(d.device)
+    if cfg.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    module = distributed.wrap(objective, cfg.strategy, d)
+    optimizer = build_optimizer(objective, cfg.lr, cfg.weight_decay, cfg.layer_decay)
+    scheduler = build_scheduler(optimizer, warmup, total)
+    amp_dtype = AMP_DTYPES[cfg.amp]
+    scaler = torch.amp.GradScaler(d.device.type, enabled=amp_dtype is torch.float16)
+    forward = torch.compile(module) if cfg.compile else module
+
+    def autocast():
+        if amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(d.device.type, dtype=amp_dtype)
+
+    step, epoch, pos = 0, 0, 0
+    if resume:
+        trainer = checkpointing.load_state(out, module, optimizer, d)
+        scheduler.load_state_dict(trainer["scheduler"])
+        scaler.load_state_dict(trainer["scaler"])
+        step, epoch, pos = trainer["step"], trainer["epoch"], trainer["pos"]
+    else:
+        torch.manual_seed(cfg.seed + 1 + d.rank)  # dropout / drop-path / MPP streams, per rank
+    if d.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "run.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+        (out / "config.json").write_text(json.dumps({"model": cfg.model, "overrides": overrides,
+                                                     "classes": data.classes, "objective": cfg.objective}, indent=2) + "\n")
+        log(f"{data.description}; model {cfg.model} {cfg.overrides or ''}; {total} steps of {cfg.batch_size} "
+            f"({sampler.steps_per_epoch}/epoch) on {d.world_size} x {d.device.type} ({cfg.strategy})"
+            + (f"; resuming at step {step}" if resume else ""))
+        for note in notes:
+            log(f"pretrained: {note}")
+    if resume and step >= total:
+        if d.is_main:
+            log(f"{out}: the run already finished its {total} steps; nothing to resume")
+        return {"step": step, "total_steps": total, "out": str(out), "finished": True}
+    metrics = MetricsLog(out / "metrics.jsonl", d.is_main, step if resume else None)
+
+    def trainer_state():
+        return {"step": step, "epoch": epoch, "pos": pos, "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "world_size": d.world_size}
+
+    bar = _progress(total, step, cfg.progress and d.is_main)
+    last_eval, last_loss, t0 = None, None, time.time()
+    module.train()
+    while step < total:
+        if pos >= sampler.steps_per_epoch:
+            epoch, pos = epoch + 1, 0
+        images, labels = data.train.batch(sampler.indices(epoch, pos))
+        images, labels = images.to(d.device), labels.to(d.device)
+        if cfg.augment == "affine" and cfg.objective == "supervised":
+            images = augment_batch(images, _step_generator(cfg.seed, step), d.rank, d.world_size)
+        lr = optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["lr_scale"]
+        with autocast():
+            stats = forward(images, labels)
+        loss = loss_from_stats(stats)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {step + 1}; lower --lr or use --amp bf16/off")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        step, pos = step + 1, pos + 1
+        sums = distributed.all_reduce_sum(torch.stack([stats[:, 0].sum(), stats[:, 2].sum()]).detach().float(), d)
+        last_loss = float(sums[0] / sums[1])
+        if step % cfg.log_every == 0 or step == total:
+            metrics.write({"step": step, "epoch": epoch + 1, "loss": last_loss, "lr": lr})
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{last_loss:.4f}", epoch=epoch)
+        if step % eval_every == 0 or step == total:
+            last_eval = evaluate(module, data, cfg, d, autocast)
+            if last_eval is not None:
+                metrics.write({"step": step, "epoch": epoch + 1, **last_eval})
+                if bar is not None:
+                    bar.set_postfix(loss=f"{last_loss:.4f}", acc=f"{last_eval['test_acc']:.4f}", epoch=epoch)
+        stopping = cfg.stop_at is not None and step >= cfg.stop_at and step < total
+        if step % save_every == 0 or step == total or stopping:
+            checkpointing.save_state(out, module, optimizer, trainer_state(), d)
+        if stopping:
+            break
+    if bar is not None:
+        bar.close()
+    summary = {"step": step, "total_steps": total, "loss": last_loss, "seconds": time.time() - t0,
+               "out": str(out), **(last_eval or {})}
+    if step < total:
+        if d.is_main:
+            log(f"stopped after step {step} of {total}; continue with: fastvit train --resume {out}")
+        return {**summary, "finished": False}
+    weights = checkpointing.full_model_state(module, model)
+    if d.is_main:
+        meta = {"model": cfg.model, "overrides": overrides, "classes": data.classes, "objective": cfg.objective,
+                **({k: last_eval[k] for k in ("test_acc", "test_loss")} if last_eval else {})}
+        checkpointing.save_weights(out / "model.safetensors", weights, meta)
+        png = plot_curves(out / "metrics.jsonl", out / "curves.png", f"{cfg.model} on {cfg.data} ({cfg.objective})")
+        what = "test accuracy" if cfg.objective == "supervised" else "test colour accuracy on corrupted patches"
+        acc = f", {what} {last_eval['test_acc']:.4f}" if last_eval else ""
+        log(f"done: {step} steps in {summary['seconds']:.1f} s, loss {last_loss:.4f}{acc}; "
+            f"weights {out / 'model.safetensors'}" + (f", curves {png}" if png else ""))
+    distributed.barrier(d)
+    return {**summary, "finished": True}
