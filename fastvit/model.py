@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .config import GLOBAL_POOLS, ViTConfig, get_config, pretrained_cfg_for
-from .layers import Attention, Mlp, PatchEmbed, norm_layer, resample_options, resample_pos_embed
+from .layers import Attention, PatchEmbed, mlp_layer, norm_layer, resample_options, resample_pos_embed
 
 
 class Block(nn.Module):
@@ -27,7 +27,7 @@ class Block(nn.Module):
             drop_path=drop_path, attn_impl=cfg.attn_impl, linear_impl=cfg.linear_impl,
         )
         self.norm2 = norm(dim, eps=cfg.norm_eps)
-        self.mlp = Mlp(dim, cfg.mlp_hidden_dim, drop=cfg.drop_rate, drop_path=drop_path, linear_impl=cfg.linear_impl)
+        self.mlp = mlp_layer(cfg.linear_impl)(dim, cfg.mlp_hidden_dim, drop=cfg.drop_rate, drop_path=drop_path, linear_impl=cfg.linear_impl)
 
     def forward(self, x):
         x = self.attn(self.norm1(x), x)

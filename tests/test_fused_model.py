@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import fastvit
+from fastvit import kernels
 from fastvit.kernels import linear
 from parity import assert_close_vs_ref
 
@@ -93,7 +94,15 @@ def residual_gemm_calls(monkeypatch):
         calls.append((x.dtype, residual.dtype, None if scale is None else scale.clone()))
         return fused(x, weight, bias, residual, scale=scale, **kwargs)
 
+    def spy_mlp(x, w1, b1, w2, b2, residual, *, scale=None, **kwargs):
+        calls.append((x.dtype, residual.dtype, None if scale is None else scale.clone()))
+        return fused_mlp(x, w1, b1, w2, b2, residual, scale=scale, **kwargs)
+
+    # the attention out-projection is a residual GEMM; the whole MLP branch (fc1 + GELU + fc2 +
+    # residual) is one op, whose second GEMM carries the residual epilogue
+    fused_mlp = kernels.mlp_residual
     monkeypatch.setattr(linear, "linear_residual", spy)
+    monkeypatch.setattr(kernels, "mlp_residual", spy_mlp)
     return calls
 
 

@@ -45,7 +45,7 @@ def make_record(**fields) -> dict[str, Any]:
 # Kernel benchmarks: the provider each op's speed-up is measured against.
 KERNEL_REFERENCE = {
     "attention": "sdpa-flash", "layer_norm": "torch", "add_layer_norm": "torch",
-    "linear_gelu": "torch", "linear_residual": "torch", "residual_norm": "torch",
+    "linear_gelu": "torch", "linear_residual": "torch", "residual_norm": "torch", "mlp": "torch",
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .linear import linear_parts
+from .linear import linear_parts, triton_mlp_forward
 
 
 class Mlp(nn.Module):
@@ -19,3 +19,19 @@ class Mlp(nn.Module):
     def forward(self, x, residual):
         """``residual + MLP(x)``; x is the normalized input."""
         return self.fc2(self.drop(self.act(self.fc1(x))), residual)
+
+
+class TritonMlp(Mlp):
+    """The same branch as one fused op (:func:`fastvit.kernels.mlp_residual`): its backward
+    applies GELU's derivative in fc2's input-gradient GEMM instead of a separate pass."""
+
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0, drop_path: float = 0.0, linear_impl: str = "triton"):
+        super().__init__(dim, hidden_dim, drop=drop, drop_path=drop_path, linear_impl=linear_impl)
+
+    def forward(self, x, residual):
+        return triton_mlp_forward(self.fc1, self.drop, self.fc2, x, residual)
+
+
+def mlp_layer(linear_impl: str) -> type[Mlp]:
+    """The MLP class for ``linear_impl``: the fused branch for "triton", separate ops otherwise."""
+    return TritonMlp if linear_impl == "triton" else Mlp
