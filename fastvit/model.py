@@ -11,6 +11,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .config import ViTConfig, get_config
 from .layers import Attention, Mlp, PatchEmbed, norm_layer, resample_pos_embed
+from .layers.linear import autocast_dtype
 
 
 class Block(nn.Module):
@@ -45,6 +46,9 @@ class VisionTransformer(nn.Module):
 
     def __init__(self, cfg: ViTConfig | None = None, **overrides):
         super().__init__()
+        if cfg is not None and not isinstance(cfg, ViTConfig):
+            raise TypeError(f"cfg must be a fastvit.ViTConfig (or None), got {type(cfg).__name__}; "
+                            "pass fields as keywords: VisionTransformer(embed_dim=..., ...)")
         cfg = (cfg or ViTConfig()).replace(**overrides) if overrides else (cfg or ViTConfig())
         self.cfg = cfg
         d = cfg.embed_dim
@@ -100,9 +104,11 @@ class VisionTransformer(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None):
         """Replace the head (and its distillation twin) with a fresh one for ``num_classes`` (0: none)."""
+        changes = dict(num_classes=num_classes)
         if global_pool is not None:
-            self.cfg = self.cfg.replace(global_pool=global_pool)
-        self.cfg = self.cfg.replace(num_classes=num_classes)
+            # pooling changes, the norms built for the old one stay: pin fc_norm so cfg keeps describing them
+            changes.update(global_pool=global_pool, fc_norm=self.cfg.use_fc_norm)
+        self.cfg = self.cfg.replace(**changes)  # validates everything before anything changes
         device, dtype = self.pos_embed.device, self.pos_embed.dtype
         feat = self.cfg.representation_size or self.cfg.embed_dim
         for name in ("head", "head_dist") if self.cfg.distilled else ("head",):
@@ -136,9 +142,13 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"expected a non-empty batch, got shape {tuple(x.shape)}")
         if c != cfg.in_chans:
             raise ValueError(f"expected {cfg.in_chans} input channels, got {c} (input shape {tuple(x.shape)})")
+        if x.layout != torch.strided or x.is_nested:
+            raise TypeError(f"expected a dense (strided) image tensor, got a {'nested' if x.is_nested else x.layout} one; use x.to_dense()")
         if not x.is_floating_point():
             raise TypeError(f"expected a floating-point image tensor, got dtype {x.dtype}; convert with x.float() (and scale to the model's normalization)")
         p = cfg.patch_size
+        if h < p or w < p:
+            raise ValueError(f"image size {h}x{w} is smaller than one {p}x{p} patch")
         if h % p or w % p:
             raise ValueError(f"image size {h}x{w} is not divisible by the patch size {p}")
         if not cfg.dynamic_img_size and (h, w) != cfg.img_size:
@@ -149,7 +159,7 @@ class VisionTransformer(nn.Module):
         weight = self.patch_embed.proj.weight
         if x.device != weight.device:
             raise ValueError(f"input is on {x.device} but the model is on {weight.device}; move one of them (x.to(device))")
-        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        if x.dtype != weight.dtype and autocast_dtype(x) is None:
             raise TypeError(f"input dtype {x.dtype} does not match the model's {weight.dtype}; cast the input or the model, or run under torch.autocast")
 
     def _pos_embed(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

@@ -9,10 +9,12 @@ from collections.abc import Mapping
 
 import torch
 
+from ..layers.embed import INTERPOLATIONS
 from .big_vision import convert_big_vision
 from .common import CheckpointKeyError, fit_state_dict, shorten
 from .files import read_checkpoint, unwrap
 from .huggingface import convert_hf
+from .tensors import check_entries
 from .timm import convert_timm
 from .torchvision import convert_torchvision
 
@@ -34,7 +36,7 @@ _EXAMPLES = {
 
 def detect_layout(keys, source: str = "checkpoint") -> str:
     """Which implementation's names ``keys`` use; ``ValueError`` when none fits."""
-    keys = list(keys)
+    keys = [k for k in keys if isinstance(k, str)]
     for layout, (signature, _) in LAYOUTS.items():
         if any(re.fullmatch(signature, k) for k in keys):
             return layout
@@ -46,6 +48,7 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], layout: str | Non
                        source: str = "checkpoint") -> dict[str, torch.Tensor]:
     """Any supported layout -> fastvit names. Keys no converter knows are kept as they
     are (loading then reports them as unexpected)."""
+    check_entries(dict(state_dict), source, floating=False)
     layout = layout or detect_layout(state_dict, source)
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; valid: {list(LAYOUTS)}")
@@ -53,8 +56,26 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], layout: str | Non
         converted, unknown = LAYOUTS[layout][1](dict(state_dict))
     except CheckpointKeyError as e:  # a q/k/v triple with a part missing
         raise CheckpointKeyError(f"{source} ({layout} layout): {e}") from e
+    except ValueError as e:  # a tensor the layout's transform cannot take
+        raise ValueError(f"{source} ({layout} layout): {e}") from e
     converted.update(unknown)
     return converted
+
+
+def _check_arguments(model, checkpoint, strict, layout, interpolation, antialias) -> None:
+    if not (isinstance(model, torch.nn.Module) and hasattr(model, "cfg") and isinstance(getattr(model, "pos_embed", None), torch.Tensor)):
+        raise TypeError(f"load_checkpoint takes a fastvit VisionTransformer, got {type(model).__name__}")
+    if isinstance(checkpoint, torch.nn.Module):
+        raise TypeError(f"checkpoint is a {type(checkpoint).__name__} module; pass its state_dict() or fastvit.from_timm/"
+                        "from_hf/from_torchvision for an in-memory model")
+    if not isinstance(checkpoint, (Mapping, str, os.PathLike)):
+        raise TypeError(f"checkpoint must be a file path or a state dict (a Mapping of name -> tensor), got {type(checkpoint).__name__}")
+    if not isinstance(strict, bool) or not isinstance(antialias, bool):
+        raise TypeError(f"strict and antialias must be bools, got strict={strict!r}, antialias={antialias!r}")
+    if layout is not None and layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; valid: {list(LAYOUTS)} (or None to detect it)")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
 
 
 def load_checkpoint(
@@ -82,6 +103,7 @@ def load_checkpoint(
     file, unknown layout, shape mismatch), ``KeyError`` (missing / unexpected
     keys; ``strict=False`` loads the rest and warns). Returns ``model``.
     """
+    _check_arguments(model, checkpoint, strict, layout, interpolation, antialias)
     if isinstance(checkpoint, Mapping):
         source = "state dict"
         raw = unwrap(dict(checkpoint), source)

@@ -34,6 +34,22 @@ class PatchEmbed(nn.Module):
         return F.linear(patchify(x, self.patch_size), self.proj.weight.flatten(1), self.proj.bias)
 
 
+INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "area")
+
+
+def _grid(name: str, size) -> tuple[int, int]:
+    """A patch grid (rows, cols) of positive ints."""
+    try:
+        size = tuple(size)
+    except TypeError:
+        raise TypeError(f"{name} must be a (rows, cols) pair of positive ints, got {size!r}") from None
+    if len(size) != 2 or not all(isinstance(v, (int, torch.SymInt)) and not isinstance(v, bool) for v in size):
+        raise TypeError(f"{name} must be a (rows, cols) pair of positive ints, got {size!r}")
+    if min(size) <= 0:
+        raise ValueError(f"{name} must be a grid of at least 1x1 patches, got {size!r}")
+    return size
+
+
 def resample_pos_embed(
     pos_embed: torch.Tensor,
     new_size: tuple[int, int],
@@ -49,16 +65,23 @@ def resample_pos_embed(
     square grid. ``antialias=False`` matches Hugging Face's
     ``interpolate_pos_encoding``; timm's loader uses ``antialias=True``.
     """
+    if not isinstance(pos_embed, torch.Tensor) or not pos_embed.is_floating_point():
+        raise TypeError(f"pos_embed must be a floating-point tensor, got {getattr(pos_embed, 'dtype', type(pos_embed).__name__)}")
     if pos_embed.ndim != 3 or pos_embed.shape[0] != 1:
         raise ValueError(f"pos_embed must have shape (1, tokens, dim), got {tuple(pos_embed.shape)}")
-    new_size = tuple(new_size)
+    if isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, int) or not 0 <= num_prefix_tokens < pos_embed.shape[1]:
+        raise ValueError(f"num_prefix_tokens must be an int in [0, {pos_embed.shape[1]}) for a pos_embed of "
+                         f"{pos_embed.shape[1]} tokens, got {num_prefix_tokens!r}")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    new_size = _grid("new_size", new_size)
     num_grid = pos_embed.shape[1] - num_prefix_tokens
     if old_size is None:
         side = int(round(num_grid**0.5))
         if side * side != num_grid:
             raise ValueError(f"cannot infer a square grid from {num_grid} grid tokens; pass old_size")
         old_size = (side, side)
-    old_size = tuple(old_size)
+    old_size = _grid("old_size", old_size)
     if old_size[0] * old_size[1] != num_grid:
         raise ValueError(f"old_size {old_size} holds {old_size[0] * old_size[1]} tokens, pos_embed has {num_grid}")
     prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
