@@ -162,6 +162,17 @@ class VisionTransformer(nn.Module):
         if x.dtype != weight.dtype and autocast_dtype(x) is None:
             raise TypeError(f"input dtype {x.dtype} does not match the model's {weight.dtype}; cast the input or the model, or run under torch.autocast")
 
+    def _check_tokens(self, x):
+        """forward_head's input: tokens (B, prefix + N, D) as forward_features returns them."""
+        d, prefix = self.cfg.embed_dim, self.num_prefix_tokens
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected a token tensor (B, tokens, {d}), got {type(x).__name__}")
+        if x.ndim != 3 or x.shape[-1] != d:
+            raise ValueError(f"expected tokens of shape (B, tokens, {d}) as forward_features returns them, got {tuple(x.shape)}")
+        needed = prefix + (self.cfg.global_pool == "avg")
+        if x.shape[1] < needed:
+            raise ValueError(f"expected at least {needed} token(s) ({prefix} prefix + patches to pool), got {x.shape[1]}")
+
     def _pos_embed(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         pos = self.pos_embed
         if grid != self.cfg.grid_size:
@@ -193,6 +204,7 @@ class VisionTransformer(nn.Module):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False):
         """Pool tokens (B, prefix + N, D) and classify. In training a distilled
         model returns (class logits, distillation logits); in eval their mean."""
+        self._check_tokens(x)
         if self.cfg.global_pool == "avg":
             pooled = x[:, self.num_prefix_tokens :].mean(dim=1)
         else:

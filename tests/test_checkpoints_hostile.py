@@ -268,3 +268,18 @@ def test_not_a_fastvit_model():
 
 def test_empty_checkpoint():
     assert_load_fails_cleanly(small_model(), {}, ValueError, "no tensors")
+
+
+def test_npz_with_object_arrays(tmp_path):
+    path = tmp_path / "objects.npz"
+    np.savez(path, **{"embedding/kernel": np.array([{"a": 1}], dtype=object)})
+    err = assert_load_fails_cleanly(small_model(), path, ValueError, "object arrays")
+    assert str(path) in str(err)
+
+
+def test_antialias_needs_a_mode_that_has_it():
+    sd = good_state_dict()
+    sd["pos_embed"] = torch.randn(1, 10, 32)  # a 3x3 grid: resampled to the model's 2x2
+    assert_load_fails_cleanly(small_model(), sd, ValueError, "antialias", interpolation="area", antialias=True)
+    assert_load_fails_cleanly(small_model(), sd, TypeError, "antialias", antialias="yes")
+    load_checkpoint(small_model(), sd, interpolation="bilinear", antialias=True)  # the control

@@ -259,3 +259,14 @@ def test_optional_backends_pickle(monkeypatch, impl, module, attr):
     clone = pickle.loads(pickle.dumps(model))
     assert clone.blocks[0].attn.attn_fn.args[0].__name__ == f"{impl}_attention"
     copy.deepcopy(model)
+
+
+@pytest.mark.parametrize("tokens,exc,match", [(lambda: torch.randn(2, 1, 32), ValueError, "at least 2 token"),
+                                              (lambda: torch.randn(2, 5, 31), ValueError, r"\(B, tokens, 32\)"),
+                                              (lambda: torch.randn(5, 32), ValueError, r"\(B, tokens, 32\)"),
+                                              (lambda: "tokens", TypeError, "token tensor")])
+def test_forward_head_checks_its_tokens(tokens, exc, match):
+    model = small_model(distilled=True)
+    assert model.forward_head(model.forward_features(torch.randn(2, 3, 16, 16))).shape == (2, 5)
+    with pytest.raises(exc, match=match):
+        model.forward_head(tokens())

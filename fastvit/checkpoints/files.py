@@ -79,7 +79,13 @@ def _read_torch(path: Path) -> dict:
 
 def _read_npz(path: Path) -> dict:
     with np.load(path, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
+        try:
+            arrays = {k: f[k] for k in f.files}
+        except ValueError as e:
+            if "allow_pickle" not in str(e):
+                raise
+            raise CheckpointFileError(f"{path} holds object arrays (pickled Python objects), which fastvit "
+                                      "does not unpickle; save the weights as float arrays") from e
     bad = [k for k, a in arrays.items() if a.dtype.kind != "f"]
     if bad:
         dtype = arrays[bad[0]].dtype

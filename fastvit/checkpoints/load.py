@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 import torch
 
-from ..layers.embed import INTERPOLATIONS
+from ..layers.embed import check_interpolation
 from .big_vision import convert_big_vision
 from .common import CheckpointKeyError, fit_state_dict, shorten
 from .files import read_checkpoint, unwrap
@@ -70,12 +70,11 @@ def _check_arguments(model, checkpoint, strict, layout, interpolation, antialias
                         "from_hf/from_torchvision for an in-memory model")
     if not isinstance(checkpoint, (Mapping, str, os.PathLike)):
         raise TypeError(f"checkpoint must be a file path or a state dict (a Mapping of name -> tensor), got {type(checkpoint).__name__}")
-    if not isinstance(strict, bool) or not isinstance(antialias, bool):
-        raise TypeError(f"strict and antialias must be bools, got strict={strict!r}, antialias={antialias!r}")
+    if not isinstance(strict, bool):
+        raise TypeError(f"strict must be True or False, got {strict!r}")
     if layout is not None and layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; valid: {list(LAYOUTS)} (or None to detect it)")
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    check_interpolation(interpolation, antialias)
 
 
 def load_checkpoint(

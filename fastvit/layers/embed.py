@@ -37,6 +37,15 @@ class PatchEmbed(nn.Module):
 INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "area")
 
 
+def check_interpolation(interpolation, antialias) -> None:
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    if not isinstance(antialias, bool):
+        raise TypeError(f"antialias must be True or False, got {antialias!r}")
+    if antialias and interpolation not in ("bilinear", "bicubic"):
+        raise ValueError(f"antialias=True works with interpolation 'bilinear' or 'bicubic', not {interpolation!r}")
+
+
 def _grid(name: str, size) -> tuple[int, int]:
     """A patch grid (rows, cols) of positive ints."""
     try:
@@ -72,8 +81,7 @@ def resample_pos_embed(
     if isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, int) or not 0 <= num_prefix_tokens < pos_embed.shape[1]:
         raise ValueError(f"num_prefix_tokens must be an int in [0, {pos_embed.shape[1]}) for a pos_embed of "
                          f"{pos_embed.shape[1]} tokens, got {num_prefix_tokens!r}")
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    check_interpolation(interpolation, antialias)
     new_size = _grid("new_size", new_size)
     num_grid = pos_embed.shape[1] - num_prefix_tokens
     if old_size is None:
