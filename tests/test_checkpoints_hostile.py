@@ -283,3 +283,30 @@ def test_antialias_needs_a_mode_that_has_it():
     assert_load_fails_cleanly(small_model(), sd, ValueError, "antialias", interpolation="area", antialias=True)
     assert_load_fails_cleanly(small_model(), sd, TypeError, "antialias", antialias="yes")
     load_checkpoint(small_model(), sd, interpolation="bilinear", antialias=True)  # the control
+
+
+class _CopyRefusingTensor(torch.Tensor):
+    """A tensor subclass that passes every check but refuses to be copied from (as some
+    distributed or lazy tensor types do): it must not get half-way through a load."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in ("copy_", "to"):
+            raise RuntimeError("this tensor cannot be copied")
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def test_tensor_subclass_that_cannot_be_copied():
+    sd = good_state_dict()
+    sd[LAST] = sd[LAST].as_subclass(_CopyRefusingTensor)
+    model = small_model()
+    before = fingerprint(model)
+    try:  # loads as a plain tensor, or is refused before any write; never half-way
+        load_checkpoint(model, sd)
+    except ValueError as e:
+        assert LAST in str(e)
+        after = fingerprint(model)
+        assert after["tensors"] == before["tensors"]
+    else:
+        assert torch.equal(model.head.bias, sd[LAST].as_subclass(torch.Tensor))
+        assert torch.equal(model.blocks[0].norm1.weight, sd["blocks.0.norm1.weight"])

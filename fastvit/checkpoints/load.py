@@ -77,6 +77,27 @@ def _check_arguments(model, checkpoint, strict, layout, interpolation, antialias
     check_interpolation(interpolation, antialias)
 
 
+def _prepare(model, state_dict: dict, source: str) -> dict:
+    """Plain tensors in the dtypes of the model's, so that ``load_state_dict`` only copies
+    (same shape, same dtype): whatever conversion could fail fails here, before any write.
+    A conversion costs memory only where a dtype differs, as the copy would anyway."""
+    expected = model.state_dict()
+    prepared = {}
+    with torch.no_grad():
+        for key, value in state_dict.items():
+            if key in expected:
+                try:
+                    value = value.detach()
+                    if type(value) is not torch.Tensor:  # a tensor subclass: its own copy_ may do anything
+                        value = value.as_subclass(torch.Tensor)
+                    value = value.to(dtype=expected[key].dtype)
+                except Exception as e:
+                    raise ValueError(f"{source}: {key} cannot be converted to {expected[key].dtype}: "
+                                     f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+            prepared[key] = value
+    return prepared
+
+
 def load_checkpoint(
     model,
     checkpoint: str | os.PathLike | Mapping[str, torch.Tensor],
@@ -113,6 +134,7 @@ def load_checkpoint(
     state_dict = convert_state_dict(raw, layout, source)
     state_dict, notices = fit_state_dict(model, state_dict, strict=strict, interpolation=interpolation,
                                          antialias=antialias, source=f"{source} ({layout} layout)")
+    state_dict = _prepare(model, state_dict, f"{source} ({layout} layout)")
     with torch.no_grad():
         model.load_state_dict(state_dict, strict=strict)
     for notice in notices:
