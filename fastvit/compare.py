@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,21 +43,87 @@ class MissingMatplotlib(RuntimeError):
 
 
 def load_records(path: str | Path) -> list[dict]:
-    """Model records from a ``fastvit bench`` file or a pytest-benchmark JSON file."""
+    """Model records from a ``fastvit bench`` file or a pytest-benchmark JSON file.
+
+    ``ValueError`` naming the file for anything that is not one: unreadable, not
+    JSON, or JSON whose records lack fields or hold values of the wrong kind.
+    """
     path = Path(path)
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise ValueError(f"{path}: cannot read ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from e
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not JSON ({e})") from e
+    except RecursionError as e:
+        raise ValueError(f"{path}: JSON nested too deeply to be a result file") from e
     if isinstance(doc, dict) and str(doc.get("format", "")).startswith("fastvit-bench/"):
         records = doc.get("records", [])
+        where = "records"
     elif isinstance(doc, dict) and isinstance(doc.get("benchmarks"), list):
+        bad = [i for i, b in enumerate(doc["benchmarks"]) if not isinstance(b, dict)
+               or not isinstance(b.get("extra_info") or {}, dict)]
+        if bad:
+            raise ValueError(f"{path}: benchmarks[{bad[0]}] is not an object with an extra_info object")
         records = [b.get("extra_info") or {} for b in doc["benchmarks"]]
+        where = "benchmarks[].extra_info"
     else:
         raise ValueError(f"{path}: neither a fastvit bench result file nor a pytest-benchmark JSON file")
-    return [copy.deepcopy(r) for r in records if r.get("kind") == "model"]
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: 'records' must be a list of objects, got {type(records).__name__}")
+    for i, r in enumerate(records):
+        if not isinstance(r, dict):
+            raise ValueError(f"{path}: {where} entry {i} must be an object, got {_json_type(r)}")
+    model_records = [copy.deepcopy(r) for r in records if r.get("kind") == "model"]
+    for i, r in enumerate(model_records):
+        problem = record_problem(r)
+        if problem:
+            raise ValueError(f"{path}: model record {i} ({r.get('name') or r.get('variant')!r}): {problem}")
+    return model_records
+
+
+def _json_type(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# field -> (what it must be, test); the fields a comparison reads from every model record
+_RECORD_RULES = {
+    "model": ("a string", lambda v: isinstance(v, str) and v != ""),
+    "variant": ("a string", lambda v: isinstance(v, str) and v != ""),
+    "mode": ("a string", lambda v: isinstance(v, str) and v != ""),
+    "dtype": ("a string", lambda v: isinstance(v, str) and v != ""),
+    "status": ("a string", lambda v: isinstance(v, str) and v != ""),
+    "batch": ("a positive integer", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0),
+    "config": ("an object or null", lambda v: v is None or isinstance(v, dict)),
+    "device": ("a string or null", lambda v: v is None or isinstance(v, str)),
+    "timestamp": ("a string or null", lambda v: v is None or isinstance(v, str)),
+    "cpu_model": ("a string or null", lambda v: v is None or isinstance(v, str)),
+}
+_OK_RULES = {  # records that ran
+    "ms_per_iter": ("a finite number > 0", lambda v: _is_number(v) and v > 0),
+    "images_per_s": ("a finite number > 0", lambda v: _is_number(v) and v > 0),
+    "mfu": ("a finite number >= 0 or null", lambda v: v is None or (_is_number(v) and v >= 0)),
+}
+
+
+def record_problem(record: dict) -> str | None:
+    """What makes a model record unusable for a comparison, or None."""
+    required = [k for k in ("model", "variant", "mode", "dtype", "status", "batch") if k not in record]
+    if required:
+        return f"missing field(s) {', '.join(required)}"
+    rules = dict(_RECORD_RULES, **(_OK_RULES if record["status"] == "ok" else {}))
+    for field, (expected, ok) in rules.items():
+        value = record.get(field)
+        if not ok(value):
+            return f"{field} must be {expected}, got {json.dumps(value)[:60]}"
+    return None
 
 
 def _short(device: str) -> str:
@@ -107,7 +174,8 @@ def architecture_note(record: dict) -> str:
         ours = list(preset.img_size) if field == "img_size" else getattr(preset, field)
         if config[field] != ours:
             value = config[field]
-            diffs.append(f"{field}={'x'.join(map(str, value)) if field == 'img_size' else value}")
+            shown = "x".join(map(str, value)) if field == "img_size" and isinstance(value, list) else value
+            diffs.append(f"{field}={shown}")
     return ", ".join(diffs)
 
 
@@ -247,11 +315,20 @@ def run(args: argparse.Namespace) -> int:
     if not any(s.records for s in sources):
         print("fastvit compare: error: no model records in the given files", file=sys.stderr)
         return 2
+    for option, value in (("--out-md", args.out_md), ("--out-png", args.out_png)):
+        problem = value and bench.unwritable(Path(value))
+        if problem:  # before anything is written
+            print(f"fastvit compare: error: {option} {value}: {problem}", file=sys.stderr)
+            return 2
     markdown = render_markdown(sources)
     if args.out_md:
         out = Path(args.out_md)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(markdown)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(markdown)
+        except OSError as e:
+            print(f"fastvit compare: error: --out-md {out}: cannot write ({e.strerror or e})", file=sys.stderr)
+            return 2
         print(f"wrote {out}")
     else:
         print(markdown, end="")
@@ -261,4 +338,8 @@ def run(args: argparse.Namespace) -> int:
         except (MissingMatplotlib, ValueError) as e:
             print(f"fastvit compare: error: {e}", file=sys.stderr)
             return 2
+        except OSError as e:
+            print(f"fastvit compare: error: --out-png {args.out_png}: cannot write ({e.strerror or e})", file=sys.stderr)
+            return 2
     return 0
+

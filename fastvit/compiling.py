@@ -20,5 +20,22 @@ def compile(model: torch.nn.Module, mode: str | None = None, dynamic: bool | Non
       dynamic from the start; ``False`` specializes on every size.
 
     Nothing global is changed: no inductor or dynamo configuration is touched.
+
+    Bad input raises the same ``ValueError`` / ``TypeError`` as the eager model:
+    a fastvit model's input check also runs eagerly, in a forward pre-hook of
+    the compiled module, before dynamo sees the call. (Under ``fullgraph=True``
+    dynamo cannot let an exception raised inside the traced code escape; it
+    reports ``Unsupported`` instead.) On good input the traced graph is the
+    same, with no graph break.
     """
-    return torch.compile(model, mode=mode, dynamic=dynamic, fullgraph=fullgraph, backend=backend, **kwargs)
+    compiled = torch.compile(model, mode=mode, dynamic=dynamic, fullgraph=fullgraph, backend=backend, **kwargs)
+    if isinstance(compiled, torch.nn.Module) and callable(getattr(model, "_check_input", None)):
+        compiled.register_forward_pre_hook(_check_input_eagerly, with_kwargs=True)
+    return compiled
+
+
+def _check_input_eagerly(module, args, kwargs):
+    """Forward pre-hook of a compiled fastvit model: the eager model's input check, outside dynamo."""
+    inputs = list(args) + [kwargs[k] for k in ("x",) if k in kwargs]
+    if inputs:
+        getattr(module, "_orig_mod", module)._check_input(inputs[0])

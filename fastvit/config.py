@@ -4,16 +4,39 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import numbers
 from dataclasses import dataclass
 
 
-def to_2tuple(v) -> tuple[int, int]:
-    if isinstance(v, int):
-        return (v, v)
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def to_2tuple(v, name: str = "img_size") -> tuple[int, int]:
+    """``v`` as a (height, width) pair of positive ints; an int means a square."""
+    if _is_int(v):
+        v = (v, v)
+    elif isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+        raise TypeError(f"{name} must be a positive int or a pair of positive ints, got {v!r}")
     v = tuple(v)
-    if len(v) != 2 or not all(isinstance(i, int) for i in v):
-        raise ValueError(f"expected an int or a pair of ints, got {v!r}")
-    return v
+    if len(v) != 2 or not all(_is_int(i) for i in v):
+        raise TypeError(f"{name} must be a positive int or a pair of positive ints, got {v!r}")
+    if min(v) <= 0:
+        raise ValueError(f"{name} must be positive, got {v!r}")
+    return (int(v[0]), int(v[1]))
+
+
+def _require(name: str, value, type_ok, expected: str, value_ok=lambda v: True) -> None:
+    """TypeError when ``value`` has the wrong type, ValueError when it is out of range; both name the field."""
+    if not type_ok(value):
+        raise TypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
+    if not value_ok(value):
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
 GLOBAL_POOLS = ("token", "avg", "max", "avgmax", "")
@@ -67,15 +90,25 @@ class ViTConfig:
     def __post_init__(self):
         self.img_size = to_2tuple(self.img_size)
         for name in ("patch_size", "in_chans", "embed_dim", "depth", "num_heads"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not isinstance(self.num_classes, int) or self.num_classes < 0:
-            raise ValueError(f"num_classes must be an int >= 0, got {self.num_classes!r}")
+            _require(name, getattr(self, name), _is_int, "a positive int", lambda v: v > 0)
+        _require("num_classes", self.num_classes, _is_int, "an int >= 0", lambda v: v >= 0)
+        _require("mlp_ratio", self.mlp_ratio, _is_real, "a finite number > 0", lambda v: 0 < v < math.inf)
+        _require("norm_eps", self.norm_eps, _is_real, "a finite number > 0", lambda v: 0 < v < math.inf)
+        for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
+            _require(name, getattr(self, name), _is_real, "a number in [0, 1)", lambda v: 0.0 <= v < 1.0)
+        for name in ("qkv_bias", "class_token", "distilled", "dynamic_img_size"):
+            _require(name, getattr(self, name), lambda v: isinstance(v, bool), "True or False")
+        if self.fc_norm is not None:
+            _require("fc_norm", self.fc_norm, lambda v: isinstance(v, bool), "None, True or False")
+        if self.representation_size is not None:
+            _require("representation_size", self.representation_size, _is_int, "None or an int >= 0", lambda v: v >= 0)
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})")
         if any(s % self.patch_size for s in self.img_size):
             raise ValueError(f"img_size {self.img_size} must be divisible by patch_size {self.patch_size}")
+        if self.mlp_hidden_dim < 1:
+            raise ValueError(f"mlp_ratio={self.mlp_ratio} gives an MLP of {self.mlp_hidden_dim} features at "
+                             f"embed_dim={self.embed_dim}; it needs at least 1")
         if self.global_pool not in GLOBAL_POOLS:
             raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {self.global_pool!r}")
         if self.global_pool == "token" and not self.class_token:
@@ -86,13 +119,25 @@ class ViTConfig:
         if self.hybrid_layers is not None:
             from .layers.resnetv2 import backbone_stride
 
-            self.hybrid_layers = tuple(self.hybrid_layers)
+            layers = self.hybrid_layers
+            if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+                raise TypeError(f"hybrid_layers must be None or a tuple of positive ints (blocks per stage), got {layers!r}")
+            self.hybrid_layers = tuple(layers)
+            if not 1 <= len(self.hybrid_layers) <= 4 or not all(_is_int(n) and n > 0 for n in self.hybrid_layers):
+                raise ValueError(f"hybrid_layers must hold 1 to 4 positive ints (blocks per stage), got {layers!r}")
             if self.patch_size != backbone_stride(self.hybrid_layers):
                 raise ValueError(f"patch_size must be the hybrid backbone's stride {backbone_stride(self.hybrid_layers)}, got {self.patch_size}")
-        for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
+        self._check_impls()
+
+    def _check_impls(self):
+        from .layers import BACKENDS, LINEAR_IMPLS, NORM_LAYERS
+
+        for name, valid in (("attn_impl", BACKENDS), ("norm_impl", NORM_LAYERS), ("linear_impl", LINEAR_IMPLS)):
             value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+            if not isinstance(value, str):
+                raise TypeError(f"{name} must be a string, one of {list(valid)}; got {value!r}")
+            if value not in valid:
+                raise ValueError(f"unknown {name} {value!r}; valid: {list(valid)}")
 
     @property
     def grid_size(self) -> tuple[int, int]:

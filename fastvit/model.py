@@ -11,6 +11,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .config import GLOBAL_POOLS, ViTConfig, get_config, pretrained_cfg_for
 from .layers import Attention, PatchEmbed, mlp_layer, norm_layer, resample_options, resample_pos_embed
+from .layers.linear import autocast_dtype
 
 
 class Block(nn.Module):
@@ -47,6 +48,9 @@ class VisionTransformer(nn.Module):
 
     def __init__(self, cfg: ViTConfig | None = None, **overrides):
         super().__init__()
+        if cfg is not None and not isinstance(cfg, ViTConfig):
+            raise TypeError(f"cfg must be a fastvit.ViTConfig (or None), got {type(cfg).__name__}; "
+                            "pass fields as keywords: VisionTransformer(embed_dim=..., ...)")
         cfg = (cfg or ViTConfig()).replace(**overrides) if overrides else (cfg or ViTConfig())
         self.cfg = cfg
         d = cfg.embed_dim
@@ -116,17 +120,15 @@ class VisionTransformer(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: str | None = None):
         """Replace the head (and its distillation twin) with a fresh one for ``num_classes`` (0: none);
         ``global_pool`` (timm's: "token", "avg", "max", "avgmax", "") changes the pooling, not the norms."""
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
-        cfg = self.cfg
+        changes = dict(num_classes=num_classes)
         if global_pool is not None:
             if global_pool not in GLOBAL_POOLS:
                 raise ValueError(f"global_pool must be one of {GLOBAL_POOLS} (fastvit has no attention pooling), "
                                  f"got {global_pool!r}")
-            if not cfg.distilled:  # DeiT always pools its class and distillation tokens (timm ignores it too)
-                # the final norm stays where it is: pin fc_norm before the pooling rule could move it
-                cfg = cfg.replace(global_pool=global_pool, fc_norm=cfg.use_fc_norm)
-        self.cfg = cfg.replace(num_classes=num_classes)
+            if not self.cfg.distilled:  # DeiT always pools its class and distillation tokens (timm ignores it too)
+                # the final norm stays where it is: pin fc_norm so cfg keeps describing the norms built
+                changes.update(global_pool=global_pool, fc_norm=self.cfg.use_fc_norm)
+        self.cfg = self.cfg.replace(**changes)  # validates everything before anything changes
         device, dtype = self.pos_embed.device, self.pos_embed.dtype
         feat = self.cfg.representation_size or self.cfg.embed_dim
         for name in ("head", "head_dist") if self.cfg.distilled else ("head",):
@@ -179,9 +181,13 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"expected a non-empty batch, got shape {tuple(x.shape)}")
         if c != cfg.in_chans:
             raise ValueError(f"expected {cfg.in_chans} input channels, got {c} (input shape {tuple(x.shape)})")
+        if x.layout != torch.strided or x.is_nested:
+            raise TypeError(f"expected a dense (strided) image tensor, got a {'nested' if x.is_nested else x.layout} one; use x.to_dense()")
         if not x.is_floating_point():
             raise TypeError(f"expected a floating-point image tensor, got dtype {x.dtype}; convert with x.float() (and scale to the model's normalization)")
         p = cfg.patch_size
+        if h < p or w < p:
+            raise ValueError(f"image size {h}x{w} is smaller than one {p}x{p} patch")
         if h % p or w % p:
             raise ValueError(f"image size {h}x{w} is not divisible by the patch size {p}")
         if not cfg.dynamic_img_size and (h, w) != cfg.img_size:
@@ -192,8 +198,19 @@ class VisionTransformer(nn.Module):
         weight = self.patch_embed.proj.weight
         if x.device != weight.device:
             raise ValueError(f"input is on {x.device} but the model is on {weight.device}; move one of them (x.to(device))")
-        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        if x.dtype != weight.dtype and autocast_dtype(x) is None:
             raise TypeError(f"input dtype {x.dtype} does not match the model's {weight.dtype}; cast the input or the model, or run under torch.autocast")
+
+    def _check_tokens(self, x):
+        """forward_head's input: tokens (B, prefix + N, D) as forward_features returns them."""
+        d, prefix = self.cfg.embed_dim, self.num_prefix_tokens
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected a token tensor (B, tokens, {d}), got {type(x).__name__}")
+        if x.ndim != 3 or x.shape[-1] != d:
+            raise ValueError(f"expected tokens of shape (B, tokens, {d}) as forward_features returns them, got {tuple(x.shape)}")
+        needed = prefix + (self.cfg.global_pool == "avg")
+        if x.shape[1] < needed:
+            raise ValueError(f"expected at least {needed} token(s) ({prefix} prefix + patches to pool), got {x.shape[1]}")
 
     def _pos_embed(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         pos = self.pos_embed
@@ -245,6 +262,7 @@ class VisionTransformer(nn.Module):
         """Pool tokens (B, prefix + N, D) and classify. A distilled model gives the mean of its
         class and distillation heads (of their features with ``pre_logits``), and both logits
         only in training after ``set_distilled_training(True)``, as timm's DeiT."""
+        self._check_tokens(x)
         if self.cfg.distilled:
             cls, dist = (self.pre_logits(self.fc_norm(t)) for t in (x[:, 0], x[:, 1]))
             if pre_logits:

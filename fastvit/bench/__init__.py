@@ -58,6 +58,7 @@ from .records import (
     make_record,
     reference_key,
     speedup,
+    unwritable,
     write_results,
 )
 from .timing import Timer, Timing, measure_rounds, parity, pedantic_measure, time_case
@@ -133,6 +134,7 @@ __all__ = [
     "time_case",
     "torch_dtype",
     "unavailable_reason",
+    "unwritable",
     "variant_names",
     "write_results",
 ]

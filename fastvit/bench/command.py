@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from .cases import _error_text, run_model_case
 from .hardware import environment, prepare_device, resolve_device
 from .models import ModelCase, ModelContext
-from .records import add_speedups, default_output, format_table, write_results
+from .records import add_speedups, default_output, format_table, unwritable, write_results
 from .variants import (
     COMPILE_SUFFIX,
     CPU_DEFAULTS,
@@ -67,18 +68,42 @@ def resolve_settings(args: argparse.Namespace, device: str) -> dict[str, Any]:
     variants = list(settings["variants"])
     if args.no_compile:
         variants = [v for v in variants if not v.endswith(COMPILE_SUFFIX)]
+    if not variants:
+        dropped = " (--no-compile dropped every +compile variant)" if settings["variants"] else ""
+        raise ValueError(f"no variants to run{dropped}; --variants takes a comma-separated list of {', '.join(variant_names())}")
+    if not settings["modes"]:
+        raise ValueError(f"no modes to run; --modes takes a comma-separated list of {', '.join(MODES)}")
     for v in variants:
         get_variant(v)
     for m in settings["modes"]:
         if m not in MODES:
             raise ValueError(f"unknown mode {m!r}; valid: {', '.join(MODES)}")
+    variants = list(dict.fromkeys(variants))  # each once, in the order given
     import fastvit
 
     fastvit.get_config(settings["model"])
     if settings["batch"] < 1 or settings["rounds"] < 1 or settings["warmup"] < 0:
         raise ValueError("--batch and --rounds must be >= 1 and --warmup >= 0")
-    settings.update(variants=variants, modes=list(settings["modes"]), dtype=dtype_name(settings["dtype"]))
+    settings.update(variants=variants, modes=list(dict.fromkeys(settings["modes"])), dtype=dtype_name(settings["dtype"]))
     return settings
+
+
+def check_writable(path: Path) -> str | None:
+    """Why the result file cannot be written at ``path``, or None: creates its folders and
+    a scratch file beside it (removed again), as writing the results will."""
+    problem = unwritable(path)
+    if problem:
+        return problem
+    scratch = path.with_name(path.name + ".check")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scratch.write_text("")
+        scratch.unlink()
+    except OSError as e:
+        return e.strerror or str(e)
+    if path.exists() and not os.access(path, os.W_OK):
+        return "the file exists and is read-only"
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,6 +119,10 @@ def run(args: argparse.Namespace) -> int:
     prepare_device(device)
     env = environment(device)
     out = Path(args.out) if args.out else default_output(env)
+    problem = check_writable(out)
+    if problem:  # before any time is spent benchmarking
+        print(f"fastvit bench: error: cannot write the results to {out}: {problem}", file=sys.stderr)
+        return 2
     cases = [ModelCase(s["model"], v, m, s["dtype"], s["batch"]) for m in s["modes"] for v in s["variants"]]
     print(f"fastvit bench: {s['model']} {s['dtype']} batch {s['batch']} on {env['device']}; "
           f"{len(cases)} cases, {s['rounds']} rounds each -> {out}", file=sys.stderr)  # fmt: skip
@@ -110,7 +139,12 @@ def run(args: argparse.Namespace) -> int:
         records.append(record)
         if record["status"] != "ok":
             tqdm.write(f"{case.variant} {case.mode}: {record['status']}: {record['reason']}", file=sys.stderr)
-        write_results(out, add_speedups(records), sys.argv)  # after every case: a cut-off run keeps its data
+        try:
+            write_results(out, add_speedups(records), sys.argv)  # after every case: a cut-off run keeps its data
+        except OSError as e:
+            bar.close()
+            print(f"fastvit bench: error: writing {out} failed: {e.strerror or e}", file=sys.stderr)
+            return 1
     bar.close()
     print(format_table(records))
     print(f"wrote {out}")

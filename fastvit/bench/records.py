@@ -107,6 +107,29 @@ def default_output(env: dict, date: _dt.date | None = None) -> Path:
     return Path("bench-out") / f"{device_slug(env)}-{date.isoformat()}.json"
 
 
+def unwritable(path: Path) -> str | None:
+    """Why a file cannot be written at ``path`` (creating its folders), or None. Writes nothing."""
+    try:
+        return _unwritable(Path(path))
+    except OSError as e:
+        return e.strerror or str(e)
+
+
+def _unwritable(path: Path) -> str | None:
+    if path.is_dir():
+        return "is a directory"
+    parent = path.parent
+    while not parent.exists():
+        if parent.is_symlink():
+            return f"{parent} is a broken link"
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is a file, not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return f"no permission to write in {parent}"
+    return None
+
+
 def write_results(path: str | os.PathLike, records: list[dict], argv: Sequence[str] | None = None) -> Path:
     """Write ``{"format", "created", "argv", "env", "records"}`` as JSON (atomically; parent dirs created)."""
     path = Path(path)

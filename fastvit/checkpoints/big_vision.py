@@ -25,6 +25,8 @@ _MHA = _BLOCK + r"MultiHeadDotProductAttention_[01]/"
 
 
 def _dense(w: torch.Tensor) -> torch.Tensor:
+    if w.ndim != 2:
+        raise ValueError(f"a Dense kernel is 2-D (in, out), got {w.ndim}-D")
     return w.T  # (in, out) -> (out, in)
 
 
@@ -81,6 +83,8 @@ def _unscan(arrays: dict) -> dict:
         if m is None:
             out[key] = value
         else:
+            if value.ndim < 1:
+                raise ValueError(f"{key}: a scanned block parameter needs a leading block axis, got a 0-d tensor")
             for i in range(value.shape[0]):
                 out[f"Transformer/encoderblock_{i}/{m.group(1)}"] = value[i]
     return out

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..config import ViTConfig
 from ..layers import resample_pos_embed
+from .tensors import check_entries, shorten
 
 # (regex over the source key, fastvit name template, optional tensor transform).
 # A template ending in "#q", "#k" or "#v" names one third of a packed qkv tensor.
@@ -35,11 +36,6 @@ class CheckpointKeyError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-def shorten(keys, n: int = 8) -> str:
-    keys = list(keys)
-    return ", ".join(keys[:n]) + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
-
-
 def rename(state_dict: dict, rules: list[Rule]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Apply the first matching rule to every key; q/k/v parts are concatenated.
 
@@ -53,7 +49,12 @@ def rename(state_dict: dict, rules: list[Rule]) -> tuple[dict[str, torch.Tensor]
             if m is None:
                 continue
             name = m.expand(template)
-            value = transform(value) if transform is not None else value
+            if transform is not None:
+                try:
+                    value = transform(value)
+                except (RuntimeError, IndexError, ValueError) as e:
+                    raise ValueError(f"{key}: cannot convert a tensor of shape {tuple(value.shape)} to {name.split('#')[0]} "
+                                     f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
             if "#" in name:
                 name, part = name.split("#")
                 parts.setdefault(name, {})[part] = value
@@ -65,6 +66,9 @@ def rename(state_dict: dict, rules: list[Rule]) -> tuple[dict[str, torch.Tensor]
     for name, qkv in parts.items():
         if set(qkv) != {"q", "k", "v"}:
             raise CheckpointKeyError(f"{name}: query, key and value must all be present, found only {sorted(qkv)}")
+        shapes = {part: tuple(t.shape) for part, t in qkv.items()}
+        if len(set(shapes.values())) != 1 or not shapes["q"]:
+            raise ValueError(f"{name}: query, key and value must have one shape of at least one dimension, found {shapes}")
         out[name] = torch.cat([qkv["q"], qkv["k"], qkv["v"]], dim=0)
     return out, unmatched
 
@@ -89,15 +93,18 @@ def describe(state_dict: dict) -> str:
     return ", ".join(facts)
 
 
-def _fit_pos_embed(pos: torch.Tensor, model, interpolation: str, antialias: bool, align_corners: bool = False) -> torch.Tensor:
+def _fit_pos_embed(pos: torch.Tensor, model, interpolation: str, antialias: bool, source: str,
+                   align_corners: bool = False) -> torch.Tensor:
     want = model.pos_embed.shape
     if pos.shape == want:
         return pos
     if pos.ndim != 3 or pos.shape[0] != 1 or pos.shape[2] != want[2]:
         return pos  # not a matter of grid size: reported with the other shape mismatches
-    found = f"pos_embed: the model expects {tuple(want)}, the checkpoint has {tuple(pos.shape)}"
+    found = f"{source}: pos_embed: the model expects {tuple(want)}, the checkpoint has {tuple(pos.shape)}"
     prefix, n = model.num_prefix_tokens, pos.shape[1]
     side = math.isqrt(max(n - prefix, 0))
+    if n == 0:
+        raise ValueError(f"{found}; a position embedding needs at least one token")
     if n > prefix and side * side == n - prefix:
         pass
     elif prefix and math.isqrt(n) ** 2 == n:
@@ -173,12 +180,10 @@ def fit_state_dict(
     ``strict=False`` those become notices). Neither the model nor the input is modified.
     """
     sd = dict(state_dict)
-    bad = [k for k, v in sd.items() if not (isinstance(v, torch.Tensor) and v.is_floating_point())]
-    if bad:
-        raise ValueError(f"{source}: expected floating-point tensors, but these entries are not: {shorten(bad)}")
+    check_entries(sd, source)
     expected = model.state_dict()
     if "pos_embed" in sd:
-        sd["pos_embed"] = _fit_pos_embed(sd["pos_embed"], model, interpolation, antialias, align_corners)
+        sd["pos_embed"] = _fit_pos_embed(sd["pos_embed"], model, interpolation, antialias, source, align_corners)
     notices = []
     head_note = _fit_head(sd, expected)
     if head_note:

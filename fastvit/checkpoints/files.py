@@ -11,10 +11,13 @@ from __future__ import annotations
 import os
 import pickle
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .tensors import check_entries
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 SUFFIXES = (".safetensors", *TORCH_SUFFIXES, ".npz")
@@ -22,6 +25,7 @@ _NESTED = ("model", "state_dict", "model_state", "model_state_dict")
 # Wrappers that prefix every key: DistributedDataParallel, torch.compile, Lightning modules.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
 _HF_FILES = ("model.safetensors", "pytorch_model.bin")
+MAX_NESTING = 8  # {"state_dict": {"model": ...}} levels opened before giving up
 
 
 class CheckpointFileError(ValueError):
@@ -75,7 +79,13 @@ def _read_torch(path: Path) -> dict:
 
 def _read_npz(path: Path) -> dict:
     with np.load(path, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
+        try:
+            arrays = {k: f[k] for k in f.files}
+        except ValueError as e:
+            if "allow_pickle" not in str(e):
+                raise
+            raise CheckpointFileError(f"{path} holds object arrays (pickled Python objects), which fastvit "
+                                      "does not unpickle; save the weights as float arrays") from e
     bad = [k for k, a in arrays.items() if a.dtype.kind != "f"]
     if bad:
         dtype = arrays[bad[0]].dtype
@@ -85,18 +95,22 @@ def _read_npz(path: Path) -> dict:
 
 
 def unwrap(obj: dict, source: str) -> dict:
-    """The tensors of a checkpoint dict: nested training checkpoints are opened, a common
-    wrapper prefix (``module.``, ``_orig_mod.``, ``model.``) is removed."""
+    """The tensors of a checkpoint dict: nested training checkpoints are opened (at most
+    :data:`MAX_NESTING` levels, each dict once, so a self-referential one cannot loop), a
+    common wrapper prefix (``module.``, ``_orig_mod.``, ``model.``) is removed."""
+    seen = set()
     while not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        inner = next((obj[k] for k in _NESTED if isinstance(obj.get(k), dict)), None)
+        seen.add(id(obj))
+        inner = next((obj[k] for k in _NESTED if isinstance(obj.get(k), Mapping)), None)
         if inner is None:
             raise CheckpointFileError(f"{source}: no tensors at the top level and none of the usual nested "
                                       f"state dicts {list(_NESTED)}; found keys {list(obj)[:8]}")
+        if id(inner) in seen or len(seen) >= MAX_NESTING:
+            why = "refers to itself" if id(inner) in seen else f"nests state dicts more than {MAX_NESTING} levels deep"
+            raise CheckpointFileError(f"{source}: the checkpoint {why} (keys {list(_NESTED)}) without reaching tensors")
         obj = inner
-    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise CheckpointFileError(f"{source}: expected a dict of tensors, but {bad[:5]} are "
-                                  f"{sorted({type(obj[k]).__name__ for k in bad})}")
+    obj = dict(obj)
+    check_entries(obj, source, floating=False)
     keys = list(obj)
     for prefix in _WRAPPER_PREFIXES:
         while keys and all(k.startswith(prefix) for k in keys):

@@ -9,12 +9,14 @@ from collections.abc import Mapping
 
 import torch
 
+from ..layers.embed import check_interpolation
 from .big_vision import convert_big_vision
 from .common import CheckpointKeyError, fit_state_dict, shorten
 from .files import read_checkpoint, unwrap
 from ..layers import resample_options
 from .hf_config import apply_honoured, check_against, hf_config_fields, read_hf_config
 from .huggingface import convert_hf
+from .tensors import check_entries
 from .timm import convert_timm
 from .torchvision import convert_torchvision
 
@@ -41,7 +43,7 @@ _EXAMPLES = {
 
 def detect_layout(keys, source: str = "checkpoint") -> str:
     """Which implementation's names ``keys`` use; ``ValueError`` when none fits."""
-    keys = list(keys)
+    keys = [k for k in keys if isinstance(k, str)]
     for layout, (signature, _) in LAYOUTS.items():
         if any(re.fullmatch(signature, k) for k in keys):
             return layout
@@ -53,6 +55,7 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], layout: str | Non
                        source: str = "checkpoint") -> dict[str, torch.Tensor]:
     """Any supported layout -> fastvit names. Keys no converter knows are kept as they
     are (loading then reports them as unexpected)."""
+    check_entries(dict(state_dict), source, floating=False)
     layout = layout or detect_layout(state_dict, source)
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; valid: {list(LAYOUTS)}")
@@ -60,8 +63,46 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], layout: str | Non
         converted, unknown = LAYOUTS[layout][1](dict(state_dict))
     except CheckpointKeyError as e:  # a q/k/v triple with a part missing
         raise CheckpointKeyError(f"{source} ({layout} layout): {e}") from e
+    except ValueError as e:  # a tensor the layout's transform cannot take
+        raise ValueError(f"{source} ({layout} layout): {e}") from e
     converted.update(unknown)
     return converted
+
+
+def _check_arguments(model, checkpoint, strict, layout, interpolation, antialias) -> None:
+    if not (isinstance(model, torch.nn.Module) and hasattr(model, "cfg") and isinstance(getattr(model, "pos_embed", None), torch.Tensor)):
+        raise TypeError(f"load_checkpoint takes a fastvit VisionTransformer, got {type(model).__name__}")
+    if isinstance(checkpoint, torch.nn.Module):
+        raise TypeError(f"checkpoint is a {type(checkpoint).__name__} module; pass its state_dict() or fastvit.from_timm/"
+                        "from_hf/from_torchvision for an in-memory model")
+    if not isinstance(checkpoint, (Mapping, str, os.PathLike)):
+        raise TypeError(f"checkpoint must be a file path or a state dict (a Mapping of name -> tensor), got {type(checkpoint).__name__}")
+    if not isinstance(strict, bool):
+        raise TypeError(f"strict must be True or False, got {strict!r}")
+    if layout is not None and layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; valid: {list(LAYOUTS)} (or None to detect it)")
+    check_interpolation(interpolation, antialias)
+
+
+def _prepare(model, state_dict: dict, source: str) -> dict:
+    """Plain tensors in the dtypes of the model's, so that ``load_state_dict`` only copies
+    (same shape, same dtype): whatever conversion could fail fails here, before any write.
+    A conversion costs memory only where a dtype differs, as the copy would anyway."""
+    expected = model.state_dict()
+    prepared = {}
+    with torch.no_grad():
+        for key, value in state_dict.items():
+            if key in expected:
+                try:
+                    value = value.detach()
+                    if type(value) is not torch.Tensor:  # a tensor subclass: its own copy_ may do anything
+                        value = value.as_subclass(torch.Tensor)
+                    value = value.to(dtype=expected[key].dtype)
+                except Exception as e:
+                    raise ValueError(f"{source}: {key} cannot be converted to {expected[key].dtype}: "
+                                     f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+            prepared[key] = value
+    return prepared
 
 
 def load_checkpoint(
@@ -94,6 +135,7 @@ def load_checkpoint(
     file, unknown layout, shape mismatch), ``KeyError`` (missing / unexpected
     keys; ``strict=False`` loads the rest and warns). Returns ``model``.
     """
+    _check_arguments(model, checkpoint, strict, layout, interpolation, antialias)
     if isinstance(checkpoint, Mapping):
         source = "state dict"
         raw = unwrap(dict(checkpoint), source)
@@ -109,6 +151,7 @@ def load_checkpoint(
     options = resample_options(load_time)
     options.update({k: v for k, v in (("interpolation", interpolation), ("antialias", antialias)) if v is not None})
     state_dict, notices = fit_state_dict(model, state_dict, strict=strict, source=f"{source} ({layout} layout)", **options)
+    state_dict = _prepare(model, state_dict, f"{source} ({layout} layout)")
     with torch.no_grad():
         model.load_state_dict(state_dict, strict=strict)
     apply_honoured(model, {**honoured, "pos_embed_resample": run_time})

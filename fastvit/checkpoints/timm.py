@@ -28,8 +28,11 @@ def convert_timm(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict[str, t
         target = f"blocks.{i}.{_LAYER_SCALE_TARGET[which]}"
         if f"{target}.weight" not in out or f"{target}.bias" not in out:
             continue  # left in place: reported as unexpected
-        gamma = out.pop(key).float()
         w, b = out[f"{target}.weight"], out[f"{target}.bias"]
+        if not (out[key].ndim == 1 and w.ndim == 2 and b.shape == out[key].shape == w.shape[:1]):
+            raise ValueError(f"{key}: LayerScale of shape {tuple(out[key].shape)} does not fit {target} "
+                             f"(weight {tuple(w.shape)}, bias {tuple(b.shape)})")
+        gamma = out.pop(key).float()
         out[f"{target}.weight"] = (w.float() * gamma[:, None]).to(w.dtype)
         out[f"{target}.bias"] = (b.float() * gamma).to(b.dtype)
     return out, {}

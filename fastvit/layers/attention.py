@@ -20,6 +20,7 @@ writes one packed gradient; the others get (B, H, N, D) views of it.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 from typing import Callable
@@ -130,36 +131,41 @@ def auto_choice(device, dtype: torch.dtype, head_dim: int) -> tuple[str, str]:
     return ("sdpa", reason) if reason else ("triton", "CUDA tensors with a supported head dim and dtype")
 
 
+def flash_attn_attention(q, k, v, dropout_p=0.0, scale=None):
+    from flash_attn import flash_attn_func
+
+    if q.dtype not in (torch.float16, torch.bfloat16):
+        raise TypeError(f"attn_impl='flash_attn' takes fp16 or bf16 tensors, got {q.dtype}; use attn_impl='triton' or 'sdpa' for fp32")
+    if q.shape[-1] > 256 or q.shape[-1] % 8:
+        raise ValueError(f"attn_impl='flash_attn' needs head_dim <= 256 and a multiple of 8, got {q.shape[-1]}")
+    # flash-attn wants (B, N, H, D): the transposes are views of the packed qkv projection.
+    out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p, softmax_scale=scale)
+    return out.transpose(1, 2)
+
+
+def xformers_attention(q, k, v, dropout_p=0.0, scale=None):
+    import xformers.ops as xops
+
+    out = xops.memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), p=dropout_p, scale=scale)
+    return out.transpose(1, 2)
+
+
+# Backends are module-level functions (never closures), so a model holding one pickles and deep-copies.
 def _load_flash_attn() -> AttentionFn:
     try:
-        from flash_attn import flash_attn_func
+        import flash_attn  # noqa: F401
     except ImportError as e:
         raise ImportError(
             "attn_impl='flash_attn' needs the flash-attn package (CUDA only): pip install flash-attn --no-build-isolation"
         ) from e
-
-    def flash_attn_attention(q, k, v, dropout_p=0.0, scale=None):
-        if q.dtype not in (torch.float16, torch.bfloat16):
-            raise TypeError(f"attn_impl='flash_attn' takes fp16 or bf16 tensors, got {q.dtype}; use attn_impl='triton' or 'sdpa' for fp32")
-        if q.shape[-1] > 256 or q.shape[-1] % 8:
-            raise ValueError(f"attn_impl='flash_attn' needs head_dim <= 256 and a multiple of 8, got {q.shape[-1]}")
-        # flash-attn wants (B, N, H, D): the transposes are views of the packed qkv projection.
-        out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p, softmax_scale=scale)
-        return out.transpose(1, 2)
-
     return flash_attn_attention
 
 
 def _load_xformers() -> AttentionFn:
     try:
-        import xformers.ops as xops
+        import xformers.ops  # noqa: F401
     except ImportError as e:
         raise ImportError("attn_impl='xformers' needs the xformers package: pip install xformers") from e
-
-    def xformers_attention(q, k, v, dropout_p=0.0, scale=None):
-        out = xops.memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), p=dropout_p, scale=scale)
-        return out.transpose(1, 2)
-
     return xformers_attention
 
 
@@ -189,11 +195,11 @@ def get_packed_backend(name: str) -> AttentionFn:
     fn = get_attention_backend(name)
     if name in PACKED_BACKENDS:
         return PACKED_BACKENDS[name]
+    return functools.partial(_unpacked, fn)  # a partial of module-level functions pickles; a closure would not
 
-    def unpacked(qkv, dropout_p=0.0, scale=None):
-        return fn(*unpack_qkv(qkv), dropout_p=dropout_p, scale=scale)
 
-    return unpacked
+def _unpacked(fn: AttentionFn, qkv, dropout_p=0.0, scale=None):
+    return fn(*unpack_qkv(qkv), dropout_p=dropout_p, scale=scale)
 
 
 def backend_status() -> dict[str, str | None]:

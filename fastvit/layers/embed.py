@@ -89,6 +89,31 @@ def resample_options(convention: str) -> dict:
     return dict(RESAMPLE_CONVENTIONS[convention])
 
 
+INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "area")
+
+
+def check_interpolation(interpolation, antialias) -> None:
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    if not isinstance(antialias, bool):
+        raise TypeError(f"antialias must be True or False, got {antialias!r}")
+    if antialias and interpolation not in ("bilinear", "bicubic"):
+        raise ValueError(f"antialias=True works with interpolation 'bilinear' or 'bicubic', not {interpolation!r}")
+
+
+def _grid(name: str, size) -> tuple[int, int]:
+    """A patch grid (rows, cols) of positive ints."""
+    try:
+        size = tuple(size)
+    except TypeError:
+        raise TypeError(f"{name} must be a (rows, cols) pair of positive ints, got {size!r}") from None
+    if len(size) != 2 or not all(isinstance(v, (int, torch.SymInt)) and not isinstance(v, bool) for v in size):
+        raise TypeError(f"{name} must be a (rows, cols) pair of positive ints, got {size!r}")
+    if min(size) <= 0:
+        raise ValueError(f"{name} must be a grid of at least 1x1 patches, got {size!r}")
+    return size
+
+
 def resample_pos_embed(
     pos_embed: torch.Tensor,
     new_size: tuple[int, int],
@@ -106,16 +131,22 @@ def resample_pos_embed(
     ``antialias=True``); Hugging Face's ``interpolate_pos_encoding`` is
     ``antialias=False``; ``resample_options(convention)`` gives each source's.
     """
+    if not isinstance(pos_embed, torch.Tensor) or not pos_embed.is_floating_point():
+        raise TypeError(f"pos_embed must be a floating-point tensor, got {getattr(pos_embed, 'dtype', type(pos_embed).__name__)}")
     if pos_embed.ndim != 3 or pos_embed.shape[0] != 1:
         raise ValueError(f"pos_embed must have shape (1, tokens, dim), got {tuple(pos_embed.shape)}")
-    new_size = tuple(new_size)
+    if isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, int) or not 0 <= num_prefix_tokens < pos_embed.shape[1]:
+        raise ValueError(f"num_prefix_tokens must be an int in [0, {pos_embed.shape[1]}) for a pos_embed of "
+                         f"{pos_embed.shape[1]} tokens, got {num_prefix_tokens!r}")
+    check_interpolation(interpolation, antialias)
+    new_size = _grid("new_size", new_size)
     num_grid = pos_embed.shape[1] - num_prefix_tokens
     if old_size is None:
         side = int(round(num_grid**0.5))
         if side * side != num_grid:
             raise ValueError(f"cannot infer a square grid from {num_grid} grid tokens; pass old_size")
         old_size = (side, side)
-    old_size = tuple(old_size)
+    old_size = _grid("old_size", old_size)
     if old_size[0] * old_size[1] != num_grid:
         raise ValueError(f"old_size {old_size} holds {old_size[0] * old_size[1]} tokens, pos_embed has {num_grid}")
     if old_size == new_size:

@@ -13,9 +13,15 @@ from torch import nn
 from .drop import DropPath, drop_path_scale
 
 
+# Device types torch.autocast knows; asking about any other raises.
+_AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps", "hpu", "xla", "ipu", "mtia", "maia", "privateuseone")
+
+
 def autocast_dtype(t: torch.Tensor) -> torch.dtype | None:
     """The dtype torch.autocast casts GEMM inputs to on ``t``'s device, or None outside autocast."""
     device = t.device.type
+    if device not in _AUTOCAST_DEVICES:  # meta, say: torch.is_autocast_enabled raises for it
+        return None
     return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
 
 
