@@ -119,7 +119,7 @@ def test_set_img_size_rejects_bad_sizes(size, exc):
     assert model(torch.randn(1, 3, 16, 32)).shape == (1, 5)
 
 
-@pytest.mark.parametrize("num_classes,pool,exc", [(-1, "avg", ValueError), (3, "max", ValueError), (2.5, None, TypeError)])
+@pytest.mark.parametrize("num_classes,pool,exc", [(-1, "avg", ValueError), (3, "map", ValueError), (3, "mean", ValueError), (2.5, None, TypeError)])
 def test_reset_classifier_validates_before_changing(num_classes, pool, exc):
     model = small_model()
     before = state(model)

@@ -93,11 +93,12 @@ INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "area")
 
 
 def check_interpolation(interpolation, antialias) -> None:
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
-    if not isinstance(antialias, bool):
-        raise TypeError(f"antialias must be True or False, got {antialias!r}")
-    if antialias and interpolation not in ("bilinear", "bicubic"):
+    """Checks resampling options; None (in ``load_checkpoint``) means the checkpoint source's convention."""
+    if interpolation is not None and interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS} (or None), got {interpolation!r}")
+    if antialias is not None and not isinstance(antialias, bool):
+        raise TypeError(f"antialias must be True or False (or None), got {antialias!r}")
+    if antialias and interpolation is not None and interpolation not in ("bilinear", "bicubic"):
         raise ValueError(f"antialias=True works with interpolation 'bilinear' or 'bicubic', not {interpolation!r}")
 
 
@@ -138,6 +139,8 @@ def resample_pos_embed(
     if isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, int) or not 0 <= num_prefix_tokens < pos_embed.shape[1]:
         raise ValueError(f"num_prefix_tokens must be an int in [0, {pos_embed.shape[1]}) for a pos_embed of "
                          f"{pos_embed.shape[1]} tokens, got {num_prefix_tokens!r}")
+    if interpolation is None or antialias is None:
+        raise TypeError("resample_pos_embed needs an interpolation mode and antialias True/False, not None")
     check_interpolation(interpolation, antialias)
     new_size = _grid("new_size", new_size)
     num_grid = pos_embed.shape[1] - num_prefix_tokens
