@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Interop tests: fastvit side by side with real timm, torchvision and transformers.
-# Creates .venv-interop (if missing) as docs in /work/shared/NOTES.md describe for these machines:
+# Creates .venv-interop (if missing) the way that was verified to work on the project machines:
 # torch==2.14.1 + torchvision==0.29.1 (a CUDA build, runs on the CPU; PyPI's torchvision does not
 # import beside the CPU torch of .venv), then timm without dependencies plus its small ones.
 # No test skips for a missing library here: tests/interop imports them outright.
