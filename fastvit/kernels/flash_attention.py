@@ -18,7 +18,7 @@ masked. It also writes the row log-sum-exp ``lse`` (fp32, natural log,
 (B, H, N_q)): with it the backward recomputes P = exp(S - lse) tile by tile
 instead of keeping the N x N probabilities.
 
-Backward, in three kernels and without atomics, so gradients are bitwise
+Backward, in three kernels (:mod:`fastvit.kernels.flash_attention_bwd`) and without atomics, so gradients are bitwise
 reproducible:
 
 1. ``delta = rowsum(dO * O)``, the softmax-Jacobian term of every query row;
@@ -50,6 +50,13 @@ from torch import Tensor
 
 from fastvit.kernels.attention_support import MAX_HEAD_DIM, backward_head_tiles, head_tiles, supports_head_dim
 from fastvit.kernels.tuning import autotune_configs, current_arch, interpreting, split
+from fastvit.kernels.flash_attention_bwd import (  # noqa: F401  (re-exported: configs, AOT, gpu-check)
+    DELTA_CONFIG, DKDV_CONFIGS, DQ_CONFIGS, _attention_bwd_delta_kernel, _attention_bwd_dkdv_kernel,
+    _attention_bwd_dq_kernel,
+)
+from fastvit.kernels.flash_attention_tiles import (  # noqa: F401  (re-exported for flash_attention_bwd_short)
+    LN2, LOG2E, _TUNE_KEY, _cast, _dot, _dot_acc, _load, _store,
+)
 
 # Launch configurations per architecture (see fastvit.kernels.tuning). The
 # first "default" entry is the only one used under test, and runs anywhere.
@@ -71,119 +78,7 @@ FWD_CONFIGS = {
     # 4 warps spill at head dims 72 and 128 on sm_80 (96-144 B); 8 do not.
     "default": [dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2)],
 }
-DKDV_CONFIGS = {
-    "sm90": [
-        dict(BLOCK_M=32, BLOCK_N=128, num_warps=8, num_stages=3),
-        dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2),
-        dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=3),
-    ],
-    "sm80": [
-        dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2),
-        dict(BLOCK_M=16, BLOCK_N=128, num_warps=8, num_stages=2),
-        dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=3),
-    ],
-    "default": [dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2)],
-}
-DQ_CONFIGS = {
-    "sm90": [
-        dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2),
-        dict(BLOCK_M=128, BLOCK_N=32, num_warps=8, num_stages=3),
-        dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3),
-    ],
-    "sm80": [
-        dict(BLOCK_M=128, BLOCK_N=32, num_warps=8, num_stages=2),
-        dict(BLOCK_M=128, BLOCK_N=16, num_warps=8, num_stages=2),
-        dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=3),
-    ],
-    # 8 bytes of spill at head_dim 64 on sm_80; none on sm_90.
-    "default": [dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2)],
-}
 CONFIGS = {"fwd": FWD_CONFIGS, "bwd_dkdv": DKDV_CONFIGS, "bwd_dq": DQ_CONFIGS}
-# The delta kernel is a row reduction with no product to tune.
-DELTA_CONFIG = dict(BLOCK_M=64, num_warps=4, num_stages=1)
-
-_TUNE_KEY = ["n_q", "n_kv", "HEAD_DIM"]
-LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
-LN2: tl.constexpr = tl.constexpr(0.6931471805599453)
-
-
-# INTERPRET is set by the launchers under the Triton interpreter only. There,
-# tl.dot runs through numpy's BLAS, and OpenBLAS's fp32 GEMM kernel for CPUs
-# without AVX-512 (Haswell/Zen) sums the inner dimension of A @ B in another
-# order than that of (B @ A)^T: the forward's S = Q K^T and the backward's
-# S^T = K Q^T then differ by up to ~1000 at |S| ~ 1e9, and exp2(S - lse)
-# overflows. A GPU sums each element over the head dimension in the same order
-# in every kernel. Under INTERPRET the products run in fp64 (exact for fp16 and
-# bf16 operands, near-exact sums) and round once to fp32, so the result no
-# longer depends on the operand order nor on the host CPU. bf16 operands skip
-# the cast of P / dS to bf16 (the interpreter's fp32 -> bf16 cast truncates).
-
-
-@triton.jit
-def _dot(a, b, PRECISION: tl.constexpr, INTERPRET: tl.constexpr):
-    """``a @ b`` accumulated in fp32, ``a`` (fp32 P or dS) cast to ``b``'s dtype first."""
-    if INTERPRET:
-        if b.dtype == tl.bfloat16:
-            a = a.to(tl.float32)
-        else:
-            a = a.to(b.dtype)
-        return tl.dot(a.to(tl.float64), b.to(tl.float32).to(tl.float64), out_dtype=tl.float64).to(tl.float32)
-    return tl.dot(a.to(b.dtype), b, input_precision=PRECISION)
-
-
-@triton.jit
-def _dot_acc(acc, a, b, PRECISION: tl.constexpr, INTERPRET: tl.constexpr):
-    """``acc + a @ b``, accumulating into ``acc`` on the GPU (one fp32 sum over the head dimension)."""
-    if INTERPRET:
-        return acc + _dot(a, b, PRECISION, INTERPRET)
-    return tl.dot(a.to(b.dtype), b, acc, input_precision=PRECISION)
-
-
-@triton.jit
-def _cast(x, dtype: tl.constexpr, INTERPRET: tl.constexpr):
-    """fp32 ``x`` to the output dtype, rounding bf16 to nearest even in the interpreter too."""
-    if INTERPRET and dtype == tl.bfloat16:
-        bits = x.to(tl.uint32, bitcast=True)
-        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-        x = bits.to(tl.float32, bitcast=True)
-    return x.to(dtype)
-
-
-@triton.jit
-def _tile_ptrs(ptr, rows, s_r, cols, s_c):
-    return ptr + rows[:, None] * s_r + cols[None, :] * s_c
-
-
-@triton.jit
-def _load(ptr, rows, s_r, cols, s_c, mask_r, mask_c, MASK_R: tl.constexpr, MASK_C: tl.constexpr):
-    """A 2-D tile, zero where masked; only the sides flagged MASK_* carry a mask."""
-    ptrs = _tile_ptrs(ptr, rows, s_r, cols, s_c)
-    if MASK_R:
-        if MASK_C:
-            x = tl.load(ptrs, mask=mask_r[:, None] & mask_c[None, :], other=0.0)
-        else:
-            x = tl.load(ptrs, mask=mask_r[:, None], other=0.0)
-    else:
-        if MASK_C:
-            x = tl.load(ptrs, mask=mask_c[None, :], other=0.0)
-        else:
-            x = tl.load(ptrs)
-    return x
-
-
-@triton.jit
-def _store(ptr, rows, s_r, cols, s_c, x, mask_r, mask_c, MASK_C: tl.constexpr):
-    if MASK_C:
-        tl.store(_tile_ptrs(ptr, rows, s_r, cols, s_c), x, mask=mask_r[:, None] & mask_c[None, :])
-    else:
-        tl.store(_tile_ptrs(ptr, rows, s_r, cols, s_c), x, mask=mask_r[:, None])
-
-
-# Head dimension in one or two power-of-two tiles (see attention_support.head_tiles): columns
-# [0, BLOCK_D) and [BLOCK_D, BLOCK_D + BLOCK_D2), BLOCK_D2 = 0 for one tile.
-# Products over the head dimension sum the first tile, then the second, into
-# one fp32 accumulator, in every kernel alike.
-
 
 @triton.jit
 def _fwd_block(
@@ -281,182 +176,6 @@ def _attention_fwd_kernel(
         _store(O, offs_m, so_n, offs_d2, so_d, _cast(acc2 / l_i[:, None], out_ty, INTERPRET), mask_m,
                offs_d2 < HEAD_DIM, HEAD_DIM < BLOCK_D + BLOCK_D2)  # fmt: skip
     tl.store(LSE + offs_m, (m_i + tl.log2(l_i)) * LN2, mask=mask_m)
-
-
-@triton.jit
-def _attention_bwd_delta_kernel(
-    O, DO, DELTA,
-    so_b, so_h, so_n, so_d,
-    sdo_b, sdo_h, sdo_n, sdo_d,
-    num_heads, n_q,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
-):  # fmt: skip
-    """DELTA = rowsum(dO * O) in fp32, (B, H, N_q) contiguous: dS = P * (dP - DELTA)."""
-    pid = tl.program_id(0)
-    num_m = tl.cdiv(n_q, BLOCK_M)
-    bh = pid // num_m
-    b = (bh // num_heads).to(tl.int64)
-    h = (bh % num_heads).to(tl.int64)
-    offs_m = (pid % num_m) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    mask_m = offs_m < n_q
-    mask = mask_m[:, None] & (offs_d < HEAD_DIM)[None, :]
-    o = tl.load(O + b * so_b + h * so_h + offs_m[:, None] * so_n + offs_d[None, :] * so_d, mask=mask, other=0.0)
-    do = tl.load(DO + b * sdo_b + h * sdo_h + offs_m[:, None] * sdo_n + offs_d[None, :] * sdo_d, mask=mask, other=0.0)
-    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
-    tl.store(DELTA + bh.to(tl.int64) * n_q + offs_m, delta, mask=mask_m)
-
-
-@triton.autotune(configs=autotune_configs(DKDV_CONFIGS), key=_TUNE_KEY)
-@triton.jit
-def _attention_bwd_dkdv_kernel(
-    Q, K, V, DO, LSE, DELTA, DK, DV,
-    sq_b, sq_h, sq_n, sq_d,
-    sk_b, sk_h, sk_n, sk_d,
-    sv_b, sv_h, sv_n, sv_d,
-    sdo_b, sdo_h, sdo_n, sdo_d,
-    sdk_b, sdk_h, sdk_n, sdk_d,
-    sdv_b, sdv_h, sdv_n, sdv_d,
-    scale, qk_scale, num_heads, n_q, n_kv,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_D2: tl.constexpr, PRECISION: tl.constexpr,
-    INTERPRET: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-):  # fmt: skip
-    """One program per (key block, batch x head), looping over all query blocks:
-    dV = P^T dO and dK = scale * dS^T Q, with P rebuilt from the saved LSE.
-    Works on transposed tiles (keys x queries) so dK and dV stay in registers."""
-    pid = tl.program_id(0)
-    num_n = tl.cdiv(n_kv, BLOCK_N)
-    bh = pid // num_n
-    b = (bh // num_heads).to(tl.int64)
-    h = (bh % num_heads).to(tl.int64)
-    offs_n = (pid % num_n) * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_m = tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_d2 = BLOCK_D + tl.arange(0, max(BLOCK_D2, 16))
-    mask_n = offs_n < n_kv
-    mask_d = offs_d < HEAD_DIM
-    mask_d2 = offs_d2 < HEAD_DIM
-    MASK_D: tl.constexpr = HEAD_DIM < BLOCK_D
-    MASK_D2: tl.constexpr = HEAD_DIM < BLOCK_D + BLOCK_D2
-    Q += b * sq_b + h * sq_h
-    K += b * sk_b + h * sk_h
-    V += b * sv_b + h * sv_h
-    DO += b * sdo_b + h * sdo_h
-    DK += b * sdk_b + h * sdk_h
-    DV += b * sdv_b + h * sdv_h
-    LSE += bh.to(tl.int64) * n_q
-    DELTA += bh.to(tl.int64) * n_q
-
-    k = _load(K, offs_n, sk_n, offs_d, sk_d, mask_n, mask_d, True, MASK_D)
-    v = _load(V, offs_n, sv_n, offs_d, sv_d, mask_n, mask_d, True, MASK_D)
-    dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
-    dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
-    k2, v2, dk2, dv2 = k, v, dk, dv
-    if BLOCK_D2 > 0:
-        k2 = _load(K, offs_n, sk_n, offs_d2, sk_d, mask_n, mask_d2, True, MASK_D2)
-        v2 = _load(V, offs_n, sv_n, offs_d2, sv_d, mask_n, mask_d2, True, MASK_D2)
-        dk2 = tl.zeros([BLOCK_N, BLOCK_D2], tl.float32)
-        dv2 = tl.zeros([BLOCK_N, BLOCK_D2], tl.float32)
-    for start_m in range(0, n_q, BLOCK_M):
-        rows = start_m + offs_m
-        mask_m = rows < n_q
-        qt = _load(Q, offs_d, sq_d, rows, sq_n, mask_d, mask_m, MASK_D, True)
-        do = _load(DO, rows, sdo_n, offs_d, sdo_d, mask_m, mask_d, True, MASK_D)
-        lse2 = tl.load(LSE + rows, mask=mask_m, other=0.0) * LOG2E
-        delta = tl.load(DELTA + rows, mask=mask_m, other=0.0)
-        st = _dot(k, qt, PRECISION, INTERPRET)
-        dpt = _dot(v, tl.trans(do), PRECISION, INTERPRET)
-        if BLOCK_D2 > 0:
-            qt2 = _load(Q, offs_d2, sq_d, rows, sq_n, mask_d2, mask_m, MASK_D2, True)
-            do2 = _load(DO, rows, sdo_n, offs_d2, sdo_d, mask_m, mask_d2, True, MASK_D2)
-            st = _dot_acc(st, k2, qt2, PRECISION, INTERPRET)
-            dpt = _dot_acc(dpt, v2, tl.trans(do2), PRECISION, INTERPRET)
-        pt = tl.where(mask_m[None, :], tl.exp2(st * qk_scale - lse2[None, :]), 0.0)
-        dst = pt * (dpt - delta[None, :])
-        dv = _dot_acc(dv, pt, do, PRECISION, INTERPRET)
-        dk = _dot_acc(dk, dst, tl.trans(qt), PRECISION, INTERPRET)
-        if BLOCK_D2 > 0:
-            dv2 = _dot_acc(dv2, pt, do2, PRECISION, INTERPRET)
-            dk2 = _dot_acc(dk2, dst, tl.trans(qt2), PRECISION, INTERPRET)
-
-    _store(DK, offs_n, sdk_n, offs_d, sdk_d, _cast(dk * scale, DK.dtype.element_ty, INTERPRET), mask_n, mask_d, MASK_D)
-    _store(DV, offs_n, sdv_n, offs_d, sdv_d, _cast(dv, DV.dtype.element_ty, INTERPRET), mask_n, mask_d, MASK_D)
-    if BLOCK_D2 > 0:
-        _store(DK, offs_n, sdk_n, offs_d2, sdk_d, _cast(dk2 * scale, DK.dtype.element_ty, INTERPRET), mask_n,
-               mask_d2, MASK_D2)  # fmt: skip
-        _store(DV, offs_n, sdv_n, offs_d2, sdv_d, _cast(dv2, DV.dtype.element_ty, INTERPRET), mask_n, mask_d2,
-               MASK_D2)  # fmt: skip
-
-
-@triton.autotune(configs=autotune_configs(DQ_CONFIGS), key=_TUNE_KEY)
-@triton.jit
-def _attention_bwd_dq_kernel(
-    Q, K, V, DO, LSE, DELTA, DQ,
-    sq_b, sq_h, sq_n, sq_d,
-    sk_b, sk_h, sk_n, sk_d,
-    sv_b, sv_h, sv_n, sv_d,
-    sdo_b, sdo_h, sdo_n, sdo_d,
-    sdq_b, sdq_h, sdq_n, sdq_d,
-    scale, qk_scale, num_heads, n_q, n_kv,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_D2: tl.constexpr, PRECISION: tl.constexpr,
-    INTERPRET: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-):  # fmt: skip
-    """One program per (query block, batch x head), looping over all key blocks:
-    dQ = scale * dS K with dS = P * (dO V^T - DELTA), P rebuilt from the saved LSE."""
-    pid = tl.program_id(0)
-    num_m = tl.cdiv(n_q, BLOCK_M)
-    bh = pid // num_m
-    b = (bh // num_heads).to(tl.int64)
-    h = (bh % num_heads).to(tl.int64)
-    offs_m = (pid % num_m) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_d2 = BLOCK_D + tl.arange(0, max(BLOCK_D2, 16))
-    mask_m = offs_m < n_q
-    mask_d = offs_d < HEAD_DIM
-    mask_d2 = offs_d2 < HEAD_DIM
-    MASK_D: tl.constexpr = HEAD_DIM < BLOCK_D
-    MASK_D2: tl.constexpr = HEAD_DIM < BLOCK_D + BLOCK_D2
-    Q += b * sq_b + h * sq_h
-    K += b * sk_b + h * sk_h
-    V += b * sv_b + h * sv_h
-    DO += b * sdo_b + h * sdo_h
-    DQ += b * sdq_b + h * sdq_h
-    LSE += bh.to(tl.int64) * n_q
-    DELTA += bh.to(tl.int64) * n_q
-
-    q = _load(Q, offs_m, sq_n, offs_d, sq_d, mask_m, mask_d, True, MASK_D)
-    do = _load(DO, offs_m, sdo_n, offs_d, sdo_d, mask_m, mask_d, True, MASK_D)
-    dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    q2, do2, dq2 = q, do, dq
-    if BLOCK_D2 > 0:
-        q2 = _load(Q, offs_m, sq_n, offs_d2, sq_d, mask_m, mask_d2, True, MASK_D2)
-        do2 = _load(DO, offs_m, sdo_n, offs_d2, sdo_d, mask_m, mask_d2, True, MASK_D2)
-        dq2 = tl.zeros([BLOCK_M, BLOCK_D2], tl.float32)
-    lse2 = tl.load(LSE + offs_m, mask=mask_m, other=0.0) * LOG2E
-    delta = tl.load(DELTA + offs_m, mask=mask_m, other=0.0)
-    for start_n in range(0, n_kv, BLOCK_N):
-        cols = start_n + offs_n
-        mask_n = cols < n_kv
-        kt = _load(K, offs_d, sk_d, cols, sk_n, mask_d, mask_n, MASK_D, True)
-        vt = _load(V, offs_d, sv_d, cols, sv_n, mask_d, mask_n, MASK_D, True)
-        s = _dot(q, kt, PRECISION, INTERPRET)
-        dp = _dot(do, vt, PRECISION, INTERPRET)
-        if BLOCK_D2 > 0:
-            kt2 = _load(K, offs_d2, sk_d, cols, sk_n, mask_d2, mask_n, MASK_D2, True)
-            vt2 = _load(V, offs_d2, sv_d, cols, sv_n, mask_d2, mask_n, MASK_D2, True)
-            s = _dot_acc(s, q2, kt2, PRECISION, INTERPRET)
-            dp = _dot_acc(dp, do2, vt2, PRECISION, INTERPRET)
-        p = tl.where(mask_n[None, :], tl.exp2(s * qk_scale - lse2[:, None]), 0.0)
-        ds = p * (dp - delta[:, None])
-        dq = _dot_acc(dq, ds, tl.trans(kt), PRECISION, INTERPRET)
-        if BLOCK_D2 > 0:
-            dq2 = _dot_acc(dq2, ds, tl.trans(kt2), PRECISION, INTERPRET)
-
-    _store(DQ, offs_m, sdq_n, offs_d, sdq_d, _cast(dq * scale, DQ.dtype.element_ty, INTERPRET), mask_m, mask_d, MASK_D)
-    if BLOCK_D2 > 0:
-        _store(DQ, offs_m, sdq_n, offs_d2, sdq_d, _cast(dq2 * scale, DQ.dtype.element_ty, INTERPRET), mask_m,
-               mask_d2, MASK_D2)  # fmt: skip
 
 
 def _input_constexprs(q: Tensor, allow_tf32: bool, backward: bool = False) -> dict:
