@@ -232,6 +232,7 @@ PRESETS: dict[str, dict] = {
 _DEFAULT_TAGS = {
     "vit_base_patch8_224": "augreg2_in21k_ft_in1k", "vit_base_patch16_224": "augreg2_in21k_ft_in1k",
     "vit_large_patch14_224": "untrained", "vit_huge_patch14_224": "orig_in21k",
+    "vit_base_r50_s16_224": "orig_in21k", "vit_base_r50_s16_384": "orig_in21k_ft_in1k",
 }
 INCEPTION_MEAN = INCEPTION_STD = (0.5, 0.5, 0.5)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -249,6 +250,8 @@ def pretrained_cfg_for(name: str | None, cfg: "ViTConfig") -> dict:
                     std=IMAGENET_STD, num_classes=cfg.num_classes)
     preset = ViTConfig(**PRESETS[name])
     deit = name.startswith("deit_")
+    if preset.hybrid_layers is not None:  # the image meets the ResNet stem's first convolution
+        common["first_conv"] = "patch_embed.backbone.stem.conv"
     return dict(
         common, tag="fb_in1k" if deit else _DEFAULT_TAGS.get(name, "augreg_in21k_ft_in1k"),
         input_size=(preset.in_chans, *preset.img_size),
