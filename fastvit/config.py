@@ -117,14 +117,9 @@ class ViTConfig:
             raise ValueError("distilled=True needs class_token=True (DeiT pools the class and distillation tokens)")
         check_resample_convention(self.pos_embed_resample)
         if self.hybrid_layers is not None:
-            from .layers.resnetv2 import backbone_stride
+            from .layers.resnetv2 import backbone_stride, check_layers
 
-            layers = self.hybrid_layers
-            if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
-                raise TypeError(f"hybrid_layers must be None or a tuple of positive ints (blocks per stage), got {layers!r}")
-            self.hybrid_layers = tuple(layers)
-            if not 1 <= len(self.hybrid_layers) <= 4 or not all(_is_int(n) and n > 0 for n in self.hybrid_layers):
-                raise ValueError(f"hybrid_layers must hold 1 to 4 positive ints (blocks per stage), got {layers!r}")
+            self.hybrid_layers = check_layers(self.hybrid_layers)
             if self.patch_size != backbone_stride(self.hybrid_layers):
                 raise ValueError(f"patch_size must be the hybrid backbone's stride {backbone_stride(self.hybrid_layers)}, got {self.patch_size}")
         self._check_impls()

@@ -335,7 +335,8 @@ def linear_gelu_fwd(
 
 
 @linear_gelu_fwd.register_fake
-def _(x, weight, bias, approximate, save_pre, allow_tf32):
+def linear_gelu_fake(x, weight, bias, approximate, save_pre, allow_tf32):
+    """Output shapes of the fused forwards, this kernel's and the TMA candidate's (linear_tma)."""
     shape = (x.shape[0], weight.shape[0])
     return x.new_empty(shape), x.new_empty(shape if save_pre else (0,))
 
@@ -354,7 +355,7 @@ def linear_residual_fwd(
 
 
 @linear_residual_fwd.register_fake
-def _(x, weight, bias, residual, scale, allow_tf32):
+def linear_residual_fake(x, weight, bias, residual, scale, allow_tf32):
     return residual.new_empty((x.shape[0], weight.shape[0]))
 
 

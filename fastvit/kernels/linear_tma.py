@@ -252,10 +252,7 @@ def linear_gelu_tma_fwd(
     return y, x.new_empty((0,)) if pre is None else pre
 
 
-@linear_gelu_tma_fwd.register_fake
-def _(x, weight, bias, approximate, save_pre, allow_tf32):
-    shape = (x.shape[0], weight.shape[0])
-    return x.new_empty(shape), x.new_empty(shape if save_pre else (0,))
+linear_gelu_tma_fwd.register_fake(linear.linear_gelu_fake)
 
 
 @torch.library.custom_op("fastvit::linear_residual_tma_fwd", mutates_args=())
@@ -273,9 +270,7 @@ def linear_residual_tma_fwd(
                   allow_tf32=allow_tf32)  # fmt: skip
 
 
-@linear_residual_tma_fwd.register_fake
-def _(x, weight, bias, residual, scale, allow_tf32):
-    return residual.new_empty((x.shape[0], weight.shape[0]))
+linear_residual_tma_fwd.register_fake(linear.linear_residual_fake)
 
 
 linear_gelu_tma_fwd.register_autograd(linear._linear_gelu_backward, setup_context=linear._linear_gelu_setup)

@@ -130,6 +130,9 @@ class Stem(nn.Module):
 
 
 def check_layers(layers) -> tuple[int, ...]:
+    """``layers`` (blocks per ResNet stage) as a tuple; TypeError / ValueError naming what was expected."""
+    if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+        raise TypeError(f"hybrid_layers must be None or a tuple of positive ints (blocks per stage), got {layers!r}")
     layers = tuple(layers)
     if not 1 <= len(layers) <= len(STAGE_WIDTHS) or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in layers):
         raise ValueError(f"hybrid_layers must be 1 to {len(STAGE_WIDTHS)} positive ints (blocks per ResNet stage), got {layers!r}")
