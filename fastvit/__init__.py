@@ -8,9 +8,11 @@
 
 from .checkpoints import from_hf, from_timm, from_torchvision, load_checkpoint, to_hf_state_dict, to_timm_state_dict
 from .compiling import compile
-from .config import PRESETS, ViTConfig, get_config, list_models
+from .config import ViTConfig
+from .factory import create_model
 from .layers import resample_pos_embed
-from .model import Block, VisionTransformer, create_model
+from .model import Block, VisionTransformer
+from .presets import PRESETS, get_config, list_models
 
 __version__ = "0.1.0"
 

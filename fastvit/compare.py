@@ -160,7 +160,7 @@ _ARCH_FIELDS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "ml
 
 def architecture_note(record: dict) -> str:
     """How the record's architecture differs from its preset ("depth=2, img_size=32x32"), or ""."""
-    from .config import get_config
+    from .presets import get_config
 
     config = record.get("config") or {}
     try:

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .config import GLOBAL_POOLS, ViTConfig, get_config, pretrained_cfg_for
+from .config import GLOBAL_POOLS, ViTConfig
+from .presets import pretrained_cfg_for
 from .layers import Attention, PatchEmbed, mlp_layer, norm_layer, resample_options, resample_pos_embed
 from .layers.linear import autocast_dtype
 
@@ -344,26 +345,3 @@ class VisionTransformer(nn.Module):
                                  "fastvit does not resample the patch-embedding kernel")
         if img_size is not None:
             self.set_img_size(img_size)
-
-
-def create_model(name: str, pretrained: str | None = None, **overrides) -> VisionTransformer:
-    """Build a preset by name (``fastvit.list_models()``), with config fields overridden by keyword.
-
-    ``pretrained`` is a path to a local checkpoint (timm, torchvision, Hugging
-    Face or big_vision layout); see :func:`fastvit.load_checkpoint`.
-    """
-    if pretrained is not None and not isinstance(pretrained, dict):
-        from .checkpoints.hf_config import hf_config_fields, read_hf_config
-
-        # a Hugging Face config.json beside the weights fixes what they cannot show (eps, heads);
-        # keywords given here still win
-        hf = read_hf_config(pretrained)
-        if hf is not None and hf.get("model_type") in ("vit", "deit"):
-            overrides = {**hf_config_fields(hf, f"{pretrained} (config.json)"), **overrides}
-    model = VisionTransformer(get_config(name, **overrides))
-    model.pretrained_cfg = model.default_cfg = pretrained_cfg_for(name, model.cfg)
-    if pretrained is not None:
-        from .checkpoints import load_checkpoint
-
-        load_checkpoint(model, pretrained)
-    return model

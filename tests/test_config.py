@@ -2,7 +2,8 @@ import pytest
 import torch
 
 import fastvit
-from fastvit.config import PRESETS, ViTConfig
+from fastvit.config import ViTConfig
+from fastvit.presets import PRESETS
 
 
 def test_vit_base_parameter_count_is_exact():

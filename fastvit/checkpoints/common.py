@@ -18,6 +18,7 @@ from torch import nn
 
 from ..config import ViTConfig
 from ..layers import resample_pos_embed
+from ..model import VisionTransformer
 from .tensors import check_entries, shorten
 
 # (regex over the source key, fastvit name template, optional tensor transform).
@@ -215,8 +216,6 @@ def build_like(cfg: ViTConfig, state_dict: dict[str, torch.Tensor], source: nn.M
     """A fastvit VisionTransformer with ``state_dict`` loaded, on ``source``'s device and
     dtype and in its train/eval mode. The model is built on the meta device, so no
     time is spent on an initialisation the weights overwrite."""
-    from ..model import VisionTransformer
-
     ref = next((p for p in source.parameters() if p.is_floating_point()), None)
     device, dtype = (ref.device, ref.dtype) if ref is not None else (torch.device("cpu"), torch.float32)
     with torch.device("meta"):

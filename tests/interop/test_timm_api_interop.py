@@ -55,7 +55,7 @@ def test_every_timm_attribute_exists_with_timm_values(timm, name):
 def test_pretrained_cfg_per_preset_is_timms(timm):
     keys = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode", "num_classes", "fixed_input_size",
             "pool_size", "first_conv", "classifier", "architecture", "tag", "license")
-    from fastvit.config import get_config, pretrained_cfg_for
+    from fastvit.presets import get_config, pretrained_cfg_for
 
     for name in fastvit.list_models():
         theirs = timm.models.get_pretrained_cfg(name).to_dict()
