@@ -43,8 +43,11 @@ def test_vit_b16_macs_match_timm():
         fastvit.get_config("vit_tiny_patch16_224"),
         fastvit.ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=10, representation_size=16, distilled=True),
         fastvit.ViTConfig(img_size=(32, 48), patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=10, global_pool="avg", class_token=False),
+        # hybrids: the ResNet stem's convolutions count too (odd maps exercise SAME padding's ceil)
+        fastvit.ViTConfig(img_size=(40, 56), patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=10, hybrid_layers=(1, 1)),
+        fastvit.ViTConfig(img_size=48, patch_size=16, embed_dim=32, depth=1, num_heads=2, num_classes=0, hybrid_layers=(2, 1, 1)),
     ],
-    ids=["vit_tiny", "distilled+pre_logits", "avg_pool-rectangular"],
+    ids=["vit_tiny", "distilled+pre_logits", "avg_pool-rectangular", "hybrid-2-stages", "hybrid-3-stages"],
 )
 def test_macs_equal_torch_flop_counter(cfg):
     """The analytic count equals what torch's FlopCounterMode sees (eager attention: CPU SDPA is not counted)."""

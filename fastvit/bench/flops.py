@@ -10,14 +10,20 @@ TRAINING_FLOP_FACTOR = 3  # forward + backward (input and weight gradients) ~ 3 
 def forward_macs(cfg) -> int:
     """Multiply-accumulates of one image's forward pass, from a :class:`fastvit.ViTConfig`.
 
-    Counts the GEMM-like work: patch embedding, qkv, the two attention matmuls
+    Counts the GEMM-like work: patch embedding (for a hybrid, every ResNet
+    convolution and the 1x1 projection), qkv, the two attention matmuls
     (q k^T and attn v), the output projection, the MLP, the pre-logits layer
     and the head(s). Norms, softmax, GELU and adds are left out, as in timm's
     (fvcore's) count: ViT-B/16 at 224 gives 17.56e9 (timm: 17.58e9).
     """
     d, hidden, t = cfg.embed_dim, cfg.mlp_hidden_dim, cfg.num_tokens
     gh, gw = cfg.grid_size
-    macs = gh * gw * cfg.in_chans * cfg.patch_size**2 * d  # patch embedding conv
+    if cfg.hybrid_layers is not None:
+        from fastvit.layers.resnetv2 import backbone_width, resnetv2_macs
+
+        macs = resnetv2_macs(cfg.hybrid_layers, cfg.in_chans, cfg.img_size) + gh * gw * backbone_width(cfg.hybrid_layers) * d
+    else:
+        macs = gh * gw * cfg.in_chans * cfg.patch_size**2 * d  # patch embedding conv
     per_block = t * d * 3 * d  # qkv
     per_block += 2 * t * t * d  # q k^T and attn v, all heads together
     per_block += t * d * d  # output projection

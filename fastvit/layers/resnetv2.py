@@ -180,6 +180,30 @@ def resnetv2_num_params(layers, in_chans: int = 3) -> int:
     return n
 
 
+def resnetv2_macs(layers, in_chans: int, img_size: tuple[int, int]) -> int:
+    """Multiply-accumulates of :class:`ResNetV2`'s convolutions for one ``img_size`` image
+    (SAME padding: a stride-s layer gives ceil(n / s) outputs); norms, ReLU and pooling left out."""
+    layers = check_layers(layers)
+    h, w = (math.ceil(n / 2) for n in img_size)  # stem 7x7/2
+    macs = h * w * STEM_WIDTH * in_chans * 49
+    h, w = math.ceil(h / 2), math.ceil(w / 2)  # 3x3/2 max pool
+    prev = STEM_WIDTH
+    for s, (depth, out) in enumerate(zip(layers, STAGE_WIDTHS)):
+        mid = out // 4
+        for i in range(depth):
+            stride = 2 if s and i == 0 else 1
+            cin = prev if i == 0 else out
+            ho, wo = math.ceil(h / stride), math.ceil(w / stride)
+            macs += h * w * mid * cin  # conv1, 1x1 at the input resolution
+            macs += ho * wo * mid * mid * 9  # conv2, 3x3 carrying the stride
+            macs += ho * wo * out * mid  # conv3
+            if i == 0:  # shortcut projection
+                macs += ho * wo * out * cin
+            h, w = ho, wo
+        prev = out
+    return macs
+
+
 class HybridEmbed(TokenGrid, nn.Module):
     """ResNetV2 feature map -> 1x1 convolution -> tokens (B, N, embed_dim); N = (H/stride) * (W/stride)."""
 
