@@ -132,3 +132,9 @@ def mlp_residual(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, residual, *, app
         rows(x), fc1_weight, fc1_bias, fc2_weight, fc2_bias, rows(residual), scale, approximate, save, allow_tf32
     )
     return out.reshape(out_shape)
+
+
+from fastvit.kernels import contract, linear_support  # noqa: E402
+
+CONTRACT = contract.declare("mlp_residual", __name__, ("mlp_residual",), "fc1 + GELU + fc2 + residual, its backward "
+                            "fusing GELU's derivative into fc2's input-gradient GEMM; fp16/bf16/fp32", linear_support)

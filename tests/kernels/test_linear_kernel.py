@@ -384,7 +384,7 @@ def test_validation(name, device):
         call(x, w, b, r)
 
 
-AOT_CASES = linear.aot_cases()
+AOT_CASES = linear_aot.aot_cases()
 
 
 def test_configs_fit_the_register_budget():
