@@ -25,7 +25,7 @@ import triton.language as tl
 from torch import Tensor
 
 from fastvit.kernels import attention_support
-from fastvit.kernels.contract import declare
+from fastvit.kernels.contract import declare, device_reason
 from fastvit.kernels.tuning import interpreting
 
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
@@ -85,7 +85,7 @@ def _check_inputs(q: Tensor, k: Tensor, lse: Tensor) -> None:
         )
     if not (q.device == k.device == lse.device):
         raise ValueError(f"attention_probs: expected q, k, lse on one device, got {q.device}, {k.device}, {lse.device}")
-    if q.device.type != "cuda" and not interpreting():
+    if device_reason(q.device) is not None:
         raise RuntimeError(f"attention_probs: the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1), got {q.device}")
     if not attention_support.supports_head_dim(d):
         raise ValueError(f"attention_probs: expected head_dim between 1 and {attention_support.MAX_HEAD_DIM}, got {d}")

@@ -170,13 +170,12 @@ def device_reason(device, interpret: bool | None = None) -> str | None:
     kind = _device_type(device)
     if kind == "cuda":
         return None
+    hint = ""
     if interpret is None:
         from fastvit.kernels.tuning import interpreting
 
-        interpret = interpreting()
-    if interpret:
-        return None
-    return f"tensors are on {kind}; the kernels run on CUDA ({_INTERPRETER_HINT})"
+        interpret, hint = interpreting(), f"; {_INTERPRETER_HINT}"
+    return None if interpret else f"tensors are on {kind}; the kernels run on CUDA{hint}"
 
 
 def dtype_reason(name: str, dtype, allowed) -> str | None:

@@ -50,7 +50,7 @@ from torch import Tensor
 
 from fastvit.kernels import attention_support
 from fastvit.kernels.attention_support import MAX_HEAD_DIM, TORCH_DTYPES, backward_head_tiles, head_tiles, supports_head_dim
-from fastvit.kernels.contract import declare
+from fastvit.kernels.contract import declare, device_reason
 from fastvit.kernels.tuning import autotune_configs, current_arch, interpreting, split
 from fastvit.kernels.flash_attention_bwd import (  # noqa: F401  (re-exported: configs, AOT, gpu-check)
     DELTA_CONFIG, DKDV_CONFIGS, DQ_CONFIGS, _attention_bwd_delta_kernel, _attention_bwd_dkdv_kernel,
@@ -209,7 +209,7 @@ def _empty_out(q: Tensor) -> Tensor:
 
 
 def _check_runnable(t: Tensor) -> None:
-    if t.device.type != "cuda" and not interpreting():
+    if device_reason(t.device) is not None:
         raise RuntimeError(f"attention: the Triton kernels need CUDA tensors (or TRITON_INTERPRET=1), got {t.device}")
 
 

@@ -79,7 +79,7 @@ import triton.language as tl
 from torch import Tensor
 
 from fastvit.kernels import norm_support, tuning
-from fastvit.kernels.contract import declare
+from fastvit.kernels.contract import declare, device_reason
 from fastvit.kernels.norm_support import MAX_HIDDEN
 # Target elements per program tile; sets rows per program from the hidden size.
 # The interpreter pays per op and per program, not per element, so it takes
@@ -434,7 +434,7 @@ def _check_inputs(x, weight, bias, y=None):
     n = x.shape[-1]
     if not 0 <= n <= MAX_HIDDEN:
         raise ValueError(f"x: expected hidden size (last dim) in 0..{MAX_HIDDEN}, got {n}")
-    if not x.is_cuda and not tuning.interpreting():
+    if device_reason(x.device) is not None:
         raise ValueError(f"x: expected a CUDA tensor (or TRITON_INTERPRET=1 for CPU), got device {x.device}")
     if y is not None:
         if not isinstance(y, torch.Tensor) or y.dtype != x.dtype:
