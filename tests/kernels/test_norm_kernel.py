@@ -535,7 +535,7 @@ def test_aot_cases_compile_every_launch_the_models_make(monkeypatch):
         values = {k: v for k, v in args.items() if isinstance(v, int) and k not in ("M", "rows_per_program")}
         divisible = divisible_args(signature, values)
         assert ("N" in divisible) == (n % 16 == 0) and ("stride_x" in divisible) == (n % 16 == 0)
-        fn = ln._layer_norm_bwd_kernel if name.endswith("bwd") else ln._layer_norm_fwd_kernel
+        fn = norm_aot._layer_norm_bwd_kernel if name.endswith("bwd") else norm_aot._layer_norm_fwd_kernel
         table = ln.BWD_CONFIGS if name.endswith("bwd") else ln.FWD_CONFIGS
         for arch in ("sm80", "sm90"):
             for entry in table[arch] + table["default"]:
@@ -550,7 +550,7 @@ def test_aot_cases_compile_every_launch_the_models_make(monkeypatch):
 
 def test_aot_cases_check_vector_loads_and_pipelined_copies():
     for c in AOT_CASES:  # every preset width divides by 16
-        if c.fn is ln._layer_norm_bwd_kernel:
+        if c.fn is norm_aot._layer_norm_bwd_kernel:
             assert c.expect_ptx == ("cp.async.cg.shared.global",), c
         else:
             assert c.forbid_ptx or c.expect_ptx == ("ld.global.v4",), c
