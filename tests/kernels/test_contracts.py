@@ -244,7 +244,7 @@ def _add_layer_norm(width, dtype=F32):
 def _linear(op, k, n, dtype=F32, approximate="none", residual_dtype=None):
     import fastvit.kernels as kernels
 
-    x, w, b = _t(5, k, dtype=dtype), _t(n, k, dtype=dtype, seed=1) * k**-0.5, _t(n, dtype=dtype, seed=2)
+    x, w, b = _t(5, k, dtype=dtype), _t(n, k, dtype=dtype, seed=1) * max(k, 1) ** -0.5, _t(n, dtype=dtype, seed=2)
     if "gelu" in op:
         return getattr(kernels, op)(x, w, b, approximate), reference.linear_gelu_ref(x, w, b, approximate)
     r = _t(5, n, dtype=residual_dtype or dtype, seed=3)
@@ -269,6 +269,7 @@ ACCEPTED = [
     ("add_layer_norm", dict(dtype=F32, width=48), lambda: _add_layer_norm(48)),
     ("linear_gelu", dict(dtype=F32, in_features=24, out_features=40, approximate="tanh"),
      lambda: _linear("linear_gelu", 24, 40, approximate="tanh")),
+    ("linear_gelu", dict(dtype=F32, in_features=0, out_features=6), lambda: _linear("linear_gelu", 0, 6)),
     ("linear_residual", dict(dtype=F32, in_features=20, out_features=12, residual_dtype=F32),
      lambda: _linear("linear_residual", 20, 12)),
     ("linear_gelu_tma", dict(dtype=F32, in_features=16, out_features=8), lambda: _linear("linear_gelu_tma", 16, 8)),
