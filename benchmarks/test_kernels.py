@@ -22,6 +22,13 @@
   "cublas+add-norm" (cuBLAS GEMM with bias, then add_layer_norm). TFLOP/s of
   the GEMM's 2·M·N·K (3x with gradients), so the seam's cost shows as a drop.
 
+- attention_probs: the softmax maps rebuilt from the forward's log-sum-exp
+  (what ``fastvit analyze`` draws) against torch's softmax(q k^T * scale), bf16
+  inputs, fp32 maps; GB/s of the maps written.
+
+The cases (shapes, dtypes, providers) are the op contracts' ``bench_cases()``
+(:mod:`fastvit.kernels.registry`), one parametrisation per benchmark function;
+tests/kernels/test_contracts.py proves every declared op is benchmarked here.
 Speed-ups are against "sdpa-flash" (attention) and "torch" (the others). Every
 record's parity is against the fp32 reference of :mod:`fastvit.kernels.reference`
 on a slice of the output. ``-m slow`` adds fp16 attention.
@@ -37,7 +44,10 @@ import torch
 import torch.nn.functional as F
 
 from fastvit import bench
-from fastvit.kernels import reference
+from fastvit.kernels import reference, registry
+
+if not registry.triton_installed():  # the contracts live in the Triton op files
+    pytest.skip(registry.TRITON_MISSING, allow_module_level=True)
 
 # FASTVIT_KERNEL_BENCH_SMOKE=1 runs the same cases on the CPU at toy sizes, the
 # Triton kernels through the interpreter: a check that the harness works
@@ -50,11 +60,14 @@ TOKENS = 197 if SMOKE else 256 * 197  # a ViT-B/16 batch of 256 at 224
 HEADS = {64: 3, 80: 4} if SMOKE else {64: 12, 80: 16}  # ViT-Ti and ViT-H/14 / ViT-B and ViT-H/14
 BUFFERS = 3  # rotating input buffers
 EPS = 1e-6
-MODES = ("fwd", "fwd+bwd")
 
 
-def _param(values: tuple, id: str, slow: bool = False):
-    return pytest.param(*values, id=id, marks=pytest.mark.slow if slow else ())
+def _cases(bench_name: str) -> tuple[list[str], list]:
+    """``parametrize`` arguments of ``test_<bench_name>``: the contracts' cases for it."""
+    cases = registry.bench_cases(bench_name)
+    argnames = [name for name, _ in cases[0].params]
+    assert all([name for name, _ in c.params] == argnames for c in cases), bench_name
+    return argnames, [pytest.param(*c.values.values(), id=c.id, marks=pytest.mark.slow if c.slow else ()) for c in cases]
 
 
 def _skip_unless_installed(package: str):
@@ -105,17 +118,7 @@ def _rand(*shape, dtype, grad=False):
 
 # -- attention ----------------------------------------------------------------------------
 
-ATTN_PROVIDERS = ("sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "triton", "flash_attn", "xformers")
 _SDPA_BACKENDS = {"sdpa-flash": "FLASH_ATTENTION", "sdpa-efficient": "EFFICIENT_ATTENTION", "sdpa-cudnn": "CUDNN_ATTENTION"}
-
-
-def _attention_params():
-    for dtype in ("bf16", "fp16"):
-        for head_dim in (64, 80):
-            for seq in (197, 257, 577, 1025):
-                for mode in MODES:
-                    for provider in ATTN_PROVIDERS:
-                        yield _param((seq, head_dim, dtype, mode, provider), f"N{seq}-D{head_dim}-{dtype}-{mode}-{provider}", slow=dtype != "bf16")
 
 
 def _attention_fn(provider: str):
@@ -142,7 +145,7 @@ def _attention_fn(provider: str):
     return lambda q, k, v: backend_fn(q, k, v)
 
 
-@pytest.mark.parametrize("seq,head_dim,dtype,mode,provider", list(_attention_params()))
+@pytest.mark.parametrize(*_cases("attention"))
 def test_attention(benchmark, references, kernel_rounds, seq, head_dim, dtype, mode, provider):
     fn = _attention_fn(provider)
     heads = HEADS[head_dim]
@@ -169,17 +172,6 @@ def test_attention(benchmark, references, kernel_rounds, seq, head_dim, dtype, m
 
 # -- LayerNorm and add + LayerNorm --------------------------------------------------------
 
-NORM_PROVIDERS = ("torch", "torch.compile", "triton")
-
-
-def _norm_params():
-    for op in ("layer_norm", "add_layer_norm"):
-        for width in (768, 1024):
-            for mode in MODES:
-                for provider in NORM_PROVIDERS:
-                    yield _param((op, width, mode, provider), f"{op}-N{width}-{mode}-{provider}")
-
-
 def _torch_layer_norm(x, w, b):
     return F.layer_norm(x, (x.shape[-1],), w, b, EPS)
 
@@ -200,7 +192,7 @@ def _norm_fn(op: str, provider: str):
     return torch.compile(fn) if provider == "torch.compile" else fn
 
 
-@pytest.mark.parametrize("op,width,mode,provider", list(_norm_params()))
+@pytest.mark.parametrize(*_cases("layer_norm"))
 def test_layer_norm(benchmark, references, kernel_rounds, op, width, mode, provider):
     dt = torch.bfloat16
     grad = mode != "fwd"
@@ -231,17 +223,9 @@ def test_layer_norm(benchmark, references, kernel_rounds, op, width, mode, provi
 
 # -- GEMMs with fused epilogues -----------------------------------------------------------
 
-# "tma": the Hopper candidate (fastvit.kernels.linear_tma; sm_90+ only), beside the pointer kernel "triton"
-LINEAR_PROVIDERS = ("torch", "torch.compile", "triton", "tma")
+# provider "tma": the Hopper candidate (fastvit.kernels.linear_tma; sm_90+ only), beside the pointer kernel "triton"
 # (K, N): ViT-B's fc1, fc2 (ViT-Ti's in smoke mode)
 LINEAR_SHAPES = {"linear_gelu": (192, 768), "linear_residual": (768, 192)} if SMOKE else {"linear_gelu": (768, 3072), "linear_residual": (3072, 768)}
-
-
-def _linear_params():
-    for op in LINEAR_SHAPES:
-        for mode in MODES:
-            for provider in LINEAR_PROVIDERS:
-                yield _param((op, mode, provider), f"{op}-{mode}-{provider}")
 
 
 def _torch_linear_gelu(x, w, b):
@@ -267,7 +251,7 @@ def _linear_fn(op: str, provider: str):
     return torch.compile(fn) if provider == "torch.compile" else fn
 
 
-@pytest.mark.parametrize("op,mode,provider", list(_linear_params()))
+@pytest.mark.parametrize(*_cases("linear"))
 def test_linear(benchmark, references, kernel_rounds, op, mode, provider):
     dt = torch.bfloat16
     grad = mode != "fwd"
@@ -298,9 +282,6 @@ def test_linear(benchmark, references, kernel_rounds, op, mode, provider):
 
 # -- the seam between GEMMs: residual add + LayerNorm, two ways ---------------------------
 
-RESIDUAL_NORM_PROVIDERS = ("torch", "torch.compile", "triton-epilogue", "cublas+add-norm")
-
-
 def _torch_residual_norm(x, w, b, r, nw, nb):
     s = r + F.linear(x, w, b)
     return s, F.layer_norm(s, (s.shape[-1],), nw, nb, EPS)
@@ -322,8 +303,7 @@ def _residual_norm_fn(provider: str):
     return torch.compile(_torch_residual_norm) if provider == "torch.compile" else _torch_residual_norm
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("provider", RESIDUAL_NORM_PROVIDERS)
+@pytest.mark.parametrize(*_cases("residual_norm"))
 def test_residual_norm(benchmark, references, kernel_rounds, provider, mode):
     dt = torch.bfloat16
     grad = mode != "fwd"
@@ -350,9 +330,6 @@ def test_residual_norm(benchmark, references, kernel_rounds, provider, mode):
 
 # -- a whole MLP branch: the fused backward (GELU's derivative in fc2's dgrad GEMM) vs two ops --
 
-MLP_PROVIDERS = ("torch", "torch.compile", "triton-two-ops", "triton-mlp")
-
-
 def _torch_mlp(x, w1, b1, w2, b2, r):
     return r + F.linear(F.gelu(F.linear(x, w1, b1)), w2, b2)
 
@@ -369,8 +346,7 @@ def _mlp_fn(provider: str):
     return torch.compile(_torch_mlp) if provider == "torch.compile" else _torch_mlp
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("provider", MLP_PROVIDERS)
+@pytest.mark.parametrize(*_cases("mlp"))
 def test_mlp(benchmark, references, kernel_rounds, provider, mode):
     """fc1 + GELU + fc2 + residual at ViT-B's MLP (ViT-Ti's in smoke mode); 4·M·D·H FLOPs forward, 3x with gradients."""
     dt = torch.bfloat16
@@ -390,4 +366,35 @@ def test_mlp(benchmark, references, kernel_rounds, provider, mode):
         shape=dict(m=m, d=d, h=h), fn=_mlp_fn(provider), inputs=inputs, grad_of=(0, 1, 2, 3, 4, 5),
         compiled=provider == "torch.compile", flop_per_iter=4 * m * d * h * (1 if mode == "fwd" else 3),
         check=lambda out: bench.parity(out[:rows], ref),
+    )
+
+
+# -- attention maps from the forward's log-sum-exp ----------------------------------------
+
+
+def _torch_attention_probs(q, k, lse, scale):
+    return torch.softmax(torch.matmul(q, k.transpose(-2, -1)).float() * scale, dim=-1)
+
+
+@pytest.mark.parametrize(*_cases("attention_probs"))
+def test_attention_probs(benchmark, references, kernel_rounds, seq, head_dim, provider):
+    """The maps of one layer (batch 8, the analysis' scale): written once, fp32, so GB/s of the maps."""
+    from fastvit.kernels.flash_attention import attention_fwd
+
+    heads, batch, dt = HEADS[head_dim], 8 if not SMOKE else 1, torch.bfloat16
+    scale = head_dim**-0.5
+    inputs = []
+    for _ in range(BUFFERS):
+        q, k, v = (_rand(batch, heads, seq, head_dim, dtype=dt) for _ in range(3))
+        inputs.append((q, k, attention_fwd(q, k, v, scale)[1], scale, None))
+    if provider == "triton":
+        from fastvit.kernels.attention_probs import attention_probs as fn
+    else:
+        fn = _torch_attention_probs
+    q0, k0, lse0 = (t[:1].detach() for t in inputs[0][:3])
+    ref = reference.attention_probs_ref(q0.float(), k0.float(), lse0, scale, upcast=False)
+    _run(
+        benchmark, references, kernel_rounds, op="attention_probs", provider=provider, mode="fwd", dtype="bf16",
+        shape=dict(batch=batch, heads=heads, seq=seq, head_dim=head_dim), fn=fn, inputs=inputs, grad_of=(),
+        bytes_per_iter=4 * batch * heads * seq * seq, check=lambda out: bench.parity(out[:1], ref),
     )

@@ -44,6 +44,9 @@ def info(args: argparse.Namespace) -> int:
     for head_dim in (64, 80):
         choice, why = auto_choice(device, dtype, head_dim)
         print(f"auto on {device}, {str(dtype).replace('torch.', '')}, head_dim {head_dim}: {choice} ({why})")
+    from fastvit.kernels import registry
+
+    print("fused ops (fastvit.kernels contracts):", *(f"  {line}" for line in registry.describe()), sep="\n")
     return 0
 
 

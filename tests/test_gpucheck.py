@@ -75,8 +75,8 @@ def test_unwritable_out_exits_2_before_running(tmp_path, capsys):
 
 def test_sweep_finds_every_shipped_norm_config():
     found = {name: cands for name, _, cands in configs.autotuners(norm)}
-    assert set(found) == {"layer_norm_fwd", "layer_norm_bwd"}
-    for name, table in (("layer_norm_fwd", norm.FWD_CONFIGS), ("layer_norm_bwd", norm.BWD_CONFIGS)):
+    assert set(found) == {"layer_norm_fwd_kernel", "layer_norm_bwd_kernel"}
+    for name, table in (("layer_norm_fwd_kernel", norm.FWD_CONFIGS), ("layer_norm_bwd_kernel", norm.BWD_CONFIGS)):
         shipped = {tuple(sorted(e.items())) for e in tuning.selected_entries(table) + table["default"]}
         got = {tuple(sorted({**c.kwargs, "num_warps": c.num_warps, "num_stages": c.num_stages}.items())) for c in found[name]}
         assert got == shipped, name

@@ -7,7 +7,7 @@ softmax probabilities:
 
 - where the module runs fastvit's Triton kernel (``attn_impl="triton"``, or
   ``"auto"`` when it picks Triton), through the kernel's row log-sum-exp:
-  :func:`fastvit.kernels.flash_attention.attention_forward` gives ``lse`` and
+  :func:`fastvit.kernels.flash_attention.attention_fwd` gives ``lse`` and
   :func:`fastvit.kernels.attention_probs.attention_probs` writes
   ``exp(scale * q k^T - lse)`` tile by tile;
 - for every other backend (eager, sdpa, flash_attn, xformers) as an fp32
@@ -93,11 +93,11 @@ def probs_softmax(q: Tensor, k: Tensor, scale: float) -> Tensor:
 def probs_lse(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
     """The same probabilities through the Triton forward's log-sum-exp."""
     from fastvit.kernels.attention_probs import attention_probs
-    from fastvit.kernels.flash_attention import attention_forward
+    from fastvit.kernels.flash_attention import attention_fwd
     from fastvit.layers.attention import _require_triton_device
 
     _require_triton_device(q)
-    _, lse = attention_forward(q, k, v, scale)
+    _, lse = attention_fwd(q, k, v, scale)
     return attention_probs(q, k, lse, scale)
 
 

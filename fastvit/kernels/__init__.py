@@ -15,7 +15,10 @@ Public ops (torch-like signatures, nn.Linear weight layout):
 - ``mlp_residual(x, w1, b1, w2, b2, residual, *, approximate="none", scale=None)``: a whole MLP
   branch, whose backward fuses GELU's derivative into fc2's input-gradient GEMM
 
-Each has a plain PyTorch twin in :mod:`fastvit.kernels.reference`.
+Each has a plain PyTorch twin in :mod:`fastvit.kernels.reference`; each op's
+declaration (what it supports, its compile and benchmark cases) is its file's
+``CONTRACT``, listed by :mod:`fastvit.kernels.registry` (which also lists
+``attention_probs``, in the submodule of that name: the maps ``fastvit analyze`` draws).
 """
 
 from __future__ import annotations

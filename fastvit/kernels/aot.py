@@ -1,8 +1,9 @@
 """Ahead-of-time compilation for GPUs that are not present.
 
 Triton can compile a kernel for any CUDA target on a machine without a GPU.
-Each kernel module lists, in ``aot_cases()``, one :class:`AotCase` per shipped
-configuration; :func:`compile_case` compiles it and :func:`check_case` asserts
+Each op's contract (:mod:`fastvit.kernels.registry`) lists, in ``aot_cases()``,
+one :class:`AotCase` per shipped configuration; :func:`check_cases` compiles the
+named ones of :func:`fastvit.kernels.registry.aot_cases`; :func:`compile_case` compiles one and :func:`check_case` asserts
 that it fits the architecture's shared memory and that its matrix products use
 the tensor cores (``mma`` on sm_80, ``wgmma`` on sm_90).
 """
@@ -151,28 +152,33 @@ def check_case(case: AotCase) -> dict:
 
 
 _CHILD = """
-import importlib, json, sys
+import json, sys
+from fastvit.kernels import registry
 from fastvit.kernels.aot import check_case
 wanted = set(json.loads(sys.argv[1]))
 reports = {}
-for module in json.loads(sys.argv[2]):
-    for case in importlib.import_module("fastvit.kernels." + module).aot_cases():
-        if str(case) in wanted:
-            try:
-                reports[str(case)] = check_case(case)
-            except Exception as e:  # reported per case by the caller
-                reports[str(case)] = {"error": f"{type(e).__name__}: {e}"}
+for case in registry.aot_cases():
+    if str(case) in wanted:
+        try:
+            reports[str(case)] = check_case(case)
+        except Exception as e:  # reported per case by the caller
+            reports[str(case)] = {"error": f"{type(e).__name__}: {e}"}
 print(json.dumps(reports))
 """
 
 
-def check_cases(modules: list[str], names: list[str], workers: int | None = None) -> dict[str, dict]:
-    """Compile the named cases of the given kernel modules in child processes.
+def check_cases(names: list[str], workers: int | None = None) -> dict[str, dict]:
+    """Compile the named cases of :func:`fastvit.kernels.registry.aot_cases` in child processes.
 
     Children run without ``TRITON_INTERPRET``: a process that has loaded the
     interpreter cannot compile for a GPU. Returns ``str(case) -> report``, where
-    a failed case's report holds ``"error"``.
+    a failed case's report holds ``"error"``; a name no contract declares raises
+    ValueError.
     """
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"check_cases: names must be a list of case names (str), got {names!r:.200}")
+    if not names:
+        return {}
     import json
     import os
     import subprocess
@@ -183,7 +189,7 @@ def check_cases(modules: list[str], names: list[str], workers: int | None = None
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     children = [
-        subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(names[i::workers]), json.dumps(modules)],
+        subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(names[i::workers])],
                          env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for i in range(workers)
     ]
@@ -193,4 +199,7 @@ def check_cases(modules: list[str], names: list[str], workers: int | None = None
         if child.returncode != 0:
             raise RuntimeError(f"AOT compile child failed:\n{err[-4000:]}")
         reports.update(json.loads(out.strip().splitlines()[-1]))
+    unknown = sorted(set(names) - set(reports))
+    if unknown:
+        raise ValueError(f"check_cases: no op contract declares the cases {unknown[:5]}{'...' if len(unknown) > 5 else ''}")
     return reports

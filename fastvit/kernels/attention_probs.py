@@ -1,6 +1,6 @@
 """Exact attention probabilities from q, k and the forward's row log-sum-exp, in Triton.
 
-The fused attention forward (:func:`fastvit.kernels.flash_attention.attention_forward`)
+The fused attention forward (:func:`fastvit.kernels.flash_attention.attention_fwd`)
 never forms the N x N probabilities, but it saves each query row's log-sum-exp
 ``lse`` (fp32, natural log) of the scaled scores. With it, every probability is
 one product and one exponential away:
@@ -12,7 +12,7 @@ key block)) with no second softmax pass and no running max. The products
 accumulate in fp32 ("ieee" for fp32 inputs), as in the forward kernel, and the
 output is fp32 (B, H, N_q, N_kv) whatever the input dtype.
 
-Reference: :func:`attention_probs_ref` below.
+Reference: :func:`fastvit.kernels.reference.attention_probs_ref`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from fastvit.kernels import attention_support
+from fastvit.kernels.contract import declare, device_reason
 from fastvit.kernels.tuning import interpreting
 
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
@@ -32,7 +34,7 @@ BLOCK_M, BLOCK_N, NUM_WARPS = 64, 64, 4
 
 
 @triton.jit
-def _attention_probs_kernel(
+def _attention_probs_fwd_kernel(
     Q, K, LSE, P,
     sq_b, sq_h, sq_n, sq_d,
     sk_b, sk_h, sk_n, sk_d,
@@ -67,18 +69,11 @@ def _attention_probs_kernel(
     tl.store(P + b * sp_b + h * sp_h + offs_m[:, None] * sp_m + offs_n[None, :] * sp_n, p, mask=mask)
 
 
-def attention_probs_ref(q: Tensor, k: Tensor, lse: Tensor, scale: float | None = None) -> Tensor:
-    """exp(q k^T * scale - lse[..., None]) in fp64: what the kernel computes, (B, H, N_q, N_kv)."""
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    s = torch.matmul(q.double(), k.double().transpose(-2, -1)) * scale
-    return torch.exp(s - lse.double()[..., None])
-
-
 def _check_inputs(q: Tensor, k: Tensor, lse: Tensor) -> None:
     for name, t in (("q", q), ("k", k)):
         if not isinstance(t, Tensor) or t.dim() != 4:
             raise ValueError(f"attention_probs: expected {name} of shape (B, H, N, D), got {getattr(t, 'shape', t)!r}")
-    if q.dtype != k.dtype or q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+    if q.dtype != k.dtype or q.dtype not in attention_support.TORCH_DTYPES:
         raise TypeError(f"attention_probs: expected q and k both float16, bfloat16 or float32, got {q.dtype}, {k.dtype}")
     b, h, n_q, d = q.shape
     if (k.shape[0], k.shape[1], k.shape[3]) != (b, h, d):
@@ -90,18 +85,34 @@ def _check_inputs(q: Tensor, k: Tensor, lse: Tensor) -> None:
         )
     if not (q.device == k.device == lse.device):
         raise ValueError(f"attention_probs: expected q, k, lse on one device, got {q.device}, {k.device}, {lse.device}")
-    if q.device.type != "cuda" and not interpreting():
+    if device_reason(q.device) is not None:
         raise RuntimeError(f"attention_probs: the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1), got {q.device}")
-    if not 1 <= d <= 128:
-        raise ValueError(f"attention_probs: expected head_dim between 1 and 128, got {d}")
+    if not attention_support.supports_head_dim(d):
+        raise ValueError(f"attention_probs: expected head_dim between 1 and {attention_support.MAX_HEAD_DIM}, got {d}")
+
+
+def attention_probs_fwd(q: Tensor, k: Tensor, lse: Tensor, scale: float, out: Tensor) -> Tensor:
+    """Launch the kernel: ``out`` (fp32 (B, H, N_q, N_kv), any strides) receives the maps."""
+    b, h, n_q, d = q.shape
+    n_kv = k.shape[2]
+    lse = lse.contiguous()
+    upcast = q.dtype == torch.float32 or interpreting()
+    grid = (b * h, triton.cdiv(n_q, BLOCK_M), triton.cdiv(n_kv, BLOCK_N))
+    _attention_probs_fwd_kernel[grid](
+        q, k, lse, out, *q.stride(), *k.stride(), *out.stride(),
+        scale * LOG2E.value, h, n_q, n_kv,
+        HEAD_DIM=d, BLOCK_D=max(16, triton.next_power_of_2(d)), UPCAST=upcast,
+        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, num_warps=NUM_WARPS,
+    )  # fmt: skip
+    return out
 
 
 def attention_probs(q: Tensor, k: Tensor, lse: Tensor, scale: float | None = None, *, out: Tensor | None = None) -> Tensor:
     """softmax(q k^T * scale) as fp32 (B, H, N_q, N_kv), from ``lse`` of the same scores.
 
     ``q``, ``k``: (B, H, N, D) of any strides (e.g. views of a packed qkv);
-    ``lse``: (B, H, N_q) fp32, as :func:`attention_forward` returns it. ``out``
-    (fp32, right shape, any strides) receives the maps instead of a new buffer.
+    ``lse``: (B, H, N_q) fp32, as :func:`~fastvit.kernels.flash_attention.attention_fwd`
+    returns it. ``out`` (fp32, right shape, any strides) receives the maps instead of a new buffer.
     """
     _check_inputs(q, k, lse)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
@@ -111,16 +122,7 @@ def attention_probs(q: Tensor, k: Tensor, lse: Tensor, scale: float | None = Non
         out = torch.empty((b, h, n_q, n_kv), device=q.device, dtype=torch.float32)
     elif out.shape != (b, h, n_q, n_kv) or out.dtype != torch.float32:
         raise ValueError(f"attention_probs: out must be float32 of shape {(b, h, n_q, n_kv)}, got {out.dtype} {tuple(out.shape)}")
-    lse = lse.contiguous()
-    upcast = q.dtype == torch.float32 or interpreting()
-    grid = (b * h, triton.cdiv(n_q, BLOCK_M), triton.cdiv(n_kv, BLOCK_N))
-    _attention_probs_kernel[grid](
-        q, k, lse, out, *q.stride(), *k.stride(), *out.stride(),
-        scale * LOG2E.value, h, n_q, n_kv,
-        HEAD_DIM=d, BLOCK_D=max(16, triton.next_power_of_2(d)), UPCAST=upcast,
-        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, num_warps=NUM_WARPS,
-    )  # fmt: skip
-    return out
+    return attention_probs_fwd(q, k, lse, scale, out)
 
 
 def aot_cases():
@@ -129,7 +131,7 @@ def aot_cases():
     and key-column strides, the rest divisible by 16)."""
     from fastvit.kernels.aot import AotCase
 
-    fn = _attention_probs_kernel
+    fn = _attention_probs_fwd_kernel
     cases = []
     for dtype, head_dim in (("bf16", 128), ("fp16", 80)):
         constexprs = dict(HEAD_DIM=head_dim, BLOCK_D=max(16, triton.next_power_of_2(head_dim)), UPCAST=False,
@@ -149,3 +151,8 @@ def aot_cases():
             cases.append(AotCase(f"attention_probs-{dtype}-d{head_dim}", fn, signature, constexprs, arch,
                                  num_warps=NUM_WARPS, num_stages=1, divisible=divisible))  # fmt: skip
     return cases
+
+
+
+CONTRACT = declare("attention_probs", __name__, ("attention_probs",), "softmax maps from the forward's lse, fp32 "
+                   f"out; fp16/bf16/fp32, head_dim 1-{attention_support.MAX_HEAD_DIM}, any strides", attention_support)

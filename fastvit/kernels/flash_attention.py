@@ -48,7 +48,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from fastvit.kernels.attention_support import MAX_HEAD_DIM, backward_head_tiles, head_tiles, supports_head_dim
+from fastvit.kernels import attention_support
+from fastvit.kernels.attention_support import MAX_HEAD_DIM, TORCH_DTYPES, backward_head_tiles, head_tiles, supports_head_dim
+from fastvit.kernels.contract import declare, device_reason
 from fastvit.kernels.tuning import autotune_configs, current_arch, interpreting, split
 from fastvit.kernels.flash_attention_bwd import (  # noqa: F401  (re-exported: configs, AOT, gpu-check)
     DELTA_CONFIG, DKDV_CONFIGS, DQ_CONFIGS, _attention_bwd_delta_kernel, _attention_bwd_dkdv_kernel,
@@ -207,7 +209,7 @@ def _empty_out(q: Tensor) -> Tensor:
 
 
 def _check_runnable(t: Tensor) -> None:
-    if t.device.type != "cuda" and not interpreting():
+    if device_reason(t.device) is not None:
         raise RuntimeError(f"attention: the Triton kernels need CUDA tensors (or TRITON_INTERPRET=1), got {t.device}")
 
 
@@ -226,7 +228,7 @@ def _check_buffer(name: str, t: Tensor, like: Tensor, shape: tuple, dtype=None, 
         raise ValueError(f"attention: expected {name} without overlapping elements, got strides {t.stride()}")
 
 
-def attention_forward(q, k, v, scale, *, out=None, lse=None, allow_tf32=False):
+def attention_fwd(q, k, v, scale, *, out=None, lse=None, allow_tf32=False):
     """Launch the forward kernel. Returns ``(out, lse)``: out (B, H, N_q, D) in q's
     dtype (laid out (B, N_q, H, D) unless ``out`` is given, any strides), lse
     (B, H, N_q) fp32 contiguous. Inputs may have any strides, stride 0 included."""
@@ -252,7 +254,7 @@ def attention_forward(q, k, v, scale, *, out=None, lse=None, allow_tf32=False):
     return out, lse
 
 
-def attention_backward(
+def attention_bwd(
     do, q, k, v, out, lse, scale, *, dq=None, dk=None, dv=None, delta=None, allow_tf32=False, short=None
 ):
     """Launch the backward kernels. Returns ``(dq, dk, dv)``, contiguous like q, k,
@@ -278,7 +280,7 @@ def attention_backward(
     from fastvit.kernels import flash_attention_bwd_short as short_bwd
 
     if short_bwd.short_backward_wanted(n_kv, short):
-        short_bwd.launch_short_backward(do, q, k, v, out, lse, dq, dk, dv, scale, meta)
+        short_bwd.attention_bwd_short(do, q, k, v, out, lse, dq, dk, dv, scale, meta)
         return dq, dk, dv
 
     delta_meta, delta_launch = split(DELTA_CONFIG)
@@ -304,7 +306,7 @@ def _tf32_opt_in() -> bool:
 
 @torch.library.custom_op("fastvit::attention_fwd", mutates_args=())
 def attention_fwd_op(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
-    return attention_forward(q, k, v, scale, allow_tf32=_tf32_opt_in())
+    return attention_fwd(q, k, v, scale, allow_tf32=_tf32_opt_in())
 
 
 @attention_fwd_op.register_fake
@@ -316,7 +318,7 @@ def _(q, k, v, scale):
 def attention_bwd_op(
     do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, scale: float
 ) -> tuple[Tensor, Tensor, Tensor]:
-    return attention_backward(do, q, k, v, out, lse, scale, allow_tf32=_tf32_opt_in())
+    return attention_bwd(do, q, k, v, out, lse, scale, allow_tf32=_tf32_opt_in())
 
 
 @attention_bwd_op.register_fake
@@ -355,26 +357,26 @@ def _unpack(qkv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return tuple(qkv.select(2, i).transpose(1, 2) for i in range(3))
 
 
-@torch.library.custom_op("fastvit::attention_qkv_fwd", mutates_args=())
-def attention_qkv_fwd_op(qkv: Tensor, scale: float) -> tuple[Tensor, Tensor]:
-    return attention_forward(*_unpack(qkv), scale, allow_tf32=_tf32_opt_in())
+@torch.library.custom_op("fastvit::attention_qkvpacked_fwd", mutates_args=())
+def attention_qkvpacked_fwd_op(qkv: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    return attention_fwd(*_unpack(qkv), scale, allow_tf32=_tf32_opt_in())
 
 
-@attention_qkv_fwd_op.register_fake
+@attention_qkvpacked_fwd_op.register_fake
 def _(qkv, scale):
     q = _unpack(qkv)[0]
     return _empty_out(q), q.new_empty(q.shape[:3], dtype=torch.float32)
 
 
-@torch.library.custom_op("fastvit::attention_qkv_bwd", mutates_args=())
-def attention_qkv_bwd_op(do: Tensor, qkv: Tensor, out: Tensor, lse: Tensor, scale: float) -> Tensor:
+@torch.library.custom_op("fastvit::attention_qkvpacked_bwd", mutates_args=())
+def attention_qkvpacked_bwd_op(do: Tensor, qkv: Tensor, out: Tensor, lse: Tensor, scale: float) -> Tensor:
     dqkv = _empty_contiguous(qkv)
     dq, dk, dv = _unpack(dqkv)
-    attention_backward(do, *_unpack(qkv), out, lse, scale, dq=dq, dk=dk, dv=dv, allow_tf32=_tf32_opt_in())
+    attention_bwd(do, *_unpack(qkv), out, lse, scale, dq=dq, dk=dk, dv=dv, allow_tf32=_tf32_opt_in())
     return dqkv
 
 
-@attention_qkv_bwd_op.register_fake
+@attention_qkvpacked_bwd_op.register_fake
 def _(do, qkv, out, lse, scale):
     return _empty_contiguous(qkv)
 
@@ -389,17 +391,17 @@ def _qkv_setup_context(ctx, inputs, output):
 
 def _qkv_backward(ctx, dout, _dlse):
     qkv, out, lse = ctx.saved_tensors
-    return attention_qkv_bwd_op(dout, qkv, out, lse, ctx.scale), None
+    return attention_qkvpacked_bwd_op(dout, qkv, out, lse, ctx.scale), None
 
 
-attention_qkv_fwd_op.register_autograd(_qkv_backward, setup_context=_qkv_setup_context)
+attention_qkvpacked_fwd_op.register_autograd(_qkv_backward, setup_context=_qkv_setup_context)
 
 
 def _check_inputs(q, k, v) -> None:
     for name, t in (("q", q), ("k", k), ("v", v)):
         if t.dim() != 4:
             raise ValueError(f"attention: expected {name} of shape (B, H, N, D), got {t.dim()}-D {tuple(t.shape)}")
-    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in TORCH_DTYPES:
         raise TypeError(
             f"attention: expected q, k, v all float16, bfloat16 or float32, got {q.dtype}, {k.dtype}, {v.dtype}"
         )
@@ -444,7 +446,7 @@ def attention_qkvpacked(qkv: Tensor, scale: float | None = None) -> Tensor:
     q, k, v = _unpack(qkv)
     _check_inputs(q, k, v)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    out, _ = attention_qkv_fwd_op(qkv, scale)
+    out, _ = attention_qkvpacked_fwd_op(qkv, scale)
     return out
 
 
@@ -453,3 +455,9 @@ def aot_cases():
     from fastvit.kernels.flash_attention_aot import aot_cases
 
     return aot_cases()
+
+
+
+CONTRACT = declare("attention", __name__, ("attention", "attention_qkvpacked"), "non-causal softmax attention, "
+                   f"fwd+bwd; fp16/bf16/fp32, head_dim 1-{MAX_HEAD_DIM}, any lengths and strides, no dropout",
+                   attention_support)  # fmt: skip

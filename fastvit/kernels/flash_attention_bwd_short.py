@@ -28,7 +28,7 @@ from fastvit.kernels.tuning import autotune_configs
 # keys (BLOCK_N = 256) and head dim 64 every configuration tried spills with
 # Triton 3.9 (sm_90: 144 B of stack at BLOCK_M=32 with 16 warps, 1.1 KB with 8;
 # sm_80: ~10 KB), so it runs only on opt-in (FASTVIT_ATTENTION_BWD_SHORT=1 or
-# ``attention_backward(..., short=True)``), for a GPU run to measure against
+# ``attention_bwd(..., short=True)``), for a GPU run to measure against
 # the general kernels.
 SHORT_CONFIGS = {
     "sm90": [dict(BLOCK_M=32, num_warps=16, num_stages=2)],
@@ -141,7 +141,7 @@ def short_block_n(n_kv: int) -> int:
     return max(16, triton.next_power_of_2(n_kv))
 
 
-def launch_short_backward(do, q, k, v, out, lse, dq, dk, dv, scale, meta) -> None:
+def attention_bwd_short(do, q, k, v, out, lse, dq, dk, dv, scale, meta) -> None:
     """One program per (batch, head); ``meta`` is the launcher's input constexprs."""
     batch, heads, n_q, _ = q.shape
     n_kv = k.shape[2]

@@ -488,13 +488,12 @@ def linear_residual(x, weight, bias, residual, *, scale=None, allow_tf32=False):
     return out.reshape(out_shape)
 
 
-# ---------------------------------------------------------------------------
-# Ahead-of-time compile cases: fastvit.kernels.linear_aot
-# ---------------------------------------------------------------------------
+# The contract; compile cases: fastvit.kernels.linear_aot (split per op by linear_support.case_op)
+from fastvit.kernels import contract, linear_support  # noqa: E402
 
-
-def aot_cases():
-    """AOT compile cases of every GEMM kernel (this module's and the Hopper TMA candidate's)."""
-    from fastvit.kernels.linear_aot import aot_cases as cases
-
-    return cases()
+CONTRACT = (
+    contract.declare("linear_gelu", __name__, ("linear_gelu",), "GEMM + bias + GELU (erf/tanh) epilogue, fwd+bwd; "
+                     "fp16/bf16/fp32, any sizes and strides", linear_support),
+    contract.declare("linear_residual", __name__, ("linear_residual",), "GEMM + bias + per-sample scale + residual "
+                     "epilogue, fwd+bwd; fp16/bf16/fp32, residual in x's dtype or fp32", linear_support),
+)  # fmt: skip

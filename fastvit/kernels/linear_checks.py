@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from fastvit.kernels import tuning
-
-DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+from fastvit.kernels.contract import device_reason
+from fastvit.kernels.linear_support import DTYPES
 
 
 def _is_tensor(fn: str, name: str, t) -> None:
@@ -36,7 +35,7 @@ def check_linear_args(fn: str, x, weight, bias) -> None:
         _is_tensor(fn, name, t)
     if x.dtype not in DTYPES:
         raise TypeError(f"{fn}: x must be float16, bfloat16 or float32, got {x.dtype}")
-    if x.device.type != "cuda" and not tuning.interpreting():
+    if device_reason(x.device) is not None:
         raise ValueError(f"{fn}: x must be a CUDA tensor (or TRITON_INTERPRET=1 on CPU), got device {x.device}")
     for name, t in (("weight", weight), ("bias", bias)):
         if t.dtype != x.dtype:

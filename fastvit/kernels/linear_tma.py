@@ -297,3 +297,13 @@ def linear_residual_tma(x, weight, bias, residual, *, scale=None, allow_tf32=Fal
         scale = check_scale("linear_residual_tma", scale, x)
     out = linear_residual_tma_fwd(linear._rows(x), weight, bias, linear._rows(residual), scale, allow_tf32)
     return out.reshape(out_shape)
+
+
+from fastvit.kernels import contract, linear_support  # noqa: E402
+
+CONTRACT = (
+    contract.declare("linear_gelu_tma", __name__, ("linear_gelu_tma",), "linear_gelu through the Hopper TMA kernel; "
+                     "sm_90+, rows of 16-byte multiples", linear_support),
+    contract.declare("linear_residual_tma", __name__, ("linear_residual_tma",), "linear_residual through the "
+                     "Hopper TMA kernel; sm_90+, rows of 16-byte multiples", linear_support),
+)  # fmt: skip

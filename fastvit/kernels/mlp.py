@@ -17,7 +17,7 @@ Backward, with ``d = scale * dout`` in the GEMM dtype:
 - ``dx = dh @ W1``, ``dW1 = dh^T @ x``, ``db1 = sum(dh)`` (torch.matmul;
   bias sums in fp32). No atomics: gradients are deterministic.
 
-Plain PyTorch twin: :func:`mlp_residual_ref`.
+Plain PyTorch twin: :func:`fastvit.kernels.reference.mlp_residual_ref`.
 """
 
 from __future__ import annotations
@@ -28,15 +28,7 @@ import torch.nn.functional as F
 from fastvit.kernels import linear
 from fastvit.kernels.gemm_epilogue import GELU_EPILOGUE
 from fastvit.kernels.linear_checks import check_linear_args, check_residual, check_scale
-
-
-def mlp_residual_ref(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, residual, approximate="none", scale=None,
-                     upcast=True):  # fmt: skip
-    """``residual + scale[i] * fc2(gelu(fc1(x[i])))`` in plain PyTorch (fp64 with ``upcast``)."""
-    from fastvit.kernels.reference import linear_gelu_ref, linear_residual_ref
-
-    hidden = linear_gelu_ref(x, fc1_weight, fc1_bias, approximate, upcast=upcast)
-    return linear_residual_ref(hidden, fc2_weight, fc2_bias, residual, scale, upcast=upcast)
+from fastvit.kernels.reference import mlp_residual_ref  # noqa: F401  (its reference, re-exported)
 
 
 @torch.library.custom_op("fastvit::mlp_residual_fwd", mutates_args=())
@@ -132,3 +124,9 @@ def mlp_residual(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, residual, *, app
         rows(x), fc1_weight, fc1_bias, fc2_weight, fc2_bias, rows(residual), scale, approximate, save, allow_tf32
     )
     return out.reshape(out_shape)
+
+
+from fastvit.kernels import contract, linear_support  # noqa: E402
+
+CONTRACT = contract.declare("mlp_residual", __name__, ("mlp_residual",), "fc1 + GELU + fc2 + residual, its backward "
+                            "fusing GELU's derivative into fc2's input-gradient GEMM; fp16/bf16/fp32", linear_support)

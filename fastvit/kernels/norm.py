@@ -35,6 +35,10 @@ rounding that the GEMM's input cast would do, without the extra pass).
 ``s`` is rounded to ``x``'s dtype before it is normalized, so ``LN(s)`` is the
 norm of exactly the ``s`` that is returned and saved.
 
+Launchers: :func:`layer_norm_fwd` (both ops: ``y`` given means the add
+variant) and :func:`layer_norm_bwd`; torch.library ops ``fastvit::layer_norm_fwd``,
+``fastvit::add_layer_norm_fwd`` and their ``_bwd``.
+
 Saved for backward: the forward ops return ``mean`` and ``rstd`` as float32
 tensors of shape ``(rows,)``; autograd saves them with the input ``x`` (plain
 LayerNorm) or the output ``s`` (add variant) and ``weight``; ``x̂`` is recomputed
@@ -74,11 +78,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from fastvit.kernels import tuning
-from fastvit.kernels.aot import AotCase
-
-# Largest hidden size: a program keeps whole rows in registers (ViT-H is 1280).
-MAX_HIDDEN = 4096
+from fastvit.kernels import norm_support, tuning
+from fastvit.kernels.contract import declare, device_reason
+from fastvit.kernels.norm_support import MAX_HIDDEN
 # Target elements per program tile; sets rows per program from the hidden size.
 # The interpreter pays per op and per program, not per element, so it takes
 # 8x larger tiles (the kernels are the same; only BLOCK_M changes).
@@ -104,7 +106,7 @@ BWD_CONFIGS = {
 }
 CONFIGS = {"fwd": FWD_CONFIGS, "bwd": BWD_CONFIGS}
 
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_DTYPES = norm_support.DTYPES
 
 
 # --------------------------------------------------------------------------- kernels
@@ -191,10 +193,11 @@ def _layer_norm_bwd_kernel(
     tl.store(DB_PARTIAL + pid * N + cols, tl.sum(db_acc, axis=0), mask=col_mask)
 
 
-_layer_norm_fwd = triton.autotune(configs=tuning.autotune_configs(FWD_CONFIGS), key=["N", "HAS_RESIDUAL"])(
+# Autotuned, under the kernels' own names (the raw @triton.jit functions are ``.fn``).
+_layer_norm_fwd_kernel = triton.autotune(configs=tuning.autotune_configs(FWD_CONFIGS), key=["N", "HAS_RESIDUAL"])(
     _layer_norm_fwd_kernel
 )
-_layer_norm_bwd = triton.autotune(configs=tuning.autotune_configs(BWD_CONFIGS), key=["N", "HAS_DS"])(
+_layer_norm_bwd_kernel = triton.autotune(configs=tuning.autotune_configs(BWD_CONFIGS), key=["N", "HAS_DS"])(
     _layer_norm_bwd_kernel
 )
 
@@ -259,7 +262,7 @@ def _out_buffer(t, shape, dtype, device):
     return t
 
 
-def launch_layer_norm_fwd(x, weight, bias, eps, y=None, *, s=None, out=None, mean=None, rstd=None, out_dtype=None):
+def layer_norm_fwd(x, weight, bias, eps, y=None, *, s=None, out=None, mean=None, rstd=None, out_dtype=None):
     """Run the forward kernel; returns ``(s, out, mean, rstd)`` (``s`` is None without ``y``).
 
     ``s``, ``out`` (contiguous, ``x``'s shape; ``s`` in ``x``'s dtype, ``out``
@@ -287,7 +290,7 @@ def launch_layer_norm_fwd(x, weight, bias, eps, y=None, *, s=None, out=None, mea
         return s, out, mean, rstd
     block_m, block_n = block_sizes(n)
     with _device_of(x):
-        _layer_norm_fwd[(triton.cdiv(m, block_m),)](
+        _layer_norm_fwd_kernel[(triton.cdiv(m, block_m),)](
             x2, y2, _vector(weight), _vector(bias), s2, out2, mean, rstd,
             x2.stride(0), y2.stride(0), s2.stride(0), out2.stride(0),
             m, n, eps,
@@ -296,7 +299,7 @@ def launch_layer_norm_fwd(x, weight, bias, eps, y=None, *, s=None, out=None, mea
     return s, out, mean, rstd
 
 
-def launch_layer_norm_bwd(dout, x, weight, mean, rstd, ds=None, *, dx=None, partial=None):
+def layer_norm_bwd(dout, x, weight, mean, rstd, ds=None, *, dx=None, partial=None):
     """Run the backward kernel; returns ``(dx, dweight, dbias)``.
 
     ``x`` is the tensor that was normalized (``s`` for the add variant); ``ds``
@@ -318,7 +321,7 @@ def launch_layer_norm_bwd(dout, x, weight, mean, rstd, ds=None, *, dx=None, part
     if m and n:
         block_m, block_n = block_sizes(n)
         with _device_of(x):
-            _layer_norm_bwd[(programs,)](
+            _layer_norm_bwd_kernel[(programs,)](
                 dout2, ds2, x2, _vector(weight), _vector(mean), _vector(rstd), dx2, partial[0], partial[1],
                 dout2.stride(0), ds2.stride(0), x2.stride(0), dx2.stride(0),
                 m, n, per_program,
@@ -341,54 +344,54 @@ def _fake_stats(x):
 
 
 @torch.library.custom_op("fastvit::layer_norm_fwd", mutates_args=())
-def layer_norm_fwd(
+def layer_norm_fwd_op(
     x: Tensor, weight: Tensor, bias: Tensor, eps: float, out_dtype: torch.dtype | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Returns ``(LN(x), mean, rstd)``; mean and rstd are fp32 of shape ``(rows,)``."""
-    _, out, mean, rstd = launch_layer_norm_fwd(x, weight, bias, eps, out_dtype=out_dtype)
+    _, out, mean, rstd = layer_norm_fwd(x, weight, bias, eps, out_dtype=out_dtype)
     return out, mean, rstd
 
 
-@layer_norm_fwd.register_fake
+@layer_norm_fwd_op.register_fake
 def _(x, weight, bias, eps, out_dtype=None):
     return x.new_empty(x.shape, dtype=out_dtype or x.dtype), _fake_stats(x), _fake_stats(x)
 
 
 @torch.library.custom_op("fastvit::layer_norm_bwd", mutates_args=())
-def layer_norm_bwd(
+def layer_norm_bwd_op(
     dout: Tensor, x: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Returns ``(dx, dweight, dbias)``."""
-    return launch_layer_norm_bwd(dout, x, weight, mean, rstd)
+    return layer_norm_bwd(dout, x, weight, mean, rstd)
 
 
-@layer_norm_bwd.register_fake
+@layer_norm_bwd_op.register_fake
 def _(dout, x, weight, mean, rstd):
     return _fake_like(x), _fake_like(weight), _fake_like(weight)
 
 
 @torch.library.custom_op("fastvit::add_layer_norm_fwd", mutates_args=())
-def add_layer_norm_fwd(
+def add_layer_norm_fwd_op(
     x: Tensor, y: Tensor, weight: Tensor, bias: Tensor, eps: float
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Returns ``(s, LN(s), mean, rstd)`` with ``s = x + y`` in ``x``'s dtype."""
-    return launch_layer_norm_fwd(x, weight, bias, eps, y)
+    return layer_norm_fwd(x, weight, bias, eps, y)
 
 
-@add_layer_norm_fwd.register_fake
+@add_layer_norm_fwd_op.register_fake
 def _(x, y, weight, bias, eps):
     return _fake_like(x), _fake_like(x), _fake_stats(x), _fake_stats(x)
 
 
 @torch.library.custom_op("fastvit::add_layer_norm_bwd", mutates_args=())
-def add_layer_norm_bwd(
+def add_layer_norm_bwd_op(
     dout: Tensor, ds: Tensor, s: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Returns ``(ds_total, dweight, dbias)``; ``ds_total = ds + dLN(s)/ds`` is the gradient of both x and y."""
-    return launch_layer_norm_bwd(dout, s, weight, mean, rstd, ds)
+    return layer_norm_bwd(dout, s, weight, mean, rstd, ds)
 
 
-@add_layer_norm_bwd.register_fake
+@add_layer_norm_bwd_op.register_fake
 def _(dout, ds, s, weight, mean, rstd):
     return _fake_like(s), _fake_like(weight), _fake_like(weight)
 
@@ -400,7 +403,7 @@ def _layer_norm_setup(ctx, inputs, output):
 
 
 def _layer_norm_backward(ctx, dout, _dmean, _drstd):
-    dx, dweight, dbias = layer_norm_bwd(dout, *ctx.saved_tensors)
+    dx, dweight, dbias = layer_norm_bwd_op(dout, *ctx.saved_tensors)
     return dx, dweight, dbias, None, None
 
 
@@ -411,12 +414,12 @@ def _add_layer_norm_setup(ctx, inputs, output):
 
 
 def _add_layer_norm_backward(ctx, ds, dout, _dmean, _drstd):
-    ds_total, dweight, dbias = add_layer_norm_bwd(dout, ds, *ctx.saved_tensors)
+    ds_total, dweight, dbias = add_layer_norm_bwd_op(dout, ds, *ctx.saved_tensors)
     return ds_total, ds_total, dweight, dbias, None
 
 
-layer_norm_fwd.register_autograd(_layer_norm_backward, setup_context=_layer_norm_setup)
-add_layer_norm_fwd.register_autograd(_add_layer_norm_backward, setup_context=_add_layer_norm_setup)
+layer_norm_fwd_op.register_autograd(_layer_norm_backward, setup_context=_layer_norm_setup)
+add_layer_norm_fwd_op.register_autograd(_add_layer_norm_backward, setup_context=_add_layer_norm_setup)
 
 
 # --------------------------------------------------------------------------- public API
@@ -431,7 +434,7 @@ def _check_inputs(x, weight, bias, y=None):
     n = x.shape[-1]
     if not 0 <= n <= MAX_HIDDEN:
         raise ValueError(f"x: expected hidden size (last dim) in 0..{MAX_HIDDEN}, got {n}")
-    if not x.is_cuda and not tuning.interpreting():
+    if device_reason(x.device) is not None:
         raise ValueError(f"x: expected a CUDA tensor (or TRITON_INTERPRET=1 for CPU), got device {x.device}")
     if y is not None:
         if not isinstance(y, torch.Tensor) or y.dtype != x.dtype:
@@ -465,21 +468,22 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-6, *, ou
         raise TypeError(f"out_dtype: expected None, torch.float32, torch.float16 or torch.bfloat16, got {out_dtype}")
     if out_dtype == x.dtype:
         out_dtype = None
-    return layer_norm_fwd(x, weight, bias, eps, out_dtype)[0]
+    return layer_norm_fwd_op(x, weight, bias, eps, out_dtype)[0]
 
 
 def add_layer_norm(x: Tensor, y: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
     """Returns ``(s, LN(s))`` with ``s = x + y``. Saves ``s``, ``weight`` and fp32 mean/rstd for backward."""
     _check_inputs(x, weight, bias, y)
-    s, out, _, _ = add_layer_norm_fwd(x, y, weight, bias, eps)
+    s, out, _, _ = add_layer_norm_fwd_op(x, y, weight, bias, eps)
     return s, out
 
 
-# --------------------------------------------------------------------------- ahead-of-time compile cases
+# --------------------------------------------------------------------------- contract (AOT cases: norm_aot)
 
-
-def aot_cases() -> list[AotCase]:
-    """The compile cases of every shipped configuration (see :mod:`fastvit.kernels.norm_aot`)."""
-    from fastvit.kernels.norm_aot import aot_cases as cases
-
-    return cases()
+_SUPPORT = f"fp32/fp16/bf16, width 0-{MAX_HIDDEN}, any strides, fp32 or x-dtype weights"
+CONTRACT = (
+    declare("layer_norm", __name__, ("layer_norm",), f"LayerNorm over the last dim, fwd+bwd; {_SUPPORT}, output in "
+            "any float dtype", norm_support),
+    declare("add_layer_norm", __name__, ("add_layer_norm",), f"(x + y, LayerNorm(x + y)) in one pass, fwd+bwd; "
+            f"{_SUPPORT}", norm_support),
+)  # fmt: skip

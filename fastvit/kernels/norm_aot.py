@@ -1,7 +1,7 @@
 """Ahead-of-time compile cases of the LayerNorm kernels (:mod:`fastvit.kernels.norm`).
 
-:func:`launch_spec` states how :func:`~fastvit.kernels.norm.launch_layer_norm_fwd`
-and ``_bwd`` launch a kernel on contiguous ``(rows, width)`` tensors: the
+:func:`launch_spec` states how :func:`~fastvit.kernels.norm.layer_norm_fwd`
+and ``layer_norm_bwd`` launch a kernel on contiguous ``(rows, width)`` tensors: the
 constexprs (``BLOCK_M``, ``BLOCK_N`` from the width) and which integer
 arguments Triton will specialize as divisible by 16 (the row strides and ``N``
 when the width divides by 16, as every ViT width does: that is what turns the
@@ -16,14 +16,12 @@ from __future__ import annotations
 
 from fastvit.kernels import tuning
 from fastvit.kernels.aot import AotCase, divisible_args
-from fastvit.kernels.norm import (
-    BWD_CONFIGS,
-    FWD_CONFIGS,
-    GPU_ROW_TILE,
-    _layer_norm_bwd_kernel,
-    _layer_norm_fwd_kernel,
-    block_sizes,
-)
+from fastvit.kernels import norm
+from fastvit.kernels.norm import BWD_CONFIGS, FWD_CONFIGS, GPU_ROW_TILE, block_sizes
+
+# The raw @triton.jit functions under the autotuners.
+_layer_norm_fwd_kernel = norm._layer_norm_fwd_kernel.fn
+_layer_norm_bwd_kernel = norm._layer_norm_bwd_kernel.fn
 
 # Widths of the presets (ViT-Ti 192, S 384, B 768, L 1024, H 1280) and SigLIP So400m's 1152.
 AOT_WIDTHS = (192, 384, 768, 1024, 1152, 1280)

@@ -1,6 +1,8 @@
 """Plain PyTorch references for every fused op in :mod:`fastvit.kernels`.
 
-Each function computes exactly what its kernel computes. With ``upcast=True``
+One per op, named ``<op>_ref`` (each op's contract points at it, see
+:mod:`fastvit.kernels.contract`); the eager layers call them too. Each
+function computes exactly what its kernel computes. With ``upcast=True``
 the inputs are promoted to float64 first and the float64 result is returned:
 that is the ground truth the parity tests measure errors against. With
 ``upcast=False`` the computation runs in the inputs' own dtype, which is the
@@ -21,13 +23,29 @@ def _maybe_upcast(upcast: bool, *tensors):
     return tuple(None if t is None else t.double() for t in tensors)
 
 
-def attention_ref(q, k, v, scale=None, upcast=True):
-    """softmax(q @ k^T * scale) @ v over (B, H, N, D) tensors, non-causal."""
+def attention_ref(q, k, v, scale=None, upcast=True, dropout_p=0.0):
+    """softmax(q @ k^T * scale) @ v over (B, H, N, D) tensors, non-causal.
+
+    The softmax runs in fp32 (fp64 with ``upcast``). ``dropout_p`` > 0 drops
+    probabilities as ``F.dropout`` does (the eager backend's attention dropout;
+    the kernel has none)."""
     q, k, v = _maybe_upcast(upcast, q, k, v)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = torch.matmul(q, k.transpose(-2, -1)) * scale
     probs = torch.softmax(scores.float() if not upcast else scores, dim=-1).to(v.dtype)
+    if dropout_p > 0:
+        probs = F.dropout(probs, dropout_p, training=True)
     return torch.matmul(probs, v)
+
+
+def attention_probs_ref(q, k, lse, scale=None, upcast=True):
+    """exp(q @ k^T * scale - lse[..., None]): the softmax of those scores, given their row
+    log-sum-exp ``lse`` (B, H, N_q). fp64 with ``upcast``, else fp32 from q's dtype's product."""
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    if upcast:
+        q, k, lse = q.double(), k.double(), lse.double()
+    s = torch.matmul(q, k.transpose(-2, -1)).to(lse.dtype) * scale
+    return torch.exp(s - lse[..., None])
 
 
 def layer_norm_ref(x, weight, bias, eps=1e-6, upcast=True):
@@ -54,3 +72,10 @@ def linear_residual_ref(x, weight, bias, residual, scale=None, upcast=True):
     if scale is not None:
         branch = branch * scale.to(branch.dtype).view((-1,) + (1,) * (branch.ndim - 1))
     return residual + branch
+
+
+def mlp_residual_ref(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, residual, approximate="none", scale=None,
+                     upcast=True):  # fmt: skip
+    """``residual + scale[i] * fc2(gelu(fc1(x[i])))``: a ViT MLP branch and its residual add."""
+    hidden = linear_gelu_ref(x, fc1_weight, fc1_bias, approximate, upcast=upcast)
+    return linear_residual_ref(hidden, fc2_weight, fc2_bias, residual, scale, upcast=upcast)

@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..kernels.attention_support import MAX_HEAD_DIM, supports_head_dim
+from ..kernels import registry
+from ..kernels.reference import attention_ref
 from .kernel_ops import kernel_op
 from .linear import ResidualLinear
 
@@ -42,10 +43,7 @@ _HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 def eager_attention(q, k, v, dropout_p=0.0, scale=None):
     """The reference: explicit softmax(q k^T * scale) v."""
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    attn = torch.matmul(q * scale, k.transpose(-2, -1)).softmax(dim=-1)
-    attn = F.dropout(attn, dropout_p, training=dropout_p > 0)
-    return torch.matmul(attn, v)
+    return attention_ref(q, k, v, scale, upcast=False, dropout_p=dropout_p)
 
 
 def sdpa_attention(q, k, v, dropout_p=0.0, scale=None):
@@ -93,17 +91,8 @@ def _load_triton_packed() -> AttentionFn:
 
 def triton_unsupported(device_type: str, dtype: torch.dtype, head_dim: int, dropout_p: float = 0.0) -> str | None:
     """None when the Triton kernel can take such a call, else the reason it cannot."""
-    if dropout_p > 0:
-        return "attention dropout is active (the kernel has none)"
-    if device_type != "cuda":
-        return f"tensors are on {device_type}; the kernel runs on CUDA"
-    if dtype not in TRITON_DTYPES:
-        return f"dtype {dtype} is not one of fp16, bf16, fp32"
-    if not supports_head_dim(head_dim):
-        return f"head_dim {head_dim} is not between 1 and {MAX_HEAD_DIM}"
-    if not _HAS_TRITON:
-        return "triton is not installed"
-    return None
+    return registry.supports("attention", device=device_type, dtype=dtype, head_dim=head_dim, dropout_p=dropout_p,
+                             interpret=False)  # fmt: skip
 
 
 # Dtypes ``auto`` gives the Triton kernel. fp32 goes to SDPA: compiled for sm_90

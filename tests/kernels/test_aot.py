@@ -1,15 +1,15 @@
 """Every shipped kernel configuration compiles for sm_80 and sm_90, fits shared
-memory, uses the tensor cores and spills no registers (see fastvit.kernels.aot). The per-kernel test
-files check that their ``aot_cases()`` cover every entry of their tables."""
-
-import importlib
+memory, uses the tensor cores and spills no registers (see fastvit.kernels.aot).
+The cases are every op contract's ``aot_cases()`` (fastvit.kernels.registry;
+tests/kernels/test_contracts.py proves each declared op has some here). The
+per-kernel test files check that the cases cover every entry of their tables."""
 
 import pytest
 
+from fastvit.kernels import registry
 from fastvit.kernels.aot import SPILL_TOLERANCE, check_cases
 
-MODULES = ("flash_attention", "norm", "linear")
-CASES = [case for m in MODULES for case in importlib.import_module(f"fastvit.kernels.{m}").aot_cases()]
+CASES = registry.aot_cases()
 # "wide" cases (more widths, same kernels) compile only with -m slow.
 PARAMS = [pytest.param(c, id=str(c), marks=pytest.mark.slow if getattr(c, "tier", "core") == "wide" else ()) for c in CASES]
 
@@ -20,7 +20,7 @@ def reports(request):
     Triton interpreter cannot compile for a GPU)."""
     names = [str(item.callspec.params["case"]) for item in request.session.items
              if getattr(item, "originalname", None) == "test_aot_compiles" and hasattr(item, "callspec")]  # fmt: skip
-    return check_cases(list(MODULES), names)
+    return check_cases(names)
 
 
 @pytest.mark.parametrize("case", PARAMS)
@@ -71,3 +71,11 @@ def test_check_case_fails_wrong_divisibility_and_missing_instructions():
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert "caught pointers-only divisibility | " in proc.stdout and "ld.global.b16" in proc.stdout
     assert "caught an instruction the kernel lacks" in proc.stdout
+
+
+def test_check_cases_refuses_unknown_names():
+    with pytest.raises(TypeError, match="list of case names"):
+        check_cases("attention_fwd-bf16-d64-m128n64-sm90-w8s3")
+    assert check_cases([]) == {}
+    with pytest.raises(ValueError, match="no op contract declares"):
+        check_cases(["no-such-kernel-sm90-w4s3"], workers=1)

@@ -83,10 +83,10 @@ def _poisoned_like(t: torch.Tensor, dtype=None) -> torch.Tensor:
 
 def _run_kernels(q, k, v, do, scale, short=None):
     """Forward and backward launchers on NaN-poisoned buffers: (out, lse, dq, dk, dv)."""
-    out, lse = attn.attention_forward(
+    out, lse = attn.attention_fwd(
         q, k, v, scale, out=_poisoned_like(q), lse=_poisoned_like(q[..., 0], torch.float32)
     )
-    dq, dk, dv = attn.attention_backward(
+    dq, dk, dv = attn.attention_bwd(
         do, q, k, v, out, lse, scale,
         dq=_poisoned_like(q), dk=_poisoned_like(k), dv=_poisoned_like(v), delta=_poisoned_like(lse), short=short,
     )  # fmt: skip
@@ -265,12 +265,12 @@ def test_strided_inputs_match_contiguous(layout, device):
     def strided_buffer():
         return poison_(torch.empty(b, n, h, d, dtype=dtype, device=device)).transpose(1, 2)
 
-    out, lse = attn.attention_forward(q, k, v, 0.125, out=strided_buffer())
+    out, lse = attn.attention_fwd(q, k, v, 0.125, out=strided_buffer())
     buffers = dict(dq=strided_buffer(), dk=strided_buffer(), dv=strided_buffer())
-    grads = attn.attention_backward(do, q, k, v, out, lse, 0.125, **buffers)
+    grads = attn.attention_bwd(do, q, k, v, out, lse, 0.125, **buffers)
     dense = [t.contiguous() for t in (q, k, v, do)]
-    out_c, lse_c = attn.attention_forward(*dense[:3], 0.125, out=_poisoned_like(dense[0]))
-    grads_c = attn.attention_backward(dense[3], *dense[:3], out_c, lse_c, 0.125)
+    out_c, lse_c = attn.attention_fwd(*dense[:3], 0.125, out=_poisoned_like(dense[0]))
+    grads_c = attn.attention_bwd(dense[3], *dense[:3], out_c, lse_c, 0.125)
     assert torch.equal(out, out_c) and torch.equal(lse, lse_c)
     for got, exp in zip(grads, grads_c):
         assert torch.equal(got, exp)
@@ -302,8 +302,8 @@ def test_expanded_output_gradient(device):
     q, k, v, _ = _qkv_do(1, 2, 20, 20, 72, F16, device)
     leaves = [t.clone().requires_grad_() for t in (q, k, v)]
     attn.attention(*leaves).sum().backward()
-    out, lse = attn.attention_forward(q, k, v, 72**-0.5)
-    dense = attn.attention_backward(torch.ones_like(q), q, k, v, out, lse, 72**-0.5)
+    out, lse = attn.attention_fwd(q, k, v, 72**-0.5)
+    dense = attn.attention_bwd(torch.ones_like(q), q, k, v, out, lse, 72**-0.5)
     for leaf, g in zip(leaves, dense):
         assert torch.equal(leaf.grad, g)
 
@@ -331,19 +331,19 @@ def test_launcher_rejects_bad_buffers(device):
     (self-overlapping) out or dk are a ValueError, before anything is written."""
     q, k, v, do = _qkv_do(1, 2, 9, 9, 16, F32, device)
     with pytest.raises(ValueError, match=r"expected out of shape \(1, 2, 9, 16\)"):
-        attn.attention_forward(q, k, v, 0.25, out=torch.empty(1, 2, 9, 8, device=device))
+        attn.attention_fwd(q, k, v, 0.25, out=torch.empty(1, 2, 9, 8, device=device))
     with pytest.raises(ValueError, match="expected out of shape .*float32"):
-        attn.attention_forward(q, k, v, 0.25, out=torch.empty_like(q, dtype=F16))
+        attn.attention_fwd(q, k, v, 0.25, out=torch.empty_like(q, dtype=F16))
     with pytest.raises(ValueError, match="without overlapping elements"):
-        attn.attention_forward(q, k, v, 0.25, out=torch.empty(1, 1, 9, 16, device=device).expand(1, 2, 9, 16))
+        attn.attention_fwd(q, k, v, 0.25, out=torch.empty(1, 1, 9, 16, device=device).expand(1, 2, 9, 16))
     with pytest.raises(ValueError, match="expected lse contiguous"):
-        attn.attention_forward(q, k, v, 0.25, lse=torch.empty(1, 9, 2, device=device).transpose(1, 2))
-    out, lse = attn.attention_forward(q, k, v, 0.25)
+        attn.attention_fwd(q, k, v, 0.25, lse=torch.empty(1, 9, 2, device=device).transpose(1, 2))
+    out, lse = attn.attention_fwd(q, k, v, 0.25)
     with pytest.raises(ValueError, match="expected dk without overlapping"):
         dk = torch.empty(1, 2, 9, 1, device=device).expand(1, 2, 9, 16)
-        attn.attention_backward(do, q, k, v, out, lse, 0.25, dk=dk)
+        attn.attention_bwd(do, q, k, v, out, lse, 0.25, dk=dk)
     with pytest.raises(ValueError, match="at least one key"):
-        attn.attention_forward(q, k[:, :, :0], v[:, :, :0], 0.25)
+        attn.attention_fwd(q, k[:, :, :0], v[:, :, :0], 0.25)
 
 
 def test_packed_qkv_autograd(device):
@@ -385,12 +385,12 @@ def test_qkvpacked_backward_writes_every_element(device):
     b, n, h, d = 1, 33, 2, 80
     qkv = _randn(b, n, 3, h, d, key="qkv-poison", dtype=F32, device=device)
     do = _randn(b, h, n, d, key="qkv-poison-do", dtype=F32, device=device)
-    out, lse = attn.attention_qkv_fwd_op(qkv, 0.1)
+    out, lse = attn.attention_qkvpacked_fwd_op(qkv, 0.1)
     dqkv = poison_(torch.empty_like(qkv))
-    attn.attention_backward(do, *attn._unpack(qkv), out, lse, 0.1, dq=dqkv[:, :, 0].transpose(1, 2),
+    attn.attention_bwd(do, *attn._unpack(qkv), out, lse, 0.1, dq=dqkv[:, :, 0].transpose(1, 2),
                             dk=dqkv[:, :, 1].transpose(1, 2), dv=dqkv[:, :, 2].transpose(1, 2))  # fmt: skip
     assert torch.isfinite(dqkv).all()
-    assert torch.equal(dqkv, attn.attention_qkv_bwd_op(do, qkv, out, lse, 0.1))
+    assert torch.equal(dqkv, attn.attention_qkvpacked_bwd_op(do, qkv, out, lse, 0.1))
 
 
 @pytest.mark.parametrize("shape", [(2, 5, 3, 8), (2, 5, 2, 1, 8), (2, 5, 4, 1, 8)])
@@ -413,9 +413,9 @@ def test_opcheck(device):
     torch.library.opcheck(attn.attention_bwd_op, (do, q, k, v, out, lse, 0.3))
     torch.library.opcheck(attn.attention_fwd_op, (q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), 0.3))
     qkv = torch.stack([q, k, v], dim=2).transpose(1, 3).detach()  # (B, N, 3, H, D), not contiguous
-    out, lse = attn.attention_qkv_fwd_op(qkv, 0.3)
-    torch.library.opcheck(attn.attention_qkv_bwd_op, (do, qkv, out, lse, 0.3))
-    torch.library.opcheck(attn.attention_qkv_fwd_op, (qkv.requires_grad_(), 0.3))
+    out, lse = attn.attention_qkvpacked_fwd_op(qkv, 0.3)
+    torch.library.opcheck(attn.attention_qkvpacked_bwd_op, (do, qkv, out, lse, 0.3))
+    torch.library.opcheck(attn.attention_qkvpacked_fwd_op, (qkv.requires_grad_(), 0.3))
 
 
 def test_compile_fullgraph_matches_eager(device):
@@ -469,7 +469,7 @@ def test_invalid_inputs_raise(args, error, message):
 
 
 def test_cpu_tensors_without_interpreter_raise(monkeypatch):
-    monkeypatch.setattr(attn, "interpreting", lambda: False)
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # fastvit reads it per call (tuning.interpreting)
     with pytest.raises(RuntimeError, match="need CUDA tensors .* got cpu"):
         attn.attention(*(_t(1, 2, 5, 32),) * 3)
 

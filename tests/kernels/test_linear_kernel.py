@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from parity import assert_close_vs_ref, poison_
 
-from fastvit.kernels import linear, reference
+from fastvit.kernels import linear, linear_aot, reference
 
 # dtype -> (atol, rtol) on outputs and dx; dW gets 10 x atol, db 5 x atol.
 # fp32 runs with input_precision="ieee": kernel and eager both round only in
@@ -384,7 +384,7 @@ def test_validation(name, device):
         call(x, w, b, r)
 
 
-AOT_CASES = linear.aot_cases()
+AOT_CASES = linear_aot.aot_cases()
 
 
 def test_configs_fit_the_register_budget():

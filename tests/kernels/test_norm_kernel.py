@@ -20,6 +20,7 @@ import torch
 from parity import assert_close_vs_ref, poison_
 
 from fastvit.kernels import norm as ln
+from fastvit.kernels import norm_aot
 from fastvit.kernels import tuning
 from fastvit.kernels.reference import add_layer_norm_ref, layer_norm_ref
 
@@ -78,13 +79,13 @@ def _fused(op, t):
     def poisoned(shape, dtype):
         return poison_(torch.empty(shape, dtype=dtype, device=x.device))
 
-    s, out, mean, rstd = ln.launch_layer_norm_fwd(
+    s, out, mean, rstd = ln.layer_norm_fwd(
         x, w, b, EPS, t.get("y"),
         s=poisoned(x.shape, x.dtype) if add else None, out=poisoned(x.shape, x.dtype),
         mean=poisoned((m,), torch.float32), rstd=poisoned((m,), torch.float32),
     )
     programs, _ = ln.bwd_num_programs(m, n, x.device)
-    dx, dw, db = ln.launch_layer_norm_bwd(
+    dx, dw, db = ln.layer_norm_bwd(
         t["dout"], s if add else x, w, mean, rstd, t.get("ds"),
         dx=poisoned(x.shape, x.dtype), partial=poisoned((2, programs, n), torch.float32),
     )
@@ -216,9 +217,9 @@ def check_out_dtype(out_dtype, device):
     fp64 reference; x's gradient stays fp32."""
     t = _make_inputs("layer_norm", (197, 768), torch.float32, device)
     x, w, b, dout = t["x"], t["weight"], t["bias"], t["dout"].to(out_dtype)
-    out, mean, rstd = ln.layer_norm_fwd(x, w, b, EPS, out_dtype)
+    out, mean, rstd = ln.layer_norm_fwd_op(x, w, b, EPS, out_dtype)
     buf = poison_(torch.empty(x.shape, dtype=out_dtype, device=device))
-    _, launched, _, _ = ln.launch_layer_norm_fwd(x, w, b, EPS, out=buf, out_dtype=out_dtype)
+    _, launched, _, _ = ln.layer_norm_fwd(x, w, b, EPS, out=buf, out_dtype=out_dtype)
     assert out.dtype == out_dtype and torch.equal(launched, out)
     ref = layer_norm_ref(x, w, b, EPS)
     eager = layer_norm_ref(x, w, b, EPS, upcast=False).to(out_dtype)
@@ -256,7 +257,7 @@ def _op_args(name):
     torch.manual_seed(0)
     x, y, dout, ds = (torch.randn(2, 3, 192) for _ in range(4))
     w, b = 1 + torch.randn(192), torch.randn(192)
-    _, mean, rstd = ln.layer_norm_fwd(x, w, b, EPS)
+    _, mean, rstd = ln.layer_norm_fwd_op(x, w, b, EPS)
     if name == "layer_norm_fwd":
         return (x.requires_grad_(), w.requires_grad_(), b.requires_grad_(), EPS, None)
     if name == "layer_norm_fwd_to_fp16":
@@ -311,9 +312,9 @@ def _bad_call(case):
         "y_shape": lambda: ln.add_layer_norm(x, x[:2], w, b),
         "y_dtype": lambda: ln.add_layer_norm(x, x.half(), w, b),
         "y_device": lambda: ln.add_layer_norm(x, x.to("meta"), w, b),
-        "out_buffer": lambda: ln.launch_layer_norm_fwd(x, w, b, EPS, out=torch.empty(4, 193)),
+        "out_buffer": lambda: ln.layer_norm_fwd(x, w, b, EPS, out=torch.empty(4, 193)),
         "out_dtype": lambda: ln.layer_norm(x, w, b, out_dtype=torch.float64),
-        "out_buffer_dtype": lambda: ln.launch_layer_norm_fwd(x, w, b, EPS, out=torch.empty(4, 192), out_dtype=torch.float16),
+        "out_buffer_dtype": lambda: ln.layer_norm_fwd(x, w, b, EPS, out=torch.empty(4, 192), out_dtype=torch.float16),
     }[case]
 
 
@@ -411,7 +412,7 @@ def test_zero_size_tensors(shape):
     grads = torch.autograd.grad((s.sum() + out.sum() + out2.sum()), (x, y, w, b))
     assert [g.shape for g in grads] == [x.shape, y.shape, w.shape, b.shape]
     assert all(torch.equal(g, torch.zeros_like(g)) for g in grads[2:])
-    _, mean, rstd = ln.layer_norm_fwd(x.detach(), w.detach(), b.detach(), EPS)
+    _, mean, rstd = ln.layer_norm_fwd_op(x.detach(), w.detach(), b.detach(), EPS)
     _, ref_mean, ref_rstd = torch.ops.aten.native_layer_norm(x.detach(), (n,), w.detach(), b.detach(), EPS)
     if mean.numel():  # torch: mean 0, rstd NaN for an empty row
         assert torch.equal(mean, ref_mean.flatten()) and torch.isnan(rstd).all() and torch.isnan(ref_rstd).all()
@@ -461,7 +462,7 @@ def test_finite_but_huge_or_tiny_inputs_match_the_reference(scale, shift):
 
 # --------------------------------------------------------------------------- ahead-of-time compile
 
-AOT_CASES = ln.aot_cases()
+AOT_CASES = norm_aot.aot_cases()
 
 
 class _LaunchRecorder:
@@ -489,9 +490,9 @@ def _model_launches(monkeypatch):
     import fastvit
 
     widths = sorted({fastvit.get_config(name).embed_dim for name in fastvit.list_models()} | {1152})
-    fwd, bwd = _LaunchRecorder(ln._layer_norm_fwd_kernel), _LaunchRecorder(ln._layer_norm_bwd_kernel)
-    monkeypatch.setattr(ln, "_layer_norm_fwd", fwd)
-    monkeypatch.setattr(ln, "_layer_norm_bwd", bwd)
+    fwd, bwd = _LaunchRecorder(ln._layer_norm_fwd_kernel.fn), _LaunchRecorder(ln._layer_norm_bwd_kernel.fn)
+    monkeypatch.setattr(ln, "_layer_norm_fwd_kernel", fwd)
+    monkeypatch.setattr(ln, "_layer_norm_bwd_kernel", bwd)
     gpu_sizes = ln.block_sizes
     monkeypatch.setattr(ln, "block_sizes", lambda n, row_tile=ln.GPU_ROW_TILE: gpu_sizes(n, row_tile))
     launches = []
@@ -501,11 +502,11 @@ def _model_launches(monkeypatch):
             x, w = torch.empty(rows, n, dtype=dtype), torch.empty(n, dtype=dtype)
             stats = torch.empty(rows)
             for name, call in (
-                ("layer_norm_fwd", lambda: ln.launch_layer_norm_fwd(x, w, w, EPS)),
-                ("add_layer_norm_fwd", lambda: ln.launch_layer_norm_fwd(x, w, w, EPS, x)),
-                ("layer_norm_fwd-fp32-in", lambda: ln.launch_layer_norm_fwd(x.float(), w.float(), w.float(), EPS, out_dtype=dtype)),
-                ("layer_norm_bwd", lambda: ln.launch_layer_norm_bwd(x, x, w, stats, stats)),
-                ("add_layer_norm_bwd", lambda: ln.launch_layer_norm_bwd(x, x, w, stats, stats, x)),
+                ("layer_norm_fwd", lambda: ln.layer_norm_fwd(x, w, w, EPS)),
+                ("add_layer_norm_fwd", lambda: ln.layer_norm_fwd(x, w, w, EPS, x)),
+                ("layer_norm_fwd-fp32-in", lambda: ln.layer_norm_fwd(x.float(), w.float(), w.float(), EPS, out_dtype=dtype)),
+                ("layer_norm_bwd", lambda: ln.layer_norm_bwd(x, x, w, stats, stats)),
+                ("add_layer_norm_bwd", lambda: ln.layer_norm_bwd(x, x, w, stats, stats, x)),
             ):
                 recorder = bwd if name.endswith("bwd") else fwd
                 call()
@@ -534,7 +535,7 @@ def test_aot_cases_compile_every_launch_the_models_make(monkeypatch):
         values = {k: v for k, v in args.items() if isinstance(v, int) and k not in ("M", "rows_per_program")}
         divisible = divisible_args(signature, values)
         assert ("N" in divisible) == (n % 16 == 0) and ("stride_x" in divisible) == (n % 16 == 0)
-        fn = ln._layer_norm_bwd_kernel if name.endswith("bwd") else ln._layer_norm_fwd_kernel
+        fn = norm_aot._layer_norm_bwd_kernel if name.endswith("bwd") else norm_aot._layer_norm_fwd_kernel
         table = ln.BWD_CONFIGS if name.endswith("bwd") else ln.FWD_CONFIGS
         for arch in ("sm80", "sm90"):
             for entry in table[arch] + table["default"]:
@@ -549,7 +550,7 @@ def test_aot_cases_compile_every_launch_the_models_make(monkeypatch):
 
 def test_aot_cases_check_vector_loads_and_pipelined_copies():
     for c in AOT_CASES:  # every preset width divides by 16
-        if c.fn is ln._layer_norm_bwd_kernel:
+        if c.fn is norm_aot._layer_norm_bwd_kernel:
             assert c.expect_ptx == ("cp.async.cg.shared.global",), c
         else:
             assert c.forbid_ptx or c.expect_ptx == ("ld.global.v4",), c

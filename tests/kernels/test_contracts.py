@@ -1,0 +1,403 @@
+"""Each fused op's contract (fastvit.kernels.contract / registry): complete, consistent with
+the kernels, the one source of the compile check's and the benchmarks' cases, and answerable
+without Triton."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastvit.kernels import contract, reference, registry
+
+ROOT = Path(__file__).resolve().parents[2]
+KERNELS = ROOT / "fastvit" / "kernels"
+PASSES = ("fwd", "bwd", "bwd_dq", "bwd_dkdv", "bwd_delta", "bwd_short")
+# Op files following the naming scheme in full (the GEMM files get theirs with issue 14's rework).
+SCHEME_MODULES = ("flash_attention", "flash_attention_bwd", "flash_attention_bwd_short", "norm", "attention_probs")
+
+
+def _run_python(code: str, **env) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    full_env.update(env, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=full_env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+
+
+def _collect(*args: str) -> dict[str, list[str]]:
+    """file -> node names (``test_x[id]``) that pytest collects from the AOT check and the kernel benchmarks."""
+    cmd = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+           "tests/kernels/test_aot.py", "benchmarks/test_kernels.py", *args]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    found: dict[str, list[str]] = {"tests/kernels/test_aot.py": [], "benchmarks/test_kernels.py": []}
+    for line in proc.stdout.splitlines():
+        if "::" in line:
+            path, name = line.split("::", 1)
+            found[path].append(name)
+    return found
+
+
+@pytest.fixture(scope="module")
+def collected() -> dict[str, dict[str, list[str]]]:
+    """What pytest collects there by default ("not slow") and with every marker ("-m ''")."""
+    return {"default": _collect(), "all": _collect("-m", "")}
+
+
+# -- the registry is complete -------------------------------------------------------------
+
+
+def test_registry_lists_every_declared_contract():
+    declaring = sorted(p.stem for p in KERNELS.glob("*.py") if re.search(r"^CONTRACT = ", p.read_text(), re.M))
+    assert declaring == sorted(registry.module_names())
+    contracts = registry.contracts()
+    assert [c.name for c in contracts] == registry.op_names() == list(registry.OPS)
+    import fastvit.kernels as kernels
+
+    public = set()
+    for c in contracts:
+        assert isinstance(c, contract.OpContract) and registry.get(c.name) is c
+        assert c.module == f"fastvit.kernels.{registry.OPS[c.name][0]}"
+        module = sys.modules[c.module]
+        for fn in c.functions:
+            assert callable(getattr(module, fn)), fn
+            if fn in kernels.__all__:
+                assert getattr(kernels, fn) is getattr(module, fn), fn
+        public.update(c.functions)
+        # one reference per op, in reference.py; the op file defines none of its own
+        assert c.reference.__module__ == "fastvit.kernels.reference" and c.reference.__name__.endswith("_ref")
+        own_refs = [n for n, o in vars(module).items() if n.endswith("_ref") and getattr(o, "__module__", "") == c.module]
+        assert not own_refs, (c.module, own_refs)
+        # the supports the layers and dispatch ask is the one the contract declares (Triton-free: see the last test)
+        assert c.supports is registry.supports_function(c.name)
+        assert c.description and c.describe().startswith(f"{c.name}: ")
+    # every public op of the package is declared; attention_probs is reached through its submodule's name
+    assert public - set(kernels.__all__) == {"attention_probs"} and set(kernels.__all__) <= public
+
+
+def test_registry_refuses_unknown_ops_and_arguments():
+    with pytest.raises(ValueError, match="unknown op 'softmax'"):
+        registry.supports("softmax", device="cuda", dtype=torch.float16)
+    with pytest.raises(ValueError, match="unknown op"):
+        registry.get("layernorm")
+    with pytest.raises(TypeError):
+        registry.supports("attention", device="cuda", dtype=torch.float16, head_dim=64, causal=True)
+    with pytest.raises(TypeError, match="dtype must be a torch.dtype"):
+        registry.supports("layer_norm", device="cuda", dtype="bf16", width=768)
+    with pytest.raises(TypeError, match="head_dim must be an int"):
+        registry.supports("attention", device="cuda", dtype=torch.float16, head_dim=True)
+    with pytest.raises(TypeError, match="device must be"):
+        registry.supports("linear_gelu", device=0, dtype=torch.float16, in_features=8, out_features=8)
+
+
+def test_contract_declarations_enforce_the_scheme():
+    good = registry.get("layer_norm")
+    fields = dict(name=good.name, module=good.module, functions=good.functions, reference=good.reference,
+                  supports=good.supports, aot_cases=good.aot_cases, bench_cases=good.bench_cases,
+                  description=good.description)  # fmt: skip
+    assert contract.OpContract(**fields) == good
+    with pytest.raises(ValueError, match="reference must be"):
+        contract.OpContract(**{**fields, "reference": reference.attention_ref})
+    with pytest.raises(ValueError, match="reference must be"):
+        contract.OpContract(**{**fields, "reference": torch.nn.functional.layer_norm})
+    with pytest.raises(ValueError, match="functions must be"):
+        contract.OpContract(**{**fields, "functions": ("rms_norm",)})
+    with pytest.raises(ValueError, match="description"):
+        contract.OpContract(**{**fields, "description": ""})
+    with pytest.raises(ValueError, match="has no supports_rms_norm"):
+        contract.declare("rms_norm", "fastvit.kernels.norm", ("rms_norm",), "x", "fastvit.kernels.norm_support")
+    # a variant shares its op's reference
+    assert registry.get("linear_gelu_tma").reference is reference.linear_gelu_ref
+
+
+def _kernel_like(obj) -> bool:
+    return type(obj).__name__ in ("JITFunction", "InterpretedFunction", "Autotuner", "Heuristics")
+
+
+@pytest.mark.parametrize("module_name", SCHEME_MODULES)
+def test_naming_scheme(module_name):
+    """Kernels ``_<op>_<pass>_kernel``, launchers ``<op>_<pass>``, torch.library ops
+    ``fastvit::<op>_<pass>`` held as ``<op>_<pass>_op``: ops are the declared ones."""
+    import importlib
+
+    module = importlib.import_module(f"fastvit.kernels.{module_name}")
+    ops = {*registry.op_names(), *(fn for c in registry.contracts() for fn in c.functions)}  # ops and variants
+    shape = re.compile(rf"^({'|'.join(sorted(ops))})_({'|'.join(PASSES)})$")
+    kernels = [name for name, obj in vars(module).items() if _kernel_like(obj) and name.endswith("_kernel")]
+    for name in kernels:
+        assert name.startswith("_") and shape.match(name[1:].removesuffix("_kernel")), name
+    custom = {name: obj for name, obj in vars(module).items() if type(obj).__name__ == "CustomOpDef"}
+    for name, op in custom.items():
+        namespace, _, qual = op._qualname.partition("::")
+        assert namespace == "fastvit" and shape.match(qual) and name == f"{qual}_op", (name, op._qualname)
+    launchers = {"flash_attention": ("attention_fwd", "attention_bwd"), "norm": ("layer_norm_fwd", "layer_norm_bwd"),
+                 "attention_probs": ("attention_probs_fwd",), "flash_attention_bwd_short": ("attention_bwd_short",)}
+    for name in launchers.get(module_name, ()):
+        assert callable(getattr(module, name)) and shape.match(name)
+    assert kernels or custom, f"{module_name}: no kernel or op found to check"
+
+
+def test_describe_lines_and_fastvit_info(capsys):
+    lines = registry.describe()
+    contracts = registry.contracts()
+    assert len(lines) == len(contracts)
+    for line, c in zip(lines, contracts):
+        assert line.startswith(f"{c.name}: ") and all(fn in line for fn in c.functions)
+    assert any("head_dim 1-128" in line for line in lines) and any("width 0-4096" in line for line in lines)
+    from fastvit import cli
+
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"  {line}" in out.splitlines() for line in lines)
+
+
+# -- every declared op is compiled and benchmarked ----------------------------------------
+
+
+def test_every_op_has_compile_cases_that_the_aot_check_compiles(collected):
+    from fastvit.kernels import attention_probs, flash_attention_aot, linear_aot, norm_aot
+
+    per_op = {c.name: c.aot_cases() for c in registry.contracts()}
+    for op, cases in per_op.items():
+        assert any(case.tier == "core" for case in cases), f"{op} has no compile case in the default run"
+    # the split between the ops of a file loses nothing and duplicates nothing
+    shipped = [*flash_attention_aot.aot_cases(), *norm_aot.aot_cases(), *linear_aot.aot_cases(),
+               *attention_probs.aot_cases()]  # fmt: skip
+    declared = [str(c) for cases in per_op.values() for c in cases]
+    assert sorted(declared) == sorted(str(c) for c in shipped)
+    assert [str(c) for c in registry.aot_cases()] == list(dict.fromkeys(declared))
+    # tests/kernels/test_aot.py compiles exactly these: the core ones by default, the rest with -m slow
+    aot = "tests/kernels/test_aot.py"
+    default, everything = collected["default"][aot], collected["all"][aot]
+    case_ids = lambda ids: {i[len("test_aot_compiles["):-1] for i in ids if i.startswith("test_aot_compiles[")}  # noqa: E731
+    assert case_ids(everything) == set(declared)
+    for op, cases in per_op.items():
+        assert {str(c) for c in cases if c.tier == "core"} <= case_ids(default), op
+
+
+def test_every_op_is_benchmarked_against_pytorch(collected):
+    cases = registry.bench_cases()
+    bench = "benchmarks/test_kernels.py"
+    assert sorted(collected["all"][bench]) == sorted(c.test_id for c in cases)
+    default = set(collected["default"][bench])
+    baseline = ("torch", "sdpa-")  # PyTorch's own ops: the baseline every kernel must beat
+    for c in registry.contracts():
+        own = c.bench_cases()
+        assert own and all(case.op == c.name for case in own), c.name
+        assert any(case.test_id in default for case in own), f"{c.name}: no benchmark case in the default run"
+        groups = {case.bench for case in own}
+        for group in groups:
+            providers = {case.values["provider"] for case in cases if case.bench == group}
+            assert any(p.startswith(baseline) for p in providers), (c.name, group, providers)
+    assert len({c.test_id for c in cases}) == len(cases)
+
+
+# -- supports() agrees with what the kernels accept (interpreter, tiny shapes) ------------
+
+F32, F16 = torch.float32, torch.float16
+
+
+_DEVICE = {0: "cpu"}  # where the kernel calls below run: set per test by the device fixture
+
+
+def _t(*shape, dtype=F32, seed=0):
+    g = torch.Generator().manual_seed(seed + len(shape) * 7 + sum(shape))
+    return torch.randn(*shape, generator=g).to(device=_DEVICE[0], dtype=dtype)
+
+
+def _attention(d, n_kv=5, dtype=F32):
+    q, k, v = _t(1, 2, 6, d, dtype=dtype), _t(1, 2, n_kv, d, dtype=dtype, seed=1), _t(1, 2, n_kv, d, dtype=dtype, seed=2)
+    from fastvit.kernels import attention
+
+    return attention(q, k, v), reference.attention_ref(q, k, v)
+
+
+def _attention_probs(d, dtype=F32):
+    from fastvit.kernels.attention_probs import attention_probs
+
+    q, k = _t(1, 2, 6, d, dtype=dtype), _t(1, 2, 7, d, dtype=dtype, seed=1)
+    lse = torch.logsumexp(torch.matmul(q.double(), k.double().transpose(-2, -1)) * d**-0.5, -1).float()
+    return attention_probs(q, k, lse), reference.attention_probs_ref(q, k, lse)
+
+
+def _layer_norm(width, dtype=F32, weight_dtype=None, out_dtype=None):
+    from fastvit.kernels import layer_norm
+
+    x, w, b = _t(3, width, dtype=dtype), _t(width, dtype=weight_dtype or dtype, seed=1), _t(width, dtype=weight_dtype or dtype, seed=2)
+    out = layer_norm(x, w, b, 1e-6, out_dtype=out_dtype)
+    return out, reference.layer_norm_ref(x, w, b, 1e-6)
+
+
+def _add_layer_norm(width, dtype=F32):
+    from fastvit.kernels import add_layer_norm
+
+    x, y, w, b = _t(3, width, dtype=dtype), _t(3, width, dtype=dtype, seed=3), _t(width, dtype=dtype), _t(width, dtype=dtype, seed=2)
+    return add_layer_norm(x, y, w, b, 1e-6)[1], reference.add_layer_norm_ref(x, y, w, b, 1e-6)[1]
+
+
+def _linear(op, k, n, dtype=F32, approximate="none", residual_dtype=None):
+    import fastvit.kernels as kernels
+
+    x, w, b = _t(5, k, dtype=dtype), _t(n, k, dtype=dtype, seed=1) * max(k, 1) ** -0.5, _t(n, dtype=dtype, seed=2)
+    if "gelu" in op:
+        return getattr(kernels, op)(x, w, b, approximate), reference.linear_gelu_ref(x, w, b, approximate)
+    r = _t(5, n, dtype=residual_dtype or dtype, seed=3)
+    return getattr(kernels, op)(x, w, b, r), reference.linear_residual_ref(x, w, b, r)
+
+
+def _mlp(d, h, dtype=F32, residual_dtype=None):
+    from fastvit.kernels import mlp_residual
+
+    x, r = _t(4, d, dtype=dtype), _t(4, d, dtype=residual_dtype or dtype, seed=5)
+    w1, b1, w2, b2 = _t(h, d, dtype=dtype, seed=1) * d**-0.5, _t(h, dtype=dtype, seed=2), _t(d, h, dtype=dtype, seed=3) * h**-0.5, _t(d, dtype=dtype, seed=4)
+    return mlp_residual(x, w1, b1, w2, b2, r), reference.mlp_residual_ref(x, w1, b1, w2, b2, r)
+
+
+# (op, supports() keywords, the same call run through the kernel -> (out, fp64 reference))
+ACCEPTED = [
+    ("attention", dict(dtype=F32, head_dim=72, kv_len=5), lambda: _attention(72)),
+    ("attention", dict(dtype=F32, head_dim=3, kv_len=1), lambda: _attention(3, n_kv=1)),
+    ("attention_probs", dict(dtype=F32, head_dim=24), lambda: _attention_probs(24)),
+    ("layer_norm", dict(dtype=F32, width=100), lambda: _layer_norm(100)),
+    ("layer_norm", dict(dtype=F16, width=40, weight_dtype=F32, out_dtype=F32), lambda: _layer_norm(40, F16, F32, F32)),
+    ("add_layer_norm", dict(dtype=F32, width=48), lambda: _add_layer_norm(48)),
+    ("linear_gelu", dict(dtype=F32, in_features=24, out_features=40, approximate="tanh"),
+     lambda: _linear("linear_gelu", 24, 40, approximate="tanh")),
+    ("linear_gelu", dict(dtype=F32, in_features=0, out_features=6), lambda: _linear("linear_gelu", 0, 6)),
+    ("linear_residual", dict(dtype=F32, in_features=20, out_features=12, residual_dtype=F32),
+     lambda: _linear("linear_residual", 20, 12)),
+    ("linear_gelu_tma", dict(dtype=F32, in_features=16, out_features=8), lambda: _linear("linear_gelu_tma", 16, 8)),
+    ("linear_residual_tma", dict(dtype=F32, in_features=8, out_features=12), lambda: _linear("linear_residual_tma", 8, 12)),
+    ("mlp_residual", dict(dtype=F32, in_features=16, hidden_features=24), lambda: _mlp(16, 24)),
+]  # fmt: skip
+# (op, keywords, the reason's words, the kernel call and the error it raises)
+REFUSED = [
+    ("attention", dict(dtype=F32, head_dim=129), "head_dim 129", lambda: _attention(129), ValueError),
+    ("attention", dict(dtype=torch.float64, head_dim=8), "float64", lambda: _attention(8, dtype=torch.float64), TypeError),
+    ("attention", dict(dtype=F32, head_dim=8, kv_len=0), "kv_len 0", lambda: _attention(8, n_kv=0), ValueError),
+    ("attention_probs", dict(dtype=F32, head_dim=130), "head_dim 130", lambda: _attention_probs(130), ValueError),
+    ("layer_norm", dict(dtype=F32, width=4097), "width 4097", lambda: _layer_norm(4097), ValueError),
+    ("layer_norm", dict(dtype=F32, width=8, weight_dtype=F16), "weight_dtype", lambda: _layer_norm(8, F32, F16), TypeError),
+    ("layer_norm", dict(dtype=torch.float64, width=8), "float64", lambda: _layer_norm(8, torch.float64), TypeError),
+    ("layer_norm", dict(dtype=F32, width=8, out_dtype=torch.int8), "out_dtype", lambda: _layer_norm(8, out_dtype=torch.int8), TypeError),
+    ("add_layer_norm", dict(dtype=F32, width=5000), "width 5000", lambda: _add_layer_norm(5000), ValueError),
+    ("linear_gelu", dict(dtype=F32, in_features=8, out_features=8, approximate="sigmoid"), "approximate",
+     lambda: _linear("linear_gelu", 8, 8, approximate="sigmoid"), ValueError),
+    ("linear_gelu", dict(dtype=torch.float64, in_features=8, out_features=8), "float64",
+     lambda: _linear("linear_gelu", 8, 8, torch.float64), TypeError),
+    ("linear_residual", dict(dtype=F32, in_features=8, out_features=8, residual_dtype=F16), "residual_dtype",
+     lambda: _linear("linear_residual", 8, 8, residual_dtype=F16), TypeError),
+    ("linear_gelu_tma", dict(dtype=F16, in_features=6, out_features=8), "16 bytes",
+     lambda: _linear("linear_gelu_tma", 6, 8, F16), ValueError),
+    ("linear_residual_tma", dict(dtype=F32, in_features=8, out_features=3), "16 bytes",
+     lambda: _linear("linear_residual_tma", 8, 3), ValueError),
+    ("mlp_residual", dict(dtype=F32, in_features=8, hidden_features=8, residual_dtype=F16), "residual_dtype",
+     lambda: _mlp(8, 8, residual_dtype=F16), TypeError),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("op,call,run", ACCEPTED, ids=[f"{a[0]}-{i}" for i, a in enumerate(ACCEPTED)])
+def test_an_accepted_call_runs(op, call, run, device, monkeypatch):
+    """On CUDA, or on the CPU through the interpreter (tests/conftest.py sets it without a GPU)."""
+    monkeypatch.setitem(_DEVICE, 0, device)
+    reason = registry.supports(op, device=device, **call)
+    if device == "cuda" and reason is not None and "sm_90" in reason:
+        pytest.skip(reason)
+    assert reason is None
+    out, ref = run()
+    assert out.shape == ref.shape and torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), ref.double(), atol=2e-3 if out.dtype == F16 else 1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("op,call,words,run,error", REFUSED, ids=[f"{r[0]}-{i}" for i, r in enumerate(REFUSED)])
+def test_a_refused_call_raises(op, call, words, run, error, device, monkeypatch):
+    monkeypatch.setitem(_DEVICE, 0, device)
+    reason = registry.supports(op, device=device, **call)
+    assert reason is not None and words in reason, reason
+    with pytest.raises(error):
+        run()
+
+
+def test_device_rule_and_routed_calls():
+    """Off CUDA only the interpreter runs the kernels; what the layers route elsewhere says why."""
+    from fastvit.layers.attention import auto_unsupported, triton_attention, triton_unsupported
+
+    common = dict(dtype=torch.bfloat16, head_dim=64)
+    assert registry.supports("attention", device="cuda", **common) is None
+    assert "on cpu" in registry.supports("attention", device="cpu", interpret=False, **common)
+    assert registry.supports("attention", device=torch.device("cpu"), interpret=True, **common) is None
+    assert triton_unsupported("cpu", torch.bfloat16, 64) == registry.supports("attention", device="cpu",
+                                                                             interpret=False, **common)  # fmt: skip
+    assert triton_unsupported("cuda", torch.bfloat16, 72) is None  # every head dim the kernel takes, 72 included
+    dropout = triton_unsupported("cuda", torch.bfloat16, 64, dropout_p=0.1)
+    assert "dropout" in dropout and "dropout" in auto_unsupported("cuda", torch.bfloat16, 64, 0.1)
+    # a call the kernel refuses (attention dropout) is routed to SDPA by the triton backend
+    q, k, v = _t(1, 2, 5, 8), _t(1, 2, 5, 8, seed=1), _t(1, 2, 5, 8, seed=2)
+    torch.manual_seed(0)
+    routed = triton_attention(q, k, v, dropout_p=0.5)
+    torch.manual_seed(0)
+    torch.testing.assert_close(routed, torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=0.5))
+    assert "sm_90" in registry.supports("linear_gelu_tma", device="cuda", dtype=F16, in_features=64, out_features=64,
+                                        capability=(8, 0))  # fmt: skip
+    assert registry.supports("linear_gelu_tma", device="cuda", dtype=F16, in_features=64, out_features=64,
+                             capability=(9, 0)) is None  # fmt: skip
+    assert "dropout" in registry.supports("linear_residual", device="cuda", dtype=F16, in_features=8, out_features=8,
+                                          dropout_p=0.1)  # fmt: skip
+
+
+def test_gelu_approximations_match_the_epilogue():
+    from fastvit.kernels.gemm_epilogue import GELU_EPILOGUE
+    from fastvit.kernels.linear_support import GELU_APPROXIMATIONS
+
+    assert set(GELU_APPROXIMATIONS) == set(GELU_EPILOGUE)
+
+
+def test_eager_attention_is_the_reference():
+    from fastvit.layers.attention import eager_attention
+
+    q, k, v = _t(2, 3, 9, 16), _t(2, 3, 9, 16, seed=1), _t(2, 3, 9, 16, seed=2)
+    got = eager_attention(q, k, v, scale=0.3)
+    assert torch.equal(got, reference.attention_ref(q, k, v, 0.3, upcast=False))
+    torch.testing.assert_close(got.double(), reference.attention_ref(q, k, v, 0.3), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(got, torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=0.3), atol=1e-6, rtol=1e-5)
+
+
+# -- without Triton -----------------------------------------------------------------------
+
+_NO_TRITON = """
+import sys
+sys.modules["triton"] = None  # `import triton` now raises ImportError
+import torch
+import fastvit
+from fastvit.kernels import registry
+from fastvit.layers.attention import triton_unsupported
+calls = {
+    "attention": dict(dtype=torch.float16, head_dim=64), "attention_probs": dict(dtype=torch.float16, head_dim=64),
+    "layer_norm": dict(dtype=torch.float16, width=768), "add_layer_norm": dict(dtype=torch.float16, width=768),
+    "linear_gelu": dict(dtype=torch.float16, in_features=768, out_features=3072),
+    "linear_residual": dict(dtype=torch.float16, in_features=3072, out_features=768),
+    "linear_gelu_tma": dict(dtype=torch.float16, in_features=768, out_features=3072, capability=(9, 0)),
+    "linear_residual_tma": dict(dtype=torch.float16, in_features=3072, out_features=768, capability=(9, 0)),
+    "mlp_residual": dict(dtype=torch.float16, in_features=768, hidden_features=3072),
+}
+assert set(calls) == set(registry.OPS), sorted(registry.OPS)
+for op, call in calls.items():
+    assert registry.supports(op, device="cuda", **call) == "triton is not installed", op
+assert triton_unsupported("cuda", torch.float16, 64) == "triton is not installed"
+assert all(line.endswith("unavailable (triton is not installed)") for line in registry.describe())
+assert sys.modules["triton"] is None
+assert not any(name.startswith("triton.") for name in sys.modules), [n for n in sys.modules if n.startswith("triton.")]
+print("ok", len(calls))
+"""
+
+
+def test_supports_answers_without_triton():
+    proc = _run_python(_NO_TRITON)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert proc.stdout.split() == ["ok", str(len(registry.OPS))]
