@@ -100,14 +100,14 @@ def _tile(meta: dict) -> str:
 
 
 def _gemm_case(name, dtype, meta, launch, arch, epilogue, *, units, divisible, residual_dtype=None, scaled=False,
-               gamma_dtype=None):  # fmt: skip
+               gamma_dtype=None, tier="core"):  # fmt: skip
     constexprs = dict(
         meta, **dict.fromkeys(units, 1), EPILOGUE=epilogue, HAS_BIAS=not epilogue.endswith("_grad"),
         STORE_PRE=epilogue == "gelu", HAS_SCALE=scaled, HAS_GAMMA=gamma_dtype is not None, INPUT_PRECISION="ieee",
         DOT_IN_FP32=False,
     )  # fmt: skip
     signature = _gemm_signature(dtype, residual_dtype, units, gamma_dtype)
-    return AotCase(name, _linear_fwd_kernel, signature, constexprs, arch, divisible=divisible, **launch)
+    return AotCase(name, _linear_fwd_kernel, signature, constexprs, arch, divisible=divisible, tier=tier, **launch)
 
 
 def _shipped_cases() -> list[AotCase]:
@@ -118,16 +118,19 @@ def _shipped_cases() -> list[AotCase]:
                 meta, launch = tuning.split(entry)
                 tile = _tile(meta)
                 common = dict(units=_UNIT_STRIDES, divisible=_DIVISIBLE)
+                # The variants issue 14 added (quick GELU, LayerScale) compile by default at each arch's
+                # first tile; at the others they are "wide" cases (-m slow), to keep CI's compile time.
+                extra = "core" if entry is GEMM_CONFIGS[arch][0] else "wide"
                 for epilogue in EPILOGUES:
                     cases.append(_gemm_case(f"linear_{epilogue}-{dtype}-{tile}", dtype, meta, launch, arch, epilogue,
-                                            **common))  # fmt: skip
+                                            tier=extra if epilogue == "gelu_quick" else "core", **common))  # fmt: skip
                 # Training under autocast with stochastic depth: fp32 residual stream, per-sample scale.
                 cases.append(_gemm_case(f"linear_residual_scaled_fp32res-{dtype}-{tile}", dtype, meta, launch, arch,
                                         "residual", residual_dtype="fp32", scaled=True, **common))  # fmt: skip
                 # The same with LayerScale (DINOv2, DeiT III): an fp32 gamma master weight.
                 cases.append(_gemm_case(f"linear_residual_gamma_scaled_fp32res-{dtype}-{tile}", dtype, meta, launch,
                                         arch, "residual", residual_dtype="fp32", scaled=True, gamma_dtype="fp32",
-                                        **common))  # fmt: skip
+                                        tier=extra, **common))  # fmt: skip
                 cases.append(_gemm_case(f"linear_gelu_grad-{dtype}-{tile}", dtype, meta, launch, arch, "gelu_grad",
                                         units=_GRAD_UNIT_STRIDES, divisible=_GRAD_DIVISIBLE))  # fmt: skip
                 if dtype == "bf16" and entry is GEMM_CONFIGS[arch][0]:  # the other derivatives at the first tile
@@ -138,7 +141,7 @@ def _shipped_cases() -> list[AotCase]:
                 signature = dict.fromkeys(("DOUT", "PRE", "DH"), f"*{dtype}")
                 signature |= {"numel": "i32", "APPROXIMATE": "constexpr", "BLOCK": "constexpr"}
                 cases.append(AotCase(
-                    name=f"gelu_bwd_{approximate}-{dtype}", fn=_linear_gelu_bwd_kernel, signature=signature,
+                    name=f"linear_gelu_bwd_{approximate}-{dtype}", fn=_linear_gelu_bwd_kernel, signature=signature,
                     constexprs=dict(APPROXIMATE=approximate, BLOCK=GELU_BWD_CONFIG["BLOCK"]), arch=arch,
                     num_warps=GELU_BWD_CONFIG["num_warps"], num_stages=1, tensor_core_op=None,
                 ))  # fmt: skip
@@ -203,6 +206,8 @@ def tma_cases() -> list[AotCase]:
                         ("residual_scaled_fp32res", "residual", "fp32", True, False),
                         ("residual_gamma_scaled_fp32res", "residual", "fp32", True, True)]  # fmt: skip
             for label, epilogue, out_dtype, scaled, gamma in variants:
+                new = label in ("gelu_quick", "residual_gamma_scaled_fp32res")
+                tier = "wide" if new and (dtype != "bf16" or entry is not TMA_CONFIGS["sm90"][0]) else "core"
                 constexprs = dict(
                     meta, stride_rn=1, EPILOGUE=epilogue, HAS_BIAS=True, STORE_PRE=epilogue == "gelu",
                     HAS_SCALE=scaled, HAS_GAMMA=gamma, INPUT_PRECISION="ieee", DOT_IN_FP32=False, NUM_PROGRAMS=132,
@@ -211,7 +216,7 @@ def tma_cases() -> list[AotCase]:
                 divisible = ("BIAS", "RES", "SCALE", "GAMMA", "N", "K", "stride_rm")
                 cases.append(AotCase(f"linear_tma_{label}-{dtype}-{_tile(meta)}", _linear_tma_fwd_kernel,
                                      tma_signature(meta, dtype, out_dtype), constexprs, "sm90", divisible=divisible,
-                                     **launch))  # fmt: skip
+                                     tier=tier, **launch))  # fmt: skip
     return cases
 
 
