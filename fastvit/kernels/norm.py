@@ -111,9 +111,20 @@ _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 @triton.jit
+def _row_offsets(rows64, rows_inner, stride_outer, stride_inner):
+    """Element offsets of rows ``(r // rows_inner, r % rows_inner)``: two-level row strides.
+
+    Triton specializes ``rows_inner == 1`` (every contiguous or merged layout) to a
+    constant, so there the division folds away and this is ``rows * stride_outer``.
+    """
+    return (rows64 // rows_inner) * stride_outer + (rows64 % rows_inner) * stride_inner
+
+
+@triton.jit
 def _layer_norm_fwd_kernel(
     X, Y, W, B, S, OUT, MEAN, RSTD,
     stride_x, stride_y, stride_s, stride_out,  # row strides in elements; columns are unit-stride
+    rows_inner, stride_x_inner,  # X's rows as (M / rows_inner, rows_inner) with strides (stride_x, stride_x_inner)
     M, N, eps,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
 ):
@@ -125,7 +136,8 @@ def _layer_norm_fwd_kernel(
     mask = row_mask[:, None] & col_mask[None, :]
     rows64 = rows.to(tl.int64)[:, None]
 
-    x = tl.load(X + rows64 * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    x = tl.load(X + _row_offsets(rows64, rows_inner, stride_x, stride_x_inner) + cols[None, :], mask=mask,
+                other=0.0).to(tl.float32)  # fmt: skip
     if HAS_RESIDUAL:
         y = tl.load(Y + rows64 * stride_y + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         s = (x + y).to(S.dtype.element_ty)
@@ -152,6 +164,7 @@ def _layer_norm_fwd_kernel(
 def _layer_norm_bwd_kernel(
     DOUT, DS, X, W, MEAN, RSTD, DX, DW_PARTIAL, DB_PARTIAL,
     stride_dout, stride_ds, stride_x, stride_dx,  # row strides in elements
+    rows_inner, stride_x_inner,  # X's two-level rows, as in the forward
     M, N, rows_per_program,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_DS: tl.constexpr, ROW_STAGES: tl.constexpr,
 ):
@@ -170,7 +183,8 @@ def _layer_norm_bwd_kernel(
         row_mask = rows < row_end
         mask = row_mask[:, None] & col_mask[None, :]
         rows64 = rows.to(tl.int64)[:, None]
-        x = tl.load(X + rows64 * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        x = tl.load(X + _row_offsets(rows64, rows_inner, stride_x, stride_x_inner) + cols[None, :], mask=mask,
+                    other=0.0).to(tl.float32)  # fmt: skip
         dout = tl.load(DOUT + rows64 * stride_dout + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         mean = tl.load(MEAN + rows, mask=row_mask, other=0.0)
         rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)
@@ -237,6 +251,40 @@ def _as_rows(t: torch.Tensor, n: int) -> torch.Tensor:
     return t2 if t2.stride(1) == 1 or n <= 1 else t2.contiguous()
 
 
+def _as_two_level_rows(t: torch.Tensor, n: int) -> tuple[torch.Tensor, int, int, int]:
+    """``(base, rows_inner, stride_outer, stride_inner)``: ``t``'s rows without a copy where possible.
+
+    Row ``r`` of ``t`` (leading dims flattened) starts at element
+    ``(r // rows_inner) * stride_outer + (r % rows_inner) * stride_inner`` of
+    ``base``. Layouts whose leading dims merge into one stride give
+    ``rows_inner = 1`` (exactly :func:`_as_rows`). Those that merge into two --
+    the (B, N, H, head_dim) q or k slice of a packed (B, N, 3, H, head_dim)
+    qkv projection, normalized per head by qk-norm -- are read in place:
+    ``rows_inner = H``, strides ``(3 H head_dim, head_dim)``. Anything else
+    (or a last dim that is not unit-stride) is copied to contiguous rows.
+    """
+    rows = math.prod(t.shape[:-1])
+    if n > 1 and t.dim() >= 3 and t.stride(-1) == 1 and rows > 0:
+        try:
+            t2 = t.view(rows, n)
+        except RuntimeError:
+            t2 = None
+        if t2 is None:
+            lead = [(size, stride) for size, stride in zip(t.shape[:-1], t.stride()[:-1]) if size != 1]
+            # merge the leading dims from the innermost outwards into at most two (size, stride) groups
+            groups = []
+            for size, stride in reversed(lead):
+                if groups and groups[-1][1] * groups[-1][0] == stride:
+                    groups[-1] = (groups[-1][0] * size, groups[-1][1])
+                else:
+                    groups.append((size, stride))
+            if len(groups) == 2:
+                (inner, stride_inner), (_, stride_outer) = groups
+                return t, inner, stride_outer, stride_inner
+    t2 = _as_rows(t, n)
+    return t2, 1, t2.stride(0), t2.stride(0)
+
+
 def _vector(t: torch.Tensor) -> torch.Tensor:
     """A 1-d parameter or statistic as the kernels read it: unit-stride (a strided
     or expanded view is copied; N elements, negligible beside the activations)."""
@@ -267,8 +315,12 @@ def launch_layer_norm_fwd(x, weight, bias, eps, y=None, *, s=None, out=None, mea
     ``(rows,)``) may be passed in preallocated; every element is written.
     """
     n = x.shape[-1]
-    x2 = _as_rows(x, n)
-    m = x2.shape[0]
+    if y is None:
+        x2, rows_inner, stride_x, stride_inner = _as_two_level_rows(x, n)
+    else:  # the add variant reads x and y row by row alike
+        x2 = _as_rows(x, n)
+        rows_inner, stride_x, stride_inner = 1, x2.stride(0), x2.stride(0)
+    m = math.prod(x.shape[:-1])
     out = _out_buffer(out, x.shape, out_dtype or x.dtype, x.device)
     mean = _out_buffer(mean, (m,), torch.float32, x.device)
     rstd = _out_buffer(rstd, (m,), torch.float32, x.device)
@@ -289,7 +341,8 @@ def launch_layer_norm_fwd(x, weight, bias, eps, y=None, *, s=None, out=None, mea
     with _device_of(x):
         _layer_norm_fwd[(triton.cdiv(m, block_m),)](
             x2, y2, _vector(weight), _vector(bias), s2, out2, mean, rstd,
-            x2.stride(0), y2.stride(0), s2.stride(0), out2.stride(0),
+            stride_x, y2.stride(0), s2.stride(0), out2.stride(0),
+            rows_inner, stride_inner,
             m, n, eps,
             BLOCK_M=block_m, BLOCK_N=block_n, HAS_RESIDUAL=y is not None,
         )
@@ -307,9 +360,9 @@ def launch_layer_norm_bwd(dout, x, weight, mean, rstd, ds=None, *, dx=None, part
     ``weight``'s dtype.
     """
     n = x.shape[-1]
-    x2 = _as_rows(x, n)
+    x2, rows_inner, stride_x, stride_inner = _as_two_level_rows(x, n)
     dout2 = _as_rows(dout, n)
-    m = x2.shape[0]
+    m = dout2.shape[0]
     dx = _out_buffer(dx, x.shape, x.dtype, x.device)
     dx2 = dx.view(m, n)
     programs, per_program = bwd_num_programs(m, n, x.device)
@@ -320,7 +373,8 @@ def launch_layer_norm_bwd(dout, x, weight, mean, rstd, ds=None, *, dx=None, part
         with _device_of(x):
             _layer_norm_bwd[(programs,)](
                 dout2, ds2, x2, _vector(weight), _vector(mean), _vector(rstd), dx2, partial[0], partial[1],
-                dout2.stride(0), ds2.stride(0), x2.stride(0), dx2.stride(0),
+                dout2.stride(0), ds2.stride(0), stride_x, dx2.stride(0),
+                rows_inner, stride_inner,
                 m, n, per_program,
                 BLOCK_M=block_m, BLOCK_N=block_n, HAS_DS=ds is not None,
             )
