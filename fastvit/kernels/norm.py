@@ -289,7 +289,8 @@ def launch_layer_norm_fwd(x, weight, bias, eps, y=None, *, s=None, out=None, mea
     rstd = _out_buffer(rstd, (m,), torch.float32, x.device)
     out2 = out.view(m, n)
     if y is None:
-        y2, s2 = x2, out2  # unused by the kernel when HAS_RESIDUAL is False
+        # unused by the kernel when HAS_RESIDUAL is False (a 2-D stand-in keeps stride_y a row stride)
+        y2, s2 = (x2 if x2.dim() == 2 else out2), out2
     else:
         y2 = _as_rows(y, n)
         s = _out_buffer(s, x.shape, x.dtype, x.device)

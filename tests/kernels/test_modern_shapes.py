@@ -439,3 +439,32 @@ def test_aot_covers_qk_norm_launches():
         head_dim = int(c.name.split("hd")[1])
         assert c.signature["rows_inner"] == "i32" and "rows_inner" not in c.constexprs
         assert ("N" in c.divisible) == (head_dim % 16 == 0) and "stride_x" in c.divisible
+
+
+@pytest.mark.parametrize("head_dim", [64, 72, 80])
+def test_qk_norm_launch_specializes_as_its_aot_case(head_dim, monkeypatch):
+    """The arguments a qk-norm launch passes (recorded, nothing runs) give exactly the divisibility the
+    compiled qk case declares, forward and backward, at the model's head count."""
+    from test_norm_kernel import _LaunchRecorder, _type
+
+    from fastvit.kernels.aot import divisible_args
+    from fastvit.kernels.norm_aot import QK_NORM_HEADS
+
+    heads = QK_NORM_HEADS[head_dim]
+    fwd, bwd = _LaunchRecorder(norm._layer_norm_fwd_kernel), _LaunchRecorder(norm._layer_norm_bwd_kernel)
+    monkeypatch.setattr(norm, "_layer_norm_fwd", fwd)
+    monkeypatch.setattr(norm, "_layer_norm_bwd", bwd)
+    qkv = torch.empty(2, 197, 3, heads, head_dim, dtype=BF16)
+    w, stats = torch.empty(head_dim, dtype=BF16), torch.empty(2 * 197 * heads)
+    norm.launch_layer_norm_fwd(qkv[:, :, 0], w, w, 1e-6)
+    norm.launch_layer_norm_bwd(torch.empty(2, 197, heads, head_dim, dtype=BF16), qkv[:, :, 1], w, stats, stats)
+    cases = {(c.name.split("_qk")[0], c.arch): c for c in norm.aot_cases() if c.name.endswith(f"_qk-bf16-hd{head_dim}")}
+    for name, recorder in (("layer_norm_fwd", fwd), ("layer_norm_bwd", bwd)):
+        args, _ = recorder.calls.pop()
+        assert args["rows_inner"] == heads and args["stride_x"] == 3 * heads * head_dim
+        signature = {k: _type(v) for k, v in args.items()}
+        values = {k: v for k, v in args.items() if isinstance(v, int) and k not in ("M", "rows_per_program")}
+        for arch in ("sm80", "sm90"):
+            case = cases[(name, arch)]
+            assert set(case.divisible) == set(divisible_args(signature, values)), (name, arch)
+            assert all(case.signature[k] == t for k, t in signature.items()), (name, arch)
