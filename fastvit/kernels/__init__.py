@@ -9,11 +9,13 @@ Public ops (torch-like signatures, nn.Linear weight layout):
 - ``attention_qkvpacked(qkv, scale=None)``: the same over a packed (B, N, 3, H, D) qkv.
 - ``layer_norm(x, weight, bias, eps, *, out_dtype=None)``
 - ``add_layer_norm(x, y, weight, bias, eps)`` -> ``(x + y, LN(x + y))``
-- ``linear_gelu(x, weight, bias, approximate="none")``
-- ``linear_residual(x, weight, bias, residual, *, scale=None)`` -> ``residual + scale * (x @ W^T + b)``
+- ``linear_gelu(x, weight, bias, approximate="none")``: approximate "none" | "tanh" | "quick"
+  (``x * sigmoid(1.702 x)``)
+- ``linear_residual(x, weight, bias, residual, *, scale=None, gamma=None)`` ->
+  ``residual + scale[:, None] * gamma * (x @ W^T + b)`` (gamma: per-channel LayerScale, with gradient)
 - ``linear_gelu_tma`` / ``linear_residual_tma``: the same through the Hopper TMA candidate kernel
-- ``mlp_residual(x, w1, b1, w2, b2, residual, *, approximate="none", scale=None)``: a whole MLP
-  branch, whose backward fuses GELU's derivative into fc2's input-gradient GEMM
+- ``mlp_residual(x, w1, b1, w2, b2, residual, *, approximate="none", scale=None, gamma=None)``: a whole
+  MLP branch, whose backward fuses GELU's derivative into fc2's input-gradient GEMM
 
 Each has a plain PyTorch twin in :mod:`fastvit.kernels.reference`; each op's
 declaration (what it supports, its compile and benchmark cases) is its file's

@@ -1,38 +1,42 @@
-"""Epilogue-fused GEMMs: ``gelu(x @ W^T + b)`` and ``residual + scale * (x @ W^T + b)``.
+"""Epilogue-fused GEMMs: ``gelu(x @ W^T + b)`` and ``residual + scale * gamma * (x @ W^T + b)``.
 
 The two halves of a ViT MLP block. One tiled Triton GEMM computes ``x @ W^T``
 in fp32 and, before the single store, adds the bias and then applies GELU
-(exact erf or tanh) or adds the residual, so the pre-activation never makes an
-extra round trip through memory in inference.
+(exact erf, tanh, or CLIP's quick GELU ``h * sigmoid(1.702 h)``) or adds the
+residual, so the pre-activation never makes an extra round trip through memory
+in inference.
 
 The residual epilogue serves training as well: the residual (and output) may
 be fp32 while the GEMM runs in bf16/fp16, as under autocast with an fp32
-residual stream, and an optional per-sample ``scale`` applies stochastic
-depth (0 for a dropped sample, ``1/keep`` for a kept one) to the branch before
-the add.
+residual stream; an optional per-sample ``scale`` applies stochastic depth (0
+for a dropped sample, ``1/keep`` for a kept one) and an optional per-channel
+``gamma`` LayerScale (DINOv2, DeiT III), both to the branch before the add.
 
-Backward:
+Backward (:mod:`fastvit.kernels.linear_bwd`):
 
 - ``linear_gelu`` saves ``x``, ``W`` and the pre-activation ``h = x @ W^T + b``
-  (option A: one extra M x N tensor in the input dtype, e.g. 310 MB for
-  ViT-B fc1 at batch 256 in bf16 -- the same tensor eager PyTorch keeps for
-  ``F.gelu``'s backward). The forward kernel writes ``h`` next to ``gelu(h)``
-  only when a gradient will be needed, so inference pays nothing and the
-  backward recomputes nothing. The backward runs one fused elementwise Triton
-  kernel ``dh = dout * gelu'(h)``, then ``dx = dh @ W`` and ``dW = dh^T @ x``
-  with ``torch.matmul`` (cuBLAS on a GPU), and ``db = dh.sum(0)`` accumulated
-  in fp32. Nothing uses atomics, so gradients are deterministic.
-- ``linear_residual`` saves ``x``, ``W`` and the (batch,) ``scale`` only:
-  ``d_residual = dout``; with ``d = scale * dout`` in the input dtype (just
-  ``dout`` without a scale and with matching dtypes), ``dx = d @ W``,
-  ``dW = d^T @ x``, ``db = d.sum(0)``.
+  (one extra M x N tensor in the input dtype, e.g. 310 MB for ViT-B fc1 at
+  batch 256 in bf16 -- the same tensor eager PyTorch keeps for ``F.gelu``'s
+  backward). The forward kernel writes ``h`` next to ``gelu(h)`` only when a
+  gradient will be needed, so inference pays nothing and the backward
+  recomputes nothing. ``dh = dout * gelu'(h)`` is one elementwise Triton
+  kernel, then ``dx``, ``dW`` with ``torch.matmul`` (cuBLAS on a GPU), ``db``
+  accumulated in fp32. Nothing uses atomics, so gradients are deterministic.
+- ``linear_residual`` saves ``x``, ``W``, ``scale`` (and ``b``, ``gamma`` with
+  a LayerScale): ``d_residual = dout``; the branch gradients, ``dgamma``
+  included, come from one ``d^T @ x`` GEMM (see ``linear_bwd``).
 
-The same kernel with a gradient epilogue, :func:`linear_gelu_grad`, computes
-``(d @ W2) * gelu'(h)`` for :mod:`fastvit.kernels.mlp`'s fused backward. Any
+The same kernel with a gradient epilogue, :func:`fastvit.kernels.mlp.mlp_residual_bwd_dh`,
+computes ``(d @ W2) * gelu'(h)`` for :mod:`fastvit.kernels.mlp`'s fused backward. Any
 strides are honoured (x, weight and residual are read through their strides,
-bias and scale made contiguous); :mod:`linear_checks` holds the argument
+bias, scale and gamma made contiguous); :mod:`linear_checks` holds the argument
 checks, :mod:`gemm_epilogue` the epilogue code shared with the Hopper TMA
 candidate (:mod:`linear_tma`), :mod:`linear_aot` the compile cases.
+
+Names (:mod:`fastvit.kernels.contract`): the kernel ``_linear_fwd_kernel``;
+launchers :func:`linear_gelu_fwd`, :func:`linear_residual_fwd`; ops
+``fastvit::linear_gelu_fwd``, ``fastvit::linear_residual_fwd``; public
+:func:`linear_gelu`, :func:`linear_residual`.
 
 fp16 and bf16 inputs multiply on the tensor cores with an fp32 accumulator
 (and so does the interpreter: see :func:`dot_in_fp32`). fp32 inputs multiply
@@ -48,11 +52,10 @@ import torch
 import triton
 import triton.language as tl
 
-from fastvit.kernels import tuning
-from fastvit.kernels.gemm_epilogue import (
-    FORWARD_EPILOGUES, GELU_EPILOGUE, GELU_GRAD_EPILOGUE, add_bias, finish, gelu_grad,
-)  # fmt: skip
-from fastvit.kernels.linear_checks import check_linear_args, check_residual, check_scale, out_buffer
+from fastvit.kernels import linear_bwd, tuning
+from fastvit.kernels.gemm_epilogue import FORWARD_EPILOGUES, GELU_EPILOGUE, add_bias, check_approximate, finish
+from fastvit.kernels.linear_bwd import GELU_BWD_CONFIG, _linear_gelu_bwd_kernel  # noqa: F401 - the AOT cases
+from fastvit.kernels.linear_checks import check_gamma, check_linear_args, check_residual, check_scale, out_buffer
 
 # Launch configurations of the GEMM, chosen for ViT-B MLP shapes
 # (M = 256 * 197 = 50432 rows; K = 768, N = 3072 for fc1 and K = 3072, N = 768
@@ -82,8 +85,6 @@ GEMM_CONFIGS = {
     ],
 }
 
-# The elementwise GELU backward: one program per BLOCK elements.
-GELU_BWD_CONFIG = dict(BLOCK=4096, num_warps=8)
 # Epilogues of the forward GEMM kernel, by name (the gradient epilogues: gemm_epilogue.GRAD_EPILOGUES).
 EPILOGUES = FORWARD_EPILOGUES
 
@@ -97,14 +98,14 @@ def _grad_half(acc, offs_m, col0, M, N, PRE, stride_pm, stride_pn, Y, stride_ym,
                EPILOGUE: tl.constexpr, HALF: tl.constexpr):  # fmt: skip
     """Store ``acc * gelu'(PRE)`` for columns ``[col0, col0 + HALF)``."""
     offs_n = col0 + tl.arange(0, HALF)
-    acc = finish(acc, offs_m, offs_n, M, N, PRE, stride_pm, stride_pn, PRE, 1, EPILOGUE, False)
+    acc = finish(acc, offs_m, offs_n, M, N, PRE, stride_pm, stride_pn, PRE, 1, PRE, EPILOGUE, False, False)
     y_offs = offs_m.to(tl.int64)[:, None] * stride_ym + offs_n[None, :] * stride_yn
     tl.store(Y + y_offs, acc.to(Y.dtype.element_ty), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
 
 
 @triton.jit(do_not_specialize=["M_BUCKET"])
-def _linear_kernel(
-    X, W, BIAS, RES, Y, PRE, SCALE,
+def _linear_fwd_kernel(
+    X, W, BIAS, RES, Y, PRE, SCALE, GAMMA,
     M, N, K,
     ROWS_PER_SCALE,  # rows sharing one SCALE entry (tokens per sample)
     M_BUCKET,  # autotune key only: M rounded up to a power of two
@@ -112,10 +113,11 @@ def _linear_kernel(
     stride_wn, stride_wk,
     stride_rm, stride_rn,
     stride_ym, stride_yn,
-    EPILOGUE: tl.constexpr,  # "gelu" | "gelu_tanh" | "residual" | "gelu_grad" | "gelu_tanh_grad"
+    EPILOGUE: tl.constexpr,  # gemm_epilogue.FORWARD_EPILOGUES or GRAD_EPILOGUES
     HAS_BIAS: tl.constexpr,  # False only for the gradient epilogues
     STORE_PRE: tl.constexpr,  # also write h = x @ W^T + b to PRE (GELU epilogues)
     HAS_SCALE: tl.constexpr,  # residual epilogue: multiply the branch by SCALE[row // ROWS_PER_SCALE]
+    HAS_GAMMA: tl.constexpr,  # residual epilogue: multiply the branch by GAMMA[col] (LayerScale)
     INPUT_PRECISION: tl.constexpr,  # "ieee" or "tf32", used by fp32 operands
     DOT_IN_FP32: tl.constexpr,  # interpreter only: its bf16 tl.dot is wrong, its fp16 one slow
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -124,8 +126,9 @@ def _linear_kernel(
     """One BLOCK_M x BLOCK_N tile of Y = epilogue(X @ W^T + BIAS); W is (N, K).
 
     RES and Y may be wider (fp32) than X and W: the epilogue works in fp32.
-    The gradient epilogues read the saved pre-activation through RES (with its
-    strides) and write ``(X @ W^T) * gelu'(RES)``.
+    The gradient epilogues (the dh pass of :mod:`mlp`'s backward) read the
+    saved pre-activation through RES (with its strides) and write
+    ``(X @ W^T) * gelu'(RES)``.
     """
     # Grouped order: consecutive programs sweep GROUP_M row-blocks down one
     # column of tiles before moving right, so the W tiles they share stay in L2.
@@ -163,7 +166,7 @@ def _linear_kernel(
         x_ptrs += x_step
         w_ptrs += w_step
 
-    if EPILOGUE == "gelu_grad" or EPILOGUE == "gelu_tanh_grad":
+    if EPILOGUE == "gelu_grad" or EPILOGUE == "gelu_tanh_grad" or EPILOGUE == "gelu_quick_grad":
         # GELU's derivative needs erf and exp on a second tile (the saved h): done on two column
         # halves one after the other, it stays in registers (whole-tile: 255 registers, stack in use).
         HALF: tl.constexpr = BLOCK_N // 2
@@ -179,30 +182,15 @@ def _linear_kernel(
     y_offs = offs_m.to(tl.int64)[:, None] * stride_ym + offs_n[None, :] * stride_yn
     if STORE_PRE:
         tl.store(PRE + y_offs, acc.to(PRE.dtype.element_ty), mask=out_mask)
-    acc = finish(acc, offs_m, offs_n, M, N, RES, stride_rm, stride_rn, SCALE, ROWS_PER_SCALE, EPILOGUE, HAS_SCALE)
+    acc = finish(acc, offs_m, offs_n, M, N, RES, stride_rm, stride_rn, SCALE, ROWS_PER_SCALE, GAMMA, EPILOGUE,
+                 HAS_SCALE, HAS_GAMMA)  # fmt: skip
     tl.store(Y + y_offs, acc.to(Y.dtype.element_ty), mask=out_mask)
 
 
-@triton.jit
-def _gelu_bwd_kernel(
-    DOUT, PRE, DH,
-    numel,
-    APPROXIMATE: tl.constexpr,  # "none" (erf) | "tanh"
-    BLOCK: tl.constexpr,
-):  # fmt: skip
-    """DH = DOUT * gelu'(PRE) over contiguous flat tensors, computed in fp32."""
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < numel
-    h = tl.load(PRE + offs, mask=mask, other=0.0).to(tl.float32)
-    dout = tl.load(DOUT + offs, mask=mask, other=0.0).to(tl.float32)
-    grad = gelu_grad(h, APPROXIMATE == "tanh")
-    tl.store(DH + offs, (dout * grad).to(DH.dtype.element_ty), mask=mask)
-
-
-_linear_kernel_tuned = triton.autotune(
+_linear_fwd_kernel_tuned = triton.autotune(
     configs=tuning.autotune_configs(GEMM_CONFIGS),
-    key=["M_BUCKET", "N", "K", "EPILOGUE", "STORE_PRE", "HAS_SCALE"],
-)(_linear_kernel)
+    key=["M_BUCKET", "N", "K", "EPILOGUE", "STORE_PRE", "HAS_SCALE", "HAS_GAMMA"],
+)(_linear_fwd_kernel)
 
 
 # ---------------------------------------------------------------------------
@@ -223,11 +211,12 @@ def dot_in_fp32(dtype: torch.dtype) -> bool:
     return tuning.interpreting() and dtype != torch.float32
 
 
-def _launch_gemm(x, weight, bias, epilogue, *, residual, y, pre, allow_tf32, scale=None):
+def _launch_gemm(x, weight, bias, epilogue, *, residual, y, pre, allow_tf32, scale=None, gamma=None):
     """``y = epilogue(x @ weight^T + bias)`` for 2-D tensors of any strides.
 
     ``residual`` is the residual ("residual") or the saved pre-activation (the
-    gradient epilogues); ``bias`` may be None (no bias).
+    gradient epilogues); ``bias`` may be None (no bias); ``gamma`` a
+    contiguous (N,) LayerScale of the residual epilogue.
     """
     M, K = x.shape
     N = weight.shape[0]
@@ -235,13 +224,14 @@ def _launch_gemm(x, weight, bias, epilogue, *, residual, y, pre, allow_tf32, sca
     res = y if residual is None else residual
     pre_buf = y if pre is None else pre
     scale_buf = bias_buf if scale is None else scale
+    gamma_buf = bias_buf if gamma is None else gamma
     rows_per_scale = 1 if scale is None else M // scale.shape[0]
 
     def grid(meta):
         return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
 
-    _linear_kernel_tuned[grid](
-        x, weight, bias_buf, res, y, pre_buf, scale_buf,
+    _linear_fwd_kernel_tuned[grid](
+        x, weight, bias_buf, res, y, pre_buf, scale_buf, gamma_buf,
         M, N, K, rows_per_scale, triton.next_power_of_2(M),
         x.stride(0), x.stride(1),
         weight.stride(0), weight.stride(1),
@@ -251,12 +241,13 @@ def _launch_gemm(x, weight, bias, epilogue, *, residual, y, pre, allow_tf32, sca
         HAS_BIAS=bias is not None,
         STORE_PRE=pre is not None,
         HAS_SCALE=scale is not None,
+        HAS_GAMMA=gamma is not None,
         INPUT_PRECISION="tf32" if allow_tf32 else "ieee",
         DOT_IN_FP32=dot_in_fp32(x.dtype),
     )  # fmt: skip
 
 
-def linear_gelu_launch(x, weight, bias, approximate="none", *, save_pre=False, allow_tf32=False, out=None, pre=None):
+def linear_gelu_fwd(x, weight, bias, approximate="none", *, save_pre=False, allow_tf32=False, out=None, pre=None):
     """Launch the GEMM with the GELU epilogue on 2-D ``x`` (M, K).
 
     Returns ``(gelu(h), h)`` where ``h = x @ weight^T + bias``; ``h`` is written
@@ -274,67 +265,36 @@ def linear_gelu_launch(x, weight, bias, approximate="none", *, save_pre=False, a
     return y, h
 
 
-def linear_residual_launch(x, weight, bias, residual, scale=None, *, allow_tf32=False, out=None):
+def linear_residual_fwd(x, weight, bias, residual, scale=None, gamma=None, *, allow_tf32=False, out=None):
     """Launch the GEMM with the residual epilogue on 2-D ``x`` (M, K) and ``residual`` (M, N).
 
     The output has ``residual``'s dtype. ``scale``, if given, is a contiguous
     fp32 (S,) tensor with S dividing M: rows ``[i * M/S, (i+1) * M/S)`` of the
-    branch are multiplied by ``scale[i]``.
+    branch are multiplied by ``scale[i]``. ``gamma``, if given, is a contiguous
+    (N,) tensor multiplying column ``j`` of the branch (LayerScale).
     """
     M, N = x.shape[0], weight.shape[0]
     y = out_buffer(out, residual, (M, N), "out")
     if y.numel() > 0:
-        _launch_gemm(
-            x, weight, bias, "residual", residual=residual, y=y, pre=None, allow_tf32=allow_tf32, scale=scale
-        )
+        _launch_gemm(x, weight, bias, "residual", residual=residual, y=y, pre=None, allow_tf32=allow_tf32,
+                     scale=scale, gamma=gamma)  # fmt: skip
     return y
 
 
-def linear_gelu_grad_launch(grad, weight, pre, approximate="none", *, allow_tf32=False, out=None):
-    """``(grad @ weight) * gelu'(pre)`` in one GEMM, in ``pre``'s dtype.
-
-    The backward of ``fc2(gelu(h))`` with respect to ``h``: ``grad`` (M, N) is
-    the gradient of fc2's output (after any per-sample scale), ``weight`` fc2's
-    (N, H) weight, ``pre`` the saved (M, H) pre-activation. The derivative is
-    applied to the fp32 product before its one rounding, so the (M, H) gradient
-    of GELU's output is never written.
-    """
-    M, H = grad.shape[0], weight.shape[1]
-    dh = out_buffer(out, pre, (M, H), "out")
-    if dh.numel() > 0:
-        epilogue = GELU_GRAD_EPILOGUE[approximate]
-        _launch_gemm(grad, weight.t(), None, epilogue, residual=pre, y=dh, pre=None, allow_tf32=allow_tf32)
-    return dh
-
-
-def gelu_bwd_launch(grad, pre, approximate="none", *, out=None):
-    """``grad * gelu'(pre)`` elementwise, in ``pre``'s dtype; ``out`` may be preallocated."""
-    grad = grad.contiguous()
-    pre = pre.contiguous()
-    dh = out_buffer(out, pre, tuple(pre.shape), "out")
-    numel = pre.numel()
-    if numel > 0:
-        block = GELU_BWD_CONFIG["BLOCK"]
-        _gelu_bwd_kernel[(triton.cdiv(numel, block),)](
-            grad, pre, dh, numel, APPROXIMATE=approximate, BLOCK=block, num_warps=GELU_BWD_CONFIG["num_warps"]
-        )
-    return dh
-
-
 # ---------------------------------------------------------------------------
-# torch.library registration: custom ops, fake implementations, autograd
+# torch.library registration: custom ops, fake implementations, autograd (linear_bwd)
 # ---------------------------------------------------------------------------
 
 
 @torch.library.custom_op("fastvit::linear_gelu_fwd", mutates_args=())
-def linear_gelu_fwd(
+def _linear_gelu_fwd_op(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, approximate: str, save_pre: bool, allow_tf32: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(gelu(h), h if save_pre else empty)`` for 2-D ``x``; see :func:`linear_gelu_launch`."""
-    return linear_gelu_launch(x, weight, bias, approximate, save_pre=save_pre, allow_tf32=allow_tf32)
+    """``(gelu(h), h if save_pre else empty)`` for 2-D ``x``; see :func:`linear_gelu_fwd`."""
+    return linear_gelu_fwd(x, weight, bias, approximate, save_pre=save_pre, allow_tf32=allow_tf32)
 
 
-@linear_gelu_fwd.register_fake
+@_linear_gelu_fwd_op.register_fake
 def linear_gelu_fake(x, weight, bias, approximate, save_pre, allow_tf32):
     """Output shapes of the fused forwards, this kernel's and the TMA candidate's (linear_tma)."""
     shape = (x.shape[0], weight.shape[0])
@@ -342,95 +302,27 @@ def linear_gelu_fake(x, weight, bias, approximate, save_pre, allow_tf32):
 
 
 @torch.library.custom_op("fastvit::linear_residual_fwd", mutates_args=())
-def linear_residual_fwd(
+def _linear_residual_fwd_op(
     x: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor,
     residual: torch.Tensor,
     scale: torch.Tensor | None,
+    gamma: torch.Tensor | None,
     allow_tf32: bool,
 ) -> torch.Tensor:
-    """``residual + scale * (x @ weight^T + bias)`` for 2-D ``x`` and ``residual``; see the launcher."""
-    return linear_residual_launch(x, weight, bias, residual, scale, allow_tf32=allow_tf32)
+    """``residual + scale * gamma * (x @ weight^T + bias)`` for 2-D ``x`` and ``residual``; see the launcher."""
+    return linear_residual_fwd(x, weight, bias, residual, scale, gamma, allow_tf32=allow_tf32)
 
 
-@linear_residual_fwd.register_fake
-def linear_residual_fake(x, weight, bias, residual, scale, allow_tf32):
+@_linear_residual_fwd_op.register_fake
+def linear_residual_fake(x, weight, bias, residual, scale, gamma, allow_tf32):
     return residual.new_empty((x.shape[0], weight.shape[0]))
 
 
-@torch.library.custom_op("fastvit::gelu_bwd", mutates_args=())
-def gelu_bwd(grad: torch.Tensor, pre: torch.Tensor, approximate: str) -> torch.Tensor:
-    """``grad * gelu'(pre)``, contiguous, in ``pre``'s dtype."""
-    return gelu_bwd_launch(grad, pre, approximate)
-
-
-@gelu_bwd.register_fake
-def _(grad, pre, approximate):
-    return torch.empty_like(pre, memory_format=torch.contiguous_format)
-
-
-@torch.library.custom_op("fastvit::linear_gelu_grad", mutates_args=())
-def linear_gelu_grad(grad: torch.Tensor, weight: torch.Tensor, pre: torch.Tensor, approximate: str) -> torch.Tensor:
-    """``(grad @ weight) * gelu'(pre)`` in one GEMM; see :func:`linear_gelu_grad_launch`."""
-    return linear_gelu_grad_launch(grad, weight, pre, approximate)
-
-
-@linear_gelu_grad.register_fake
-def _(grad, weight, pre, approximate):
-    return pre.new_empty((grad.shape[0], weight.shape[1]))
-
-
-def _linear_grads(ctx, dh, x, weight):
-    """(dx, dW, db) of ``h = x @ W^T + b`` given ``dh``; torch.matmul, fp32 bias sum."""
-    dx = dh @ weight if ctx.needs_input_grad[0] else None
-    dw = dh.t() @ x if ctx.needs_input_grad[1] else None
-    db = dh.sum(0, dtype=torch.float32).to(dh.dtype) if ctx.needs_input_grad[2] else None
-    return dx, dw, db
-
-
-def _linear_gelu_setup(ctx, inputs, output):
-    x, weight, _, approximate, save_pre, _ = inputs
-    _, pre = output
-    ctx.mark_non_differentiable(pre)
-    ctx.set_materialize_grads(False)
-    ctx.approximate = approximate
-    ctx.save_pre = save_pre
-    ctx.save_for_backward(x, weight, pre)
-
-
-def _linear_gelu_backward(ctx, grad_out, _grad_pre):
-    if grad_out is None:
-        return None, None, None, None, None, None
-    if not ctx.save_pre:
-        raise RuntimeError(
-            "fastvit::linear_gelu_fwd was called with save_pre=False, so its backward has no pre-activation; "
-            "call fastvit.kernels.linear_gelu, which saves it whenever a gradient is needed"
-        )
-    x, weight, pre = ctx.saved_tensors
-    dh = gelu_bwd(grad_out, pre, ctx.approximate)
-    return (*_linear_grads(ctx, dh, x, weight), None, None, None)
-
-
-linear_gelu_fwd.register_autograd(_linear_gelu_backward, setup_context=_linear_gelu_setup)
-
-
-def _linear_residual_setup(ctx, inputs, output):
-    x, weight, _, _, scale, _ = inputs
-    ctx.save_for_backward(x, weight, scale)
-
-
-def _linear_residual_backward(ctx, grad_out):
-    x, weight, scale = ctx.saved_tensors
-    d_branch = grad_out
-    if scale is not None and scale.shape[0] > 0:
-        rows, n = grad_out.shape
-        d_branch = (grad_out.reshape(scale.shape[0], rows // scale.shape[0], n) * scale[:, None, None]).reshape(rows, n)
-    dx, dw, db = _linear_grads(ctx, d_branch.to(x.dtype), x, weight)
-    return dx, dw, db, grad_out if ctx.needs_input_grad[3] else None, None, None
-
-
-linear_residual_fwd.register_autograd(_linear_residual_backward, setup_context=_linear_residual_setup)
+_linear_gelu_fwd_op.register_autograd(linear_bwd.linear_gelu_backward, setup_context=linear_bwd.linear_gelu_setup)
+_linear_residual_fwd_op.register_autograd(linear_bwd.linear_residual_backward,
+                                          setup_context=linear_bwd.linear_residual_setup)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------
@@ -444,47 +336,52 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
 
 
 def _needs_grad(*tensors) -> bool:
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def linear_gelu(x, weight, bias, approximate="none", *, allow_tf32=False):
     """``gelu(x @ weight^T + bias)`` fused in one GEMM; ``weight`` is (out_features, in_features).
 
     ``x`` may have any leading dimensions. ``approximate`` is "none" (exact erf,
-    the default) or "tanh", as in :func:`torch.nn.functional.gelu`. fp32 inputs
-    use tf32 tensor cores only with ``allow_tf32=True``.
+    the default) or "tanh", as in :func:`torch.nn.functional.gelu`, or "quick"
+    (``h * sigmoid(1.702 h)``, CLIP's quick GELU). fp32 inputs use tf32
+    tensor cores only with ``allow_tf32=True``.
 
     When a gradient is needed, the pre-activation ``h`` (same shape and dtype
     as the output) is saved for backward along with ``x`` and ``weight``.
     """
     check_linear_args("linear_gelu", x, weight, bias)
-    if approximate not in GELU_EPILOGUE:
-        raise ValueError(f"linear_gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    out, _ = linear_gelu_fwd(_rows(x), weight, bias, approximate, _needs_grad(x, weight, bias), allow_tf32)
+    check_approximate("linear_gelu", approximate)
+    out, _ = _linear_gelu_fwd_op(_rows(x), weight, bias, approximate, _needs_grad(x, weight, bias), allow_tf32)
     return out.reshape(*x.shape[:-1], weight.shape[0])
 
 
-def linear_residual(x, weight, bias, residual, *, scale=None, allow_tf32=False):
-    """``residual + x @ weight^T + bias`` fused in one GEMM; ``weight`` is (out_features, in_features).
+def linear_residual(x, weight, bias, residual, *, scale=None, gamma=None, allow_tf32=False):
+    """``residual + scale[:, None] * gamma * (x @ weight^T + bias)`` fused in one GEMM.
 
-    ``x`` may have any leading dimensions; ``residual`` has the output's shape
+    ``weight`` is (out_features, in_features); ``x`` may have any leading
+    dimensions; ``residual`` has the output's shape
     (``x.shape[:-1] + (out_features,)``) and either ``x``'s dtype or float32
     (an fp32 residual stream under autocast); the output has ``residual``'s
     dtype and the add happens in fp32.
 
     ``scale`` (optional, shape ``(x.shape[0],)``, no gradient) multiplies each
     sample's branch before the add -- stochastic depth passes 0 for a dropped
-    sample and ``1/keep`` for a kept one: the result is
-    ``residual + scale[i] * (x[i] @ weight^T + bias)``.
+    sample and ``1/keep`` for a kept one. ``gamma`` (optional, shape
+    ``(out_features,)``, x's dtype or float32) is a per-channel LayerScale and
+    receives a gradient (in its own dtype). Either may be None (a factor of 1).
 
-    Saves only ``x``, ``weight`` and ``scale`` for backward. fp32 inputs use
-    tf32 tensor cores only with ``allow_tf32=True``.
+    Saves only ``x``, ``weight``, ``scale`` (and ``bias``, ``gamma`` when there
+    is a gamma) for backward; see :mod:`fastvit.kernels.linear_bwd`. fp32
+    inputs use tf32 tensor cores only with ``allow_tf32=True``.
     """
     check_linear_args("linear_residual", x, weight, bias)
     out_shape = check_residual("linear_residual", x, weight, residual)
     if scale is not None:
         scale = check_scale("linear_residual", scale, x)
-    out = linear_residual_fwd(_rows(x), weight, bias, _rows(residual), scale, allow_tf32)
+    if gamma is not None:
+        gamma = check_gamma("linear_residual", gamma, x, weight)
+    out = _linear_residual_fwd_op(_rows(x), weight, bias, _rows(residual), scale, gamma, allow_tf32)
     return out.reshape(out_shape)
 
 

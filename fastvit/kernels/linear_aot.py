@@ -6,13 +6,13 @@ tensor cores, no spills) for sm_80 and sm_90:
 1. **Every shipped configuration** of the pointer kernel x epilogue x
    {bf16, fp16}, compiled as Triton specializes ViT's contiguous, 16-byte
    aligned tensors (unit inner strides constant; pointers, N, K and row
-   strides divisible by 16; M = batch * 197 not), plus the training variant of
-   the residual epilogue (fp32 residual stream, per-sample scale) and the
-   GELU-gradient epilogue of fc2's input-gradient GEMM, whose B operand is
-   fc2's weight read transposed (unit stride along N, not K); its tanh form
-   at each arch's first tile.
+   strides divisible by 16; M = batch * 197 not), plus the training variants of
+   the residual epilogue (fp32 residual stream, per-sample scale; and with an
+   fp32 LayerScale gamma) and the GELU-gradient epilogue of fc2's
+   input-gradient GEMM, whose B operand is fc2's weight read transposed (unit
+   stride along N, not K); its tanh and quick forms at each arch's first tile.
 2. **The real launches** at ViT widths (:data:`LAUNCH_SHAPES`: 768/3072 ViT-B,
-   1024/4096 ViT-L, 1152/4304 SigLIP so400m) for M = 197 (batch 1) and
+   1024/4096 ViT-L, 1152/4304 SigLIP so400m, 1280/5120 ViT-H) for M = 197 (batch 1) and
    256 * 197: :func:`launch_specialization` derives which arguments are
    constant 1 and which divisible by 16 from the argument values those
    launches pass, with Triton's rule, so the compiled binary is the one that
@@ -29,16 +29,18 @@ from __future__ import annotations
 
 from fastvit.kernels import tuning
 from fastvit.kernels.aot import AotCase
-from fastvit.kernels.linear import EPILOGUES, GELU_BWD_CONFIG, GEMM_CONFIGS, _gelu_bwd_kernel, _linear_kernel
-from fastvit.kernels.linear_tma import TMA_CONFIGS, _linear_tma_kernel, epilogue_split
+from fastvit.kernels.linear import EPILOGUES, GEMM_CONFIGS, _linear_fwd_kernel
+from fastvit.kernels.linear_bwd import GELU_BWD_CONFIG, _linear_gelu_bwd_kernel
+from fastvit.kernels.linear_tma import TMA_CONFIGS, _linear_tma_fwd_kernel, epilogue_split
 
-_POINTERS = ("X", "W", "BIAS", "RES", "Y", "PRE", "SCALE")
+_POINTERS = ("X", "W", "BIAS", "RES", "Y", "PRE", "SCALE", "GAMMA")
 _INTS = ("M", "N", "K", "ROWS_PER_SCALE", "M_BUCKET", "stride_xm", "stride_xk", "stride_wn", "stride_wk",
          "stride_rm", "stride_rn", "stride_ym", "stride_yn")  # fmt: skip
 # Arguments Triton never specializes (do_not_specialize)
 _NOT_SPECIALIZED = ("M_BUCKET",)
 # (in_features D, hidden H) of the MLPs whose launches are compiled
-LAUNCH_SHAPES = {"vit_base": (768, 3072), "vit_large": (1024, 4096), "siglip_so400m": (1152, 4304)}
+LAUNCH_SHAPES = {"vit_base": (768, 3072), "vit_large": (1024, 4096), "siglip_so400m": (1152, 4304),
+                 "vit_huge": (1280, 5120)}  # fmt: skip
 LAUNCH_ROWS = (197, 256 * 197)
 TMA_OP = "cp.async.bulk.tensor"
 
@@ -51,7 +53,7 @@ _GRAD_DIVISIBLE = _POINTERS + ("N", "K", "stride_xm", "stride_wk", "stride_rm", 
 
 
 def launch_values(kind: str, rows: int, d_in: int, hidden: int) -> dict[str, int]:
-    """Integer arguments ``_linear_kernel`` receives for one MLP GEMM on contiguous tensors.
+    """Integer arguments ``_linear_fwd_kernel`` receives for one MLP GEMM on contiguous tensors.
 
     ``kind``: "fc1" (D -> H, GELU), "fc2" (H -> D, residual) or "grad"
     (fc2's input gradient: (M, D) @ W2 (D, H), GELU-gradient epilogue).
@@ -82,26 +84,30 @@ def launch_specialization(values: dict[str, int]) -> tuple[tuple[str, ...], tupl
     return units, divisible
 
 
-def _gemm_signature(dtype: str, residual_dtype: str | None = None, units: tuple[str, ...] = ()) -> dict:
-    """Argument types of ``_linear_kernel`` on ``dtype`` tensors (residual and output ``residual_dtype``)."""
+def _gemm_signature(dtype: str, residual_dtype: str | None = None, units: tuple[str, ...] = (),
+                    gamma_dtype: str | None = None) -> dict:  # fmt: skip
+    """Argument types of ``_linear_fwd_kernel`` on ``dtype`` tensors (residual and output ``residual_dtype``)."""
     types = dict.fromkeys(("X", "W", "BIAS", "PRE"), f"*{dtype}")
     types |= dict.fromkeys(("RES", "Y"), f"*{residual_dtype or dtype}")
     types["SCALE"] = "*fp32"
+    types["GAMMA"] = f"*{gamma_dtype or dtype}"
     types |= {name: "i32" for name in _INTS if name not in units}
-    return {name: types.get(name, "constexpr") for name in _linear_kernel.arg_names}
+    return {name: types.get(name, "constexpr") for name in _linear_fwd_kernel.arg_names}
 
 
 def _tile(meta: dict) -> str:
     return "x".join(str(meta[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
 
 
-def _gemm_case(name, dtype, meta, launch, arch, epilogue, *, units, divisible, residual_dtype=None, scaled=False):
+def _gemm_case(name, dtype, meta, launch, arch, epilogue, *, units, divisible, residual_dtype=None, scaled=False,
+               gamma_dtype=None, tier="core"):  # fmt: skip
     constexprs = dict(
         meta, **dict.fromkeys(units, 1), EPILOGUE=epilogue, HAS_BIAS=not epilogue.endswith("_grad"),
-        STORE_PRE=epilogue == "gelu", HAS_SCALE=scaled, INPUT_PRECISION="ieee", DOT_IN_FP32=False,
+        STORE_PRE=epilogue == "gelu", HAS_SCALE=scaled, HAS_GAMMA=gamma_dtype is not None, INPUT_PRECISION="ieee",
+        DOT_IN_FP32=False,
     )  # fmt: skip
-    signature = _gemm_signature(dtype, residual_dtype, units)
-    return AotCase(name, _linear_kernel, signature, constexprs, arch, divisible=divisible, **launch)
+    signature = _gemm_signature(dtype, residual_dtype, units, gamma_dtype)
+    return AotCase(name, _linear_fwd_kernel, signature, constexprs, arch, divisible=divisible, tier=tier, **launch)
 
 
 def _shipped_cases() -> list[AotCase]:
@@ -112,22 +118,30 @@ def _shipped_cases() -> list[AotCase]:
                 meta, launch = tuning.split(entry)
                 tile = _tile(meta)
                 common = dict(units=_UNIT_STRIDES, divisible=_DIVISIBLE)
+                # The variants issue 14 added (quick GELU, LayerScale) compile by default at each arch's
+                # first tile; at the others they are "wide" cases (-m slow), to keep CI's compile time.
+                extra = "core" if entry is GEMM_CONFIGS[arch][0] else "wide"
                 for epilogue in EPILOGUES:
                     cases.append(_gemm_case(f"linear_{epilogue}-{dtype}-{tile}", dtype, meta, launch, arch, epilogue,
-                                            **common))  # fmt: skip
+                                            tier=extra if epilogue == "gelu_quick" else "core", **common))  # fmt: skip
                 # Training under autocast with stochastic depth: fp32 residual stream, per-sample scale.
                 cases.append(_gemm_case(f"linear_residual_scaled_fp32res-{dtype}-{tile}", dtype, meta, launch, arch,
                                         "residual", residual_dtype="fp32", scaled=True, **common))  # fmt: skip
+                # The same with LayerScale (DINOv2, DeiT III): an fp32 gamma master weight.
+                cases.append(_gemm_case(f"linear_residual_gamma_scaled_fp32res-{dtype}-{tile}", dtype, meta, launch,
+                                        arch, "residual", residual_dtype="fp32", scaled=True, gamma_dtype="fp32",
+                                        tier=extra, **common))  # fmt: skip
                 cases.append(_gemm_case(f"linear_gelu_grad-{dtype}-{tile}", dtype, meta, launch, arch, "gelu_grad",
                                         units=_GRAD_UNIT_STRIDES, divisible=_GRAD_DIVISIBLE))  # fmt: skip
-                if dtype == "bf16" and entry is GEMM_CONFIGS[arch][0]:  # the tanh derivative at the first tile
-                    cases.append(_gemm_case(f"linear_gelu_tanh_grad-{dtype}-{tile}", dtype, meta, launch, arch,
-                                            "gelu_tanh_grad", units=_GRAD_UNIT_STRIDES, divisible=_GRAD_DIVISIBLE))  # fmt: skip
-            for approximate in ("none", "tanh"):
+                if dtype == "bf16" and entry is GEMM_CONFIGS[arch][0]:  # the other derivatives at the first tile
+                    for grad in ("gelu_tanh_grad", "gelu_quick_grad"):
+                        cases.append(_gemm_case(f"linear_{grad}-{dtype}-{tile}", dtype, meta, launch, arch, grad,
+                                                units=_GRAD_UNIT_STRIDES, divisible=_GRAD_DIVISIBLE))  # fmt: skip
+            for approximate in ("none", "tanh", "quick"):
                 signature = dict.fromkeys(("DOUT", "PRE", "DH"), f"*{dtype}")
                 signature |= {"numel": "i32", "APPROXIMATE": "constexpr", "BLOCK": "constexpr"}
                 cases.append(AotCase(
-                    name=f"gelu_bwd_{approximate}-{dtype}", fn=_gelu_bwd_kernel, signature=signature,
+                    name=f"linear_gelu_bwd_{approximate}-{dtype}", fn=_linear_gelu_bwd_kernel, signature=signature,
                     constexprs=dict(APPROXIMATE=approximate, BLOCK=GELU_BWD_CONFIG["BLOCK"]), arch=arch,
                     num_warps=GELU_BWD_CONFIG["num_warps"], num_stages=1, tensor_core_op=None,
                 ))  # fmt: skip
@@ -175,10 +189,10 @@ def tma_signature(meta: dict, dtype: str, out_dtype: str | None = None) -> dict:
     types = {
         "X_DESC": f"tensordesc<{dtype}[{bm}, {bk}]>", "W_DESC": f"tensordesc<{dtype}[{bn}, {bk}]>",
         "Y_DESC": f"tensordesc<{out}[{bm}, {sub_n}]>", "PRE_DESC": f"tensordesc<{dtype}[{bm}, {sub_n}]>",
-        "BIAS": f"*{dtype}", "RES": f"*{out}", "SCALE": "*fp32",
+        "BIAS": f"*{dtype}", "RES": f"*{out}", "SCALE": "*fp32", "GAMMA": "*fp32",
     }  # fmt: skip
     types |= dict.fromkeys(("M", "N", "K", "ROWS_PER_SCALE", "stride_rm"), "i32")
-    return {name: types.get(name, "constexpr") for name in _linear_tma_kernel.arg_names}
+    return {name: types.get(name, "constexpr") for name in _linear_tma_fwd_kernel.arg_names}
 
 
 def tma_cases() -> list[AotCase]:
@@ -187,19 +201,22 @@ def tma_cases() -> list[AotCase]:
     for dtype in ("bf16", "fp16"):
         for entry in TMA_CONFIGS["sm90"]:
             meta, launch = tuning.split(entry)
-            variants = [("gelu", "gelu", None, False), ("gelu_tanh", "gelu_tanh", None, False),
-                        ("residual", "residual", None, False),
-                        ("residual_scaled_fp32res", "residual", "fp32", True)]  # fmt: skip
-            for label, epilogue, out_dtype, scaled in variants:
+            variants = [("gelu", "gelu", None, False, False), ("gelu_tanh", "gelu_tanh", None, False, False),
+                        ("gelu_quick", "gelu_quick", None, False, False), ("residual", "residual", None, False, False),
+                        ("residual_scaled_fp32res", "residual", "fp32", True, False),
+                        ("residual_gamma_scaled_fp32res", "residual", "fp32", True, True)]  # fmt: skip
+            for label, epilogue, out_dtype, scaled, gamma in variants:
+                new = label in ("gelu_quick", "residual_gamma_scaled_fp32res")
+                tier = "wide" if new and (dtype != "bf16" or entry is not TMA_CONFIGS["sm90"][0]) else "core"
                 constexprs = dict(
                     meta, stride_rn=1, EPILOGUE=epilogue, HAS_BIAS=True, STORE_PRE=epilogue == "gelu",
-                    HAS_SCALE=scaled, INPUT_PRECISION="ieee", DOT_IN_FP32=False, NUM_PROGRAMS=132,
+                    HAS_SCALE=scaled, HAS_GAMMA=gamma, INPUT_PRECISION="ieee", DOT_IN_FP32=False, NUM_PROGRAMS=132,
                     SPLIT=epilogue_split(4 if out_dtype == "fp32" else 2),
                 )  # fmt: skip
-                divisible = ("BIAS", "RES", "SCALE", "N", "K", "stride_rm")
-                cases.append(AotCase(f"linear_tma_{label}-{dtype}-{_tile(meta)}", _linear_tma_kernel,
+                divisible = ("BIAS", "RES", "SCALE", "GAMMA", "N", "K", "stride_rm")
+                cases.append(AotCase(f"linear_tma_{label}-{dtype}-{_tile(meta)}", _linear_tma_fwd_kernel,
                                      tma_signature(meta, dtype, out_dtype), constexprs, "sm90", divisible=divisible,
-                                     **launch))  # fmt: skip
+                                     tier=tier, **launch))  # fmt: skip
     return cases
 
 

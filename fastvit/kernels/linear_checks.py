@@ -86,3 +86,18 @@ def check_scale(fn: str, scale, x) -> torch.Tensor:
     if scale.requires_grad and torch.is_grad_enabled():
         raise ValueError(f"{fn}: scale receives no gradient; pass scale.detach()")
     return scale.to(torch.float32).contiguous()
+
+
+def check_gamma(fn: str, gamma, x, weight) -> torch.Tensor:
+    """``gamma`` (LayerScale) as a contiguous (out_features,) tensor of x's dtype or fp32, or a clear error."""
+    if not isinstance(gamma, torch.Tensor):
+        raise TypeError(f"{fn}: gamma must be a torch.Tensor or None, got {type(gamma).__name__}")
+    if gamma.shape != (weight.shape[0],):
+        raise ValueError(
+            f"{fn}: gamma must have shape (out_features,) = ({weight.shape[0]},), got {tuple(gamma.shape)}"
+        )
+    if gamma.dtype not in (x.dtype, torch.float32):
+        raise TypeError(f"{fn}: gamma must have x's dtype ({x.dtype}) or torch.float32, got {gamma.dtype}")
+    if gamma.device != x.device:
+        raise ValueError(f"{fn}: gamma must be on x's device {x.device}, got {gamma.device}")
+    return gamma.contiguous()

@@ -1,8 +1,8 @@
 """Hopper GEMM candidate: persistent grid, TMA tensor descriptors, 128x256 tiles.
 
-The same ops as :mod:`fastvit.kernels.linear` -- ``gelu(x @ W^T + b)`` and
-``residual + scale * (x @ W^T + b)`` -- computed by a second kernel built for
-sm_90:
+The same ops as :mod:`fastvit.kernels.linear` -- ``gelu(x @ W^T + b)`` (erf,
+tanh or quick GELU) and ``residual + scale * gamma * (x @ W^T + b)`` -- computed
+by a second kernel built for sm_90:
 
 - **persistent grid**: one program per SM (at most one per tile); each loops
   over output tiles ``pid, pid + P, pid + 2P, ...`` in the same grouped order
@@ -33,6 +33,11 @@ pointer kernel, whose result is then just the epilogue of the bias.
 
 Under the Triton interpreter the descriptors are emulated with the same
 zero-fill and clipping, so the tests run this kernel's own code on the CPU.
+
+Names (:mod:`fastvit.kernels.contract`): the kernel ``_linear_tma_fwd_kernel``,
+its launcher :func:`linear_tma_fwd`, ops ``fastvit::linear_gelu_tma_fwd`` and
+``fastvit::linear_residual_tma_fwd``, public :func:`linear_gelu_tma`,
+:func:`linear_residual_tma`.
 """
 
 from __future__ import annotations
@@ -42,9 +47,9 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from fastvit.kernels import linear, tuning
-from fastvit.kernels.gemm_epilogue import GELU_EPILOGUE, add_bias, finish
-from fastvit.kernels.linear_checks import check_linear_args, check_residual, check_scale
+from fastvit.kernels import linear, linear_bwd, tuning
+from fastvit.kernels.gemm_epilogue import GELU_EPILOGUE, add_bias, check_approximate, finish
+from fastvit.kernels.linear_checks import check_gamma, check_linear_args, check_residual, check_scale
 
 # Tiles for sm_90. 128x256x64 in 8 warps (two consumer warpgroups, 128 fp32
 # accumulators per thread) with 3 stages: 3 * (128 + 256) * 64 * 2 B = 144 KB
@@ -68,9 +73,9 @@ INTERPRETER_PROGRAMS = 3
 @triton.jit
 def _epilogue_half(
     acc, off_m, off_n, M, N,
-    Y_DESC, PRE_DESC, BIAS, RES, stride_rm, stride_rn, SCALE, ROWS_PER_SCALE,
+    Y_DESC, PRE_DESC, BIAS, RES, stride_rm, stride_rn, SCALE, ROWS_PER_SCALE, GAMMA,
     EPILOGUE: tl.constexpr, HAS_BIAS: tl.constexpr, STORE_PRE: tl.constexpr, HAS_SCALE: tl.constexpr,
-    BLOCK_M: tl.constexpr, SUB_N: tl.constexpr,
+    HAS_GAMMA: tl.constexpr, BLOCK_M: tl.constexpr, SUB_N: tl.constexpr,
 ):  # fmt: skip
     """Bias, epilogue and TMA store of one BLOCK_M x SUB_N slice of the tile."""
     offs_m = off_m + tl.arange(0, BLOCK_M)
@@ -78,21 +83,23 @@ def _epilogue_half(
     acc = add_bias(acc, offs_n, N, BIAS, HAS_BIAS)
     if STORE_PRE:
         PRE_DESC.store([off_m, off_n], acc.to(PRE_DESC.dtype))
-    acc = finish(acc, offs_m, offs_n, M, N, RES, stride_rm, stride_rn, SCALE, ROWS_PER_SCALE, EPILOGUE, HAS_SCALE)
+    acc = finish(acc, offs_m, offs_n, M, N, RES, stride_rm, stride_rn, SCALE, ROWS_PER_SCALE, GAMMA, EPILOGUE,
+                 HAS_SCALE, HAS_GAMMA)  # fmt: skip
     Y_DESC.store([off_m, off_n], acc.to(Y_DESC.dtype))
 
 
 @triton.jit
-def _linear_tma_kernel(
+def _linear_tma_fwd_kernel(
     X_DESC, W_DESC, Y_DESC, PRE_DESC,  # (M, K), (N, K), (M, N), (M, N) tensor descriptors
-    BIAS, RES, SCALE,
+    BIAS, RES, SCALE, GAMMA,
     M, N, K,
     ROWS_PER_SCALE,
     stride_rm, stride_rn,
-    EPILOGUE: tl.constexpr,  # as in linear._linear_kernel
+    EPILOGUE: tl.constexpr,  # as in linear._linear_fwd_kernel
     HAS_BIAS: tl.constexpr,
     STORE_PRE: tl.constexpr,
     HAS_SCALE: tl.constexpr,
+    HAS_GAMMA: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     DOT_IN_FP32: tl.constexpr,  # interpreter only, see linear.dot_in_fp32
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -126,11 +133,11 @@ def _linear_tma_kernel(
             left, right = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, SUB_N)), (0, 2, 1)))
             _epilogue_half(
                 left, off_m, off_n, M, N, Y_DESC, PRE_DESC, BIAS, RES, stride_rm, stride_rn, SCALE, ROWS_PER_SCALE,
-                EPILOGUE, HAS_BIAS, STORE_PRE, HAS_SCALE, BLOCK_M, SUB_N,
+                GAMMA, EPILOGUE, HAS_BIAS, STORE_PRE, HAS_SCALE, HAS_GAMMA, BLOCK_M, SUB_N,
             )  # fmt: skip
             _epilogue_half(
                 right, off_m, off_n + SUB_N, M, N, Y_DESC, PRE_DESC, BIAS, RES, stride_rm, stride_rn, SCALE,
-                ROWS_PER_SCALE, EPILOGUE, HAS_BIAS, STORE_PRE, HAS_SCALE, BLOCK_M, SUB_N,
+                ROWS_PER_SCALE, GAMMA, EPILOGUE, HAS_BIAS, STORE_PRE, HAS_SCALE, HAS_GAMMA, BLOCK_M, SUB_N,
             )  # fmt: skip
         else:  # 4: slices 0 and 2 go to "a", 1 and 3 to "b" (column c -> slice c // SUB_N)
             a, b = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, 2, SUB_N)), (0, 1, 3, 2)))
@@ -138,19 +145,19 @@ def _linear_tma_kernel(
             s1, s3 = tl.split(tl.permute(b, (0, 2, 1)))
             _epilogue_half(
                 s0, off_m, off_n, M, N, Y_DESC, PRE_DESC, BIAS, RES, stride_rm, stride_rn, SCALE, ROWS_PER_SCALE,
-                EPILOGUE, HAS_BIAS, STORE_PRE, HAS_SCALE, BLOCK_M, SUB_N,
+                GAMMA, EPILOGUE, HAS_BIAS, STORE_PRE, HAS_SCALE, HAS_GAMMA, BLOCK_M, SUB_N,
             )  # fmt: skip
             _epilogue_half(
                 s1, off_m, off_n + SUB_N, M, N, Y_DESC, PRE_DESC, BIAS, RES, stride_rm, stride_rn, SCALE,
-                ROWS_PER_SCALE, EPILOGUE, HAS_BIAS, STORE_PRE, HAS_SCALE, BLOCK_M, SUB_N,
+                ROWS_PER_SCALE, GAMMA, EPILOGUE, HAS_BIAS, STORE_PRE, HAS_SCALE, HAS_GAMMA, BLOCK_M, SUB_N,
             )  # fmt: skip
             _epilogue_half(
                 s2, off_m, off_n + 2 * SUB_N, M, N, Y_DESC, PRE_DESC, BIAS, RES, stride_rm, stride_rn, SCALE,
-                ROWS_PER_SCALE, EPILOGUE, HAS_BIAS, STORE_PRE, HAS_SCALE, BLOCK_M, SUB_N,
+                ROWS_PER_SCALE, GAMMA, EPILOGUE, HAS_BIAS, STORE_PRE, HAS_SCALE, HAS_GAMMA, BLOCK_M, SUB_N,
             )  # fmt: skip
             _epilogue_half(
                 s3, off_m, off_n + 3 * SUB_N, M, N, Y_DESC, PRE_DESC, BIAS, RES, stride_rm, stride_rn, SCALE,
-                ROWS_PER_SCALE, EPILOGUE, HAS_BIAS, STORE_PRE, HAS_SCALE, BLOCK_M, SUB_N,
+                ROWS_PER_SCALE, GAMMA, EPILOGUE, HAS_BIAS, STORE_PRE, HAS_SCALE, HAS_GAMMA, BLOCK_M, SUB_N,
             )  # fmt: skip
 
 
@@ -192,7 +199,8 @@ def _check_device(fn: str, x: torch.Tensor) -> None:
         raise ValueError(f"{fn}: the TMA kernel needs an sm_90 (Hopper) or newer GPU, got {x.device}")
 
 
-def launch(fn, x, weight, bias, epilogue, *, residual=None, y, pre=None, scale=None, allow_tf32=False, config=None):
+def linear_tma_fwd(fn, x, weight, bias, epilogue, *, residual=None, y, pre=None, scale=None, gamma=None,
+                   allow_tf32=False, config=None):  # fmt: skip
     """``y = epilogue(x @ weight^T + bias)`` on 2-D tensors through the TMA kernel; see the module docstring."""
     M, K = x.shape
     N = weight.shape[0]
@@ -200,7 +208,8 @@ def launch(fn, x, weight, bias, epilogue, *, residual=None, y, pre=None, scale=N
         return y
     if K == 0:
         linear._launch_gemm(
-            x, weight, bias, epilogue, residual=residual, y=y, pre=pre, allow_tf32=allow_tf32, scale=scale
+            x, weight, bias, epilogue, residual=residual, y=y, pre=pre, allow_tf32=allow_tf32, scale=scale,
+            gamma=gamma,
         )
         return y
     x = _tma_ready(fn, "x", x)
@@ -218,19 +227,20 @@ def launch(fn, x, weight, bias, epilogue, *, residual=None, y, pre=None, scale=N
     bias_buf = y if bias is None else bias.contiguous()
     res = y if residual is None else residual
     scale_buf = bias_buf if scale is None else scale
+    gamma_buf = bias_buf if gamma is None else gamma
     tiles = triton.cdiv(M, bm) * triton.cdiv(N, bn)
     if tuning.interpreting():
         programs = INTERPRETER_PROGRAMS
     else:
         programs = torch.cuda.get_device_properties(x.device).multi_processor_count
     programs = min(programs, tiles)
-    _linear_tma_kernel[(programs,)](
-        x_desc, w_desc, y_desc, pre_desc, bias_buf, res, scale_buf,
+    _linear_tma_fwd_kernel[(programs,)](
+        x_desc, w_desc, y_desc, pre_desc, bias_buf, res, scale_buf, gamma_buf,
         M, N, K, 1 if scale is None else M // scale.shape[0],
         res.stride(0), res.stride(1),
         EPILOGUE=epilogue, HAS_BIAS=bias is not None, STORE_PRE=pre is not None, HAS_SCALE=scale is not None,
-        INPUT_PRECISION="tf32" if allow_tf32 else "ieee", DOT_IN_FP32=linear.dot_in_fp32(x.dtype),
-        SPLIT=split, NUM_PROGRAMS=programs, **meta, **launch_opts,
+        HAS_GAMMA=gamma is not None, INPUT_PRECISION="tf32" if allow_tf32 else "ieee",
+        DOT_IN_FP32=linear.dot_in_fp32(x.dtype), SPLIT=split, NUM_PROGRAMS=programs, **meta, **launch_opts,
     )  # fmt: skip
     return y
 
@@ -241,61 +251,65 @@ def launch(fn, x, weight, bias, epilogue, *, residual=None, y, pre=None, scale=N
 
 
 @torch.library.custom_op("fastvit::linear_gelu_tma_fwd", mutates_args=())
-def linear_gelu_tma_fwd(
+def _linear_gelu_tma_fwd_op(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, approximate: str, save_pre: bool, allow_tf32: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(gelu(h), h if save_pre else empty)`` for 2-D ``x`` through the TMA kernel."""
     M, N = x.shape[0], weight.shape[0]
     y = x.new_empty((M, N))
     pre = x.new_empty((M, N)) if save_pre else None
-    launch("linear_gelu_tma", x, weight, bias, GELU_EPILOGUE[approximate], y=y, pre=pre, allow_tf32=allow_tf32)
+    linear_tma_fwd("linear_gelu_tma", x, weight, bias, GELU_EPILOGUE[approximate], y=y, pre=pre, allow_tf32=allow_tf32)
     return y, x.new_empty((0,)) if pre is None else pre
 
 
-linear_gelu_tma_fwd.register_fake(linear.linear_gelu_fake)
+_linear_gelu_tma_fwd_op.register_fake(linear.linear_gelu_fake)
 
 
 @torch.library.custom_op("fastvit::linear_residual_tma_fwd", mutates_args=())
-def linear_residual_tma_fwd(
+def _linear_residual_tma_fwd_op(
     x: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor,
     residual: torch.Tensor,
     scale: torch.Tensor | None,
+    gamma: torch.Tensor | None,
     allow_tf32: bool,
 ) -> torch.Tensor:
-    """``residual + scale * (x @ weight^T + bias)`` for 2-D ``x`` through the TMA kernel."""
+    """``residual + scale * gamma * (x @ weight^T + bias)`` for 2-D ``x`` through the TMA kernel."""
     y = residual.new_empty((x.shape[0], weight.shape[0]))
-    return launch("linear_residual_tma", x, weight, bias, "residual", residual=residual, y=y, scale=scale,
-                  allow_tf32=allow_tf32)  # fmt: skip
+    return linear_tma_fwd("linear_residual_tma", x, weight, bias, "residual", residual=residual, y=y, scale=scale,
+                          gamma=gamma, allow_tf32=allow_tf32)  # fmt: skip
 
 
-linear_residual_tma_fwd.register_fake(linear.linear_residual_fake)
+_linear_residual_tma_fwd_op.register_fake(linear.linear_residual_fake)
 
 
-linear_gelu_tma_fwd.register_autograd(linear._linear_gelu_backward, setup_context=linear._linear_gelu_setup)
-linear_residual_tma_fwd.register_autograd(linear._linear_residual_backward, setup_context=linear._linear_residual_setup)
+_linear_gelu_tma_fwd_op.register_autograd(linear_bwd.linear_gelu_backward, setup_context=linear_bwd.linear_gelu_setup)
+_linear_residual_tma_fwd_op.register_autograd(linear_bwd.linear_residual_backward,
+                                              setup_context=linear_bwd.linear_residual_setup)  # fmt: skip
 
 
 def linear_gelu_tma(x, weight, bias, approximate="none", *, allow_tf32=False):
     """:func:`fastvit.kernels.linear_gelu` through the Hopper TMA kernel (same arguments and result)."""
     check_linear_args("linear_gelu_tma", x, weight, bias)
     _check_device("linear_gelu_tma", x)
-    if approximate not in GELU_EPILOGUE:
-        raise ValueError(f"linear_gelu_tma: approximate must be 'none' or 'tanh', got {approximate!r}")
+    check_approximate("linear_gelu_tma", approximate)
     save_pre = linear._needs_grad(x, weight, bias)
-    out, _ = linear_gelu_tma_fwd(linear._rows(x), weight, bias, approximate, save_pre, allow_tf32)
+    out, _ = _linear_gelu_tma_fwd_op(linear._rows(x), weight, bias, approximate, save_pre, allow_tf32)
     return out.reshape(*x.shape[:-1], weight.shape[0])
 
 
-def linear_residual_tma(x, weight, bias, residual, *, scale=None, allow_tf32=False):
+def linear_residual_tma(x, weight, bias, residual, *, scale=None, gamma=None, allow_tf32=False):
     """:func:`fastvit.kernels.linear_residual` through the Hopper TMA kernel (same arguments and result)."""
     check_linear_args("linear_residual_tma", x, weight, bias)
     _check_device("linear_residual_tma", x)
     out_shape = check_residual("linear_residual_tma", x, weight, residual)
     if scale is not None:
         scale = check_scale("linear_residual_tma", scale, x)
-    out = linear_residual_tma_fwd(linear._rows(x), weight, bias, linear._rows(residual), scale, allow_tf32)
+    if gamma is not None:
+        gamma = check_gamma("linear_residual_tma", gamma, x, weight)
+    out = _linear_residual_tma_fwd_op(linear._rows(x), weight, bias, linear._rows(residual), scale, gamma,
+                                      allow_tf32)  # fmt: skip
     return out.reshape(out_shape)
 
 

@@ -22,6 +22,16 @@ Accepted inputs:
   read in place. ``weight``, ``bias`` (and the saved statistics) are read as
   unit-stride vectors: a strided or expanded one is copied (N elements).
   Outputs are contiguous.
+- qk-norm: ``layer_norm``'s input (not ``add_layer_norm``'s) may also have
+  rows that take two strides, as the ``(B, N, H, head_dim)`` q or k slice
+  ``qkv[:, :, 0]`` of a packed ``(B, N, 3, H, head_dim)`` projection has
+  (strides ``3 H head_dim`` and ``head_dim``): the kernels then read row ``r``
+  at ``(r // H) * 3 H head_dim + (r % H) * head_dim`` in place, forward and
+  backward, instead of copying q and k to contiguous rows first
+  (:func:`fastvit.kernels.norm_args._as_two_level_rows`). Other layouts that do
+  not merge (e.g. the ``(B, H, N, head_dim)`` transpose) are still copied. The
+  contiguous case passes ``rows_inner = 1``, which Triton turns into a constant,
+  so its binary is the one-stride kernel's.
 
 Numerics: mean and variance are computed in float32 whatever the input dtype
 (two passes over a row held in registers: the mean, then the centred variance,
@@ -79,8 +89,11 @@ import triton.language as tl
 from torch import Tensor
 
 from fastvit.kernels import norm_support, tuning
-from fastvit.kernels.contract import declare, device_reason
-from fastvit.kernels.norm_support import MAX_HIDDEN
+from fastvit.kernels.contract import declare
+from fastvit.kernels.norm_args import (  # noqa: F401 - MAX_HIDDEN and the helpers are part of this module's API
+    _DTYPES, MAX_HIDDEN, _as_rows, _as_two_level_rows, _check_inputs, _vector,
+)  # fmt: skip
+
 # Target elements per program tile; sets rows per program from the hidden size.
 # The interpreter pays per op and per program, not per element, so it takes
 # 8x larger tiles (the kernels are the same; only BLOCK_M changes).
@@ -106,16 +119,26 @@ BWD_CONFIGS = {
 }
 CONFIGS = {"fwd": FWD_CONFIGS, "bwd": BWD_CONFIGS}
 
-_DTYPES = norm_support.DTYPES
 
 
 # --------------------------------------------------------------------------- kernels
 
 
 @triton.jit
+def _row_offsets(rows64, rows_inner, stride_outer, stride_inner):
+    """Element offsets of rows ``(r // rows_inner, r % rows_inner)``: two-level row strides.
+
+    Triton specializes ``rows_inner == 1`` (every contiguous or merged layout) to a
+    constant, so there the division folds away and this is ``rows * stride_outer``.
+    """
+    return (rows64 // rows_inner) * stride_outer + (rows64 % rows_inner) * stride_inner
+
+
+@triton.jit
 def _layer_norm_fwd_kernel(
     X, Y, W, B, S, OUT, MEAN, RSTD,
     stride_x, stride_y, stride_s, stride_out,  # row strides in elements; columns are unit-stride
+    rows_inner, stride_x_inner,  # X's rows as (M / rows_inner, rows_inner) with strides (stride_x, stride_x_inner)
     M, N, eps,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
 ):
@@ -127,7 +150,8 @@ def _layer_norm_fwd_kernel(
     mask = row_mask[:, None] & col_mask[None, :]
     rows64 = rows.to(tl.int64)[:, None]
 
-    x = tl.load(X + rows64 * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    x = tl.load(X + _row_offsets(rows64, rows_inner, stride_x, stride_x_inner) + cols[None, :], mask=mask,
+                other=0.0).to(tl.float32)  # fmt: skip
     if HAS_RESIDUAL:
         y = tl.load(Y + rows64 * stride_y + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         s = (x + y).to(S.dtype.element_ty)
@@ -154,6 +178,7 @@ def _layer_norm_fwd_kernel(
 def _layer_norm_bwd_kernel(
     DOUT, DS, X, W, MEAN, RSTD, DX, DW_PARTIAL, DB_PARTIAL,
     stride_dout, stride_ds, stride_x, stride_dx,  # row strides in elements
+    rows_inner, stride_x_inner,  # X's two-level rows, as in the forward
     M, N, rows_per_program,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_DS: tl.constexpr, ROW_STAGES: tl.constexpr,
 ):
@@ -172,7 +197,8 @@ def _layer_norm_bwd_kernel(
         row_mask = rows < row_end
         mask = row_mask[:, None] & col_mask[None, :]
         rows64 = rows.to(tl.int64)[:, None]
-        x = tl.load(X + rows64 * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        x = tl.load(X + _row_offsets(rows64, rows_inner, stride_x, stride_x_inner) + cols[None, :], mask=mask,
+                    other=0.0).to(tl.float32)  # fmt: skip
         dout = tl.load(DOUT + rows64 * stride_dout + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         mean = tl.load(MEAN + rows, mask=row_mask, other=0.0)
         rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)
@@ -232,20 +258,6 @@ def bwd_num_programs(m: int, n: int, device: torch.device) -> tuple[int, int]:
     return triton.cdiv(m, per_program), per_program
 
 
-def _as_rows(t: torch.Tensor, n: int) -> torch.Tensor:
-    """(rows, n) view of ``t``, read by the kernels through its row stride (which may
-    be 0 for a row broadcast with ``expand``); a copy if the leading dims do not
-    merge or the last dim is not unit-stride (transposed, expanded along it)."""
-    t2 = t.reshape(math.prod(t.shape[:-1]), n)
-    return t2 if t2.stride(1) == 1 or n <= 1 else t2.contiguous()
-
-
-def _vector(t: torch.Tensor) -> torch.Tensor:
-    """A 1-d parameter or statistic as the kernels read it: unit-stride (a strided
-    or expanded view is copied; N elements, negligible beside the activations)."""
-    return t if t.stride(0) == 1 or t.numel() <= 1 else t.contiguous()
-
-
 def _device_of(t: torch.Tensor):
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
@@ -270,14 +282,19 @@ def layer_norm_fwd(x, weight, bias, eps, y=None, *, s=None, out=None, mean=None,
     ``(rows,)``) may be passed in preallocated; every element is written.
     """
     n = x.shape[-1]
-    x2 = _as_rows(x, n)
-    m = x2.shape[0]
+    if y is None:
+        x2, rows_inner, stride_x, stride_inner = _as_two_level_rows(x, n)
+    else:  # the add variant reads x and y row by row alike
+        x2 = _as_rows(x, n)
+        rows_inner, stride_x, stride_inner = 1, x2.stride(0), x2.stride(0)
+    m = math.prod(x.shape[:-1])
     out = _out_buffer(out, x.shape, out_dtype or x.dtype, x.device)
     mean = _out_buffer(mean, (m,), torch.float32, x.device)
     rstd = _out_buffer(rstd, (m,), torch.float32, x.device)
     out2 = out.view(m, n)
     if y is None:
-        y2, s2 = x2, out2  # unused by the kernel when HAS_RESIDUAL is False
+        # unused by the kernel when HAS_RESIDUAL is False (a 2-D stand-in keeps stride_y a row stride)
+        y2, s2 = (x2 if x2.dim() == 2 else out2), out2
     else:
         y2 = _as_rows(y, n)
         s = _out_buffer(s, x.shape, x.dtype, x.device)
@@ -292,7 +309,8 @@ def layer_norm_fwd(x, weight, bias, eps, y=None, *, s=None, out=None, mean=None,
     with _device_of(x):
         _layer_norm_fwd_kernel[(triton.cdiv(m, block_m),)](
             x2, y2, _vector(weight), _vector(bias), s2, out2, mean, rstd,
-            x2.stride(0), y2.stride(0), s2.stride(0), out2.stride(0),
+            stride_x, y2.stride(0), s2.stride(0), out2.stride(0),
+            rows_inner, stride_inner,
             m, n, eps,
             BLOCK_M=block_m, BLOCK_N=block_n, HAS_RESIDUAL=y is not None,
         )
@@ -310,9 +328,9 @@ def layer_norm_bwd(dout, x, weight, mean, rstd, ds=None, *, dx=None, partial=Non
     ``weight``'s dtype.
     """
     n = x.shape[-1]
-    x2 = _as_rows(x, n)
+    x2, rows_inner, stride_x, stride_inner = _as_two_level_rows(x, n)
     dout2 = _as_rows(dout, n)
-    m = x2.shape[0]
+    m = dout2.shape[0]
     dx = _out_buffer(dx, x.shape, x.dtype, x.device)
     dx2 = dx.view(m, n)
     programs, per_program = bwd_num_programs(m, n, x.device)
@@ -323,7 +341,8 @@ def layer_norm_bwd(dout, x, weight, mean, rstd, ds=None, *, dx=None, partial=Non
         with _device_of(x):
             _layer_norm_bwd_kernel[(programs,)](
                 dout2, ds2, x2, _vector(weight), _vector(mean), _vector(rstd), dx2, partial[0], partial[1],
-                dout2.stride(0), ds2.stride(0), x2.stride(0), dx2.stride(0),
+                dout2.stride(0), ds2.stride(0), stride_x, dx2.stride(0),
+                rows_inner, stride_inner,
                 m, n, per_program,
                 BLOCK_M=block_m, BLOCK_N=block_n, HAS_DS=ds is not None,
             )
@@ -423,38 +442,6 @@ add_layer_norm_fwd_op.register_autograd(_add_layer_norm_backward, setup_context=
 
 
 # --------------------------------------------------------------------------- public API
-
-
-def _check_inputs(x, weight, bias, y=None):
-    if not isinstance(x, torch.Tensor) or x.dim() == 0:
-        got = "a 0-dim tensor" if isinstance(x, torch.Tensor) else type(x).__name__
-        raise TypeError(f"x: expected a tensor with at least 1 dim, got {got}")
-    if x.dtype not in _DTYPES:
-        raise TypeError(f"x: expected float32, float16 or bfloat16, got {x.dtype}")
-    n = x.shape[-1]
-    if not 0 <= n <= MAX_HIDDEN:
-        raise ValueError(f"x: expected hidden size (last dim) in 0..{MAX_HIDDEN}, got {n}")
-    if device_reason(x.device) is not None:
-        raise ValueError(f"x: expected a CUDA tensor (or TRITON_INTERPRET=1 for CPU), got device {x.device}")
-    if y is not None:
-        if not isinstance(y, torch.Tensor) or y.dtype != x.dtype:
-            got = y.dtype if isinstance(y, torch.Tensor) else type(y).__name__
-            raise TypeError(f"y: expected a {x.dtype} tensor like x, got {got}")
-        if y.shape != x.shape:
-            raise ValueError(f"y: expected shape {tuple(x.shape)} like x, got {tuple(y.shape)}")
-        if y.device != x.device:
-            raise ValueError(f"y: expected device {x.device} like x, got {y.device}")
-    for name, p in (("weight", weight), ("bias", bias)):
-        if not isinstance(p, torch.Tensor):
-            raise TypeError(f"{name}: expected a tensor of shape ({n},), got {type(p).__name__}")
-        if p.shape != (n,):
-            raise ValueError(f"{name}: expected shape ({n},) to match x's last dim, got {tuple(p.shape)}")
-        if p.dtype not in (x.dtype, torch.float32):
-            raise TypeError(f"{name}: expected {x.dtype} (x's dtype) or torch.float32, got {p.dtype}")
-        if p.device != x.device:
-            raise ValueError(f"{name}: expected device {x.device} like x, got {p.device}")
-    if bias.dtype != weight.dtype:
-        raise TypeError(f"bias: expected weight's dtype {weight.dtype}, got {bias.dtype}")
 
 
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-6, *, out_dtype: torch.dtype | None = None) -> Tensor:

@@ -43,14 +43,16 @@ def _signature(kernel, ptr: str, out: str | None = None) -> dict:
     default ``ptr``), stats and partial sums fp32, sizes and strides i32."""
     if kernel is _layer_norm_fwd_kernel:
         pointers = dict(X=ptr, Y=ptr, W=ptr, B=ptr, S=ptr, OUT=out or ptr, MEAN="*fp32", RSTD="*fp32")
-        ints = ("stride_x", "stride_y", "stride_s", "stride_out", "M", "N")
+        ints = ("stride_x", "stride_y", "stride_s", "stride_out", "stride_x_inner", "M", "N")
         tail = dict(eps="fp32", BLOCK_M="constexpr", BLOCK_N="constexpr", HAS_RESIDUAL="constexpr")
     else:
         pointers = dict(DOUT=ptr, DS=ptr, X=ptr, W=ptr, MEAN="*fp32", RSTD="*fp32", DX=ptr,
                         DW_PARTIAL="*fp32", DB_PARTIAL="*fp32")  # fmt: skip
-        ints = ("stride_dout", "stride_ds", "stride_x", "stride_dx", "M", "N", "rows_per_program")
+        ints = ("stride_dout", "stride_ds", "stride_x", "stride_dx", "stride_x_inner", "M", "N", "rows_per_program")
         tail = dict(BLOCK_M="constexpr", BLOCK_N="constexpr", HAS_DS="constexpr", ROW_STAGES="constexpr")
-    return {**pointers, **{k: "i32" for k in ints}, **tail}
+    # rows_inner is 1 (a constant to Triton) for every layout but qk-norm's (see qk_norm_cases)
+    types = {**pointers, **{k: "i32" for k in ints}, **tail, "rows_inner": "constexpr"}
+    return {name: types[name] for name in kernel.arg_names}
 
 
 def launch_spec(name: str, dtype: str, width: int, meta: dict | None = None, in_dtype: str | None = None) -> dict:
@@ -69,7 +71,7 @@ def launch_spec(name: str, dtype: str, width: int, meta: dict | None = None, in_
     if fn is _layer_norm_fwd_kernel and not on:
         signature["S"] = signature["OUT"]  # the launcher passes the output as the unused S
     values = {k: width for k in signature if k.startswith("stride_") or k == "N"}
-    constexprs = dict(BLOCK_M=block_m, BLOCK_N=block_n, **{flag: on}, **(meta or {}))
+    constexprs = dict(BLOCK_M=block_m, BLOCK_N=block_n, rows_inner=1, **{flag: on}, **(meta or {}))
     return dict(fn=fn, signature=signature, constexprs=constexprs, divisible=divisible_args(signature, values))
 
 
@@ -132,4 +134,29 @@ def aot_cases() -> list[AotCase]:
                                 **_ptx_checks(name, width, meta, launch, in_dtype),
                                 tier="core" if width in CORE_WIDTHS else "wide",
                             ))  # fmt: skip
+    return cases + qk_norm_cases()
+
+
+# qk-norm: (head_dim, heads) of ViT-B (64, 12), SigLIP So400m (72, 16), ViT-H / CLIP-H (80, 16)
+QK_NORM_HEADS = {64: 12, 72: 16, 80: 16}
+
+
+def qk_norm_cases() -> list[AotCase]:
+    """LayerNorm forward and backward over the in-place q / k slice of a packed qkv, bf16, at each
+    arch's first configuration: ``rows_inner = heads`` (not the constant 1) and row strides
+    ``(3 * heads * head_dim, head_dim)``, the divisibility those values have (72 is not a multiple of 16)."""
+    cases = []
+    for arch in ARCHS:
+        for name in ("layer_norm_fwd", "layer_norm_bwd"):
+            fn, _, _, table = KERNELS[name]
+            meta, launch = tuning.split(_shipped(table, arch)[0])
+            for head_dim, heads in QK_NORM_HEADS.items():
+                spec = launch_spec(name, "bf16", head_dim, meta)
+                spec["signature"]["rows_inner"] = "i32"
+                del spec["constexprs"]["rows_inner"]
+                values = {k: head_dim for k in spec["signature"] if k.startswith("stride_")}
+                values |= dict(N=head_dim, stride_x=3 * heads * head_dim, rows_inner=heads)
+                spec["divisible"] = divisible_args(spec["signature"], values)
+                cases.append(AotCase(name=f"{name}_qk-bf16-hd{head_dim}", arch=arch, tensor_core_op=None, **spec,
+                                     **launch))  # fmt: skip
     return cases

@@ -60,22 +60,36 @@ def add_layer_norm_ref(x, y, weight, bias, eps=1e-6, upcast=True):
     return s, F.layer_norm(s, (s.shape[-1],), weight, bias, eps)
 
 
+def gelu_ref(h, approximate="none"):
+    """``F.gelu(h, approximate)``, plus ``approximate="quick"``: ``h * sigmoid(1.702 h)`` (CLIP's quick GELU)."""
+    if approximate == "quick":
+        return h * torch.sigmoid(1.702 * h)
+    return F.gelu(h, approximate=approximate)
+
+
 def linear_gelu_ref(x, weight, bias, approximate="none", upcast=True):
     x, weight, bias = _maybe_upcast(upcast, x, weight, bias)
-    return F.gelu(F.linear(x, weight, bias), approximate=approximate)
+    return gelu_ref(F.linear(x, weight, bias), approximate)
 
 
-def linear_residual_ref(x, weight, bias, residual, scale=None, upcast=True):
-    """``residual + scale[i] * (x[i] @ weight^T + bias)``; no scale means 1."""
-    x, weight, bias, residual, scale = _maybe_upcast(upcast, x, weight, bias, residual, scale)
+def linear_residual_ref(x, weight, bias, residual, scale=None, upcast=True, gamma=None):
+    """``residual + scale[i] * gamma * (x[i] @ weight^T + bias)``; no scale / gamma means 1.
+
+    ``gamma`` (LayerScale) multiplies in its own dtype, as ``x * gamma`` does
+    in eager timm (an fp32 gamma promotes a bf16 branch to fp32).
+    """
+    x, weight, bias, residual, scale, gamma = _maybe_upcast(upcast, x, weight, bias, residual, scale, gamma)
     branch = F.linear(x, weight, bias)
+    if gamma is not None:
+        branch = branch * gamma
     if scale is not None:
         branch = branch * scale.to(branch.dtype).view((-1,) + (1,) * (branch.ndim - 1))
     return residual + branch
 
 
 def mlp_residual_ref(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, residual, approximate="none", scale=None,
-                     upcast=True):  # fmt: skip
-    """``residual + scale[i] * fc2(gelu(fc1(x[i])))``: a ViT MLP branch and its residual add."""
+                     upcast=True, gamma=None):  # fmt: skip
+    """``residual + scale[i] * gamma * fc2(gelu(fc1(x[i])))``: a ViT MLP branch (LayerScale ``gamma``
+    optional) and its residual add."""
     hidden = linear_gelu_ref(x, fc1_weight, fc1_bias, approximate, upcast=upcast)
-    return linear_residual_ref(hidden, fc2_weight, fc2_bias, residual, scale, upcast=upcast)
+    return linear_residual_ref(hidden, fc2_weight, fc2_bias, residual, scale, upcast=upcast, gamma=gamma)

@@ -32,16 +32,36 @@ def _autocast(*tensors):
     return tensors if dtype is None else tuple(t.to(dtype) for t in tensors)
 
 
+# act_layer name (ViTConfig.act_layer, timm's names) -> approximate= of the fused GELU epilogue
+GELU_APPROXIMATE = {"gelu": "none", "gelu_tanh": "tanh", "quick_gelu": "quick"}
+
+
+def gelu_approximate(act_layer: str) -> str:
+    """The fused epilogue's ``approximate`` for an ``act_layer`` name, or a ValueError naming the choices."""
+    if act_layer not in GELU_APPROXIMATE:
+        raise ValueError(f"act_layer {act_layer!r} has no fused GELU epilogue; expected one of {sorted(GELU_APPROXIMATE)}")
+    return GELU_APPROXIMATE[act_layer]
+
+
+def _layer_scaled(branch, gamma):
+    """``gamma * branch`` as eager timm's LayerScale computes it (an fp32 gamma promotes the product)."""
+    return branch if gamma is None else branch * gamma
+
+
 class ResidualLinear(nn.Linear):
-    """The branch's last projection plus the residual add (reference: separate ops)."""
+    """The branch's last projection plus the residual add (reference: separate ops).
+
+    ``forward(x, residual, gamma=None)``: ``residual + drop_path(gamma * drop(x W^T + b))``,
+    ``gamma`` an optional (out_features,) LayerScale owned by the caller.
+    """
 
     def __init__(self, in_features: int, out_features: int, drop: float = 0.0, drop_path: float = 0.0):
         super().__init__(in_features, out_features)
         self.drop = nn.Dropout(drop)
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x, residual):
-        return residual + self.drop_path(self.drop(super().forward(x)))
+    def forward(self, x, residual, gamma=None):
+        return residual + self.drop_path(_layer_scaled(self.drop(super().forward(x)), gamma))
 
 
 class TritonResidualLinear(ResidualLinear):
@@ -53,33 +73,49 @@ class TritonResidualLinear(ResidualLinear):
     as :class:`DropPath` draws it. Only element-wise dropout on the branch
     (``proj_drop`` / ``drop_rate`` > 0 while training) falls back to the
     separate ops, as does a residual in a third dtype (fp16 under bf16 autocast).
+    A LayerScale ``gamma`` becomes the epilogue's per-channel factor (its
+    gradient included); one in a third dtype is promoted to fp32, as eager's
+    ``branch * gamma`` promotes.
     """
 
     def __init__(self, in_features: int, out_features: int, drop: float = 0.0, drop_path: float = 0.0):
         super().__init__(in_features, out_features, drop=drop, drop_path=drop_path)
         self.linear_residual = kernel_op("linear_residual")
 
-    def forward(self, x, residual):
+    def forward(self, x, residual, gamma=None):
         if self.training and self.drop.p > 0:
-            return super().forward(x, residual)
+            return super().forward(x, residual, gamma)
         x, weight, bias = _autocast(x, self.weight, self.bias)
         if residual.dtype not in (x.dtype, torch.float32):
-            return super().forward(x, residual)
+            return super().forward(x, residual, gamma)
+        if gamma is not None and gamma.dtype not in (x.dtype, torch.float32):
+            gamma = gamma.float()
         scale = None
         if self.training and self.drop_path.p > 0:
             scale = drop_path_scale(residual.shape[0], self.drop_path.p, dtype=torch.float32, device=x.device)
-        return self.linear_residual(x, weight, bias, residual, scale=scale)
+        return self.linear_residual(x, weight, bias, residual, scale=scale, gamma=gamma)
 
 
 class TritonLinearGELU(nn.Linear):
-    """fc1 with bias and exact GELU in the GEMM's epilogue."""
+    """fc1 with bias and GELU in the GEMM's epilogue.
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
+    ``approximate``: "none" (exact erf), "tanh" or "quick" (CLIP's ``h * sigmoid(1.702 h)``);
+    :func:`gelu_approximate` maps an ``act_layer`` name to it.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None,
+                 approximate: str = "none"):  # fmt: skip
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        if approximate not in GELU_APPROXIMATE.values():
+            raise ValueError(f"approximate must be one of {sorted(GELU_APPROXIMATE.values())}, got {approximate!r}")
+        self.approximate = approximate
         self.linear_gelu = kernel_op("linear_gelu")
 
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, approximate={self.approximate!r}"
+
     def forward(self, x):
-        return self.linear_gelu(*_autocast(x, self.weight, self.bias))
+        return self.linear_gelu(*_autocast(x, self.weight, self.bias), approximate=self.approximate)
 
 
 # linear_impl -> (fc1 class, activation after fc1, residual-projection class)
@@ -89,8 +125,9 @@ LINEAR_IMPLS = {
 }
 
 
-def triton_mlp_forward(mlp_residual, fc1: nn.Linear, drop: nn.Dropout, fc2: ResidualLinear, x, residual):
-    """``residual + fc2(drop(gelu(fc1(x))))`` as the one fused op :func:`fastvit.kernels.mlp_residual`.
+def triton_mlp_forward(mlp_residual, fc1: nn.Linear, drop: nn.Dropout, fc2: ResidualLinear, x, residual, gamma=None,
+                       approximate=None):  # fmt: skip
+    """``residual + gamma * fc2(drop(gelu(fc1(x))))`` as the one fused op :func:`fastvit.kernels.mlp_residual`.
 
     For an :class:`~fastvit.layers.mlp.Mlp` built with ``linear_impl="triton"``
     (pass the op and its ``fc1``, ``drop``, ``fc2``): the same result as its forward,
@@ -98,14 +135,20 @@ def triton_mlp_forward(mlp_residual, fc1: nn.Linear, drop: nn.Dropout, fc2: Resi
     instead of a separate pass. Element-wise dropout while training and a
     residual in a third dtype fall back to the separate ops, as
     :class:`TritonResidualLinear` does; stochastic depth becomes the per-sample
-    scale, drawn as :class:`DropPath` draws it.
+    scale, drawn as :class:`DropPath` draws it. ``gamma`` is an optional
+    (dim,) LayerScale (as in :class:`TritonResidualLinear`); ``approximate``
+    the GELU form, by default ``fc1.approximate`` ("none" if fc1 has none).
     """
+    if approximate is None:
+        approximate = getattr(fc1, "approximate", "none")
     if fc2.training and (drop.p > 0 or fc2.drop.p > 0):
-        return fc2(drop(fc1(x)), residual)
+        return fc2(drop(fc1(x)), residual, gamma)
     x, w1, b1, w2, b2 = _autocast(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
     if residual.dtype not in (x.dtype, torch.float32):
-        return fc2(drop(fc1(x)), residual)
+        return fc2(drop(fc1(x)), residual, gamma)
+    if gamma is not None and gamma.dtype not in (x.dtype, torch.float32):
+        gamma = gamma.float()
     scale = None
     if fc2.training and fc2.drop_path.p > 0:
         scale = drop_path_scale(residual.shape[0], fc2.drop_path.p, dtype=torch.float32, device=x.device)
-    return mlp_residual(x, w1, b1, w2, b2, residual, scale=scale)
+    return mlp_residual(x, w1, b1, w2, b2, residual, scale=scale, gamma=gamma, approximate=approximate)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from .kernel_ops import kernel_op
-from .linear import LINEAR_IMPLS, ResidualLinear, TritonLinearGELU, TritonResidualLinear, triton_mlp_forward
+from .linear import GELU_APPROXIMATE, LINEAR_IMPLS, ResidualLinear, TritonLinearGELU, TritonResidualLinear, triton_mlp_forward
 
 
 class Mlp(nn.Module):
@@ -21,23 +21,30 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
         self.fc2 = fc2_layer(hidden_dim, dim, drop=drop, drop_path=drop_path)
 
-    def forward(self, x, residual):
-        """``residual + MLP(x)``; x is the normalized input."""
-        return self.fc2(self.drop(self.act(self.fc1(x))), residual)
+    def forward(self, x, residual, gamma=None):
+        """``residual + gamma * MLP(x)``; x is the normalized input, ``gamma`` an optional LayerScale."""
+        return self.fc2(self.drop(self.act(self.fc1(x))), residual, gamma)
 
 
 class TritonMlp(Mlp):
     """The same branch as one fused op (:func:`fastvit.kernels.mlp_residual`): its backward
-    applies GELU's derivative in fc2's input-gradient GEMM instead of a separate pass."""
+    applies GELU's derivative in fc2's input-gradient GEMM instead of a separate pass.
+    ``approximate`` ("none", "tanh", "quick") is fc1's GELU form; ``forward`` takes an optional
+    LayerScale ``gamma`` applied in fc2's epilogue."""
 
     def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0, drop_path: float = 0.0, *,
-                 fc1_layer=TritonLinearGELU, act_layer=nn.Identity, fc2_layer=TritonResidualLinear):
+                 fc1_layer=TritonLinearGELU, act_layer=nn.Identity, fc2_layer=TritonResidualLinear,
+                 approximate: str = "none"):  # fmt: skip
+        if approximate not in GELU_APPROXIMATE.values():
+            raise ValueError(f"approximate must be one of {sorted(GELU_APPROXIMATE.values())}, got {approximate!r}")
         super().__init__(dim, hidden_dim, drop=drop, drop_path=drop_path, fc1_layer=fc1_layer, act_layer=act_layer,
                          fc2_layer=fc2_layer)
+        self.fc1.approximate = approximate
         self.mlp_residual = kernel_op("mlp_residual")
 
-    def forward(self, x, residual):
-        return triton_mlp_forward(self.mlp_residual, self.fc1, self.drop, self.fc2, x, residual)
+    def forward(self, x, residual, gamma=None):
+        return triton_mlp_forward(self.mlp_residual, self.fc1, self.drop, self.fc2, x, residual, gamma,
+                                  self.fc1.approximate)
 
 
 # linear_impl -> the MLP branch class

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from parity import assert_close_vs_ref, poison_
 
-from fastvit.kernels import linear, linear_aot, reference
+from fastvit.kernels import linear, linear_aot, linear_bwd, reference
 
 # dtype -> (atol, rtol) on outputs and dx; dW gets 10 x atol, db 5 x atol.
 # fp32 runs with input_precision="ieee": kernel and eager both round only in
@@ -80,7 +80,7 @@ def check_linear_gelu(rows, hidden, dtype, approximate, device, seed=0):
     # Forward kernel, writing gelu(h) and h into poisoned buffers.
     out = poison_(torch.empty(rows, w.shape[0], dtype=dtype, device=device))
     pre = poison_(torch.empty_like(out))
-    linear.linear_gelu_launch(x, w, b, approximate, save_pre=True, out=out, pre=pre)
+    linear.linear_gelu_fwd(x, w, b, approximate, save_pre=True, out=out, pre=pre)
     ref = reference.linear_gelu_ref(x, w, b, approximate, upcast=True)
     out_pt = reference.linear_gelu_ref(x, w, b, approximate, upcast=False)
     assert_close_vs_ref(out, out_pt, ref, factor=2, atol=atol, rtol=rtol, name="out")
@@ -88,9 +88,9 @@ def check_linear_gelu(rows, hidden, dtype, approximate, device, seed=0):
     assert_close_vs_ref(pre, h_pt, h_ref, factor=2, atol=atol, rtol=rtol, name="pre")
 
     # GELU backward kernel into a poisoned buffer: dh = dout * gelu'(h).
-    dh = linear.gelu_bwd_launch(dout, pre, approximate, out=poison_(torch.empty_like(pre)))
-    _, dh_pt = _grads(lambda h: F.gelu(h, approximate=approximate), (h_pt,), dout)
-    _, dh_ref = _grads(lambda h: F.gelu(h, approximate=approximate), (h_ref,), dout.double())
+    dh = linear_bwd.linear_gelu_bwd(dout, pre, approximate, out=poison_(torch.empty_like(pre)))
+    _, dh_pt = _grads(lambda h: reference.gelu_ref(h, approximate), (h_pt,), dout)
+    _, dh_ref = _grads(lambda h: reference.gelu_ref(h, approximate), (h_ref,), dout.double())
     assert_close_vs_ref(dh, dh_pt, dh_ref, factor=2, atol=atol, rtol=rtol, name="dh")
 
     # The public function end to end, through the registered autograd.
@@ -105,7 +105,7 @@ def check_linear_residual(rows, hidden, dtype, device, seed=0):
     x, w, b, r, dout = _mlp_half("fc2", rows, hidden, dtype, device, seed)
     atol, rtol = TOLERANCES[dtype]
 
-    out = linear.linear_residual_launch(x, w, b, r, out=poison_(torch.empty_like(r)))
+    out = linear.linear_residual_fwd(x, w, b, r, out=poison_(torch.empty_like(r)))
     ref = reference.linear_residual_ref(x, w, b, r, upcast=True)
     out_pt = reference.linear_residual_ref(x, w, b, r, upcast=False)
     assert_close_vs_ref(out, out_pt, ref, factor=2, atol=atol, rtol=rtol, name="out")
@@ -173,7 +173,7 @@ def test_linear_gelu_forward_large(device):
     """The largest fc1 (791 x 1280 -> 5120), forward only: the interpreter takes ~20 s."""
     rows, hidden, dtype = 4 * 197 + 3, 1280, torch.float32
     x, w, b, _, _ = _mlp_half("fc1", rows, hidden, dtype, device, seed=1)
-    out, _ = linear.linear_gelu_launch(x, w, b, out=poison_(x.new_empty(rows, 4 * hidden)))
+    out, _ = linear.linear_gelu_fwd(x, w, b, out=poison_(x.new_empty(rows, 4 * hidden)))
     ref = reference.linear_gelu_ref(x, w, b)
     out_pt = reference.linear_gelu_ref(x, w, b, upcast=False)
     assert_close_vs_ref(out, out_pt, ref, factor=2, atol=TOLERANCES[dtype][0], rtol=TOLERANCES[dtype][1])
@@ -257,7 +257,7 @@ def test_linear_residual_training_path(dtype, residual_dtype, device):
     scale = torch.tensor([1 / 0.9, 0.0, 1 / 0.9], device=device)
     atol, rtol = TOLERANCES[dtype]
 
-    out = linear.linear_residual_launch(
+    out = linear.linear_residual_fwd(
         x.view(-1, 4 * hidden), w, b, r.view(-1, hidden), scale, out=poison_(torch.empty_like(r.view(-1, hidden)))
     )
     assert out.dtype == residual_dtype
@@ -316,11 +316,11 @@ def test_opcheck(requires_grad, device):
     x, w, b, r = (t.requires_grad_(requires_grad) for t in (x, w / 32**0.5, b, r))
     for approximate in ("none", "tanh"):
         torch.library.opcheck(torch.ops.fastvit.linear_gelu_fwd.default, (x, w, b, approximate, requires_grad, False))
-    torch.library.opcheck(torch.ops.fastvit.linear_residual_fwd.default, (x, w, b, r, None, False))
+    torch.library.opcheck(torch.ops.fastvit.linear_residual_fwd.default, (x, w, b, r, None, None, False))
     scale = torch.tensor([0.0, 1.25, 1.25], device=device)  # 3 samples of 2 rows
-    torch.library.opcheck(torch.ops.fastvit.linear_residual_fwd.default, (x, w, b, r, scale, False))
+    torch.library.opcheck(torch.ops.fastvit.linear_residual_fwd.default, (x, w, b, r, scale, None, False))
     grad, pre = _randn(6, 48, g=g, device=device), _randn(6, 48, g=g, device=device)
-    torch.library.opcheck(torch.ops.fastvit.gelu_bwd.default, (grad, pre, "none"))
+    torch.library.opcheck(torch.ops.fastvit.linear_gelu_bwd.default, (grad, pre, "none"))
 
 
 def test_torch_compile_fullgraph(device):
@@ -353,7 +353,7 @@ BAD_CALLS = {
                    ValueError, r"bias must have shape \(out_features,\) = \(16,\)"),
     "device": (lambda x, w, b, r: linear.linear_gelu(x, w.to("meta"), b), ValueError, "weight must be on x's device"),
     "approximate": (lambda x, w, b, r: linear.linear_gelu(x, w, b, approximate="fast"),
-                    ValueError, "'none' or 'tanh', got 'fast'"),
+                    ValueError, "approximate must be one of .*, got 'fast'"),
     "residual shape": (lambda x, w, b, r: linear.linear_residual(x, w, b, r[:, :8]),
                        ValueError, r"output's shape \(4, 16\), got \(4, 8\)"),
     "residual dtype": (lambda x, w, b, r: linear.linear_residual(x, w, b, r.half()),
@@ -372,7 +372,7 @@ BAD_CALLS = {
                    ValueError, r"scale receives no gradient; pass scale.detach\(\)"),
     "residual missing": (lambda x, w, b, r: linear.linear_residual(x, w, b, None),
                          TypeError, "residual must be a torch.Tensor"),
-    "out buffer": (lambda x, w, b, r: linear.linear_residual_launch(x, w, b, r, out=r.t()), ValueError, "contiguous"),
+    "out buffer": (lambda x, w, b, r: linear.linear_residual_fwd(x, w, b, r, out=r.t()), ValueError, "contiguous"),
 }  # fmt: skip
 
 
@@ -407,8 +407,8 @@ def test_aot_cases_cover_every_shipped_config():
                     if c.arch == arch and c.name.startswith(f"linear_{epilogue}-{dtype}-")
                 )  # fmt: skip
                 assert compiled == shipped, (arch, epilogue, dtype)
-        kinds = {c.name for c in AOT_CASES if c.arch == arch and c.fn is linear._gelu_bwd_kernel}
-        assert kinds == {f"gelu_bwd_{a}-{d}" for a in ("none", "tanh") for d in ("bf16", "fp16")}
+        kinds = {c.name for c in AOT_CASES if c.arch == arch and c.fn is linear_bwd._linear_gelu_bwd_kernel}
+        assert kinds == {f"linear_gelu_bwd_{a}-{d}" for a in ("none", "tanh", "quick") for d in ("bf16", "fp16")}
 
 
 def test_aot_cases_cover_grad_epilogue_and_tma_configs():
@@ -422,9 +422,9 @@ def test_aot_cases_cover_grad_epilogue_and_tma_configs():
             assert {tuple(sorted(case_tile(c))) for c in grad} == shipped, (arch, dtype)
             for c in grad:  # fc2's weight read transposed: unit stride along N
                 assert c.constexprs["stride_wn"] == 1 and "stride_wk" not in c.constexprs and not c.constexprs["HAS_BIAS"]
-    tma = [c for c in AOT_CASES if c.fn is linear_tma._linear_tma_kernel]
+    tma = [c for c in AOT_CASES if c.fn is linear_tma._linear_tma_fwd_kernel]
     assert {c.arch for c in tma} == {"sm90"}
-    for label in ("gelu", "gelu_tanh", "residual", "residual_scaled_fp32res"):
+    for label in ("gelu", "gelu_tanh", "gelu_quick", "residual", "residual_scaled_fp32res", "residual_gamma_scaled_fp32res"):
         for dtype in ("bf16", "fp16"):
             got = {tuple(sorted(case_tile(c))) for c in tma if c.name.startswith(f"linear_tma_{label}-{dtype}-")}
             assert got == {tuple(sorted(tuning_split_tile(e))) for e in linear_tma.TMA_CONFIGS["sm90"]}, (label, dtype)
@@ -440,7 +440,7 @@ def case_tile(case):
     return (tile | {"num_warps": case.num_warps, "num_stages": case.num_stages}).items()
 
 
-@pytest.mark.parametrize("shape", ["vit_base", "vit_large", "siglip_so400m"])
+@pytest.mark.parametrize("shape", ["vit_base", "vit_large", "siglip_so400m", "vit_huge"])
 @pytest.mark.parametrize("rows", [197, 256 * 197])
 def test_launch_specialization_follows_the_real_arguments(shape, rows):
     """Divisibility of the compiled launch cases comes from the values the launch passes (Triton's rule).
@@ -468,7 +468,7 @@ def test_launch_specialization_follows_the_real_arguments(shape, rows):
         epilogue = {"fc1": "gelu", "fc2": "residual", "grad": "gelu_grad"}[kind]
         for arch in ("sm80", "sm90"):
             first = dict(tuning_split_tile(linear.GEMM_CONFIGS[arch][0]))
-            match = [c for c in AOT_CASES if c.arch == arch and c.fn is linear._linear_kernel
+            match = [c for c in AOT_CASES if c.arch == arch and c.fn is linear._linear_fwd_kernel
                      and c.constexprs["EPILOGUE"] == epilogue and set(c.divisible) == set(divisible)
                      and {k for k, v in c.signature.items() if v == "constexpr" and k.startswith("stride")} == set(units)
                      and dict(case_tile(c)) == first]  # fmt: skip

@@ -222,6 +222,6 @@ def test_fp16_gelu_grad_partial_sums_past_fp16_max():
     rows, k, n = 5, 64, 16
     d, w = _overflowing_fp16(rows, k, n)  # d (M, K=D) @ W2 (D, H=n): W2 = w.t()
     pre = torch.full((rows, n), 8.0, dtype=torch.float16)  # gelu'(8) == 1 to fp16 precision
-    out = linear.linear_gelu_grad_launch(d, w.t(), pre, out=poison_(torch.empty(rows, n, dtype=torch.float16)))
+    out = mlp.mlp_residual_bwd_dh(d, w.t(), pre, out=poison_(torch.empty(rows, n, dtype=torch.float16)))
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out.double(), d.double() @ w.double().t(), atol=0, rtol=1e-3)

@@ -532,6 +532,10 @@ def test_aot_cases_compile_every_launch_the_models_make(monkeypatch):
     missing = []
     for name, n, args, constexprs in launches:
         signature = {k: _type(v) for k, v in args.items()}
+        # Triton makes an integer argument equal to 1 a constant (rows_inner of every non-qk-norm layout)
+        ones = {k: 1 for k, v in args.items() if type(v) is int and v == 1}
+        signature |= dict.fromkeys(ones, "constexpr")
+        constexprs = {**constexprs, **ones}
         values = {k: v for k, v in args.items() if isinstance(v, int) and k not in ("M", "rows_per_program")}
         divisible = divisible_args(signature, values)
         assert ("N" in divisible) == (n % 16 == 0) and ("stride_x" in divisible) == (n % 16 == 0)
@@ -550,11 +554,13 @@ def test_aot_cases_compile_every_launch_the_models_make(monkeypatch):
 
 def test_aot_cases_check_vector_loads_and_pipelined_copies():
     for c in AOT_CASES:  # every preset width divides by 16
+        if "_qk-" in c.name:  # qk-norm's head-dim rows (72 does not divide by 16): compile, registers, spills only
+            continue
         if c.fn is norm_aot._layer_norm_bwd_kernel:
             assert c.expect_ptx == ("cp.async.cg.shared.global",), c
         else:
             assert c.forbid_ptx or c.expect_ptx == ("ld.global.v4",), c
         if c.constexprs["BLOCK_N"] >= 1024:  # ViT-B and wider: no scalar loads at all
             assert c.forbid_ptx, c
-    core = {(c.name.split("-N")[0], c.arch) for c in AOT_CASES if c.tier == "core"}
+    core = {(c.name.split("-N")[0], c.arch) for c in AOT_CASES if c.tier == "core" and "_qk-" not in c.name}
     assert len(core) == 2 * (4 * 2 + 2 * 1)  # every kernel, both dtypes (plus fp32-in), both archs, in CI
