@@ -13,7 +13,7 @@ from fastvit.kernels.contract import bench_case, device_reason, dtype_reason, fi
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # The ``approximate`` values of the GELU epilogue (gemm_epilogue.GELU_EPILOGUE's keys).
-GELU_APPROXIMATIONS = ("none", "tanh")
+GELU_APPROXIMATIONS = ("none", "tanh", "quick")
 TMA_MIN_CAPABILITY = (9, 0)
 
 

@@ -326,7 +326,7 @@ def test_a_refused_call_raises(op, call, words, run, error, device, monkeypatch)
 
 def test_device_rule_and_routed_calls():
     """Off CUDA only the interpreter runs the kernels; what the layers route elsewhere says why."""
-    from fastvit.layers.attention import auto_unsupported, triton_attention, triton_unsupported
+    from fastvit.layers.attention import auto_unsupported, get_attention_backend, triton_unsupported
 
     common = dict(dtype=torch.bfloat16, head_dim=64)
     assert registry.supports("attention", device="cuda", **common) is None
@@ -340,7 +340,7 @@ def test_device_rule_and_routed_calls():
     # a call the kernel refuses (attention dropout) is routed to SDPA by the triton backend
     q, k, v = _t(1, 2, 5, 8), _t(1, 2, 5, 8, seed=1), _t(1, 2, 5, 8, seed=2)
     torch.manual_seed(0)
-    routed = triton_attention(q, k, v, dropout_p=0.5)
+    routed = get_attention_backend("triton")(q, k, v, dropout_p=0.5)
     torch.manual_seed(0)
     torch.testing.assert_close(routed, torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=0.5))
     assert "sm_90" in registry.supports("linear_gelu_tma", device="cuda", dtype=F16, in_features=64, out_features=64,

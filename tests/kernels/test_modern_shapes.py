@@ -20,7 +20,7 @@ from test_flash_attention_kernel import _check_parity, _qkv_do
 from test_linear_kernel import BIAS_ATOL_FACTOR, TOLERANCES, _check_grads, _grads, _upcast, check_linear_gelu
 from test_mlp_kernel import _mlp
 
-from fastvit.kernels import linear, linear_tma, mlp, norm, reference
+from fastvit.kernels import linear, linear_aot, linear_tma, mlp, norm, norm_aot, reference
 from fastvit.kernels.attention_support import head_tiles
 from fastvit.kernels.layer_scale import fold_layer_scale, fold_layer_scale_
 
@@ -349,19 +349,18 @@ def test_wide_gemms_quick_gelu(d_in, d_out):
 
 def test_aot_covers_the_modern_widths():
     """The compiled launch shapes include so400m and ViT-H; 4304 is hinted divisible by 16, not 32."""
-    from fastvit.kernels import linear_aot
 
     assert linear_aot.LAUNCH_SHAPES["siglip_so400m"] == (1152, 4304)
     assert linear_aot.LAUNCH_SHAPES["vit_huge"] == (1280, 5120)
     values = linear_aot.launch_values("fc2", 197, 1152, 4304)
     units, divisible = linear_aot.launch_specialization(values)
     assert values["K"] == 4304 and "K" in divisible and 4304 % 32 != 0
-    names = {c.name for c in linear.aot_cases() if c.tier == "core"}
+    names = {c.name for c in linear_aot.aot_cases() if c.tier == "core"}
     for arch_tile in ("128x128x32", "128x128x64"):  # each arch's first tile
         for dtype in ("bf16", "fp16"):
             assert f"linear_gelu_quick-{dtype}-{arch_tile}" in names
             assert f"linear_residual_gamma_scaled_fp32res-{dtype}-{arch_tile}" in names
-    gamma_cases = [c for c in linear.aot_cases() if c.constexprs.get("HAS_GAMMA")]
+    gamma_cases = [c for c in linear_aot.aot_cases() if c.constexprs.get("HAS_GAMMA")]
     assert gamma_cases and all(c.signature["GAMMA"] == "*fp32" for c in gamma_cases)
 
 
@@ -389,14 +388,14 @@ def test_qk_norm_on_packed_qkv_views(head_dim, dtype):
 
         # launchers into poisoned buffers
         rows = b * n * h
-        _, out, mean, rstd = norm.launch_layer_norm_fwd(
+        _, out, mean, rstd = norm.layer_norm_fwd(
             view, w, bias, 1e-6, out=poison_(torch.empty(view.shape, dtype=dtype)),
             mean=poison_(torch.empty(rows)), rstd=poison_(torch.empty(rows)),
         )  # fmt: skip
         ref = reference.layer_norm_ref(view, w, bias)
         eager = reference.layer_norm_ref(view, w, bias, upcast=False)
         assert_close_vs_ref(out, eager, ref, factor=2, atol=QK_ATOL[dtype], name="out")
-        dx, dw, db = norm.launch_layer_norm_bwd(dout, view, w, mean, rstd,
+        dx, dw, db = norm.layer_norm_bwd(dout, view, w, mean, rstd,
                                                 dx=poison_(torch.empty(view.shape, dtype=dtype)))  # fmt: skip
 
         # autograd through the public op, gradients reaching the packed qkv
@@ -430,7 +429,7 @@ def test_two_level_rows_fall_back_to_a_copy_when_needed():
 def test_aot_covers_qk_norm_launches():
     """qk-norm's LayerNorm launches compile for sm_80 and sm_90 with rows_inner = heads a runtime integer
     and the divisibility of the real strides (N = 72 unhinted, 64 and 80 hinted)."""
-    cases = [c for c in norm.aot_cases() if "_qk-" in c.name]
+    cases = [c for c in norm_aot.aot_cases() if "_qk-" in c.name]
     assert {(c.name, c.arch) for c in cases} == {
         (f"{k}_qk-bf16-hd{d}", arch) for k in ("layer_norm_fwd", "layer_norm_bwd") for d in (64, 72, 80)
         for arch in ("sm80", "sm90")
@@ -452,13 +451,13 @@ def test_qk_norm_launch_specializes_as_its_aot_case(head_dim, monkeypatch):
 
     heads = QK_NORM_HEADS[head_dim]
     fwd, bwd = _LaunchRecorder(norm._layer_norm_fwd_kernel), _LaunchRecorder(norm._layer_norm_bwd_kernel)
-    monkeypatch.setattr(norm, "_layer_norm_fwd", fwd)
-    monkeypatch.setattr(norm, "_layer_norm_bwd", bwd)
+    monkeypatch.setattr(norm, "_layer_norm_fwd_kernel", fwd)
+    monkeypatch.setattr(norm, "_layer_norm_bwd_kernel", bwd)
     qkv = torch.empty(2, 197, 3, heads, head_dim, dtype=BF16)
     w, stats = torch.empty(head_dim, dtype=BF16), torch.empty(2 * 197 * heads)
-    norm.launch_layer_norm_fwd(qkv[:, :, 0], w, w, 1e-6)
-    norm.launch_layer_norm_bwd(torch.empty(2, 197, heads, head_dim, dtype=BF16), qkv[:, :, 1], w, stats, stats)
-    cases = {(c.name.split("_qk")[0], c.arch): c for c in norm.aot_cases() if c.name.endswith(f"_qk-bf16-hd{head_dim}")}
+    norm.layer_norm_fwd(qkv[:, :, 0], w, w, 1e-6)
+    norm.layer_norm_bwd(torch.empty(2, 197, heads, head_dim, dtype=BF16), qkv[:, :, 1], w, stats, stats)
+    cases = {(c.name.split("_qk")[0], c.arch): c for c in norm_aot.aot_cases() if c.name.endswith(f"_qk-bf16-hd{head_dim}")}
     for name, recorder in (("layer_norm_fwd", fwd), ("layer_norm_bwd", bwd)):
         args, _ = recorder.calls.pop()
         assert args["rows_inner"] == heads and args["stride_x"] == 3 * heads * head_dim
