@@ -124,8 +124,10 @@ class VisionTransformer(nn.Module):
         changes = dict(num_classes=num_classes)
         if global_pool is not None:
             if global_pool not in GLOBAL_POOLS:
-                raise ValueError(f"global_pool must be one of {GLOBAL_POOLS} (fastvit has no attention pooling), "
-                                 f"got {global_pool!r}")
+                raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
+            if global_pool == "map" and self.attn_pool is None:  # as timm: the pool's weights would be untrained
+                raise ValueError("reset_classifier cannot add attention pooling (global_pool='map') to a model built "
+                                 "without it; build the model with global_pool='map'")
             if not self.cfg.distilled:  # DeiT always pools its class and distillation tokens (timm ignores it too)
                 # the final norm stays where it is: pin fc_norm so cfg keeps describing the norms built
                 changes.update(global_pool=global_pool, fc_norm=self.cfg.use_fc_norm)
