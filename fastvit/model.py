@@ -11,25 +11,26 @@ from torch.utils.checkpoint import checkpoint
 
 from .config import GLOBAL_POOLS, ViTConfig
 from .presets import pretrained_cfg_for
-from .layers import Attention, PatchEmbed, mlp_layer, norm_layer, resample_options, resample_pos_embed
+from .layers import PatchEmbed, resample_options, resample_pos_embed
 from .layers.linear import autocast_dtype
+from .parts import Parts, resolve_parts
 
 
 class Block(nn.Module):
     """x + Attn(LN(x)), then x + MLP(LN(x)). The branches own their residual add
-    so a fused implementation can put it in the GEMM epilogue."""
+    so a fused implementation can put it in the GEMM epilogue.
 
-    def __init__(self, cfg: ViTConfig, drop_path: float = 0.0):
+    The block is given its layers, as timm's ``Block(norm_layer=, attn_layer=,
+    mlp_layer=)``: factories taking the width (and ``drop_path`` for the
+    branches), such as :func:`fastvit.parts.resolve_parts` returns.
+    """
+
+    def __init__(self, dim: int, *, norm_layer, attn_layer, mlp_layer, drop_path: float = 0.0):
         super().__init__()
-        norm = norm_layer(cfg.norm_impl, pre_gemm=True)
-        dim = cfg.embed_dim
-        self.norm1 = norm(dim, eps=cfg.norm_eps)
-        self.attn = Attention(
-            dim, cfg.num_heads, qkv_bias=cfg.qkv_bias, attn_drop=cfg.attn_drop_rate, proj_drop=cfg.drop_rate,
-            drop_path=drop_path, attn_impl=cfg.attn_impl, linear_impl=cfg.linear_impl,
-        )
-        self.norm2 = norm(dim, eps=cfg.norm_eps)
-        self.mlp = mlp_layer(cfg.linear_impl)(dim, cfg.mlp_hidden_dim, drop=cfg.drop_rate, drop_path=drop_path, linear_impl=cfg.linear_impl)
+        self.norm1 = norm_layer(dim)
+        self.attn = attn_layer(dim, drop_path=drop_path)
+        self.norm2 = norm_layer(dim)
+        self.mlp = mlp_layer(dim, drop_path=drop_path)
 
     def forward(self, x):
         x = self.attn(self.norm1(x), x)
@@ -45,14 +46,21 @@ class VisionTransformer(nn.Module):
     per-block outputs for detection and segmentation necks. The attributes and
     methods timm's helpers use (``pretrained_cfg``, ``group_matcher``,
     ``feature_info``, ``prune_intermediate_layers``, ...) behave as timm's.
+
+    The layers come from ``parts`` (:class:`fastvit.parts.Parts`), by default
+    :func:`fastvit.parts.resolve_parts` of the config: the model itself never
+    reads an implementation name.
     """
 
-    def __init__(self, cfg: ViTConfig | None = None, **overrides):
+    def __init__(self, cfg: ViTConfig | None = None, *, parts: Parts | None = None, **overrides):
         super().__init__()
         if cfg is not None and not isinstance(cfg, ViTConfig):
             raise TypeError(f"cfg must be a fastvit.ViTConfig (or None), got {type(cfg).__name__}; "
                             "pass fields as keywords: VisionTransformer(embed_dim=..., ...)")
         cfg = (cfg or ViTConfig()).replace(**overrides) if overrides else (cfg or ViTConfig())
+        if parts is not None and not isinstance(parts, Parts):
+            raise TypeError(f"parts must be a fastvit.parts.Parts (or None), got {type(parts).__name__}")
+        self.parts = parts = resolve_parts(cfg) if parts is None else parts
         self.cfg = cfg
         d = cfg.embed_dim
         self.num_prefix_tokens = cfg.num_prefix_tokens
@@ -62,24 +70,22 @@ class VisionTransformer(nn.Module):
         self.reg_token = None
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_tokens, d))
         self.dist_token = nn.Parameter(torch.zeros(1, 1, d)) if cfg.distilled else None
-        if cfg.hybrid_layers is not None:  # ResNetV2 feature map as the patch embedding (token stride = patch_size)
-            from .layers.resnetv2 import HybridEmbed
-
-            self.patch_embed = HybridEmbed(cfg.hybrid_layers, cfg.in_chans, d, cfg.img_size, cfg.dynamic_img_size)
-        else:
-            self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, d, cfg.img_size, cfg.dynamic_img_size)
+        self.patch_embed = parts.embed_layer()
         self.pos_drop = nn.Dropout(cfg.drop_rate)
         self.patch_drop, self.norm_pre = nn.Identity(), nn.Identity()
         # stochastic depth grows linearly from 0 at the first block to drop_path_rate at the last
         rates = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
-        self.blocks = nn.Sequential(*(Block(cfg, r) for r in rates))
+        self.blocks = nn.Sequential(*(
+            Block(d, norm_layer=parts.block_norm_layer, attn_layer=parts.attn_layer, mlp_layer=parts.mlp_layer,
+                  drop_path=r)
+            for r in rates
+        ))
         self.feature_info = [dict(module=f"blocks.{i}", num_chs=d, reduction=cfg.patch_size) for i in range(cfg.depth)]
         self.attn_pool = None
         self.distilled_training = False
         self.pretrained_cfg = self.default_cfg = pretrained_cfg_for(None, cfg)
-        norm = norm_layer(cfg.norm_impl)
-        self.norm = nn.Identity() if cfg.use_fc_norm else norm(d, eps=cfg.norm_eps)
-        self.fc_norm = norm(d, eps=cfg.norm_eps) if cfg.use_fc_norm else nn.Identity()
+        self.norm = nn.Identity() if cfg.use_fc_norm else parts.norm_layer(d)
+        self.fc_norm = parts.norm_layer(d) if cfg.use_fc_norm else nn.Identity()
         self.grad_checkpointing = False
         self._build_head(cfg.num_classes)
         self.init_weights()

@@ -3,12 +3,12 @@
 from .attention import BACKENDS, Attention, auto_choice, backend_status, get_attention_backend
 from .drop import DropPath, drop_path
 from .embed import RESAMPLE_CONVENTIONS, PatchEmbed, patchify, resample_options, resample_pos_embed
-from .linear import LINEAR_IMPLS, ResidualLinear, linear_parts
+from .linear import LINEAR_IMPLS, ResidualLinear
 from .mlp import Mlp, TritonMlp, mlp_layer
 from .norm import NORM_LAYERS, norm_layer
 
 __all__ = [
     "Attention", "BACKENDS", "DropPath", "LINEAR_IMPLS", "Mlp", "NORM_LAYERS", "PatchEmbed", "ResidualLinear", "TritonMlp",
-    "auto_choice", "backend_status", "drop_path", "get_attention_backend", "linear_parts", "mlp_layer", "norm_layer",
+    "auto_choice", "backend_status", "drop_path", "get_attention_backend", "mlp_layer", "norm_layer",
     "patchify", "RESAMPLE_CONVENTIONS", "resample_options", "resample_pos_embed",
 ]

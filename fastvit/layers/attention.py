@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..kernels.attention_support import MAX_HEAD_DIM, supports_head_dim
-from .linear import linear_parts
+from .kernel_ops import kernel_op
+from .linear import ResidualLinear
 
 AttentionFn = Callable[..., torch.Tensor]
 
@@ -61,13 +62,12 @@ def _require_triton_device(t: torch.Tensor) -> None:
         )
 
 
-def triton_attention(q, k, v, dropout_p=0.0, scale=None):
+def triton_attention(kernel, q, k, v, dropout_p=0.0, scale=None):
+    """fastvit's kernel (``fastvit.kernels.attention``, bound when the backend is chosen) over q, k, v."""
     if dropout_p > 0:  # the kernel has no dropout; documented fallback
         return sdpa_attention(q, k, v, dropout_p, scale)
     _require_triton_device(q)
-    from fastvit.kernels import attention
-
-    return attention(q, k, v, scale=scale)
+    return kernel(q, k, v, scale=scale)
 
 
 def unpack_qkv(qkv):
@@ -75,13 +75,20 @@ def unpack_qkv(qkv):
     return qkv.permute(2, 0, 3, 1, 4).unbind(0)
 
 
-def triton_attention_packed(qkv, dropout_p=0.0, scale=None):
+def triton_attention_packed(kernel, qkv, dropout_p=0.0, scale=None):
+    """The packed form: ``fastvit.kernels.attention_qkvpacked`` takes the (B, N, 3, H, D) qkv whole."""
     if dropout_p > 0:
         return sdpa_attention(*unpack_qkv(qkv), dropout_p, scale)
     _require_triton_device(qkv)
-    from fastvit.kernels import attention_qkvpacked
+    return kernel(qkv, scale=scale)
 
-    return attention_qkvpacked(qkv, scale=scale)
+
+def _load_triton() -> AttentionFn:
+    return functools.partial(triton_attention, kernel_op("attention"))
+
+
+def _load_triton_packed() -> AttentionFn:
+    return functools.partial(triton_attention_packed, kernel_op("attention_qkvpacked"))
 
 
 def triton_unsupported(device_type: str, dtype: torch.dtype, head_dim: int, dropout_p: float = 0.0) -> str | None:
@@ -115,13 +122,13 @@ def auto_unsupported(device_type: str, dtype: torch.dtype, head_dim: int, dropou
 
 def auto_attention(q, k, v, dropout_p=0.0, scale=None):
     if auto_unsupported(q.device.type, q.dtype, q.shape[-1], dropout_p) is None:
-        return triton_attention(q, k, v, dropout_p, scale)
+        return triton_attention(kernel_op("attention"), q, k, v, dropout_p, scale)
     return sdpa_attention(q, k, v, dropout_p, scale)
 
 
 def auto_attention_packed(qkv, dropout_p=0.0, scale=None):
     if auto_unsupported(qkv.device.type, qkv.dtype, qkv.shape[-1], dropout_p) is None:
-        return triton_attention_packed(qkv, dropout_p, scale)
+        return triton_attention_packed(kernel_op("attention_qkvpacked"), qkv, dropout_p, scale)
     return sdpa_attention(*unpack_qkv(qkv), dropout_p, scale)
 
 
@@ -172,7 +179,7 @@ def _load_xformers() -> AttentionFn:
 # attn_impl -> a loader returning the backend function (loaders import optional packages).
 BACKENDS: dict[str, Callable[[], AttentionFn]] = {
     "auto": lambda: auto_attention,
-    "triton": lambda: triton_attention,
+    "triton": _load_triton,
     "flash_attn": _load_flash_attn,
     "xformers": _load_xformers,
     "sdpa": lambda: sdpa_attention,
@@ -187,15 +194,14 @@ def get_attention_backend(name: str) -> AttentionFn:
 
 
 # attn_impl -> its packed form, where it has its own; the rest unpack (get_packed_backend).
-PACKED_BACKENDS: dict[str, AttentionFn] = {"auto": auto_attention_packed, "triton": triton_attention_packed}
+PACKED_BACKENDS: dict[str, Callable[[], AttentionFn]] = {"auto": lambda: auto_attention_packed, "triton": _load_triton_packed}
 
 
 def get_packed_backend(name: str) -> AttentionFn:
     """``(qkv, dropout_p, scale) -> out`` for attn_impl ``name``, qkv (B, N, 3, H, D), out (B, H, N, D)."""
-    fn = get_attention_backend(name)
     if name in PACKED_BACKENDS:
-        return PACKED_BACKENDS[name]
-    return functools.partial(_unpacked, fn)  # a partial of module-level functions pickles; a closure would not
+        return PACKED_BACKENDS[name]()
+    return functools.partial(_unpacked, get_attention_backend(name))  # a partial of module-level functions pickles; a closure would not
 
 
 def _unpacked(fn: AttentionFn, qkv, dropout_p=0.0, scale=None):
@@ -212,7 +218,13 @@ def backend_status() -> dict[str, str | None]:
 
 
 class Attention(nn.Module):
-    """qkv projection -> attention backend -> output projection (+ residual)."""
+    """qkv projection -> attention backend -> output projection (+ residual).
+
+    ``attn_fn`` is the packed backend (:func:`get_packed_backend`), ``proj_layer``
+    the residual projection's class; both are given by
+    :func:`fastvit.parts.resolve_parts`. Without ``attn_fn`` the module resolves
+    ``attn_impl`` itself (``attn_impl`` is otherwise only its label).
+    """
 
     def __init__(
         self,
@@ -222,18 +234,20 @@ class Attention(nn.Module):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         drop_path: float = 0.0,
+        *,
+        attn_fn: AttentionFn | None = None,
         attn_impl: str = "auto",
-        linear_impl: str = "torch",
+        proj_layer: type[ResidualLinear] = ResidualLinear,
     ):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = 1.0 / math.sqrt(self.head_dim)
         self.attn_impl = attn_impl
-        self.attn_fn = get_packed_backend(attn_impl)
+        self.attn_fn = get_packed_backend(attn_impl) if attn_fn is None else attn_fn
         self.attn_drop = attn_drop
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = linear_parts(linear_impl)[2](dim, dim, drop=proj_drop, drop_path=drop_path)
+        self.proj = proj_layer(dim, dim, drop=proj_drop, drop_path=drop_path)
 
     def forward(self, x, residual):
         """``residual + Attn(x)``; x is the normalized input (B, N, C)."""

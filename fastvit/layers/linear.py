@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .drop import DropPath, drop_path_scale
+from .kernel_ops import kernel_op
 
 
 # Device types torch.autocast knows; asking about any other raises.
@@ -54,6 +55,10 @@ class TritonResidualLinear(ResidualLinear):
     separate ops, as does a residual in a third dtype (fp16 under bf16 autocast).
     """
 
+    def __init__(self, in_features: int, out_features: int, drop: float = 0.0, drop_path: float = 0.0):
+        super().__init__(in_features, out_features, drop=drop, drop_path=drop_path)
+        self.linear_residual = kernel_op("linear_residual")
+
     def forward(self, x, residual):
         if self.training and self.drop.p > 0:
             return super().forward(x, residual)
@@ -63,18 +68,18 @@ class TritonResidualLinear(ResidualLinear):
         scale = None
         if self.training and self.drop_path.p > 0:
             scale = drop_path_scale(residual.shape[0], self.drop_path.p, dtype=torch.float32, device=x.device)
-        from fastvit.kernels import linear_residual
-
-        return linear_residual(x, weight, bias, residual, scale=scale)
+        return self.linear_residual(x, weight, bias, residual, scale=scale)
 
 
 class TritonLinearGELU(nn.Linear):
     """fc1 with bias and exact GELU in the GEMM's epilogue."""
 
-    def forward(self, x):
-        from fastvit.kernels import linear_gelu
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self.linear_gelu = kernel_op("linear_gelu")
 
-        return linear_gelu(*_autocast(x, self.weight, self.bias))
+    def forward(self, x):
+        return self.linear_gelu(*_autocast(x, self.weight, self.bias))
 
 
 # linear_impl -> (fc1 class, activation after fc1, residual-projection class)
@@ -84,17 +89,11 @@ LINEAR_IMPLS = {
 }
 
 
-def linear_parts(impl: str):
-    if impl not in LINEAR_IMPLS:
-        raise ValueError(f"unknown linear_impl {impl!r}; valid: {sorted(LINEAR_IMPLS)}")
-    return LINEAR_IMPLS[impl]
-
-
-def triton_mlp_forward(fc1: nn.Linear, drop: nn.Dropout, fc2: ResidualLinear, x, residual):
+def triton_mlp_forward(mlp_residual, fc1: nn.Linear, drop: nn.Dropout, fc2: ResidualLinear, x, residual):
     """``residual + fc2(drop(gelu(fc1(x))))`` as the one fused op :func:`fastvit.kernels.mlp_residual`.
 
     For an :class:`~fastvit.layers.mlp.Mlp` built with ``linear_impl="triton"``
-    (pass its ``fc1``, ``drop``, ``fc2``): the same result as its forward,
+    (pass the op and its ``fc1``, ``drop``, ``fc2``): the same result as its forward,
     with a backward that applies GELU's derivative in fc2's input-gradient GEMM
     instead of a separate pass. Element-wise dropout while training and a
     residual in a third dtype fall back to the separate ops, as
@@ -109,6 +108,4 @@ def triton_mlp_forward(fc1: nn.Linear, drop: nn.Dropout, fc2: ResidualLinear, x,
     scale = None
     if fc2.training and fc2.drop_path.p > 0:
         scale = drop_path_scale(residual.shape[0], fc2.drop_path.p, dtype=torch.float32, device=x.device)
-    from fastvit.kernels import mlp_residual
-
     return mlp_residual(x, w1, b1, w2, b2, residual, scale=scale)

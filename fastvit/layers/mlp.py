@@ -1,20 +1,25 @@
-"""The transformer MLP branch: fc1 -> GELU -> dropout -> fc2 (+ residual)."""
+"""The transformer MLP branch: fc1 -> activation -> dropout -> fc2 (+ residual).
+
+The branch's layers are given to it (``fc1_layer``, ``act_layer``, ``fc2_layer``);
+:func:`fastvit.parts.resolve_parts` picks them from ``linear_impl``.
+"""
 
 from __future__ import annotations
 
 from torch import nn
 
-from .linear import linear_parts, triton_mlp_forward
+from .kernel_ops import kernel_op
+from .linear import LINEAR_IMPLS, ResidualLinear, TritonLinearGELU, TritonResidualLinear, triton_mlp_forward
 
 
 class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0, drop_path: float = 0.0, linear_impl: str = "torch"):
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0, drop_path: float = 0.0, *,
+                 fc1_layer=nn.Linear, act_layer=nn.GELU, fc2_layer=ResidualLinear):
         super().__init__()
-        fc1_cls, act_cls, fc2_cls = linear_parts(linear_impl)
-        self.fc1 = fc1_cls(dim, hidden_dim)
-        self.act = act_cls()
+        self.fc1 = fc1_layer(dim, hidden_dim)
+        self.act = act_layer()
         self.drop = nn.Dropout(drop)
-        self.fc2 = fc2_cls(hidden_dim, dim, drop=drop, drop_path=drop_path)
+        self.fc2 = fc2_layer(hidden_dim, dim, drop=drop, drop_path=drop_path)
 
     def forward(self, x, residual):
         """``residual + MLP(x)``; x is the normalized input."""
@@ -25,13 +30,22 @@ class TritonMlp(Mlp):
     """The same branch as one fused op (:func:`fastvit.kernels.mlp_residual`): its backward
     applies GELU's derivative in fc2's input-gradient GEMM instead of a separate pass."""
 
-    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0, drop_path: float = 0.0, linear_impl: str = "triton"):
-        super().__init__(dim, hidden_dim, drop=drop, drop_path=drop_path, linear_impl=linear_impl)
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0, drop_path: float = 0.0, *,
+                 fc1_layer=TritonLinearGELU, act_layer=nn.Identity, fc2_layer=TritonResidualLinear):
+        super().__init__(dim, hidden_dim, drop=drop, drop_path=drop_path, fc1_layer=fc1_layer, act_layer=act_layer,
+                         fc2_layer=fc2_layer)
+        self.mlp_residual = kernel_op("mlp_residual")
 
     def forward(self, x, residual):
-        return triton_mlp_forward(self.fc1, self.drop, self.fc2, x, residual)
+        return triton_mlp_forward(self.mlp_residual, self.fc1, self.drop, self.fc2, x, residual)
+
+
+# linear_impl -> the MLP branch class
+MLP_LAYERS = {"torch": Mlp, "triton": TritonMlp}
 
 
 def mlp_layer(linear_impl: str) -> type[Mlp]:
     """The MLP class for ``linear_impl``: the fused branch for "triton", separate ops otherwise."""
-    return TritonMlp if linear_impl == "triton" else Mlp
+    if linear_impl not in LINEAR_IMPLS:
+        raise ValueError(f"unknown linear_impl {linear_impl!r}; valid: {sorted(LINEAR_IMPLS)}")
+    return MLP_LAYERS[linear_impl]

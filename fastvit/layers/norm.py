@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from torch import nn
 
+from .kernel_ops import kernel_op
 from .linear import autocast_dtype
 
 
 class TritonLayerNorm(nn.LayerNorm):
     """nn.LayerNorm computed by fastvit's Triton kernel (fp32 statistics)."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.layer_norm = kernel_op("layer_norm")
+
     def out_dtype(self, x):
         """Output dtype; None keeps x's, as nn.LayerNorm does (fp32 even under autocast)."""
         return None
 
     def forward(self, x):
-        from fastvit.kernels import layer_norm
-
-        return layer_norm(x, self.weight, self.bias, self.eps, out_dtype=self.out_dtype(x))
+        return self.layer_norm(x, self.weight, self.bias, self.eps, out_dtype=self.out_dtype(x))
 
 
 class TritonPreNorm(TritonLayerNorm):
@@ -33,13 +36,13 @@ class TritonPreNorm(TritonLayerNorm):
         return autocast_dtype(x)
 
 
-NORM_LAYERS = {"torch": nn.LayerNorm, "triton": TritonLayerNorm}
-# The norms inside a block, in front of the qkv and fc1 GEMMs.
-PRE_NORM_LAYERS = {"torch": nn.LayerNorm, "triton": TritonPreNorm}
+# norm_impl -> (LayerNorm class, class for a block's norms, whose output only feeds a GEMM)
+NORM_IMPLS = {"torch": (nn.LayerNorm, nn.LayerNorm), "triton": (TritonLayerNorm, TritonPreNorm)}
+NORM_LAYERS = tuple(NORM_IMPLS)
 
 
 def norm_layer(impl: str, *, pre_gemm: bool = False) -> type[nn.LayerNorm]:
     """The LayerNorm class for ``norm_impl``; ``pre_gemm`` for a block's norms, whose output only feeds a GEMM."""
-    if impl not in NORM_LAYERS:
-        raise ValueError(f"unknown norm_impl {impl!r}; valid: {sorted(NORM_LAYERS)}")
-    return (PRE_NORM_LAYERS if pre_gemm else NORM_LAYERS)[impl]
+    if impl not in NORM_IMPLS:
+        raise ValueError(f"unknown norm_impl {impl!r}; valid: {sorted(NORM_IMPLS)}")
+    return NORM_IMPLS[impl][1 if pre_gemm else 0]

@@ -2,6 +2,8 @@
 
 import importlib.util
 
+import functools
+
 import pytest
 import torch
 
@@ -26,7 +28,8 @@ def test_eager_matches_sdpa_and_the_reference():
 
 def test_triton_backend_runs_the_kernel_under_the_interpreter():
     q, k, v = _qkv()
-    torch.testing.assert_close(A.triton_attention(q, k, v), A.eager_attention(q, k, v), rtol=1e-5, atol=1e-5)
+    triton = A.get_attention_backend("triton")
+    torch.testing.assert_close(triton(q, k, v), A.eager_attention(q, k, v), rtol=1e-5, atol=1e-5)
 
 
 def test_triton_backend_uses_sdpa_for_dropout():
@@ -34,7 +37,7 @@ def test_triton_backend_uses_sdpa_for_dropout():
     torch.manual_seed(3)
     expected = A.sdpa_attention(q, k, v, dropout_p=0.5)
     torch.manual_seed(3)
-    torch.testing.assert_close(A.triton_attention(q, k, v, dropout_p=0.5), expected)
+    torch.testing.assert_close(A.get_attention_backend("triton")(q, k, v, dropout_p=0.5), expected)
 
 
 @pytest.mark.parametrize(
@@ -53,8 +56,8 @@ def test_auto_choice(device, dtype, head_dim, choice):
 def test_auto_routes_fp32_to_sdpa_where_triton_could_run(monkeypatch, dtype, picked):
     """Pretend the Triton kernel could take the call (as on CUDA): auto still sends fp32 to SDPA."""
     monkeypatch.setattr(A, "triton_unsupported", lambda *args: None)
-    monkeypatch.setattr(A, "triton_attention_packed", lambda qkv, p, s: "triton")
-    monkeypatch.setattr(A, "triton_attention", lambda q, k, v, p, s: "triton")
+    monkeypatch.setattr(A, "triton_attention_packed", lambda kernel, qkv, p, s: "triton")
+    monkeypatch.setattr(A, "triton_attention", lambda kernel, q, k, v, p, s: "triton")
     qkv = torch.randn(1, 5, 3, 2, 16).to(dtype)
     got = A.auto_attention_packed(qkv, 0.0, None), A.auto_attention(*A.unpack_qkv(qkv), 0.0, None)
     assert [("triton" if isinstance(g, str) else "sdpa") for g in got] == [picked, picked]
@@ -72,7 +75,7 @@ def test_packed_backends_agree_with_unpacked(impl):
     g = torch.Generator().manual_seed(1)
     qkv = torch.randn(2, 17, 3, 3, 32, generator=g)
     packed = A.get_packed_backend(impl)
-    assert (impl in A.PACKED_BACKENDS) == (packed is A.PACKED_BACKENDS.get(impl))
+    assert isinstance(packed, functools.partial) == (impl != "auto")
     got = packed(qkv, dropout_p=0.0, scale=0.3)
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
     torch.testing.assert_close(got, A.get_attention_backend(impl)(q, k, v, dropout_p=0.0, scale=0.3), rtol=0, atol=0)
@@ -84,11 +87,12 @@ def test_packed_triton_uses_the_packed_op_and_sdpa_for_dropout(monkeypatch):
     calls = []
     monkeypatch.setattr(flash_attention, "attention_qkvpacked", lambda qkv, scale: calls.append(qkv) or "kernel")
     qkv = torch.randn(1, 5, 3, 2, 16)
-    assert A.triton_attention_packed(qkv, 0.0, 0.25) == "kernel" and calls[0] is qkv
+    triton = A.get_packed_backend("triton")  # binds the op when the backend is chosen
+    assert triton(qkv, 0.0, 0.25) == "kernel" and calls[0] is qkv
     torch.manual_seed(4)
     expected = A.sdpa_attention(*A.unpack_qkv(qkv), dropout_p=0.5, scale=0.25)
     torch.manual_seed(4)
-    torch.testing.assert_close(A.triton_attention_packed(qkv, 0.5, 0.25), expected)
+    torch.testing.assert_close(triton(qkv, 0.5, 0.25), expected)
     assert len(calls) == 1
 
 
