@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .activations import create_activation
-from .linear import linear_parts
+from .linear import ResidualLinear
 
 
 class GluMlp(nn.Module):
@@ -15,26 +14,26 @@ class GluMlp(nn.Module):
     timm's parameter names (``fc1`` D -> H, ``fc2`` H/2 -> D, ``norm`` an Identity as in
     timm's ``GluMlp`` without ``scale_mlp_norm``) and the same ``forward(x, residual)``
     contract as :class:`fastvit.layers.mlp.Mlp`: the branch owns the residual add, in
-    fc2 (a residual linear of ``linear_impl``), with dropout and stochastic depth.
+    ``fc2`` (a residual linear: dropout, stochastic depth, the LayerScale ``gamma``).
+    The layers are given as for ``Mlp``; ``act_layer`` is the gate's activation class.
     """
 
-    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0, drop_path: float = 0.0,
-                 linear_impl: str = "torch", act_layer: str = "silu"):
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0, drop_path: float = 0.0, *,
+                 fc1_layer=nn.Linear, act_layer=nn.SiLU, fc2_layer=ResidualLinear):
         super().__init__()
         if hidden_dim % 2:
             raise ValueError(f"a gated MLP splits fc1's outputs in two halves: hidden_dim must be even, got {hidden_dim}")
-        fc2_cls = linear_parts(linear_impl)[2]
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = create_activation(act_layer)
+        self.fc1 = fc1_layer(dim, hidden_dim)
+        self.act = act_layer()
         self.drop1 = nn.Dropout(drop)
         self.norm = nn.Identity()
-        self.fc2 = fc2_cls(hidden_dim // 2, dim, drop=drop, drop_path=drop_path)
+        self.fc2 = fc2_layer(hidden_dim // 2, dim, drop=drop, drop_path=drop_path)
 
     def gated(self, x: torch.Tensor) -> torch.Tensor:
         """fc2's input: ``act(first half) * second half`` of fc1's output, after dropout."""
         gate, value = self.fc1(x).chunk(2, dim=-1)
         return self.norm(self.drop1(self.act(gate) * value))
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        """``residual + MLP(x)``; x is the normalized input."""
-        return self.fc2(self.gated(x), residual)
+    def forward(self, x: torch.Tensor, residual: torch.Tensor, gamma=None) -> torch.Tensor:
+        """``residual + MLP(x)`` (times the LayerScale ``gamma`` if given); x is the normalized input."""
+        return self.fc2(self.gated(x), residual, gamma)

@@ -33,15 +33,20 @@ def _autocast(*tensors):
 
 
 class ResidualLinear(nn.Linear):
-    """The branch's last projection plus the residual add (reference: separate ops)."""
+    """The branch's last projection plus the residual add (reference: separate ops).
+
+    ``gamma`` (out_features,), when given, is the block's LayerScale:
+    ``residual + drop_path(gamma * dropout(x W^T + b))``.
+    """
 
     def __init__(self, in_features: int, out_features: int, drop: float = 0.0, drop_path: float = 0.0):
         super().__init__(in_features, out_features)
         self.drop = nn.Dropout(drop)
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x, residual):
-        return residual + self.drop_path(self.drop(super().forward(x)))
+    def forward(self, x, residual, gamma=None):
+        y = self.drop(super().forward(x))
+        return residual + self.drop_path(y if gamma is None else y * gamma)
 
 
 class TritonResidualLinear(ResidualLinear):
@@ -59,9 +64,10 @@ class TritonResidualLinear(ResidualLinear):
         super().__init__(in_features, out_features, drop=drop, drop_path=drop_path)
         self.linear_residual = kernel_op("linear_residual")
 
-    def forward(self, x, residual):
-        if self.training and self.drop.p > 0:
-            return super().forward(x, residual)
+    def forward(self, x, residual, gamma=None):
+        # LayerScale runs as separate ops until the epilogue takes it (linear_residual's gamma=, helper D)
+        if gamma is not None or (self.training and self.drop.p > 0):
+            return super().forward(x, residual, gamma)
         x, weight, bias = _autocast(x, self.weight, self.bias)
         if residual.dtype not in (x.dtype, torch.float32):
             return super().forward(x, residual)
@@ -89,7 +95,7 @@ LINEAR_IMPLS = {
 }
 
 
-def triton_mlp_forward(mlp_residual, fc1: nn.Linear, drop: nn.Dropout, fc2: ResidualLinear, x, residual):
+def triton_mlp_forward(mlp_residual, fc1: nn.Linear, drop: nn.Dropout, fc2: ResidualLinear, x, residual, gamma=None):
     """``residual + fc2(drop(gelu(fc1(x))))`` as the one fused op :func:`fastvit.kernels.mlp_residual`.
 
     For an :class:`~fastvit.layers.mlp.Mlp` built with ``linear_impl="triton"``
@@ -98,10 +104,11 @@ def triton_mlp_forward(mlp_residual, fc1: nn.Linear, drop: nn.Dropout, fc2: Resi
     instead of a separate pass. Element-wise dropout while training and a
     residual in a third dtype fall back to the separate ops, as
     :class:`TritonResidualLinear` does; stochastic depth becomes the per-sample
-    scale, drawn as :class:`DropPath` draws it.
+    scale, drawn as :class:`DropPath` draws it. A LayerScale ``gamma`` runs through fc2's
+    residual linear until the fused op takes it.
     """
-    if fc2.training and (drop.p > 0 or fc2.drop.p > 0):
-        return fc2(drop(fc1(x)), residual)
+    if gamma is not None or (fc2.training and (drop.p > 0 or fc2.drop.p > 0)):
+        return fc2(drop(fc1(x)), residual, gamma)
     x, w1, b1, w2, b2 = _autocast(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
     if residual.dtype not in (x.dtype, torch.float32):
         return fc2(drop(fc1(x)), residual)

@@ -21,9 +21,9 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
         self.fc2 = fc2_layer(hidden_dim, dim, drop=drop, drop_path=drop_path)
 
-    def forward(self, x, residual):
-        """``residual + MLP(x)``; x is the normalized input."""
-        return self.fc2(self.drop(self.act(self.fc1(x))), residual)
+    def forward(self, x, residual, gamma=None):
+        """``residual + MLP(x)`` (times the LayerScale ``gamma`` if given); x is the normalized input."""
+        return self.fc2(self.drop(self.act(self.fc1(x))), residual, gamma)
 
 
 class TritonMlp(Mlp):
@@ -36,8 +36,8 @@ class TritonMlp(Mlp):
                          fc2_layer=fc2_layer)
         self.mlp_residual = kernel_op("mlp_residual")
 
-    def forward(self, x, residual):
-        return triton_mlp_forward(self.mlp_residual, self.fc1, self.drop, self.fc2, x, residual)
+    def forward(self, x, residual, gamma=None):
+        return triton_mlp_forward(self.mlp_residual, self.fc1, self.drop, self.fc2, x, residual, gamma)
 
 
 # linear_impl -> the MLP branch class

@@ -212,7 +212,7 @@ def test_layer_scale_initialises_and_scales_per_channel():
 @pytest.mark.parametrize("act", ["silu", "gelu"])
 def test_glu_mlp_matches_the_gated_formula(act):
     torch.manual_seed(0)
-    mlp = randomize(GluMlp(12, 20, act_layer=act)).double()
+    mlp = randomize(GluMlp(12, 20, act_layer=activation_class(act))).double()
     assert [n for n, _ in mlp.named_parameters()] == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
     assert mlp.fc1.weight.shape == (20, 12) and mlp.fc2.weight.shape == (12, 10)
     x, r = torch.randn(3, 7, 12, dtype=torch.float64), torch.randn(3, 7, 12, dtype=torch.float64)
