@@ -239,3 +239,58 @@ def test_set_input_size_resamples_only_the_patch_positions(options):
     assert m.pos_embed.shape == (1, prefix + 6 * 3, 48)
     torch.testing.assert_close(m.pos_embed[:, :prefix], old[:, :prefix])
     assert m(image(48, 24)).shape == (2, 5)
+
+
+def test_hybrid_stem_follows_patch_bias():
+    cfg = ViTConfig(img_size=64, patch_size=32, embed_dim=48, depth=1, num_heads=4, hybrid_layers=(1, 1, 1, 1), pre_norm=True)
+    with torch.device("meta"):
+        model = fastvit.VisionTransformer(cfg)
+    assert model.patch_embed.proj.bias is None and isinstance(model.norm_pre, nn.LayerNorm)
+    assert sum(p.numel() for p in model.parameters()) == cfg.num_params()
+
+
+def test_parts_for_the_options():
+    from fastvit.layers.activations import QuickGELU
+    from fastvit.layers.glu import GluMlp
+    from fastvit.layers.layer_scale import LayerScale
+    from fastvit.parts import resolve_parts
+
+    parts = resolve_parts(ViTConfig(**TINY, act_layer="quick_gelu", init_values=0.1))
+    assert isinstance(parts.layer_scale(48), LayerScale) and parts.describe()["layer_scale"] == "LayerScale"
+    assert isinstance(parts.mlp_layer(48).act, QuickGELU)
+    assert resolve_parts(ViTConfig(**TINY)).layer_scale is None
+    assert isinstance(resolve_parts(ViTConfig(**TINY, mlp_layer="swiglu", act_layer="silu")).mlp_layer(48), GluMlp)
+
+
+# The fused implementations with the options: the same numbers as the torch layers (tiny shapes,
+# the Triton interpreter on CPU). LayerScale and non-exact-GELU activations run their documented
+# separate ops around the fused GEMMs; the kernels' own parity is tested in tests/kernels.
+@pytest.mark.parametrize("options", [
+    dict(act_layer="quick_gelu", qk_norm=True, reg_tokens=1),
+    dict(init_values=0.3, mlp_layer="swiglu", act_layer="silu", pre_norm=True, global_pool="map", class_token=False),
+])
+def test_triton_layers_with_the_options_match_torch(options):
+    pytest.importorskip("triton")
+    small = dict(img_size=16, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=3, attn_impl="sdpa")
+    ref = model_for(**small, **options)
+    fused = fastvit.VisionTransformer(ref.cfg.replace(norm_impl="triton", linear_impl="triton")).eval()
+    fused.load_state_dict(ref.state_dict(), strict=True)
+    x = image(16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), ref(x), atol=1e-4, rtol=1e-4)
+
+
+def test_attention_maps_of_a_qk_norm_model_use_the_norms():
+    from fastvit.analysis import attention_maps
+
+    m = model_for(qk_norm=True, reg_tokens=1)
+    x = image()
+    with torch.no_grad():
+        tokens, _ = m._embed(x)
+        block = m.blocks[0]
+        h = block.norm1(tokens)
+        q, k, _ = block.attn.qkv(h).view(2, 18, 3, 4, 12).permute(2, 0, 3, 1, 4)
+        q, k = block.attn.q_norm(q), block.attn.k_norm(k)
+        expected = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(12), dim=-1)
+    (maps,) = attention_maps(m, x, blocks=0)
+    torch.testing.assert_close(maps, expected, atol=1e-5, rtol=1e-5)

@@ -169,3 +169,16 @@ def test_reset_classifier_map_as_timm():
     ours.load_state_dict(theirs.state_dict(), strict=True)
     with torch.no_grad():
         assert rel(ours(x), theirs(x)) <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["everything", "dinov2_giant", "siglip", "clip_quickgelu"])
+def test_parameter_gradients_as_timm(name):
+    cfg, ours, theirs = pair(name)
+    x = torch.randn(2, 3, *cfg.img_size, generator=torch.Generator().manual_seed(4))
+    for model in (ours, theirs):
+        model.zero_grad()
+        model(x).square().sum().backward()
+    grads = {n: p.grad for n, p in theirs.named_parameters()}
+    for n, p in ours.named_parameters():
+        assert p.grad is not None, n
+        assert rel(p.grad, grads[n]) <= 1e-5, n
