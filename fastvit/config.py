@@ -126,9 +126,8 @@ class ViTConfig:
             _require("representation_size", self.representation_size, _is_int, "None or an int >= 0", lambda v: v >= 0)
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})")
-        if any(s % self.patch_size for s in self.img_size) and not (self.dynamic_img_pad and self.dynamic_img_size):
-            raise ValueError(f"img_size {self.img_size} must be divisible by patch_size {self.patch_size} "
-                             "(or, as timm, set dynamic_img_pad=True with dynamic_img_size=True to pad the images)")
+        # As timm, an img_size that is not a multiple of patch_size keeps floor(img_size / patch_size)
+        # patches a side (the convolution leaves the last pixels out: SigLIP so400m at 384 with 14)
         if any(s < self.patch_size for s in self.img_size):
             raise ValueError(f"img_size {self.img_size} is smaller than one patch ({self.patch_size})")
         if self.mlp_fc2_in_dim < 1:
@@ -140,6 +139,8 @@ class ViTConfig:
             from .layers.resnetv2 import backbone_stride, check_layers
 
             self.hybrid_layers = check_layers(self.hybrid_layers)
+            if any(s % self.patch_size for s in self.img_size):
+                raise ValueError(f"img_size {self.img_size} must be divisible by the hybrid stem's stride {self.patch_size}")
             if self.patch_size != backbone_stride(self.hybrid_layers):
                 raise ValueError(f"patch_size must be the hybrid backbone's stride {backbone_stride(self.hybrid_layers)}, got {self.patch_size}")
         self._check_impls()
@@ -179,6 +180,7 @@ class ViTConfig:
 
     @property
     def grid_size(self) -> tuple[int, int]:
+        """Patches per side at the native size (rounded down, as timm)."""
         return (self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size)
 
     @property

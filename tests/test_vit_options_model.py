@@ -230,6 +230,23 @@ def test_without_dynamic_img_pad_sizes_must_divide():
         m(image(30, 32))
 
 
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_a_native_size_off_the_patch_grid_leaves_the_last_pixels_out(dynamic):
+    """timm's rule (SigLIP so400m: 384 px in patches of 14): floor(size / patch) patches a side."""
+    m = model_for(img_size=(38, 45), dynamic_img_size=dynamic)
+    x = image(38, 45)
+    with torch.no_grad():
+        out = m.forward_features(x)
+        cropped = fastvit.VisionTransformer(m.cfg.replace(img_size=(32, 40))).eval()
+        cropped.load_state_dict(m.state_dict())
+        torch.testing.assert_close(out, cropped.forward_features(x[..., :32, :40]))
+        torch.testing.assert_close(m.patch_embed.forward_linear(x), m.patch_embed(x), atol=1e-5, rtol=1e-5)
+    assert out.shape == (2, 1 + 4 * 5, 48)
+    if dynamic:  # other sizes still come in whole patches
+        with pytest.raises(ValueError, match="divisible"):
+            m(image(39, 45))
+
+
 @pytest.mark.parametrize("options", [dict(no_embed_class=True, reg_tokens=2), dict(reg_tokens=2), dict(class_token=False, global_pool="avg")])
 def test_set_input_size_resamples_only_the_patch_positions(options):
     m = model_for(**options)

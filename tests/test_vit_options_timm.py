@@ -48,6 +48,8 @@ OPTIONS = {
     "no_cls_max": dict(class_token=False, global_pool="max"),
     "no_cls_none": dict(class_token=False, global_pool=""),
     "dynamic_pad": dict(dynamic_img_size=True, dynamic_img_pad=True),
+    "off_grid": dict(img_size=(38, 45)),  # floor(size / patch) patches: SigLIP so400m's 384 px in 14s
+    "off_grid_pad": dict(img_size=(38, 45), dynamic_img_size=True, dynamic_img_pad=True),
     "dinov2": dict(img_size=28, patch_size=14, init_values=1e-5, dynamic_img_size=True),
     "dinov2_reg": dict(img_size=28, patch_size=14, init_values=1e-5, reg_tokens=4, dynamic_img_size=True),
     "dinov2_giant": dict(img_size=28, patch_size=14, init_values=1e-5, mlp_layer="swiglu", act_layer="silu",

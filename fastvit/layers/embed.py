@@ -86,7 +86,10 @@ class PatchEmbed(TokenGrid, nn.Module):
         return self.proj(self.pad(x)).flatten(2).transpose(1, 2)
 
     def forward_linear(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(patchify(self.pad(x), self.patch_size[0]), self.proj.weight.flatten(1), self.proj.bias)
+        x = self.pad(x)
+        p = self.patch_size[0]
+        x = x[..., : x.shape[-2] // p * p, : x.shape[-1] // p * p]  # the pixels the convolution leaves out
+        return F.linear(patchify(x, p), self.proj.weight.flatten(1), self.proj.bias)
 
 
 # How each source resamples a position embedding to another grid: F.interpolate's

@@ -60,9 +60,8 @@ def test_out_of_range_values_raise_value_error_naming_the_field(field, value):
     (dict(global_pool="token", class_token=False, reg_tokens=2), "class_token"),
     (dict(distilled=True, reg_tokens=1), "reg_tokens"),
     (dict(distilled=True, global_pool="map"), "map"),
-    (dict(img_size=36, dynamic_img_pad=True), "divisible"),  # padding needs dynamic_img_size for a non-multiple
-    (dict(img_size=36), "divisible"),
     (dict(img_size=(4, 32), dynamic_img_pad=True, dynamic_img_size=True), "smaller than one patch"),
+    (dict(img_size=36, patch_size=32, hybrid_layers=(1, 1, 1, 1)), "stride"),
 ])
 def test_combinations_are_refused(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -86,6 +85,13 @@ def test_prefix_and_position_counts(cls, reg, dist, no_embed):
     assert cfg.num_prefix_tokens == cls + reg + dist
     assert cfg.seq_len == patches + cls + reg + dist
     assert cfg.num_tokens == (patches if no_embed else patches + cls + reg + dist)  # the pos_embed's length
+
+
+@pytest.mark.parametrize("img_size,grid", [(36, (4, 4)), ((39, 47), (4, 5)), (384, (48, 48))])
+def test_an_img_size_off_the_patch_grid_rounds_down(img_size, grid):  # timm's rule (SigLIP so400m: 384 px, 14)
+    cfg = ViTConfig(**{**TINY, "img_size": img_size})
+    assert cfg.grid_size == grid and cfg.num_tokens == grid[0] * grid[1] + 1
+    assert ViTConfig(img_size=384, patch_size=14).grid_size == (27, 27)
 
 
 def test_patch_bias_follows_pre_norm_unless_set():

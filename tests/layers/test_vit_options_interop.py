@@ -132,3 +132,36 @@ def test_num_params_equals_timms(name):
     cfg = ViTConfig(**{**TINY, **OPTIONS[name]})
     model = TimmViT(**timm_kwargs(cfg))
     assert sum(p.numel() for p in model.parameters()) == cfg.num_params()
+
+
+def config_of(model) -> ViTConfig:
+    """The ViTConfig a timm VisionTransformer's modules describe (read from the modules, for the count)."""
+    block = model.blocks[0]
+    d = model.embed_dim
+    acts = {nn.GELU: "gelu", nn.SiLU: "silu"}
+    act = block.mlp.act
+    act_name = "quick_gelu" if type(act).__name__ == "QuickGELU" else (
+        "gelu_tanh" if getattr(act, "approximate", "none") == "tanh" or type(act).__name__ == "GELUTanh" else acts[type(act)])
+    swiglu = type(block.mlp).__name__ == "GluMlp"
+    has = lambda m: not isinstance(m, nn.Identity)  # noqa: E731
+    return ViTConfig(
+        img_size=model.patch_embed.img_size, patch_size=model.patch_embed.patch_size[0], embed_dim=d, depth=len(model.blocks),
+        num_heads=block.attn.num_heads, mlp_ratio=block.mlp.fc1.out_features / d, qkv_bias=block.attn.qkv.bias is not None,
+        num_classes=model.num_classes, global_pool=model.global_pool, class_token=model.has_class_token,
+        reg_tokens=model.num_reg_tokens, no_embed_class=model.no_embed_class, qk_norm=has(block.attn.q_norm),
+        init_values=1e-5 if has(block.ls1) else None, pre_norm=has(model.norm_pre),
+        patch_bias=model.patch_embed.proj.bias is not None, final_norm=has(model.norm) or has(model.fc_norm),
+        fc_norm=has(model.fc_norm) if has(model.norm) or has(model.fc_norm) else None,
+        act_layer=act_name, mlp_layer="swiglu" if swiglu else "mlp")
+
+
+@pytest.mark.parametrize("name", [
+    "vit_small_patch14_dinov2", "vit_giant_patch14_dinov2", "vit_large_patch14_reg4_dinov2", "vit_giant_patch14_reg4_dinov2",
+    "vit_base_patch16_clip_224", "vit_huge_patch14_clip_224", "vit_base_patch16_clip_quickgelu_224",
+    "vit_base_patch16_siglip_224", "vit_so400m_patch14_siglip_384", "deit3_small_patch16_224", "deit3_large_patch16_224",
+])
+def test_num_params_of_timms_models(name):
+    with torch.device("meta"):
+        model = timm.create_model(name, pretrained=False)
+    cfg = config_of(model)
+    assert cfg.num_params() == sum(p.numel() for p in model.parameters())
