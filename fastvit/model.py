@@ -217,19 +217,19 @@ class VisionTransformer(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"expected a floating-point image tensor, got dtype {x.dtype}; convert with x.float() (and scale to the model's normalization)")
         p = cfg.patch_size
-        if not cfg.dynamic_img_size and (h, w) != cfg.img_size:
-            raise ValueError(
-                f"expected image size {cfg.img_size[0]}x{cfg.img_size[1]}, got {h}x{w}; "
-                "build the model with dynamic_img_size=True (or img_size=...) for other sizes"
-            )
-        # other sizes (timm's rule): whole patches, unless dynamic_img_pad pads them up; the native
-        # size may leave pixels out (floor(img_size / patch_size) patches, as the convolution does)
+        # sizes other than the native one (timm's rule) come in whole patches, unless dynamic_img_pad
+        # pads them up; the native size may leave pixels out (floor(img_size / patch_size) patches)
         if not cfg.dynamic_img_pad and (h, w) != cfg.img_size:
             if h < p or w < p:
                 raise ValueError(f"image size {h}x{w} is smaller than one {p}x{p} patch")
             if h % p or w % p:
                 raise ValueError(f"image size {h}x{w} is not divisible by the patch size {p} "
                                  "(dynamic_img_pad=True pads it to whole patches)")
+        if not cfg.dynamic_img_size and (h, w) != cfg.img_size:
+            raise ValueError(
+                f"expected image size {cfg.img_size[0]}x{cfg.img_size[1]}, got {h}x{w}; "
+                "build the model with dynamic_img_size=True (or img_size=...) for other sizes"
+            )
         weight = self.patch_embed.proj.weight
         if x.device != weight.device:
             raise ValueError(f"input is on {x.device} but the model is on {weight.device}; move one of them (x.to(device))")
