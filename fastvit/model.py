@@ -35,10 +35,10 @@ class Block(nn.Module):
         self.norm2 = norm_layer(dim)
         self.mlp = mlp_layer(dim, drop_path=drop_path)
         self.ls2 = layer_scale(dim) if layer_scale is not None else nn.Identity()
-        self.layer_scale = layer_scale is not None
+        self.has_layer_scale = layer_scale is not None
 
     def forward(self, x):
-        if self.layer_scale:
+        if self.has_layer_scale:
             x = self.attn(self.norm1(x), x, gamma=self.ls1.gamma)
             return self.mlp(self.norm2(x), x, gamma=self.ls2.gamma)
         x = self.attn(self.norm1(x), x)
