@@ -38,7 +38,10 @@ def _require(name: str, value, type_ok, expected: str, value_ok=lambda v: True) 
         raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
-GLOBAL_POOLS = ("token", "avg", "max", "avgmax", "")
+GLOBAL_POOLS = ("token", "avg", "max", "avgmax", "map", "")
+# MLP activations (timm's names; fastvit.layers.activations builds them) and MLP kinds.
+ACT_LAYERS = ("gelu", "gelu_tanh", "quick_gelu", "silu")
+MLP_LAYERS = ("mlp", "swiglu")  # "swiglu": timm's SwiGLUPacked (GluMlp: fc1 D->H, act(x1) * x2, fc2 H/2->D)
 
 
 def check_resample_convention(name) -> None:
@@ -60,21 +63,33 @@ class ViTConfig:
     patch_size: int = 16
     in_chans: int = 3
     num_classes: int = 1000
-    global_pool: str = "token"  # timm's: "token" (class token) | "avg" | "max" | "avgmax" (of patch tokens) | "" (none)
+    # timm's: "token" (class token) | "avg" | "max" | "avgmax" (of patch tokens) | "map" (attention
+    # pooling with a learned latent query, ``attn_pool``) | "" (none)
+    global_pool: str = "token"
     embed_dim: int = 768
     depth: int = 12
     num_heads: int = 12
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
+    qk_norm: bool = False  # LayerNorm(head_dim) on queries and keys (attn.q_norm / attn.k_norm)
+    init_values: float | None = None  # LayerScale (blocks.i.ls1/ls2.gamma) initialised to this; None: none
     class_token: bool = True
+    reg_tokens: int = 0  # register tokens (reg_token, 1 x R x D), after the class token
+    no_embed_class: bool = False  # pos_embed covers the patches only; prefix tokens get none (DeiT III, big_vision)
     distilled: bool = False  # DeiT distillation token + second head
+    pre_norm: bool = False  # LayerNorm (norm_pre) after the position embedding (CLIP)
+    patch_bias: bool | None = None  # patch_embed.proj bias; None: ``not pre_norm`` (timm's rule)
+    final_norm: bool = True  # False: no final norm at all (norm and fc_norm both Identity)
     representation_size: int | None = None  # pre-logits Linear + tanh
     fc_norm: bool | None = None  # LayerNorm after pooling instead of before; None: on for "avg" (timm's rule)
+    act_layer: str = "gelu"  # MLP activation: gelu | gelu_tanh | quick_gelu (x * sigmoid(1.702 x)) | silu
+    mlp_layer: str = "mlp"  # mlp | swiglu (needs act_layer="silu"; fc1 D->H, fc2 H/2->D)
     drop_rate: float = 0.0  # after the position embedding, projections, MLP and before the head
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0  # stochastic depth, increasing linearly to this value over the blocks
     norm_eps: float = 1e-6
     dynamic_img_size: bool = False
+    dynamic_img_pad: bool = False  # pad images (right / bottom) to a multiple of patch_size, as timm
     # How the position embedding is resampled to another grid (dynamic_img_size, set_input_size,
     # checkpoint loads): "timm" (bicubic, antialias) | "hf" (interpolate_pos_encoding, no antialias)
     # | "big_vision" (timm's .npz loader: bilinear) | "torchvision" (bicubic, align_corners).
@@ -95,33 +110,63 @@ class ViTConfig:
         _require("norm_eps", self.norm_eps, _is_real, "a finite number > 0", lambda v: 0 < v < math.inf)
         for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
             _require(name, getattr(self, name), _is_real, "a number in [0, 1)", lambda v: 0.0 <= v < 1.0)
-        for name in ("qkv_bias", "class_token", "distilled", "dynamic_img_size"):
+        for name in ("qkv_bias", "qk_norm", "class_token", "no_embed_class", "distilled", "pre_norm", "final_norm",
+                     "dynamic_img_size", "dynamic_img_pad"):
             _require(name, getattr(self, name), lambda v: isinstance(v, bool), "True or False")
-        if self.fc_norm is not None:
-            _require("fc_norm", self.fc_norm, lambda v: isinstance(v, bool), "None, True or False")
+        for name in ("fc_norm", "patch_bias"):
+            if getattr(self, name) is not None:
+                _require(name, getattr(self, name), lambda v: isinstance(v, bool), "None, True or False")
+        _require("reg_tokens", self.reg_tokens, _is_int, "an int >= 0", lambda v: v >= 0)
+        if self.init_values is not None:  # timm treats 0 as "no LayerScale": say None for that
+            _require("init_values", self.init_values, _is_real, "None or a finite number > 0 (None: no LayerScale)",
+                     lambda v: 0 < v < math.inf)
+        for name, valid in (("act_layer", ACT_LAYERS), ("mlp_layer", MLP_LAYERS)):
+            _require(name, getattr(self, name), lambda v: isinstance(v, str), f"one of {list(valid)}", lambda v: v in valid)
         if self.representation_size is not None:
             _require("representation_size", self.representation_size, _is_int, "None or an int >= 0", lambda v: v >= 0)
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})")
-        if any(s % self.patch_size for s in self.img_size):
-            raise ValueError(f"img_size {self.img_size} must be divisible by patch_size {self.patch_size}")
-        if self.mlp_hidden_dim < 1:
+        # As timm, an img_size that is not a multiple of patch_size keeps floor(img_size / patch_size)
+        # patches a side (the convolution leaves the last pixels out: SigLIP so400m at 384 with 14)
+        if any(s < self.patch_size for s in self.img_size):
+            raise ValueError(f"img_size {self.img_size} is smaller than one patch ({self.patch_size})")
+        if self.mlp_fc2_in_dim < 1:
             raise ValueError(f"mlp_ratio={self.mlp_ratio} gives an MLP of {self.mlp_hidden_dim} features at "
-                             f"embed_dim={self.embed_dim}; it needs at least 1")
-        if self.global_pool not in GLOBAL_POOLS:
-            raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {self.global_pool!r}")
-        if self.global_pool == "token" and not self.class_token:
-            raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg' without a class token")
-        if self.distilled and not self.class_token:
-            raise ValueError("distilled=True needs class_token=True (DeiT pools the class and distillation tokens)")
+                             f"embed_dim={self.embed_dim}; it needs at least {2 if self.mlp_layer == 'swiglu' else 1}")
+        self._check_combinations()
         check_resample_convention(self.pos_embed_resample)
         if self.hybrid_layers is not None:
             from .layers.resnetv2 import backbone_stride, check_layers
 
             self.hybrid_layers = check_layers(self.hybrid_layers)
+            if any(s % self.patch_size for s in self.img_size):
+                raise ValueError(f"img_size {self.img_size} must be divisible by the hybrid stem's stride {self.patch_size}")
             if self.patch_size != backbone_stride(self.hybrid_layers):
                 raise ValueError(f"patch_size must be the hybrid backbone's stride {backbone_stride(self.hybrid_layers)}, got {self.patch_size}")
         self._check_impls()
+
+    def _check_combinations(self):
+        """Options that only make sense together (each message says which field to change)."""
+        if self.global_pool not in GLOBAL_POOLS:
+            raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {self.global_pool!r}")
+        if self.global_pool == "token" and not self.class_token:
+            raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg' or 'map' without a class token")
+        if self.distilled and not self.class_token:
+            raise ValueError("distilled=True needs class_token=True (DeiT pools the class and distillation tokens)")
+        if self.distilled and self.global_pool == "map":
+            raise ValueError("distilled=True pools the class and distillation tokens; it cannot take global_pool='map'")
+        if self.distilled and self.reg_tokens:
+            # timm's DeiT keeps num_prefix_tokens=2 and never puts its reg_token in the sequence
+            raise ValueError(f"reg_tokens={self.reg_tokens} with distilled=True is not supported "
+                             "(timm's distilled DeiT ignores register tokens); use reg_tokens=0")
+        if self.mlp_layer == "swiglu":
+            if self.act_layer != "silu":
+                raise ValueError(f"mlp_layer='swiglu' needs act_layer='silu' (SwiGLU gates with SiLU), got {self.act_layer!r}")
+            if self.mlp_hidden_dim % 2:
+                raise ValueError(f"mlp_layer='swiglu' splits fc1's {self.mlp_hidden_dim} outputs in two halves: "
+                                 f"int(embed_dim * mlp_ratio) must be even (embed_dim={self.embed_dim}, mlp_ratio={self.mlp_ratio})")
+        if self.hybrid_layers is not None and self.dynamic_img_pad:
+            raise ValueError("dynamic_img_pad=True pads images for a patch embedding; the hybrid (ResNet) stem has none")
 
     def _check_impls(self):
         from .layers import BACKENDS, LINEAR_IMPLS, NORM_LAYERS
@@ -135,16 +180,28 @@ class ViTConfig:
 
     @property
     def grid_size(self) -> tuple[int, int]:
+        """Patches per side at the native size (rounded down, as timm)."""
         return (self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size)
 
     @property
+    def num_patches(self) -> int:
+        gh, gw = self.grid_size
+        return gh * gw
+
+    @property
     def num_prefix_tokens(self) -> int:
-        return int(self.class_token) + int(self.distilled)
+        """Tokens before the patches: class, registers, distillation (timm's count)."""
+        return int(self.class_token) + self.reg_tokens + int(self.distilled)
 
     @property
     def num_tokens(self) -> int:
-        gh, gw = self.grid_size
-        return gh * gw + self.num_prefix_tokens
+        """Length of the position embedding: the patches, plus the prefix tokens unless ``no_embed_class``."""
+        return self.num_patches + (0 if self.no_embed_class else self.num_prefix_tokens)
+
+    @property
+    def seq_len(self) -> int:
+        """Tokens through the blocks at the native size: prefix + patches."""
+        return self.num_prefix_tokens + self.num_patches
 
     @property
     def head_dim(self) -> int:
@@ -152,11 +209,28 @@ class ViTConfig:
 
     @property
     def mlp_hidden_dim(self) -> int:
+        """fc1's output width, timm's ``int(embed_dim * mlp_ratio)`` (SwiGLU: both halves)."""
         return int(self.embed_dim * self.mlp_ratio)
 
     @property
+    def mlp_fc2_in_dim(self) -> int:
+        """fc2's input width: the hidden width, half of it for SwiGLU (gate * value)."""
+        return self.mlp_hidden_dim // 2 if self.mlp_layer == "swiglu" else self.mlp_hidden_dim
+
+    @property
     def use_fc_norm(self) -> bool:
-        return self.global_pool in ("avg", "max", "avgmax") if self.fc_norm is None else self.fc_norm
+        """A norm after pooling (``fc_norm``) instead of before; never one with ``final_norm=False``."""
+        return self.final_norm and (self.global_pool in ("avg", "max", "avgmax") if self.fc_norm is None else self.fc_norm)
+
+    @property
+    def use_final_norm(self) -> bool:
+        """The norm on all tokens (``norm``) after the blocks."""
+        return self.final_norm and not self.use_fc_norm
+
+    @property
+    def use_patch_bias(self) -> bool:
+        """Whether ``patch_embed.proj`` has a bias: ``patch_bias``, by default ``not pre_norm`` (timm's rule)."""
+        return (not self.pre_norm) if self.patch_bias is None else self.patch_bias
 
     def replace(self, **overrides) -> "ViTConfig":
         unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(self)})
@@ -166,17 +240,22 @@ class ViTConfig:
 
     def num_params(self) -> int:
         """Closed-form parameter count (what ``sum(p.numel())`` of the model gives)."""
-        d, h = self.embed_dim, self.mlp_hidden_dim
-        gh, gw = self.grid_size
-        n = self.in_chans * self.patch_size**2 * d + d  # patch embedding
+        d, h, h2, hd = self.embed_dim, self.mlp_hidden_dim, self.mlp_fc2_in_dim, self.head_dim
+        bias = d if self.use_patch_bias else 0
+        n = self.in_chans * self.patch_size**2 * d + bias  # patch embedding
         if self.hybrid_layers is not None:  # ResNetV2 backbone + 1x1 projection instead
             from .layers.resnetv2 import backbone_width, resnetv2_num_params
 
-            n = resnetv2_num_params(self.hybrid_layers, self.in_chans) + backbone_width(self.hybrid_layers) * d + d
-        n += self.num_prefix_tokens * d + self.num_tokens * d  # prefix tokens, position embedding
-        qkv_b = 3 * d if self.qkv_bias else 0
-        block = 4 * d + (3 * d * d + qkv_b) + (d * d + d) + (d * h + h) + (h * d + d)
-        n += self.depth * block + 2 * d  # blocks, final norm (or fc_norm)
+            n = resnetv2_num_params(self.hybrid_layers, self.in_chans) + backbone_width(self.hybrid_layers) * d + bias
+        n += self.num_prefix_tokens * d + self.num_tokens * d  # class / register / distillation tokens, position embedding
+        n += 2 * d if self.pre_norm else 0  # norm_pre
+        attn = 3 * d * d + (3 * d if self.qkv_bias else 0) + (4 * hd if self.qk_norm else 0) + d * d + d
+        mlp = d * h + h + h2 * d + d
+        layer_scale = 2 * d if self.init_values is not None else 0
+        n += self.depth * (4 * d + attn + mlp + layer_scale)  # blocks
+        n += 2 * d if self.final_norm else 0  # norm or fc_norm
+        if self.global_pool == "map":  # latent, q, kv, proj, norm, a plain MLP of int(d * mlp_ratio)
+            n += d + (d * d + d) + (2 * d * d + 2 * d) + (d * d + d) + 2 * d + (2 * d * h + h + d)
         feat = d
         if self.representation_size:
             n += d * self.representation_size + self.representation_size

@@ -11,8 +11,9 @@ from torch.utils.checkpoint import checkpoint
 
 from .config import GLOBAL_POOLS, ViTConfig
 from .presets import pretrained_cfg_for
-from .layers import PatchEmbed, resample_options, resample_pos_embed
+from .layers import resample_options, resample_pos_embed
 from .layers.linear import autocast_dtype
+from .layers.pool import AttentionPoolLatent
 from .parts import Parts, resolve_parts
 
 
@@ -25,14 +26,21 @@ class Block(nn.Module):
     branches), such as :func:`fastvit.parts.resolve_parts` returns.
     """
 
-    def __init__(self, dim: int, *, norm_layer, attn_layer, mlp_layer, drop_path: float = 0.0):
+    def __init__(self, dim: int, *, norm_layer, attn_layer, mlp_layer, drop_path: float = 0.0, layer_scale=None):
         super().__init__()
         self.norm1 = norm_layer(dim)
         self.attn = attn_layer(dim, drop_path=drop_path)
+        # LayerScale (timm's ls1 / ls2): the branches apply its gamma before their residual add
+        self.ls1 = layer_scale(dim) if layer_scale is not None else nn.Identity()
         self.norm2 = norm_layer(dim)
         self.mlp = mlp_layer(dim, drop_path=drop_path)
+        self.ls2 = layer_scale(dim) if layer_scale is not None else nn.Identity()
+        self.has_layer_scale = layer_scale is not None
 
     def forward(self, x):
+        if self.has_layer_scale:
+            x = self.attn(self.norm1(x), x, gamma=self.ls1.gamma)
+            return self.mlp(self.norm2(x), x, gamma=self.ls2.gamma)
         x = self.attn(self.norm1(x), x)
         return self.mlp(self.norm2(x), x)
 
@@ -64,27 +72,30 @@ class VisionTransformer(nn.Module):
         self.cfg = cfg
         d = cfg.embed_dim
         self.num_prefix_tokens = cfg.num_prefix_tokens
-        # parameters in timm's order (cls_token, pos_embed, then DeiT's dist_token), so that
-        # timm's optimizer factory lists them as it does for timm's model
+        # parameters in timm's order (cls_token, reg_token, pos_embed, then DeiT's dist_token), so
+        # that timm's optimizer factory lists them as it does for timm's model
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d)) if cfg.class_token else None
-        self.reg_token = None
+        self.reg_token = nn.Parameter(torch.zeros(1, cfg.reg_tokens, d)) if cfg.reg_tokens else None
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_tokens, d))
         self.dist_token = nn.Parameter(torch.zeros(1, 1, d)) if cfg.distilled else None
         self.patch_embed = parts.embed_layer()
         self.pos_drop = nn.Dropout(cfg.drop_rate)
-        self.patch_drop, self.norm_pre = nn.Identity(), nn.Identity()
+        self.patch_drop = nn.Identity()
+        self.norm_pre = parts.norm_layer(d) if cfg.pre_norm else nn.Identity()
         # stochastic depth grows linearly from 0 at the first block to drop_path_rate at the last
         rates = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
         self.blocks = nn.Sequential(*(
             Block(d, norm_layer=parts.block_norm_layer, attn_layer=parts.attn_layer, mlp_layer=parts.mlp_layer,
-                  drop_path=r)
+                  drop_path=r, layer_scale=parts.layer_scale)
             for r in rates
         ))
         self.feature_info = [dict(module=f"blocks.{i}", num_chs=d, reduction=cfg.patch_size) for i in range(cfg.depth)]
-        self.attn_pool = None
         self.distilled_training = False
         self.pretrained_cfg = self.default_cfg = pretrained_cfg_for(None, cfg)
-        self.norm = nn.Identity() if cfg.use_fc_norm else parts.norm_layer(d)
+        self.norm = parts.norm_layer(d) if cfg.use_final_norm else nn.Identity()
+        self.attn_pool = None
+        if cfg.global_pool == "map":  # timm's: heads and MLP ratio of the blocks, no q/k norm
+            self.attn_pool = AttentionPoolLatent(d, cfg.num_heads, cfg.mlp_ratio, norm_eps=cfg.norm_eps, act_layer=cfg.act_layer)
         self.fc_norm = parts.norm_layer(d) if cfg.use_fc_norm else nn.Identity()
         self.grad_checkpointing = False
         self._build_head(cfg.num_classes)
@@ -112,6 +123,8 @@ class VisionTransformer(nn.Module):
         for token in (self.cls_token, self.dist_token):
             if token is not None:
                 nn.init.trunc_normal_(token, std=0.02)
+        if self.reg_token is not None:  # timm's: registers start near zero
+            nn.init.normal_(self.reg_token, std=1e-6)
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -122,20 +135,28 @@ class VisionTransformer(nn.Module):
         # patch embedding: LeCun normal on the flattened kernel, as in the Google release
         w = self.patch_embed.proj.weight
         nn.init.trunc_normal_(w, std=math.sqrt(1.0 / w[0].numel()) / 0.87962566103423978)
-        nn.init.zeros_(self.patch_embed.proj.bias)
+        if self.patch_embed.proj.bias is not None:
+            nn.init.zeros_(self.patch_embed.proj.bias)
+        if self.attn_pool is not None:
+            self.attn_pool.init_weights()
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None):
         """Replace the head (and its distillation twin) with a fresh one for ``num_classes`` (0: none);
-        ``global_pool`` (timm's: "token", "avg", "max", "avgmax", "") changes the pooling, not the norms."""
+        ``global_pool`` (timm's: "token", "avg", "max", "avgmax", "map", "") changes the pooling, not the
+        norms. As timm: another pool than "map" removes the attention pool, and none can be added."""
         changes = dict(num_classes=num_classes)
         if global_pool is not None:
             if global_pool not in GLOBAL_POOLS:
-                raise ValueError(f"global_pool must be one of {GLOBAL_POOLS} (fastvit has no attention pooling), "
-                                 f"got {global_pool!r}")
+                raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
+            if global_pool == "map" and self.attn_pool is None:  # as timm: the pool's weights would be untrained
+                raise ValueError("reset_classifier cannot add attention pooling (global_pool='map') to a model built "
+                                 "without it; build the model with global_pool='map'")
             if not self.cfg.distilled:  # DeiT always pools its class and distillation tokens (timm ignores it too)
                 # the final norm stays where it is: pin fc_norm so cfg keeps describing the norms built
                 changes.update(global_pool=global_pool, fc_norm=self.cfg.use_fc_norm)
         self.cfg = self.cfg.replace(**changes)  # validates everything before anything changes
+        if self.cfg.global_pool != "map":
+            self.attn_pool = None
         device, dtype = self.pos_embed.device, self.pos_embed.dtype
         feat = self.cfg.representation_size or self.cfg.embed_dim
         for name in ("head", "head_dist") if self.cfg.distilled else ("head",):
@@ -160,7 +181,7 @@ class VisionTransformer(nn.Module):
         return dict(stem=stem, blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
 
     def no_weight_decay(self) -> set[str]:
-        return {name for name in ("pos_embed", "cls_token", "dist_token") if getattr(self, name) is not None}
+        return {name for name in ("pos_embed", "cls_token", "reg_token", "dist_token") if getattr(self, name) is not None}
 
     def set_grad_checkpointing(self, enable: bool = True):
         """Recompute each block's activations in the backward instead of storing them."""
@@ -173,7 +194,10 @@ class VisionTransformer(nn.Module):
     in_chans = property(lambda self: self.cfg.in_chans)
     has_class_token = property(lambda self: self.cfg.class_token)
     dynamic_img_size = property(lambda self: self.cfg.dynamic_img_size)
-    num_reg_tokens, no_embed_class, pool_include_prefix, dynamic_img_pad = 0, False, False, False
+    dynamic_img_pad = property(lambda self: self.cfg.dynamic_img_pad)
+    num_reg_tokens = property(lambda self: self.cfg.reg_tokens)
+    no_embed_class = property(lambda self: self.cfg.no_embed_class)
+    pool_include_prefix = False
 
     # -- input checks and embeddings --------------------------------------------------
 
@@ -193,10 +217,14 @@ class VisionTransformer(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"expected a floating-point image tensor, got dtype {x.dtype}; convert with x.float() (and scale to the model's normalization)")
         p = cfg.patch_size
-        if h < p or w < p:
-            raise ValueError(f"image size {h}x{w} is smaller than one {p}x{p} patch")
-        if h % p or w % p:
-            raise ValueError(f"image size {h}x{w} is not divisible by the patch size {p}")
+        # sizes other than the native one (timm's rule) come in whole patches, unless dynamic_img_pad
+        # pads them up; the native size may leave pixels out (floor(img_size / patch_size) patches)
+        if not cfg.dynamic_img_pad and (h, w) != cfg.img_size:
+            if h < p or w < p:
+                raise ValueError(f"image size {h}x{w} is smaller than one {p}x{p} patch")
+            if h % p or w % p:
+                raise ValueError(f"image size {h}x{w} is not divisible by the patch size {p} "
+                                 "(dynamic_img_pad=True pads it to whole patches)")
         if not cfg.dynamic_img_size and (h, w) != cfg.img_size:
             raise ValueError(
                 f"expected image size {cfg.img_size[0]}x{cfg.img_size[1]}, got {h}x{w}; "
@@ -215,24 +243,35 @@ class VisionTransformer(nn.Module):
             raise TypeError(f"expected a token tensor (B, tokens, {d}), got {type(x).__name__}")
         if x.ndim != 3 or x.shape[-1] != d:
             raise ValueError(f"expected tokens of shape (B, tokens, {d}) as forward_features returns them, got {tuple(x.shape)}")
-        needed = prefix + (self.cfg.global_pool == "avg")
+        needed = prefix + (self.cfg.global_pool in ("avg", "max", "avgmax", "map"))
         if x.shape[1] < needed:
             raise ValueError(f"expected at least {needed} token(s) ({prefix} prefix + patches to pool), got {x.shape[1]}")
 
+    @property
+    def _pos_prefix(self) -> int:
+        """Rows of pos_embed before the grid: the prefix tokens, none with ``no_embed_class``."""
+        return 0 if self.cfg.no_embed_class else self.num_prefix_tokens
+
     def _pos_embed(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Prefix tokens (class, registers, distillation) before the patches, and the position
+        embedding: on all tokens, or (``no_embed_class``) on the patches before the prefix joins."""
         pos = self.pos_embed
         if grid != self.cfg.grid_size:
-            pos = resample_pos_embed(pos, grid, self.cfg.grid_size, self.num_prefix_tokens,
+            pos = resample_pos_embed(pos, grid, self.cfg.grid_size, self._pos_prefix,
                                      **resample_options(self.cfg.pos_embed_resample))
-        prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.dist_token) if t is not None]
+        prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.reg_token, self.dist_token) if t is not None]
+        if self.cfg.no_embed_class:
+            x = x + pos
+            return self.pos_drop(torch.cat(prefix + [x], dim=1) if prefix else x)
         if prefix:
             x = torch.cat(prefix + [x], dim=1)
         return self.pos_drop(x + pos)
 
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Image -> the tokens entering the first block (after ``norm_pre``), and their patch grid."""
         self._check_input(x)
-        grid = (x.shape[-2] // self.cfg.patch_size, x.shape[-1] // self.cfg.patch_size)
-        return self._pos_embed(self.patch_embed(x), grid), grid
+        grid = tuple(self.patch_embed.dynamic_feat_size((x.shape[-2], x.shape[-1])))
+        return self.norm_pre(self.patch_drop(self._pos_embed(self.patch_embed(x), grid))), grid
 
     def _run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():
@@ -250,10 +289,15 @@ class VisionTransformer(nn.Module):
 
     def pool(self, x: torch.Tensor, pool_type: str | None = None) -> torch.Tensor:
         """timm's pooling of tokens (B, prefix + N, D): "token" (class token), "avg", "max",
-        "avgmax" (of the patch tokens) or "" (none: all tokens)."""
+        "avgmax" (of the patch tokens), "map" (the attention pool ``attn_pool`` over the patch
+        tokens) or "" (none: all tokens)."""
         pool_type = self.cfg.global_pool if pool_type is None else pool_type
         if not pool_type:
             return x
+        if pool_type == "map":
+            if self.attn_pool is None:
+                raise ValueError("pool_type='map' needs the attention pool of a model built with global_pool='map'")
+            return self.attn_pool(x[:, self.num_prefix_tokens :])
         if pool_type == "token":
             return x[:, 0]
         patches = x[:, self.num_prefix_tokens :]
@@ -334,7 +378,7 @@ class VisionTransformer(nn.Module):
         """Change the native image size, resampling the position embedding to the new grid."""
         new_cfg = self.cfg.replace(img_size=img_size)
         with torch.no_grad():
-            pos = resample_pos_embed(self.pos_embed.data, new_cfg.grid_size, self.cfg.grid_size, self.num_prefix_tokens,
+            pos = resample_pos_embed(self.pos_embed.data, new_cfg.grid_size, self.cfg.grid_size, self._pos_prefix,
                                      **resample_options(self.cfg.pos_embed_resample))
         self.pos_embed = nn.Parameter(pos, requires_grad=self.pos_embed.requires_grad)
         self.cfg = new_cfg

@@ -22,10 +22,13 @@ from typing import Callable
 from torch import nn
 
 from .config import ViTConfig
-from .layers.attention import Attention, get_packed_backend
+from .layers.activations import GELU_APPROXIMATE, activation_class
+from .layers.attention import Attention, get_attention_backend, get_packed_backend
 from .layers.embed import PatchEmbed
+from .layers.glu import GluMlp
+from .layers.layer_scale import LayerScale
 from .layers.linear import LINEAR_IMPLS
-from .layers.mlp import MLP_LAYERS
+from .layers.mlp import MLP_LAYERS, Mlp
 from .layers.norm import NORM_IMPLS
 
 LayerFactory = Callable[..., nn.Module]
@@ -39,7 +42,8 @@ class Parts:
     - ``block_norm_layer(dim)``: a block's two norms (their output only feeds a GEMM);
     - ``attn_layer(dim, drop_path=)``: the attention branch, ``forward(x, residual)``;
     - ``mlp_layer(dim, drop_path=)``: the MLP branch, ``forward(x, residual)``;
-    - ``embed_layer()``: the patch embedding (a convolution, or a ResNetV2 stem for hybrids).
+    - ``embed_layer()``: the patch embedding (a convolution, or a ResNetV2 stem for hybrids);
+    - ``layer_scale(dim)``: a block's LayerScale (``ls1``/``ls2``), None without one.
     """
 
     norm_layer: LayerFactory
@@ -47,10 +51,12 @@ class Parts:
     attn_layer: LayerFactory
     mlp_layer: LayerFactory
     embed_layer: LayerFactory
+    layer_scale: LayerFactory | None = None
 
     def describe(self) -> dict[str, str]:
         """Part -> the class it builds (for ``fastvit info`` and reprs)."""
-        return {name: _name(getattr(self, name)) for name in ("norm_layer", "block_norm_layer", "attn_layer", "mlp_layer", "embed_layer")}
+        names = ("norm_layer", "block_norm_layer", "attn_layer", "mlp_layer", "embed_layer", "layer_scale")
+        return {name: _name(getattr(self, name)) for name in names}
 
 
 def _name(factory) -> str:
@@ -61,29 +67,45 @@ def _name(factory) -> str:
 def resolve_parts(cfg: ViTConfig) -> Parts:
     """The concrete layers for ``cfg`` (its ``*_impl`` fields are validated by ViTConfig)."""
     norm_cls, pre_norm_cls = NORM_IMPLS[cfg.norm_impl]
+    norm = functools.partial(norm_cls, eps=cfg.norm_eps)
     fc1_cls, act_cls, residual_cls = LINEAR_IMPLS[cfg.linear_impl]
-    mlp_cls = MLP_LAYERS[cfg.linear_impl]
+    if cfg.qk_norm:  # q_norm / k_norm over each head; the backend then takes q, k, v apart
+        attn_fns = dict(qk_norm_layer=norm, unpacked_attn_fn=get_attention_backend(cfg.attn_impl))
+    else:
+        attn_fns = dict(attn_fn=get_packed_backend(cfg.attn_impl))
     attn = functools.partial(
         Attention, num_heads=cfg.num_heads, qkv_bias=cfg.qkv_bias, attn_drop=cfg.attn_drop_rate,
-        proj_drop=cfg.drop_rate, attn_fn=get_packed_backend(cfg.attn_impl), attn_impl=cfg.attn_impl,
-        proj_layer=residual_cls,
+        proj_drop=cfg.drop_rate, attn_impl=cfg.attn_impl, proj_layer=residual_cls, **attn_fns,
     )
-    mlp = functools.partial(
-        mlp_cls, hidden_dim=cfg.mlp_hidden_dim, drop=cfg.drop_rate,
-        fc1_layer=fc1_cls, act_layer=act_cls, fc2_layer=residual_cls,
+    return Parts(
+        embed_layer=_embed_layer(cfg),
+        norm_layer=norm,
+        block_norm_layer=functools.partial(pre_norm_cls, eps=cfg.norm_eps),
+        attn_layer=attn,
+        mlp_layer=_mlp_layer(cfg, fc1_cls, act_cls, residual_cls),
+        layer_scale=functools.partial(LayerScale, init_values=cfg.init_values) if cfg.init_values is not None else None,
     )
+
+
+def _mlp_layer(cfg: ViTConfig, fc1_cls, act_cls, residual_cls) -> LayerFactory:
+    """The MLP branch. Where ``linear_impl``'s fc1 fuses its activation (``act_cls`` is Identity:
+    triton, auto), GELU in any of its forms (gelu, gelu_tanh, quick_gelu) rides in fc1's epilogue;
+    SiLU (SwiGLU) and the torch implementation run the activation as its own op. The residual
+    projection is always ``linear_impl``'s."""
+    kind = dict(hidden_dim=cfg.mlp_hidden_dim, drop=cfg.drop_rate, fc2_layer=residual_cls)
+    if cfg.mlp_layer == "swiglu":
+        return functools.partial(GluMlp, fc1_layer=nn.Linear, act_layer=activation_class(cfg.act_layer), **kind)
+    if act_cls is nn.Identity and cfg.act_layer in GELU_APPROXIMATE:
+        fc1 = functools.partial(fc1_cls, approximate=GELU_APPROXIMATE[cfg.act_layer])
+        return functools.partial(MLP_LAYERS[cfg.linear_impl], fc1_layer=fc1, act_layer=act_cls, **kind)
+    return functools.partial(Mlp, fc1_layer=nn.Linear, act_layer=activation_class(cfg.act_layer), **kind)
+
+
+def _embed_layer(cfg: ViTConfig) -> LayerFactory:
     if cfg.hybrid_layers is not None:  # ResNetV2 feature map as the patch embedding (token stride = patch_size)
         from .layers.resnetv2 import HybridEmbed
 
-        embed = functools.partial(HybridEmbed, cfg.hybrid_layers, cfg.in_chans, cfg.embed_dim, cfg.img_size,
-                                  cfg.dynamic_img_size)
-    else:
-        embed = functools.partial(PatchEmbed, cfg.patch_size, cfg.in_chans, cfg.embed_dim, cfg.img_size,
-                                  cfg.dynamic_img_size)
-    return Parts(
-        embed_layer=embed,
-        norm_layer=functools.partial(norm_cls, eps=cfg.norm_eps),
-        block_norm_layer=functools.partial(pre_norm_cls, eps=cfg.norm_eps),
-        attn_layer=attn,
-        mlp_layer=mlp,
-    )
+        return functools.partial(HybridEmbed, cfg.hybrid_layers, cfg.in_chans, cfg.embed_dim, cfg.img_size,
+                                 cfg.dynamic_img_size, bias=cfg.use_patch_bias)
+    return functools.partial(PatchEmbed, cfg.patch_size, cfg.in_chans, cfg.embed_dim, cfg.img_size,
+                             cfg.dynamic_img_size, bias=cfg.use_patch_bias, dynamic_img_pad=cfg.dynamic_img_pad)

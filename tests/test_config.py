@@ -65,8 +65,8 @@ def test_unknown_override_is_named():
 
 @pytest.mark.parametrize(
     "bad,match",
-    [(dict(embed_dim=100, num_heads=3), "divisible by num_heads"), (dict(img_size=225), "divisible by patch_size"),
-     (dict(global_pool="map"), "global_pool"), (dict(class_token=False), "class_token"), (dict(drop_path_rate=1.5), "drop_path_rate")],
+    [(dict(embed_dim=100, num_heads=3), "divisible by num_heads"), (dict(img_size=12), "smaller than one patch"),
+     (dict(global_pool="mean"), "global_pool"), (dict(class_token=False), "class_token"), (dict(drop_path_rate=1.5), "drop_path_rate")],
 )
 def test_bad_config_values(bad, match):
     with pytest.raises(ValueError, match=match):

@@ -106,6 +106,8 @@ def block_probs(attn: nn.Module, x: Tensor) -> Tensor:
     b, n, _ = x.shape
     qkv = attn.qkv(x).view(b, n, 3, attn.num_heads, attn.head_dim)
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    identity = nn.Identity()  # qk-norm (timm's and fastvit's q_norm / k_norm) when the module has it
+    q, k = getattr(attn, "q_norm", identity)(q), getattr(attn, "k_norm", identity)(k)
     if uses_lse_route(attn, qkv):
         return probs_lse(q, k, v, attn.scale)
     return probs_softmax(q, k, attn.scale)

@@ -213,6 +213,11 @@ class Attention(nn.Module):
     the residual projection's class; both are given by
     :func:`fastvit.parts.resolve_parts`. Without ``attn_fn`` the module resolves
     ``attn_impl`` itself (``attn_impl`` is otherwise only its label).
+
+    ``qk_norm_layer`` (a norm class or factory taking the width) adds timm's
+    ``q_norm`` / ``k_norm`` over each head's queries and keys; the packed qkv is
+    then unpacked into (B, H, N, D) views, normalized, and given to
+    ``unpacked_attn_fn`` (:func:`get_attention_backend`, by default of ``attn_impl``).
     """
 
     def __init__(
@@ -227,24 +232,37 @@ class Attention(nn.Module):
         attn_fn: AttentionFn | None = None,
         attn_impl: str = "auto",
         proj_layer: type[ResidualLinear] = ResidualLinear,
+        qk_norm_layer: Callable[[int], nn.Module] | None = None,
+        unpacked_attn_fn: AttentionFn | None = None,
     ):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = 1.0 / math.sqrt(self.head_dim)
         self.attn_impl = attn_impl
-        self.attn_fn = get_packed_backend(attn_impl) if attn_fn is None else attn_fn
+        self.qk_norm = qk_norm_layer is not None
+        if self.qk_norm:  # q and k are normalized apart: the backend gets (B, H, N, D) views
+            self.unpacked_attn_fn = get_attention_backend(attn_impl) if unpacked_attn_fn is None else unpacked_attn_fn
+        else:
+            self.attn_fn = get_packed_backend(attn_impl) if attn_fn is None else attn_fn
         self.attn_drop = attn_drop
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.q_norm = qk_norm_layer(self.head_dim) if self.qk_norm else nn.Identity()
+        self.k_norm = qk_norm_layer(self.head_dim) if self.qk_norm else nn.Identity()
         self.proj = proj_layer(dim, dim, drop=proj_drop, drop_path=drop_path)
 
-    def forward(self, x, residual):
-        """``residual + Attn(x)``; x is the normalized input (B, N, C)."""
+    def forward(self, x, residual, gamma=None):
+        """``residual + Attn(x)`` (times the LayerScale ``gamma`` if given); x is the normalized input (B, N, C)."""
         b, n, c = x.shape
         qkv = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim)
         dropout_p = self.attn_drop if self.training else 0.0
-        out = self.attn_fn(qkv, dropout_p=dropout_p, scale=self.scale)
-        return self.proj(out.transpose(1, 2).reshape(b, n, c), residual)
+        if self.qk_norm:
+            q, k, v = unpack_qkv(qkv)
+            out = self.unpacked_attn_fn(self.q_norm(q), self.k_norm(k), v, dropout_p=dropout_p, scale=self.scale)
+        else:
+            out = self.attn_fn(qkv, dropout_p=dropout_p, scale=self.scale)
+        out = out.transpose(1, 2).reshape(b, n, c)
+        return self.proj(out, residual) if gamma is None else self.proj(out, residual, gamma)
 
     def extra_repr(self):
         return f"num_heads={self.num_heads}, attn_impl={self.attn_impl!r}"

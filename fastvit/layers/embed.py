@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,27 +48,48 @@ class PatchEmbed(TokenGrid, nn.Module):
     Carries timm's ``PatchEmbed`` attributes: ``patch_size`` and ``img_size`` as
     (h, w) tuples, ``grid_size``, ``num_patches``, ``dynamic_img_size`` (``img_size``
     is the native size; ``dynamic_img_size`` lets other sizes through).
+    ``bias=False`` drops the projection's bias (CLIP, with its pre-norm);
+    ``dynamic_img_pad`` zero-pads the image at the right and bottom to a multiple of
+    the patch size, as timm, so an H x W image gives ceil(H/p) x ceil(W/p) tokens.
     ``forward_linear`` computes the same thing as a GEMM over flattened patches
     (the form a fused path may prefer); a test holds the two equal.
     """
 
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, img_size=None, dynamic_img_size: bool = False):
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, img_size=None, dynamic_img_size: bool = False,
+                 bias: bool = True, dynamic_img_pad: bool = False):
         super().__init__()
         p = int(patch_size)
         self.patch_size = (p, p)
         self.in_chans, self.embed_dim = in_chans, embed_dim
         self.dynamic_img_size = dynamic_img_size
         self.strict_img_size = not dynamic_img_size and img_size is not None
-        self.flatten, self.output_fmt, self.dynamic_img_pad = True, "NCHW", False
+        self.flatten, self.output_fmt, self.dynamic_img_pad = True, "NCHW", bool(dynamic_img_pad)
         self.set_input_size(img_size)
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=p, stride=p)
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=p, stride=p, bias=bias)
         self.norm = nn.Identity()
 
+    def dynamic_feat_size(self, img_size: tuple[int, int]) -> tuple[int, int]:
+        """The token grid of an (H, W) image (rounded up with ``dynamic_img_pad``)."""
+        if self.dynamic_img_pad:
+            return math.ceil(img_size[0] / self.patch_size[0]), math.ceil(img_size[1] / self.patch_size[1])
+        return super().dynamic_feat_size(img_size)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """With ``dynamic_img_pad``: zeros at the right and bottom up to a multiple of the patch size."""
+        if not self.dynamic_img_pad:
+            return x
+        ph, pw = self.patch_size
+        pad_h, pad_w = -x.shape[-2] % ph, -x.shape[-1] % pw
+        return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
+        return self.proj(self.pad(x)).flatten(2).transpose(1, 2)
 
     def forward_linear(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(patchify(x, self.patch_size[0]), self.proj.weight.flatten(1), self.proj.bias)
+        x = self.pad(x)
+        p = self.patch_size[0]
+        x = x[..., : x.shape[-2] // p * p, : x.shape[-1] // p * p]  # the pixels the convolution leaves out
+        return F.linear(patchify(x, p), self.proj.weight.flatten(1), self.proj.bias)
 
 
 # How each source resamples a position embedding to another grid: F.interpolate's

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .activations import GELU_APPROXIMATE
 from .drop import DropPath, drop_path_scale
 from .kernel_ops import kernel_op
 
@@ -30,17 +31,6 @@ def _autocast(*tensors):
     """Under torch.autocast, cast to its dtype as nn.Linear would; otherwise unchanged."""
     dtype = autocast_dtype(tensors[0])
     return tensors if dtype is None else tuple(t.to(dtype) for t in tensors)
-
-
-# act_layer name (ViTConfig.act_layer, timm's names) -> approximate= of the fused GELU epilogue
-GELU_APPROXIMATE = {"gelu": "none", "gelu_tanh": "tanh", "quick_gelu": "quick"}
-
-
-def gelu_approximate(act_layer: str) -> str:
-    """The fused epilogue's ``approximate`` for an ``act_layer`` name, or a ValueError naming the choices."""
-    if act_layer not in GELU_APPROXIMATE:
-        raise ValueError(f"act_layer {act_layer!r} has no fused GELU epilogue; expected one of {sorted(GELU_APPROXIMATE)}")
-    return GELU_APPROXIMATE[act_layer]
 
 
 def _layer_scaled(branch, gamma):
@@ -100,7 +90,7 @@ class TritonLinearGELU(nn.Linear):
     """fc1 with bias and GELU in the GEMM's epilogue.
 
     ``approximate``: "none" (exact erf), "tanh" or "quick" (CLIP's ``h * sigmoid(1.702 h)``);
-    :func:`gelu_approximate` maps an ``act_layer`` name to it.
+    :func:`fastvit.layers.activations.gelu_approximate` maps an ``act_layer`` name to it.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None,

@@ -9,7 +9,8 @@ from __future__ import annotations
 from torch import nn
 
 from .kernel_ops import kernel_op
-from .linear import GELU_APPROXIMATE, LINEAR_IMPLS, ResidualLinear, TritonLinearGELU, TritonResidualLinear, triton_mlp_forward
+from .activations import GELU_APPROXIMATE
+from .linear import LINEAR_IMPLS, ResidualLinear, TritonLinearGELU, TritonResidualLinear, triton_mlp_forward
 
 
 class Mlp(nn.Module):
@@ -34,12 +35,13 @@ class TritonMlp(Mlp):
 
     def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0, drop_path: float = 0.0, *,
                  fc1_layer=TritonLinearGELU, act_layer=nn.Identity, fc2_layer=TritonResidualLinear,
-                 approximate: str = "none"):  # fmt: skip
-        if approximate not in GELU_APPROXIMATE.values():
+                 approximate: str | None = None):  # fmt: skip
+        if approximate is not None and approximate not in GELU_APPROXIMATE.values():
             raise ValueError(f"approximate must be one of {sorted(GELU_APPROXIMATE.values())}, got {approximate!r}")
         super().__init__(dim, hidden_dim, drop=drop, drop_path=drop_path, fc1_layer=fc1_layer, act_layer=act_layer,
                          fc2_layer=fc2_layer)
-        self.fc1.approximate = approximate
+        if approximate is not None:  # else fc1's own (TritonLinearGELU's approximate=)
+            self.fc1.approximate = approximate
         self.mlp_residual = kernel_op("mlp_residual")
 
     def forward(self, x, residual, gamma=None):

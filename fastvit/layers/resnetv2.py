@@ -207,14 +207,15 @@ def resnetv2_macs(layers, in_chans: int, img_size: tuple[int, int]) -> int:
 class HybridEmbed(TokenGrid, nn.Module):
     """ResNetV2 feature map -> 1x1 convolution -> tokens (B, N, embed_dim); N = (H/stride) * (W/stride)."""
 
-    def __init__(self, layers, in_chans: int, embed_dim: int, img_size=None, dynamic_img_size: bool = False):
+    def __init__(self, layers, in_chans: int, embed_dim: int, img_size=None, dynamic_img_size: bool = False,
+                 bias: bool = True):
         super().__init__()
         self.backbone = ResNetV2(layers, in_chans)
         self.stride = backbone_stride(layers)
         self.patch_size = (self.stride, self.stride)  # pixels per token, as PatchEmbed.patch_size
         self.dynamic_img_size = dynamic_img_size
         self.set_input_size(img_size)
-        self.proj = nn.Conv2d(backbone_width(layers), embed_dim, kernel_size=1)
+        self.proj = nn.Conv2d(backbone_width(layers), embed_dim, kernel_size=1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.backbone(x)).flatten(2).transpose(1, 2)

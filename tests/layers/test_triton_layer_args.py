@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from fastvit.kernels.reference import gelu_ref
+from fastvit.layers.activations import GELU_APPROXIMATE, gelu_approximate
 from fastvit.layers.linear import (
-    GELU_APPROXIMATE, ResidualLinear, TritonLinearGELU, TritonResidualLinear, gelu_approximate, triton_mlp_forward,
+    ResidualLinear, TritonLinearGELU, TritonResidualLinear, triton_mlp_forward,
 )  # fmt: skip
 from fastvit.layers.mlp import Mlp, TritonMlp
 
