@@ -65,13 +65,18 @@ class PrepareDispatch:
 
     def __init__(self):
         self.seen: set[tuple] = set()
+        self.dispatches: bool | None = None  # whether the model has auto layers (looked up once)
 
     def __call__(self, module, args, kwargs):
         from fastvit.dispatch import get_dispatcher, prepare
         from fastvit.layers.auto import uses_dispatch
 
         model = getattr(module, "_orig_mod", module)
-        if not get_dispatcher().on_cuda(tuple(args) + tuple(kwargs.values())) or not uses_dispatch(model):
+        if not get_dispatcher().on_cuda(tuple(args) + tuple(kwargs.values())):
+            return None
+        if self.dispatches is None:
+            self.dispatches = uses_dispatch(model)
+        if not self.dispatches:
             return None
         signature = _signature(args, kwargs)
         if signature not in self.seen:
