@@ -65,7 +65,7 @@ def _triton_missing() -> str | None:
 def _kernel_dtype(*tensors) -> str | None:
     for t in tensors:
         if t is not None and t.dtype not in _KERNEL_DTYPES:
-            return f"dtype {t.dtype} is not one of float16, bfloat16, float32"
+            return f"dtype {dtype_name(t.dtype)} is not one of float16, bfloat16, float32"
     return _triton_missing()
 
 
@@ -273,7 +273,7 @@ def _sdpa_efficient(q, k, v, scale):
 
 
 def _half_only(q, *rest):
-    return None if q.dtype in (torch.float16, torch.bfloat16) else f"dtype {q.dtype}: this backend takes float16 or bfloat16"
+    return None if q.dtype in (torch.float16, torch.bfloat16) else f"dtype {dtype_name(q.dtype)}: this backend takes float16 or bfloat16"
 
 
 def _triton_attention(q, k, v, scale):
@@ -285,7 +285,7 @@ def _triton_attention(q, k, v, scale):
 def _triton_supports(q, *rest):
     if q.dtype not in (torch.float16, torch.bfloat16):
         # the Triton kernel's fp32 configurations spill registers on sm_90: fp32 stays with SDPA
-        return f"dtype {q.dtype}: the Triton attention kernel is offered for float16 and bfloat16"
+        return f"dtype {dtype_name(q.dtype)}: the Triton attention kernel is offered for float16 and bfloat16"
     from fastvit.kernels.attention_support import MAX_HEAD_DIM, supports_head_dim
 
     if not supports_head_dim(q.shape[-1]):
