@@ -108,6 +108,14 @@ def test_ties_are_stable(tmp_path):
         Dispatcher(margin=1.5)
 
 
+def test_timer_per_call(tmp_path):
+    d, timer = make(tmp_path, {})
+    other = FakeTimer({t_fn: 1.0, k_fn: 0.5})
+    with dispatch.using(d):
+        assert dispatch.choose("op", (1,), CANDS, X, timer=other) is KERNEL
+    assert timer.calls == [] and other.calls == [t_fn, k_fn]
+
+
 def test_memory_cache_reuses_the_choice(tmp_path):
     d, timer = make(tmp_path, {t_fn: 1.0, k_fn: 0.5})
     for _ in range(3):
@@ -205,6 +213,10 @@ def test_forced_policy_wins_over_the_cache(tmp_path, monkeypatch):
     picky = Candidate("triton", k_fn, "kernel", lambda x: "head dim 300")
     assert d4.choose("op", (2,), (TORCH, picky), X) is TORCH
     assert d4.choices()[-1]["reasons"] == {"triton": "head dim 300"}
+    # torch policy never runs a kernel, even when the torch candidate declines the call
+    d5, _ = make(tmp_path / "q", {}, policy="torch")
+    shy = Candidate("torch", t_fn, "torch", lambda x: "not this one")
+    assert d5.choose("op", (1,), (KERNEL, shy), X) is shy
 
 
 @pytest.mark.parametrize("value", ["fast", "kernels", "1"])
@@ -342,6 +354,18 @@ def test_no_measuring_under_torch_compile(tmp_path):
         assert torch.equal(compiled(x), x + 2)  # the recorded choice
         assert len(timer.calls) == 2
     torch._dynamo.reset()
+
+
+def test_no_measuring_during_cuda_graph_capture(tmp_path, monkeypatch):
+    d, timer = make(tmp_path, {t_fn: 1.0, k_fn: 0.5})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    assert d.choose("op", (1,), CANDS, X) is TORCH  # nothing recorded: torch, untimed
+    assert timer.calls == [] and d.choices() == []
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    assert d.choose("op", (1,), CANDS, X) is KERNEL
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    assert d.choose("op", (1,), CANDS, X) is KERNEL and len(timer.calls) == 2  # the recorded choice
 
 
 def test_fastvit_compile_makes_the_choices_first(tmp_path):

@@ -94,7 +94,7 @@ class DiskCache:
             if not isinstance(entries, dict):
                 raise ValueError("'entries' is not an object")
             return {k: v for k, v in entries.items() if isinstance(v, dict) and isinstance(v.get("chosen"), str)}
-        except (OSError, ValueError, UnicodeDecodeError) as e:
+        except Exception as e:  # noqa: BLE001 - whatever is wrong with the file, it is not used
             warnings.warn(f"fastvit.dispatch: ignoring the unreadable cache file {path}: {e}", RuntimeWarning, stacklevel=2)
             return {}
 
@@ -116,7 +116,7 @@ class DiskCache:
             except BaseException:
                 os.unlink(tmp)
                 raise
-        except OSError as e:
+        except Exception as e:  # noqa: BLE001 - a cache that cannot be written only costs the next process a measurement
             if not self._warned_write:
                 self._warned_write = True
                 warnings.warn(f"fastvit.dispatch: cannot write the cache file {path}: {e}", RuntimeWarning, stacklevel=2)

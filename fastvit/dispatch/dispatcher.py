@@ -149,8 +149,9 @@ class Dispatcher:
     def policy(self) -> str:
         return read_policy(self._policy)
 
-    def choose(self, op: str, key: tuple, candidates: Sequence[Candidate], args: tuple) -> Candidate:
-        """The candidate to run ``op`` for this call (see the module docstring)."""
+    def choose(self, op: str, key: tuple, candidates: Sequence[Candidate], args: tuple, *, timer: Callable | None = None) -> Candidate:
+        """The candidate to run ``op`` for this call (see the module docstring); ``timer`` overrides
+        the dispatcher's for this call's measurement, if one is needed."""
         if in_capture():
             return self._recorded(op, key, candidates, args)
         pol = self.policy()
@@ -166,7 +167,7 @@ class Dispatcher:
                 rec.last_used = self._clock
                 return found
         with self._lock:
-            return self._decide(pol, op, device, key, _check(op, candidates), tuple(args))
+            return self._decide(pol, op, device, key, _check(op, candidates), tuple(args), timer or self.timer)
 
     def choices(self, since: int | None = None) -> list[dict[str, Any]]:
         """The choices made in this process (used after ``since``, a :meth:`mark`), oldest first."""
@@ -240,14 +241,16 @@ class Dispatcher:
                 reasons[c.name] = str(why)
         return ok, reasons
 
-    def _decide(self, pol, op, device, key, candidates, args) -> Candidate:
+    def _decide(self, pol, op, device, key, candidates, args, timer) -> Candidate:
         supported, reasons = self._supported(candidates, args)
         torch_ok = [c for c in supported if c.kind == "torch"]
         if pol != "measure" or len(supported) <= 1:
             if pol == "kernel":
                 pick = next((c for c in supported if c.kind == "kernel"), None) or (torch_ok or [None])[0]
-            else:
-                pick = (torch_ok or supported or [None])[0]
+            elif pol == "torch":
+                pick = (torch_ok or [None])[0]
+            else:  # one candidate left (or none): nothing to compare
+                pick = (supported or [None])[0]
             source = "policy" if pol != "measure" else "only"
             return self._record(pol, op, device, key, pick or _first_torch(candidates), source, reasons=reasons)
         entry = self.disk.get(op, device, key)
@@ -261,7 +264,7 @@ class Dispatcher:
         with torch.no_grad():
             for c in supported:
                 try:
-                    seconds = float(self.timer(c.fn, args))
+                    seconds = float(timer(c.fn, args))
                     if not math.isfinite(seconds) or seconds < 0:
                         raise ValueError(f"the timer returned {seconds!r} seconds")
                     times[c.name] = seconds
@@ -347,9 +350,9 @@ def using(dispatcher: Dispatcher):
         set_dispatcher(previous)
 
 
-def choose(op: str, key: tuple, candidates: Sequence[Candidate], args: tuple) -> Candidate:
+def choose(op: str, key: tuple, candidates: Sequence[Candidate], args: tuple, *, timer: Callable | None = None) -> Candidate:
     """The candidate to run ``op`` for ``args`` (see :class:`Dispatcher`)."""
-    return get_dispatcher().choose(op, key, candidates, args)
+    return get_dispatcher().choose(op, key, candidates, args, timer=timer)
 
 
 def choices(since: int | None = None) -> list[dict[str, Any]]:

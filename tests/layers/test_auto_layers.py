@@ -187,3 +187,14 @@ def test_uses_dispatch():
     assert not auto.uses_dispatch(att)
     att.attn_fn = auto.auto_attention_packed
     assert auto.uses_dispatch(att)
+
+
+def test_auto_layers_copy_and_pickle():
+    import copy
+    import pickle
+
+    for layer in (auto.AutoLayerNorm(8), auto.AutoPreNorm(8), auto.AutoLinearGELU(8, 16, approximate="quick"),
+                  auto.AutoResidualLinear(8, 8, drop_path=0.1)):
+        for clone in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
+            assert type(clone) is type(layer) and clone.state_dict().keys() == layer.state_dict().keys()
+    assert pickle.loads(pickle.dumps(auto.auto_attention_packed)) is auto.auto_attention_packed
