@@ -57,7 +57,8 @@ def _signature(args, kwargs) -> tuple:
 
     tensors = [a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)]
     autocast = tuple((d, torch.get_autocast_dtype(d)) for d in ("cuda", "cpu") if torch.is_autocast_enabled(d))
-    return (tuple((tuple(t.shape), t.dtype, str(t.device)) for t in tensors), autocast, get_dispatcher().policy())
+    dispatcher = get_dispatcher()
+    return (tuple((tuple(t.shape), t.dtype, str(t.device)) for t in tensors), autocast, id(dispatcher), dispatcher.policy())
 
 
 class PrepareDispatch:

@@ -198,3 +198,57 @@ def test_auto_layers_copy_and_pickle():
         for clone in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
             assert type(clone) is type(layer) and clone.state_dict().keys() == layer.state_dict().keys()
     assert pickle.loads(pickle.dumps(auto.auto_attention_packed)) is auto.auto_attention_packed
+
+
+class Branch(nn.Module):
+    """A block's shape: norm -> attention -> proj + residual -> norm -> fc1 -> fc2 + residual, all auto."""
+
+    def __init__(self, d=16, heads=2):
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = auto.AutoPreNorm(d), auto.AutoPreNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = auto.AutoResidualLinear(d, d)
+        self.fc1 = auto.AutoLinearGELU(d, 2 * d)
+        self.fc2 = auto.AutoResidualLinear(2 * d, d)
+        self.gamma = nn.Parameter(torch.full((d,), 0.5))
+
+    def forward(self, x):
+        b, n, d = x.shape
+        qkv = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads)
+        a = auto.auto_attention_packed(qkv).transpose(1, 2).reshape(b, n, d)
+        x = self.proj(a, x, self.gamma)
+        return self.fc2(self.fc1(self.norm2(x)), x)
+
+
+def test_auto_layers_trace_with_fullgraph(tmp_path, monkeypatch):
+    import fastvit
+
+    monkeypatch.delenv("FASTVIT_DISPATCH", raising=False)
+    layer_norm_kernel = auto.LAYER_NORM_CANDIDATES[1].fn
+    timer = PreferKernels(prefer={layer_norm_kernel})  # LayerNorm: the kernel (interpreter); the rest: torch
+    d = dispatch.Dispatcher(timer=timer, cache_dir=None, on_cuda=lambda args: True, device_name=lambda args: "FakeGPU",
+                            versions={"test": "1"})
+    torch.manual_seed(0)
+    model = Branch().eval()
+    x = torch.randn(2, 5, 16)
+    want = model(x)  # off CUDA (the default dispatcher): the torch path
+    with dispatch.using(d):
+        torch._dynamo.reset()
+        graphs = []
+
+        def backend(gm, inputs):
+            graphs.append(gm)
+            return gm
+
+        compiled = fastvit.compile(model, backend=backend)  # fullgraph=True
+        got = compiled(x)
+        n = len(timer.calls)
+        assert n > 0 and torch.allclose(compiled(x), got) and len(timer.calls) == n
+    torch._dynamo.reset()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    [graph] = graphs  # one graph, and it calls the chosen kernel for both norms
+    code = graph.code
+    assert code.count("layer_norm_fwd") == 2, code
+    chosen = {r["op"]: r["chosen"] for r in d.choices()}
+    assert chosen == {"layer_norm": "triton", "attention_packed": "sdpa", "linear_residual": "torch", "linear_gelu": "torch"}
