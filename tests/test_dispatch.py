@@ -172,8 +172,9 @@ def test_corrupt_cache_is_ignored_with_a_warning(tmp_path, garbage):
     if b"versions" in garbage:  # well-formed, our versions, but entries of the wrong type
         garbage = garbage.replace(b'"versions": {}', b'"versions": ' + json.dumps(VERSIONS).encode())
     path.write_bytes(garbage)
-    with pytest.warns(RuntimeWarning, match="ignoring the unreadable cache file"):
+    with pytest.warns(dispatch.DispatchCacheWarning, match="ignoring the unreadable cache file") as caught:
         assert d.choose("op", (1,), CANDS, X) is KERNEL
+    assert str(path) in str(caught[0].message) and issubclass(caught[0].category, (UserWarning, RuntimeWarning))
     assert json.loads(path.read_text())["entries"]  # rewritten, valid
     d2, timer2 = make(tmp_path, {})
     with warnings.catch_warnings():
@@ -186,7 +187,7 @@ def test_unwritable_cache_only_warns(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file where the folder should be")
     d, _ = make(blocker / "sub", {t_fn: 1.0, k_fn: 0.5})
-    with pytest.warns(RuntimeWarning, match="cannot write the cache file"):
+    with pytest.warns(dispatch.DispatchCacheWarning, match="cannot write the cache file"):
         assert d.choose("op", (1,), CANDS, X) is KERNEL
     assert d.choose("op", (1,), CANDS, X) is KERNEL  # kept in memory
 
@@ -424,3 +425,19 @@ def test_dispatch_imports_no_triton():
     code = "import sys, fastvit.dispatch, fastvit.layers.auto; assert 'triton' not in sys.modules, 'triton imported'"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_default_timer_uses_the_benchmark_timing():
+    calls = []
+
+    def step(x):
+        calls.append(1)
+        return x * 2
+
+    seconds = dispatch.default_timer(step, (torch.ones(4),))
+    assert 0 < seconds < 1
+    # a first call, the warm-up, then ROUNDS rounds of equally many calls, each round >= ROUND_S
+    from fastvit.dispatch import dispatcher
+
+    rounds = len(calls) - 1 - dispatcher.WARMUP
+    assert rounds >= dispatcher.ROUNDS and rounds % dispatcher.ROUNDS == 0

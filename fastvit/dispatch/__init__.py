@@ -16,7 +16,7 @@ Importing this package imports neither triton nor :mod:`fastvit.kernels`.
 
 from __future__ import annotations
 
-from .cache import ENV_CACHE_DIR, cache_dir, software_versions
+from .cache import ENV_CACHE_DIR, DispatchCacheWarning, cache_dir, software_versions
 from .dispatcher import (
     Choice, Dispatcher, choices, choose, cuda_inputs, default_timer, get_dispatcher, in_capture, mark, set_dispatcher, using,
 )
@@ -24,7 +24,7 @@ from .policy import DEFAULT_POLICY, ENV_POLICY, MARGIN, POLICIES, Candidate, buc
 from .prepare import prepare
 
 __all__ = [
-    "Candidate", "Choice", "DEFAULT_POLICY", "Dispatcher", "ENV_CACHE_DIR", "ENV_POLICY", "MARGIN", "POLICIES", "bucket",
+    "Candidate", "Choice", "DEFAULT_POLICY", "DispatchCacheWarning", "Dispatcher", "ENV_CACHE_DIR", "ENV_POLICY", "MARGIN", "POLICIES", "bucket",
     "cache_dir", "choices", "choose", "cuda_inputs", "default_timer", "dtype_name", "get_dispatcher", "in_capture", "mark",
     "normalize_key", "policy", "prepare", "set_dispatcher", "software_versions", "using",
 ]

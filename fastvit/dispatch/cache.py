@@ -21,6 +21,11 @@ import warnings
 from pathlib import Path
 
 FORMAT = "fastvit-dispatch/1"
+
+
+class DispatchCacheWarning(UserWarning, RuntimeWarning):
+    """The disk cache could not be read or written: nothing fails, the choice is measured (again)."""
+
 ENV_CACHE_DIR = "FASTVIT_CACHE_DIR"
 
 
@@ -95,7 +100,7 @@ class DiskCache:
                 raise ValueError("'entries' is not an object")
             return {k: v for k, v in entries.items() if isinstance(v, dict) and isinstance(v.get("chosen"), str)}
         except Exception as e:  # noqa: BLE001 - whatever is wrong with the file, it is not used
-            warnings.warn(f"fastvit.dispatch: ignoring the unreadable cache file {path}: {e}", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"fastvit.dispatch: ignoring the unreadable cache file {path}: {e}", DispatchCacheWarning, stacklevel=2)
             return {}
 
     def put(self, op: str, device: str, key: tuple, entry: dict) -> None:
@@ -119,7 +124,7 @@ class DiskCache:
         except Exception as e:  # noqa: BLE001 - a cache that cannot be written only costs the next process a measurement
             if not self._warned_write:
                 self._warned_write = True
-                warnings.warn(f"fastvit.dispatch: cannot write the cache file {path}: {e}", RuntimeWarning, stacklevel=2)
+                warnings.warn(f"fastvit.dispatch: cannot write the cache file {path}: {e}", DispatchCacheWarning, stacklevel=2)
 
     def _read_quietly(self) -> dict[str, dict]:
         with warnings.catch_warnings():

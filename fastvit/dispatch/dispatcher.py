@@ -35,8 +35,8 @@ from .policy import policy as read_policy
 SOURCES = ("measured", "cache", "policy", "only")
 _DEFAULT_DIR = object()
 
-# The default timer's budget per candidate: one warm-up call (compilation),
-# two more, then ROUNDS rounds of at least ROUND_S each; the median round.
+# The default timer's budget per candidate: a first call (compilation, autotuning),
+# WARMUP more, then ROUNDS rounds of at least ROUND_S each; the median round.
 ROUNDS = 5
 WARMUP = 2
 ROUND_S = 0.002
@@ -83,20 +83,14 @@ def in_capture() -> bool:
 
 
 def default_timer(fn: Callable, args: tuple) -> float:
-    """Seconds per call of ``fn(*args)``, by the benchmarks' :class:`~fastvit.bench.timing.Timer`
-    (CUDA events on a GPU), with a short budget: see :data:`ROUNDS`, :data:`ROUND_S`."""
-    from fastvit.bench.timing import Timer, measure_rounds
+    """Seconds per call of ``fn(*args)`` by the benchmarks' method (:func:`fastvit.bench.timing.time_case`:
+    CUDA events on a GPU, a synchronised first call, warm-up, the median round) with a short budget
+    (:data:`ROUNDS` rounds of at least :data:`ROUND_S`), leaving the peak-memory statistics alone."""
+    from fastvit.bench.timing import time_case
 
-    timer = Timer(fn, [tuple(args)], "cuda" if cuda_inputs(args) else "cpu")
-    timer.timed_call()  # first call: compilation, autotuning
-    for _ in range(WARMUP - 1):
-        timer.call()
-    _, estimate = timer.timed_call()
-    timer.iters_per_round = max(1, min(100, math.ceil(ROUND_S / max(estimate, 1e-9))))
-    timer.sync()
-    measure_rounds(timer, ROUNDS)
-    timer.sync()
-    return sorted(timer.times)[len(timer.times) // 2]
+    device = "cuda" if cuda_inputs(args) else "cpu"
+    timing = time_case(fn, [tuple(args)], device=device, rounds=ROUNDS, warmup=WARMUP, min_round_s=ROUND_S, track_memory=False)
+    return timing.median_s
 
 
 def _error_text(e: BaseException) -> str:
