@@ -24,6 +24,14 @@ For the wiring in ``fastvit/parts.py`` (``*_impl="auto"``):
   (out (B, H, N, D)): candidates plain SDPA, SDPA restricted to flash / cuDNN / efficient, Triton
   ``attention`` / ``attention_qkvpacked``. Attention dropout (> 0) always runs plain SDPA.
 
+A wiring that keeps the layer tables as they are: ``NORM_LAYERS["auto"] = AutoLayerNorm``,
+``PRE_NORM_LAYERS["auto"] = AutoPreNorm``, ``LINEAR_IMPLS["auto"] = (AutoLinearGELU, nn.Identity,
+AutoResidualLinear)``, ``BACKENDS["auto"] = lambda: auto_attention``, ``PACKED_BACKENDS["auto"] =
+auto_attention_packed``. This module imports ``.linear`` and ``.drop``: import it from parts.py or
+attention.py, not from the top of linear.py. ``fastvit.compile`` prepares any model with a submodule
+whose ``dispatches`` is True (these classes) or whose ``attn_fn`` is one of the two functions above
+(:func:`uses_dispatch`).
+
 Keys: dtype(s), the row count (GEMM M, LayerNorm rows) or the batch (attention) rounded up to a power of
 two (:func:`fastvit.dispatch.bucket`), and the exact sizes that shape the kernel (N, K / features / tokens,
 heads, head dim), plus the flags that change the call (bias, stochastic depth scale, LayerScale).
