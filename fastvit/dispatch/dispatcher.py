@@ -315,22 +315,20 @@ def _check(op, candidates) -> tuple[Candidate, ...]:
 
 # -- the process-wide dispatcher ---------------------------------------------------------------
 
-_CURRENT: Dispatcher | None = None
+# Made at import (cheap: nothing is read until a choice is needed), so a trace never constructs one.
+_CURRENT = Dispatcher()
 
 
 def get_dispatcher() -> Dispatcher:
-    global _CURRENT
-    if _CURRENT is None:
-        _CURRENT = Dispatcher()
     return _CURRENT
 
 
-def set_dispatcher(dispatcher: Dispatcher | None) -> Dispatcher | None:
-    """Install ``dispatcher`` process-wide (None: a fresh default one on next use); returns the previous one."""
+def set_dispatcher(dispatcher: Dispatcher | None) -> Dispatcher:
+    """Install ``dispatcher`` process-wide (None: a fresh default one); returns the previous one."""
     global _CURRENT
     if dispatcher is not None and not isinstance(dispatcher, Dispatcher):
         raise TypeError(f"set_dispatcher: expected a fastvit.dispatch.Dispatcher or None, got {type(dispatcher).__name__}")
-    previous, _CURRENT = _CURRENT, dispatcher
+    previous, _CURRENT = _CURRENT, dispatcher if dispatcher is not None else Dispatcher()
     return previous
 
 

@@ -252,3 +252,20 @@ def test_auto_layers_trace_with_fullgraph(tmp_path, monkeypatch):
     assert code.count("layer_norm_fwd") == 2, code
     chosen = {r["op"]: r["chosen"] for r in d.choices()}
     assert chosen == {"layer_norm": "triton", "attention_packed": "sdpa", "linear_residual": "torch", "linear_gelu": "torch"}
+
+
+def test_fresh_process_compiles_auto_layers_with_fullgraph():
+    # nothing dispatch-related is constructed inside the trace (a first use under dynamo must not break the graph)
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, fastvit\n"
+        "from fastvit.layers import auto\n"
+        "m = torch.nn.Sequential(auto.AutoLayerNorm(8), auto.AutoLinearGELU(8, 16))\n"
+        "x = torch.randn(2, 8)\n"
+        "c = torch.compile(m, backend='eager', fullgraph=True)\n"
+        "assert torch.equal(c(x), m(x))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ), timeout=300)
