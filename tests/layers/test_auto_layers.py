@@ -249,7 +249,7 @@ def test_auto_layers_trace_with_fullgraph(tmp_path, monkeypatch):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     [graph] = graphs  # one graph, and it calls the chosen kernel for both norms
     code = graph.code
-    assert code.count("layer_norm_fwd") == 2, code
+    assert code.count("torch.ops.fastvit.layer_norm_fwd") == 2, code
     chosen = {r["op"]: r["chosen"] for r in d.choices()}
     assert chosen == {"layer_norm": "triton", "attention_packed": "sdpa", "linear_residual": "torch", "linear_gelu": "torch"}
 
