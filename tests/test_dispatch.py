@@ -441,3 +441,13 @@ def test_default_timer_uses_the_benchmark_timing():
 
     rounds = len(calls) - 1 - dispatcher.WARMUP
     assert rounds >= dispatcher.ROUNDS and rounds % dispatcher.ROUNDS == 0
+
+
+def test_software_versions_key_the_default_cache(tmp_path, monkeypatch):
+    import fastvit
+
+    v = dispatch.software_versions()
+    assert v["torch"] == torch.__version__ and v["fastvit"] == fastvit.__version__ and v["triton"]
+    first = Dispatcher(cache_dir=tmp_path).disk.path
+    monkeypatch.setattr(fastvit, "__version__", "9.9.9")
+    assert Dispatcher(cache_dir=tmp_path).disk.path != first

@@ -39,9 +39,13 @@ def cache_dir() -> Path:
 
 
 def _distribution_version(package: str) -> str:
-    """A package's version without importing it (triton stays unimported)."""
+    """A package's version without importing it (triton stays unimported unless something else imported it)."""
+    import sys
     from importlib.metadata import PackageNotFoundError, version
 
+    module = sys.modules.get(package)
+    if getattr(module, "__version__", None):
+        return str(module.__version__)
     try:
         return version(package)
     except PackageNotFoundError:
