@@ -19,14 +19,35 @@ def _version(package: str) -> str:
         return "installed"
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def info(args: argparse.Namespace) -> int:
-    """Print the environment, the attention backends available here and what ``auto`` picks."""
+    """Print the environment, the attention backends available here, each op's candidates and what
+    ``auto`` picks for ``--model``'s shapes at ``--batch`` and ``--dtype`` (measured times on CUDA)."""
     import torch
 
     import fastvit
-    from fastvit.layers import auto_choice, backend_status
+    from fastvit.dispatch import policy
+    from fastvit.dispatch.report import auto_report
+    from fastvit.kernels import registry
     from fastvit.kernels.tuning import current_arch, interpreting
+    from fastvit.layers import backend_status
+    from fastvit.presets import get_config
 
+    try:  # check what can fail before printing anything
+        get_config(args.model)
+        policy()
+    except ValueError as e:  # an unknown model or a bad FASTVIT_DISPATCH
+        print(f"fastvit info: error: {e}", file=sys.stderr)
+        return 2
     print(f"fastvit {fastvit.__version__}  python {platform.python_version()}  torch {torch.__version__}")
     for package in ("triton", "flash_attn", "xformers", "timm", "transformers"):
         print(f"  {package:<13}{_version(package)}")
@@ -40,12 +61,7 @@ def info(args: argparse.Namespace) -> int:
     print("attention backends (attn_impl):")
     for name, reason in backend_status().items():
         print(f"  {name:<11}{'available' if reason is None else 'unavailable: ' + reason}")
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    for head_dim in (64, 80):
-        choice, why = auto_choice(device, dtype, head_dim)
-        print(f"auto on {device}, {str(dtype).replace('torch.', '')}, head_dim {head_dim}: {choice} ({why})")
-    from fastvit.kernels import registry
-
+    print("\n".join(auto_report(args.model, args.batch, args.dtype, device)))
     print("fused ops (fastvit.kernels contracts):", *(f"  {line}" for line in registry.describe()), sep="\n")
     return 0
 
@@ -53,7 +69,11 @@ def info(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fastvit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="environment, available attention backends, what attn_impl='auto' picks").set_defaults(func=info)
+    p = sub.add_parser("info", help="environment, available attention backends, each op's candidates and what 'auto' picks")
+    p.add_argument("--model", default="vit_base_patch16_224", help="preset whose shapes 'auto' is shown for")
+    p.add_argument("--batch", type=_positive_int, default=8, help="images per batch (default 8)")
+    p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None, help="default bf16 on CUDA, fp32 on the CPU")
+    p.set_defaults(func=info)
     for name, module in (("bench", "fastvit.bench"), ("compare", "fastvit.compare"), ("gpu-check", "fastvit.gpucheck"),
                          ("analyze", "fastvit.analysis.command"), ("train", "fastvit.train")):
         if importlib.util.find_spec(module) is not None:

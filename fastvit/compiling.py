@@ -21,6 +21,14 @@ def compile(model: torch.nn.Module, mode: str | None = None, dynamic: bool | Non
 
     Nothing global is changed: no inductor or dynamo configuration is touched.
 
+    ``auto`` layers choose their implementation before dynamo traces: on the
+    first call for each input signature (shapes, dtypes, device, autocast
+    state), a forward pre-hook runs one eager forward under no_grad
+    (:func:`fastvit.dispatch.prepare`) so every choice for those shapes is
+    made -- measured, cached or forced -- and the traced graph calls the
+    recorded one. Off CUDA, or for a module with no ``auto`` layer, the hook
+    does nothing.
+
     Bad input raises the same ``ValueError`` / ``TypeError`` as the eager model:
     a fastvit model's input check also runs eagerly, in a forward pre-hook of
     the compiled module, before dynamo sees the call. (Under ``fullgraph=True``
@@ -31,6 +39,8 @@ def compile(model: torch.nn.Module, mode: str | None = None, dynamic: bool | Non
     compiled = torch.compile(model, mode=mode, dynamic=dynamic, fullgraph=fullgraph, backend=backend, **kwargs)
     if isinstance(compiled, torch.nn.Module) and callable(getattr(model, "_check_input", None)):
         compiled.register_forward_pre_hook(_check_input_eagerly, with_kwargs=True)
+    if isinstance(compiled, torch.nn.Module):
+        compiled.register_forward_pre_hook(PrepareDispatch(), with_kwargs=True)
     return compiled
 
 
@@ -39,3 +49,38 @@ def _check_input_eagerly(module, args, kwargs):
     inputs = list(args) + [kwargs[k] for k in ("x",) if k in kwargs]
     if inputs:
         getattr(module, "_orig_mod", module)._check_input(inputs[0])
+
+
+def _signature(args, kwargs) -> tuple:
+    """What a dispatch key can depend on: each tensor input's shape, dtype, device; autocast; the policy."""
+    from fastvit.dispatch import get_dispatcher
+
+    tensors = [a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)]
+    autocast = tuple((d, torch.get_autocast_dtype(d)) for d in ("cuda", "cpu") if torch.is_autocast_enabled(d))
+    dispatcher = get_dispatcher()
+    return (tuple((tuple(t.shape), t.dtype, str(t.device)) for t in tensors), autocast, id(dispatcher), dispatcher.policy())
+
+
+class PrepareDispatch:
+    """Forward pre-hook of a compiled module: :func:`fastvit.dispatch.prepare` once per input signature."""
+
+    def __init__(self):
+        self.seen: set[tuple] = set()
+        self.dispatches: bool | None = None  # whether the model has auto layers (looked up once)
+
+    def __call__(self, module, args, kwargs):
+        from fastvit.dispatch import get_dispatcher, prepare
+        from fastvit.layers.auto import uses_dispatch
+
+        model = getattr(module, "_orig_mod", module)
+        if not get_dispatcher().on_cuda(tuple(args) + tuple(kwargs.values())):
+            return None
+        if self.dispatches is None:
+            self.dispatches = uses_dispatch(model)
+        if not self.dispatches:
+            return None
+        signature = _signature(args, kwargs)
+        if signature not in self.seen:
+            prepare(model, *args, **kwargs)
+            self.seen.add(signature)
+        return None

@@ -98,8 +98,10 @@ class ViTConfig:
     hybrid_layers: tuple[int, ...] | None = None  # ResNetV2 blocks per stage of a hybrid stem; patch_size = its stride
     # Implementation switches (see fastvit.layers): never change parameters.
     attn_impl: str = "auto"  # auto | triton | flash_attn | xformers | sdpa | eager
-    norm_impl: str = "torch"  # torch | triton
-    linear_impl: str = "torch"  # torch | triton (fc1+GELU, fc2+residual, out-proj+residual GEMMs)
+    # auto: per op and shape the faster of PyTorch's op and fastvit's kernel on this GPU (measured
+    # once, cached; PyTorch's off CUDA) -- see fastvit.layers.impls and fastvit.dispatch
+    norm_impl: str = "auto"  # auto | torch | triton
+    linear_impl: str = "auto"  # auto | torch | triton (fc1+GELU, fc2+residual, out-proj+residual GEMMs)
 
     def __post_init__(self):
         self.img_size = to_2tuple(self.img_size)
@@ -169,9 +171,10 @@ class ViTConfig:
             raise ValueError("dynamic_img_pad=True pads images for a patch embedding; the hybrid (ResNet) stem has none")
 
     def _check_impls(self):
-        from .layers import BACKENDS, LINEAR_IMPLS, NORM_LAYERS
+        from .layers.attention import BACKENDS
+        from .layers.impls import LINEAR_IMPLS, NORM_IMPLS
 
-        for name, valid in (("attn_impl", BACKENDS), ("norm_impl", NORM_LAYERS), ("linear_impl", LINEAR_IMPLS)):
+        for name, valid in (("attn_impl", BACKENDS), ("norm_impl", NORM_IMPLS), ("linear_impl", LINEAR_IMPLS)):
             value = getattr(self, name)
             if not isinstance(value, str):
                 raise TypeError(f"{name} must be a string, one of {list(valid)}; got {value!r}")

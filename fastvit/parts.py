@@ -27,9 +27,8 @@ from .layers.attention import Attention, get_attention_backend, get_packed_backe
 from .layers.embed import PatchEmbed
 from .layers.glu import GluMlp
 from .layers.layer_scale import LayerScale
-from .layers.linear import LINEAR_IMPLS
-from .layers.mlp import MLP_LAYERS, Mlp
-from .layers.norm import NORM_IMPLS
+from .layers.impls import LINEAR_IMPLS, NORM_IMPLS
+from .layers.mlp import Mlp
 
 LayerFactory = Callable[..., nn.Module]
 
@@ -68,7 +67,7 @@ def resolve_parts(cfg: ViTConfig) -> Parts:
     """The concrete layers for ``cfg`` (its ``*_impl`` fields are validated by ViTConfig)."""
     norm_cls, pre_norm_cls = NORM_IMPLS[cfg.norm_impl]
     norm = functools.partial(norm_cls, eps=cfg.norm_eps)
-    fc1_cls, act_cls, residual_cls = LINEAR_IMPLS[cfg.linear_impl]
+    fc1_cls, act_cls, residual_cls, mlp_cls = LINEAR_IMPLS[cfg.linear_impl]
     if cfg.qk_norm:  # q_norm / k_norm over each head; the backend then takes q, k, v apart
         attn_fns = dict(qk_norm_layer=norm, unpacked_attn_fn=get_attention_backend(cfg.attn_impl))
     else:
@@ -82,12 +81,12 @@ def resolve_parts(cfg: ViTConfig) -> Parts:
         norm_layer=norm,
         block_norm_layer=functools.partial(pre_norm_cls, eps=cfg.norm_eps),
         attn_layer=attn,
-        mlp_layer=_mlp_layer(cfg, fc1_cls, act_cls, residual_cls),
+        mlp_layer=_mlp_layer(cfg, fc1_cls, act_cls, residual_cls, mlp_cls),
         layer_scale=functools.partial(LayerScale, init_values=cfg.init_values) if cfg.init_values is not None else None,
     )
 
 
-def _mlp_layer(cfg: ViTConfig, fc1_cls, act_cls, residual_cls) -> LayerFactory:
+def _mlp_layer(cfg: ViTConfig, fc1_cls, act_cls, residual_cls, mlp_cls) -> LayerFactory:
     """The MLP branch. Where ``linear_impl``'s fc1 fuses its activation (``act_cls`` is Identity:
     triton, auto), GELU in any of its forms (gelu, gelu_tanh, quick_gelu) rides in fc1's epilogue;
     SiLU (SwiGLU) and the torch implementation run the activation as its own op. The residual
@@ -97,7 +96,7 @@ def _mlp_layer(cfg: ViTConfig, fc1_cls, act_cls, residual_cls) -> LayerFactory:
         return functools.partial(GluMlp, fc1_layer=nn.Linear, act_layer=activation_class(cfg.act_layer), **kind)
     if act_cls is nn.Identity and cfg.act_layer in GELU_APPROXIMATE:
         fc1 = functools.partial(fc1_cls, approximate=GELU_APPROXIMATE[cfg.act_layer])
-        return functools.partial(MLP_LAYERS[cfg.linear_impl], fc1_layer=fc1, act_layer=act_cls, **kind)
+        return functools.partial(mlp_cls, fc1_layer=fc1, act_layer=act_cls, **kind)
     return functools.partial(Mlp, fc1_layer=nn.Linear, act_layer=activation_class(cfg.act_layer), **kind)
 
 

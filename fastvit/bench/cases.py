@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 from .flops import flop_per_image
 from .hardware import environment, peak_tflops
 from .models import ModelCase, ModelContext, _free_memory, build_model, unavailable_reason
-from .records import make_record
+from .records import dispatch_summary, make_record
 from .timing import Timer, _timing_fields, parity, time_case
 from .variants import Variant, dtype_name, get_variant
 
@@ -84,12 +84,16 @@ def _measure_model(case, ctx, variant, rounds, warmup, measure) -> dict[str, Any
     import torch
     import torch.nn.functional as F
 
+    from fastvit import dispatch
+
     ref = ctx.reference_logits()
+    since = dispatch.mark()
     model = build_model(variant, ctx)
     training = case.mode == "training"
     model.train(training)
     if variant.compile:
         torch._dynamo.reset()
+        dispatch.prepare(model, ctx.inputs[0][0])  # auto's choices made before dynamo traces (CUDA only)
         fn = torch.compile(model, **COMPILE_KWARGS)
     else:
         fn = model
@@ -126,6 +130,7 @@ def _measure_model(case, ctx, variant, rounds, warmup, measure) -> dict[str, Any
         images_per_s=case.batch / seconds, flop_per_iter=flop_per_iter, gflop_per_image=gflop / 1e9, tflops=tflops,
         peak_tflops=peak, peak_source=source, mfu=tflops / peak if peak else None,
         compile_s=timing.first_call_s if variant.compile else None,
+        dispatch=dispatch_summary(dispatch.choices(since)),
         **timing.check, **_timing_fields(timing),
     )
 

@@ -2,6 +2,7 @@
 
 Every record, from the CLI or from pytest (``benchmark.extra_info``), has the
 same keys (:data:`RECORD_FIELDS`); a figure that does not apply is ``None``.
+``dispatch`` lists the ``auto`` choices a model case ran (:func:`dispatch_summary`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ RECORD_FIELDS = (
     "images_per_s", "ms_per_iter", "round_ms", "rounds", "iters_per_round", "warmup_iters",
     "flop_per_iter", "gflop_per_image", "tflops", "bytes_per_iter", "gbps", "peak_tflops", "peak_source", "mfu",
     "speedup_vs_reference", "max_rel_err", "max_abs_err", "peak_mem_bytes",
-    "first_call_s", "compile", "compile_s",
+    "first_call_s", "compile", "compile_s", "dispatch",
     *ENV_FIELDS,
     "timestamp",
 )  # fmt: skip
@@ -40,6 +41,11 @@ def make_record(**fields) -> dict[str, Any]:
     record.update(fields)
     record["timestamp"] = record["timestamp"] or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return record
+
+
+def dispatch_summary(choices: list[dict]) -> list[dict] | None:
+    """The part of :func:`fastvit.dispatch.choices` a record keeps: op, key, chosen, source (None: no choice made)."""
+    return [{k: c[k] for k in ("op", "key", "chosen", "source")} for c in choices] or None
 
 
 # Kernel benchmarks: the provider each op's speed-up is measured against.

@@ -119,6 +119,7 @@ def time_case(
     measure: Callable[[Timer, int], None] | None = None,
     check: Callable[[Any], Any] | None = None,
     min_round_s: float | None = None,
+    track_memory: bool = True,
 ) -> Timing:
     """Warm up, then time ``rounds`` rounds of ``step`` over the rotating ``inputs``.
 
@@ -128,7 +129,8 @@ def time_case(
     last one timed to size the rounds: a round makes ``ceil(min_round_s / t)``
     calls (default 20 ms on CUDA, one call on the CPU) so short kernels are not
     dominated by the per-round synchronisation. Peak memory (CUDA) is reset
-    after the warm-up and read after the rounds.
+    after the warm-up and read after the rounds (``track_memory=False``
+    leaves the process's peak-memory statistics alone; ``peak_mem_bytes`` is then None).
     """
     import torch
 
@@ -147,11 +149,12 @@ def time_case(
         min_round_s = 0.02 if cuda else 0.0
     timer.iters_per_round = max(1, min(1000, math.ceil(min_round_s / max(estimate, 1e-9))))
     timer.sync()
-    if cuda:
+    memory = cuda and track_memory
+    if memory:
         torch.cuda.reset_peak_memory_stats()
     (measure or measure_rounds)(timer, rounds)
     timer.sync()
-    peak = torch.cuda.max_memory_allocated() if cuda else None
+    peak = torch.cuda.max_memory_allocated() if memory else None
     if not timer.times:
         raise RuntimeError("the measurement ran no rounds")
     return Timing(timer.times, timer.iters_per_round, max(warmup, 1) + 1, first_call_s, peak, checked)

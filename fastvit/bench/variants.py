@@ -1,7 +1,8 @@
 """The implementations ``fastvit bench`` compares, its defaults, and dtype names.
 
-- :data:`BASE_VARIANTS` / :func:`get_variant`: fastvit's reference, SDPA and
-  fused builds, timm and Hugging Face, each optionally ``+compile``.
+- :data:`BASE_VARIANTS` / :func:`get_variant`: fastvit's reference, SDPA,
+  fused and ``auto`` (the defaults: measured per op) builds, timm and Hugging
+  Face, each optionally ``+compile``.
 - :data:`CUDA_DEFAULTS` / :data:`CPU_DEFAULTS` (and ``*_QUICK``): what
   ``fastvit bench`` runs when not told otherwise.
 - :func:`dtype_name` / :func:`torch_dtype`: "bf16", "fp16", "fp32".
@@ -42,6 +43,8 @@ BASE_VARIANTS: dict[str, Variant] = {
         Variant("reference", "fastvit", (("attn_impl", "eager"), *_TORCH_PARTS)),
         Variant("sdpa", "fastvit", (("attn_impl", "sdpa"), *_TORCH_PARTS)),
         Variant("fused", "fastvit", (("attn_impl", "triton"), ("norm_impl", "triton"), ("linear_impl", "triton")), needs_cuda=True),
+        # the defaults: per op and shape the faster of PyTorch's op and fastvit's kernel (PyTorch's off CUDA)
+        Variant("auto", "fastvit", (("attn_impl", "auto"), ("norm_impl", "auto"), ("linear_impl", "auto"))),
         Variant("flash_attn", "fastvit", (("attn_impl", "flash_attn"), *_TORCH_PARTS), needs_cuda=True, package="flash_attn"),
         Variant("xformers", "fastvit", (("attn_impl", "xformers"), *_TORCH_PARTS), needs_cuda=True, package="xformers"),
         Variant("timm", "timm", package="timm"),
@@ -67,9 +70,10 @@ def get_variant(name: str) -> Variant:
 # What `fastvit bench` runs when not told otherwise.
 CUDA_DEFAULTS = dict(
     model="vit_base_patch16_224", batch=256, dtype="bf16", modes=MODES, rounds=20, warmup=5,
-    variants=("reference", "sdpa", "fused", "reference+compile", "sdpa+compile", "fused+compile", "timm", "timm+compile", "hf"),
+    variants=("reference", "sdpa", "fused", "auto", "reference+compile", "sdpa+compile", "fused+compile", "auto+compile",
+              "timm", "timm+compile", "hf"),
 )
-CUDA_QUICK = dict(variants=("reference", "sdpa", "fused", "fused+compile"), rounds=10, warmup=3)
+CUDA_QUICK = dict(variants=("reference", "sdpa", "fused", "auto", "fused+compile"), rounds=10, warmup=3)
 CPU_DEFAULTS = dict(
     model="vit_tiny_patch16_224", batch=8, dtype="fp32", modes=("inference",), rounds=5, warmup=1,
     variants=("reference", "sdpa", "sdpa+compile"),

@@ -186,22 +186,12 @@ GPU_ORDER = tuple((v, m) for v in _EAGER for m in ("inference", "training")) + t
 SMOKE_ORDER = tuple((v, m) for v in ("reference", "sdpa", "auto", "fused", "timm", "sdpa+compile") for m in ("inference", "training"))
 
 
-def _register_auto_variant() -> None:
-    """``auto``: attn_impl="auto" (Triton where it is fast, SDPA elsewhere) with the
-    torch norms and GEMMs; added for this run when the bench tables lack it."""
-    from fastvit.bench import variants
-
-    if "auto" not in variants.BASE_VARIANTS:
-        variants.BASE_VARIANTS["auto"] = variants.Variant("auto", "fastvit", (("attn_impl", "auto"), ("norm_impl", "torch"), ("linear_impl", "torch")))
-
-
 def step_models(a) -> int:
     """ViT-B/16 224 bf16 batch 256, inference and training step, across variants (``fastvit bench`` records)."""
     from fastvit.bench import cases as bench_cases
     from fastvit.bench import ModelCase, ModelContext, add_speedups, environment, make_record, prepare_device, run_model_case
     from fastvit.bench.records import write_results
 
-    _register_auto_variant()
     device = _device(a.smoke)
     prepare_device(device)
     if a.smoke:

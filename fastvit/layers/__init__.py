@@ -1,14 +1,15 @@
 """Building blocks of the Vision Transformer, each with interchangeable implementations."""
 
-from .attention import BACKENDS, Attention, auto_choice, backend_status, get_attention_backend
+from .attention import BACKENDS, Attention, backend_status, get_attention_backend
 from .drop import DropPath, drop_path
 from .embed import RESAMPLE_CONVENTIONS, PatchEmbed, patchify, resample_options, resample_pos_embed
-from .linear import LINEAR_IMPLS, ResidualLinear
+from .impls import LINEAR_IMPLS, NORM_IMPLS
+from .linear import ResidualLinear
 from .mlp import Mlp, TritonMlp, mlp_layer
-from .norm import NORM_LAYERS, norm_layer
+from .norm import norm_layer
 
 __all__ = [
-    "Attention", "BACKENDS", "DropPath", "LINEAR_IMPLS", "Mlp", "NORM_LAYERS", "PatchEmbed", "ResidualLinear", "TritonMlp",
-    "auto_choice", "backend_status", "drop_path", "get_attention_backend", "mlp_layer", "norm_layer",
+    "Attention", "BACKENDS", "DropPath", "LINEAR_IMPLS", "Mlp", "NORM_IMPLS", "PatchEmbed", "ResidualLinear", "TritonMlp",
+    "backend_status", "drop_path", "get_attention_backend", "mlp_layer", "norm_layer",
     "patchify", "RESAMPLE_CONVENTIONS", "resample_options", "resample_pos_embed",
 ]

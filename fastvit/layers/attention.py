@@ -7,14 +7,15 @@ A backend is a function ``(q, k, v, dropout_p, scale) -> out`` over
 :data:`BACKENDS`; the optional packages (flash-attn, xformers) are imported
 only when their backend is chosen.
 
-``auto`` decides per call from the tensors: fastvit's Triton kernel on CUDA
-for fp16/bf16 when it supports the head dim and no attention dropout is active,
-PyTorch SDPA otherwise (CPU included). Triton does not implement attention
-dropout: with dropout > 0 in training, ``triton`` and ``auto`` run SDPA.
+``auto`` (:mod:`fastvit.layers.auto`) runs, per shape, the fastest of SDPA
+(plain, or restricted to its flash, cuDNN or efficient backend) and fastvit's
+Triton kernel, measured once on this GPU and cached; SDPA off CUDA. Triton
+does not implement attention dropout: with dropout > 0 in training,
+``triton`` and ``auto`` run SDPA.
 
 The module calls a backend's packed form, ``(qkv, dropout_p, scale) -> out``
 over the (B, N, 3, H, D) view of the qkv projection (:func:`get_packed_backend`):
-``triton`` (and ``auto`` when it picks triton) take it whole, so the backward
+``triton`` and ``auto`` take it whole, so the backward
 writes one packed gradient; the others get (B, H, N, D) views of it.
 """
 
@@ -31,15 +32,11 @@ from torch import nn
 
 from ..kernels import registry
 from ..kernels.reference import attention_ref
+from .auto import auto_attention, auto_attention_packed
 from .kernel_ops import kernel_op
 from .linear import ResidualLinear
 
 AttentionFn = Callable[..., torch.Tensor]
-
-TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-# Looked up once (finding the spec does not import triton).
-_HAS_TRITON = importlib.util.find_spec("triton") is not None
-
 
 def eager_attention(q, k, v, dropout_p=0.0, scale=None):
     """The reference: explicit softmax(q k^T * scale) v."""
@@ -93,38 +90,6 @@ def triton_unsupported(device_type: str, dtype: torch.dtype, head_dim: int, drop
     """None when the Triton kernel can take such a call, else the reason it cannot."""
     return registry.supports("attention", device=device_type, dtype=dtype, head_dim=head_dim, dropout_p=dropout_p,
                              interpret=False)  # fmt: skip
-
-
-# Dtypes ``auto`` gives the Triton kernel. fp32 goes to SDPA: compiled for sm_90
-# every fp32 attention configuration spills registers (up to 10 KB of stack),
-# and no GPU run has measured it faster than SDPA.
-AUTO_TRITON_DTYPES = (torch.float16, torch.bfloat16)
-
-
-def auto_unsupported(device_type: str, dtype: torch.dtype, head_dim: int, dropout_p: float = 0.0) -> str | None:
-    """None when ``auto`` runs the Triton kernel for such a call, else why it runs SDPA."""
-    reason = triton_unsupported(device_type, dtype, head_dim, dropout_p)
-    if reason is None and dtype not in AUTO_TRITON_DTYPES:
-        return f"dtype {dtype}: SDPA (the Triton kernel's fp32 configurations spill registers on sm_90)"
-    return reason
-
-
-def auto_attention(q, k, v, dropout_p=0.0, scale=None):
-    if auto_unsupported(q.device.type, q.dtype, q.shape[-1], dropout_p) is None:
-        return triton_attention(kernel_op("attention"), q, k, v, dropout_p, scale)
-    return sdpa_attention(q, k, v, dropout_p, scale)
-
-
-def auto_attention_packed(qkv, dropout_p=0.0, scale=None):
-    if auto_unsupported(qkv.device.type, qkv.dtype, qkv.shape[-1], dropout_p) is None:
-        return triton_attention_packed(kernel_op("attention_qkvpacked"), qkv, dropout_p, scale)
-    return sdpa_attention(*unpack_qkv(qkv), dropout_p, scale)
-
-
-def auto_choice(device, dtype: torch.dtype, head_dim: int) -> tuple[str, str]:
-    """What ``auto`` runs for inputs like these (no dropout), and why."""
-    reason = auto_unsupported(torch.device(device).type, dtype, head_dim)
-    return ("sdpa", reason) if reason else ("triton", "CUDA tensors with a supported head dim and dtype")
 
 
 def flash_attn_attention(q, k, v, dropout_p=0.0, scale=None):

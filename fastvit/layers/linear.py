@@ -108,13 +108,6 @@ class TritonLinearGELU(nn.Linear):
         return self.linear_gelu(*_autocast(x, self.weight, self.bias), approximate=self.approximate)
 
 
-# linear_impl -> (fc1 class, activation after fc1, residual-projection class)
-LINEAR_IMPLS = {
-    "torch": (nn.Linear, nn.GELU, ResidualLinear),
-    "triton": (TritonLinearGELU, nn.Identity, TritonResidualLinear),
-}
-
-
 def triton_mlp_forward(mlp_residual, fc1: nn.Linear, drop: nn.Dropout, fc2: ResidualLinear, x, residual, gamma=None,
                        approximate=None):  # fmt: skip
     """``residual + gamma * fc2(drop(gelu(fc1(x))))`` as the one fused op :func:`fastvit.kernels.mlp_residual`.

@@ -10,7 +10,7 @@ from torch import nn
 
 from .kernel_ops import kernel_op
 from .activations import GELU_APPROXIMATE
-from .linear import LINEAR_IMPLS, ResidualLinear, TritonLinearGELU, TritonResidualLinear, triton_mlp_forward
+from .linear import ResidualLinear, TritonLinearGELU, TritonResidualLinear, triton_mlp_forward
 
 
 class Mlp(nn.Module):
@@ -49,12 +49,10 @@ class TritonMlp(Mlp):
                                   self.fc1.approximate)
 
 
-# linear_impl -> the MLP branch class
-MLP_LAYERS = {"torch": Mlp, "triton": TritonMlp}
-
-
 def mlp_layer(linear_impl: str) -> type[Mlp]:
     """The MLP class for ``linear_impl``: the fused branch for "triton", separate ops otherwise."""
+    from .impls import LINEAR_IMPLS
+
     if linear_impl not in LINEAR_IMPLS:
         raise ValueError(f"unknown linear_impl {linear_impl!r}; valid: {sorted(LINEAR_IMPLS)}")
-    return MLP_LAYERS[linear_impl]
+    return LINEAR_IMPLS[linear_impl][3]

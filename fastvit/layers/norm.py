@@ -36,13 +36,10 @@ class TritonPreNorm(TritonLayerNorm):
         return autocast_dtype(x)
 
 
-# norm_impl -> (LayerNorm class, class for a block's norms, whose output only feeds a GEMM)
-NORM_IMPLS = {"torch": (nn.LayerNorm, nn.LayerNorm), "triton": (TritonLayerNorm, TritonPreNorm)}
-NORM_LAYERS = tuple(NORM_IMPLS)
-
-
 def norm_layer(impl: str, *, pre_gemm: bool = False) -> type[nn.LayerNorm]:
     """The LayerNorm class for ``norm_impl``; ``pre_gemm`` for a block's norms, whose output only feeds a GEMM."""
+    from .impls import NORM_IMPLS
+
     if impl not in NORM_IMPLS:
         raise ValueError(f"unknown norm_impl {impl!r}; valid: {sorted(NORM_IMPLS)}")
     return NORM_IMPLS[impl][1 if pre_gemm else 0]

@@ -1,0 +1,96 @@
+"""What ``auto`` runs for a model's shapes, for ``fastvit info``.
+
+:func:`model_calls` lists one call per dispatched op of a ViT config's block
+(and its final norm) on synthetic inputs of the model's shapes, made through
+the ``auto`` layers themselves, so the keys are exactly the ones the model
+uses. The dtype is the model's own (as ``fastvit bench`` runs it: weights and
+inputs in that dtype, no autocast). :func:`auto_report` makes the calls on
+CUDA (measuring, or reading the cache) and formats the records; off CUDA it
+lists the candidates and says why PyTorch runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+# ViTConfig.act_layer -> AutoLinearGELU's approximate (others, e.g. silu/SwiGLU, are not an fc1 + GELU)
+APPROXIMATE = {"gelu": "none", "gelu_tanh": "tanh", "quick_gelu": "quick"}
+
+
+def model_calls(cfg, batch: int, dtype, device) -> list[tuple[str, Any, tuple]]:
+    """(label, layer or function, args) for each dispatched op of ``cfg``'s model at ``batch`` images."""
+    import torch
+
+    from fastvit.layers import auto
+
+    d, heads, head_dim, hidden = cfg.embed_dim, cfg.num_heads, cfg.head_dim, cfg.mlp_hidden_dim
+    tokens = cfg.num_tokens + int(getattr(cfg, "reg_tokens", 0) or 0)
+
+    def rand(*shape):
+        return torch.randn(*shape, device=device, dtype=dtype)
+
+    x = rand(batch, tokens, d)
+    calls = [
+        ("norm1, norm2", auto.AutoPreNorm(d, eps=cfg.norm_eps, device=device, dtype=dtype), (x,)),
+        ("attention", auto.auto_attention_packed, (rand(batch, tokens, 3, heads, head_dim),)),
+        ("attn.proj + residual", auto.AutoResidualLinear(d, d).to(device, dtype).eval(), (rand(batch, tokens, d), x)),
+    ]
+    approximate = APPROXIMATE.get(getattr(cfg, "act_layer", "gelu"))
+    if approximate is not None and getattr(cfg, "mlp_layer", "mlp") == "mlp":
+        fc1 = auto.AutoLinearGELU(d, hidden, approximate=approximate, device=device, dtype=dtype)
+        calls.append(("mlp.fc1 + act", fc1, (x,)))
+    calls.append(("mlp.fc2 + residual", auto.AutoResidualLinear(hidden, d).to(device, dtype).eval(), (rand(batch, tokens, hidden), x)))
+    calls.append(("norm", auto.AutoLayerNorm(d, eps=cfg.norm_eps, device=device, dtype=dtype), (x,)))
+    return calls
+
+
+def _ms(seconds) -> str:
+    return "raised" if seconds is None else f"{seconds * 1e3:.4f} ms"
+
+
+def _candidates(op: str) -> str:
+    from fastvit.layers.auto import OPS
+
+    return ", ".join(f"{c.name} ({c.kind})" for c in OPS[op])
+
+
+def auto_report(model: str, batch: int, dtype: str | None, device: str) -> list[str]:
+    """The lines ``fastvit info`` prints about ``auto`` for ``model`` at ``batch`` images."""
+    import torch
+
+    from fastvit.presets import get_config
+
+    from .cache import cache_dir
+    from .dispatcher import get_dispatcher
+
+    cfg = get_config(model)
+    dtype = dtype or ("bf16" if device == "cuda" else "fp32")
+    torch_dtype = getattr(torch, DTYPES[dtype])
+    dispatcher = get_dispatcher()
+    policy = dispatcher.policy()
+    lines = [f"auto (FASTVIT_DISPATCH={policy}; a kernel must be {dispatcher.margin:.0%} faster than torch; cache {cache_dir()}):"]
+    if not dispatcher.on_cuda((torch.empty(0, device=device),)):
+        lines.append(f"auto on {device} for {model}, batch {batch}, {dtype}: torch -- every op runs PyTorch's implementation "
+                     "(torch for norms and GEMMs, sdpa for attention); the kernels and the timing run on CUDA only")
+        for op in ("layer_norm", "linear_gelu", "linear_residual", "attention_packed"):
+            lines.append(f"  {op:<17} candidates on CUDA: {_candidates(op)}")
+        return lines
+    calls = model_calls(cfg, batch, torch_dtype, device)
+    gpu = dispatcher.device_name(calls[0][2])
+    lines.append(f"auto on {gpu} for {model}, batch {batch}, {dtype}:")
+    with torch.no_grad():
+        for label, layer, args in calls:
+            before = dispatcher.mark()
+            layer(*args)
+            for rec in dispatcher.choices(before):
+                lines.extend(_format(label, rec))
+    return lines
+
+
+def _format(label: str, rec: dict) -> list[str]:
+    times = ", ".join(f"{name} {_ms(t)}" for name, t in rec["times"].items())
+    head = f"  {label:<20} {rec['op']:<17} -> {rec['chosen']:<15} [{rec['source']}]" + (f" {times}" if times else "")
+    out = [head, f"    key {rec['key']}; candidates: {_candidates(rec['op'])}"]
+    out.extend(f"    {name}: {why}" for name, why in rec["reasons"].items())
+    return out

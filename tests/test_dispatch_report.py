@@ -1,0 +1,112 @@
+"""``auto`` made visible: ``fastvit info``'s auto section and the ``dispatch`` field of bench records."""
+
+import pytest
+import torch
+
+from fastvit import bench, cli, dispatch
+from fastvit.dispatch.report import auto_report, model_calls
+
+TINY = (("img_size", 32), ("depth", 2))
+
+
+def _torch_wins(fn, args):
+    """Torch candidates 1 ms, kernels 2 ms, the restricted SDPA backends raise (nothing is run)."""
+    name = fn.__name__
+    if name.startswith("_sdpa_") and name != "_sdpa_packed":
+        raise RuntimeError("No available kernel")
+    return 2e-3 if "triton" in name else 1e-3
+
+
+@pytest.fixture
+def gpu_like(tmp_path, monkeypatch):
+    monkeypatch.delenv("FASTVIT_DISPATCH", raising=False)
+    d = dispatch.Dispatcher(timer=_torch_wins, cache_dir=tmp_path, on_cuda=lambda args: True,
+                            device_name=lambda args: "FakeGPU", versions={"test": "1"})
+    with dispatch.using(d):
+        yield d
+
+
+def test_info_off_cuda_says_torch_and_why(capsys, monkeypatch):
+    monkeypatch.delenv("FASTVIT_DISPATCH", raising=False)
+    if torch.cuda.is_available():
+        pytest.skip("the CPU wording")
+    assert cli.main(["info", "--model", "vit_tiny_patch16_224", "--batch", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "auto on cpu for vit_tiny_patch16_224, batch 2, fp32: torch" in out and "CUDA only" in out
+    for op in ("layer_norm", "linear_gelu", "linear_residual", "attention_packed"):
+        assert f"  {op} " in out
+    assert "sdpa-cudnn (torch)" in out and "triton (kernel)" in out
+    assert "FASTVIT_DISPATCH=measure" in out and str(dispatch.cache_dir()) in out
+
+
+@pytest.mark.parametrize("argv,message", [(["--model", "vit_bse"], "unknown model"), (["--batch", "0"], "positive integer"),
+                                          (["--dtype", "int8"], "invalid choice")])
+def test_info_misuse(capsys, argv, message):
+    try:
+        rc = cli.main(["info", *argv])
+    except SystemExit as e:  # argparse's own errors
+        rc = e.code
+    assert rc == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "fastvit " not in captured.out[:10]
+
+
+def test_info_bad_policy(capsys, monkeypatch):
+    monkeypatch.setenv("FASTVIT_DISPATCH", "fastest")
+    assert cli.main(["info"]) == 2
+    assert "valid: measure, kernel, torch" in capsys.readouterr().err
+
+
+def test_auto_report_measures_the_models_shapes(gpu_like):
+    lines = "\n".join(auto_report("vit_tiny_patch16_224", 4, "fp32", "cpu"))
+    assert "auto on FakeGPU for vit_tiny_patch16_224, batch 4, fp32:" in lines
+    rows = 4 * 197  # -> 1024
+    for label, op, key in [("norm1, norm2", "layer_norm", ["float32", None, 1024, 192, True]),
+                           ("attention", "attention_packed", ["float32", 4, 3, 197, 64]),
+                           ("attn.proj + residual", "linear_residual", ["float32", "float32", 1024, 192, 192, True, False, False]),
+                           ("mlp.fc1 + act", "linear_gelu", ["float32", "none", 1024, 768, 192, True]),
+                           ("mlp.fc2 + residual", "linear_residual", ["float32", "float32", 1024, 192, 768, True, False, False])]:
+        assert f"{label:<20} {op:<17} -> {'sdpa' if op.startswith('attention') else 'torch':<15} [measured]" in lines, label
+        assert f"key {key}" in lines, key
+    assert "torch 1.0000 ms, triton 2.0000 ms" in lines
+    assert "sdpa-efficient: raised RuntimeError: No available kernel" in lines
+    assert "triton: dtype float32: the Triton attention kernel is offered for float16 and bfloat16" in lines
+    assert rows == 788 and dispatch.bucket(rows) == 1024
+
+
+def test_model_calls_follow_the_config():
+    from fastvit.presets import get_config
+
+    cfg = get_config("vit_small_patch16_224")
+    calls = {label: args for label, _, args in model_calls(cfg, 3, torch.float32, "cpu")}
+    assert calls["attention"][0].shape == (3, 197, 3, 6, 64)
+    assert calls["mlp.fc2 + residual"][0].shape == (3, 197, 1536)
+
+
+def test_bench_records_the_choices(gpu_like, monkeypatch):
+    ctx = bench.ModelContext("vit_tiny_patch16_224", "fp32", 2, "cpu", overrides=TINY)
+    real = bench.cases.build_model
+
+    class Dispatching(torch.nn.Module):  # the model, behind one dispatched op
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            from fastvit.layers import auto
+
+            auto.AutoLayerNorm(x.shape[-1])(x)
+            return self.model(x)
+
+    monkeypatch.setattr(bench.cases, "build_model", lambda variant, ctx: Dispatching(real(variant, ctx)))
+    record = bench.run_model_case(bench.ModelCase("vit_tiny_patch16_224", "sdpa", "inference", "fp32", 2, TINY), ctx, rounds=1, warmup=0)
+    assert record["status"] == "ok", record["reason"]
+    assert record["dispatch"] == [{"op": "layer_norm", "key": ["float32", None, 256, 32, True], "chosen": "torch", "source": "measured"}]
+    assert tuple(record) == bench.RECORD_FIELDS
+
+
+def test_bench_record_without_choices():
+    ctx = bench.ModelContext("vit_tiny_patch16_224", "fp32", 2, "cpu", overrides=TINY)
+    record = bench.run_model_case(bench.ModelCase("vit_tiny_patch16_224", "sdpa", "inference", "fp32", 2, TINY), ctx, rounds=1, warmup=0)
+    assert record["status"] == "ok" and record["dispatch"] is None
+    assert bench.records.dispatch_summary([]) is None
