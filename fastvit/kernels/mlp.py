@@ -23,7 +23,6 @@ Plain PyTorch twin: :func:`fastvit.kernels.reference.mlp_residual_ref`.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from fastvit.kernels import linear
 from fastvit.kernels.gemm_epilogue import GELU_EPILOGUE
