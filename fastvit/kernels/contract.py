@@ -24,6 +24,8 @@ Naming scheme, the same in every op file:
 - torch.library ops: ``fastvit::<op>_<pass>``, their Python handles
   ``<op>_<pass>_op``, e.g. ``fastvit::attention_qkvpacked_fwd`` /
   ``attention_qkvpacked_fwd_op``.
+- Tuning tables: ``<PASS>_CONFIGS`` (per architecture, :mod:`fastvit.kernels.tuning`),
+  gathered per op file as ``CONFIGS = {"<pass>": table}``.
 - Public functions: ``<op>`` or ``<op>_<variant>`` (``attention_qkvpacked``,
   ``linear_gelu_tma``).
 - References: ``<op>_ref`` in :mod:`fastvit.kernels.reference`, the single
