@@ -12,7 +12,9 @@ read them through :mod:`fastvit.kernels.registry`; no other list of ops is kept.
 or the reason it cannot (device, dtype, widths, head dims, dropout, ...). It
 lives in a module that imports no Triton (``*_support.py``), so the layers ask
 it before any kernel is imported, and the registry answers "triton is not
-installed" where Triton is missing. This module imports no Triton either.
+installed" where Triton is missing. This module imports no Triton either. The supports run inside ``forward``
+(``auto`` asks per call) and under ``torch.compile``: plain checks, no imports
+at call time, so they trace without graph breaks.
 
 Naming scheme, the same in every op file:
 
@@ -24,6 +26,8 @@ Naming scheme, the same in every op file:
 - torch.library ops: ``fastvit::<op>_<pass>``, their Python handles
   ``<op>_<pass>_op``, e.g. ``fastvit::attention_qkvpacked_fwd`` /
   ``attention_qkvpacked_fwd_op``.
+- Tuning tables: ``<PASS>_CONFIGS`` (per architecture, :mod:`fastvit.kernels.tuning`),
+  gathered per op file as ``CONFIGS = {"<pass>": table}``.
 - Public functions: ``<op>`` or ``<op>_<variant>`` (``attention_qkvpacked``,
   ``linear_gelu_tma``).
 - References: ``<op>_ref`` in :mod:`fastvit.kernels.reference`, the single
@@ -36,6 +40,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
+
+import torch
+
+from fastvit.kernels import tuning
 
 REFERENCE_MODULE = "fastvit.kernels.reference"
 _INTERPRETER_HINT = "TRITON_INTERPRET=1 runs the kernels on the CPU"
@@ -155,8 +163,6 @@ def declare(op: str, module: str, functions: tuple[str, ...], description: str, 
 
 
 def _device_type(device) -> str:
-    import torch
-
     if isinstance(device, torch.device):
         return device.type
     if isinstance(device, str):
@@ -172,16 +178,12 @@ def device_reason(device, interpret: bool | None = None) -> str | None:
         return None
     hint = ""
     if interpret is None:
-        from fastvit.kernels.tuning import interpreting
-
-        interpret, hint = interpreting(), f"; {_INTERPRETER_HINT}"
+        interpret, hint = tuning.interpreting(), f"; {_INTERPRETER_HINT}"
     return None if interpret else f"tensors are on {kind}; the kernels run on CUDA{hint}"
 
 
 def dtype_reason(name: str, dtype, allowed) -> str | None:
     """None when ``dtype`` is one of ``allowed`` (torch dtypes), else the reason."""
-    import torch
-
     if not isinstance(dtype, torch.dtype):
         raise TypeError(f"{name} must be a torch.dtype, got {type(dtype).__name__}")
     if dtype in allowed:
@@ -201,4 +203,7 @@ def size_reason(name: str, value, low: int, high: int | None = None) -> str | No
 
 
 def first_reason(*reasons: str | None) -> str | None:
-    return next((r for r in reasons if r is not None), None)
+    for reason in reasons:
+        if reason is not None:
+            return reason
+    return None

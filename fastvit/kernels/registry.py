@@ -37,12 +37,25 @@ def _check_op(op) -> None:
         raise ValueError(f"unknown op {op!r}; known: {', '.join(OPS)}")
 
 
-def triton_installed() -> bool:
-    """Whether Triton can be imported (found without importing it)."""
+def _find_triton() -> bool:
     try:
         return importlib.util.find_spec("triton") is not None
     except ValueError:  # sys.modules["triton"] is None: import blocked
         return False
+
+
+# Looked up once, at import (finding the spec does not import triton), as the supports
+# functions are: supports() then runs no import, so it traces under torch.compile.
+_TRITON_INSTALLED = _find_triton()
+_SUPPORTS = {
+    op: getattr(importlib.import_module(f"{__name__.rpartition('.')[0]}.{support}"), f"supports_{op}")
+    for op, (_, support) in OPS.items()
+}
+
+
+def triton_installed() -> bool:
+    """Whether Triton can be imported (found, at fastvit's import, without importing it)."""
+    return _TRITON_INSTALLED
 
 
 def op_names() -> list[str]:
@@ -80,7 +93,7 @@ def get(op: str):
 def supports_function(op: str):
     """``supports_<op>`` of the op's Triton-free module (what its contract declares)."""
     _check_op(op)
-    return getattr(importlib.import_module(f"{_package()}.{OPS[op][1]}"), f"supports_{op}")
+    return _SUPPORTS[op]
 
 
 def supports(op: str, **call) -> str | None:

@@ -141,6 +141,7 @@ def test_naming_scheme(module_name):
     for name in launchers.get(module_name, ()):
         assert callable(getattr(module, name)) and shape.match(name)
     assert kernels or custom, f"{module_name}: no kernel or op found to check"
+    assert set(getattr(module, "CONFIGS", {})) <= set(PASSES)
 
 
 def test_describe_lines_and_fastvit_info(capsys):
