@@ -37,7 +37,7 @@ def test_unknown_config_field(capsys, tmp_path):
 
 
 def test_bad_config_value(capsys, tmp_path):
-    assert "divisible by patch_size" in _error(capsys, [*TINY, "--img-size", "10", "--out", str(tmp_path)])
+    assert "smaller than one patch" in _error(capsys, [*TINY, "--img-size", "3", "--out", str(tmp_path)])
 
 
 def test_missing_data_folder(capsys, tmp_path):
