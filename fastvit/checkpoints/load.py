@@ -16,6 +16,7 @@ from .files import read_checkpoint, unwrap
 from ..layers import resample_options
 from .hf_config import apply_honoured, check_against, hf_config_fields, read_hf_config
 from .huggingface import convert_hf
+from .options import check_options
 from .tensors import check_entries
 from .timm import convert_timm
 from .torchvision import convert_torchvision
@@ -147,6 +148,7 @@ def load_checkpoint(
     honoured = {}
     if layout == "huggingface" and not isinstance(checkpoint, Mapping):
         honoured = _hf_config_changes(model, checkpoint, source)
+    state_dict, option_notices = check_options(model, state_dict, f"{source} ({layout} layout)", strict)
     load_time, run_time = RESAMPLE_BY_LAYOUT.get(layout, ("timm", "timm"))
     options = resample_options(load_time)
     options.update({k: v for k, v in (("interpolation", interpolation), ("antialias", antialias)) if v is not None})
@@ -155,7 +157,7 @@ def load_checkpoint(
     with torch.no_grad():
         model.load_state_dict(state_dict, strict=strict)
     apply_honoured(model, {**honoured, "pos_embed_resample": run_time})
-    for notice in notices:
+    for notice in option_notices + notices:
         warnings.warn(notice, stacklevel=2)
     return model
 
