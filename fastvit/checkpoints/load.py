@@ -16,6 +16,7 @@ from .files import read_checkpoint, unwrap
 from ..layers import resample_options
 from .hf_config import apply_honoured, check_against, hf_config_fields, read_hf_config
 from .huggingface import convert_hf
+from .huggingface import resample_convention as hf_resample_convention
 from .options import check_options
 from .tensors import check_entries
 from .timm import convert_timm
@@ -25,8 +26,8 @@ from .torchvision import convert_torchvision
 LAYOUTS = {
     "big_vision": (r"(?:.*/)?(?:embedding/kernel|Transformer/encoderblock.*)", convert_big_vision),
     "torchvision": (r"conv_proj\.weight|class_token|encoder\.layers\.encoder_layer_\d+\..*", convert_torchvision),
-    "huggingface": (r"(?:(?:vit|deit)\.)?(?:embeddings\.patch_embeddings\..*|encoder\.layer\.\d+\..*|layers\.\d+\.attention\..*)",
-                    convert_hf),
+    "huggingface": (r"(?:(?:vit|deit|dinov2|dinov2_with_registers|vision_model)\.)?(?:embeddings\.patch_embeddings?\..*"
+                    r"|encoder\.layers?\.\d+\..*|layers\.\d+\.attention\..*)", convert_hf),
     "timm": (r"patch_embed\.proj\.weight|blocks\.\d+\..*", convert_timm),
 }
 # layout -> (how its own loader resamples a position embedding at load time, the convention
@@ -150,6 +151,8 @@ def load_checkpoint(
         honoured = _hf_config_changes(model, checkpoint, source)
     state_dict, option_notices = check_options(model, state_dict, f"{source} ({layout} layout)", strict)
     load_time, run_time = RESAMPLE_BY_LAYOUT.get(layout, ("timm", "timm"))
+    if layout == "huggingface":  # DINOv2 with registers resamples as timm does
+        load_time = run_time = hf_resample_convention(raw)
     options = resample_options(load_time)
     options.update({k: v for k, v in (("interpolation", interpolation), ("antialias", antialias)) if v is not None})
     state_dict, notices = fit_state_dict(model, state_dict, strict=strict, source=f"{source} ({layout} layout)", **options)
