@@ -161,7 +161,7 @@ NATIVE = {
 
 @pytest.mark.parametrize("case", list(NATIVE))
 def test_fastvit_to_hf(case):
-    fields = dict(img_size=28, patch_size=7, embed_dim=48, depth=2, num_heads=3, num_classes=0, **NATIVE[case])
+    fields = {**dict(img_size=28, patch_size=7, embed_dim=48, depth=2, num_heads=3, num_classes=0), **NATIVE[case]}
     model = perturbed(fastvit.VisionTransformer(fastvit.ViTConfig(**fields)), seed=5)
     if model.cfg.num_classes:
         with torch.no_grad():

@@ -65,12 +65,15 @@ def test_preset_options(name, fields):
     assert {k: getattr(cfg, k) for k in fields} == fields
 
 
-@pytest.mark.parametrize("name,hidden,tokens", [("vit_so400m_patch14_siglip_384", 4304, 729),
-                                                ("vit_giant_patch14_dinov2", 8192, 1370),
-                                                ("vit_base_patch14_reg4_dinov2", 3072, 1374)])
-def test_preset_widths_and_tokens(name, hidden, tokens):
+@pytest.mark.parametrize("name,hidden,tokens,positions", [("vit_so400m_patch14_siglip_384", 4304, 729, 729),
+                                                          ("vit_giant_patch14_dinov2", 8192, 1370, 1370),
+                                                          ("vit_base_patch14_reg4_dinov2", 3072, 1374, 1369),
+                                                          ("deit3_small_patch16_224", 1536, 197, 196)])
+def test_preset_widths_and_tokens(name, hidden, tokens, positions):
     cfg = fastvit.get_config(name)
-    assert cfg.mlp_hidden_dim == hidden and cfg.num_tokens == tokens
+    assert cfg.mlp_hidden_dim == hidden and cfg.num_patches + cfg.num_prefix_tokens == tokens
+    with torch.device("meta"):
+        assert fastvit.VisionTransformer(cfg).pos_embed.shape[1] == positions
 
 
 def test_pretrained_cfg_of_the_families():

@@ -1,0 +1,93 @@
+"""The issue-14 presets against real timm: each name converts from timm (in memory and through a
+state-dict file) within 1e-5 relative, exports back, and counts timm's parameters."""
+
+import dataclasses
+
+import pytest
+import torch
+
+import fastvit
+from interop_helpers import assert_rel, image, perturb
+
+if "reg_tokens" not in {f.name for f in dataclasses.fields(fastvit.ViTConfig)}:
+    pytest.skip("needs the issue-14 ViTConfig options", allow_module_level=True)
+
+NEW_PRESETS = [f"vit_{s}_patch14{r}_dinov2" for s in ("small", "base", "large", "giant") for r in ("", "_reg4")] + [
+    "vit_base_patch16_clip_224", "vit_base_patch32_clip_224", "vit_large_patch14_clip_224", "vit_huge_patch14_clip_224",
+    "vit_base_patch16_clip_quickgelu_224", "vit_base_patch16_siglip_224", "vit_so400m_patch14_siglip_384",
+    "deit3_small_patch16_224", "deit3_base_patch16_224", "deit3_large_patch16_224"]
+# the architecture fields a conversion must reproduce (init_values: only LayerScale's presence)
+FIELDS = ("patch_size", "embed_dim", "num_heads", "mlp_hidden_dim", "qkv_bias", "class_token", "num_classes", "global_pool",
+          "reg_tokens", "no_embed_class", "qk_norm", "pre_norm", "patch_bias", "final_norm", "use_fc_norm", "act_layer",
+          "mlp_layer", "norm_eps")
+
+
+def small(name):
+    """Two blocks (one for the widest) at four patches a side: the preset's widths, heads and
+    options, quick on a CPU."""
+    cfg = fastvit.get_config(name)
+    return dict(depth=1 if cfg.embed_dim >= 1024 else 2, img_size=4 * cfg.patch_size)
+
+
+@pytest.mark.parametrize("name", NEW_PRESETS)
+def test_preset_converts_from_timm(timm, tmp_path, name):
+    kw = small(name)
+    torch.manual_seed(0)
+    tm = perturb(timm.create_model(name, pretrained=False, **kw)).eval()
+    x = image(kw["img_size"], kw["img_size"])
+    with torch.no_grad():
+        expected, features = tm(x), tm.forward_features(x)
+        fv = fastvit.from_timm(tm)
+        assert_rel(fv.forward_features(x), features, what=f"{name} from_timm features")
+        assert_rel(fv(x), expected, what=f"{name} from_timm")
+        preset = fastvit.get_config(name, **kw)
+        assert {f: getattr(fv.cfg, f) for f in FIELDS} == {f: getattr(preset, f) for f in FIELDS}
+        assert (fv.cfg.init_values is None) == (preset.init_values is None)
+        # through a state-dict file into the preset
+        torch.save(tm.state_dict(), tmp_path / "timm.pth")
+        loaded = fastvit.create_model(name, pretrained=str(tmp_path / "timm.pth"), **kw).eval()
+        assert_rel(loaded(x), expected, what=f"{name} state-dict file")
+        # and back into timm
+        back = timm.create_model(name, pretrained=False, **kw).eval()
+        back.load_state_dict(fastvit.to_timm_state_dict(loaded), strict=True)
+        assert_rel(back(x), expected, what=f"{name} to_timm_state_dict")
+
+
+@pytest.mark.parametrize("name", NEW_PRESETS)
+def test_parameter_count_is_timms_live(timm, name):
+    with torch.device("meta"):
+        theirs = sum(p.numel() for p in timm.create_model(name, pretrained=False).parameters())
+        ours = sum(p.numel() for p in fastvit.create_model(name).parameters())
+    assert fastvit.get_config(name).num_params() == ours == theirs
+
+
+def test_timm_model_kwargs_rebuild_the_preset(timm):
+    from timm.models.vision_transformer import VisionTransformer
+
+    from fastvit.checkpoints.timm import timm_kwargs
+
+    for name in ("vit_giant_patch14_reg4_dinov2", "vit_base_patch16_clip_quickgelu_224", "vit_base_patch16_siglip_224"):
+        cfg = fastvit.get_config(name, **small(name), embed_dim=96, num_heads=4)
+        tm = VisionTransformer(**timm_kwargs(cfg)).eval()
+        fv = perturb(fastvit.VisionTransformer(cfg)).eval()
+        tm.load_state_dict(fastvit.to_timm_state_dict(fv), strict=True)
+        x = image(cfg.img_size[0], cfg.img_size[1])
+        with torch.no_grad():
+            assert_rel(fv(x) if cfg.num_classes else fv.forward_features(x),
+                       tm(x) if cfg.num_classes else tm.forward_features(x), what=name)
+
+
+@pytest.mark.parametrize("source,target,needle", [
+    ("vit_small_patch14_reg4_dinov2", "vit_small_patch14_dinov2", "reg_tokens"),
+    ("vit_base_patch16_siglip_224", "vit_base_patch16_224", "global_pool"),
+    ("vit_base_patch16_clip_224", "vit_base_patch16_224", "pre_norm"),
+    ("vit_giant_patch14_dinov2", "vit_giant_patch14_dinov2", None),
+])
+def test_timm_file_into_another_family_is_refused(timm, tmp_path, source, target, needle):
+    kw = small(source)
+    torch.save(timm.create_model(source, pretrained=False, **kw).state_dict(), tmp_path / "src.pth")
+    if needle is None:  # the same family loads
+        fastvit.load_checkpoint(fastvit.create_model(target, **kw), tmp_path / "src.pth")
+        return
+    with pytest.raises(ValueError, match=needle):
+        fastvit.load_checkpoint(fastvit.create_model(target, **kw, num_classes=0), tmp_path / "src.pth")
