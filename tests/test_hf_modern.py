@@ -208,3 +208,45 @@ def test_export_refuses_what_hf_cannot_hold():
                                                                      num_heads=3, qk_norm=True, init_values=0.1)))
     with pytest.raises(ValueError, match="family must be one of"):
         to_hf_config(fastvit.from_hf(hf_model("clip")), family="vitt")
+
+
+@pytest.mark.parametrize("family", ["clip", "siglip"])
+def test_whole_model_directory_gives_its_vision_tower(tmp_path, family):
+    """A CLIPModel / SiglipModel directory: config.json nests vision_config, the text tower is left out."""
+    vision = dict(TINY, intermediate_size=96)
+    text = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=99)
+    if family == "clip":
+        config = transformers.CLIPConfig(vision_config=dict(vision, projection_dim=24), text_config=text, projection_dim=24)
+        whole = perturbed(transformers.CLIPModel(config))
+        tower = perturbed(transformers.CLIPVisionModelWithProjection(
+            transformers.CLIPVisionConfig(**vision, projection_dim=24)))
+        tower.vision_model.load_state_dict(whole.vision_model.state_dict())
+        tower.visual_projection.load_state_dict(whole.visual_projection.state_dict())
+        preset = "vit_base_patch16_clip_224"
+    else:
+        config = transformers.SiglipConfig(vision_config=vision, text_config=text)
+        whole = perturbed(transformers.SiglipModel(config))
+        tower = perturbed(transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**vision)))
+        tower.load_state_dict(whole.vision_model.state_dict(), strict=True)
+        preset = "vit_base_patch16_siglip_224"
+    whole.save_pretrained(tmp_path)
+    model = fastvit.create_model(preset, pretrained=str(tmp_path)).eval()
+    assert_same_outputs(model, tower, image(), family)
+
+
+def test_transformers_4_dinov2_names(tmp_path):
+    """transformers 4.x DINOv2 files (attention.attention.query, attention.output.dense, SwiGLU weights_in /
+    weights_out): the same model as 5.x names."""
+    hf = hf_model("dinov2_swiglu", seed=7)
+    legacy = {}
+    for k, v in hf.state_dict().items():
+        k = k.replace("attention.q_proj", "attention.attention.query").replace("attention.k_proj", "attention.attention.key")
+        k = k.replace("attention.v_proj", "attention.attention.value").replace("attention.o_proj", "attention.output.dense")
+        if "mlp.gate_proj" in k:
+            continue
+        if "mlp.up_proj" in k:
+            gate = hf.state_dict()[k.replace("up_proj", "gate_proj")]
+            k, v = k.replace("up_proj", "weights_in"), torch.cat([gate, v], dim=0)
+        legacy[k.replace("mlp.down_proj", "mlp.weights_out")] = v
+    target = fastvit.VisionTransformer(fastvit.from_hf(hf).cfg).eval()
+    assert_same_outputs(load_checkpoint(target, legacy), hf, image(), "4.x names")
