@@ -91,3 +91,17 @@ def test_timm_file_into_another_family_is_refused(timm, tmp_path, source, target
         return
     with pytest.raises(ValueError, match=needle):
         fastvit.load_checkpoint(fastvit.create_model(target, **kw, num_classes=0), tmp_path / "src.pth")
+
+
+def test_so400m_native_size_drops_the_remainder_as_timm(timm):
+    """384 px at patch 14: timm's patch convolution floors the grid to 27 x 27 (the last 6 pixels
+    of each side unused); the preset at its native size must compute the same."""
+    tm = perturb(timm.create_model("vit_so400m_patch14_siglip_384", pretrained=False, depth=1, embed_dim=96,
+                                   num_heads=4)).eval()
+    fv = fastvit.from_timm(tm)
+    assert fv.cfg.img_size == (384, 384) and fv.cfg.grid_size == (27, 27)
+    x = image(384, 384, batch=1)
+    with torch.no_grad():
+        assert_rel(fv.forward_features(x), tm.forward_features(x), what="so400m at 384")
+        assert_rel(fv.forward_head(fv.forward_features(x), pre_logits=True),
+                   tm.forward_head(tm.forward_features(x), pre_logits=True), what="so400m pooled")
