@@ -126,27 +126,16 @@ def check_exportable(cfg) -> list[str]:
         h = cfg.mlp_hidden_dim // 2
         if not _swiglu_ratio(cfg.embed_dim, h):
             problems.append(f"no Dinov2Config mlp_ratio gives a SwiGLU width of {h}")
-    elif option(cfg, "act_layer") not in ("gelu", "gelu_tanh", "quick_gelu", "silu"):
-        problems.append(f"act_layer={option(cfg, 'act_layer')!r}")
+    elif cfg.mlp_hidden_dim % cfg.embed_dim:
+        problems.append(f"Dinov2Config's mlp_ratio is an int; MLP width {cfg.mlp_hidden_dim} is not a multiple of {cfg.embed_dim}")
     if cfg.num_classes or cfg.representation_size or cfg.hybrid_layers is not None:
         problems.append("Dinov2Model has no classifier head, pre-logits layer or hybrid stem")
     return problems
 
 
-def _swiglu_ratio(dim: int, hidden: int) -> int | float | None:
-    """A Dinov2Config mlp_ratio giving SwiGLU width ``hidden``: an int where one does
-    (transformers 5.x types it as int), else the float of the nearest MLP width."""
-    for ratio in range(1, 17):
-        if _swiglu_hidden(dim, ratio) == hidden:
-            return ratio
-    for width in range(int(hidden * 3 / 2) - 12, int(hidden * 3 / 2) + 13):
-        if width > 0 and _swiglu_hidden(dim, width / dim) == hidden:
-            return width / dim
-    return None
-
-
-def _ratio(dim: int, width: int) -> int | float:
-    return width // dim if width % dim == 0 else width / dim
+def _swiglu_ratio(dim: int, hidden: int) -> int | None:
+    """The Dinov2Config mlp_ratio (an int in transformers 5.x) giving SwiGLU width ``hidden``."""
+    return next((r for r in range(1, 33) if _swiglu_hidden(dim, r) == hidden), None)
 
 
 def to_config(model) -> dict:
@@ -157,7 +146,7 @@ def to_config(model) -> dict:
     swiglu = option(cfg, "mlp_layer") == "swiglu"
     reg = option(cfg, "reg_tokens")
     kw = dict(hidden_size=cfg.embed_dim, num_hidden_layers=cfg.depth, num_attention_heads=cfg.num_heads,
-              mlp_ratio=_swiglu_ratio(cfg.embed_dim, cfg.mlp_hidden_dim // 2) if swiglu else _ratio(cfg.embed_dim, cfg.mlp_hidden_dim),
+              mlp_ratio=_swiglu_ratio(cfg.embed_dim, cfg.mlp_hidden_dim // 2) if swiglu else cfg.mlp_hidden_dim // cfg.embed_dim,
               hidden_act="silu" if swiglu else HF_ACT_NAMES[option(cfg, "act_layer")], layer_norm_eps=cfg.norm_eps,
               image_size=cfg.img_size[0] if cfg.img_size[0] == cfg.img_size[1] else list(cfg.img_size),
               patch_size=cfg.patch_size, num_channels=cfg.in_chans, qkv_bias=cfg.qkv_bias, use_swiglu_ffn=swiglu,

@@ -17,6 +17,8 @@ from ..layers import resample_options
 from .hf_config import apply_honoured, check_against, hf_config_fields, read_hf_config
 from .huggingface import convert_hf
 from .huggingface import resample_convention as hf_resample_convention
+from .open_clip import SIGNATURE as OPEN_CLIP_SIGNATURE
+from .open_clip import convert_open_clip
 from .options import check_options
 from .tensors import check_entries
 from .timm import convert_timm
@@ -28,17 +30,19 @@ LAYOUTS = {
     "torchvision": (r"conv_proj\.weight|class_token|encoder\.layers\.encoder_layer_\d+\..*", convert_torchvision),
     "huggingface": (r"(?:(?:vit|deit|dinov2|dinov2_with_registers|vision_model)\.)?(?:embeddings\.patch_embeddings?\..*"
                     r"|encoder\.layers?\.\d+\..*|layers\.\d+\.attention\..*)", convert_hf),
+    "open_clip": (OPEN_CLIP_SIGNATURE, convert_open_clip),
     "timm": (r"patch_embed\.proj\.weight|blocks\.\d+\..*", convert_timm),
 }
 # layout -> (how its own loader resamples a position embedding at load time, the convention
 # the loaded model then resamples with at run time: dynamic_img_size, set_input_size).
 # big_vision: timm's .npz loader resamples bilinearly, the timm model it fills then as timm.
-RESAMPLE_BY_LAYOUT = {"timm": ("timm", "timm"), "big_vision": ("big_vision", "timm"),
+RESAMPLE_BY_LAYOUT = {"timm": ("timm", "timm"), "open_clip": ("timm", "timm"), "big_vision": ("big_vision", "timm"),
                       "huggingface": ("hf", "hf"), "torchvision": ("torchvision", "torchvision")}
 _EXAMPLES = {
     "big_vision": "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel",
     "torchvision": "encoder.layers.encoder_layer_0.self_attention.in_proj_weight",
     "huggingface": "vit.layers.0.attention.q_proj.weight (5.x) or vit.encoder.layer.0.attention.attention.query.weight (4.x)",
+    "open_clip": "visual.transformer.resblocks.0.attn.in_proj_weight",
     "timm": "blocks.0.attn.qkv.weight",
 }
 

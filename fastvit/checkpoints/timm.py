@@ -10,6 +10,8 @@ prefix tokens gets zeros there, both the same computation.
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 
@@ -22,8 +24,26 @@ _POOLS = ("token", "avg", "max", "avgmax", "map", "")
 
 def convert_timm(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """timm names are fastvit names: nothing to rename, nothing left unmatched (keys the
-    model lacks are reported when the result is fitted to it)."""
-    return dict(state_dict), {}
+    model lacks are reported when the result is fitted to it).
+
+    The original DINOv2 release (facebookresearch/dinov2) uses them too, but for its mask
+    token (dropped), ``register_tokens`` (``reg_token``; the class token's position, which
+    its registers lack, is folded into the class token, as timm's reg4 models have it) and
+    the SwiGLU ``mlp.w12`` / ``mlp.w3`` (``fc1`` / ``fc2``).
+    """
+    out = {}
+    for key, value in state_dict.items():
+        m = re.fullmatch(r"(blocks\.\d+\.mlp)\.(w12|w3)\.(weight|bias)", key)
+        out[f"{m[1]}.{'fc1' if m[2] == 'w12' else 'fc2'}.{m[3]}" if m else key] = value
+    if "register_tokens" in out and "reg_token" not in out:
+        out.pop("mask_token", None)
+        out["reg_token"] = out.pop("register_tokens")
+        pos, cls = out.get("pos_embed"), out.get("cls_token")
+        if isinstance(pos, torch.Tensor) and isinstance(cls, torch.Tensor) and pos.ndim == cls.ndim == 3 and pos.shape[1] > 1:
+            out["cls_token"], out["pos_embed"] = cls + pos[:, :1], pos[:, 1:]
+    elif "mask_token" in out and any(k.endswith(".ls1.gamma") for k in out):
+        out.pop("mask_token")
+    return out, {}
 
 
 def to_timm_state_dict(model) -> dict[str, torch.Tensor]:
