@@ -105,3 +105,58 @@ def test_so400m_native_size_drops_the_remainder_as_timm(timm):
         assert_rel(fv.forward_features(x), tm.forward_features(x), what="so400m at 384")
         assert_rel(fv.forward_head(fv.forward_features(x), pre_logits=True),
                    tm.forward_head(tm.forward_features(x), pre_logits=True), what="so400m pooled")
+
+
+def _open_clip_layout(sd, depth):
+    """OpenAI / OpenCLIP ``visual.*`` names for a timm CLIP tower (written here, read by timm's filter)."""
+    out = {"visual.conv1.weight": sd["patch_embed.proj.weight"], "visual.class_embedding": sd["cls_token"].reshape(-1),
+           "visual.positional_embedding": sd["pos_embed"][0], "visual.proj": sd["head.weight"].t().contiguous(),
+           "logit_scale": torch.ones(())}
+    for kind in ("weight", "bias"):
+        out[f"visual.ln_pre.{kind}"], out[f"visual.ln_post.{kind}"] = sd[f"norm_pre.{kind}"], sd[f"norm.{kind}"]
+        for i in range(depth):
+            b, o = f"blocks.{i}.", f"visual.transformer.resblocks.{i}."
+            out[f"{o}ln_1.{kind}"], out[f"{o}ln_2.{kind}"] = sd[f"{b}norm1.{kind}"], sd[f"{b}norm2.{kind}"]
+            out[f"{o}attn.in_proj_{kind}"], out[f"{o}attn.out_proj.{kind}"] = sd[f"{b}attn.qkv.{kind}"], sd[f"{b}attn.proj.{kind}"]
+            out[f"{o}mlp.c_fc.{kind}"], out[f"{o}mlp.c_proj.{kind}"] = sd[f"{b}mlp.fc1.{kind}"], sd[f"{b}mlp.fc2.{kind}"]
+    return out
+
+
+def test_open_clip_layout_as_timms_filter(timm, tmp_path):
+    """An OpenAI-layout CLIP file: fastvit's reading equals timm's own checkpoint_filter_fn."""
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    name, kw = "vit_base_patch16_clip_quickgelu_224", dict(depth=2, img_size=64)
+    source = perturb(timm.create_model(name, pretrained=False, **kw))
+    with torch.no_grad():
+        source.head.bias.zero_()
+    layout = _open_clip_layout(source.state_dict(), 2)
+    reference = timm.create_model(name, pretrained=False, **kw).eval()
+    reference.load_state_dict(checkpoint_filter_fn(dict(layout), reference))
+    torch.save(layout, tmp_path / "open_clip_model.pt")
+    model = fastvit.create_model(name, pretrained=str(tmp_path / "open_clip_model.pt"), **kw).eval()
+    x = image(64, 64)
+    with torch.no_grad():
+        assert_rel(model(x), reference(x), what="open_clip")
+
+
+def test_original_dinov2_release_as_timms_filter(timm, tmp_path):
+    """The facebookresearch/dinov2 names (register_tokens, mask_token, mlp.w12/w3) as timm reads them."""
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    name = "vit_giant_patch14_reg4_dinov2"
+    kw = dict(depth=1, img_size=56, embed_dim=96, num_heads=4)
+    source = perturb(timm.create_model(name, pretrained=False, **kw)).eval()
+    sd = source.state_dict()
+    cls_pos = torch.randn(1, 1, 96)
+    release = {("register_tokens" if k == "reg_token" else k.replace("mlp.fc1", "mlp.w12").replace("mlp.fc2", "mlp.w3")): v
+               for k, v in sd.items()}
+    release.update(pos_embed=torch.cat([cls_pos, sd["pos_embed"]], dim=1), cls_token=sd["cls_token"] - cls_pos,
+                   mask_token=torch.zeros(1, 96))
+    reference = timm.create_model(name, pretrained=False, **kw).eval()
+    reference.load_state_dict(checkpoint_filter_fn(dict(release), reference))
+    model = fastvit.load_checkpoint(fastvit.create_model(name, **kw).eval(), release)
+    x = image(56, 56)
+    with torch.no_grad():
+        assert_rel(model.forward_features(x), reference.forward_features(x), what="dinov2 release")
+        assert_rel(model.forward_features(x), source.forward_features(x), what="dinov2 release vs source")
