@@ -66,7 +66,8 @@ def image(size=28, seed=1):
 
 def hf_outputs(hf, x):
     """(tokens after the final norm, pooled output or None) of a transformers model."""
-    out = hf(pixel_values=x)
+    resize = {} if type(hf).__name__.startswith("Dinov2") else {"interpolate_pos_encoding": True}
+    out = hf(pixel_values=x, **resize)
     tokens = out.last_hidden_state
     if type(hf).__name__.startswith("CLIP"):
         post = getattr(hf, "post_layernorm", None) or hf.vision_model.post_layernorm
@@ -250,3 +251,16 @@ def test_transformers_4_dinov2_names(tmp_path):
         legacy[k.replace("mlp.down_proj", "mlp.weights_out")] = v
     target = fastvit.VisionTransformer(fastvit.from_hf(hf).cfg).eval()
     assert_same_outputs(load_checkpoint(target, legacy), hf, image(), "4.x names")
+
+
+@pytest.mark.parametrize("case", ["dinov2", "dinov2_registers", "clip", "siglip"])
+@pytest.mark.parametrize("size", [14, 42])  # down (antialias matters) and up from 28 px
+def test_other_image_size_resamples_as_hf(tmp_path, case, size):
+    """A save_pretrained directory at another image size: the position embedding is resampled as the
+    HF class itself interpolates it (bicubic; with antialias for Dinov2WithRegistersModel)."""
+    hf = hf_model(case, seed=8)
+    hf.save_pretrained(tmp_path)
+    model = fastvit.create_model(CASES[case][3], pretrained=str(tmp_path), img_size=size).eval()
+    patches = (size // 7) ** 2
+    assert model.pos_embed.shape[1] == patches + (0 if case in ("siglip", "dinov2_registers") else 1)
+    assert_same_outputs(model, hf, image(size, seed=9), f"{case} at {size} px")

@@ -87,8 +87,9 @@ def hf_config_fields(c: dict, what: str = "Hugging Face config") -> dict:
 
 
 # what a config file says that a load does not need to match: the head is fitted (or
-# re-initialised) separately, dropout is training-only, resampling is set by the load
-_NOT_COMPARED = ("num_classes", "pos_embed_resample", "drop_rate", "attn_drop_rate", "drop_path_rate")
+# re-initialised) separately, dropout is training-only, the position embedding is resampled
+# to the model's image size, and the load sets the resampling convention
+_NOT_COMPARED = ("num_classes", "img_size", "pos_embed_resample", "drop_rate", "attn_drop_rate", "drop_path_rate")
 
 
 def check_against(cfg, fields: dict, source: str) -> dict:
