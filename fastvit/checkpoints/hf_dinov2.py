@@ -112,10 +112,10 @@ def _square(patch, what):
 # -- export -------------------------------------------------------------------------------
 
 
-def check_exportable(cfg) -> list[str]:
+def check_exportable(model) -> list[str]:
     from .options import final_norm_place, option, patch_bias
 
-    problems = []
+    cfg, problems = model.cfg, []
     if not cfg.class_token or cfg.global_pool != "token" or cfg.distilled:
         problems.append("DINOv2 pools its class token (no distillation token)")
     if final_norm_place(cfg) != "norm" or option(cfg, "pre_norm") or not patch_bias(cfg) or option(cfg, "qk_norm"):

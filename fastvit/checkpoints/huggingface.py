@@ -134,7 +134,7 @@ FAMILIES = ("vit", "dinov2", "clip", "siglip")
 def model_family(model, family: str | None = None) -> str:
     """The transformers family a fastvit model exports to: ``family`` if given (checked),
     else the one its options imply (pre_norm: CLIP; attention pool / no class token:
-    SigLIP; LayerScale or registers: DINOv2; else ViT / DeiT)."""
+    SigLIP; LayerScale, registers or SwiGLU: DINOv2; else ViT / DeiT)."""
     from .options import has_layer_scale, option
 
     if family is not None and family not in FAMILIES:
@@ -143,7 +143,7 @@ def model_family(model, family: str | None = None) -> str:
     if family is None:
         if option(cfg, "pre_norm"):
             family = "clip"
-        elif cfg.global_pool == "map" or (not cfg.class_token and not option(cfg, "reg_tokens")):
+        elif cfg.global_pool == "map" or (not cfg.class_token and cfg.global_pool == "" and not option(cfg, "reg_tokens")):
             family = "siglip"
         elif has_layer_scale(cfg) or option(cfg, "reg_tokens") or option(cfg, "mlp_layer") == "swiglu":
             family = "dinov2"
@@ -153,7 +153,7 @@ def model_family(model, family: str | None = None) -> str:
         _check_exportable(cfg)
         return family
     mod = _family_module(family)
-    problems = mod.check_exportable(cfg if family == "dinov2" else model)
+    problems = mod.check_exportable(model)
     if problems:
         raise ValueError(f"this model has no Hugging Face {family} equivalent: " + "; ".join(problems))
     return family
