@@ -46,6 +46,11 @@ def perturbed(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return module
 
 
+# the issue-14 options (registers, LayerScale, ...) in ViTConfig: tests that build such models need them
+HAS_OPTIONS = "reg_tokens" in {f.name for f in __import__("dataclasses").fields(fastvit.ViTConfig)}
+needs_options = pytest.mark.skipif(not HAS_OPTIONS, reason="needs the issue-14 ViTConfig options")
+
+
 def fastvit_model(**overrides) -> fastvit.VisionTransformer:
     return fastvit.VisionTransformer(fastvit.ViTConfig(**{**SMALL, **overrides})).eval()
 
@@ -340,19 +345,23 @@ TIMM_VARIANTS = {
     "token": {},
     "avg_fc_norm": dict(global_pool="avg"),
     "avg_no_class_token": dict(global_pool="avg", class_token=False),
-    "layer_scale_no_embed_class": dict(init_values=0.1, no_embed_class=True),
+    "layer_scale_no_embed_class": pytest.param(dict(init_values=0.1, no_embed_class=True), marks=needs_options),
+    "registers": pytest.param(dict(reg_tokens=2, no_embed_class=True, init_values=0.1), marks=needs_options),
+    "qk_norm_map": pytest.param(dict(qk_norm=True, class_token=False, global_pool="map"), marks=needs_options),
+    "clip_pre_norm_quick_gelu": pytest.param(dict(pre_norm=True, act_layer="quick_gelu"), marks=needs_options),
+    "no_final_norm": pytest.param(dict(final_norm=False), marks=needs_options),
     "no_qkv_bias": dict(qkv_bias=False),
     "distilled": dict(distilled=True),
 }
 
 
-@pytest.mark.parametrize("variant", list(TIMM_VARIANTS))
-def test_from_timm(tmp_path, image, variant):
+@pytest.mark.parametrize("kwargs", [v if isinstance(v, dict) else v for v in TIMM_VARIANTS.values()], ids=list(TIMM_VARIANTS))
+def test_from_timm(tmp_path, image, kwargs):
     require("timm")
     from timm.models.deit import VisionTransformerDistilled
     from timm.models.vision_transformer import VisionTransformer as TimmViT
 
-    kwargs = dict(TIMM_VARIANTS[variant])
+    kwargs = dict(kwargs)
     cls = VisionTransformerDistilled if kwargs.pop("distilled", False) else TimmViT
     torch.manual_seed(0)
     tm = perturbed(cls(**SMALL, **kwargs)).eval()
@@ -364,20 +373,19 @@ def test_from_timm(tmp_path, image, variant):
         torch.save(tm.state_dict(), tmp_path / "timm.pth")
         loaded = load_checkpoint(fastvit.VisionTransformer(model.cfg).eval(), tmp_path / "timm.pth")
         assert_logits_close(loaded(image), expected)
-        if "init_values" not in kwargs and "no_embed_class" not in kwargs:
-            back = cls(**SMALL, **kwargs).eval()
-            back.load_state_dict(fastvit.to_timm_state_dict(model), strict=True)
-            assert_logits_close(back(image), expected)
+        back = cls(**SMALL, **kwargs).eval()
+        back.load_state_dict(fastvit.to_timm_state_dict(model), strict=True)
+        assert_logits_close(back(image), expected)
 
 
 def test_from_timm_rejects_unsupported():
     require("timm")
-    from timm.models.vision_transformer import VisionTransformer as TimmViT
+    from timm.models.vision_transformer import ParallelScalingBlock, VisionTransformer as TimmViT
 
-    with pytest.raises(ValueError, match="register tokens"):
-        fastvit.from_timm(TimmViT(**SMALL, reg_tokens=4))
-    with pytest.raises(ValueError, match="q_norm"):
-        fastvit.from_timm(TimmViT(**SMALL, qk_norm=True))
+    with pytest.raises(ValueError, match="projections without bias"):
+        fastvit.from_timm(TimmViT(**SMALL, proj_bias=False))
+    with pytest.raises(ValueError, match="ParallelScalingBlock"):
+        fastvit.from_timm(TimmViT(**SMALL, block_fn=ParallelScalingBlock))
 
 
 # -- the classifier head -------------------------------------------------------------------------

@@ -32,7 +32,8 @@ def test_closed_form_count_with_options(overrides):
 
 
 def test_preset_sizes():
-    expected = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16), "huge": (1280, 32, 16)}
+    expected = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16), "huge": (1280, 32, 16),
+                "giant": (1536, 40, 24), "so400m": (1152, 27, 16)}
     for name in fastvit.list_models("vit_*"):
         size = name.split("_")[1]
         cfg = fastvit.get_config(name)

@@ -1,8 +1,11 @@
 """Checkpoints of other ViT implementations, in and out of fastvit (whose names are timm's).
 
 Layouts, one module each: :mod:`.timm`, :mod:`.torchvision`, :mod:`.huggingface`
-(transformers 4.x and 5.x), :mod:`.big_vision` (Google's .npz). :mod:`.files`
-reads files, :mod:`.common` fits converted weights to a model, :mod:`.load`
+(transformers 4.x and 5.x ViT / DeiT; it dispatches DINOv2, CLIP and SigLIP to
+:mod:`.hf_dinov2`, :mod:`.hf_clip`, :mod:`.hf_siglip`), :mod:`.open_clip`,
+:mod:`.big_vision` (Google's .npz). :mod:`.files` reads files, :mod:`.options`
+checks what a checkpoint's keys reveal (registers, LayerScale, qk-norm, ...)
+against the model, :mod:`.common` fits converted weights to a model, :mod:`.load`
 ties them together in :func:`load_checkpoint`.
 
 >>> model = fastvit.create_model("vit_base_patch16_384", pretrained="vit_b16_224.safetensors")

@@ -102,7 +102,9 @@ def _fit_pos_embed(pos: torch.Tensor, model, interpolation: str, antialias: bool
     if pos.ndim != 3 or pos.shape[0] != 1 or pos.shape[2] != want[2]:
         return pos  # not a matter of grid size: reported with the other shape mismatches
     found = f"{source}: pos_embed: the model expects {tuple(want)}, the checkpoint has {tuple(pos.shape)}"
-    prefix, n = model.num_prefix_tokens, pos.shape[1]
+    # no_embed_class: the positions cover only the patches; the prefix tokens get none
+    prefix = 0 if getattr(model.cfg, "no_embed_class", False) else model.num_prefix_tokens
+    n = pos.shape[1]
     side = math.isqrt(max(n - prefix, 0))
     if n == 0:
         raise ValueError(f"{found}; a position embedding needs at least one token")
@@ -208,6 +210,16 @@ def fit_state_dict(
     return sd, notices
 
 
+def mlp_ratio_for(dim: int, width: int) -> float:
+    """An mlp_ratio whose ``int(dim * ratio)`` is exactly ``width`` (``width / dim`` may round below)."""
+    ratio = width / dim
+    for _ in range(4):
+        if int(dim * ratio) == width:
+            break
+        ratio = math.nextafter(ratio, math.inf)
+    return ratio
+
+
 def config_mismatch(what: str, reason: str) -> ValueError:
     return ValueError(f"cannot convert {what}: {reason}; fastvit's VisionTransformer has no equivalent")
 
@@ -221,7 +233,11 @@ def build_like(cfg: ViTConfig, state_dict: dict[str, torch.Tensor], source: nn.M
     with torch.device("meta"):
         model = VisionTransformer(cfg)
     model = model.to_empty(device=device).to(dtype)
-    sd, notices = fit_state_dict(model, state_dict, strict=True, source=what)
+    from .options import check_options
+
+    sd, notices = check_options(model, state_dict, what)
+    sd, more = fit_state_dict(model, sd, strict=True, source=what)
+    notices += more
     if notices:  # the config was read from the same model: every weight must fit
         raise RuntimeError(f"internal error converting {what}: {notices}")
     with torch.no_grad():

@@ -13,9 +13,23 @@ import json
 from pathlib import Path
 
 from .common import config_mismatch
+from .options import OPTION_DEFAULTS
 
+MODERN_MODEL_TYPES = ("dinov2", "dinov2_with_registers", "clip_vision_model", "clip", "siglip_vision_model", "siglip")
+HF_MODEL_TYPES = ("vit", "deit", *MODERN_MODEL_TYPES)
 # fields a load may change on an existing model: they alter no parameter shape
 HONOURED = ("norm_eps",)
+# transformers' hidden_act names -> fastvit's act_layer ("gelu_new" is the same tanh formula)
+HF_ACTIVATIONS = {"gelu": "gelu", "quick_gelu": "quick_gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh",
+                  "silu": "silu", "swish": "silu"}
+HF_ACT_NAMES = {"gelu": "gelu", "quick_gelu": "quick_gelu", "gelu_tanh": "gelu_pytorch_tanh", "silu": "silu"}
+
+
+def hf_activation(name, what: str) -> str:
+    """fastvit's act_layer for a transformers ``hidden_act``; ``ValueError`` for one fastvit lacks."""
+    if name not in HF_ACTIVATIONS:
+        raise config_mismatch(what, f"hidden_act={name!r} (fastvit's MLP takes {sorted(HF_ACTIVATIONS)})")
+    return HF_ACTIVATIONS[name]
 
 
 def find_hf_config(path) -> Path | None:
@@ -40,7 +54,13 @@ def read_hf_config(path) -> dict | None:
 
 def hf_config_fields(c: dict, what: str = "Hugging Face config") -> dict:
     """ViTConfig fields a transformers ViT/DeiT config (as a dict) fixes; ``ValueError``
-    naming the first value fastvit has no equivalent for."""
+    naming the first value fastvit has no equivalent for. DINOv2, CLIP and SigLIP configs
+    (``model_type`` in :data:`MODERN_MODEL_TYPES`) give their options too (registers,
+    LayerScale, SwiGLU, pre-norm, attention pool, activation)."""
+    if c.get("model_type") in MODERN_MODEL_TYPES:
+        from .hf_modern import modern_config_fields
+
+        return modern_config_fields(c, what)
     act = c.get("hidden_act", "gelu")
     if act != "gelu":
         raise config_mismatch(what, f"hidden_act={act!r} (fastvit's MLP uses exact GELU, 'gelu')")
@@ -66,13 +86,27 @@ def hf_config_fields(c: dict, what: str = "Hugging Face config") -> dict:
     return fields
 
 
+# what a config file says that a load does not need to match: the head is fitted (or
+# re-initialised) separately, dropout is training-only, the position embedding is resampled
+# to the model's image size, and the load sets the resampling convention
+_NOT_COMPARED = ("num_classes", "img_size", "pos_embed_resample", "drop_rate", "attn_drop_rate", "drop_path_rate")
+
+
 def check_against(cfg, fields: dict, source: str) -> dict:
     """Compare a config file's fields with model config ``cfg``: ``ValueError`` naming a
     structural difference; returns the honoured fields (eps) that differ, to apply."""
+    from ..config import to_2tuple
+
     changes = {}
     for name, value in fields.items():
-        have = getattr(cfg, name)
-        if name == "mlp_ratio":
+        if name in _NOT_COMPARED:
+            continue
+        have = getattr(cfg, name, OPTION_DEFAULTS.get(name))
+        if name == "img_size":
+            same = to_2tuple(value) == have
+        elif name == "init_values":  # only LayerScale's presence matters: the loaded gammas compute
+            same = (value is None) == (have is None)
+        elif name == "mlp_ratio":
             same = round(cfg.embed_dim * value) == cfg.mlp_hidden_dim
         elif isinstance(value, float):
             same = abs(have - value) <= 1e-12 * max(1.0, abs(value))

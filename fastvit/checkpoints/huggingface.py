@@ -42,11 +42,42 @@ def _strip_model_prefix(state_dict: dict) -> dict:
     return {k.split(".", 1)[1] if k.startswith(("vit.", "deit.")) else k: v for k, v in state_dict.items()}
 
 
+def hf_family(keys) -> str:
+    """Which transformers model family a state dict's keys come from: vit, dinov2, clip or siglip."""
+    from . import hf_clip, hf_dinov2, hf_siglip
+
+    keys = list(keys)
+    if hf_clip.is_clip(keys):
+        return "clip"
+    if hf_siglip.is_siglip(keys):
+        return "siglip"
+    if hf_dinov2.is_dinov2(keys):
+        return "dinov2"
+    return "vit"
+
+
+def _family_module(family: str):
+    from . import hf_clip, hf_dinov2, hf_siglip
+
+    return {"dinov2": hf_dinov2, "clip": hf_clip, "siglip": hf_siglip}[family]
+
+
+def resample_convention(keys) -> str:
+    """How the checkpoint's own transformers class resamples its position embedding."""
+    keys = list(keys)
+    return _family_module("dinov2").resample_convention(keys) if hf_family(keys) == "dinov2" else "hf"
+
+
 def convert_hf(state_dict: dict, pooler: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Hugging Face names -> fastvit names; returns (converted, entries no rule knows).
 
-    ``pooler``: map ``pooler.dense`` to ``pre_logits.fc`` (else the pooler is skipped).
+    ViT / DeiT, DINOv2 (with registers), CLIP and SigLIP vision towers, recognised
+    from the keys. ``pooler``: map ViT's ``pooler.dense`` to ``pre_logits.fc`` (else
+    the pooler is skipped).
     """
+    family = hf_family(state_dict)
+    if family != "vit":
+        return _family_module(family).convert(state_dict)
     state_dict = _strip_model_prefix(state_dict)
     if not pooler:
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith("pooler.")}
@@ -92,15 +123,65 @@ def _check_exportable(cfg: ViTConfig):
         problems.append("a pre-logits layer maps to ViTModel's pooler, which only a headless, undistilled model has")
     if getattr(cfg, "hybrid_layers", None):
         problems.append("its patch embedding is a ResNet (hybrid), which ViTModel has no place for")
+    problems += _check_plain_vit(cfg)
     if problems:
         raise ValueError("this model has no Hugging Face ViT/DeiT equivalent: " + "; ".join(problems))
 
 
-def to_hf_config(model) -> dict:
-    """Keyword arguments for ``transformers.ViTConfig`` (or ``DeiTConfig``) describing ``model``;
-    ``"architectures"`` names the transformers class that :func:`to_hf_state_dict`'s keys fit."""
+FAMILIES = ("vit", "dinov2", "clip", "siglip")
+
+
+def model_family(model, family: str | None = None) -> str:
+    """The transformers family a fastvit model exports to: ``family`` if given (checked),
+    else the one its options imply (pre_norm: CLIP; attention pool / no class token:
+    SigLIP; LayerScale, registers or SwiGLU: DINOv2; else ViT / DeiT)."""
+    from .options import has_layer_scale, option
+
+    if family is not None and family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES} (or None to infer it), got {family!r}")
     cfg = model.cfg
-    _check_exportable(cfg)
+    if family is None:
+        if option(cfg, "pre_norm"):
+            family = "clip"
+        elif cfg.global_pool == "map" or (not cfg.class_token and cfg.global_pool == "" and not option(cfg, "reg_tokens")):
+            family = "siglip"
+        elif has_layer_scale(cfg) or option(cfg, "reg_tokens") or option(cfg, "mlp_layer") == "swiglu":
+            family = "dinov2"
+        else:
+            family = "vit"
+    if family == "vit":
+        _check_exportable(cfg)
+        return family
+    mod = _family_module(family)
+    problems = mod.check_exportable(model)
+    if problems:
+        raise ValueError(f"this model has no Hugging Face {family} equivalent: " + "; ".join(problems))
+    return family
+
+
+def _check_plain_vit(cfg) -> list[str]:
+    from .options import final_norm_place, has_layer_scale, option, patch_bias
+
+    problems = []
+    if option(cfg, "reg_tokens") or has_layer_scale(cfg) or option(cfg, "qk_norm") or option(cfg, "pre_norm"):
+        problems.append("it has registers, LayerScale, qk-norm or a pre-norm")
+    if option(cfg, "mlp_layer") != "mlp" or option(cfg, "act_layer") != "gelu" or not patch_bias(cfg):
+        problems.append("its MLP is not a GELU MLP or its patch embedding has no bias")
+    if final_norm_place(cfg) is None or option(cfg, "no_embed_class"):
+        problems.append("it has no final norm or no class-token position")
+    return problems
+
+
+def to_hf_config(model, family: str | None = None) -> dict:
+    """Keyword arguments for the transformers config describing ``model`` (``ViTConfig``,
+    ``DeiTConfig``, ``Dinov2Config``, ``Dinov2WithRegistersConfig``, ``CLIPVisionConfig``,
+    ``SiglipVisionConfig``; ``"model_type"`` says which where it is not ViT);
+    ``"architectures"`` names the class that :func:`to_hf_state_dict`'s keys fit.
+    ``family`` (vit, dinov2, clip, siglip) defaults to what the model's options imply."""
+    family = model_family(model, family)
+    if family != "vit":
+        return _family_module(family).to_config(model)
+    cfg = model.cfg
     family = "DeiT" if cfg.distilled else "ViT"
     if cfg.num_classes:
         arch = "DeiTForImageClassificationWithTeacher" if cfg.distilled else "ViTForImageClassification"
@@ -121,7 +202,7 @@ def to_hf_config(model) -> dict:
     return kw
 
 
-def to_hf_state_dict(model, legacy: bool = False) -> dict[str, torch.Tensor]:
+def to_hf_state_dict(model, legacy: bool = False, family: str | None = None) -> dict[str, torch.Tensor]:
     """fastvit weights under Hugging Face names, for the class ``to_hf_config(model)`` names.
 
     With a head: ``ViTForImageClassification`` (``vit.`` prefix, ``classifier``) or,
@@ -129,9 +210,14 @@ def to_hf_state_dict(model, legacy: bool = False) -> dict[str, torch.Tensor]:
     one: ``ViTModel`` / ``DeiTModel`` names, ``pre_logits`` becoming the pooler.
     ``legacy=True`` gives transformers 4.x block names instead of 5.x ones.
     Tensors are copies (safe to save with safetensors, independent of the model).
+    DINOv2, CLIP and SigLIP models (``family``, as :func:`to_hf_config`) get their
+    own classes' names (transformers 5.x).
     """
+    family = model_family(model, family)
+    if family != "vit":
+        out = _family_module(family).to_state_dict(model)
+        return {k: v.clone().contiguous() for k, v in out.items()}
     cfg = model.cfg
-    _check_exportable(cfg)
     sd = {k: v.detach() for k, v in model.state_dict().items()}
     base = ("deit." if cfg.distilled else "vit.") if cfg.num_classes else ""
     out = {
@@ -174,9 +260,21 @@ _HEADS = {  # transformers class -> (distilled, head attribute or None)
 }
 
 
+_MODERN = {"Dinov2Model": "dinov2", "Dinov2WithRegistersModel": "dinov2", "CLIPVisionModel": "clip",
+           "CLIPVisionModelWithProjection": "clip", "SiglipVisionModel": "siglip"}
+
+
 def from_hf(model: nn.Module, **impl):
     """An equivalent fastvit VisionTransformer of a transformers ``ViTModel``,
-    ``ViTForImageClassification``, ``DeiTModel`` or ``DeiTForImageClassificationWithTeacher``.
+    ``ViTForImageClassification``, ``DeiTModel``, ``DeiTForImageClassificationWithTeacher``,
+    ``Dinov2Model``, ``Dinov2WithRegistersModel``, ``CLIPVisionModel``,
+    ``CLIPVisionModelWithProjection`` or ``SiglipVisionModel``.
+
+    DINOv2 / SigLIP: ``forward_features`` is ``last_hidden_state``, the pooled
+    features (``forward_head(..., pre_logits=True)``) ``pooler_output``. CLIP:
+    ``forward_features`` is ``post_layernorm(last_hidden_state)`` (HF's last state
+    is before the final norm), the pooled features ``pooler_output`` and, with a
+    projection, ``forward`` gives ``image_embeds``.
 
     ``ViTModel``'s pooler becomes ``pre_logits`` (so ``forward`` gives its
     ``pooler_output`` and ``forward_features`` its ``last_hidden_state``);
@@ -185,8 +283,12 @@ def from_hf(model: nn.Module, **impl):
     """
     name = type(model).__name__
     what = f"transformers {name}"
+    if name in _MODERN:
+        from .hf_modern import from_hf_modern
+
+        return from_hf_modern(model, _family_module(_MODERN[name]), **impl)
     if name not in _HEADS:
-        raise TypeError(f"from_hf takes one of {sorted(_HEADS)}, got {name}"
+        raise TypeError(f"from_hf takes one of {sorted(_HEADS) + sorted(_MODERN)}, got {name}"
                         + (" (its classifier sees only the class token, with no distillation head)" if name == "DeiTForImageClassification" else ""))
     distilled, head_attr = _HEADS[name]
     c = model.config

@@ -16,6 +16,10 @@ from .files import read_checkpoint, unwrap
 from ..layers import resample_options
 from .hf_config import apply_honoured, check_against, hf_config_fields, read_hf_config
 from .huggingface import convert_hf
+from .huggingface import resample_convention as hf_resample_convention
+from .open_clip import SIGNATURE as OPEN_CLIP_SIGNATURE
+from .open_clip import convert_open_clip
+from .options import check_options
 from .tensors import check_entries
 from .timm import convert_timm
 from .torchvision import convert_torchvision
@@ -24,19 +28,21 @@ from .torchvision import convert_torchvision
 LAYOUTS = {
     "big_vision": (r"(?:.*/)?(?:embedding/kernel|Transformer/encoderblock.*)", convert_big_vision),
     "torchvision": (r"conv_proj\.weight|class_token|encoder\.layers\.encoder_layer_\d+\..*", convert_torchvision),
-    "huggingface": (r"(?:(?:vit|deit)\.)?(?:embeddings\.patch_embeddings\..*|encoder\.layer\.\d+\..*|layers\.\d+\.attention\..*)",
-                    convert_hf),
+    "huggingface": (r"(?:(?:vit|deit|dinov2|dinov2_with_registers|vision_model)\.)?(?:embeddings\.patch_embeddings?\..*"
+                    r"|encoder\.layers?\.\d+\..*|layers\.\d+\.attention\..*)", convert_hf),
+    "open_clip": (OPEN_CLIP_SIGNATURE, convert_open_clip),
     "timm": (r"patch_embed\.proj\.weight|blocks\.\d+\..*", convert_timm),
 }
 # layout -> (how its own loader resamples a position embedding at load time, the convention
 # the loaded model then resamples with at run time: dynamic_img_size, set_input_size).
 # big_vision: timm's .npz loader resamples bilinearly, the timm model it fills then as timm.
-RESAMPLE_BY_LAYOUT = {"timm": ("timm", "timm"), "big_vision": ("big_vision", "timm"),
+RESAMPLE_BY_LAYOUT = {"timm": ("timm", "timm"), "open_clip": ("timm", "timm"), "big_vision": ("big_vision", "timm"),
                       "huggingface": ("hf", "hf"), "torchvision": ("torchvision", "torchvision")}
 _EXAMPLES = {
     "big_vision": "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel",
     "torchvision": "encoder.layers.encoder_layer_0.self_attention.in_proj_weight",
     "huggingface": "vit.layers.0.attention.q_proj.weight (5.x) or vit.encoder.layer.0.attention.attention.query.weight (4.x)",
+    "open_clip": "visual.transformer.resblocks.0.attn.in_proj_weight",
     "timm": "blocks.0.attn.qkv.weight",
 }
 
@@ -147,7 +153,10 @@ def load_checkpoint(
     honoured = {}
     if layout == "huggingface" and not isinstance(checkpoint, Mapping):
         honoured = _hf_config_changes(model, checkpoint, source)
+    state_dict, option_notices = check_options(model, state_dict, f"{source} ({layout} layout)", strict)
     load_time, run_time = RESAMPLE_BY_LAYOUT.get(layout, ("timm", "timm"))
+    if layout == "huggingface":  # DINOv2 with registers resamples as timm does
+        load_time = run_time = hf_resample_convention(raw)
     options = resample_options(load_time)
     options.update({k: v for k, v in (("interpolation", interpolation), ("antialias", antialias)) if v is not None})
     state_dict, notices = fit_state_dict(model, state_dict, strict=strict, source=f"{source} ({layout} layout)", **options)
@@ -155,7 +164,7 @@ def load_checkpoint(
     with torch.no_grad():
         model.load_state_dict(state_dict, strict=strict)
     apply_honoured(model, {**honoured, "pos_embed_resample": run_time})
-    for notice in notices:
+    for notice in option_notices + notices:
         warnings.warn(notice, stacklevel=2)
     return model
 

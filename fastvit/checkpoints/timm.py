@@ -1,9 +1,11 @@
 """timm's VisionTransformer / VisionTransformerDistilled: fastvit's own parameter names.
 
-Checkpoints load as they are, except that LayerScale (``blocks.N.ls1.gamma``,
-DeiT III) is folded into the projection in front of it: ``gamma * (W x + b)``
-is ``(gamma W) x + gamma b``. A position embedding without entries for the
-class token (``no_embed_class``) gets zeros there, which is the same computation.
+Checkpoints load as they are. What the keys show about the architecture
+(register tokens, LayerScale, qk-norm, pre-norm, attention pool, final norm,
+SwiGLU, ``no_embed_class``) is checked against the model first
+(:mod:`.options`); LayerScale into a model without it is folded into the
+projection in front of it, and a position embedding without entries for the
+prefix tokens gets zeros there, both the same computation.
 """
 
 from __future__ import annotations
@@ -13,28 +15,34 @@ import re
 import torch
 from torch import nn
 
-from ..config import GLOBAL_POOLS, ViTConfig
-from .common import build_like, config_mismatch, shorten
+from ..config import ViTConfig
+from .common import build_like, config_mismatch, mlp_ratio_for
+from .options import OPTION_DEFAULTS
 
-_LAYER_SCALE_TARGET = {"1": "attn.proj", "2": "mlp.fc2"}
+_POOLS = ("token", "avg", "max", "avgmax", "map", "")
 
 
 def convert_timm(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """timm names -> fastvit names (the same, LayerScale folded); nothing is left unmatched:
-    keys fastvit lacks are reported when the result is fitted to a model."""
-    out = dict(state_dict)
-    for key in [k for k in out if re.fullmatch(r"blocks\.\d+\.ls[12]\.gamma", k)]:
-        i, which = re.fullmatch(r"blocks\.(\d+)\.ls([12])\.gamma", key).groups()
-        target = f"blocks.{i}.{_LAYER_SCALE_TARGET[which]}"
-        if f"{target}.weight" not in out or f"{target}.bias" not in out:
-            continue  # left in place: reported as unexpected
-        w, b = out[f"{target}.weight"], out[f"{target}.bias"]
-        if not (out[key].ndim == 1 and w.ndim == 2 and b.shape == out[key].shape == w.shape[:1]):
-            raise ValueError(f"{key}: LayerScale of shape {tuple(out[key].shape)} does not fit {target} "
-                             f"(weight {tuple(w.shape)}, bias {tuple(b.shape)})")
-        gamma = out.pop(key).float()
-        out[f"{target}.weight"] = (w.float() * gamma[:, None]).to(w.dtype)
-        out[f"{target}.bias"] = (b.float() * gamma).to(b.dtype)
+    """timm names are fastvit names: nothing to rename, nothing left unmatched (keys the
+    model lacks are reported when the result is fitted to it).
+
+    The original DINOv2 release (facebookresearch/dinov2) uses them too, but for its mask
+    token (dropped), ``register_tokens`` (``reg_token``; the class token's position, which
+    its registers lack, is folded into the class token, as timm's reg4 models have it) and
+    the SwiGLU ``mlp.w12`` / ``mlp.w3`` (``fc1`` / ``fc2``).
+    """
+    out = {}
+    for key, value in state_dict.items():
+        m = re.fullmatch(r"(blocks\.\d+\.mlp)\.(w12|w3)\.(weight|bias)", key)
+        out[f"{m[1]}.{'fc1' if m[2] == 'w12' else 'fc2'}.{m[3]}" if m else key] = value
+    if "register_tokens" in out and "reg_token" not in out:
+        out.pop("mask_token", None)
+        out["reg_token"] = out.pop("register_tokens")
+        pos, cls = out.get("pos_embed"), out.get("cls_token")
+        if isinstance(pos, torch.Tensor) and isinstance(cls, torch.Tensor) and pos.ndim == cls.ndim == 3 and pos.shape[1] > 1:
+            out["cls_token"], out["pos_embed"] = cls + pos[:, :1], pos[:, 1:]
+    elif "mask_token" in out and any(k.endswith(".ls1.gamma") for k in out):
+        out.pop("mask_token")
     return out, {}
 
 
@@ -46,9 +54,104 @@ def to_timm_state_dict(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _is_gelu(act: nn.Module) -> bool:
-    # torch's nn.GELU or timm's own GELU class, both exact unless approximate="tanh"
-    return type(act).__name__ == "GELU" and getattr(act, "approximate", "none") == "none"
+def timm_kwargs(cfg: ViTConfig) -> dict:
+    """Keyword arguments for timm's ``VisionTransformer`` (``VisionTransformerDistilled`` when
+    ``cfg.distilled``) with the architecture of ``cfg``, whose state dict
+    :func:`to_timm_state_dict` gives. Needs timm only for the MLP / norm classes."""
+    from functools import partial
+
+    from .options import option, patch_bias
+
+    if cfg.representation_size or cfg.hybrid_layers is not None:
+        raise ValueError("timm_kwargs covers the plain VisionTransformer: no pre-logits layer, no hybrid stem")
+    if patch_bias(cfg) != (not option(cfg, "pre_norm")):
+        raise ValueError(f"timm ties the patch bias to pre_norm (bias = not pre_norm); this config has "
+                         f"patch_bias={option(cfg, 'patch_bias')} with pre_norm={option(cfg, 'pre_norm')}")
+    kw = dict(img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=cfg.in_chans, num_classes=cfg.num_classes,
+              global_pool=cfg.global_pool, embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads,
+              mlp_ratio=cfg.mlp_ratio, qkv_bias=cfg.qkv_bias, class_token=cfg.class_token, fc_norm=cfg.fc_norm,
+              dynamic_img_size=cfg.dynamic_img_size, norm_layer=partial(nn.LayerNorm, eps=cfg.norm_eps),
+              drop_rate=cfg.drop_rate, pos_drop_rate=cfg.drop_rate, proj_drop_rate=cfg.drop_rate,
+              attn_drop_rate=cfg.attn_drop_rate, drop_path_rate=cfg.drop_path_rate)
+    for name in ("reg_tokens", "no_embed_class", "init_values", "qk_norm", "pre_norm", "final_norm", "dynamic_img_pad"):
+        value = option(cfg, name) if name != "dynamic_img_pad" else getattr(cfg, name, False)
+        if value != OPTION_DEFAULTS.get(name, False):
+            kw[name] = value
+    act = option(cfg, "act_layer")
+    if act != "gelu":
+        kw["act_layer"] = act
+    if option(cfg, "mlp_layer") == "swiglu":
+        from timm.layers import SwiGLUPacked
+
+        kw["mlp_layer"] = SwiGLUPacked
+    return kw
+
+
+def _activation(act: nn.Module) -> str | None:
+    """fastvit's act_layer name for a timm / torch activation module, None when it has none."""
+    name = type(act).__name__
+    if name == "GELU":  # torch's nn.GELU or timm's own GELU class
+        return {"none": "gelu", "tanh": "gelu_tanh"}.get(getattr(act, "approximate", "none"))
+    return {"GELUTanh": "gelu_tanh", "QuickGELU": "quick_gelu", "SiLU": "silu"}.get(name)
+
+
+def _is_identity(m) -> bool:
+    return m is None or isinstance(m, nn.Identity)
+
+
+def _mlp_kind(mlp: nn.Module) -> str | None:
+    """"mlp" (fc1, act, fc2), "swiglu" (timm's packed GluMlp, act on the first half) or None."""
+    name = type(mlp).__name__
+    if name == "Mlp":
+        return "mlp"
+    if name in ("GluMlp", "SwiGLUPacked") and not getattr(mlp, "gate_last", True) and getattr(mlp, "chunk_dim", -1) == -1:
+        return "swiglu"
+    return None
+
+
+def _block_problems(i: int, block: nn.Module, model: nn.Module) -> list[str]:
+    attn, mlp, found = getattr(block, "attn", None), getattr(block, "mlp", None), []
+    kind = _mlp_kind(mlp) if mlp is not None else None
+    if type(block).__name__ != "Block" or type(attn).__name__ != "Attention" or kind is None:
+        return [f"blocks.{i} is {type(block).__name__}({type(attn).__name__}, {type(mlp).__name__}), "
+                "not the pre-norm Block(Attention, Mlp or packed SwiGLU)"]
+    qk = [not _is_identity(getattr(attn, n, None)) for n in ("q_norm", "k_norm")]
+    if qk[0] != qk[1] or (qk[0] and not all(isinstance(getattr(attn, n), nn.LayerNorm) for n in ("q_norm", "k_norm"))):
+        found.append(f"blocks.{i} has q_norm/k_norm other than a LayerNorm on both")
+    extras = ["attn.norm"] if not _is_identity(getattr(attn, "norm", None)) else []
+    extras += ["gate"] if getattr(attn, "gate", None) is not None else []
+    extras += ["mlp.norm"] if not _is_identity(getattr(mlp, "norm", None)) else []
+    for which in ("ls1", "ls2"):
+        ls = getattr(block, which, None)
+        if not _is_identity(ls) and type(ls).__name__ != "LayerScale":
+            extras.append(f"{which} ({type(ls).__name__})")
+    if extras:
+        found.append(f"blocks.{i} has {', '.join(extras)}")
+    act = _activation(mlp.act)
+    if act is None or (kind == "swiglu") != (act == "silu"):
+        found.append(f"blocks.{i}.mlp.act is {mlp.act!r}; fastvit takes GELU (exact or tanh), quick_gelu or SiLU, "
+                     "SiLU exactly with the SwiGLU MLP")
+    if attn.proj.bias is None or mlp.fc1.bias is None or mlp.fc2.bias is None:
+        found.append(f"blocks.{i} has projections without bias")
+    if abs(attn.scale - attn.head_dim**-0.5) > 1e-12 or attn.head_dim * attn.num_heads != model.embed_dim:
+        found.append(f"blocks.{i}.attn has a head dim or scale other than embed_dim / num_heads")
+    return found
+
+
+def _pool_problems(model: nn.Module) -> list[str]:
+    pool, found = getattr(model, "global_pool", None), []
+    if pool not in _POOLS:
+        found.append(f"global_pool={pool!r} (fastvit pools {', '.join(map(repr, _POOLS))})")
+    ap = getattr(model, "attn_pool", None)
+    if pool == "map" and ap is not None:
+        if type(ap).__name__ != "AttentionPoolLatent" or getattr(ap, "latent_len", 1) != 1 or getattr(ap, "pos_embed", None) is not None:
+            found.append("an attention pool other than AttentionPoolLatent with one latent and no position embedding")
+        elif ap.num_heads != model.blocks[0].attn.num_heads or getattr(ap, "pool", "token") != "token" \
+                or ap.mlp.fc1.out_features != model.blocks[0].mlp.fc1.out_features or ap.kv.in_features != model.embed_dim:
+            found.append("an attention pool whose heads, MLP width or pooling differ from the blocks'")
+        elif not (_is_identity(ap.q_norm) and _is_identity(ap.k_norm)):
+            found.append("an attention pool with q/k norms")
+    return found
 
 
 def _unsupported(model: nn.Module) -> list[str]:
@@ -56,57 +159,70 @@ def _unsupported(model: nn.Module) -> list[str]:
     pe, found = model.patch_embed, []
     if not isinstance(getattr(pe, "proj", None), nn.Conv2d) or hasattr(pe, "backbone"):
         found.append("a patch embedding other than one Conv2d (hybrid backbone)")
-    elif pe.proj.bias is None:
-        found.append("a patch embedding without bias (pre_norm, CLIP-style)")
-    if not isinstance(getattr(pe, "norm", nn.Identity()), nn.Identity):
+    if not _is_identity(getattr(pe, "norm", None)):
         found.append("a norm in the patch embedding")
-    if getattr(pe, "dynamic_img_pad", False):
-        found.append("dynamic_img_pad")
     if model.pos_embed is None:
         found.append("no position embedding")
-    if getattr(model, "reg_token", None) is not None:
-        found.append("register tokens")
-    if getattr(model, "attn_pool", None) is not None or getattr(model, "global_pool", None) not in GLOBAL_POOLS:
-        found.append(f"global_pool={getattr(model, 'global_pool', None)!r} (fastvit pools {', '.join(map(repr, GLOBAL_POOLS))})")
+    found += _pool_problems(model)
     if getattr(model, "pool_include_prefix", False):
         found.append("pool_include_prefix")
-    if not isinstance(getattr(model, "norm_pre", nn.Identity()), nn.Identity):
-        found.append("a norm before the blocks (pre_norm)")
-    if isinstance(model.norm, nn.Identity) == isinstance(model.fc_norm, nn.Identity):
-        found.append("not exactly one final norm (before or after pooling)")
+    norm_pre = getattr(model, "norm_pre", None)
+    if not _is_identity(norm_pre) and not isinstance(norm_pre, nn.LayerNorm):
+        found.append(f"norm_pre is {type(norm_pre).__name__}, not a LayerNorm")
+    if not (_is_identity(model.norm) or _is_identity(model.fc_norm)):
+        found.append("two final norms (before and after pooling)")
     for i, block in enumerate(model.blocks):
-        attn, mlp = getattr(block, "attn", None), getattr(block, "mlp", None)
-        if type(block).__name__ != "Block" or type(attn).__name__ != "Attention" or type(mlp).__name__ != "Mlp":
-            found.append(f"blocks.{i} is {type(block).__name__}({type(attn).__name__}, {type(mlp).__name__}), "
-                         "not the plain Block(Attention, Mlp)")
-            break
-        extras = [n for n in ("q_norm", "k_norm", "norm") if not isinstance(getattr(attn, n, nn.Identity()), nn.Identity)]
-        extras += ["gate"] if getattr(attn, "gate", None) is not None else []
-        extras += ["mlp.norm"] if not isinstance(getattr(mlp, "norm", nn.Identity()), nn.Identity) else []
-        if extras:
-            found.append(f"blocks.{i} has {', '.join(extras)}")
-        if not _is_gelu(mlp.act):
-            found.append(f"blocks.{i}.mlp.act is {mlp.act!r}, not exact GELU")
-        if attn.proj.bias is None or mlp.fc1.bias is None or mlp.fc2.bias is None:
-            found.append(f"blocks.{i} has projections without bias")
-        if abs(attn.scale - attn.head_dim**-0.5) > 1e-12 or attn.head_dim * attn.num_heads != model.embed_dim:
-            found.append(f"blocks.{i}.attn has a head dim or scale other than embed_dim / num_heads")
+        found += _block_problems(i, block, model)
         if found:
             break
     norms = [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
-    if not all(n.elementwise_affine for n in norms) or len({n.eps for n in norms}) > 1:
+    if not all(n.elementwise_affine and n.bias is not None for n in norms) or len({n.eps for n in norms}) > 1:
         found.append("LayerNorms without affine parameters or with different eps")
     if any(isinstance(m, nn.GroupNorm) or "RmsNorm" in type(m).__name__ for m in model.modules()):
         found.append("norm layers other than LayerNorm")
     return found
 
 
+def _init_values(model: nn.Module) -> float | None:
+    """LayerScale's init value: timm keeps none, so gamma's value when all are one constant
+    (a freshly built model), else 1.0 -- the loaded gammas, not this, compute the forward."""
+    gammas = [getattr(b, n).gamma for b in model.blocks for n in ("ls1", "ls2") if hasattr(getattr(b, n, None), "gamma")]
+    if not gammas:
+        return None
+    first = gammas[0].detach().flatten()[0]
+    same = all(bool((g.detach() == first).all()) for g in gammas)
+    return float(first) if same and float(first) != 0.0 else 1.0
+
+
+def options_of(model: nn.Module) -> dict:
+    """The issue-14 options of a timm VisionTransformer as ViTConfig fields (only those
+    that differ from the default, so a plain model needs none of them)."""
+    first, pe = model.blocks[0], model.patch_embed
+    final = not (_is_identity(model.norm) and _is_identity(model.fc_norm))
+    opts = dict(
+        reg_tokens=int(getattr(model, "num_reg_tokens", 0) or 0),
+        no_embed_class=bool(getattr(model, "no_embed_class", False)),
+        init_values=_init_values(model),
+        qk_norm=not _is_identity(getattr(first.attn, "q_norm", None)),
+        pre_norm=not _is_identity(getattr(model, "norm_pre", None)),
+        final_norm=final,
+        act_layer=_activation(first.mlp.act),
+        mlp_layer=_mlp_kind(first.mlp),
+        dynamic_img_pad=bool(getattr(pe, "dynamic_img_pad", False)),
+    )
+    bias = pe.proj.bias is not None
+    if bias != (not opts["pre_norm"]):
+        opts["patch_bias"] = bias
+    return {k: v for k, v in opts.items() if v != OPTION_DEFAULTS.get(k, False)}
+
+
 def from_timm(model: nn.Module, **impl):
     """An equivalent fastvit VisionTransformer of a timm ``VisionTransformer`` (or
-    ``VisionTransformerDistilled``): plain pre-norm blocks, GELU MLP, LayerNorm,
-    class-token or average pooling. LayerScale and ``no_embed_class`` are absorbed
-    exactly. ``impl``: ``attn_impl``, ``norm_impl``, ``linear_impl``. The result has
-    the source's device, dtype and train/eval mode.
+    ``VisionTransformerDistilled``): pre-norm blocks with an MLP (GELU, tanh GELU,
+    quick-GELU) or packed SwiGLU, optional LayerScale, qk-norm, register tokens,
+    pre-norm, ``no_embed_class``, class-token / average / max / attention-pool
+    pooling. ``impl``: ``attn_impl``, ``norm_impl``, ``linear_impl``. The result
+    has the source's device, dtype and train/eval mode.
 
     Dropout rates are carried over approximately: fastvit has one ``drop_rate`` where
     timm has separate position, projection and head rates (the largest is used).
@@ -130,31 +246,29 @@ def from_timm(model: nn.Module, **impl):
     # older timm releases lack some of these modules.
     drop_rate = max(getattr(getattr(o, n, None), "p", 0.0)
                     for o, n in ((model, "head_drop"), (model, "pos_drop"), (first.attn, "proj_drop"), (first.mlp, "drop1")))
+    hidden = first.mlp.fc1.out_features
     cfg = ViTConfig(
         img_size=tuple(pe.img_size), patch_size=patch[0], in_chans=pe.proj.in_channels,
         num_classes=head.out_features if isinstance(head, nn.Linear) else 0,
         global_pool=model.global_pool,
         embed_dim=model.embed_dim, depth=len(model.blocks), num_heads=first.attn.num_heads,
-        mlp_ratio=first.mlp.fc1.out_features / model.embed_dim,
+        mlp_ratio=mlp_ratio_for(model.embed_dim, hidden),
         qkv_bias=first.attn.qkv.bias is not None,
         class_token=model.cls_token is not None,
         distilled=getattr(model, "dist_token", None) is not None,
-        fc_norm=not isinstance(model.fc_norm, nn.Identity),
+        fc_norm=not _is_identity(model.fc_norm),
         norm_eps=ln.eps,
         dynamic_img_size=bool(getattr(model, "dynamic_img_size", False)),
         drop_rate=drop_rate,
         attn_drop_rate=getattr(getattr(first.attn, "attn_drop", None), "p", 0.0),
         drop_path_rate=float(getattr(getattr(last, "drop_path1", None), "drop_prob", 0.0)),
         pos_embed_resample="timm",
+        **options_of(model),
         **impl,
     )
-    if cfg.mlp_hidden_dim != first.mlp.fc1.out_features:
-        raise config_mismatch(what, f"MLP width {first.mlp.fc1.out_features} (not reproduced by an mlp_ratio)")
-    sd, _ = convert_timm(model.state_dict())
-    leftover = [k for k in sd if re.search(r"\.ls[12]\.gamma$", k)]
-    if leftover:
-        raise config_mismatch(what, f"LayerScale without a projection to fold into: {shorten(leftover)}")
-    result = build_like(cfg, sd, model, what)
+    if cfg.mlp_hidden_dim != hidden:
+        raise config_mismatch(what, f"MLP width {hidden} (not reproduced by an mlp_ratio)")
+    result = build_like(cfg, model.state_dict(), model, what)
     # timm's data helpers read pretrained_cfg: the same dict gives the same preprocessing
     # (a timm model built without create_model has none, and timm falls back to its defaults)
     result.pretrained_cfg = result.default_cfg = dict(getattr(model, "pretrained_cfg", None) or {})

@@ -2,6 +2,7 @@
 own data, optimizer and feature-extraction helpers give the same for a timm model and its conversion."""
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -202,17 +203,23 @@ def test_from_timm_refuses_what_it_cannot_compute(timm):
 
     base = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=5)
     cases = {"ParallelThingsBlock": dict(block_fn=ParallelThingsBlock), "ParallelScalingBlock": dict(block_fn=ParallelScalingBlock),
-             "ResPostBlock": dict(block_fn=ResPostBlock), "q_norm": dict(qk_norm=True), "register": dict(reg_tokens=2),
-             "map": dict(global_pool="map"), "pre_norm": dict(pre_norm=True), "final norm": dict(final_norm=False),
-             "GELU": dict(act_layer="silu"), "bias": dict(proj_bias=False), "pool_include_prefix": dict(pool_include_prefix=True),
-             "dynamic_img_pad": dict(dynamic_img_pad=True), "no position": dict(pos_embed="none")}
+             "ResPostBlock": dict(block_fn=ResPostBlock), "mlp.act": dict(act_layer="relu"), "bias": dict(proj_bias=False),
+             "pool_include_prefix": dict(pool_include_prefix=True), "no position": dict(pos_embed="none"),
+             "SiLU exactly with the SwiGLU": dict(act_layer="gelu", mlp_layer=timm.layers.SwiGLUPacked, mlp_ratio=2.0)}
     for needle, kw in cases.items():
         with pytest.raises(ValueError, match="cannot convert timm") as info:
             fastvit.from_timm(VisionTransformer(**{**base, **kw}))
         assert needle.lower() in str(info.value).lower(), (needle, str(info.value))
-    # what it can: every timm pooling, no_embed_class, LayerScale, fc_norm on a class token
-    for kw in (dict(global_pool="max", class_token=False), dict(global_pool="avgmax"), dict(global_pool=""),
-               dict(no_embed_class=True), dict(init_values=0.1), dict(fc_norm=True), dict(global_pool="avg")):
+    # what it can: every timm pooling, fc_norm on a class token; with the issue-14 options also
+    # no_embed_class, LayerScale, registers, qk-norm, attention pool, pre-norm, no final norm, the activations
+    can = [dict(global_pool="max", class_token=False), dict(global_pool="avgmax"), dict(global_pool=""),
+           dict(fc_norm=True), dict(global_pool="avg")]
+    if "reg_tokens" in {f.name for f in dataclasses.fields(fastvit.ViTConfig)}:
+        can += [dict(no_embed_class=True), dict(init_values=0.1), dict(reg_tokens=2), dict(qk_norm=True),
+                dict(global_pool="map"), dict(global_pool="map", class_token=False), dict(pre_norm=True),
+                dict(final_norm=False), dict(act_layer="quick_gelu"), dict(act_layer="gelu_tanh"),
+                dict(act_layer="silu", mlp_layer=timm.layers.SwiGLUPacked, mlp_ratio=2.0), dict(dynamic_img_pad=True)]
+    for kw in can:
         tm = perturb(VisionTransformer(**{**base, **kw})).eval()
         with torch.no_grad():
             assert_rel(fastvit.from_timm(tm)(image(32, 32)), tm(image(32, 32)), what=str(kw))

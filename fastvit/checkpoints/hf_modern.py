@@ -1,0 +1,42 @@
+"""The transformers families beyond ViT / DeiT (DINOv2, CLIP, SigLIP): config.json fields and
+in-memory conversion, shared by :mod:`.huggingface`, :mod:`.hf_config` and ``create_model``."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..config import ViTConfig
+from . import hf_clip, hf_dinov2, hf_siglip
+from .common import build_like, config_mismatch, shorten
+
+MODULES = {t: m for m in (hf_dinov2, hf_clip, hf_siglip) for t in m.MODEL_TYPES}
+
+
+def modern_config_fields(c: dict, what: str) -> dict:
+    """ViTConfig fields of a DINOv2 / CLIP / SigLIP config dict (``config.json``)."""
+    module = MODULES[c.get("model_type")]
+    fields = module.config_fields(c, what)
+    if module is hf_dinov2:
+        fields["pos_embed_resample"] = "timm" if fields.get("reg_tokens") else "hf"
+    else:
+        fields["pos_embed_resample"] = "hf"
+    return fields
+
+
+def from_hf_modern(model: nn.Module, module, **impl):
+    what = f"transformers {type(model).__name__}"
+    c = model.config.to_dict()
+    if module is hf_dinov2 and type(model).__name__ == "Dinov2WithRegistersModel":
+        c.setdefault("model_type", "dinov2_with_registers")
+    fields = modern_config_fields(c, what)
+    if module is hf_clip:
+        proj = getattr(model, "visual_projection", None)
+        fields["num_classes"] = proj.out_features if isinstance(proj, nn.Linear) else 0
+    if module is hf_dinov2:
+        fields.update(drop_rate=c.get("hidden_dropout_prob", 0.0) or 0.0,
+                      attn_drop_rate=c.get("attention_probs_dropout_prob", 0.0) or 0.0)
+    cfg = ViTConfig(**fields, **impl)
+    sd, unknown = module.convert(model.state_dict())
+    if unknown:
+        raise config_mismatch(what, f"weights fastvit does not have: {shorten(unknown)}")
+    return build_like(cfg, sd, model, what)
