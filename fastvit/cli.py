@@ -36,7 +36,7 @@ def info(args: argparse.Namespace) -> int:
 
     import fastvit
     from fastvit.dispatch import policy
-    from fastvit.dispatch.report import auto_report
+    from fastvit.auto_report import auto_report
     from fastvit.kernels import registry
     from fastvit.kernels.tuning import current_arch, interpreting
     from fastvit.layers import backend_status

@@ -133,7 +133,8 @@ def test_block_receives_layers_not_implementation_names():
 
 def test_injected_parts_are_the_layers_the_model_builds():
     """A custom Parts goes straight into the blocks: the model makes no choice of its own."""
-    cfg = fastvit.ViTConfig(img_size=32, patch_size=16, embed_dim=32, depth=2, num_heads=2, num_classes=3)
+    cfg = fastvit.ViTConfig(img_size=32, patch_size=16, embed_dim=32, depth=2, num_heads=2, num_classes=3,
+                            norm_impl="torch")
 
     class MarkedNorm(torch.nn.LayerNorm):
         pass

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fastvit import bench, cli, dispatch
-from fastvit.dispatch.report import auto_report, model_calls
+from fastvit.auto_report import auto_report, model_calls
 
 TINY = (("img_size", 32), ("depth", 2))
 

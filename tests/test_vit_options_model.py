@@ -272,16 +272,19 @@ def test_parts_for_the_options():
     from fastvit.layers.layer_scale import LayerScale
     from fastvit.parts import resolve_parts
 
-    parts = resolve_parts(ViTConfig(**TINY, act_layer="quick_gelu", init_values=0.1))
+    parts = resolve_parts(ViTConfig(**TINY, act_layer="quick_gelu", init_values=0.1, linear_impl="torch"))
     assert isinstance(parts.layer_scale(48), LayerScale) and parts.describe()["layer_scale"] == "LayerScale"
-    assert isinstance(parts.mlp_layer(48).act, QuickGELU)
+    assert isinstance(parts.mlp_layer(48).act, QuickGELU)  # torch: the activation is its own op
+    for impl in ("auto", "triton"):  # fused fc1s compute every GELU form in their epilogue
+        mlp = resolve_parts(ViTConfig(**TINY, act_layer="quick_gelu", linear_impl=impl)).mlp_layer(48)
+        assert isinstance(mlp.act, torch.nn.Identity) and mlp.fc1.approximate == "quick"
     assert resolve_parts(ViTConfig(**TINY)).layer_scale is None
     assert isinstance(resolve_parts(ViTConfig(**TINY, mlp_layer="swiglu", act_layer="silu")).mlp_layer(48), GluMlp)
 
 
 # The fused implementations with the options: the same numbers as the torch layers (tiny shapes,
-# the Triton interpreter on CPU). LayerScale and non-exact-GELU activations run their documented
-# separate ops around the fused GEMMs; the kernels' own parity is tested in tests/kernels.
+# the Triton interpreter on CPU). LayerScale and the GELU forms run in the GEMM epilogues, SiLU
+# (SwiGLU) as its own op; the kernels' own parity is tested in tests/kernels.
 @pytest.mark.parametrize("options", [
     dict(act_layer="quick_gelu", qk_norm=True, reg_tokens=1),
     dict(init_values=0.3, mlp_layer="swiglu", act_layer="silu", pre_norm=True, global_pool="map", class_token=False),

@@ -61,7 +61,7 @@ from .records import (
     unwritable,
     write_results,
 )
-from .timing import Timer, Timing, measure_rounds, parity, pedantic_measure, time_case
+from ..timing import Timer, Timing, measure_rounds, parity, pedantic_measure, time_case
 from .variants import (
     BASE_VARIANTS,
     COMPILE_SUFFIX,

@@ -10,7 +10,7 @@ from .flops import flop_per_image
 from .hardware import environment, peak_tflops
 from .models import ModelCase, ModelContext, _free_memory, build_model, unavailable_reason
 from .records import dispatch_summary, make_record
-from .timing import Timer, _timing_fields, parity, time_case
+from ..timing import Timer, _timing_fields, parity, time_case
 from .variants import Variant, dtype_name, get_variant
 
 # Keyword arguments of torch.compile for "+compile" variants: the default mode.

@@ -12,11 +12,12 @@ def forward_macs(cfg) -> int:
 
     Counts the GEMM-like work: patch embedding (for a hybrid, every ResNet
     convolution and the 1x1 projection), qkv, the two attention matmuls
-    (q k^T and attn v), the output projection, the MLP, the pre-logits layer
-    and the head(s). Norms, softmax, GELU and adds are left out, as in timm's
+    (q k^T and attn v), the output projection, the MLP (SwiGLU's packed fc1
+    included), the attention-pool head (``global_pool="map"``), the pre-logits
+    layer and the head(s); over every token the blocks see (registers included). Norms, softmax, GELU and adds are left out, as in timm's
     (fvcore's) count: ViT-B/16 at 224 gives 17.56e9 (timm: 17.58e9).
     """
-    d, hidden, t = cfg.embed_dim, cfg.mlp_hidden_dim, cfg.num_tokens
+    d, hidden, fc2_in, t = cfg.embed_dim, cfg.mlp_hidden_dim, cfg.mlp_fc2_in_dim, cfg.seq_len
     gh, gw = cfg.grid_size
     if cfg.hybrid_layers is not None:
         from fastvit.layers.resnetv2 import backbone_width, resnetv2_macs
@@ -27,8 +28,11 @@ def forward_macs(cfg) -> int:
     per_block = t * d * 3 * d  # qkv
     per_block += 2 * t * t * d  # q k^T and attn v, all heads together
     per_block += t * d * d  # output projection
-    per_block += 2 * t * d * hidden  # fc1, fc2
+    per_block += t * d * hidden + t * fc2_in * d  # fc1, fc2
     macs += cfg.depth * per_block
+    if cfg.global_pool == "map":  # one latent query: q, packed kv over the patch tokens, attention, proj, MLP
+        n, pool_hidden = cfg.num_patches, int(d * cfg.mlp_ratio)
+        macs += d * d + n * d * 2 * d + 2 * n * d + d * d + 2 * d * pool_hidden
     heads = 2 if cfg.distilled else 1
     feat = d
     if cfg.representation_size:

@@ -83,10 +83,10 @@ def in_capture() -> bool:
 
 
 def default_timer(fn: Callable, args: tuple) -> float:
-    """Seconds per call of ``fn(*args)`` by the benchmarks' method (:func:`fastvit.bench.timing.time_case`:
+    """Seconds per call of ``fn(*args)`` by the benchmarks' method (:func:`fastvit.timing.time_case`:
     CUDA events on a GPU, a synchronised first call, warm-up, the median round) with a short budget
     (:data:`ROUNDS` rounds of at least :data:`ROUND_S`), leaving the peak-memory statistics alone."""
-    from fastvit.bench.timing import time_case
+    from fastvit.timing import time_case
 
     device = "cuda" if cuda_inputs(args) else "cpu"
     timing = time_case(fn, [tuple(args)], device=device, rounds=ROUNDS, warmup=WARMUP, min_round_s=ROUND_S, track_memory=False)

@@ -1,4 +1,4 @@
-"""Timing one call pattern: warm-up, then timed rounds over rotating input buffers.
+"""Timing one call pattern (the benchmarks' and `auto`'s method): warm-up, then timed rounds over rotating input buffers.
 
 :class:`Timer` times rounds (CUDA events on a GPU, ``perf_counter`` on the
 CPU); :func:`time_case` warms up, sizes the rounds and returns a

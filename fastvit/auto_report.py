@@ -61,8 +61,8 @@ def auto_report(model: str, batch: int, dtype: str | None, device: str) -> list[
 
     from fastvit.presets import get_config
 
-    from .cache import cache_dir
-    from .dispatcher import get_dispatcher
+    from fastvit.dispatch.cache import cache_dir
+    from fastvit.dispatch.dispatcher import get_dispatcher
 
     cfg = get_config(model)
     dtype = dtype or ("bf16" if device == "cuda" else "fp32")
