@@ -65,6 +65,8 @@ def auto_report(model: str, batch: int, dtype: str | None, device: str) -> list[
     from fastvit.dispatch.dispatcher import get_dispatcher
 
     cfg = get_config(model)
+    lines_unfused = [f"runs as PyTorch ops in {model} whatever the implementation:"]
+    lines_unfused += [f"  {line}" for line in unfused_parts(cfg)]
     dtype = dtype or ("bf16" if device == "cuda" else "fp32")
     torch_dtype = getattr(torch, DTYPES[dtype])
     dispatcher = get_dispatcher()
@@ -75,7 +77,7 @@ def auto_report(model: str, batch: int, dtype: str | None, device: str) -> list[
                      "(torch for norms and GEMMs, sdpa for attention); the kernels and the timing run on CUDA only")
         for op in ("layer_norm", "linear_gelu", "linear_residual", "attention_packed"):
             lines.append(f"  {op:<17} candidates on CUDA: {_candidates(op)}")
-        return lines
+        return lines + lines_unfused
     calls = model_calls(cfg, batch, torch_dtype, device)
     gpu = dispatcher.device_name(calls[0][2])
     lines.append(f"auto on {gpu} for {model}, batch {batch}, {dtype}:")
@@ -85,7 +87,33 @@ def auto_report(model: str, batch: int, dtype: str | None, device: str) -> list[
             layer(*args)
             for rec in dispatcher.choices(before):
                 lines.extend(_format(label, rec))
-    return lines
+    return lines + lines_unfused
+
+
+def unfused_parts(cfg) -> list[str]:
+    """What of ``cfg``'s model runs as PyTorch ops whichever implementation is chosen (the fused
+    path's limits for this model), one line each; the block's norms, GEMMs and attention are the
+    dispatched ops above."""
+    out = ["patch embedding: a PyTorch convolution (cuDNN)" + (", after the ResNetV2 stem's convolutions and "
+           "GroupNorms" if cfg.hybrid_layers is not None else ""),
+           "qkv projection: nn.Linear (cuBLAS, bias in its epilogue)"]
+    if cfg.mlp_layer == "swiglu":
+        out.append("SwiGLU MLP: fc1 is a plain GEMM and SiLU(gate) * value runs as element-wise ops; "
+                   "fc2 + residual (+ LayerScale) is the dispatched residual GEMM")
+    elif cfg.act_layer not in ("gelu", "gelu_tanh", "quick_gelu"):
+        out.append(f"MLP activation {cfg.act_layer}: fc1 is a plain GEMM, the activation its own op")
+    if cfg.qk_norm:
+        out.append("qk-norm: q_norm / k_norm are the dispatched LayerNorm over the packed qkv's per-head views; "
+                   "attention then takes q, k, v unpacked")
+    if cfg.global_pool == "map":
+        out.append("attention-pool head: PyTorch ops (q / kv / proj Linear, SDPA, LayerNorm, MLP), once per image")
+    if cfg.attn_drop_rate > 0:
+        out.append("attention dropout (training): SDPA (the Triton kernel has no dropout)")
+    if cfg.drop_rate > 0:
+        out.append("element-wise dropout on the branches (training): the residual GEMMs fall back to separate ops")
+    if cfg.distilled or cfg.representation_size:
+        out.append("distillation / pre-logits heads: nn.Linear")
+    return out
 
 
 def _format(label: str, rec: dict) -> list[str]:

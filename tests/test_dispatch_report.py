@@ -110,3 +110,17 @@ def test_bench_record_without_choices():
     record = bench.run_model_case(bench.ModelCase("vit_tiny_patch16_224", "sdpa", "inference", "fp32", 2, TINY), ctx, rounds=1, warmup=0)
     assert record["status"] == "ok" and record["dispatch"] is None
     assert bench.records.dispatch_summary([]) is None
+
+
+@pytest.mark.parametrize("model,expected,absent", [
+    ("vit_so400m_patch14_siglip_384", ["attention-pool head"], ["SwiGLU", "qk-norm"]),
+    ("vit_giant_patch14_dinov2", ["SwiGLU MLP"], ["attention-pool"]),
+    ("vit_base_patch16_clip_quickgelu_224", ["patch embedding"], ["SwiGLU", "attention-pool", "activation"]),
+    ("vit_base_r50_s16_384", ["ResNetV2 stem"], ["SwiGLU"]),
+])
+def test_info_lists_what_runs_unfused_for_the_model(model, expected, absent):
+    """Issue 14: whatever still falls back is listed for the model at hand (here off CUDA)."""
+    lines = "\n".join(auto_report(model, 2, "fp32", "cpu"))
+    assert f"runs as PyTorch ops in {model}" in lines
+    assert all(e in lines for e in expected), lines
+    assert not any(a in lines for a in absent), lines

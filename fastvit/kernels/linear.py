@@ -389,8 +389,8 @@ def linear_residual(x, weight, bias, residual, *, scale=None, gamma=None, allow_
 from fastvit.kernels import contract, linear_support  # noqa: E402
 
 CONTRACT = (
-    contract.declare("linear_gelu", __name__, ("linear_gelu",), "GEMM + bias + GELU (erf/tanh) epilogue, fwd+bwd; "
+    contract.declare("linear_gelu", __name__, ("linear_gelu",), "GEMM + bias + GELU (erf/tanh/quick) epilogue, fwd+bwd; "
                      "fp16/bf16/fp32, any sizes and strides", linear_support),
-    contract.declare("linear_residual", __name__, ("linear_residual",), "GEMM + bias + per-sample scale + residual "
-                     "epilogue, fwd+bwd; fp16/bf16/fp32, residual in x's dtype or fp32", linear_support),
+    contract.declare("linear_residual", __name__, ("linear_residual",), "GEMM + bias + LayerScale + per-sample scale + "
+                     "residual epilogue, fwd+bwd; fp16/bf16/fp32, residual in x's dtype or fp32", linear_support),
 )  # fmt: skip

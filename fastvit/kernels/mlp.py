@@ -188,5 +188,5 @@ def mlp_residual(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, residual, *, app
 
 from fastvit.kernels import contract, linear_support  # noqa: E402
 
-CONTRACT = contract.declare("mlp_residual", __name__, ("mlp_residual",), "fc1 + GELU + fc2 + residual, its backward "
-                            "fusing GELU's derivative into fc2's input-gradient GEMM; fp16/bf16/fp32", linear_support)
+CONTRACT = contract.declare("mlp_residual", __name__, ("mlp_residual",), "fc1 + GELU (erf/tanh/quick) + fc2 + LayerScale + "
+                            "residual, its backward fusing GELU's derivative into fc2's input-gradient GEMM; fp16/bf16/fp32", linear_support)
