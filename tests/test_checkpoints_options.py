@@ -15,6 +15,7 @@ import torch
 
 import fastvit
 from fastvit.checkpoints import load_checkpoint
+from layouts import open_clip_state_dict
 
 if "reg_tokens" not in {f.name for f in dataclasses.fields(fastvit.ViTConfig)}:
     pytest.skip("needs the issue-14 ViTConfig options", allow_module_level=True)
@@ -156,28 +157,12 @@ def test_to_timm_state_dict_keeps_the_option_keys():
 # -- layouts written here from a known model: OpenCLIP / OpenAI CLIP, the original DINOv2 release ------
 
 
-def write_open_clip(sd, depth):
-    """An OpenCLIP ``visual.*`` state dict (plus text-tower entries) from fastvit names."""
-    out = {"visual.conv1.weight": sd["patch_embed.proj.weight"], "visual.class_embedding": sd["cls_token"].reshape(-1),
-           "visual.positional_embedding": sd["pos_embed"][0], "visual.proj": sd["head.weight"].t().contiguous(),
-           "token_embedding.weight": torch.zeros(10, 8), "transformer.resblocks.0.ln_1.weight": torch.ones(8),
-           "ln_final.weight": torch.ones(8), "logit_scale": torch.ones(())}
-    for kind in ("weight", "bias"):
-        out[f"visual.ln_pre.{kind}"], out[f"visual.ln_post.{kind}"] = sd[f"norm_pre.{kind}"], sd[f"norm.{kind}"]
-        for i in range(depth):
-            b, o = f"blocks.{i}.", f"visual.transformer.resblocks.{i}."
-            out[f"{o}ln_1.{kind}"], out[f"{o}ln_2.{kind}"] = sd[f"{b}norm1.{kind}"], sd[f"{b}norm2.{kind}"]
-            out[f"{o}attn.in_proj_{kind}"], out[f"{o}attn.out_proj.{kind}"] = sd[f"{b}attn.qkv.{kind}"], sd[f"{b}attn.proj.{kind}"]
-            out[f"{o}mlp.c_fc.{kind}"], out[f"{o}mlp.c_proj.{kind}"] = sd[f"{b}mlp.fc1.{kind}"], sd[f"{b}mlp.fc2.{kind}"]
-    return out
-
-
 def test_open_clip_layout(tmp_path):
     fields = dict(pre_norm=True, act_layer="quick_gelu", norm_eps=1e-5, num_classes=12)
     src = perturbed(model(**fields))
     with torch.no_grad():
         src.head.bias.zero_()  # OpenCLIP's projection has no bias
-    torch.save(write_open_clip(src.state_dict(), 2), tmp_path / "open_clip.pt")
+    torch.save(open_clip_state_dict(src.state_dict(), 2, text_tower=True), tmp_path / "open_clip.pt")
     dst = load_checkpoint(model(**fields), tmp_path / "open_clip.pt")
     with torch.no_grad():
         torch.testing.assert_close(dst(image()), src(image()), rtol=0, atol=0)

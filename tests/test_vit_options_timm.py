@@ -9,7 +9,6 @@ PYTHONPATH=$PWD /work/venv-interop/bin/python -m pytest tests/test_vit_options_t
 
 from __future__ import annotations
 
-from functools import partial
 
 import pytest
 import torch
@@ -18,10 +17,10 @@ from torch import nn
 pytestmark = pytest.mark.interop
 timm = pytest.importorskip("timm")
 
-from timm.layers import SwiGLUPacked  # noqa: E402
 from timm.models.vision_transformer import VisionTransformer as TimmViT  # noqa: E402
 
 import fastvit  # noqa: E402
+from fastvit.checkpoints.timm import timm_kwargs  # noqa: E402
 from fastvit.config import ViTConfig  # noqa: E402
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=4, num_classes=5)
@@ -64,18 +63,13 @@ OPTIONS = {
 }
 
 
-def timm_kwargs(cfg: ViTConfig) -> dict:
-    kw = dict(img_size=cfg.img_size, patch_size=cfg.patch_size, embed_dim=cfg.embed_dim, depth=cfg.depth,
-              num_heads=cfg.num_heads, num_classes=cfg.num_classes, mlp_ratio=cfg.mlp_ratio, qkv_bias=cfg.qkv_bias,
-              qk_norm=cfg.qk_norm, init_values=cfg.init_values, class_token=cfg.class_token, reg_tokens=cfg.reg_tokens,
-              no_embed_class=cfg.no_embed_class, pre_norm=cfg.pre_norm, final_norm=cfg.final_norm, fc_norm=cfg.fc_norm,
-              global_pool=cfg.global_pool, dynamic_img_size=cfg.dynamic_img_size, dynamic_img_pad=cfg.dynamic_img_pad,
-              act_layer=cfg.act_layer, norm_layer=partial(nn.LayerNorm, eps=cfg.norm_eps))
-    if cfg.mlp_layer == "swiglu":
-        kw["mlp_layer"] = SwiGLUPacked
-    model = TimmViT(**kw)
-    if cfg.patch_bias is not None and cfg.patch_bias != (not cfg.pre_norm):  # timm ties the bias to pre_norm
-        model.patch_embed.proj = nn.Conv2d(cfg.in_chans, cfg.embed_dim, cfg.patch_size, cfg.patch_size, bias=cfg.patch_bias)
+def timm_model(cfg: ViTConfig) -> nn.Module:
+    """timm's VisionTransformer with ``cfg``'s architecture (fastvit.checkpoints.timm.timm_kwargs); a patch
+    bias that disagrees with timm's rule (bias = not pre_norm) is swapped in after construction."""
+    tied = cfg.replace(patch_bias=None)
+    model = TimmViT(**timm_kwargs(tied))
+    if cfg.use_patch_bias != tied.use_patch_bias:
+        model.patch_embed.proj = nn.Conv2d(cfg.in_chans, cfg.embed_dim, cfg.patch_size, cfg.patch_size, bias=cfg.use_patch_bias)
     return model
 
 
@@ -95,7 +89,7 @@ def rel(got, ref) -> float:
 def pair(name: str, seed: int = 0):
     cfg = ViTConfig(**{**TINY, **OPTIONS[name]})
     torch.manual_seed(seed)
-    theirs = perturbed(timm_kwargs(cfg), seed)
+    theirs = perturbed(timm_model(cfg), seed)
     ours = fastvit.VisionTransformer(cfg).eval()
     ours.load_state_dict(theirs.state_dict(), strict=True)
     return cfg, ours, theirs

@@ -8,6 +8,7 @@ import torch
 
 import fastvit
 from interop_helpers import assert_rel, image, perturb
+from layouts import open_clip_state_dict
 
 if "reg_tokens" not in {f.name for f in dataclasses.fields(fastvit.ViTConfig)}:
     pytest.skip("needs the issue-14 ViTConfig options", allow_module_level=True)
@@ -107,21 +108,6 @@ def test_so400m_native_size_drops_the_remainder_as_timm(timm):
                    tm.forward_head(tm.forward_features(x), pre_logits=True), what="so400m pooled")
 
 
-def _open_clip_layout(sd, depth):
-    """OpenAI / OpenCLIP ``visual.*`` names for a timm CLIP tower (written here, read by timm's filter)."""
-    out = {"visual.conv1.weight": sd["patch_embed.proj.weight"], "visual.class_embedding": sd["cls_token"].reshape(-1),
-           "visual.positional_embedding": sd["pos_embed"][0], "visual.proj": sd["head.weight"].t().contiguous(),
-           "logit_scale": torch.ones(())}
-    for kind in ("weight", "bias"):
-        out[f"visual.ln_pre.{kind}"], out[f"visual.ln_post.{kind}"] = sd[f"norm_pre.{kind}"], sd[f"norm.{kind}"]
-        for i in range(depth):
-            b, o = f"blocks.{i}.", f"visual.transformer.resblocks.{i}."
-            out[f"{o}ln_1.{kind}"], out[f"{o}ln_2.{kind}"] = sd[f"{b}norm1.{kind}"], sd[f"{b}norm2.{kind}"]
-            out[f"{o}attn.in_proj_{kind}"], out[f"{o}attn.out_proj.{kind}"] = sd[f"{b}attn.qkv.{kind}"], sd[f"{b}attn.proj.{kind}"]
-            out[f"{o}mlp.c_fc.{kind}"], out[f"{o}mlp.c_proj.{kind}"] = sd[f"{b}mlp.fc1.{kind}"], sd[f"{b}mlp.fc2.{kind}"]
-    return out
-
-
 def test_open_clip_layout_as_timms_filter(timm, tmp_path):
     """An OpenAI-layout CLIP file: fastvit's reading equals timm's own checkpoint_filter_fn."""
     from timm.models.vision_transformer import checkpoint_filter_fn
@@ -130,7 +116,7 @@ def test_open_clip_layout_as_timms_filter(timm, tmp_path):
     source = perturb(timm.create_model(name, pretrained=False, **kw))
     with torch.no_grad():
         source.head.bias.zero_()
-    layout = _open_clip_layout(source.state_dict(), 2)
+    layout = open_clip_state_dict(source.state_dict(), 2)
     reference = timm.create_model(name, pretrained=False, **kw).eval()
     reference.load_state_dict(checkpoint_filter_fn(dict(layout), reference))
     torch.save(layout, tmp_path / "open_clip_model.pt")

@@ -22,6 +22,7 @@ from timm.layers import PatchEmbed as TimmPatchEmbed  # noqa: E402
 from timm.layers import SwiGLUPacked, get_act_layer  # noqa: E402
 from timm.models.vision_transformer import VisionTransformer as TimmViT  # noqa: E402
 
+from fastvit.checkpoints.timm import timm_kwargs  # noqa: E402
 from fastvit.config import ACT_LAYERS, ViTConfig  # noqa: E402
 from fastvit.layers.activations import create_activation  # noqa: E402
 from fastvit.layers.embed import PatchEmbed  # noqa: E402
@@ -96,18 +97,6 @@ def test_patch_embed_matches_timms(bias, hw):
 # -- ViTConfig.num_params() equals the parameter count of timm's VisionTransformer ---------------------
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=4, num_classes=5)
-
-
-def timm_kwargs(cfg: ViTConfig) -> dict:
-    kw = dict(img_size=cfg.img_size, patch_size=cfg.patch_size, embed_dim=cfg.embed_dim, depth=cfg.depth,
-              num_heads=cfg.num_heads, num_classes=cfg.num_classes, mlp_ratio=cfg.mlp_ratio, qkv_bias=cfg.qkv_bias,
-              qk_norm=cfg.qk_norm, init_values=cfg.init_values, class_token=cfg.class_token, reg_tokens=cfg.reg_tokens,
-              no_embed_class=cfg.no_embed_class, pre_norm=cfg.pre_norm, final_norm=cfg.final_norm, fc_norm=cfg.fc_norm,
-              global_pool=cfg.global_pool, dynamic_img_size=cfg.dynamic_img_size, dynamic_img_pad=cfg.dynamic_img_pad,
-              act_layer=cfg.act_layer, norm_layer=partial(nn.LayerNorm, eps=cfg.norm_eps))
-    if cfg.mlp_layer == "swiglu":
-        kw["mlp_layer"] = SwiGLUPacked
-    return kw
 
 
 OPTIONS = {
