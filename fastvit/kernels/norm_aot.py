@@ -23,8 +23,8 @@ from fastvit.kernels.norm import BWD_CONFIGS, FWD_CONFIGS, GPU_ROW_TILE, block_s
 _layer_norm_fwd_kernel = norm._layer_norm_fwd_kernel.fn
 _layer_norm_bwd_kernel = norm._layer_norm_bwd_kernel.fn
 
-# Widths of the presets (ViT-Ti 192, S 384, B 768, L 1024, H 1280) and SigLIP So400m's 1152.
-AOT_WIDTHS = (192, 384, 768, 1024, 1152, 1280)
+# Widths of the presets (ViT-Ti 192, S 384, B 768, L 1024, H 1280, DINOv2-g 1536) and SigLIP So400m's 1152.
+AOT_WIDTHS = (192, 384, 768, 1024, 1152, 1280, 1536)
 # Compiled in every default test run at every config and dtype; the other widths are "wide" (-m slow).
 CORE_WIDTHS = (768, 1280)
 ARCHS = ("sm80", "sm90")
