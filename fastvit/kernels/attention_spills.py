@@ -33,7 +33,9 @@ BWD_SPILLS = {
         (64, 128, 8, 2): 5448, (32, 128, 8, 2): 552, (16, 128, 8, 2): 328, (32, 64, 4, 3): 136,
     },
     ("sm80", "attention_bwd_dkdv", _PADDED_ALIGNED): {(64, 128, 8, 2): 1576, (32, 128, 8, 2): 3120},
-    ("sm80", "attention_bwd_dq", _PADDED_UNALIGNED): {(128, 32, 8, 2): 240, (128, 16, 8, 2): 48, (64, 32, 4, 3): 104},
+    ("sm80", "attention_bwd_dq", _PADDED_UNALIGNED): {
+        (128, 32, 8, 2): 240, (128, 16, 8, 2): 48, (64, 32, 4, 3): 104, (64, 64, 8, 2): 80,
+    },
 }  # fmt: skip
 KERNELS = ("attention_bwd_dkdv", "attention_bwd_dq")
 

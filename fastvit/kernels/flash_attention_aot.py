@@ -9,8 +9,9 @@ values give them: at head dim 72 the head stride (72) is *not* marked, so the
 check compiles the loads that such a launch really runs.
 
 Head dims 64 (ViT-S/B/L), 72 (SigLIP so400m), 80 (ViT-H, CLIP-H) and 128, in
-bf16 and fp16, every shipped configuration of every kernel, for sm_80 and
-sm_90, with the head tiles the launcher picks there (the backward's differ
+bf16 and fp16, every shipped configuration of every kernel that is not recorded
+to spill there (those the autotuner prunes, see :mod:`fastvit.kernels.attention_spills`),
+for sm_80 and sm_90, with the head tiles the launcher picks there (the backward's differ
 on sm_80, see attention_support.backward_head_tiles). fp32 has no cases: ``auto`` does not route fp32 to these kernels
 (their tables are tuned for 16-bit tiles, and fp32 tiles of that size spill).
 """

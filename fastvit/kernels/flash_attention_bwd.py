@@ -55,9 +55,9 @@ DQ_CONFIGS = {
         dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=3),
         dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=2),
     ],
-    # Used alone with autotuning off, where nothing is pruned: 32x64 spills nowhere (64x64, the
-    # previous default, spilled 80 B at head dim 72 on sm_80).
-    "default": [dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=2)],
+    # Used alone with autotuning off, where Triton prunes nothing: at head dim 72 on sm_80 it spills
+    # (80 B). No dQ entry of 64 rows or more (what sm_90's wgmma needs) is spill-free there.
+    "default": [dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2)],
 }
 # The delta kernel is a row reduction with no product to tune.
 DELTA_CONFIG = dict(BLOCK_M=64, num_warps=4, num_stages=1)
