@@ -30,8 +30,10 @@ DKDV_CONFIGS = {
     # stream Q and dO N / BLOCK_N times; 128-key blocks halve that traffic (and the LSE/delta
     # reloads) against 64 and give each mma more rows. 64x128 and 32x128 compile without spills at
     # head dim 64 only (ViT-S/B/L); at 72, 80 and 128 their 128-wide padded dK/dV accumulators
-    # spill and fastvit.kernels.attention_spills prunes them there. Whether they beat 64x64 (fewer
-    # programs, less occupancy) only a GPU run can tell: the autotuner ranks them on the device.
+    # spill and fastvit.kernels.attention_spills prunes them there (at 80, 32x128 would fit only with
+    # the split 64 + 16 head tiles and one stage, which the padded sm_80 tiling does not use).
+    # Whether they beat 64x64 (fewer programs, less occupancy) only a GPU run can tell: the
+    # autotuner ranks them on the device.
     "sm80": [
         dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2),
         dict(BLOCK_M=64, BLOCK_N=128, num_warps=8, num_stages=2),
@@ -47,8 +49,8 @@ DQ_CONFIGS = {
         dict(BLOCK_M=128, BLOCK_N=32, num_warps=8, num_stages=3),
         dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3),
     ],
-    # 32x64 (4 warps) is the one entry that spills at no head dim on sm_80 (226 registers at 72
-    # and 80): at 72 the other three spill and are pruned, so it keeps the tuner a choice there.
+    # 32x64 (4 warps) spills at none of the checked head dims on sm_80 (226 registers at 72 and 80):
+    # at 72 the other three spill and are pruned, so it leaves the tuner a spill-free choice there.
     "sm80": [
         dict(BLOCK_M=128, BLOCK_N=32, num_warps=8, num_stages=2),
         dict(BLOCK_M=128, BLOCK_N=16, num_warps=8, num_stages=2),
