@@ -159,3 +159,19 @@ def test_forced_backward_config_parity(kernel, arch, entry, device, monkeypatch)
     with forced(TUNERS[kernel], config, [(TUNERS[other], first)]):
         _check_parity(*_qkv_do(1, 1, 133, 133, 72, torch.float16, device))
         assert TUNERS[kernel].best_config is config and TUNERS[other].best_config is first  # what ran
+
+
+def test_a_launch_on_sm80_drops_the_spilling_candidate(device, monkeypatch):
+    """End to end: given a spilling and a clean dK/dV candidate at head dim 72 on an sm_80 GPU,
+    the autotuner launches the clean one without benchmarking (one candidate left)."""
+    if device == "cuda":
+        pytest.skip("the GPU's own arch decides what is pruned")
+    tuner = TUNERS["attention_bwd_dkdv"]
+    spilling = _config(dict(BLOCK_M=32, BLOCK_N=128, num_warps=8, num_stages=2))
+    clean = _config(dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2))
+    monkeypatch.setattr(tuning, "current_arch", lambda: "sm80")
+    monkeypatch.setattr(tuner, "cache", {})
+    monkeypatch.setattr(tuner, "configs", [spilling, clean])
+    monkeypatch.setattr(tuner, "_bench", lambda *a, **k: pytest.fail("benchmarked a pruned candidate"))
+    _check_parity(*_qkv_do(1, 1, 20, 20, 72, torch.float16, device))
+    assert tuner.best_config is clean
