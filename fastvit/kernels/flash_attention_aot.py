@@ -9,8 +9,9 @@ values give them: at head dim 72 the head stride (72) is *not* marked, so the
 check compiles the loads that such a launch really runs.
 
 Head dims 64 (ViT-S/B/L), 72 (SigLIP so400m), 80 (ViT-H, CLIP-H) and 128, in
-bf16 and fp16, every shipped configuration of every kernel, for sm_80 and
-sm_90, with the head tiles the launcher picks there (the backward's differ
+bf16 and fp16, every shipped configuration of every kernel that is not recorded
+to spill there (those the autotuner prunes, see :mod:`fastvit.kernels.attention_spills`),
+for sm_80 and sm_90, with the head tiles the launcher picks there (the backward's differ
 on sm_80, see attention_support.backward_head_tiles). fp32 has no cases: ``auto`` does not route fp32 to these kernels
 (their tables are tuned for 16-bit tiles, and fp32 tiles of that size spill).
 """
@@ -19,24 +20,15 @@ from __future__ import annotations
 
 from fastvit.kernels import flash_attention as fa
 from fastvit.kernels.aot import AotCase
+from fastvit.kernels.attention_spills import spill_bytes
 from fastvit.kernels.tuning import split
 
 # (head_dim, heads, tokens) of the models that launch each head dim.
 MODEL_SHAPES = ((64, 12, 197), (72, 16, 730), (80, 16, 257), (128, 16, 577))
 DTYPES = ("bf16", "fp16")
-# Entries measured to spill (Triton 3.9, bf16 and fp16 alike), left out of the
-# cases so the check stays a real gate: on sm_80 at head dim 72 the head
-# stride (72) is not 16-divisible, so the backward's tiles load through
-# registers. (arch, head_dim, kernel, BLOCK_M, BLOCK_N, num_warps) -> stack bytes.
-# sm_90, the GPUs the project targets, has none.
-KNOWN_SPILLS = {
-    ("sm80", 72, "attention_bwd_dkdv", 32, 64, 4): 136,
-    ("sm80", 72, "attention_bwd_dkdv", 16, 128, 8): 328,
-    ("sm80", 72, "attention_bwd_dq", 128, 32, 8): 240,
-    ("sm80", 72, "attention_bwd_dq", 128, 16, 8): 48,
-    ("sm80", 72, "attention_bwd_dq", 64, 32, 4): 104,
-    ("sm80", 72, "attention_bwd_dq", 64, 64, 8): 80,
-}
+# The backward entries recorded to spill (fastvit.kernels.attention_spills.BWD_SPILLS, which the
+# autotuner prunes) are left out of the cases, so the check stays a real gate; pruned_cases()
+# compiles them for the test that proves they still spill. sm_90 has none.
 
 
 def _signature(fn, dtype: str, constexprs: dict) -> dict:
@@ -78,7 +70,8 @@ def _case(label, fn, dtype, arch, constexprs, launch, ints, **kwargs) -> AotCase
     return AotCase(label, fn, signature, constexprs, arch, **launch, divisible=divisible, **kwargs)
 
 
-def aot_cases() -> list[AotCase]:
+def _all_cases() -> list[tuple[AotCase, int | None]]:
+    """Every (case, recorded spill bytes or None) of the shipped tables at MODEL_SHAPES."""
     tuned = (
         ("attention_fwd", fa._attention_fwd_kernel.fn, fa.FWD_CONFIGS, dict(NEG_SCALE=False)),
         ("attention_bwd_dkdv", fa._attention_bwd_dkdv_kernel.fn, fa.DKDV_CONFIGS, {}),
@@ -92,18 +85,38 @@ def aot_cases() -> list[AotCase]:
             for arch in ("sm80", "sm90"):
                 head = dict(HEAD_DIM=head_dim, PRECISION="ieee", INTERPRET=False)
                 fwd_tiles, bwd_tiles = fa.head_tiles(head_dim), fa.backward_head_tiles(head_dim, arch)
-                cases.append(_case(
+                cases.append((_case(
                     f"attention_bwd_delta-{dtype}-d{head_dim}", fa._attention_bwd_delta_kernel, dtype, arch,
                     dict(HEAD_DIM=head_dim, BLOCK_D=fa._block_d(head_dim), **delta_meta), delta_launch, ints,
                     tensor_core_op=None,
-                ))  # fmt: skip
+                ), None))  # fmt: skip
                 for name, fn, table, extra in tuned:
                     for entry in table[arch] + [e for e in table["default"] if e not in table[arch]]:
                         meta, launch = split(entry)
-                        key = (arch, head_dim, name, meta["BLOCK_M"], meta["BLOCK_N"], launch["num_warps"])
-                        if key in KNOWN_SPILLS:
-                            continue
+                        spilled = None if name == "attention_fwd" else spill_bytes(arch, name, head_dim, entry)
                         label = f"{name}-{dtype}-d{head_dim}-m{meta['BLOCK_M']}n{meta['BLOCK_N']}"
                         tiles = dict(zip(("BLOCK_D", "BLOCK_D2"), fwd_tiles if name == "attention_fwd" else bwd_tiles))
-                        cases.append(_case(label, fn, dtype, arch, {**head, **tiles, **extra, **meta}, launch, ints))
+                        case = _case(label, fn, dtype, arch, {**head, **tiles, **extra, **meta}, launch, ints)
+                        cases.append((case, spilled))
     return cases
+
+
+def aot_cases() -> list[AotCase]:
+    """The compile check's cases: every shipped entry the autotuner can launch there."""
+    return [case for case, spilled in _all_cases() if spilled is None]
+
+
+def pruned_cases() -> list[AotCase]:
+    """The entries recorded to spill, which the autotuner prunes at that head dim (not in the check)."""
+    return [case for case, spilled in _all_cases() if spilled is not None]
+
+
+def known_spills() -> dict:
+    """(arch, head_dim, kernel, BLOCK_M, BLOCK_N, num_warps, num_stages) -> recorded stack bytes, at MODEL_SHAPES."""
+    found = {}
+    for case, spilled in _all_cases():
+        if spilled is not None:
+            c = case.constexprs
+            kernel = case.name.split("-")[0]
+            found[(case.arch, c["HEAD_DIM"], kernel, c["BLOCK_M"], c["BLOCK_N"], case.num_warps, case.num_stages)] = spilled
+    return found

@@ -13,6 +13,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from fastvit.kernels.attention_spills import early_prune
 from fastvit.kernels.flash_attention_tiles import LOG2E, _TUNE_KEY, _cast, _dot, _dot_acc, _load, _store
 from fastvit.kernels.tuning import autotune_configs
 
@@ -25,8 +26,18 @@ DKDV_CONFIGS = {
         dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2),
         dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=3),
     ],
+    # Wider key blocks: each program reads all of Q and dO once, so N / BLOCK_N programs per head
+    # stream Q and dO N / BLOCK_N times; 128-key blocks halve that traffic (and the LSE/delta
+    # reloads) against 64 and give each mma more rows. 64x128 and 32x128 compile without spills at
+    # head dim 64 only (ViT-S/B/L); at 72, 80 and 128 their 128-wide padded dK/dV accumulators
+    # spill and fastvit.kernels.attention_spills prunes them there (at 80, 32x128 would fit only with
+    # the split 64 + 16 head tiles and one stage, which the padded sm_80 tiling does not use).
+    # Whether they beat 64x64 (fewer programs, less occupancy) only a GPU run can tell: the
+    # autotuner ranks them on the device.
     "sm80": [
         dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2),
+        dict(BLOCK_M=64, BLOCK_N=128, num_warps=8, num_stages=2),
+        dict(BLOCK_M=32, BLOCK_N=128, num_warps=8, num_stages=2),
         dict(BLOCK_M=16, BLOCK_N=128, num_warps=8, num_stages=2),
         dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=3),
     ],
@@ -38,17 +49,20 @@ DQ_CONFIGS = {
         dict(BLOCK_M=128, BLOCK_N=32, num_warps=8, num_stages=3),
         dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3),
     ],
+    # 32x64 (4 warps) spills at none of the checked head dims on sm_80 (226 registers at 72 and 80):
+    # at 72 the other three spill and are pruned, so it leaves the tuner a spill-free choice there.
     "sm80": [
         dict(BLOCK_M=128, BLOCK_N=32, num_warps=8, num_stages=2),
         dict(BLOCK_M=128, BLOCK_N=16, num_warps=8, num_stages=2),
         dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=3),
+        dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=2),
     ],
-    # 8 bytes of spill at head_dim 64 on sm_80; none on sm_90.
+    # Used alone with autotuning off, where Triton prunes nothing: at head dim 72 on sm_80 it spills
+    # (80 B). No dQ entry of 64 rows or more (what sm_90's wgmma needs) is spill-free there.
     "default": [dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2)],
 }
 # The delta kernel is a row reduction with no product to tune.
 DELTA_CONFIG = dict(BLOCK_M=64, num_warps=4, num_stages=1)
-
 
 
 @triton.jit
@@ -75,7 +89,10 @@ def _attention_bwd_delta_kernel(
     tl.store(DELTA + bh.to(tl.int64) * n_q + offs_m, delta, mask=mask_m)
 
 
-@triton.autotune(configs=autotune_configs(DKDV_CONFIGS), key=_TUNE_KEY)
+# Configurations measured to spill at the launch's head dim are pruned before benchmarking
+# (see fastvit.kernels.attention_spills).
+@triton.autotune(configs=autotune_configs(DKDV_CONFIGS), key=_TUNE_KEY,
+                 prune_configs_by={"early_config_prune": early_prune("attention_bwd_dkdv")})
 @triton.jit
 def _attention_bwd_dkdv_kernel(
     Q, K, V, DO, LSE, DELTA, DK, DV,
@@ -156,7 +173,8 @@ def _attention_bwd_dkdv_kernel(
                MASK_D2)  # fmt: skip
 
 
-@triton.autotune(configs=autotune_configs(DQ_CONFIGS), key=_TUNE_KEY)
+@triton.autotune(configs=autotune_configs(DQ_CONFIGS), key=_TUNE_KEY,
+                 prune_configs_by={"early_config_prune": early_prune("attention_bwd_dq")})
 @triton.jit
 def _attention_bwd_dq_kernel(
     Q, K, V, DO, LSE, DELTA, DQ,
