@@ -1,5 +1,7 @@
-"""The issue-14 presets against real timm: each name converts from timm (in memory and through a
-state-dict file) within 1e-5 relative, exports back, and counts timm's parameters."""
+"""The issue-14 presets against real timm: every timm name of the DeiT III, DINOv2, CLIP and SigLIP
+families is a preset; each converts from timm (in memory and through a state-dict file) within 1e-5
+relative on a shallow, small-image version of it, exports back, and has timm's state-dict keys and
+shapes, parameter count and pretrained_cfg at full size (built on the meta device)."""
 
 import dataclasses
 
@@ -13,10 +15,11 @@ from layouts import open_clip_state_dict
 if "reg_tokens" not in {f.name for f in dataclasses.fields(fastvit.ViTConfig)}:
     pytest.skip("needs the issue-14 ViTConfig options", allow_module_level=True)
 
-NEW_PRESETS = [f"vit_{s}_patch14{r}_dinov2" for s in ("small", "base", "large", "giant") for r in ("", "_reg4")] + [
-    "vit_base_patch16_clip_224", "vit_base_patch32_clip_224", "vit_large_patch14_clip_224", "vit_huge_patch14_clip_224",
-    "vit_base_patch16_clip_quickgelu_224", "vit_base_patch16_siglip_224", "vit_so400m_patch14_siglip_384",
-    "deit3_small_patch16_224", "deit3_base_patch16_224", "deit3_large_patch16_224"]
+FAMILIES = ("deit3_*", "vit_*_dinov2", "vit_*_clip_*", "vit_*_siglip_*")
+NEW_PRESETS = sorted({n for f in FAMILIES for n in fastvit.list_models(f)})
+# the pretrained_cfg fields that fix preprocessing and the head
+CFG_KEYS = ("tag", "input_size", "crop_pct", "crop_mode", "mean", "std", "num_classes", "interpolation", "license",
+            "fixed_input_size", "classifier", "first_conv", "pool_size")
 # the architecture fields a conversion must reproduce (init_values: only LayerScale's presence)
 FIELDS = ("patch_size", "embed_dim", "num_heads", "mlp_hidden_dim", "qkv_bias", "class_token", "num_classes", "global_pool",
           "reg_tokens", "no_embed_class", "qk_norm", "pre_norm", "patch_bias", "final_norm", "use_fc_norm", "act_layer",
@@ -54,12 +57,23 @@ def test_preset_converts_from_timm(timm, tmp_path, name):
         assert_rel(back(x), expected, what=f"{name} to_timm_state_dict")
 
 
+def test_every_timm_family_name_is_a_preset(timm):
+    """timm's names of the families (EVA, NaFlex and the ResNet towers match none of the patterns)."""
+    assert sorted({n for f in FAMILIES for n in timm.list_models(f)}) == NEW_PRESETS
+
+
 @pytest.mark.parametrize("name", NEW_PRESETS)
-def test_parameter_count_is_timms_live(timm, name):
+def test_full_size_preset_is_timms_live(timm, name):
     with torch.device("meta"):
-        theirs = sum(p.numel() for p in timm.create_model(name, pretrained=False).parameters())
-        ours = sum(p.numel() for p in fastvit.create_model(name).parameters())
-    assert fastvit.get_config(name).num_params() == ours == theirs
+        tm = timm.create_model(name, pretrained=False)
+        fv = fastvit.create_model(name)
+    theirs, ours = tm.state_dict(), fv.state_dict()
+    assert list(ours) == list(theirs)
+    assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in theirs.items()}
+    assert fastvit.get_config(name).num_params() == sum(p.numel() for p in fv.parameters()) == \
+        sum(p.numel() for p in tm.parameters())
+    tcfg = {k: tuple(v) if isinstance(v, list) else v for k, v in tm.pretrained_cfg.items()}
+    assert {k: fv.pretrained_cfg[k] for k in CFG_KEYS} == {k: tcfg[k] for k in CFG_KEYS}
 
 
 def test_timm_model_kwargs_rebuild_the_preset(timm):
