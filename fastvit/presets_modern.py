@@ -3,8 +3,10 @@ image towers, each with timm's default-weights ``pretrained_cfg`` (tag and prepr
 
 Sizes live in one table per family; a name's other parts (patch, image size, ``_quickgelu``,
 ``_gap``) are read from the name itself. :mod:`fastvit.presets` merges these into ``PRESETS``.
-Left out, because fastvit cannot compute them: EVA / EVA-02 CLIP (rotary position embedding,
-SwiGLU with a norm inside), NaFlex SigLIP (variable patch grids), ResNet CLIP towers.
+The SigLIP 2 weights (tag ``v2_webli``) are the same architecture under the same names. Left out,
+not being timm's VisionTransformer: EVA CLIP (timm's ``Eva``: q / v biases without a k bias;
+EVA-02 adds rotary position embedding and a SwiGLU with a norm inside), NaFlex SigLIP 2
+(variable patch grids), ResNet CLIP towers.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import re
 INCEPTION_MEAN = INCEPTION_STD = (0.5, 0.5, 0.5)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 OPENAI_CLIP_MEAN, OPENAI_CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-_IMAGENET, _INCEPTION, _OPENAI = (IMAGENET_MEAN, IMAGENET_STD), (INCEPTION_MEAN, INCEPTION_STD), (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+_IMAGENET, _INCEPTION = (IMAGENET_MEAN, IMAGENET_STD), (INCEPTION_MEAN, INCEPTION_STD)
+_OPENAI = (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
 
 
 def _arch(patch, dim, depth, heads, mlp_ratio=4.0, img=224, **kw):
@@ -25,28 +28,33 @@ def _cfg(tag, crop_pct, norm, license="apache-2.0", crop_mode="center"):
     return dict(tag=tag, crop_pct=crop_pct, crop_mode=crop_mode, mean=norm[0], std=norm[1], license=license)
 
 
-PRESETS: dict[str, dict] = {}
-PRETRAINED_CFG: dict[str, dict] = {}  # timm's default weights per name (fixed fields come from presets.py)
-
 # -- DeiT III: LayerScale (1e-6), position embedding on the patches only ---------------------------
 _DEIT3 = {"small": (16, 384, 12, 6), "medium": (16, 512, 12, 8), "base": (16, 768, 12, 12),
           "large": (16, 1024, 24, 16), "huge": (14, 1280, 32, 16)}
-for _size, _imgs in (("small", (224, 384)), ("medium", (224,)), ("base", (224, 384)), ("large", (224, 384)),
-                     ("huge", (224,))):
-    for _img in _imgs:
-        _name = f"deit3_{_size}_patch{_DEIT3[_size][0]}_{_img}"
-        PRESETS[_name] = _arch(*_DEIT3[_size], img=_img, no_embed_class=True, init_values=1e-6)
-        PRETRAINED_CFG[_name] = _cfg("fb_in1k", 0.9 if _img == 224 else 1.0, _IMAGENET)
+_DEIT3_IMGS = {"small": (224, 384), "medium": (224,), "base": (224, 384), "large": (224, 384), "huge": (224,)}
+
+
+def _deit3():
+    for size, imgs in _DEIT3_IMGS.items():
+        for img in imgs:
+            yield (f"deit3_{size}_patch{_DEIT3[size][0]}_{img}",
+                   _arch(*_DEIT3[size], img=img, no_embed_class=True, init_values=1e-6),
+                   _cfg("fb_in1k", 0.9 if img == 224 else 1.0, _IMAGENET))
+
 
 # -- DINOv2 (518 px: 37x37 patches of 14), LayerScale; giant has a SwiGLU MLP. The reg4 twins add
 # four register tokens and put the position embedding on the patches only.
 _DINOV2 = {"small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16), "giant": (1536, 40, 24)}
-for _size, _dims in _DINOV2.items():
-    _mlp = dict(mlp_ratio=2.66667 * 2, mlp_layer="swiglu", act_layer="silu") if _size == "giant" else {}
-    for _reg, _reg_kw in (("", {}), ("_reg4", dict(reg_tokens=4, no_embed_class=True))):
-        _name = f"vit_{_size}_patch14{_reg}_dinov2"
-        PRESETS[_name] = _arch(14, *_dims, img=518, num_classes=0, init_values=1e-5, **_mlp, **_reg_kw)
-        PRETRAINED_CFG[_name] = _cfg("lvd142m", 1.0, _IMAGENET)
+
+
+def _dinov2():
+    for size, dims in _DINOV2.items():
+        mlp = dict(mlp_ratio=2.66667 * 2, mlp_layer="swiglu", act_layer="silu") if size == "giant" else {}
+        for reg, reg_kw in (("", {}), ("_reg4", dict(reg_tokens=4, no_embed_class=True))):
+            yield (f"vit_{size}_patch14{reg}_dinov2",
+                   _arch(14, *dims, img=518, num_classes=0, init_values=1e-5, **mlp, **reg_kw),
+                   _cfg("lvd142m", 1.0, _IMAGENET))
+
 
 # -- CLIP image towers: a LayerNorm before the blocks (and no patch bias), eps 1e-5; the head is
 # the image projection (its width: num_classes) or an ImageNet classifier after fine-tuning.
@@ -84,11 +92,15 @@ _CLIP_NAMES = {  # name: (num_classes, tag, crop_pct, crop_mode, mean/std, licen
     "vit_medium_patch32_clip_224": (512, "tinyclip_laion400m", 0.9, "center", _OPENAI, "mit"),
     "vit_xsmall_patch16_clip_224": (512, "tinyclip_yfcc15m", 0.9, "center", _OPENAI, "mit"),
 }
-for _name, (_classes, _tag, _crop, _mode, _norm, _license) in _CLIP_NAMES.items():
-    _m = re.fullmatch(r"vit_(\w+?)_clip(_quickgelu)?_(\d+)", _name)
-    _act = dict(act_layer="quick_gelu") if _m[2] else {}
-    PRESETS[_name] = _arch(*_CLIP_SIZES[_m[1]], img=int(_m[3]), num_classes=_classes, pre_norm=True, norm_eps=1e-5, **_act)
-    PRETRAINED_CFG[_name] = _cfg(_tag, _crop, _norm, _license, _mode)
+
+
+def _clip():
+    for name, (classes, tag, crop, mode, norm, license) in _CLIP_NAMES.items():
+        arch, quick_gelu, img = re.fullmatch(r"vit_(\w+?)_clip(_quickgelu)?_(\d+)", name).groups()
+        act = "quick_gelu" if quick_gelu else "gelu"
+        yield (name, _arch(*_CLIP_SIZES[arch], img=int(img), num_classes=classes, pre_norm=True, norm_eps=1e-5,
+                           act_layer=act), _cfg(tag, crop, norm, license, mode))
+
 
 # -- SigLIP / SigLIP 2 image towers: no class token; an attention-pool (MAP) head, or the "_gap"
 # twins: the final norm on all tokens, then the average of the patches. No head (features).
@@ -108,11 +120,20 @@ _SIGLIP_TAGS = {  # name: (tag, crop_pct) where timm's default weights are not (
     "vit_so400m_patch14_siglip_384": ("webli", 0.9), "vit_so400m_patch14_siglip_gap_384": ("webli", 1.0),
     "vit_so400m_patch14_siglip_gap_448": ("pali_mix", 1.0), "vit_so400m_patch14_siglip_gap_896": ("pali_pt", 1.0),
 }
-for _a, (_map_imgs, _gap_imgs) in _SIGLIP_NAMES.items():
-    for _gap, _imgs in (("", _map_imgs), ("_gap", _gap_imgs)):
-        for _img in _imgs:
-            _name = f"vit_{_a}_siglip{_gap}_{_img}"
-            _act = "gelu_tanh" if _a in _SIGLIP_TANH or f"{_a}_{_img}" in _SIGLIP_TANH else "gelu"
-            _pool = dict(global_pool="avg", fc_norm=False) if _gap else dict(global_pool="map")
-            PRESETS[_name] = _arch(*_SIGLIP_SIZES[_a], img=_img, num_classes=0, class_token=False, act_layer=_act, **_pool)
-            PRETRAINED_CFG[_name] = _cfg(*_SIGLIP_TAGS.get(_name, ("v2_webli", 0.9)), _INCEPTION)
+
+
+def _siglip():
+    for arch, (map_imgs, gap_imgs) in _SIGLIP_NAMES.items():
+        for gap, imgs in (("", map_imgs), ("_gap", gap_imgs)):
+            for img in imgs:
+                name = f"vit_{arch}_siglip{gap}_{img}"
+                act = "gelu_tanh" if arch in _SIGLIP_TANH or f"{arch}_{img}" in _SIGLIP_TANH else "gelu"
+                pool = dict(global_pool="avg", fc_norm=False) if gap else dict(global_pool="map")
+                yield (name, _arch(*_SIGLIP_SIZES[arch], img=img, num_classes=0, class_token=False, act_layer=act,
+                                   **pool), _cfg(*_SIGLIP_TAGS.get(name, ("v2_webli", 0.9)), _INCEPTION))
+
+
+_ROWS = [*_deit3(), *_dinov2(), *_clip(), *_siglip()]
+PRESETS: dict[str, dict] = {name: arch for name, arch, _ in _ROWS}
+# timm's default weights per name: tag and preprocessing (the fields every preset shares: presets.py)
+PRETRAINED_CFG: dict[str, dict] = {name: cfg for name, _, cfg in _ROWS}
