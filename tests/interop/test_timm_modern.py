@@ -17,6 +17,11 @@ if "reg_tokens" not in {f.name for f in dataclasses.fields(fastvit.ViTConfig)}:
 
 FAMILIES = ("deit3_*", "vit_*_dinov2", "vit_*_clip_*", "vit_*_siglip_*")
 NEW_PRESETS = sorted({n for f in FAMILIES for n in fastvit.list_models(f)})
+# the names issue 14 lists
+ISSUE_PRESETS = [f"vit_{s}_patch14{r}_dinov2" for s in ("small", "base", "large", "giant") for r in ("", "_reg4")] + [
+    "vit_base_patch16_clip_224", "vit_base_patch32_clip_224", "vit_large_patch14_clip_224", "vit_huge_patch14_clip_224",
+    "vit_base_patch16_clip_quickgelu_224", "vit_base_patch16_siglip_224", "vit_so400m_patch14_siglip_384",
+    "deit3_small_patch16_224", "deit3_base_patch16_224", "deit3_large_patch16_224"]
 # the pretrained_cfg fields that fix preprocessing and the head
 CFG_KEYS = ("tag", "input_size", "crop_pct", "crop_mode", "mean", "std", "num_classes", "interpolation", "license",
             "fixed_input_size", "classifier", "first_conv", "pool_size")
@@ -53,23 +58,33 @@ def random_timm(timm, name, **kw):
 
 
 @pytest.mark.parametrize("name", NEW_PRESETS)
-def test_preset_converts_from_timm(timm, tmp_path, name):
+def test_preset_converts_from_timm(timm, name):
+    """Every name: timm's model converts, computes the same, and has the preset's options."""
     kw = small(name)
     tm = random_timm(timm, name, **kw)
     x = image(kw["img_size"], kw["img_size"])
     with torch.no_grad():
-        expected, features = tm(x), tm.forward_features(x)
         fv = fastvit.from_timm(tm)
-        assert_rel(fv.forward_features(x), features, what=f"{name} from_timm features")
-        assert_rel(fv(x), expected, what=f"{name} from_timm")
-        preset = fastvit.get_config(name, **kw)
-        assert {f: getattr(fv.cfg, f) for f in FIELDS} == {f: getattr(preset, f) for f in FIELDS}
-        assert (fv.cfg.init_values is None) == (preset.init_values is None)
-        # through a state-dict file into the preset
+        assert_rel(fv.forward_features(x), tm.forward_features(x), what=f"{name} from_timm features")
+        assert_rel(fv(x), tm(x), what=f"{name} from_timm")
+    preset = fastvit.get_config(name, **kw)
+    assert {f: getattr(fv.cfg, f) for f in FIELDS} == {f: getattr(preset, f) for f in FIELDS}
+    assert (fv.cfg.init_values is None) == (preset.init_values is None)
+
+
+@pytest.mark.parametrize("name", ISSUE_PRESETS)
+def test_preset_loads_timm_file_and_exports(timm, tmp_path, name):
+    """The issue's names (the later ones share their loading code and differ in sizes, which
+    test_preset_converts_from_timm and the full-size test check): a timm state-dict file into
+    the preset, and the preset's weights back into timm."""
+    kw = small(name)
+    tm = random_timm(timm, name, **kw)
+    x = image(kw["img_size"], kw["img_size"])
+    with torch.no_grad():
+        expected = tm(x)
         torch.save(tm.state_dict(), tmp_path / "timm.pth")
         loaded = fastvit.create_model(name, pretrained=str(tmp_path / "timm.pth"), **kw).eval()
         assert_rel(loaded(x), expected, what=f"{name} state-dict file")
-        # and back into timm
         with torch.device("meta"):  # every tensor comes from the export
             back = timm.create_model(name, pretrained=False, **kw).eval()
         back.load_state_dict(fastvit.to_timm_state_dict(loaded), strict=True, assign=True)
