@@ -5,6 +5,9 @@ from __future__ import annotations
 import difflib
 
 from .config import ViTConfig
+from .presets_modern import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD
+from .presets_modern import PRESETS as MODERN_PRESETS
+from .presets_modern import PRETRAINED_CFG as MODERN_CFG
 
 
 def _vit(patch, dim, depth, heads, img=224, **kw):
@@ -38,25 +41,7 @@ PRESETS: dict[str, dict] = {
     "deit_tiny_distilled_patch16_224": _vit(16, 192, 12, 3, distilled=True),
     "deit_small_distilled_patch16_224": _vit(16, 384, 12, 6, distilled=True),
     "deit_base_distilled_patch16_224": _vit(16, 768, 12, 12, distilled=True),
-    # DeiT III: LayerScale, position embedding on the patches only
-    **{f"deit3_{size}_patch16_224": _vit(16, *dims, no_embed_class=True, init_values=1e-6)
-       for size, dims in (("small", (384, 12, 6)), ("base", (768, 12, 12)), ("large", (1024, 24, 16)))},
-    # DINOv2 (518 px: 37x37 patches of 14), LayerScale; giant has a SwiGLU MLP. The reg4 twins add
-    # four register tokens and put the position embedding on the patches only.
-    **{f"vit_{size}_patch14{reg}_dinov2": _vit(14, *dims, img=518, num_classes=0, init_values=1e-5, **extra, **reg_kw)
-       for size, dims, extra in (("small", (384, 12, 6), {}), ("base", (768, 12, 12), {}), ("large", (1024, 24, 16), {}),
-                                 ("giant", (1536, 40, 24), dict(mlp_ratio=2.66667 * 2, mlp_layer="swiglu", act_layer="silu")))
-       for reg, reg_kw in (("", {}), ("_reg4", dict(reg_tokens=4, no_embed_class=True)))},
-    # CLIP image towers: a LayerNorm before the blocks (and no patch bias), eps 1e-5
-    **{f"vit_{name}_clip_224": _vit(patch, *dims, pre_norm=True, norm_eps=1e-5)
-       for name, patch, dims in (("base_patch16", 16, (768, 12, 12)), ("base_patch32", 32, (768, 12, 12)),
-                                 ("large_patch14", 14, (1024, 24, 16)), ("huge_patch14", 14, (1280, 32, 16)))},
-    "vit_base_patch16_clip_quickgelu_224": _vit(16, 768, 12, 12, pre_norm=True, norm_eps=1e-5, act_layer="quick_gelu",
-                                                num_classes=512),  # the MetaCLIP weights' 512-wide projection
-    # SigLIP: no class token, attention-pool (MAP) head
-    "vit_base_patch16_siglip_224": _vit(16, 768, 12, 12, class_token=False, global_pool="map", num_classes=0),
-    "vit_so400m_patch14_siglip_384": _vit(14, 1152, 27, 16, img=384, mlp_ratio=3.7362, class_token=False,
-                                          global_pool="map", num_classes=0),
+    **MODERN_PRESETS,  # DeiT III, DINOv2, CLIP, SigLIP: fastvit.presets_modern
 }
 
 
@@ -67,29 +52,6 @@ _DEFAULT_TAGS = {
     "vit_base_patch8_224": "augreg2_in21k_ft_in1k", "vit_base_patch16_224": "augreg2_in21k_ft_in1k",
     "vit_large_patch14_224": "untrained", "vit_huge_patch14_224": "orig_in21k",
     "vit_base_r50_s16_224": "orig_in21k", "vit_base_r50_s16_384": "orig_in21k_ft_in1k",
-}
-INCEPTION_MEAN = INCEPTION_STD = (0.5, 0.5, 0.5)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-OPENAI_CLIP_MEAN, OPENAI_CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-
-
-def _family(tag, crop_pct, mean, std, license="apache-2.0"):
-    return dict(tag=tag, crop_pct=crop_pct, mean=mean, std=std, license=license)
-
-
-_DINOV2 = _family("lvd142m", 1.0, IMAGENET_MEAN, IMAGENET_STD)
-_CLIP = _family("laion2b_ft_in12k_in1k", 1.0, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
-# the modern families' default weights: tag and preprocessing, as timm 1.0.29 lists them
-_FAMILY_CFG = {
-    **{name: _DINOV2 for name in PRESETS if name.endswith("_dinov2")},
-    **{name: _family("fb_in1k", 0.9, IMAGENET_MEAN, IMAGENET_STD) for name in PRESETS if name.startswith("deit3_")},
-    "vit_base_patch16_clip_224": dict(_CLIP, crop_pct=0.95),
-    "vit_base_patch32_clip_224": dict(_CLIP, crop_pct=0.9),
-    "vit_large_patch14_clip_224": dict(_CLIP, mean=INCEPTION_MEAN, std=INCEPTION_STD),
-    "vit_huge_patch14_clip_224": _CLIP,
-    "vit_base_patch16_clip_quickgelu_224": dict(_CLIP, tag="metaclip_2pt5b", license="cc-by-nc-4.0"),
-    "vit_base_patch16_siglip_224": _family("v2_webli", 0.9, INCEPTION_MEAN, INCEPTION_STD),
-    "vit_so400m_patch14_siglip_384": _family("webli", 0.9, INCEPTION_MEAN, INCEPTION_STD),
 }
 
 
@@ -107,8 +69,8 @@ def pretrained_cfg_for(name: str | None, cfg: "ViTConfig") -> dict:
     deit = name.startswith("deit_")
     if preset.hybrid_layers is not None:  # the image meets the ResNet stem's first convolution
         common["first_conv"] = "patch_embed.backbone.stem.conv"
-    if name in _FAMILY_CFG:
-        return dict(common, **_FAMILY_CFG[name], input_size=(preset.in_chans, *preset.img_size),
+    if name in MODERN_CFG:
+        return dict(common, **MODERN_CFG[name], input_size=(preset.in_chans, *preset.img_size),
                     num_classes=preset.num_classes)
     return dict(
         common, tag="fb_in1k" if deit else _DEFAULT_TAGS.get(name, "augreg_in21k_ft_in1k"),

@@ -1,5 +1,7 @@
-"""The issue-14 presets against real timm: each name converts from timm (in memory and through a
-state-dict file) within 1e-5 relative, exports back, and counts timm's parameters."""
+"""The issue-14 presets against real timm: every timm name of the DeiT III, DINOv2, CLIP and SigLIP
+families is a preset; each converts from timm (in memory and through a state-dict file) within 1e-5
+relative on a shallow, small-image version of it, exports back, and has timm's state-dict keys and
+shapes, parameter count and pretrained_cfg at full size (built on the meta device)."""
 
 import dataclasses
 
@@ -13,10 +15,16 @@ from layouts import open_clip_state_dict
 if "reg_tokens" not in {f.name for f in dataclasses.fields(fastvit.ViTConfig)}:
     pytest.skip("needs the issue-14 ViTConfig options", allow_module_level=True)
 
-NEW_PRESETS = [f"vit_{s}_patch14{r}_dinov2" for s in ("small", "base", "large", "giant") for r in ("", "_reg4")] + [
+FAMILIES = ("deit3_*", "vit_*_dinov2", "vit_*_clip_*", "vit_*_siglip_*")
+NEW_PRESETS = sorted({n for f in FAMILIES for n in fastvit.list_models(f)})
+# the names issue 14 lists
+ISSUE_PRESETS = [f"vit_{s}_patch14{r}_dinov2" for s in ("small", "base", "large", "giant") for r in ("", "_reg4")] + [
     "vit_base_patch16_clip_224", "vit_base_patch32_clip_224", "vit_large_patch14_clip_224", "vit_huge_patch14_clip_224",
     "vit_base_patch16_clip_quickgelu_224", "vit_base_patch16_siglip_224", "vit_so400m_patch14_siglip_384",
     "deit3_small_patch16_224", "deit3_base_patch16_224", "deit3_large_patch16_224"]
+# the pretrained_cfg fields that fix preprocessing and the head
+CFG_KEYS = ("tag", "input_size", "crop_pct", "crop_mode", "mean", "std", "num_classes", "interpolation", "license",
+            "fixed_input_size", "classifier", "first_conv", "pool_size")
 # the architecture fields a conversion must reproduce (init_values: only LayerScale's presence)
 FIELDS = ("patch_size", "embed_dim", "num_heads", "mlp_hidden_dim", "qkv_bias", "class_token", "num_classes", "global_pool",
           "reg_tokens", "no_embed_class", "qk_norm", "pre_norm", "patch_bias", "final_norm", "use_fc_norm", "act_layer",
@@ -30,36 +38,76 @@ def small(name):
     return dict(depth=1 if cfg.embed_dim >= 1024 else 2, img_size=4 * cfg.patch_size)
 
 
+def random_timm(timm, name, **kw):
+    """timm's model ``name`` with random weights, built on the meta device and filled directly
+    (timm's own initialisation is most of a CPU conversion test's time): N(0, 0.02) matrices,
+    tokens and position embeddings, 1 +- 0.05 norm weights and LayerScale, +- 0.05 biases."""
+    with torch.device("meta"):
+        model = timm.create_model(name, pretrained=False, **kw)
+    assert not list(model.buffers()), "a buffer would be left unfilled"
+    model.to_empty(device="cpu")
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for key, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=g)
+            if p.ndim > 1:
+                p.copy_(0.02 * noise)
+            else:
+                p.copy_((1.0 if key.endswith((".weight", ".gamma")) else 0.0) + 0.05 * noise)
+    return model.eval()
+
+
 @pytest.mark.parametrize("name", NEW_PRESETS)
-def test_preset_converts_from_timm(timm, tmp_path, name):
+def test_preset_converts_from_timm(timm, name):
+    """Every name: timm's model converts, computes the same, and has the preset's options."""
     kw = small(name)
-    torch.manual_seed(0)
-    tm = perturb(timm.create_model(name, pretrained=False, **kw)).eval()
+    tm = random_timm(timm, name, **kw)
     x = image(kw["img_size"], kw["img_size"])
     with torch.no_grad():
-        expected, features = tm(x), tm.forward_features(x)
         fv = fastvit.from_timm(tm)
-        assert_rel(fv.forward_features(x), features, what=f"{name} from_timm features")
-        assert_rel(fv(x), expected, what=f"{name} from_timm")
-        preset = fastvit.get_config(name, **kw)
-        assert {f: getattr(fv.cfg, f) for f in FIELDS} == {f: getattr(preset, f) for f in FIELDS}
-        assert (fv.cfg.init_values is None) == (preset.init_values is None)
-        # through a state-dict file into the preset
+        assert_rel(fv.forward_features(x), tm.forward_features(x), what=f"{name} from_timm features")
+        assert_rel(fv(x), tm(x), what=f"{name} from_timm")
+    preset = fastvit.get_config(name, **kw)
+    assert {f: getattr(fv.cfg, f) for f in FIELDS} == {f: getattr(preset, f) for f in FIELDS}
+    assert (fv.cfg.init_values is None) == (preset.init_values is None)
+
+
+@pytest.mark.parametrize("name", ISSUE_PRESETS)
+def test_preset_loads_timm_file_and_exports(timm, tmp_path, name):
+    """The issue's names (the later ones share their loading code and differ in sizes, which
+    test_preset_converts_from_timm and the full-size test check): a timm state-dict file into
+    the preset, and the preset's weights back into timm."""
+    kw = small(name)
+    tm = random_timm(timm, name, **kw)
+    x = image(kw["img_size"], kw["img_size"])
+    with torch.no_grad():
+        expected = tm(x)
         torch.save(tm.state_dict(), tmp_path / "timm.pth")
         loaded = fastvit.create_model(name, pretrained=str(tmp_path / "timm.pth"), **kw).eval()
         assert_rel(loaded(x), expected, what=f"{name} state-dict file")
-        # and back into timm
-        back = timm.create_model(name, pretrained=False, **kw).eval()
-        back.load_state_dict(fastvit.to_timm_state_dict(loaded), strict=True)
+        with torch.device("meta"):  # every tensor comes from the export
+            back = timm.create_model(name, pretrained=False, **kw).eval()
+        back.load_state_dict(fastvit.to_timm_state_dict(loaded), strict=True, assign=True)
         assert_rel(back(x), expected, what=f"{name} to_timm_state_dict")
 
 
+def test_every_timm_family_name_is_a_preset(timm):
+    """timm's names of the families (EVA, NaFlex and the ResNet towers match none of the patterns)."""
+    assert sorted({n for f in FAMILIES for n in timm.list_models(f)}) == NEW_PRESETS
+
+
 @pytest.mark.parametrize("name", NEW_PRESETS)
-def test_parameter_count_is_timms_live(timm, name):
+def test_full_size_preset_is_timms_live(timm, name):
     with torch.device("meta"):
-        theirs = sum(p.numel() for p in timm.create_model(name, pretrained=False).parameters())
-        ours = sum(p.numel() for p in fastvit.create_model(name).parameters())
-    assert fastvit.get_config(name).num_params() == ours == theirs
+        tm = timm.create_model(name, pretrained=False)
+        fv = fastvit.create_model(name)
+    theirs, ours = tm.state_dict(), fv.state_dict()
+    assert list(ours) == list(theirs)
+    assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in theirs.items()}
+    assert fastvit.get_config(name).num_params() == sum(p.numel() for p in fv.parameters()) == \
+        sum(p.numel() for p in tm.parameters())
+    tcfg = {k: tuple(v) if isinstance(v, list) else v for k, v in tm.pretrained_cfg.items()}
+    assert {k: fv.pretrained_cfg[k] for k in CFG_KEYS} == {k: tcfg[k] for k in CFG_KEYS}
 
 
 def test_timm_model_kwargs_rebuild_the_preset(timm):
