@@ -89,14 +89,14 @@ def config_fields(c: dict, what: str) -> dict:
 
 
 def check_exportable(model) -> list[str]:
-    from .options import final_norm_place, has_layer_scale, option, patch_bias
+    from .options import final_norm_place, has_layer_scale
 
     cfg, problems = model.cfg, []
     if not cfg.class_token or cfg.global_pool != "token" or cfg.distilled:
         problems.append("CLIP pools its class token (no distillation token)")
-    if not option(cfg, "pre_norm") or patch_bias(cfg) or final_norm_place(cfg) != "norm" or not cfg.qkv_bias:
+    if not cfg.pre_norm or cfg.use_patch_bias or final_norm_place(cfg) != "norm" or not cfg.qkv_bias:
         problems.append("CLIP has a pre-norm, no patch bias, qkv bias and a final norm before pooling")
-    if option(cfg, "reg_tokens") or has_layer_scale(cfg) or option(cfg, "qk_norm") or option(cfg, "mlp_layer") != "mlp":
+    if cfg.reg_tokens or has_layer_scale(cfg) or cfg.qk_norm or cfg.mlp_layer != "mlp":
         problems.append("CLIP has no registers, LayerScale, qk-norm or gated MLP")
     if cfg.representation_size or cfg.hybrid_layers is not None:
         problems.append("CLIP has no pre-logits layer or hybrid stem")
@@ -107,10 +107,9 @@ def check_exportable(model) -> list[str]:
 
 def encoder_config(cfg) -> dict:
     from .hf_config import HF_ACT_NAMES
-    from .options import option
 
     return dict(hidden_size=cfg.embed_dim, num_hidden_layers=cfg.depth, num_attention_heads=cfg.num_heads,
-                intermediate_size=cfg.mlp_hidden_dim, hidden_act=HF_ACT_NAMES[option(cfg, "act_layer")],
+                intermediate_size=cfg.mlp_hidden_dim, hidden_act=HF_ACT_NAMES[cfg.act_layer],
                 layer_norm_eps=cfg.norm_eps, image_size=cfg.img_size[0], patch_size=cfg.patch_size,
                 num_channels=cfg.in_chans, attention_dropout=cfg.attn_drop_rate)
 
@@ -144,11 +143,10 @@ def encoder_state_dict(sd: dict, depth: int) -> dict:
 
 def to_state_dict(model) -> dict:
     """fastvit weights under ``CLIPVisionModel`` names (``CLIPVisionModelWithProjection`` with a head)."""
-    from .options import option
 
     cfg = model.cfg
     sd = {k: v.detach() for k, v in model.state_dict().items()}
-    if option(cfg, "no_embed_class"):
+    if cfg.no_embed_class:
         sd["pos_embed"] = torch.cat([sd["pos_embed"].new_zeros(1, 1, cfg.embed_dim), sd["pos_embed"]], dim=1)
     out = encoder_state_dict(sd, cfg.depth)
     out.update({"embeddings.class_embedding": sd["cls_token"].reshape(-1),

@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 from .common import config_mismatch
-from .options import OPTION_DEFAULTS
 
 MODERN_MODEL_TYPES = ("dinov2", "dinov2_with_registers", "clip_vision_model", "clip", "siglip_vision_model", "siglip")
 HF_MODEL_TYPES = ("vit", "deit", *MODERN_MODEL_TYPES)
@@ -101,7 +100,7 @@ def check_against(cfg, fields: dict, source: str) -> dict:
     for name, value in fields.items():
         if name in _NOT_COMPARED:
             continue
-        have = getattr(cfg, name, OPTION_DEFAULTS.get(name))
+        have = getattr(cfg, name)
         if name == "img_size":
             same = to_2tuple(value) == have
         elif name == "init_values":  # only LayerScale's presence matters: the loaded gammas compute

@@ -113,16 +113,16 @@ def _square(patch, what):
 
 
 def check_exportable(model) -> list[str]:
-    from .options import final_norm_place, option, patch_bias
+    from .options import final_norm_place
 
     cfg, problems = model.cfg, []
     if not cfg.class_token or cfg.global_pool != "token" or cfg.distilled:
         problems.append("DINOv2 pools its class token (no distillation token)")
-    if final_norm_place(cfg) != "norm" or option(cfg, "pre_norm") or not patch_bias(cfg) or option(cfg, "qk_norm"):
+    if final_norm_place(cfg) != "norm" or cfg.pre_norm or not cfg.use_patch_bias or cfg.qk_norm:
         problems.append("DINOv2 has a final norm before pooling, a patch bias, no pre-norm and no qk-norm")
-    if option(cfg, "reg_tokens") and not option(cfg, "no_embed_class"):
+    if cfg.reg_tokens and not cfg.no_embed_class:
         problems.append("DINOv2's registers have no position embedding (the model needs no_embed_class=True)")
-    if option(cfg, "mlp_layer") == "swiglu":
+    if cfg.mlp_layer == "swiglu":
         h = cfg.mlp_hidden_dim // 2
         if not _swiglu_ratio(cfg.embed_dim, h):
             problems.append(f"no Dinov2Config mlp_ratio gives a SwiGLU width of {h}")
@@ -140,17 +140,17 @@ def _swiglu_ratio(dim: int, hidden: int) -> int | None:
 
 def to_config(model) -> dict:
     from .hf_config import HF_ACT_NAMES
-    from .options import has_layer_scale, option
+    from .options import has_layer_scale
 
     cfg = model.cfg
-    swiglu = option(cfg, "mlp_layer") == "swiglu"
-    reg = option(cfg, "reg_tokens")
+    swiglu = cfg.mlp_layer == "swiglu"
+    reg = cfg.reg_tokens
     kw = dict(hidden_size=cfg.embed_dim, num_hidden_layers=cfg.depth, num_attention_heads=cfg.num_heads,
               mlp_ratio=_swiglu_ratio(cfg.embed_dim, cfg.mlp_hidden_dim // 2) if swiglu else cfg.mlp_hidden_dim // cfg.embed_dim,
-              hidden_act="silu" if swiglu else HF_ACT_NAMES[option(cfg, "act_layer")], layer_norm_eps=cfg.norm_eps,
+              hidden_act="silu" if swiglu else HF_ACT_NAMES[cfg.act_layer], layer_norm_eps=cfg.norm_eps,
               image_size=cfg.img_size[0] if cfg.img_size[0] == cfg.img_size[1] else list(cfg.img_size),
               patch_size=cfg.patch_size, num_channels=cfg.in_chans, qkv_bias=cfg.qkv_bias, use_swiglu_ffn=swiglu,
-              layerscale_value=float(option(cfg, "init_values")) if has_layer_scale(cfg) else 1.0,
+              layerscale_value=float(cfg.init_values) if has_layer_scale(cfg) else 1.0,
               drop_path_rate=cfg.drop_path_rate, architectures=["Dinov2WithRegistersModel" if reg else "Dinov2Model"],
               model_type="dinov2_with_registers" if reg else "dinov2")
     if reg:
@@ -161,13 +161,12 @@ def to_config(model) -> dict:
 def to_state_dict(model) -> dict:
     """fastvit weights under ``Dinov2Model`` (5.x) names; ``Dinov2WithRegistersModel`` with registers.
     A model without LayerScale gets ``lambda1`` = 1 (the same forward)."""
-    from .options import option
 
     cfg = model.cfg
     sd = {k: v.detach() for k, v in model.state_dict().items()}
     d = cfg.embed_dim
     pos = sd["pos_embed"]
-    if option(cfg, "no_embed_class"):  # HF: one position for the class token; zero it
+    if cfg.no_embed_class:  # HF: one position for the class token; zero it
         pos = torch.cat([pos.new_zeros(1, 1, d), pos], dim=1)
     out = {"embeddings.cls_token": sd["cls_token"], "embeddings.mask_token": sd["cls_token"].new_zeros(1, d),
            "embeddings.position_embeddings": pos,
@@ -176,7 +175,7 @@ def to_state_dict(model) -> dict:
            "layernorm.weight": sd["norm.weight"], "layernorm.bias": sd["norm.bias"]}
     if "reg_token" in sd:
         out["embeddings.register_tokens"] = sd["reg_token"]
-    swiglu = option(cfg, "mlp_layer") == "swiglu"
+    swiglu = cfg.mlp_layer == "swiglu"
     for i in range(cfg.depth):
         b, o = f"blocks.{i}.", f"encoder.layer.{i}."
         for kind in ("weight", "bias"):

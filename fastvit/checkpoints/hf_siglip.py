@@ -57,14 +57,14 @@ def config_fields(c: dict, what: str) -> dict:
 
 
 def check_exportable(model) -> list[str]:
-    from .options import final_norm_place, has_layer_scale, option, patch_bias
+    from .options import final_norm_place, has_layer_scale
 
     cfg, problems = model.cfg, []
     if cfg.class_token or cfg.global_pool not in ("map", ""):
         problems.append("SigLIP has no class token and pools with its attention probe (global_pool='map') or not at all")
-    if option(cfg, "pre_norm") or not patch_bias(cfg) or final_norm_place(cfg) != "norm" or not cfg.qkv_bias:
+    if cfg.pre_norm or not cfg.use_patch_bias or final_norm_place(cfg) != "norm" or not cfg.qkv_bias:
         problems.append("SigLIP has a patch bias, qkv bias, no pre-norm and a final norm before pooling")
-    if option(cfg, "reg_tokens") or has_layer_scale(cfg) or option(cfg, "qk_norm") or option(cfg, "mlp_layer") != "mlp":
+    if cfg.reg_tokens or has_layer_scale(cfg) or cfg.qk_norm or cfg.mlp_layer != "mlp":
         problems.append("SigLIP has no registers, LayerScale, qk-norm or gated MLP")
     if cfg.num_classes or cfg.representation_size or cfg.hybrid_layers is not None:
         problems.append("SiglipVisionModel has no classifier head, pre-logits layer or hybrid stem")

@@ -135,17 +135,17 @@ def model_family(model, family: str | None = None) -> str:
     """The transformers family a fastvit model exports to: ``family`` if given (checked),
     else the one its options imply (pre_norm: CLIP; attention pool / no class token:
     SigLIP; LayerScale, registers or SwiGLU: DINOv2; else ViT / DeiT)."""
-    from .options import has_layer_scale, option
+    from .options import has_layer_scale
 
     if family is not None and family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES} (or None to infer it), got {family!r}")
     cfg = model.cfg
     if family is None:
-        if option(cfg, "pre_norm"):
+        if cfg.pre_norm:
             family = "clip"
-        elif cfg.global_pool == "map" or (not cfg.class_token and cfg.global_pool == "" and not option(cfg, "reg_tokens")):
+        elif cfg.global_pool == "map" or (not cfg.class_token and cfg.global_pool == "" and not cfg.reg_tokens):
             family = "siglip"
-        elif has_layer_scale(cfg) or option(cfg, "reg_tokens") or option(cfg, "mlp_layer") == "swiglu":
+        elif has_layer_scale(cfg) or cfg.reg_tokens or cfg.mlp_layer == "swiglu":
             family = "dinov2"
         else:
             family = "vit"
@@ -160,14 +160,14 @@ def model_family(model, family: str | None = None) -> str:
 
 
 def _check_plain_vit(cfg) -> list[str]:
-    from .options import final_norm_place, has_layer_scale, option, patch_bias
+    from .options import final_norm_place, has_layer_scale
 
     problems = []
-    if option(cfg, "reg_tokens") or has_layer_scale(cfg) or option(cfg, "qk_norm") or option(cfg, "pre_norm"):
+    if cfg.reg_tokens or has_layer_scale(cfg) or cfg.qk_norm or cfg.pre_norm:
         problems.append("it has registers, LayerScale, qk-norm or a pre-norm")
-    if option(cfg, "mlp_layer") != "mlp" or option(cfg, "act_layer") != "gelu" or not patch_bias(cfg):
+    if cfg.mlp_layer != "mlp" or cfg.act_layer != "gelu" or not cfg.use_patch_bias:
         problems.append("its MLP is not a GELU MLP or its patch embedding has no bias")
-    if final_norm_place(cfg) is None or option(cfg, "no_embed_class"):
+    if final_norm_place(cfg) is None or cfg.no_embed_class:
         problems.append("it has no final norm or no class-token position")
     return problems
 

@@ -17,39 +17,30 @@ is ``(gamma W) x + gamma b``, the same forward), see :func:`fold_layer_scale`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
 import torch
 
-# ViTConfig fields of issue 14 with their defaults: read with getattr, so a config
-# without one of them behaves as the default (the plain ViT).
-OPTION_DEFAULTS = {"reg_tokens": 0, "no_embed_class": False, "init_values": None, "qk_norm": False, "pre_norm": False,
-                   "patch_bias": None, "final_norm": True, "mlp_layer": "mlp", "act_layer": "gelu"}
+from ..config import ViTConfig
+
+# ViTConfig's field defaults: an option at its default adds nothing to timm's constructor call
+OPTION_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ViTConfig)}
 
 _LS_KEY = re.compile(r"blocks\.(\d+)\.ls([12])\.gamma")
 _LS_TARGET = {"1": "attn.proj", "2": "mlp.fc2"}
 
 
-def option(cfg, name: str):
-    """``cfg.<name>``, or its default when the config predates the field."""
-    return getattr(cfg, name, OPTION_DEFAULTS[name])
-
-
-def patch_bias(cfg) -> bool:
-    value = option(cfg, "patch_bias")
-    return (not option(cfg, "pre_norm")) if value is None else bool(value)
-
-
 def final_norm_place(cfg) -> str | None:
     """Where the model's final LayerNorm sits: ``"norm"`` (before pooling), ``"fc_norm"`` (after) or None."""
-    if not option(cfg, "final_norm"):
+    if not cfg.final_norm:
         return None
     return "fc_norm" if cfg.use_fc_norm else "norm"
 
 
 def has_layer_scale(cfg) -> bool:
-    return option(cfg, "init_values") is not None
+    return cfg.init_values is not None
 
 
 def fold_layer_scale(state_dict: dict) -> tuple[dict, bool]:
@@ -108,22 +99,22 @@ def revealed(state_dict: dict) -> dict:
 
 def _model_side(cfg) -> dict:
     return {
-        "reg_tokens": (option(cfg, "reg_tokens"), f"reg_tokens={option(cfg, 'reg_tokens')}"),
-        "layer_scale": (has_layer_scale(cfg), f"init_values={option(cfg, 'init_values')!r}"),
-        "qk_norm": (option(cfg, "qk_norm"), f"qk_norm={option(cfg, 'qk_norm')}"),
-        "mlp_layer": (option(cfg, "mlp_layer"), f"mlp_layer={option(cfg, 'mlp_layer')!r}"),
-        "pre_norm": (option(cfg, "pre_norm"), f"pre_norm={option(cfg, 'pre_norm')}"),
-        "final_norm_place": (final_norm_place(cfg), f"final_norm={option(cfg, 'final_norm')}, fc_norm={cfg.fc_norm!r} "
+        "reg_tokens": (cfg.reg_tokens, f"reg_tokens={cfg.reg_tokens}"),
+        "layer_scale": (has_layer_scale(cfg), f"init_values={cfg.init_values!r}"),
+        "qk_norm": (cfg.qk_norm, f"qk_norm={cfg.qk_norm}"),
+        "mlp_layer": (cfg.mlp_layer, f"mlp_layer={cfg.mlp_layer!r}"),
+        "pre_norm": (cfg.pre_norm, f"pre_norm={cfg.pre_norm}"),
+        "final_norm_place": (final_norm_place(cfg), f"final_norm={cfg.final_norm}, fc_norm={cfg.fc_norm!r} "
                                                     f"(global_pool={cfg.global_pool!r})"),
         "map": (cfg.global_pool == "map", f"global_pool={cfg.global_pool!r}"),
-        "patch_bias": (patch_bias(cfg), f"patch_bias={option(cfg, 'patch_bias')!r} (pre_norm={option(cfg, 'pre_norm')})"),
+        "patch_bias": (cfg.use_patch_bias, f"patch_bias={cfg.patch_bias!r} (pre_norm={cfg.pre_norm})"),
     }
 
 
 def _pos_embed_problem(cfg, pos, prefix: int) -> str | None:
     """no_embed_class: a position embedding with entries for the prefix tokens cannot go into a
     model whose positions cover only the patches (the reverse is padded with zeros, exactly)."""
-    if not option(cfg, "no_embed_class") or not prefix or not isinstance(pos, torch.Tensor) or pos.ndim != 3:
+    if not cfg.no_embed_class or not prefix or not isinstance(pos, torch.Tensor) or pos.ndim != 3:
         return None
     n = pos.shape[1]
     if n > prefix and math.isqrt(n - prefix) ** 2 == n - prefix and math.isqrt(n) ** 2 != n:

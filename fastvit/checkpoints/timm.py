@@ -60,13 +60,12 @@ def timm_kwargs(cfg: ViTConfig) -> dict:
     :func:`to_timm_state_dict` gives. Needs timm only for the MLP / norm classes."""
     from functools import partial
 
-    from .options import option, patch_bias
 
     if cfg.representation_size or cfg.hybrid_layers is not None:
         raise ValueError("timm_kwargs covers the plain VisionTransformer: no pre-logits layer, no hybrid stem")
-    if patch_bias(cfg) != (not option(cfg, "pre_norm")):
+    if cfg.use_patch_bias != (not cfg.pre_norm):
         raise ValueError(f"timm ties the patch bias to pre_norm (bias = not pre_norm); this config has "
-                         f"patch_bias={option(cfg, 'patch_bias')} with pre_norm={option(cfg, 'pre_norm')}")
+                         f"patch_bias={cfg.patch_bias} with pre_norm={cfg.pre_norm}")
     kw = dict(img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=cfg.in_chans, num_classes=cfg.num_classes,
               global_pool=cfg.global_pool, embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads,
               mlp_ratio=cfg.mlp_ratio, qkv_bias=cfg.qkv_bias, class_token=cfg.class_token, fc_norm=cfg.fc_norm,
@@ -74,13 +73,13 @@ def timm_kwargs(cfg: ViTConfig) -> dict:
               drop_rate=cfg.drop_rate, pos_drop_rate=cfg.drop_rate, proj_drop_rate=cfg.drop_rate,
               attn_drop_rate=cfg.attn_drop_rate, drop_path_rate=cfg.drop_path_rate)
     for name in ("reg_tokens", "no_embed_class", "init_values", "qk_norm", "pre_norm", "final_norm", "dynamic_img_pad"):
-        value = option(cfg, name) if name != "dynamic_img_pad" else getattr(cfg, name, False)
+        value = getattr(cfg, name)
         if value != OPTION_DEFAULTS.get(name, False):
             kw[name] = value
-    act = option(cfg, "act_layer")
+    act = cfg.act_layer
     if act != "gelu":
         kw["act_layer"] = act
-    if option(cfg, "mlp_layer") == "swiglu":
+    if cfg.mlp_layer == "swiglu":
         from timm.layers import SwiGLUPacked
 
         kw["mlp_layer"] = SwiGLUPacked
