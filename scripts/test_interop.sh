@@ -10,10 +10,19 @@ cd "$(dirname "$0")/.."
 python="${PYTHON:-python3}"
 venv=.venv-interop
 
+# The CUDA build of torch takes ~5.6 GB installed; pip's cache would hold a second copy of the
+# wheels, so it is off. Check the disk first so a full one fails here, saying so, not mid-install.
+need_gb="${FASTVIT_INTEROP_NEED_GB:-7}"
 if [ ! -x "$venv/bin/python" ]; then
+    free_kb="$(df -Pk . | awk 'NR == 2 {print $4}')"
+    if [ "$free_kb" -lt $((need_gb * 1024 * 1024)) ]; then
+        echo "test_interop.sh: $venv needs about $need_gb GB of free disk (torch 2.14.1 CUDA build +" \
+             "torchvision), but $(df -Ph . | awk 'NR == 2 {print $4}') is free in $(pwd)" >&2
+        exit 1
+    fi
     "$python" -m venv "$venv"
 fi
-pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
+pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-cache-dir)
 "${pip[@]}" torch==2.14.1 torchvision==0.29.1
 "${pip[@]}" --no-deps timm==1.0.29
 "${pip[@]}" transformers safetensors huggingface_hub pyyaml pytest numpy tqdm
