@@ -1,20 +1,26 @@
-"""Which attention-backward configurations spill registers, and the autotuner's pruning of them.
+"""Which attention configurations spill registers, and the autotuner's pruning of them.
 
 Whether a configuration spills depends on the architecture, the head tiles the
-launcher picks there (:func:`fastvit.kernels.attention_support.backward_head_tiles`)
-and whether the head dim divides by 16: the models launch on views of packed
-buffers whose head stride is the head dim, so at 72 Triton cannot prove the
-tiles 16-byte aligned and loads them through registers. Those three make a
-*tile class*; 80 and 128 share one on sm_80 (one padded 128-wide tile, aligned).
+launcher picks there (:func:`fastvit.kernels.attention_support.head_tiles` for
+the forward, :func:`~fastvit.kernels.attention_support.backward_head_tiles` for
+the backward, which pads on sm_80) and whether the head dim divides by 16: the
+models launch on views of packed buffers whose head stride is the head dim, so
+at 72, 88 or 104 Triton cannot prove the tiles 16-byte aligned and loads them
+through registers. Those three make a *tile class*; 80, 96 and 128 share one in
+the sm_80 backward (one padded 128-wide tile, aligned).
 
-:data:`BWD_SPILLS` records, per (arch, kernel, tile class), the configurations
-the compile check measured to spill (stack bytes, bf16, Triton 3.9). The
-autotuner drops them before benchmarking (:func:`early_prune`, Triton's
+:data:`SPILLS` records, per (arch, kernel, tile class), the configurations the
+compile check measured to spill (stack bytes, bf16, Triton 3.9). The autotuner
+drops them before benchmarking (:func:`early_prune`, Triton's
 ``prune_configs_by``); the compile check (fastvit.kernels.flash_attention_aot)
 compiles every other configuration and fails any that spills, and
 tests/kernels/test_flash_attention_aot_spills.py compiles every recorded one and
 fails any that no longer spills, so the record cannot drift from the compiler
-in either direction. A tile class with no record prunes nothing.
+in either direction. A tile class with no record prunes nothing; one where every
+entry spills (the forward at 104 on sm_80, the dK/dV kernel at 104 on sm_90)
+prunes nothing either, and the autotuner ranks the spilling entries on the GPU.
+With ``FASTVIT_AUTOTUNE=0`` the prune keeps only its first kept entry, so the
+one configuration launched is spill-free wherever the table has one.
 
 Importable without Triton (the prune reads ``Config.kwargs`` / ``num_warps`` /
 ``num_stages`` of whatever it is given).
@@ -22,13 +28,14 @@ Importable without Triton (the prune reads ``Config.kwargs`` / ``num_warps`` /
 
 from __future__ import annotations
 
-from fastvit.kernels.attention_support import backward_head_tiles
+from fastvit.kernels.attention_support import backward_head_tiles, head_tiles
 
 # (BLOCK_D, BLOCK_D2, head_dim % 16 == 0) of the head dims the compile check measures.
-_PADDED_ALIGNED = (128, 0, True)  # 80, 96, 128 on sm_80
-_PADDED_UNALIGNED = (128, 0, False)  # 72, 88, ... on sm_80
+_PADDED_ALIGNED = (128, 0, True)  # the backward at 80, 96, 128 on sm_80
+_PADDED_UNALIGNED = (128, 0, False)  # the backward at 72, 88, 104 on sm_80; every kernel at 104 on sm_90
+_SPLIT_32_UNALIGNED = (64, 32, False)  # 88 as 64 + 32 (the forward; the backward on sm_90)
 # (arch, kernel, tile class) -> {(BLOCK_M, BLOCK_N, num_warps, num_stages): stack bytes}
-BWD_SPILLS = {
+SPILLS = {
     ("sm80", "attention_bwd_dkdv", _PADDED_UNALIGNED): {
         (64, 128, 8, 2): 5448, (32, 128, 8, 2): 552, (16, 128, 8, 2): 328, (32, 64, 4, 3): 136,
     },
@@ -36,13 +43,24 @@ BWD_SPILLS = {
     ("sm80", "attention_bwd_dq", _PADDED_UNALIGNED): {
         (128, 32, 8, 2): 240, (128, 16, 8, 2): 48, (64, 32, 4, 3): 104, (64, 64, 8, 2): 80,
     },
+    # The giant CLIP / SigLIP head dims (the compile check's "wide" tier, -m slow).
+    ("sm80", "attention_fwd", _PADDED_UNALIGNED): {(128, 64, 8, 3): 160, (128, 32, 8, 3): 24, (64, 64, 8, 2): 464},
+    ("sm80", "attention_fwd", _SPLIT_32_UNALIGNED): {(128, 64, 8, 3): 32},
+    ("sm90", "attention_fwd", _PADDED_UNALIGNED): {(128, 128, 8, 2): 192},
+    ("sm90", "attention_fwd", _SPLIT_32_UNALIGNED): {(64, 64, 4, 3): 32},
+    ("sm90", "attention_bwd_dkdv", _PADDED_UNALIGNED): {(32, 128, 8, 3): 160, (32, 64, 4, 3): 48, (64, 64, 8, 2): 40},
+    ("sm90", "attention_bwd_dkdv", _SPLIT_32_UNALIGNED): {(32, 128, 8, 3): 80, (32, 64, 4, 3): 80},
+    ("sm90", "attention_bwd_dq", _PADDED_UNALIGNED): {(128, 32, 8, 3): 64, (128, 64, 8, 2): 32},
 }  # fmt: skip
-KERNELS = ("attention_bwd_dkdv", "attention_bwd_dq")
+KERNELS = ("attention_fwd", "attention_bwd_dkdv", "attention_bwd_dq")
 
 
-def tile_class(head_dim: int, arch: str) -> tuple[int, int, bool]:
-    """(BLOCK_D, BLOCK_D2, head dim divisible by 16) of the backward at ``head_dim`` on ``arch``."""
-    return (*backward_head_tiles(head_dim, arch), head_dim % 16 == 0)
+def tile_class(head_dim: int, arch: str, kernel: str) -> tuple[int, int, bool]:
+    """(BLOCK_D, BLOCK_D2, head dim divisible by 16) of ``kernel`` at ``head_dim`` on ``arch``."""
+    if kernel not in KERNELS:
+        raise ValueError(f"expected kernel in {KERNELS}, got {kernel!r}")
+    tiles = head_tiles(head_dim) if kernel == "attention_fwd" else backward_head_tiles(head_dim, arch)
+    return (*tiles, head_dim % 16 == 0)
 
 
 def entry_key(entry: dict) -> tuple[int, int, int, int]:
@@ -57,7 +75,7 @@ def spill_bytes(arch: str, kernel: str, head_dim: int, entry: dict) -> int | Non
     """Recorded stack bytes of ``entry`` for ``kernel`` at ``head_dim`` on ``arch``; None when it does not spill."""
     if kernel not in KERNELS:
         raise ValueError(f"expected kernel in {KERNELS}, got {kernel!r}")
-    return BWD_SPILLS.get((arch, kernel, tile_class(head_dim, arch)), {}).get(entry_key(entry))
+    return SPILLS.get((arch, kernel, tile_class(head_dim, arch, kernel)), {}).get(entry_key(entry))
 
 
 def spill_free(entries: list[dict], arch: str, kernel: str, head_dim: int) -> list[dict]:
@@ -75,12 +93,13 @@ def early_prune(kernel: str):
         raise ValueError(f"expected kernel in {KERNELS}, got {kernel!r}")
 
     def prune(configs, named_args, **kwargs):
-        from fastvit.kernels.tuning import current_arch
+        from fastvit.kernels.tuning import autotune_enabled, current_arch
 
         head_dim = kwargs.get("HEAD_DIM", named_args.get("HEAD_DIM"))
         entries = [dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages) for c in configs]
         kept = {id(e) for e in spill_free(entries, current_arch(), kernel, head_dim)}
-        return [c for c, e in zip(configs, entries) if id(e) in kept]
+        kept = [c for c, e in zip(configs, entries) if id(e) in kept]
+        return kept if autotune_enabled() else kept[:1]  # FASTVIT_AUTOTUNE=0: one launch, untimed
 
     prune.kernel = kernel
     return prune

@@ -9,7 +9,8 @@ values give them: at head dim 72 the head stride (72) is *not* marked, so the
 check compiles the loads that such a launch really runs.
 
 Head dims 64 (ViT-S/B/L), 72 (SigLIP so400m), 80 (ViT-H, CLIP-H) and 128, in
-bf16 and fp16, every shipped configuration of every kernel that is not recorded
+bf16 and fp16 (and, in the "wide" tier compiled with ``-m slow``, the giant
+presets' 88, 96 and 104 in bf16), every shipped configuration of every kernel that is not recorded
 to spill there (those the autotuner prunes, see :mod:`fastvit.kernels.attention_spills`),
 for sm_80 and sm_90, with the head tiles the launcher picks there (the backward's differ
 on sm_80, see attention_support.backward_head_tiles). fp32 has no cases: ``auto`` does not route fp32 to these kernels
@@ -26,9 +27,13 @@ from fastvit.kernels.tuning import split
 # (head_dim, heads, tokens) of the models that launch each head dim.
 MODEL_SHAPES = ((64, 12, 197), (72, 16, 730), (80, 16, 257), (128, 16, 577))
 DTYPES = ("bf16", "fp16")
-# The backward entries recorded to spill (fastvit.kernels.attention_spills.BWD_SPILLS, which the
-# autotuner prunes) are left out of the cases, so the check stays a real gate; pruned_cases()
-# compiles them for the test that proves they still spill. sm_90 has none.
+# The giant CLIP/SigLIP presets' head dims (CLIP-g 88, SigLIP giant-opt 96, CLIP-G 104): the same
+# kernels at other tile classes, bf16 only, in the "wide" tier (compiled with -m slow).
+WIDE_SHAPES = ((88, 16, 257), (96, 16, 257), (104, 16, 257))
+WIDE_DTYPES = ("bf16",)
+# The entries recorded to spill (fastvit.kernels.attention_spills.SPILLS, which the autotuner
+# prunes) are left out of the cases, so the check stays a real gate; pruned_cases() compiles them
+# for the test that proves they still spill. At the core head dims only the sm_80 backward has any.
 
 
 def _signature(fn, dtype: str, constexprs: dict) -> dict:
@@ -79,24 +84,25 @@ def _all_cases() -> list[tuple[AotCase, int | None]]:
     )
     delta_meta, delta_launch = split(fa.DELTA_CONFIG)
     cases = []
-    for head_dim, heads, tokens in MODEL_SHAPES:
+    shapes = [(shape, DTYPES, "core") for shape in MODEL_SHAPES] + [(shape, WIDE_DTYPES, "wide") for shape in WIDE_SHAPES]
+    for (head_dim, heads, tokens), dtypes, tier in shapes:
         ints = launch_ints(head_dim, heads, tokens)
-        for dtype in DTYPES:
+        for dtype in dtypes:
             for arch in ("sm80", "sm90"):
                 head = dict(HEAD_DIM=head_dim, PRECISION="ieee", INTERPRET=False)
                 fwd_tiles, bwd_tiles = fa.head_tiles(head_dim), fa.backward_head_tiles(head_dim, arch)
                 cases.append((_case(
                     f"attention_bwd_delta-{dtype}-d{head_dim}", fa._attention_bwd_delta_kernel, dtype, arch,
                     dict(HEAD_DIM=head_dim, BLOCK_D=fa._block_d(head_dim), **delta_meta), delta_launch, ints,
-                    tensor_core_op=None,
+                    tensor_core_op=None, tier=tier,
                 ), None))  # fmt: skip
                 for name, fn, table, extra in tuned:
                     for entry in table[arch] + [e for e in table["default"] if e not in table[arch]]:
                         meta, launch = split(entry)
-                        spilled = None if name == "attention_fwd" else spill_bytes(arch, name, head_dim, entry)
+                        spilled = spill_bytes(arch, name, head_dim, entry)
                         label = f"{name}-{dtype}-d{head_dim}-m{meta['BLOCK_M']}n{meta['BLOCK_N']}"
                         tiles = dict(zip(("BLOCK_D", "BLOCK_D2"), fwd_tiles if name == "attention_fwd" else bwd_tiles))
-                        case = _case(label, fn, dtype, arch, {**head, **tiles, **extra, **meta}, launch, ints)
+                        case = _case(label, fn, dtype, arch, {**head, **tiles, **extra, **meta}, launch, ints, tier=tier)
                         cases.append((case, spilled))
     return cases
 
@@ -106,13 +112,13 @@ def aot_cases() -> list[AotCase]:
     return [case for case, spilled in _all_cases() if spilled is None]
 
 
-def pruned_cases() -> list[AotCase]:
+def pruned_cases(tiers=("core", "wide")) -> list[AotCase]:
     """The entries recorded to spill, which the autotuner prunes at that head dim (not in the check)."""
-    return [case for case, spilled in _all_cases() if spilled is not None]
+    return [case for case, spilled in _all_cases() if spilled is not None and case.tier in tiers]
 
 
 def known_spills() -> dict:
-    """(arch, head_dim, kernel, BLOCK_M, BLOCK_N, num_warps, num_stages) -> recorded stack bytes, at MODEL_SHAPES."""
+    """(arch, head_dim, kernel, BLOCK_M, BLOCK_N, num_warps, num_stages) -> recorded stack bytes, at every shape."""
     found = {}
     for case, spilled in _all_cases():
         if spilled is not None:

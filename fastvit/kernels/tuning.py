@@ -11,8 +11,10 @@ architecture::
 
 :func:`autotune_configs` turns the list for the GPU in use into
 ``triton.Config`` objects for ``@triton.autotune``. Under the Triton
-interpreter (``TRITON_INTERPRET=1``) or with ``FASTVIT_AUTOTUNE=0`` it returns
-only the first "default" entry, so tests run one configuration. The
+interpreter (``TRITON_INTERPRET=1``) it returns only the first "default" entry,
+so tests run one configuration; with ``FASTVIT_AUTOTUNE=0`` on a GPU, one entry
+of the GPU's table (its first, less those recorded to spill at the launch: see
+:func:`selected_entries`), launched without timing. The
 ahead-of-time compile test (:mod:`fastvit.kernels.aot`) compiles every entry
 for the architecture it is listed under and checks it fits shared memory and
 uses tensor cores, so no shipped configuration fails on the hardware it names.
@@ -66,19 +68,28 @@ def split(entry: dict) -> tuple[dict, dict]:
     return meta, launch
 
 
-def selected_entries(table: dict[str, list[dict]], arch: str | None = None) -> list[dict]:
-    """The entries the autotuner will try on ``arch`` (the current GPU by default)."""
-    if not autotune_enabled():
+def selected_entries(table: dict[str, list[dict]], arch: str | None = None, *, pruned: bool = False) -> list[dict]:
+    """The entries the autotuner holds on ``arch`` (the current GPU by default).
+
+    Under the interpreter: the first "default" entry. With ``FASTVIT_AUTOTUNE=0``
+    on a GPU: the first entry of the GPU's table -- or, for a kernel whose
+    autotuner prunes at launch (``pruned``: the attention kernels, which drop
+    the entries recorded to spill at the launch's head dim), the whole table,
+    which that prune narrows to its first kept entry (one config: Triton
+    launches it without timing). Otherwise the GPU's whole table.
+    """
+    if interpreting():
         return table["default"][:1]
     arch = current_arch() if arch is None else arch
-    return table.get(arch) or table["default"]
+    entries = table.get(arch) or table["default"]
+    return entries if autotune_enabled() or pruned else entries[:1]
 
 
-def autotune_configs(table: dict[str, list[dict]]) -> list:
+def autotune_configs(table: dict[str, list[dict]], *, pruned: bool = False) -> list:
     import triton
 
     configs = []
-    for entry in selected_entries(table):
+    for entry in selected_entries(table, pruned=pruned):
         meta, launch = split(entry)
         configs.append(triton.Config(meta, **launch))
     return configs
