@@ -52,9 +52,12 @@ COVER = [
     (1, 1, 577, 72, F32),
     (1, 1, 257, 80, BF16),
     (1, 2, 33, 40, F16),
+    # the giant presets': 88 as 64 + 32 (8 masked), 104 as one 128-wide tile (24 masked)
+    (1, 1, 33, 88, BF16),
+    (1, 2, 20, 104, F16),
 ]
 FULL = list(itertools.product(BATCHES, HEADS, SEQS, HEAD_DIMS, (F32, F16, BF16)))
-FULL_CUDA = list(itertools.product(BATCHES, HEADS, SEQS + (1025,), HEAD_DIMS + (96,), (BF16, F16)))
+FULL_CUDA = list(itertools.product(BATCHES, HEADS, SEQS + (1025,), HEAD_DIMS + (88, 96, 104), (BF16, F16)))
 
 
 def _case_id(case) -> str:
