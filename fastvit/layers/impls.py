@@ -18,12 +18,13 @@ from torch import nn
 from .auto import AutoLayerNorm, AutoLinearGELU, AutoPreNorm, AutoResidualLinear
 from .linear import ResidualLinear, TritonLinearGELU, TritonResidualLinear
 from .mlp import Mlp, TritonMlp
-from .norm import TritonLayerNorm, TritonPreNorm
+from .norm import TorchPreNorm, TritonLayerNorm, TritonPreNorm
 
-# norm_impl -> (LayerNorm class, class for a block's norms, whose output only feeds a GEMM)
+# norm_impl -> (LayerNorm class, class for a block's norms, whose output only feeds a GEMM; these also
+# have fork(x) -> (normed, residual), see fastvit.layers.norm)
 NORM_IMPLS = {
     "auto": (AutoLayerNorm, AutoPreNorm),
-    "torch": (nn.LayerNorm, nn.LayerNorm),
+    "torch": (nn.LayerNorm, TorchPreNorm),
     "triton": (TritonLayerNorm, TritonPreNorm),
 }
 
