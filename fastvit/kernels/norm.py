@@ -91,7 +91,7 @@ from torch import Tensor
 from fastvit.kernels import norm_support, tuning
 from fastvit.kernels.contract import declare
 from fastvit.kernels.norm_args import (  # noqa: F401 - MAX_HIDDEN and the helpers are part of this module's API
-    _DTYPES, MAX_HIDDEN, _as_rows, _as_two_level_rows, _check_inputs, _check_out_dtype, _vector,
+    MAX_HIDDEN, _as_rows, _as_two_level_rows, _check_inputs, _check_out_dtype, _vector,
 )  # fmt: skip
 
 # Target elements per program tile; sets rows per program from the hidden size.
