@@ -125,6 +125,25 @@ def test_fork_backward_fp32_matches_autograd(shape, used, monkeypatch):
     assert launches.calls == {"both": [True], "normed_only": [False], "residual_only": []}[used]
 
 
+@pytest.mark.parametrize("layout", ["transposed-x", "expanded-residual-grad", "no-rows"])
+def test_fork_backward_any_layout(layout, monkeypatch):
+    """x read through its strides (a transposed view), a stride-0 residual gradient (the grad of a
+    broadcast sum), zero rows: dx, dweight, dbias still equal autograd's."""
+    width = 16
+    x, w, b = _inputs((0 if layout == "no-rows" else 6, width))
+    if layout == "transposed-x":  # same values, column-major: strides (1, 6)
+        x = x.t().contiguous().t()
+        assert x.stride() == (1, 6)
+    g = torch.Generator().manual_seed(4)
+    dout = torch.randn(x.shape, generator=g)
+    dres = torch.randn(width, generator=g).expand(x.shape) if layout != "transposed-x" else torch.randn(x.shape, generator=g)
+    got = _grads(lambda *a: _kernel()(*a, EPS), x, w, b, dout, dres)
+    ref = _grads(_torch_fork, x, w, b, dout, dres)
+    assert got[2].shape == x.shape
+    for name, a, e in zip(("dx", "dweight", "dbias"), got[2:], ref[2:]):
+        torch.testing.assert_close(a, e, atol=1e-5, rtol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
 def _fp64_grads(x, w, b, dout, dres):
     return _grads(lambda *a: reference.layer_norm_fork_ref(*a, EPS), x.double(), w.double(), b.double(),
                   dout.double(), dres.double())  # fmt: skip
