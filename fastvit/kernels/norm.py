@@ -476,6 +476,7 @@ _SUPPORT = f"fp32/fp16/bf16, width 0-{MAX_HIDDEN}, any strides, fp32 or x-dtype 
 CONTRACT = (
     # layer_norm_fork (norm_fork.py): (LN(x), x), whose backward adds the residual's gradient in the kernel --
     # the same two kernels (layer_norm_fwd, add_layer_norm_bwd), so the same compile and benchmark cases
+    # (norm_aot's "*_bwd-fp32-from-*" cases: its backward under autocast, fp32 stream and half dout)
     declare("layer_norm", __name__, ("layer_norm", "layer_norm_fork"), f"LayerNorm over the last dim, fwd+bwd; "
             f"{_SUPPORT}, output in any float dtype; _fork: (LN(x), x), residual grad added in LN's bwd", norm_support),
     declare("add_layer_norm", __name__, ("add_layer_norm",), f"(x + y, LayerNorm(x + y)) in one pass, fwd+bwd; "
