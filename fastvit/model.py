@@ -38,6 +38,12 @@ class Block(nn.Module):
         if name in ("norm1", "norm2"):  # set or replaced: its fork goes with it
             super().__setattr__(f"_{name}_fork", fork_function(value))
 
+    def __setstate__(self, state):  # unpickled or deep-copied (a pickle from before the forks included)
+        super().__setstate__(state)
+        for name in ("norm1", "norm2"):
+            if name in self._modules:
+                super().__setattr__(f"_{name}_fork", fork_function(self._modules[name]))
+
     def __init__(self, dim: int, *, norm_layer, attn_layer, mlp_layer, drop_path: float = 0.0, layer_scale=None):
         super().__init__()
         self.norm1 = norm_layer(dim)

@@ -359,6 +359,10 @@ def test_forks_survive_pickle_deepcopy_and_follow_a_replaced_norm():
         assert clone.blocks[0]._norm1_fork is TritonPreNorm.fork
         torch.testing.assert_close(clone(x), expected, atol=0, rtol=0)
     assert "_norm1_fork" not in "".join(model.state_dict())
+    old = copy.copy(model.blocks[0])  # a block pickled before the forks existed still runs when loaded
+    del old.__dict__["_norm1_fork"], old.__dict__["_norm2_fork"]
+    loaded = pickle.loads(pickle.dumps(old))
+    assert loaded._norm1_fork is TritonPreNorm.fork and loaded._norm2_fork is TritonPreNorm.fork
     block = model.blocks[0]
     block.norm1 = nn.LayerNorm(48, eps=1e-6)  # swapped after construction: its fork goes with it
     assert block._norm1_fork is plain_fork
