@@ -10,7 +10,7 @@ changes a parameter name.
 
 >>> parts = resolve_parts(ViTConfig(embed_dim=192, num_heads=3, norm_impl="torch"))
 >>> parts.block_norm_layer(192)
-TorchPreNorm((192,), eps=1e-06, elementwise_affine=True)
+LayerNorm((192,), eps=1e-06, elementwise_affine=True)
 """
 
 from __future__ import annotations

@@ -18,13 +18,13 @@ from torch import nn
 from .auto import AutoLayerNorm, AutoLinearGELU, AutoPreNorm, AutoResidualLinear
 from .linear import ResidualLinear, TritonLinearGELU, TritonResidualLinear
 from .mlp import Mlp, TritonMlp
-from .norm import TorchPreNorm, TritonLayerNorm, TritonPreNorm
+from .norm import TritonLayerNorm, TritonPreNorm
 
-# norm_impl -> (LayerNorm class, class for a block's norms, whose output only feeds a GEMM; these also
-# have fork(x) -> (normed, residual), see fastvit.layers.norm)
+# norm_impl -> (LayerNorm class, class for a block's norms, whose output only feeds a GEMM; the
+# Triton and auto ones also have fork(x) -> (normed, residual), see fastvit.layers.norm)
 NORM_IMPLS = {
     "auto": (AutoLayerNorm, AutoPreNorm),
-    "torch": (nn.LayerNorm, TorchPreNorm),
+    "torch": (nn.LayerNorm, nn.LayerNorm),
     "triton": (TritonLayerNorm, TritonPreNorm),
 }
 

@@ -25,7 +25,7 @@ from fastvit import dispatch
 from fastvit.kernels import norm as norm_kernels
 from fastvit.kernels import reference
 from fastvit.layers import auto
-from fastvit.layers.norm import TorchPreNorm, TritonPreNorm, fork_function, plain_fork
+from fastvit.layers.norm import TritonPreNorm, fork_function, fused_fork, plain_fork
 from fastvit.model import Block
 from fastvit.parts import resolve_parts
 
@@ -235,7 +235,7 @@ def test_block_with_torch_and_triton_forks_agree():
     assert list(ref.state_dict()) == list(fused.state_dict())
     h = torch.randn(2, 9, 32)
     for norm_ref, norm_fused in ((ref.norm1, fused.norm1), (ref.norm2, fused.norm2)):
-        (a, ra), (b, rb) = norm_ref.fork(h), norm_fused.fork(h)
+        (a, ra), (b, rb) = ref._norm1_fork(norm_ref, h), fused._norm1_fork(norm_fused, h)
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
         assert ra is h and rb.data_ptr() == h.data_ptr()
     x = torch.randn(2, 9, 32)
@@ -248,17 +248,54 @@ def test_block_with_torch_and_triton_forks_agree():
 # -- layers ---------------------------------------------------------------------------------
 
 
-def test_torch_pre_norm_is_nn_layer_norm_with_a_fork():
-    torch.manual_seed(0)
-    plain, pre = nn.LayerNorm(24, eps=EPS), TorchPreNorm(24, eps=EPS)
-    nn.init.normal_(plain.weight), nn.init.normal_(plain.bias)
-    pre.load_state_dict(plain.state_dict())
-    assert list(pre.state_dict()) == list(plain.state_dict())
-    x = torch.randn(3, 5, 24)
-    out, res = pre.fork(x)
-    assert torch.equal(out, plain(x)) and res is x and torch.equal(pre(x), plain(x))
-    assert fork_function(pre) is TorchPreNorm.fork and fork_function(plain) is plain_fork
-    assert fork_function(TritonPreNorm(24)) is TritonPreNorm.fork
+def test_fork_function_picks_the_fused_fork_only_for_norms_that_have_one():
+    assert fork_function(nn.LayerNorm(24)) is plain_fork
+    assert fork_function(TritonPreNorm(24)) is fused_fork and fork_function(auto.AutoPreNorm(24)) is fused_fork
+    norm, x = nn.LayerNorm(24), torch.randn(3, 5, 24)
+    out, res = plain_fork(norm, x)
+    assert torch.equal(out, norm(x)) and res is x
+
+
+@pytest.mark.parametrize("kind", ["forward", "pre", "global"])
+def test_hooks_on_a_block_norm_fire_and_are_honoured(kind, monkeypatch):
+    """A hook on a Triton block's norm1 sees its forward, as on timm's Block, and a hook that replaces the
+    output changes the block's result; without hooks the fused fork runs (one launch with the residual)."""
+    block = _block("triton")
+    x = torch.randn(2, 9, 32, requires_grad=True)
+    seen = []
+
+    def forward_hook(module, args, output):
+        seen.append(output.shape)
+        return output * 0
+
+    def pre_hook(module, args):
+        seen.append(args[0].shape)
+        return (args[0] * 0,)
+
+    if kind == "global":
+        handle = nn.modules.module.register_module_forward_hook(
+            lambda m, a, o: (seen.append(o.shape), o * 0)[1] if m is block.norm1 else None)
+    elif kind == "pre":
+        handle = block.norm1.register_forward_pre_hook(pre_hook)
+    else:
+        handle = block.norm1.register_forward_hook(forward_hook)
+    try:
+        launches = _Launches(monkeypatch)
+        hooked = block(x)
+        hooked.sum().backward()
+        assert seen == [torch.Size([2, 9, 32])]
+        # norm1 (hooked) runs the plain backward and autograd adds; norm2 fused unless a global hook watches it too
+        assert launches.calls == ([False, False] if kind == "global" else [True, False])
+        # with norm1's input (or output) zeroed, the attention branch sees LN(0) = bias (or 0)
+        h0 = torch.zeros_like(x) if kind != "pre" else block.norm1.bias.expand_as(x)
+        expected_mid = block.attn(h0.detach(), x.detach())
+        h2, r2 = fused_fork(block.norm2, expected_mid)
+        torch.testing.assert_close(hooked.detach(), block.mlp(h2, r2).detach(), atol=1e-6, rtol=1e-6)
+    finally:
+        handle.remove()
+    launches.calls.clear()
+    block(x).sum().backward()
+    assert launches.calls == [True, True]  # hooks gone: both junctions fused again
 
 
 def test_triton_pre_norm_fork_under_autocast():
@@ -356,18 +393,18 @@ def test_forks_survive_pickle_deepcopy_and_follow_a_replaced_norm():
     x = torch.randn(1, 3, 32, 32)
     expected = model(x)
     for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
-        assert clone.blocks[0]._norm1_fork is TritonPreNorm.fork
+        assert clone.blocks[0]._norm1_fork is fused_fork
         torch.testing.assert_close(clone(x), expected, atol=0, rtol=0)
     assert "_norm1_fork" not in "".join(model.state_dict())
     old = copy.copy(model.blocks[0])  # a block pickled before the forks existed still runs when loaded
     del old.__dict__["_norm1_fork"], old.__dict__["_norm2_fork"]
     loaded = pickle.loads(pickle.dumps(old))
-    assert loaded._norm1_fork is TritonPreNorm.fork and loaded._norm2_fork is TritonPreNorm.fork
+    assert loaded._norm1_fork is fused_fork and loaded._norm2_fork is fused_fork
     block = model.blocks[0]
     block.norm1 = nn.LayerNorm(48, eps=1e-6)  # swapped after construction: its fork goes with it
     assert block._norm1_fork is plain_fork
-    block.norm1 = TorchPreNorm(48, eps=1e-6)
-    assert block._norm1_fork is TorchPreNorm.fork
+    block.norm1 = TritonPreNorm(48, eps=1e-6)
+    assert block._norm1_fork is fused_fork
 
 
 def _compiled_block_grads(backend):
