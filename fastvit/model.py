@@ -13,6 +13,7 @@ from .config import GLOBAL_POOLS, ViTConfig
 from .presets import pretrained_cfg_for
 from .layers import resample_options, resample_pos_embed
 from .layers.linear import autocast_dtype
+from .layers.norm import fork_function
 from .layers.pool import AttentionPoolLatent
 from .parts import Parts, resolve_parts
 
@@ -24,7 +25,24 @@ class Block(nn.Module):
     The block is given its layers, as timm's ``Block(norm_layer=, attn_layer=,
     mlp_layer=)``: factories taking the width (and ``drop_path`` for the
     branches), such as :func:`fastvit.parts.resolve_parts` returns.
+
+    Each norm is used through its fork, ``(LN(x), x)``: the branch's input and
+    the residual it adds back, so a fused norm can add the residual's gradient
+    to its own in its backward (:mod:`fastvit.layers.norm`). The fork of a norm
+    is looked up when the norm is set (:func:`~fastvit.layers.norm.fork_function`;
+    a norm without ``fork`` normalizes and passes ``x`` on), not per forward.
     """
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if name in ("norm1", "norm2"):  # set or replaced: its fork goes with it
+            super().__setattr__(f"_{name}_fork", fork_function(value))
+
+    def __setstate__(self, state):  # unpickled or deep-copied (a pickle from before the forks included)
+        super().__setstate__(state)
+        for name in ("norm1", "norm2"):
+            if name in self._modules:
+                super().__setattr__(f"_{name}_fork", fork_function(self._modules[name]))
 
     def __init__(self, dim: int, *, norm_layer, attn_layer, mlp_layer, drop_path: float = 0.0, layer_scale=None):
         super().__init__()
@@ -38,11 +56,14 @@ class Block(nn.Module):
         self.has_layer_scale = layer_scale is not None
 
     def forward(self, x):
+        h, x = self._norm1_fork(self.norm1, x)
         if self.has_layer_scale:
-            x = self.attn(self.norm1(x), x, gamma=self.ls1.gamma)
-            return self.mlp(self.norm2(x), x, gamma=self.ls2.gamma)
-        x = self.attn(self.norm1(x), x)
-        return self.mlp(self.norm2(x), x)
+            x = self.attn(h, x, gamma=self.ls1.gamma)
+            h, x = self._norm2_fork(self.norm2, x)
+            return self.mlp(h, x, gamma=self.ls2.gamma)
+        x = self.attn(h, x)
+        h, x = self._norm2_fork(self.norm2, x)
+        return self.mlp(h, x)
 
 
 class VisionTransformer(nn.Module):

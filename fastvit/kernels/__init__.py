@@ -9,6 +9,8 @@ Public ops (torch-like signatures, nn.Linear weight layout):
 - ``attention_qkvpacked(qkv, scale=None)``: the same over a packed (B, N, 3, H, D) qkv.
 - ``layer_norm(x, weight, bias, eps, *, out_dtype=None)``
 - ``add_layer_norm(x, y, weight, bias, eps)`` -> ``(x + y, LN(x + y))``
+- ``layer_norm_fork(x, weight, bias, eps, *, out_dtype=None)`` -> ``(LN(x), x)``: a block's norm at the
+  residual junction, whose backward adds the residual's gradient inside the LayerNorm backward kernel
 - ``linear_gelu(x, weight, bias, approximate="none")``: approximate "none" | "tanh" | "quick"
   (``x * sigmoid(1.702 x)``)
 - ``linear_residual(x, weight, bias, residual, *, scale=None, gamma=None)`` ->
@@ -33,6 +35,7 @@ _OPS = {
     "attention_qkvpacked": "flash_attention",
     "layer_norm": "norm",
     "add_layer_norm": "norm",
+    "layer_norm_fork": "norm_fork",
     "linear_gelu": "linear",
     "linear_residual": "linear",
     "linear_gelu_tma": "linear_tma",

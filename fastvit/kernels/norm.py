@@ -91,7 +91,7 @@ from torch import Tensor
 from fastvit.kernels import norm_support, tuning
 from fastvit.kernels.contract import declare
 from fastvit.kernels.norm_args import (  # noqa: F401 - MAX_HIDDEN and the helpers are part of this module's API
-    _DTYPES, MAX_HIDDEN, _as_rows, _as_two_level_rows, _check_inputs, _vector,
+    MAX_HIDDEN, _as_rows, _as_two_level_rows, _check_inputs, _check_out_dtype, _vector,
 )  # fmt: skip
 
 # Target elements per program tile; sets rows per program from the hidden size.
@@ -451,11 +451,16 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-6, *, ou
     dtype); ``x``'s gradient comes back in ``x``'s dtype.
     """
     _check_inputs(x, weight, bias)
-    if out_dtype is not None and out_dtype not in _DTYPES:
-        raise TypeError(f"out_dtype: expected None, torch.float32, torch.float16 or torch.bfloat16, got {out_dtype}")
-    if out_dtype == x.dtype:
-        out_dtype = None
-    return layer_norm_fwd_op(x, weight, bias, eps, out_dtype)[0]
+    return layer_norm_fwd_op(x, weight, bias, eps, _check_out_dtype(out_dtype, x))[0]
+
+
+def __getattr__(name: str):
+    """``layer_norm_fork`` (:mod:`.norm_fork`, which imports this module): part of layer_norm's contract."""
+    if name == "layer_norm_fork":
+        from fastvit.kernels.norm_fork import layer_norm_fork
+
+        return layer_norm_fork
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def add_layer_norm(x: Tensor, y: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
@@ -469,8 +474,11 @@ def add_layer_norm(x: Tensor, y: Tensor, weight: Tensor, bias: Tensor, eps: floa
 
 _SUPPORT = f"fp32/fp16/bf16, width 0-{MAX_HIDDEN}, any strides, fp32 or x-dtype weights"
 CONTRACT = (
-    declare("layer_norm", __name__, ("layer_norm",), f"LayerNorm over the last dim, fwd+bwd; {_SUPPORT}, output in "
-            "any float dtype", norm_support),
+    # layer_norm_fork (norm_fork.py): (LN(x), x), whose backward adds the residual's gradient in the kernel --
+    # the same two kernels (layer_norm_fwd, add_layer_norm_bwd), so the same compile and benchmark cases
+    # (norm_aot's "*_bwd-fp32-from-*" cases: its backward under autocast, fp32 stream and half dout)
+    declare("layer_norm", __name__, ("layer_norm", "layer_norm_fork"), f"LayerNorm over the last dim, fwd+bwd; "
+            f"{_SUPPORT}, output in any float dtype; _fork: (LN(x), x), residual grad added in LN's bwd", norm_support),
     declare("add_layer_norm", __name__, ("add_layer_norm",), f"(x + y, LayerNorm(x + y)) in one pass, fwd+bwd; "
             f"{_SUPPORT}", norm_support),
 )  # fmt: skip

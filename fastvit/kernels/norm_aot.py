@@ -39,14 +39,14 @@ KERNELS = {
 
 
 def _signature(kernel, ptr: str, out: str | None = None) -> dict:
-    """Triton types: activations and weights ``ptr`` (the forward's OUT ``out``,
-    default ``ptr``), stats and partial sums fp32, sizes and strides i32."""
+    """Triton types: activations and weights ``ptr`` (the forward's OUT and the
+    backward's DOUT ``out``, default ``ptr``), stats and partial sums fp32, sizes and strides i32."""
     if kernel is _layer_norm_fwd_kernel:
         pointers = dict(X=ptr, Y=ptr, W=ptr, B=ptr, S=ptr, OUT=out or ptr, MEAN="*fp32", RSTD="*fp32")
         ints = ("stride_x", "stride_y", "stride_s", "stride_out", "stride_x_inner", "M", "N")
         tail = dict(eps="fp32", BLOCK_M="constexpr", BLOCK_N="constexpr", HAS_RESIDUAL="constexpr")
     else:
-        pointers = dict(DOUT=ptr, DS=ptr, X=ptr, W=ptr, MEAN="*fp32", RSTD="*fp32", DX=ptr,
+        pointers = dict(DOUT=out or ptr, DS=ptr, X=ptr, W=ptr, MEAN="*fp32", RSTD="*fp32", DX=ptr,
                         DW_PARTIAL="*fp32", DB_PARTIAL="*fp32")  # fmt: skip
         ints = ("stride_dout", "stride_ds", "stride_x", "stride_dx", "stride_x_inner", "M", "N", "rows_per_program")
         tail = dict(BLOCK_M="constexpr", BLOCK_N="constexpr", HAS_DS="constexpr", ROW_STAGES="constexpr")
@@ -59,8 +59,11 @@ def launch_spec(name: str, dtype: str, width: int, meta: dict | None = None, in_
     """Keyword arguments of :class:`AotCase` (fn, signature, constexprs, divisible)
     for kernel ``name`` launched on contiguous ``dtype`` rows of ``width``.
 
-    ``in_dtype`` (forward only): the input's dtype when it differs from the
-    output's (an fp32 residual stream normalized into a bf16/fp16 GEMM input).
+    ``in_dtype``: the residual stream's dtype when it differs from the normalized
+    output's (an fp32 stream normalized into a bf16/fp16 GEMM input, under
+    autocast): the forward reads x (and weights) in it and stores ``dtype``; the
+    backward reads ``dtype`` dout and x, ds, weights in it and writes dx in it
+    (a block norm's fork, :mod:`.norm_fork`, adds the fp32 residual gradient).
     ``meta``: the config entry's constexprs (``ROW_STAGES`` for the backward).
     The row count and rows per program depend on the batch and are not marked.
     """
@@ -70,6 +73,8 @@ def launch_spec(name: str, dtype: str, width: int, meta: dict | None = None, in_
     signature = _signature(fn, ptr, f"*{dtype}")
     if fn is _layer_norm_fwd_kernel and not on:
         signature["S"] = signature["OUT"]  # the launcher passes the output as the unused S
+    if fn is _layer_norm_bwd_kernel and not on:
+        signature["DS"] = signature["DOUT"]  # and dout as the unused DS
     values = {k: width for k in signature if k.startswith("stride_") or k == "N"}
     constexprs = dict(BLOCK_M=block_m, BLOCK_N=block_n, rows_inner=1, **{flag: on}, **(meta or {}))
     return dict(fn=fn, signature=signature, constexprs=constexprs, divisible=divisible_args(signature, values))
@@ -89,7 +94,9 @@ def _ptx_checks(name: str, width: int, meta: dict, launch: dict, in_dtype: str |
     _, block_n = block_sizes(width, GPU_ROW_TILE)
     checks = {}
     if block_n >= 2 * 32 * launch.get("num_warps", 4):
-        checks["forbid_ptx"] = ("ld.global.b32" if in_dtype == "fp32" else "ld.global.b16",)
+        # the backward's fp32 mean/rstd are scalar b32 loads: there the half dout's b16 ones count
+        wide = in_dtype == "fp32" and not name.endswith("_bwd")
+        checks["forbid_ptx"] = ("ld.global.b32" if wide else "ld.global.b16",)
     if name.endswith("_bwd"):
         if meta.get("ROW_STAGES", 1) > 1:
             checks["expect_ptx"] = ("cp.async.cg.shared.global",)
@@ -109,8 +116,9 @@ def _shipped(table: dict, arch: str) -> list[dict]:
 
 def aot_cases() -> list[AotCase]:
     """Every kernel x shipped config x {sm80, sm90} x {bf16, fp16} x preset width,
-    plus the plain forward from an fp32 input into a half output (block norms under
-    autocast); one case per distinct binary."""
+    plus the plain forward from an fp32 input into a half output and both backwards
+    from a half dout into fp32 gradients (block norms under autocast, their fork's
+    backward included); one case per distinct binary."""
     cases, seen = [], set()
     for arch in ARCHS:
         for name, (fn, _, _, table) in KERNELS.items():
@@ -119,7 +127,7 @@ def aot_cases() -> list[AotCase]:
                 for dtype in DTYPES:
                     # core widths first: a wide width that compiles to the same binary is then the duplicate
                     for width in sorted(AOT_WIDTHS, key=lambda w: w not in CORE_WIDTHS):
-                        in_dtypes = (None, "fp32") if name == "layer_norm_fwd" else (None,)
+                        in_dtypes = (None,) if name == "add_layer_norm_fwd" else (None, "fp32")
                         for in_dtype in in_dtypes:
                             spec = launch_spec(name, dtype, width, meta, in_dtype)
                             key = (arch, name, dtype, in_dtype, tuple(sorted(spec["constexprs"].items())),
@@ -127,7 +135,8 @@ def aot_cases() -> list[AotCase]:
                             if key in seen:
                                 continue
                             seen.add(key)
-                            label = f"{name}-{'fp32-to-' if in_dtype else ''}{dtype}-N{width}"
+                            mixed = ("fp32-from-" if name.endswith("_bwd") else "fp32-to-") if in_dtype else ""
+                            label = f"{name}-{mixed}{dtype}-N{width}"
                             if "ROW_STAGES" in meta:
                                 label += f"-r{meta['ROW_STAGES']}"
                             cases.append(AotCase(

@@ -94,3 +94,10 @@ def _check_inputs(x, weight, bias, y=None):
             raise ValueError(f"{name}: expected device {x.device} like x, got {p.device}")
     if bias.dtype != weight.dtype:
         raise TypeError(f"bias: expected weight's dtype {weight.dtype}, got {bias.dtype}")
+
+
+def _check_out_dtype(out_dtype, x):
+    """``layer_norm``'s ``out_dtype``: None (x's dtype) or a float dtype the kernels store; x's own dtype is None."""
+    if out_dtype is not None and out_dtype not in _DTYPES:
+        raise TypeError(f"out_dtype: expected None, torch.float32, torch.float16 or torch.bfloat16, got {out_dtype}")
+    return None if out_dtype == x.dtype else out_dtype

@@ -53,6 +53,12 @@ def layer_norm_ref(x, weight, bias, eps=1e-6, upcast=True):
     return F.layer_norm(x, (x.shape[-1],), weight, bias, eps)
 
 
+def layer_norm_fork_ref(x, weight, bias, eps=1e-6, upcast=True):
+    """Returns ``(LN(x), x)``: the branch input and the residual (autograd sums their gradients at x)."""
+    x, weight, bias = _maybe_upcast(upcast, x, weight, bias)
+    return F.layer_norm(x, (x.shape[-1],), weight, bias, eps), x
+
+
 def add_layer_norm_ref(x, y, weight, bias, eps=1e-6, upcast=True):
     """Returns ``(s, LN(s))`` with ``s = x + y``."""
     x, y, weight, bias = _maybe_upcast(upcast, x, y, weight, bias)

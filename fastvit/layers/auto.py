@@ -100,22 +100,51 @@ class AutoLayerNorm(nn.LayerNorm):
         """Output dtype; None keeps torch's (x's, or fp32 under autocast)."""
         return None
 
-    def forward(self, x):
-        if not _on_cuda(x):
-            return super().forward(x)
+    def _choice(self, x):
+        """(the chosen "layer_norm" candidate, its arguments) for ``x`` (on CUDA)."""
         out_dtype = self.out_dtype(x)
         args = (x, self.weight, self.bias, self.eps, out_dtype)
         key = (dtype_name(x.dtype), None if out_dtype is None else dtype_name(out_dtype), bucket(_rows(x)), x.shape[-1],
                x.is_contiguous())
-        return choose("layer_norm", key, LAYER_NORM_CANDIDATES, args).fn(*args)
+        return choose("layer_norm", key, LAYER_NORM_CANDIDATES, args), args
+
+    def forward(self, x):
+        if not _on_cuda(x):
+            return super().forward(x)
+        candidate, args = self._choice(x)
+        return candidate.fn(*args)
+
+
+def _layer_norm_fork_torch(x, weight, bias, eps, out_dtype):
+    return _layer_norm_torch(x, weight, bias, eps, out_dtype), x
+
+
+def _layer_norm_fork_triton(x, weight, bias, eps, out_dtype):
+    from fastvit.kernels import layer_norm_fork
+
+    return layer_norm_fork(x, weight, bias, eps, out_dtype=out_dtype)
+
+
+# a "layer_norm" candidate's name -> its fork (LN(x), x); the kernel's adds the residual's gradient in its backward
+LAYER_NORM_FORKS = {"torch": _layer_norm_fork_torch, "triton": _layer_norm_fork_triton}
 
 
 class AutoPreNorm(AutoLayerNorm):
     """A block's LayerNorm whose output only feeds a GEMM: under autocast its output has the autocast
-    dtype (the values the GEMM's input cast would produce), as :class:`~fastvit.layers.norm.TritonPreNorm`."""
+    dtype (the values the GEMM's input cast would produce), as :class:`~fastvit.layers.norm.TritonPreNorm`.
+
+    ``fork(x) -> (LN(x), x)``: off CUDA torch's; on CUDA the implementation measured for its forward
+    (the same "layer_norm" key), the Triton one being :func:`fastvit.kernels.layer_norm_fork`.
+    """
 
     def out_dtype(self, x):
         return autocast_dtype(x)
+
+    def fork(self, x):
+        if not _on_cuda(x):
+            return super().forward(x), x
+        candidate, args = self._choice(x)
+        return LAYER_NORM_FORKS[candidate.name](*args)
 
 
 # --------------------------------------------------------------------------- fc1 + activation

@@ -20,7 +20,8 @@ from .linear import ResidualLinear, TritonLinearGELU, TritonResidualLinear
 from .mlp import Mlp, TritonMlp
 from .norm import TritonLayerNorm, TritonPreNorm
 
-# norm_impl -> (LayerNorm class, class for a block's norms, whose output only feeds a GEMM)
+# norm_impl -> (LayerNorm class, class for a block's norms, whose output only feeds a GEMM; the
+# Triton and auto ones also have fork(x) -> (normed, residual), see fastvit.layers.norm)
 NORM_IMPLS = {
     "auto": (AutoLayerNorm, AutoPreNorm),
     "torch": (nn.LayerNorm, nn.LayerNorm),

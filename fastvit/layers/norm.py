@@ -1,8 +1,22 @@
-"""LayerNorm implementations, chosen by ``norm_impl``. Same parameters (weight, bias) in each."""
+"""LayerNorm implementations, chosen by ``norm_impl``. Same parameters (weight, bias) in each.
+
+A block's norms (the second class of each :data:`~fastvit.layers.impls.NORM_IMPLS`
+entry) are used through a fork, ``(normed, residual)``: the branch's input and
+the residual the branch adds back (``x`` itself). A fork can join the two
+gradients at ``x`` inside its own backward: the Triton norm's ``fork`` does
+(:func:`fastvit.kernels.layer_norm_fork`, one LayerNorm backward launch with
+the residual's gradient added, no separate add pass), as ``auto``'s does where
+it picks the kernel. :func:`fork_function` gives :class:`~fastvit.model.Block`
+the fork of any norm it is built with, once: a norm without ``fork`` (torch's
+``nn.LayerNorm``, or any norm in custom parts) gets :func:`plain_fork`, which
+calls the norm and leaves the sum to autograd. Forward hooks on a block's norm
+fire as on timm's: while any is registered the fork is the plain one.
+"""
 
 from __future__ import annotations
 
 from torch import nn
+from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
 from .kernel_ops import kernel_op
 from .linear import autocast_dtype
@@ -29,11 +43,44 @@ class TritonPreNorm(TritonLayerNorm):
     Under autocast it stores its output straight in the autocast dtype -- the
     values the GEMM's input cast would produce from nn.LayerNorm's fp32 output
     -- so an fp32 residual stream costs no separate cast pass. Outside autocast
-    it is TritonLayerNorm.
+    it is TritonLayerNorm. ``fork(x)`` returns ``(LN(x), x)`` from
+    :func:`fastvit.kernels.layer_norm_fork`: the backward adds the residual's
+    gradient inside the LayerNorm backward kernel.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.layer_norm_fork = kernel_op("layer_norm_fork")
 
     def out_dtype(self, x):
         return autocast_dtype(x)
+
+    def fork(self, x):
+        return self.layer_norm_fork(x, self.weight, self.bias, self.eps, out_dtype=self.out_dtype(x))
+
+
+def plain_fork(norm: nn.Module, x):
+    """The fork of a norm that has none: ``(norm(x), x)`` (autograd sums the gradients at ``x``)."""
+    return norm(x), x
+
+
+def _hooked(norm: nn.Module) -> bool:
+    return bool(norm._forward_hooks or norm._forward_pre_hooks or _global_forward_hooks or _global_forward_pre_hooks)
+
+
+def fused_fork(norm: nn.Module, x):
+    """``norm.fork(x)``; while forward hooks watch ``norm`` (its own or global ones),
+    :func:`plain_fork`, so the hooks see (and may change) its forward as on any module."""
+    return plain_fork(norm, x) if _hooked(norm) else norm.fork(x)
+
+
+def fork_function(norm: nn.Module):
+    """``f(norm, x) -> (normed, residual)`` for ``norm``: :func:`fused_fork` when its class has ``fork``,
+    else :func:`plain_fork`.
+
+    A plain function (not bound to ``norm``), so a module keeping it pickles and deep-copies as before.
+    """
+    return fused_fork if callable(getattr(type(norm), "fork", None)) else plain_fork
 
 
 def norm_layer(impl: str, *, pre_gemm: bool = False) -> type[nn.LayerNorm]:

@@ -507,8 +507,11 @@ def _model_launches(monkeypatch):
                 ("layer_norm_fwd-fp32-in", lambda: ln.layer_norm_fwd(x.float(), w.float(), w.float(), EPS, out_dtype=dtype)),
                 ("layer_norm_bwd", lambda: ln.layer_norm_bwd(x, x, w, stats, stats)),
                 ("add_layer_norm_bwd", lambda: ln.layer_norm_bwd(x, x, w, stats, stats, x)),
+                # fp32 stream, half norm output (autocast): the plain backward, and the fork's with the residual's grad
+                ("layer_norm_bwd-fp32-in", lambda: ln.layer_norm_bwd(x, x.float(), w.float(), stats, stats)),
+                ("add_layer_norm_bwd-fp32-in", lambda: ln.layer_norm_bwd(x, x.float(), w.float(), stats, stats, x.float())),
             ):
-                recorder = bwd if name.endswith("bwd") else fwd
+                recorder = bwd if "_bwd" in name else fwd
                 call()
                 args, constexprs = recorder.calls.pop()
                 launches.append((name, n, args, constexprs))
@@ -528,7 +531,7 @@ def test_aot_cases_compile_every_launch_the_models_make(monkeypatch):
                c.num_warps, c.num_stages)  # fmt: skip
         index[key] = c
     launches = _model_launches(monkeypatch)
-    assert len(launches) == len({n for _, n, _, _ in launches}) * 2 * 5  # widths x dtypes x kernels
+    assert len(launches) == len({n for _, n, _, _ in launches}) * 2 * 7  # widths x dtypes x kernels
     missing = []
     for name, n, args, constexprs in launches:
         signature = {k: _type(v) for k, v in args.items()}
@@ -539,8 +542,8 @@ def test_aot_cases_compile_every_launch_the_models_make(monkeypatch):
         values = {k: v for k, v in args.items() if isinstance(v, int) and k not in ("M", "rows_per_program")}
         divisible = divisible_args(signature, values)
         assert ("N" in divisible) == (n % 16 == 0) and ("stride_x" in divisible) == (n % 16 == 0)
-        fn = norm_aot._layer_norm_bwd_kernel if name.endswith("bwd") else norm_aot._layer_norm_fwd_kernel
-        table = ln.BWD_CONFIGS if name.endswith("bwd") else ln.FWD_CONFIGS
+        fn = norm_aot._layer_norm_bwd_kernel if "_bwd" in name else norm_aot._layer_norm_fwd_kernel
+        table = ln.BWD_CONFIGS if "_bwd" in name else ln.FWD_CONFIGS
         for arch in ("sm80", "sm90"):
             for entry in table[arch] + table["default"]:
                 meta, launch = tuning.split(entry)
@@ -563,4 +566,4 @@ def test_aot_cases_check_vector_loads_and_pipelined_copies():
         if c.constexprs["BLOCK_N"] >= 1024:  # ViT-B and wider: no scalar loads at all
             assert c.forbid_ptx, c
     core = {(c.name.split("-N")[0], c.arch) for c in AOT_CASES if c.tier == "core" and "_qk-" not in c.name}
-    assert len(core) == 2 * (4 * 2 + 2 * 1)  # every kernel, both dtypes (plus fp32-in), both archs, in CI
+    assert len(core) == 2 * (4 * 2 + 3 * 2)  # every kernel, both dtypes (plus fp32-in: fwd, both bwd), both archs, in CI
