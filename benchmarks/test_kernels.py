@@ -10,7 +10,10 @@
 - layer_norm and add_layer_norm over 256 x 197 rows of width 768 and 1024:
   GB/s of the minimal traffic (LayerNorm: read x, write y; backward: read x
   and dy, write dx; add+LayerNorm: read x, y, write s, y; backward: read
-  s, dy, ds, write dx) vs F.layer_norm and its torch.compile.
+  s, dy, ds, write dx) vs F.layer_norm and its torch.compile; norm_junction: a
+  block's norm at its residual junction, forward+backward, ``layer_norm_fork``
+  (the residual's gradient added in the LayerNorm backward) vs torch's
+  LayerNorm with autograd's separate add (6 passes of minimal traffic).
 - linear_gelu (K=768 -> N=3072, ViT-B's fc1) and linear_residual (3072 -> 768,
   fc2) at M = 256 x 197: TFLOP/s (2·M·N·K forward, 3x with the input and
   weight gradients) vs the unfused torch ops and their torch.compile; "triton"
@@ -218,6 +221,38 @@ def test_layer_norm(benchmark, references, kernel_rounds, op, width, mode, provi
         grad_of=tuple(range(n_acts + 2)), compiled=provider == "torch.compile",
         bytes_per_iter=traffic * TOKENS * width * dt.itemsize,
         check=lambda out: bench.parity((out if op == "layer_norm" else out[1])[:rows], ref),
+    )
+
+
+def _torch_junction(x, w, b):
+    return F.layer_norm(x, (x.shape[-1],), w, b, EPS), x
+
+
+def _junction_fn(provider: str):
+    if provider == "triton-fork":
+        from fastvit.kernels import layer_norm_fork
+
+        return lambda x, w, b: layer_norm_fork(x, w, b, EPS)
+    return torch.compile(_torch_junction) if provider == "torch.compile" else _torch_junction
+
+
+@pytest.mark.parametrize(*_cases("norm_junction"))
+def test_norm_junction(benchmark, references, kernel_rounds, width, provider):
+    """A block's norm at its residual junction, forward+backward: ``(LN(x), x)`` with gradients for both.
+    GB/s of the minimal traffic: read x, write LN(x); read x, dLN, d_residual, write dx (6 passes)."""
+    dt = torch.bfloat16
+    w = (1 + 0.1 * torch.randn(width, device=DEVICE)).to(dt).requires_grad_()
+    b = (0.1 * torch.randn(width, device=DEVICE)).to(dt).requires_grad_()
+    inputs = [(_rand(TOKENS, width, dtype=dt, grad=True), w, b, (_rand(TOKENS, width, dtype=dt), _rand(TOKENS, width, dtype=dt)))
+              for _ in range(BUFFERS)]  # fmt: skip
+    rows = 4096
+    ref = reference.layer_norm_ref(inputs[0][0][:rows].detach().float(), w.detach().float(), b.detach().float(), EPS,
+                                   upcast=False)  # fmt: skip
+    _run(
+        benchmark, references, kernel_rounds, op="layer_norm_junction", provider=provider, mode="fwd+bwd", dtype="bf16",
+        shape=dict(rows=TOKENS, width=width), fn=_junction_fn(provider), inputs=inputs, grad_of=(0, 1, 2),
+        compiled=provider == "torch.compile", bytes_per_iter=6 * TOKENS * width * dt.itemsize,
+        check=lambda out: bench.parity(out[0][:rows], ref),
     )
 
 

@@ -354,7 +354,7 @@ def test_kernel_benchmarks_run_on_cpu_in_smoke_mode(tmp_path):
         "N197-D64-bf16-fwd-sdpa-flash", "N197-D64-bf16-fwd+bwd-triton",
         "add_layer_norm-N768-fwd+bwd-torch]", "add_layer_norm-N768-fwd+bwd-triton",
         "linear_gelu-fwd+bwd-triton", "linear_residual-fwd-torch]", "linear_residual-fwd+bwd-triton",
-        "residual_norm and not compile",
+        "residual_norm and not compile", "junction-N768-torch]", "junction-N768-triton-fork",
     ))  # fmt: skip
     cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "test_kernels.py"), "--benchmark-only",
            f"--benchmark-json={out}", "-k", cases, "-q", "-p", "no:cacheprovider"]  # fmt: skip
@@ -367,6 +367,7 @@ def test_kernel_benchmarks_run_on_cpu_in_smoke_mode(tmp_path):
                 ("linear_gelu", "triton", "fwd+bwd"), ("linear_residual", "torch", "fwd"),
                 ("linear_residual", "triton", "fwd+bwd")]
     expected += [("residual_norm", p, m) for p in ("torch", "triton-epilogue", "cublas+add-norm") for m in ("fwd", "fwd+bwd")]
+    expected += [("layer_norm_junction", p, "fwd+bwd") for p in ("torch", "triton-fork")]
     assert names == sorted(expected)  # fmt: skip
     for r in records:
         assert tuple(r) == bench.RECORD_FIELDS and r["status"] == "ok" and r["device"] == "cpu", r
@@ -374,4 +375,5 @@ def test_kernel_benchmarks_run_on_cpu_in_smoke_mode(tmp_path):
         assert (r["tflops"] or r["gbps"]) > 0
     speedups = {(r["op"], r["variant"], r["mode"]): r["speedup_vs_reference"] for r in records}
     assert speedups[("residual_norm", "torch", "fwd")] == 1.0
+    assert speedups[("layer_norm_junction", "torch", "fwd+bwd")] == 1.0 and speedups[("layer_norm_junction", "triton-fork", "fwd+bwd")] > 0
     assert speedups[("add_layer_norm", "triton", "fwd+bwd")] > 0 and speedups[("attention", "triton", "fwd+bwd")] is None

@@ -67,7 +67,11 @@ def _norm_bench_cases(op: str) -> list:
 
 
 def layer_norm_bench_cases() -> list:
-    return _norm_bench_cases("layer_norm")
+    """LayerNorm, and a block's norm at its residual junction, forward+backward: ``(LN(x), x)`` with both
+    outputs' gradients summed at ``x`` -- torch's autograd add against ``layer_norm_fork``'s one launch."""
+    junction = [bench_case("layer_norm", "norm_junction", f"junction-N{width}-{provider}", width=width, provider=provider)
+                for width in BENCH_WIDTHS for provider in ("torch", "torch.compile", "triton-fork")]  # fmt: skip
+    return _norm_bench_cases("layer_norm") + junction
 
 
 def add_layer_norm_bench_cases() -> list:
