@@ -229,10 +229,10 @@ def step_models(a) -> int:
 # inductor baselines (tens of seconds of compiling each) come after the eager ones.
 GPU_KERNEL_GROUPS = (
     ("attention", "test_attention and (N197 or N577) and D64"),
-    ("layer_norm", "test_layer_norm and not compile"),
-    ("linear", "test_linear and not compile"),
+    ("layer_norm", "(test_layer_norm or test_norm_junction) and not compile"),
+    ("linear", "(test_linear or test_mlp) and not compile"),
     ("residual_norm", "test_residual_norm and not compile"),
-    ("inductor", "(test_layer_norm or test_linear or test_residual_norm) and compile"),
+    ("inductor", "(test_layer_norm or test_norm_junction or test_linear or test_mlp or test_residual_norm) and compile"),
     ("attention-rest", "test_attention and not ((N197 or N577) and D64)"),
 )
 SMOKE_KERNEL_GROUPS = (

@@ -402,3 +402,17 @@ def test_supports_answers_without_triton():
     proc = _run_python(_NO_TRITON)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert proc.stdout.split() == ["ok", str(len(registry.OPS))]
+
+
+def test_the_gpu_check_times_every_default_benchmark(collected):
+    """gpu-check's kernels step runs benchmarks/test_kernels.py in -k groups: together they select every
+    benchmark the default run collects (a new benchmark function must join a group to be measured)."""
+    from _pytest.mark.expression import Expression
+
+    from fastvit.gpucheck.steps import GPU_KERNEL_GROUPS
+
+    groups = [Expression.compile(expr) for _, expr in GPU_KERNEL_GROUPS]
+    names = collected["default"]["benchmarks/test_kernels.py"]
+    assert names
+    missed = [n for n in names if not any(g.evaluate(lambda word, n=n: word.lower() in n.lower()) for g in groups)]
+    assert not missed, missed
