@@ -232,3 +232,29 @@ def test_bad_input_is_refused():
         model(torch.randn(1, 3, 64, 64))
     with pytest.raises(ValueError, match="output_fmt"):
         model.forward_intermediates(torch.randn(1, 3, 224, 224), output_fmt="NHWC")
+
+
+def test_fastvit_kernels_compute_the_same_eva():
+    """The attention core runs through fastvit's backends: Triton's kernels (attention, LayerNorm,
+    fused linears; the interpreter on CPU) give the torch reference's numbers on a rotary model."""
+    pytest.importorskip("triton")
+    kw = dict(embed_dim=64, num_heads=2, depth=1, img_size=64)
+    ref = create_eva("vit_small_patch16_dinov3_qkvb", attn_impl="eager", norm_impl="torch", linear_impl="torch", **kw)
+    fused = create_eva("vit_small_patch16_dinov3_qkvb", attn_impl="triton", norm_impl="triton", linear_impl="triton", **kw)
+    fused.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(fused.eval()(x), ref.eval()(x), rtol=1e-4, atol=1e-4)
+
+
+def test_backward_and_grad_checkpointing():
+    model = create_eva("vit_small_patch16_rope_mixed_224", attn_impl="sdpa", img_size=64, **TINY)
+    x = torch.randn(2, 3, 64, 64)
+    model(x).sum().backward()
+    grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+    assert grads["rope.freqs"].abs().sum() > 0  # the learned frequencies train
+    model.zero_grad()
+    model.set_grad_checkpointing()
+    model(x).sum().backward()
+    for k, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, grads[k], msg=k)
