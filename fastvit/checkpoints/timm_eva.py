@@ -111,11 +111,87 @@ def to_timm_eva_state_dict(model: Eva) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+_PE_SWAPS = (("conv1", "patch_embed.proj"), ("positional_embedding", "pos_embed"), ("transformer.resblocks.", "blocks."),
+              ("ln_pre", "norm_pre"), ("ln_post", "norm"), ("ln_", "norm"), ("ls_1.gamma", "gamma_1"),
+              ("ls_2.gamma", "gamma_2"), ("in_proj_", "qkv."), ("out_proj", "proj"), ("mlp.c_fc", "mlp.fc1"),
+              ("mlp.c_proj", "mlp.fc2"))
+_EVA_SWAPS = (("mlp.ffn_ln", "mlp.norm"), ("attn.inner_attn_ln", "attn.norm"), ("mlp.w12", "mlp.fc1"),
+              ("mlp.w1", "mlp.fc1_g"), ("mlp.w2", "mlp.fc1_x"), ("mlp.w3", "mlp.fc2"))
+
+
+def _from_pe(sd: dict, prefix: str) -> dict:
+    """Meta's Perception Encoder release (``visual.conv1`` ...) in timm's names, as timm's loader maps it."""
+    out = {}
+    for k, v in sd.items():
+        if not k.startswith(prefix):
+            continue
+        k = k[len(prefix):]
+        for a, b in _PE_SWAPS:
+            k = k.replace(a, b)
+        if k.startswith("attn_pool"):
+            k = k.replace("attn_pool.attn", "attn_pool").replace("attn_pool.layernorm", "attn_pool.norm")
+            k = k.replace("attn_pool.probe", "attn_pool.latent")
+            if k.startswith("attn_pool.qkv"):
+                dim, kind = v.shape[0] // 3, k.rsplit(".", 1)[1]
+                out[f"attn_pool.q.{kind}"], out[f"attn_pool.kv.{kind}"] = v[:dim], v[dim:]
+                continue
+        elif k == "proj":
+            k, v = "head.weight", v.transpose(0, 1)
+            out["head.bias"] = torch.zeros(v.shape[0], dtype=v.dtype)
+        elif k == "class_embedding":
+            k, v = "cls_token", v[None, None]
+        elif k == "pos_embed":
+            v = v[None]
+        out[k] = v
+    return out
+
+
+def timm_eva_keys(sd: dict, model: Eva) -> dict:
+    """The release layouts timm's Eva loader reads, in timm's names: Meta's PE and DINOv3 files
+    (``storage_tokens``, ``ls1.gamma``, a qkv bias whose k part is dropped), EVA's own
+    (``mlp.w1``/``w2``/``w3``, ``ffn_ln``, ``inner_attn_ln``) and OpenCLIP's ``visual.trunk.``
+    prefix; timm-layout dicts pass through. Buffers timm recomputes (``rope.*`` but ``rope.freqs``) go."""
+    if "visual.conv1.weight" in sd or "conv1.weight" in sd:
+        return _from_pe(sd, "visual." if "visual.conv1.weight" in sd else "")
+    prefix = "visual.trunk." if "visual.trunk.pos_embed" in sd else "visual." if "visual.pos_embed" in sd else ""
+    dinov3 = "storage_tokens" in sd
+    mim = not dinov3 and prefix + "mask_token" in sd
+    split_qkv = prefix + "blocks.0.attn.q_proj.weight" in sd
+    has_q_bias = any(k.endswith("attn.q_bias") for k in model.state_dict())
+    out = {}
+    for k, v in sd.items():
+        if not k.startswith(prefix):
+            continue
+        k = k[len(prefix):]
+        if k.startswith("rope.") and k != "rope.freqs":
+            continue
+        if dinov3:
+            if k.endswith((".periods", ".bias_mask", "mask_token")) or k.startswith(("projectors.", "local_cls_norm")):
+                continue
+            if k.endswith("qkv.bias"):
+                if has_q_bias:  # the k third is fixed at zero in timm's model
+                    q, _, vb = v.chunk(3, dim=-1)
+                    out[k.replace("qkv.bias", "q_bias")], out[k.replace("qkv.bias", "v_bias")] = q, vb
+                continue
+            k = k.replace("ls1.gamma", "gamma_1").replace("ls2.gamma", "gamma_2").replace("storage_tokens", "reg_token")
+        elif mim and k in ("mask_token", "lm_head.weight", "lm_head.bias"):
+            continue
+        elif mim and k in ("norm.weight", "norm.bias"):
+            k = "fc_" + k
+        for a, b in _EVA_SWAPS:
+            k = k.replace(a, b)
+        if split_qkv:
+            k = k.replace("q_bias", "q_proj.bias").replace("v_bias", "v_proj.bias")
+        out[k] = v
+    return out
+
+
 def load_timm_eva(model: Eva, source) -> Eva:
     """Load a timm Eva state dict (or a checkpoint file of one) into ``model``, strictly.
 
-    Training wrappers (``model``, ``state_dict``, ``module.``) are opened; a ``pos_embed`` of
-    another grid is resampled to the model's (bicubic, antialiased: timm's loader).
+    Training wrappers (``model``, ``state_dict``, ``module.``) are opened, the release layouts
+    timm's loader reads are renamed (:func:`timm_eva_keys`), a ``pos_embed`` of another grid is
+    resampled to the model's (bicubic, antialiased: timm's loader).
     Missing or unexpected keys raise ``KeyError`` naming them.
     """
     if isinstance(source, (str, os.PathLike)):
@@ -126,7 +202,7 @@ def load_timm_eva(model: Eva, source) -> Eva:
         raise TypeError(f"source must be a state dict or a checkpoint path, got {type(source).__name__}")
     if "model_ema" in sd and isinstance(sd["model_ema"], dict):
         sd = dict(sd["model_ema"])
-    sd = {k: v for k, v in sd.items() if not (k.startswith("rope.") and k != "rope.freqs")}  # timm: fixed buffers
+    sd = timm_eva_keys(sd, model)
     pos = sd.get("pos_embed")
     if model.pos_embed is not None and isinstance(pos, torch.Tensor) and pos.shape != model.pos_embed.shape:
         prefix = 0 if model.no_embed_class else model.num_prefix_tokens

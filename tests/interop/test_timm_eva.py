@@ -153,3 +153,70 @@ def test_keys_params_and_pretrained_cfg_at_full_size(timm, name):
     assert ours.group_matcher() == ref.group_matcher()
     assert (ours.num_features, ours.num_prefix_tokens, ours.global_pool, ours.num_classes) == \
         (ref.num_features, ref.num_prefix_tokens, ref.global_pool, ref.num_classes)
+
+
+def _release_layouts(timm):
+    """Release-style dicts (Meta's DINOv3 and PE files, EVA's own, OpenCLIP's prefix), made from timm models."""
+    dino = timm.create_model("vit_small_patch16_dinov3_qkvb", depth=2)
+    sd = {}
+    for k, v in dino.state_dict().items():
+        k = k.replace("gamma_1", "ls1.gamma").replace("gamma_2", "ls2.gamma").replace("reg_token", "storage_tokens")
+        if k.endswith("q_bias"):
+            v = torch.cat([v, torch.zeros_like(v), dino.state_dict()[k.replace("q_bias", "v_bias")]])
+            k = k.replace("q_bias", "qkv.bias")
+        elif k.endswith("v_bias"):
+            continue
+        sd[k] = v
+    sd.update({"mask_token": torch.zeros(1, 384), "rope_embed.periods": torch.ones(16),
+               "blocks.0.attn.qkv.bias_mask": torch.ones(3 * 384)})
+    yield "vit_small_patch16_dinov3_qkvb", sd
+    eva = timm.create_model("eva02_base_patch14_224", depth=2, embed_dim=192, num_heads=3)
+    swaps = (("mlp.fc1_g", "mlp.w1"), ("mlp.fc1_x", "mlp.w2"), ("mlp.fc2", "mlp.w3"), ("mlp.norm", "mlp.ffn_ln"),
+             ("q_proj.bias", "q_bias"), ("v_proj.bias", "v_bias"))
+    sd = {}
+    for k, v in eva.state_dict().items():
+        for a, b in swaps:
+            k = k.replace(a, b)
+        sd["visual.trunk." + k] = v
+    yield "eva02_base_patch14_224", sd
+    pe = timm.create_model("vit_pe_core_tiny_patch16_384", depth=2)
+    swaps = (("patch_embed.proj", "conv1"), ("blocks.", "transformer.resblocks."), ("norm_pre", "ln_pre"),
+             ("norm1", "ln_1"), ("norm2", "ln_2"), ("gamma_1", "ls_1.gamma"), ("attn.qkv.", "attn.in_proj_"),
+             ("attn.proj", "attn.out_proj"), ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj"),
+             ("attn_pool.latent", "attn_pool.probe"), ("attn_pool.norm", "attn_pool.layernorm"),
+             ("attn_pool.proj", "attn_pool.attn.out_proj"))
+    sd = {}
+    for k, v in pe.state_dict().items():
+        if k.startswith("attn_pool.kv") or k == "head.bias":
+            continue
+        if k.startswith("attn_pool.q."):
+            kind = k.rsplit(".", 1)[1]
+            sd[f"visual.attn_pool.attn.in_proj_{kind}"] = torch.cat([v, pe.state_dict()[f"attn_pool.kv.{kind}"]])
+            continue
+        if k == "head.weight":
+            sd["visual.proj"] = v.T
+            continue
+        if k in ("cls_token", "pos_embed"):
+            sd["visual." + ("class_embedding" if k == "cls_token" else "positional_embedding")] = v[0, 0] if k == "cls_token" else v[0]
+            continue
+        for a, b in swaps:
+            k = k.replace(a, b)
+        sd["visual." + k] = v
+    yield "vit_pe_core_tiny_patch16_384", sd
+
+
+def test_release_layouts_read_as_timm_reads_them(timm):
+    from timm.models.eva import checkpoint_filter_fn
+
+    from fastvit.checkpoints.timm_eva import timm_eva_keys
+
+    for name, sd in _release_layouts(timm):
+        kw = dict(depth=2, embed_dim=192, num_heads=3) if name.startswith("eva02_base") else dict(depth=2)
+        ref = timm.create_model(name, **kw)
+        ours = create_eva(name, **kw)
+        want = checkpoint_filter_fn(dict(sd), ref)
+        got = timm_eva_keys(dict(sd), ours)
+        assert got.keys() == want.keys(), (name, sorted(set(got) ^ set(want)))
+        for k in want:
+            assert torch.equal(got[k], want[k]), (name, k)
+        load_timm_eva(ours, sd)  # and the result loads strictly
