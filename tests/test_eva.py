@@ -258,3 +258,20 @@ def test_backward_and_grad_checkpointing():
     model(x).sum().backward()
     for k, p in model.named_parameters():
         torch.testing.assert_close(p.grad, grads[k], msg=k)
+
+
+def test_hf_dinov3_names_round_trip():
+    """fastvit Eva -> transformers DINOv3ViT names (module and file layouts) -> back: the same tensors."""
+    from fastvit.checkpoints.hf_dinov3 import convert_hf_dinov3_state_dict, dinov3_config_fields, to_hf_dinov3_config
+    from fastvit.checkpoints.hf_dinov3 import to_hf_dinov3_state_dict
+
+    model = create_eva("vit_small_plus_patch16_dinov3_qkvb", swiglu_align_to=192, global_pool="token", **TINY)
+    sd = model.state_dict()
+    for file_layout in (False, True):
+        back = convert_hf_dinov3_state_dict(to_hf_dinov3_state_dict(model, file_layout=file_layout))
+        assert back.keys() == sd.keys() and all(torch.equal(back[k], sd[k]) for k in sd)
+    fields = dinov3_config_fields(to_hf_dinov3_config(model))
+    again = Eva(EvaConfig(**fields))
+    again.load_state_dict(sd, strict=True)
+    with pytest.raises(ValueError, match="DINOv3-shaped"):
+        to_hf_dinov3_config(create_eva("vit_pe_core_tiny_patch16_384", **TINY))
