@@ -354,6 +354,8 @@ class Eva(nn.Module):
             return patches.amax(dim=1)
         if pool_type == "avgmax":
             return 0.5 * (patches.amax(dim=1) + patches.mean(dim=1))
+        if pool_type == "map":
+            raise ValueError("pool_type 'map' needs the attention pool of a model built with global_pool='map'")
         raise ValueError(f"pool_type must be one of {EVA_POOLS}, got {pool_type!r}")
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

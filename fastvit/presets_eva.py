@@ -248,9 +248,12 @@ def create_eva(name: str, pretrained=None, **overrides) -> Eva:
     """Build Eva preset ``name`` (timm's name) with timm keyword arguments overriding the preset
     (``num_classes=``, ``global_pool=``, ``dynamic_img_size=``, ``img_size=``...) and fastvit's
     ``attn_impl`` / ``norm_impl`` / ``linear_impl``. ``pretrained``: a timm state dict or the path
-    of a timm checkpoint file (:func:`fastvit.checkpoints.timm_eva.load_timm_eva`)."""
+    of a timm checkpoint file (:func:`fastvit.checkpoints.timm_eva.load_timm_eva`); None / False: none."""
     model = Eva(get_eva_config(name, **overrides))
     model.pretrained_cfg = model.default_cfg = eva_pretrained_cfg(name, model.cfg)
-    if pretrained is not None:
+    if pretrained is True:
+        raise ValueError(f"fastvit does not download weights: pass pretrained= a timm checkpoint file (or state dict) "
+                         f"for {name!r}")
+    if pretrained is not None and pretrained is not False:
         load_timm_eva(model, pretrained)
     return model

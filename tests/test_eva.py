@@ -275,3 +275,18 @@ def test_hf_dinov3_names_round_trip():
     again.load_state_dict(sd, strict=True)
     with pytest.raises(ValueError, match="DINOv3-shaped"):
         to_hf_dinov3_config(create_eva("vit_pe_core_tiny_patch16_384", **TINY))
+
+
+def test_pickles_and_copies():
+    import copy
+    import pickle
+
+    model = create_eva("vit_small_patch16_rope_mixed_224", attn_impl="sdpa", img_size=64, **TINY).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        want = model(x)
+        for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+            torch.testing.assert_close(clone(x), want, rtol=0, atol=0)
+    assert create_eva("eva02_tiny_patch14_224", pretrained=False, **TINY) is not None
+    with pytest.raises(ValueError, match="does not download"):
+        create_eva("eva02_tiny_patch14_224", pretrained=True, **TINY)
