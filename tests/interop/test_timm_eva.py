@@ -220,3 +220,35 @@ def test_release_layouts_read_as_timm_reads_them(timm):
         for k in want:
             assert torch.equal(got[k], want[k]), (name, k)
         load_timm_eva(ours, sd)  # and the result loads strictly
+
+
+@pytest.mark.parametrize("name", ["vit_betwixt_patch16_rope_reg4_gap_256", "eva02_tiny_patch14_224"])
+def test_api_semantics_match_timm(timm, name):
+    """Overrides, stop_early / int indices, pre-logits, gradients, a fresh head, pruning and
+    dynamic padding behave as timm's."""
+    kw = dict(depth=3, num_classes=10, global_pool="token", dynamic_img_size=True, dynamic_img_pad=True)
+    ref, ours = _pair(timm, name, **kw)
+    p = ref.patch_embed.patch_size[0]
+    x = image(p * 4 + 3, p * 6 - 5)  # padded up to whole patches
+    with torch.no_grad():
+        assert_rel(ours(x), ref(x), what="padded dynamic logits")
+        assert_rel(ours.forward_head(ours.forward_features(x), pre_logits=True),
+                   ref.forward_head(ref.forward_features(x), pre_logits=True), what="pre_logits")
+        for opts in (dict(indices=2, stop_early=True), dict(indices=[1], intermediates_only=True, output_fmt="NCHW")):
+            got, want = ours.forward_intermediates(x, **opts), ref.forward_intermediates(x, **opts)
+            assert_rel(got if opts.get("intermediates_only") else [got[0], *got[1]],
+                       want if opts.get("intermediates_only") else [want[0], *want[1]], what=f"intermediates {opts}")
+    ours.train(), ref.train()
+    ours(x).square().sum().backward()
+    ref(x).square().sum().backward()
+    grads = dict(ref.named_parameters())
+    for k, v in ours.named_parameters():
+        assert_rel(v.grad, grads[k].grad, tol=1e-4, what=f"grad {k}")
+    ours.eval(), ref.eval()
+    ref.reset_classifier(5, "avg")
+    ours.reset_classifier(5, "avg")
+    ours.head.load_state_dict(ref.head.state_dict())
+    assert ours.prune_intermediate_layers([0, 1]) == ref.prune_intermediate_layers([0, 1])
+    with torch.no_grad():
+        assert_rel(ours.forward_features(x), ref.forward_features(x), what="pruned features")
+        assert_rel(ours(x), ref(x), what="pruned, fresh head")
