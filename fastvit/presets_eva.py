@@ -13,6 +13,8 @@ from __future__ import annotations
 import difflib
 import fnmatch
 
+import torch
+
 from .checkpoints.timm_eva import load_timm_eva
 from .eva import Eva, EvaConfig
 from .presets_modern import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
@@ -244,12 +246,20 @@ def eva_pretrained_cfg(name: str, cfg: EvaConfig) -> dict:
     return {**common, **EVA_PRETRAINED_CFG[name]}
 
 
-def create_eva(name: str, pretrained=None, **overrides) -> Eva:
+def create_eva(name: str, pretrained=None, *, device=None, dtype=None, **overrides) -> Eva:
     """Build Eva preset ``name`` (timm's name) with timm keyword arguments overriding the preset
     (``num_classes=``, ``global_pool=``, ``dynamic_img_size=``, ``img_size=``...) and fastvit's
     ``attn_impl`` / ``norm_impl`` / ``linear_impl``. ``pretrained``: a timm state dict or the path
-    of a timm checkpoint file (:func:`fastvit.checkpoints.timm_eva.load_timm_eva`); None / False: none."""
-    model = Eva(get_eva_config(name, **overrides))
+    of a timm checkpoint file (:func:`fastvit.checkpoints.timm_eva.load_timm_eva`); None / False: none.
+    ``device`` / ``dtype`` as timm's: where the model is built (``"meta"``: no memory) and its dtype."""
+    cfg = get_eva_config(name, **overrides)
+    if device is not None:
+        with torch.device(device):
+            model = Eva(cfg)
+    else:
+        model = Eva(cfg)
+    if dtype is not None:
+        model = model.to(dtype=dtype)
     model.pretrained_cfg = model.default_cfg = eva_pretrained_cfg(name, model.cfg)
     if pretrained is True:
         raise ValueError(f"fastvit does not download weights: pass pretrained= a timm checkpoint file (or state dict) "

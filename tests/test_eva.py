@@ -290,3 +290,11 @@ def test_pickles_and_copies():
     assert create_eva("eva02_tiny_patch14_224", pretrained=False, **TINY) is not None
     with pytest.raises(ValueError, match="does not download"):
         create_eva("eva02_tiny_patch14_224", pretrained=True, **TINY)
+
+
+def test_device_and_dtype_as_timm():
+    model = create_eva("vit_7b_patch16_dinov3", device="meta")
+    assert model.patch_embed.proj.weight.is_meta
+    assert sum(p.numel() for p in model.parameters()) > 6e9
+    half = create_eva("eva02_tiny_patch14_224", dtype=torch.bfloat16, **TINY)
+    assert half.head.weight.dtype == torch.bfloat16
