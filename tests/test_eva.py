@@ -297,4 +297,4 @@ def test_device_and_dtype_as_timm():
     assert model.patch_embed.proj.weight.is_meta
     assert sum(p.numel() for p in model.parameters()) > 6e9
     half = create_eva("eva02_tiny_patch14_224", dtype=torch.bfloat16, **TINY)
-    assert half.head.weight.dtype == torch.bfloat16
+    assert half.patch_embed.proj.weight.dtype == torch.bfloat16 and half.rope().dtype == torch.bfloat16
