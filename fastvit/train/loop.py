@@ -305,7 +305,11 @@ def _train(cfg: TrainConfig, d: distributed.Dist, resume: bool, log) -> dict:
                 f"(train it longer with --resume {out} --epochs N or --steps N)")
             return {"step": step, "total_steps": total, "out": str(out), "finished": True}
         say(f"{out}: the run finished its {total} steps but its weights were not written: writing them now")
-        _finish(cfg, out, module, model, overrides, data, None, step, say, d)
+        from .metrics import read_metrics
+
+        evals = [r for r in read_metrics(out / "metrics.jsonl") if "test_acc" in r and r["step"] == step]
+        last_eval = {k: evals[-1][k] for k in ("test_loss", "test_acc")} if evals else None
+        _finish(cfg, out, module, model, overrides, data, last_eval, step, say, d)
         return {"step": step, "total_steps": total, "out": str(out), "finished": True}
     metrics = MetricsLog(out / "metrics.jsonl", d.is_main, step if resume else None)
 
