@@ -207,14 +207,14 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
 def check_out(out: Path, overwrite: bool) -> None:
     """Refuse to start a new run where one already is, unless ``overwrite``."""
     status = run_folder.run_status(out)
-    if status is None or overwrite:
+    if status in (None, "incomplete") or overwrite:  # incomplete: stopped before its first save, nothing to lose
         return
     what = {"finished": "a finished run", "stopped": "a stopped run (resumable)",
-            "incomplete": "files of an earlier run"}[status]
-    hint = {"finished": f"--resume {out} --epochs N to train it longer",
-            "stopped": f"--resume {out} to continue it"}.get(status)
-    raise ValueError(f"--out {out} already holds {what}; pass --overwrite to replace it"
-                     + (f", {hint}" if hint else "") + ", or choose another --out")
+            "weights": "a model.safetensors"}[status]
+    hint = {"finished": f" --resume {out} --epochs N to train it longer,",
+            "stopped": f" --resume {out} to continue it,"}.get(status, "")
+    raise ValueError(f"--out {out} already holds {what}; pass --overwrite to replace it,{hint} "
+                     f"or choose another --out")
 
 
 def run_title(cfg: TrainConfig) -> str:
@@ -285,9 +285,8 @@ def _train(cfg: TrainConfig, d: distributed.Dist, resume: bool, log) -> dict:
     else:
         torch.manual_seed(cfg.seed + 1 + d.rank)  # dropout / drop-path / MPP streams, per rank
     if d.is_main:
-        if not resume:
-            if cfg.overwrite:
-                run_folder.clear_run(out)
+        if not resume:  # a replaced run (--overwrite) or one stopped before its first save
+            run_folder.clear_run(out)
         out.mkdir(parents=True, exist_ok=True)
         run_folder.atomic_write_text(out / "run.json", json.dumps(saved_settings(cfg), indent=2) + "\n")
         run_folder.write_run_config(out, cfg.model, overrides, data.classes, cfg.objective)

@@ -146,13 +146,16 @@ def load_run(path: str | os.PathLike, **overrides):
 
 
 def run_status(out: Path) -> str | None:
-    """``"finished"``, ``"stopped"`` (resumable), ``"incomplete"`` (run files, nothing resumable), or None."""
+    """``"finished"``, ``"stopped"`` (resumable), ``"weights"`` (a model.safetensors of no run),
+    ``"incomplete"`` (a run stopped before its first save: nothing to lose), or None."""
     from .checkpointing import has_state
 
     if (out / "model.safetensors").is_file() and (out / "run.json").is_file():
         return "finished"
     if has_state(out):
         return "stopped"
+    if (out / "model.safetensors").is_file():
+        return "weights"
     if any((out / n).exists() for n in RUN_FILES):
         return "incomplete"
     return None

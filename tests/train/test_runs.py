@@ -95,6 +95,26 @@ def test_stopped_run_is_not_restarted_without_overwrite(capsys, tmp_path):
     assert "stopped run" in err and f"--resume {out}" in err
 
 
+def test_run_stopped_before_its_first_save_can_be_started_again(capsys, tmp_path):
+    from fastvit.train.run_folder import run_status
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text("{}")  # what a run interrupted while loading its data leaves
+    (out / "metrics.jsonl").write_text('{"step": 1, "loss": 9.0}\n')
+    assert run_status(out) == "incomplete"
+    _ok(capsys, [*QUICK, "--steps", "2", "--out", str(out)])
+    assert sorted(losses(out)) == [1, 2] and losses(out)[1] != 9.0
+
+
+def test_a_weights_file_that_is_no_run_is_not_overwritten(capsys, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"mine")
+    err = _refused(capsys, [*QUICK, "--steps", "2", "--out", str(out)])
+    assert "already holds a model.safetensors" in err and (out / "model.safetensors").read_bytes() == b"mine"
+
+
 def test_resume_refuses_changed_flags_by_name_and_extends_a_finished_run(capsys, tmp_path):
     out = tmp_path / "run"
     _ok(capsys, [*QUICK, "--steps", "4", "--out", str(out)])
