@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from fastvit.cli import main
-from helpers import REPO, TINY, env, losses, metrics, run_cli
+from helpers import REPO, TINY, env, losses, run_cli
 
 QUICK = [*TINY, "--batch-size", "16", "--no-progress", "--augment", "none"]
 
