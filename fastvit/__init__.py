@@ -7,6 +7,7 @@
 """
 
 from .checkpoints import from_hf, from_timm, from_torchvision, load_checkpoint, to_hf_state_dict, to_timm_state_dict
+from .checkpoints import to_hf_config
 from .compiling import compile
 from .config import ViTConfig
 from .factory import create_model
@@ -30,6 +31,7 @@ __all__ = [
     "list_models",
     "load_checkpoint",
     "resample_pos_embed",
+    "to_hf_config",
     "to_hf_state_dict",
     "to_timm_state_dict",
 ]

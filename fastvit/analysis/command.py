@@ -38,8 +38,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="the ViT paper's analyses as figures: attention distance, position-embedding similarity, rollout, filters",
         description=__doc__.split("\n\n")[0],
     )
-    p.add_argument("--model", required=True, help="preset name (fastvit.list_models())")
-    p.add_argument("--checkpoint", metavar="PATH", help="local checkpoint (timm, torchvision, HF or big_vision layout)")
+    p.add_argument("--model", help="preset name (fastvit.list_models()); not needed with --checkpoint RUN_DIR")
+    p.add_argument("--checkpoint", metavar="PATH", help="local checkpoint (timm, torchvision, HF or big_vision layout), "
+                                                        "or a fastvit train run folder (its config.json rebuilds the model)")
     p.add_argument("--image", nargs="+", default=[], metavar="PATH", help="photographs to analyse")
     p.add_argument("--sample", nargs="+", default=[], choices=sorted(SAMPLES), help="built-in sample photographs")
     p.add_argument("--out", required=True, metavar="DIR", help="directory for the PNGs and analysis.json")
@@ -146,10 +147,26 @@ def _build_model(args):
     if args.checkpoint is not None and not Path(args.checkpoint).exists():
         raise AnalyzeError(f"checkpoint not found: {args.checkpoint}")
     try:
-        model = fastvit.create_model(args.model, pretrained=args.checkpoint, **overrides)
+        model = _load(fastvit, args.model, args.checkpoint, overrides)
     except (ValueError, TypeError, KeyError, OSError, ImportError) as e:
         raise AnalyzeError(str(e)) from e
     return model.to(device=device, dtype=dtype).eval(), device, dtype
+
+
+def _load(fastvit, name, checkpoint, overrides):
+    """The model to analyse: a run folder (or a timm local-dir folder) rebuilds itself from its
+    config.json; anything else is preset ``name`` with the checkpoint's weights."""
+    from fastvit.train.run_folder import load_run, read_run_config
+
+    found = read_run_config(checkpoint) if checkpoint is not None else None
+    if found is not None:
+        if name is not None and name != found[0]:
+            raise AnalyzeError(f"--checkpoint {checkpoint} holds a {found[0]}, not --model {name}; drop --model")
+        return load_run(checkpoint, **overrides)
+    if name is None:
+        raise AnalyzeError("--model is required (fastvit.list_models() lists the presets), "
+                           "unless --checkpoint is a run folder")
+    return fastvit.create_model(name, pretrained=checkpoint, **overrides)
 
 
 def analyze(args) -> dict:
@@ -201,7 +218,7 @@ def analyze(args) -> dict:
     bar.update()
     bar.close()
     doc = {
-        "model": args.model,
+        "model": args.model or model.pretrained_cfg.get("architecture"),
         "checkpoint": args.checkpoint,
         "attn_impl": args.attn_impl,
         "maps_route": route,

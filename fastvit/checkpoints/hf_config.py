@@ -82,7 +82,31 @@ def hf_config_fields(c: dict, what: str = "Hugging Face config") -> dict:
         fields["mlp_ratio"] = c["intermediate_size"] / c["hidden_size"]
     if c.get("model_type") == "deit":
         fields["distilled"] = any("WithTeacher" in a or a == "DeiTModel" for a in c.get("architectures") or [])
+    classes = hf_num_labels(c)
+    if classes is not None:
+        fields["num_classes"] = classes
     return fields
+
+
+def hf_num_labels(c: dict) -> int | None:
+    """The class count of a transformers classifier's config (``id2label``, else ``num_labels``);
+    None for a headless model (``ViTModel``, ``DeiTModel``) or a config without architectures."""
+    if not any("ForImageClassification" in a for a in c.get("architectures") or []):
+        return None
+    if isinstance(c.get("id2label"), dict) and c["id2label"]:
+        return len(c["id2label"])
+    return c.get("num_labels")
+
+
+def hf_label_names(c: dict) -> list[str] | None:
+    """A classifier config's class names in class order (``id2label``), or None."""
+    labels = c.get("id2label")
+    if hf_num_labels(c) is None or not isinstance(labels, dict):
+        return None
+    try:
+        return [str(labels[k]) for k in sorted(labels, key=int)]
+    except (TypeError, ValueError):
+        return None
 
 
 # what a config file says that a load does not need to match: the head is fitted (or

@@ -9,6 +9,8 @@ the class token) is fastvit's ``pre_logits`` layer.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -172,12 +174,15 @@ def _check_plain_vit(cfg) -> list[str]:
     return problems
 
 
-def to_hf_config(model, family: str | None = None) -> dict:
-    """Keyword arguments for the transformers config describing ``model`` (``ViTConfig``,
-    ``DeiTConfig``, ``Dinov2Config``, ``Dinov2WithRegistersConfig``, ``CLIPVisionConfig``,
-    ``SiglipVisionConfig``; ``"model_type"`` says which where it is not ViT);
-    ``"architectures"`` names the class that :func:`to_hf_state_dict`'s keys fit.
-    ``family`` (vit, dinov2, clip, siglip) defaults to what the model's options imply."""
+def to_hf_config(model, family: str | None = None, labels: list[str] | None = None) -> dict:
+    """The transformers config describing ``model``, as a dict: keyword arguments for
+    ``ViTConfig``, ``DeiTConfig``, ``Dinov2Config``, ``Dinov2WithRegistersConfig``,
+    ``CLIPVisionConfig`` or ``SiglipVisionConfig``, and (``json.dump``-ed) a ``config.json``
+    that ``AutoConfig`` / ``AutoModel*.from_pretrained`` read: ``"model_type"`` says which
+    class, ``"architectures"`` names the one :func:`to_hf_state_dict`'s keys fit.
+    ``family`` (vit, dinov2, clip, siglip) defaults to what the model's options imply.
+    A classifier gets ``num_labels``, ``id2label`` and ``label2id``: from ``labels``, else the
+    model's ``pretrained_cfg["label_names"]`` (a fastvit train run's classes), else ``LABEL_i``."""
     family = model_family(model, family)
     if family != "vit":
         return _family_module(family).to_config(model)
@@ -195,11 +200,47 @@ def to_hf_config(model, family: str | None = None) -> dict:
         hidden_dropout_prob=cfg.drop_rate, attention_probs_dropout_prob=cfg.attn_drop_rate,
         architectures=[arch],
     )
+    kw["model_type"] = family.lower()
     if cfg.num_classes:
-        kw["num_labels"] = cfg.num_classes
+        names = _label_names(model, labels)
+        kw.update(num_labels=cfg.num_classes, id2label={str(i): n for i, n in enumerate(names)},
+                  label2id={n: i for i, n in enumerate(names)})
     if cfg.representation_size:
         kw.update(pooler_output_size=cfg.representation_size, pooler_act="tanh")
     return kw
+
+
+def _label_names(model, labels) -> list[str]:
+    n = model.cfg.num_classes
+    if labels is None:
+        labels = (getattr(model, "pretrained_cfg", None) or {}).get("label_names")
+        if labels is None or len(labels) != n:
+            return [f"LABEL_{i}" for i in range(n)]
+    labels = [str(v) for v in labels]
+    if len(labels) != n:
+        raise ValueError(f"labels: the model has {n} classes, got {len(labels)} names")
+    if len(set(labels)) != n:
+        raise ValueError("labels: names must be distinct (label2id maps each name to one class)")
+    return labels
+
+
+def save_hf(model, folder, labels: list[str] | None = None, family: str | None = None) -> Path:
+    """Write ``folder/config.json`` (:func:`to_hf_config`) and ``folder/model.safetensors``
+    (:func:`to_hf_state_dict`), a folder ``transformers.AutoModelForImageClassification``
+    (or ``AutoModel``, for a headless model) ``.from_pretrained`` loads. Returns the folder."""
+    import json
+
+    try:
+        from safetensors.torch import save_file
+    except ImportError:
+        raise ImportError("save_hf writes model.safetensors: pip install safetensors") from None
+    config = to_hf_config(model, family, labels)
+    tensors = to_hf_state_dict(model, family=family)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return folder
 
 
 def to_hf_state_dict(model, legacy: bool = False, family: str | None = None) -> dict[str, torch.Tensor]:

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .resample import MATRIX_MODES, resize_2d
+
 
 def patchify(x: torch.Tensor, patch_size: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, H/p * W/p, C*p*p), patches in row-major order, each flattened as (C, p, p)."""
@@ -180,7 +182,9 @@ def resample_pos_embed(
     prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
     dim = grid.shape[-1]
     grid = grid.reshape(1, old_size[0], old_size[1], dim).permute(0, 3, 1, 2).float()
-    corners = align_corners if interpolation in ("linear", "bilinear", "bicubic", "trilinear") else None
-    grid = F.interpolate(grid, size=new_size, mode=interpolation, align_corners=corners, antialias=antialias)
+    if interpolation in MATRIX_MODES:  # as matmuls: compiles and trains with symbolic sizes (see .resample)
+        grid = resize_2d(grid, new_size, interpolation, antialias, align_corners)
+    else:
+        grid = F.interpolate(grid, size=new_size, mode=interpolation, antialias=antialias)
     grid = grid.permute(0, 2, 3, 1).reshape(1, new_size[0] * new_size[1], dim).to(pos_embed.dtype)
     return torch.cat([prefix, grid], dim=1)

@@ -5,8 +5,9 @@ model and optimizer through ``torch.distributed.checkpoint`` (each rank writes i
 own shards under FSDP; one process writes the whole under ``single``/``ddp``), and
 ``trainer.pt`` (scheduler, step, epoch, position in the epoch, grad scaler) plus
 ``rng-rank<R>.pt`` (every RNG each rank draws from). A new state is written to
-``state.tmp/`` and renamed over the old one, so an interruption while saving
-leaves the previous state intact.
+``state.tmp/``; the old one is renamed to ``state.old/``, the new one to ``state/``,
+and only then is the old one removed. An interruption at any point leaves a
+complete state (``state/``, else ``state.old/``), which :func:`state_dir` finds.
 
 ``DIR/model.safetensors`` is the backbone's full state dict in fastvit (= timm)
 names, loadable with ``fastvit.create_model(name, pretrained=...)`` given the
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import shutil
 import warnings
@@ -61,8 +63,24 @@ def set_rng_state(state: dict):
         np.random.set_state(state["numpy"])
 
 
+def state_dir(run_dir: str | Path) -> Path | None:
+    """The newest complete state of a run (``state/``, or ``state.old/`` if a save was cut
+    between its two renames); None if there is none."""
+    for name in ("state", "state.old"):
+        candidate = Path(run_dir) / name
+        if (candidate / "trainer.pt").is_file():
+            return candidate
+    return None
+
+
 def has_state(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / "state" / "trainer.pt").is_file()
+    return state_dir(run_dir) is not None
+
+
+def saved_step(run_dir: str | Path) -> int | None:
+    """The step the run's resumable state was saved at, or None."""
+    found = state_dir(run_dir)
+    return None if found is None else int(torch.load(found / "trainer.pt", weights_only=False)["step"])
 
 
 def save_state(run_dir: Path, module: nn.Module, optimizer, trainer: dict, d: Dist):
@@ -70,9 +88,12 @@ def save_state(run_dir: Path, module: nn.Module, optimizer, trainer: dict, d: Di
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
-    final, tmp = run_dir / "state", run_dir / "state.tmp"
+    final, tmp, old = run_dir / "state", run_dir / "state.tmp", run_dir / "state.old"
     if d.is_main:
         shutil.rmtree(tmp, ignore_errors=True)
+        if (old / "trainer.pt").is_file() and not (final / "trainer.pt").is_file():
+            old.rename(final)  # a save cut between its renames: state.old is the complete one
+        shutil.rmtree(old, ignore_errors=True)
         tmp.mkdir(parents=True)
     barrier(d)
     model_sd, optim_sd = get_state_dict(module, optimizer)
@@ -82,8 +103,10 @@ def save_state(run_dir: Path, module: nn.Module, optimizer, trainer: dict, d: Di
     barrier(d)
     if d.is_main:
         torch.save(trainer, tmp / "trainer.pt")  # written last: its presence marks a complete state
-        shutil.rmtree(final, ignore_errors=True)
+        if final.exists():
+            final.rename(old)
         tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
     barrier(d)
 
 
@@ -92,17 +115,19 @@ def load_state(run_dir: Path, module: nn.Module, optimizer, d: Dist) -> dict:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-    state_dir = run_dir / "state"
-    trainer = torch.load(state_dir / "trainer.pt", weights_only=False)
+    found = state_dir(run_dir)
+    if found is None:
+        raise ValueError(f"{run_dir}: no resumable state (state/trainer.pt)")
+    trainer = torch.load(found / "trainer.pt", weights_only=False)
     if trainer.get("world_size", 1) != d.world_size:
         raise ValueError(f"{run_dir} was saved by {trainer.get('world_size', 1)} process(es); "
                          f"resume it with the same number, not {d.world_size}")
     model_sd, optim_sd = get_state_dict(module, optimizer)
     sd = {"model": model_sd, "optim": optim_sd}
     with _quiet():
-        dcp.load(sd, checkpoint_id=str(state_dir / "dcp"))
+        dcp.load(sd, checkpoint_id=str(found / "dcp"))
     set_state_dict(module, optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
-    set_rng_state(torch.load(state_dir / f"rng-rank{d.rank}.pt", weights_only=False))
+    set_rng_state(torch.load(found / f"rng-rank{d.rank}.pt", weights_only=False))
     return trainer
 
 
@@ -128,9 +153,12 @@ def full_model_state(module: nn.Module, backbone: nn.Module) -> dict[str, torch.
 
 
 def save_weights(path: Path, state_dict: dict[str, torch.Tensor], metadata: dict):
+    """Write ``path`` through a temporary file, so an interrupted save leaves the old file whole."""
     try:
         from safetensors.torch import save_file
     except ImportError:
-        raise ValueError("saving model.safetensors needs safetensors: pip install 'fastvit[train]'") from None
+        raise ValueError("saving model.safetensors needs safetensors: pip install safetensors") from None
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in metadata.items()})
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={k: json.dumps(v) for k, v in metadata.items()})
+    os.replace(tmp, path)

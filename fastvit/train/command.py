@@ -2,8 +2,9 @@
 
 Bad input (unknown model or config field, missing or empty data folder, an
 empty class, a global batch the processes cannot share, a run folder with
-nothing to resume) is reported as one ``fastvit train: error: ...`` line on
-stderr with exit status 2, on every rank, and no traceback.
+nothing to resume, a folder already holding a run, a missing package) is
+reported as one ``fastvit train: error: ...`` line on stderr with exit status 2,
+on every rank, and no traceback. Ctrl-C prints how to resume and exits 130.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
             "Writes DIR/metrics.jsonl, DIR/curves.png, DIR/model.safetensors (+ config.json) and a resumable DIR/state/."
         ),
     )
-    p.add_argument("--model", help="preset name (fastvit.list_models()); required unless --resume")
+    p.add_argument("--model", help="preset name (fastvit.list_models()); required unless --resume or "
+                                   "--pretrained RUN_DIR")
     size = p.add_argument_group("model size overrides (any ViTConfig field with --set key=value)")
     size.add_argument("--img-size", type=int)
     size.add_argument("--patch-size", type=int)
@@ -57,8 +59,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     size.add_argument("--num-heads", type=int)
     size.add_argument("--set", dest="sets", action="append", type=parse_set, default=[], metavar="KEY=VALUE",
                       help="any ViTConfig field, e.g. --set drop_path_rate=0.1 (repeatable)")
-    p.add_argument("--pretrained", help="checkpoint to start from (any layout fastvit.load_checkpoint reads); "
-                                        "a head for another class count is replaced")
+    p.add_argument("--pretrained", help="checkpoint to start from (any layout fastvit.load_checkpoint reads, or a "
+                                        "run folder: its model and sizes are rebuilt); a head for another class "
+                                        "count is replaced")
     p.add_argument("--data", default="digits", help="'digits' (scikit-learn, no download) or a folder with one "
                                                     "subfolder of images per class (default: digits)")
     p.add_argument("--test-fraction", type=float, default=0.2,
@@ -87,7 +90,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/train", help="output folder (default runs/train)")
-    p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR with its own settings")
+    p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR with its own settings; "
+                                                   "--epochs/--steps extend it (also a finished one)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (without it, a folder holding a run is refused)")
     p.add_argument("--eval-every", type=int, help="steps between evaluations (default: every epoch)")
     p.add_argument("--save-every", type=int, help="steps between resumable states (default: every epoch)")
     p.add_argument("--log-every", type=int, default=1, help="steps between metrics.jsonl lines (default 1)")
@@ -97,45 +103,151 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+# flags --resume applies to a saved run (the rest must match it): how long it runs, how it is watched
+RESUME_APPLIES = ("epochs", "steps", "eval_every", "save_every", "log_every", "eval_batch_size", "stop_at", "progress")
+_NAMES = ("data", "pretrained", "epochs", "steps", "batch_size", "lr", "weight_decay", "warmup", "layer_decay",
+          "label_smoothing", "augment", "amp", "grad_checkpointing", "compile", "strategy", "objective", "impl",
+          "device", "seed", "out", "eval_every", "save_every", "log_every", "test_fraction", "eval_batch_size",
+          "stop_at", "overwrite")
+
+
+def _flag(name: str) -> str:
+    return "--no-progress" if name == "progress" else "--" + name.replace("_", "-")
+
+
+def given_flags(args: argparse.Namespace) -> dict:
+    """The TrainConfig values the command line sets away from the parser's defaults."""
+    parser = getattr(args, "_parser", None)
+    defaults = {a.dest: a.default for a in parser._actions} if parser is not None else {}
+    given = {n: getattr(args, n) for n in _NAMES if hasattr(args, n) and getattr(args, n) != defaults.get(n)}
+    if getattr(args, "no_progress", False):
+        given["progress"] = False
+    if args.model is not None:
+        given["model"] = args.model
+    overrides = _overrides(args)
+    if overrides:
+        given["overrides"] = overrides
+    return given
+
+
+def _overrides(args) -> dict:
+    overrides = {k: getattr(args, k) for k in _SIZE_FLAGS if getattr(args, k, None) is not None}
+    overrides.update(dict(getattr(args, "sets", []) or []))
+    return overrides
+
+
+def _say(text: str):
+    import os
+
+    if os.environ.get("RANK", "0") == "0":
+        print(text)
+
+
+def _resume_config(args):
+    from .checkpointing import has_state
+    from .loop import TRANSIENT, TrainConfig
+
+    run_file = Path(args.resume) / "run.json"
+    if not run_file.is_file() or not has_state(args.resume):
+        raise ValueError(f"--resume {args.resume}: no resumable run there (expected run.json and state/trainer.pt)")
+    saved = json.loads(run_file.read_text())
+    known = {f.name for f in fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in saved.items() if k in known and k not in TRANSIENT})
+    cfg.out = str(args.resume)
+    given = given_flags(args)
+    given.pop("out", None)
+    if given.pop("overwrite", False):
+        raise ValueError("--overwrite starts a new run; --resume continues one: pass one of them")
+    refused, applied = [], []
+    for name, value in given.items():
+        have = getattr(cfg, name)
+        if name == "overrides":
+            differ = {k: v for k, v in value.items() if cfg.overrides.get(k) != v}
+            refused += [f"{_flag(k)}={v!r} (saved: {cfg.overrides.get(k)!r})" for k, v in differ.items()]
+        elif name in RESUME_APPLIES:
+            if value != have and name not in ("progress", "stop_at"):
+                applied.append(f"{_flag(name)} {have} -> {value}")
+            setattr(cfg, name, value)
+        elif _differs(value, have):
+            refused.append(f"{_flag(name)} {value!r} (saved: {have!r})")
+    if refused:
+        raise ValueError(f"--resume {args.resume} continues the run with its saved settings; these flags differ: "
+                         f"{'; '.join(refused)}. Only --epochs/--steps (to extend it) and the logging/saving "
+                         f"intervals can change on resume; start a new run (with --pretrained {args.resume}) instead")
+    if "epochs" in given and "steps" not in given and cfg.steps is not None:
+        applied.append(f"--steps {cfg.steps} -> none (--epochs {cfg.epochs} decides)")
+        cfg.steps = None
+    if applied:
+        _say("resuming with changed settings: " + "; ".join(applied))
+    return cfg
+
+
+def _differs(value, have) -> bool:
+    if isinstance(value, (int, float)) and isinstance(have, (int, float)) and not isinstance(value, bool):
+        return float(value) != float(have)
+    if isinstance(value, str) and isinstance(have, str):
+        return value != have and str(Path(value)) != str(Path(have))
+    return value != have
+
+
 def config_from_args(args: argparse.Namespace):
     from .loop import TrainConfig
+    from .run_folder import is_run_folder, model_args, read_run_config
 
     if args.resume:
-        run_file = Path(args.resume) / "run.json"
-        from .checkpointing import has_state
-
-        if not run_file.is_file() or not has_state(args.resume):
-            raise ValueError(f"--resume {args.resume}: no resumable run there (expected run.json and state/trainer.pt)")
-        saved = json.loads(run_file.read_text())
-        known = {f.name for f in fields(TrainConfig)}
-        cfg = TrainConfig(**{k: v for k, v in saved.items() if k in known})
-        cfg.out = str(args.resume)
-        cfg.stop_at = args.stop_at
-        cfg.progress = not args.no_progress
-        return cfg, True
-    if not args.model:
+        return _resume_config(args), True
+    overrides = _overrides(args)
+    model = args.model
+    if args.pretrained is not None and not Path(args.pretrained).exists():
+        raise ValueError(f"--pretrained {args.pretrained}: no such file or folder")
+    if args.pretrained is not None and is_run_folder(args.pretrained):  # a run folder is a model: rebuild it
+        arch, saved_args, _ = read_run_config(args.pretrained)
+        if model is not None and model != arch:
+            raise ValueError(f"--pretrained {args.pretrained} holds a {arch}; drop --model or pass --model {arch}")
+        if not (Path(args.pretrained) / "model.safetensors").is_file():
+            raise ValueError(f"--pretrained {args.pretrained}: the run has no model.safetensors yet "
+                             f"(finish it with fastvit train --resume {args.pretrained})")
+        model = arch
+        overrides = {**model_args(saved_args), **overrides}
+    if not model:
         raise ValueError("--model is required (fastvit.list_models() lists the presets)")
-    overrides = {k: getattr(args, k) for k in _SIZE_FLAGS if getattr(args, k) is not None}
-    overrides.update(dict(args.sets))
-    names = ("data", "pretrained", "epochs", "steps", "batch_size", "lr", "weight_decay", "warmup", "layer_decay",
-             "label_smoothing", "augment", "amp", "grad_checkpointing", "compile", "strategy", "objective", "impl",
-             "device", "seed", "out", "eval_every", "save_every", "log_every", "test_fraction", "eval_batch_size",
-             "stop_at")
-    cfg = TrainConfig(model=args.model, overrides=overrides, progress=not args.no_progress,
-                      **{n: getattr(args, n) for n in names})
-    if cfg.pretrained is not None and not Path(cfg.pretrained).exists():
-        raise ValueError(f"--pretrained {cfg.pretrained}: no such file or folder")
+    cfg = TrainConfig(model=model, overrides=overrides, progress=not args.no_progress,
+                      **{n: getattr(args, n) for n in _NAMES})
     return cfg, False
 
 
 def run(args: argparse.Namespace) -> int:
+    from .interrupt import EXIT_INTERRUPTED
+
+    cfg = None
     try:
         cfg, resume = config_from_args(args)
         from .loop import train
 
         train(cfg, resume=resume)
+    except KeyboardInterrupt as e:
+        print(f"fastvit train: {_interrupted_message(e, cfg)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (ValueError, TypeError, KeyError, FileNotFoundError, ImportError, FloatingPointError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"fastvit train: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
+
+
+def _interrupted_message(e: KeyboardInterrupt, cfg) -> str:
+    from .interrupt import Interrupted
+
+    if isinstance(e, Interrupted):
+        return str(e)
+    if cfg is None:
+        return "interrupted before the run started"
+    from .checkpointing import saved_step
+
+    try:
+        step = saved_step(cfg.out)
+    except Exception:  # noqa: BLE001 - a half-written state: say nothing was saved
+        step = None
+    if step is None:
+        return "interrupted before any state was saved: nothing to resume"
+    return f"interrupted; the last saved state is at step {step}: continue with: fastvit train --resume {cfg.out}"

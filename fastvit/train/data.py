@@ -115,6 +115,10 @@ def _class_files(root: Path) -> dict[str, list[Path]]:
         raise DataError(f"--data {root} is not a folder (expected one subfolder of images per class, or 'digits')")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
+        loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        if loose:
+            raise DataError(f"data folder {root} holds {len(loose)} image(s) but no class subfolders: put each "
+                            f"class's images in a subfolder named after it ({root}/cats/*.jpg, {root}/dogs/*.jpg, ...)")
         raise DataError(f"data folder {root} is empty: expected one subfolder of images per class")
     found = {}
     for name in classes:

@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import checkpointing, distributed
-from .data import Data, ShardedSampler, load_data
+from . import checkpointing, distributed, preflight, run_folder
+from .data import Data, FolderDataset, ShardedSampler, load_data
+from .interrupt import Interrupted, StopRequest
 from .metrics import MetricsLog, plot_curves
 from .objectives import OBJECTIVES, build_objective, loss_from_stats
 from .optim import build_optimizer, build_scheduler
@@ -63,6 +64,7 @@ class TrainConfig:
     eval_batch_size: int = 256
     stop_at: int | None = None  # stop after this step with a resumable state (preemption, tests)
     progress: bool = True
+    overwrite: bool = False  # replace a run already in ``out`` (else refused)
 
     def validate(self):
         checks = [
@@ -95,6 +97,14 @@ def _impl_overrides(impl: str, device: torch.device) -> dict:
     return {"attn_impl": "sdpa"} if impl == "torch" else {}
 
 
+# settings that do not travel with a run's run.json: where it is, how it is watched, when it stops
+TRANSIENT = ("out", "stop_at", "progress", "overwrite")
+
+
+def saved_settings(cfg: TrainConfig) -> dict:
+    return {k: v for k, v in asdict(cfg).items() if k not in TRANSIENT}
+
+
 def build_backbone(cfg: TrainConfig, num_classes: int, device: torch.device):
     import fastvit
 
@@ -104,9 +114,12 @@ def build_backbone(cfg: TrainConfig, num_classes: int, device: torch.device):
     if cfg.pretrained is not None:
         import warnings
 
+        source = Path(cfg.pretrained)
+        if run_folder.is_run_folder(source):  # a run folder: its weights file
+            source = source / "model.safetensors"
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            fastvit.load_checkpoint(model, cfg.pretrained)
+            fastvit.load_checkpoint(model, str(source))
         notes = [str(w.message) for w in caught]
     else:
         notes = []
@@ -176,7 +189,10 @@ def _progress(total: int, initial: int, enabled: bool):
 
 
 def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
-    """Run (or continue) training as ``cfg`` says; returns a summary dict (rank 0's view)."""
+    """Run (or continue) training as ``cfg`` says; returns a summary dict (rank 0's view).
+
+    Raises :class:`~fastvit.train.interrupt.Interrupted` (a ``KeyboardInterrupt``) when
+    Ctrl-C stopped it, after saving a resumable state."""
     cfg.validate()
     world = distributed.launched_world_size()  # torchrun's WORLD_SIZE: refuse before joining the group
     if cfg.batch_size % world:
@@ -188,30 +204,66 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> dict:
         distributed.teardown(d)
 
 
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse to start a new run where one already is, unless ``overwrite``."""
+    status = run_folder.run_status(out)
+    if status in (None, "incomplete") or overwrite:  # incomplete: stopped before its first save, nothing to lose
+        return
+    what = {"finished": "a finished run", "stopped": "a stopped run (resumable)",
+            "weights": "a model.safetensors"}[status]
+    hint = {"finished": f" --resume {out} --epochs N to train it longer,",
+            "stopped": f" --resume {out} to continue it,"}.get(status, "")
+    raise ValueError(f"--out {out} already holds {what}; pass --overwrite to replace it,{hint} "
+                     f"or choose another --out")
+
+
+def run_title(cfg: TrainConfig) -> str:
+    """What curves.png says was trained: the preset, or the model the overrides made of it."""
+    import fastvit
+
+    arch = run_folder.model_args(cfg.overrides)
+    if not arch:
+        return f"{cfg.model} on {cfg.data} ({cfg.objective})"
+    m = fastvit.get_config(cfg.model, **cfg.overrides)
+    return (f"ViT {m.depth} block(s), width {m.embed_dim}, {m.num_heads} head(s), patch {m.patch_size} at "
+            f"{m.img_size[0]}x{m.img_size[1]} px (from {cfg.model}) on {cfg.data} ({cfg.objective})")
+
+
 def _train(cfg: TrainConfig, d: distributed.Dist, resume: bool, log) -> dict:
     import fastvit
 
     out = Path(cfg.out)
-    fastvit.get_config(cfg.model, **cfg.overrides)  # unknown model / bad override: fail before reading data
+    say = log if d.is_main else (lambda *a, **k: None)
+    model_cfg = fastvit.get_config(cfg.model, **cfg.overrides)  # unknown model / bad override: fail before reading data
     if d.world_size > 1 and cfg.batch_size % d.world_size:
         raise ValueError(f"--batch-size {cfg.batch_size} (global) is not divisible by the number of processes ({d.world_size})")
+    if not resume:
+        check_out(out, cfg.overwrite)
+    notes = preflight.check_dependencies(cfg)
+    preflight.check_impl(cfg.impl, d.device)
+    if d.device.type == "cpu":
+        preflight.set_cpu_threads(say)
+    if cfg.data == "digits" and preflight.digits_note(model_cfg.img_size):
+        say(f"note: {preflight.digits_note(model_cfg.img_size)}")
     torch.manual_seed(cfg.seed)
-    img_size = fastvit.get_config(cfg.model, **cfg.overrides).img_size
-    data = load_data(cfg.data, img_size, cfg.test_fraction)
+    data = load_data(cfg.data, model_cfg.img_size, cfg.test_fraction)
+    if isinstance(data.train, FolderDataset):
+        preflight.verify_images(data.train.files + (data.test.files if data.test is not None else []))
     sampler = ShardedSampler(len(data.train), cfg.batch_size, cfg.seed, d.rank, d.world_size)
     total = cfg.steps or cfg.epochs * sampler.steps_per_epoch
-    warmup = cfg.warmup if cfg.warmup is not None else max(1, total // 10)
+    if cfg.warmup is None:  # resolved once and saved, so extending the run keeps it
+        cfg.warmup = max(1, total // 10)
     eval_every = cfg.eval_every or sampler.steps_per_epoch
     save_every = cfg.save_every or sampler.steps_per_epoch
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model, overrides, notes = build_backbone(cfg, len(data.classes), d.device)
+    model, overrides, load_notes = build_backbone(cfg, len(data.classes), d.device)
     objective = build_objective(cfg.objective, model, cfg.label_smoothing).to(d.device)
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
     module = distributed.wrap(objective, cfg.strategy, d)
     optimizer = build_optimizer(objective, cfg.lr, cfg.weight_decay, cfg.layer_decay)
-    scheduler = build_scheduler(optimizer, warmup, total)
+    scheduler = build_scheduler(optimizer, cfg.warmup, total)
     amp_dtype = AMP_DTYPES[cfg.amp]
     scaler = torch.amp.GradScaler(d.device.type, enabled=amp_dtype is torch.float16)
     forward = torch.compile(module) if cfg.compile else module
@@ -227,21 +279,36 @@ def _train(cfg: TrainConfig, d: distributed.Dist, resume: bool, log) -> dict:
         scheduler.load_state_dict(trainer["scheduler"])
         scaler.load_state_dict(trainer["scaler"])
         step, epoch, pos = trainer["step"], trainer["epoch"], trainer["pos"]
+        if step > total:
+            raise ValueError(f"{out} is already at step {step}: a run of {total} steps would end before it "
+                             f"(pass a larger --epochs or --steps)")
     else:
         torch.manual_seed(cfg.seed + 1 + d.rank)  # dropout / drop-path / MPP streams, per rank
     if d.is_main:
+        if not resume:  # a replaced run (--overwrite) or one stopped before its first save
+            run_folder.clear_run(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "run.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-        (out / "config.json").write_text(json.dumps({"model": cfg.model, "overrides": overrides,
-                                                     "classes": data.classes, "objective": cfg.objective}, indent=2) + "\n")
+        run_folder.atomic_write_text(out / "run.json", json.dumps(saved_settings(cfg), indent=2) + "\n")
+        run_folder.write_run_config(out, cfg.model, overrides, data.classes, cfg.objective)
         log(f"{data.description}; model {cfg.model} {cfg.overrides or ''}; {total} steps of {cfg.batch_size} "
             f"({sampler.steps_per_epoch}/epoch) on {d.world_size} x {d.device.type} ({cfg.strategy})"
             + (f"; resuming at step {step}" if resume else ""))
         for note in notes:
+            log(f"note: {note}")
+        for note in load_notes:
             log(f"pretrained: {note}")
+    distributed.barrier(d)
     if resume and step >= total:
-        if d.is_main:
-            log(f"{out}: the run already finished its {total} steps; nothing to resume")
+        if (out / "model.safetensors").is_file():
+            say(f"{out}: the run already finished its {total} steps; nothing to resume "
+                f"(train it longer with --resume {out} --epochs N or --steps N)")
+            return {"step": step, "total_steps": total, "out": str(out), "finished": True}
+        say(f"{out}: the run finished its {total} steps but its weights were not written: writing them now")
+        from .metrics import read_metrics
+
+        evals = [r for r in read_metrics(out / "metrics.jsonl") if "test_acc" in r and r["step"] == step]
+        last_eval = {k: evals[-1][k] for k in ("test_loss", "test_acc")} if evals else None
+        _finish(cfg, out, module, model, overrides, data, last_eval, step, say, d)
         return {"step": step, "total_steps": total, "out": str(out), "finished": True}
     metrics = MetricsLog(out / "metrics.jsonl", d.is_main, step if resume else None)
 
@@ -251,61 +318,80 @@ def _train(cfg: TrainConfig, d: distributed.Dist, resume: bool, log) -> dict:
 
     bar = _progress(total, step, cfg.progress and d.is_main)
     last_eval, last_loss, t0 = None, None, time.time()
+    saved_at = step if resume else None
     module.train()
-    while step < total:
-        if pos >= sampler.steps_per_epoch:
-            epoch, pos = epoch + 1, 0
-        images, labels = data.train.batch(sampler.indices(epoch, pos))
-        images, labels = images.to(d.device), labels.to(d.device)
-        if cfg.augment == "affine" and cfg.objective == "supervised":
-            images = augment_batch(images, _step_generator(cfg.seed, step), d.rank, d.world_size)
-        lr = optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["lr_scale"]
-        with autocast():
-            stats = forward(images, labels)
-        loss = loss_from_stats(stats)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {step + 1}; lower --lr or use --amp bf16/off")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        step, pos = step + 1, pos + 1
-        sums = distributed.all_reduce_sum(torch.stack([stats[:, 0].sum(), stats[:, 2].sum()]).detach().float(), d)
-        last_loss = float(sums[0] / sums[1])
-        if step % cfg.log_every == 0 or step == total:
-            metrics.write({"step": step, "epoch": epoch + 1, "loss": last_loss, "lr": lr})
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{last_loss:.4f}", epoch=epoch)
-        if step % eval_every == 0 or step == total:
-            last_eval = evaluate(module, data, cfg, d, autocast)
-            if last_eval is not None:
-                metrics.write({"step": step, "epoch": epoch + 1, **last_eval})
+    stop = StopRequest(say)
+    try:
+        with stop:
+            while step < total:
+                if pos >= sampler.steps_per_epoch:
+                    epoch, pos = epoch + 1, 0
+                images, labels = data.train.batch(sampler.indices(epoch, pos))
+                images, labels = images.to(d.device), labels.to(d.device)
+                if cfg.augment == "affine" and cfg.objective == "supervised":
+                    images = augment_batch(images, _step_generator(cfg.seed, step), d.rank, d.world_size)
+                lr = optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["lr_scale"]
+                with autocast():
+                    stats = forward(images, labels)
+                loss = loss_from_stats(stats)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss is {loss.item()} at step {step + 1}; lower --lr or use --amp bf16/off")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                step, pos = step + 1, pos + 1
+                # the Ctrl-C flag rides along, so every rank stops after the same step
+                sums = distributed.all_reduce_sum(torch.stack([
+                    stats[:, 0].sum().detach().float(), stats[:, 2].sum().detach().float(),
+                    torch.tensor(float(stop.requested), device=stats.device)]), d)
+                last_loss = float(sums[0] / sums[1])
+                interrupted = bool(sums[2] > 0) and step < total
+                if step % cfg.log_every == 0 or step == total:
+                    metrics.write({"step": step, "epoch": epoch + 1, "loss": last_loss, "lr": lr})
                 if bar is not None:
-                    bar.set_postfix(loss=f"{last_loss:.4f}", acc=f"{last_eval['test_acc']:.4f}", epoch=epoch)
-        stopping = cfg.stop_at is not None and step >= cfg.stop_at and step < total
-        if step % save_every == 0 or step == total or stopping:
-            checkpointing.save_state(out, module, optimizer, trainer_state(), d)
-        if stopping:
-            break
-    if bar is not None:
-        bar.close()
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{last_loss:.4f}", epoch=epoch)
+                if (step % eval_every == 0 or step == total) and not interrupted:
+                    last_eval = evaluate(module, data, cfg, d, autocast)
+                    if last_eval is not None:
+                        metrics.write({"step": step, "epoch": epoch + 1, **last_eval})
+                        if bar is not None:
+                            bar.set_postfix(loss=f"{last_loss:.4f}", acc=f"{last_eval['test_acc']:.4f}", epoch=epoch)
+                stopping = cfg.stop_at is not None and step >= cfg.stop_at and step < total
+                if step % save_every == 0 or step == total or stopping or interrupted:
+                    checkpointing.save_state(out, module, optimizer, trainer_state(), d)
+                    saved_at = step
+                if interrupted:
+                    raise Interrupted(f"interrupted: stopped after step {step} of {total}, state saved; "
+                                      f"continue with: fastvit train --resume {out}", step)
+                if stopping:
+                    break
+    finally:
+        if bar is not None:
+            bar.close()
     summary = {"step": step, "total_steps": total, "loss": last_loss, "seconds": time.time() - t0,
                "out": str(out), **(last_eval or {})}
     if step < total:
-        if d.is_main:
-            log(f"stopped after step {step} of {total}; continue with: fastvit train --resume {out}")
+        say(f"stopped after step {step} of {total}; continue with: fastvit train --resume {out}")
         return {**summary, "finished": False}
+    _finish(cfg, out, module, model, overrides, data, last_eval, step, say, d, summary["seconds"], last_loss)
+    return {**summary, "finished": True}
+
+
+def _finish(cfg, out, module, model, overrides, data, last_eval, step, say, d, seconds=None, last_loss=None):
+    """Write the final weights (collective: every rank gathers) and the curves."""
     weights = checkpointing.full_model_state(module, model)
     if d.is_main:
         meta = {"model": cfg.model, "overrides": overrides, "classes": data.classes, "objective": cfg.objective,
                 **({k: last_eval[k] for k in ("test_acc", "test_loss")} if last_eval else {})}
         checkpointing.save_weights(out / "model.safetensors", weights, meta)
-        png = plot_curves(out / "metrics.jsonl", out / "curves.png", f"{cfg.model} on {cfg.data} ({cfg.objective})")
         what = "test accuracy" if cfg.objective == "supervised" else "test colour accuracy on corrupted patches"
+        png = plot_curves(out / "metrics.jsonl", out / "curves.png", run_title(cfg), acc_label=what)
         acc = f", {what} {last_eval['test_acc']:.4f}" if last_eval else ""
-        log(f"done: {step} steps in {summary['seconds']:.1f} s, loss {last_loss:.4f}{acc}; "
-            f"weights {out / 'model.safetensors'}" + (f", curves {png}" if png else ""))
+        took = f" in {seconds:.1f} s" if seconds is not None else ""
+        loss = f", loss {last_loss:.4f}" if last_loss is not None else ""
+        say(f"done: {step} steps{took}{loss}{acc}; weights {out / 'model.safetensors'}"
+            + (f", curves {png}" if png else "") + f"; reload with fastvit.train.load_run({str(out)!r})")
     distributed.barrier(d)
-    return {**summary, "finished": True}

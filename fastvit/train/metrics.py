@@ -42,8 +42,10 @@ class MetricsLog:
             f.flush()
 
 
-def plot_curves(metrics_path: str | Path, png_path: str | Path, title: str = "") -> Path | None:
-    """Loss against step (left) and test accuracy against step (right). None without matplotlib."""
+def plot_curves(metrics_path: str | Path, png_path: str | Path, title: str = "",
+                acc_label: str = "test accuracy") -> Path | None:
+    """Loss against step (left) and test accuracy against step (right, labelled ``acc_label``).
+    None without matplotlib."""
     try:
         import matplotlib
 
@@ -64,7 +66,7 @@ def plot_curves(metrics_path: str | Path, png_path: str | Path, title: str = "")
     ax_loss.legend()
     ax_acc.plot([r["step"] for r in evals], [r["test_acc"] for r in evals], "o-", color="tab:green")
     ax_acc.set_xlabel("step")
-    ax_acc.set_ylabel("test accuracy")
+    ax_acc.set_ylabel(acc_label)
     ax_acc.set_ylim(0, 1)
     ax_acc.grid(alpha=0.3)
     if title:

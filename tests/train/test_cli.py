@@ -107,7 +107,7 @@ def test_folder_training_end_to_end(tmp_path):
 
     evals = [json.loads(line) for line in open(out / "metrics.jsonl") if "test_acc" in line]
     assert evals and evals[-1]["step"] == 12
-    assert json.loads((out / "config.json").read_text())["classes"] == ["class0", "class1", "class2"]
+    assert json.loads((out / "config.json").read_text())["label_names"] == ["class0", "class1", "class2"]
 
 
 def test_resume_with_another_process_count(capsys, monkeypatch, tmp_path):

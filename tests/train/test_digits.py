@@ -27,7 +27,6 @@ def _without_out(args):
 
 
 def test_readme_digits_command_reaches_97_percent(tmp_path):
-    import fastvit
     from fastvit.train.data import load_digits_data
 
     args = readme_command()
@@ -43,9 +42,10 @@ def test_readme_digits_command_reaches_97_percent(tmp_path):
     assert elapsed < BUDGET_S, f"took {elapsed:.0f} s"
     assert f"test accuracy {reported:.4f}" in proc.stdout
 
-    # reload exactly as the README shows and evaluate independently of the training code
-    cfg = json.loads((out / "config.json").read_text())
-    model = fastvit.create_model(cfg["model"], pretrained=str(out / "model.safetensors"), **cfg["overrides"]).eval()
+    # reload the run folder as the README shows and evaluate independently of the training loop
+    from fastvit.train import load_run
+
+    model = load_run(out).eval()
     data = load_digits_data(model.cfg.img_size)
     with torch.no_grad():
         predictions = torch.cat([model(data.test.images[i : i + 100]).argmax(-1) for i in range(0, 360, 100)])

@@ -73,8 +73,9 @@ def test_two_processes_match_single_process(single, strategy, tmp_path):
     if strategy == "fsdp":
         import fastvit
 
-        cfg = json.loads((out / "config.json").read_text())
-        model = fastvit.create_model(cfg["model"], pretrained=str(out / "model.safetensors"), **cfg["overrides"])
+        cfg = json.loads((out / "config.json").read_text())  # timm's local-dir config
+        model = fastvit.create_model(cfg["architecture"], pretrained=str(out / "model.safetensors"),
+                                     num_classes=cfg["num_classes"], **cfg["model_args"])
         sd = model.state_dict()
         for k in a:
             assert torch.equal(sd[k], b[k]), k

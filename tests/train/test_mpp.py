@@ -29,7 +29,7 @@ def test_mpp_pretrains_then_fine_tunes(tmp_path):
     assert final["test_acc"] > majority + 0.04, (final, majority)
     assert final["test_loss"] < entropy - 0.05, (final, entropy)
     cfg = json.loads((pre / "config.json").read_text())
-    assert cfg["objective"] == "mpp" and cfg["overrides"]["num_classes"] == 0
+    assert cfg["fastvit"]["objective"] == "mpp" and cfg["num_classes"] == 0
 
     ft = tmp_path / "ft"
     proc = run_cli([*SMALL, "--pretrained", str(pre / "model.safetensors"), "--epochs", "5", "--batch-size", "64",
