@@ -165,10 +165,16 @@ def test_time_case_rotates_buffers_and_keeps_warmup_out():
     assert timing.peak_mem_bytes is None
 
 
-def test_time_case_sizes_rounds_for_short_calls():
-    timing = bench.time_case(lambda: time.sleep(0.001), [()], device="cpu", rounds=2, warmup=1, min_round_s=0.01)
-    assert timing.iters_per_round >= 3
-    assert 0.001 <= timing.median_s < 0.01  # per call, not per round
+def test_time_case_sizes_rounds_for_short_calls(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(fastvit.timing, "clock", lambda: now[0])  # each call takes exactly 1 ms of this clock
+
+    def step():
+        now[0] += 0.001
+
+    timing = bench.time_case(step, [()], device="cpu", rounds=2, warmup=1, min_round_s=0.01)
+    assert timing.iters_per_round == 10
+    assert timing.median_s == pytest.approx(0.001)  # per call, not per round
 
 
 def test_parity():
@@ -220,9 +226,16 @@ def test_run_model_case_inference_and_training(tiny_context):
     assert ref_inf["speedup_vs_reference"] == 1.0 and ref_train["speedup_vs_reference"] == 1.0
     assert sdpa_inf["speedup_vs_reference"] == pytest.approx(sdpa_inf["images_per_s"] / ref_inf["images_per_s"])
     assert sdpa_train["speedup_vs_reference"] == pytest.approx(sdpa_train["images_per_s"] / ref_train["images_per_s"])
-    table = bench.format_table(records)
-    assert table.splitlines()[1].split() == ["variant", "mode", "images/s", "vs", "ref", "MFU", "max", "err", "peak", "mem", "compile", "s"]
+    table = bench.format_table(records, warnings=False)
+    assert table.splitlines()[1].split() == ["variant", "mode", "images/s", "spread", "vs", "ref", "MFU", "max", "err", "peak", "mem",
+                                             "compile", "s"]  # fmt: skip
     assert len(table.splitlines()) == 2 + 4
+    # 2 blocks at 32x32 is not ViT-Ti: the title says so
+    assert "[TOY RUN: img_size=32x32, depth=2, embed_dim=192; not a measurement of vit_tiny_patch16_224]" in table.splitlines()[0]
+    for line, r in zip(table.splitlines()[2:], records):
+        assert line.split()[3] == f"{100 * bench.spread(r):.0f}%" + ("!" if bench.spread(r) > 0.1 else "")
+        a, b = r["round_ms"]  # two rounds: the median is their mean
+        assert bench.spread(r) == pytest.approx(abs(a - b) / ((a + b) / 2)) == pytest.approx(r["spread"])
 
 
 def test_compiled_variant_records_compile_time(tiny_context, monkeypatch):
