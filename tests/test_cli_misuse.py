@@ -26,7 +26,7 @@ def no_benchmark(monkeypatch):
         raise AssertionError("the benchmark started although its options were bad")
 
     monkeypatch.setattr(bench.command, "ModelContext", refuse)
-    monkeypatch.setattr(bench.command, "run_model_case", refuse)
+    monkeypatch.setattr(bench.command, "run_model_cases", refuse)
 
 
 @pytest.mark.parametrize("option", [["--variants", ""], ["--variants", " , "], ["--modes", ""], ["--modes", ","],
