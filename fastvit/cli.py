@@ -87,7 +87,6 @@ class Parser(argparse.ArgumentParser):
                         hints.append(f"{token.split('=', 1)[0]} -> {close[0]}")
             hint = f" (did you mean: {', '.join(hints)}?)" if hints else ""
             target.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
-        _check_set_keys(self._subcommand_parser(namespace), namespace)
         return namespace
 
     def _subcommand_parser(self, namespace) -> argparse.ArgumentParser:
@@ -99,11 +98,11 @@ class Parser(argparse.ArgumentParser):
         return self
 
 
-def _check_set_keys(parser: argparse.ArgumentParser, namespace) -> None:
-    """``--set KEY=VALUE`` takes a ViTConfig field: a mistyped key is an error naming the closest field."""
+def set_key_problem(namespace) -> str | None:
+    """``--set KEY=VALUE`` takes a ViTConfig field: for a mistyped key, the error naming the closest fields."""
     sets = getattr(namespace, "sets", None)
     if not sets:
-        return
+        return None
     import dataclasses
 
     from .config import ViTConfig
@@ -113,7 +112,8 @@ def _check_set_keys(parser: argparse.ArgumentParser, namespace) -> None:
         if key not in valid:
             close = suggest(key, valid, n=2)
             hint = f"did you mean {' or '.join(map(repr, close))}?" if close else f"valid: {', '.join(sorted(valid))}"
-            parser.error(f"--set {key}=...: {key!r} is not a ViTConfig field; {hint}")
+            return f"--set {key}=...: unknown ViTConfig field {key!r}; {hint}"
+    return None
 
 
 def _version(package: str) -> str:
@@ -230,6 +230,10 @@ def build_parser() -> Parser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    problem = set_key_problem(args)
+    if problem:  # before the command starts (as the commands report their own bad input: exit status 2)
+        print(f"fastvit {args.command}: error: {problem}", file=sys.stderr)
+        return 2
     return args.func(args)
 
 

@@ -264,3 +264,17 @@ def test_json_lines_errors_name_the_line(tmp_path, capsys):
         assert cli.main(["compare", str(path)]) == 2
         err = capsys.readouterr().err
         assert str(path) in err and re.search(match, err), (name, err)
+
+
+def test_json_lines_of_pytest_benchmark_entries_and_documents(kernel_files, result_files, tmp_path):
+    """A stream may mix records, pytest-benchmark entries and whole documents, one per line."""
+    kernel_doc = json.loads(kernel_files[0].read_text())
+    model_doc = json.loads(result_files[0].read_text())
+    lines = [json.dumps({"note": "header"})] + [json.dumps(entry) for entry in kernel_doc["benchmarks"]] + [json.dumps(model_doc)]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    records = compare.read_records(path)
+    assert [r["name"] for r in records] == [e["extra_info"]["name"] for e in kernel_doc["benchmarks"]] + [
+        r["name"] for r in model_doc["records"]]  # fmt: skip
+    (source,) = compare.load_sources([path])
+    assert source.describe() == f"{len(model_doc['records'])} model, {len(kernel_doc['benchmarks'])} kernel"
