@@ -256,6 +256,6 @@ def _timing_fields(timing: Timing) -> dict[str, Any]:
         ms_per_iter=timing.median_s * 1e3, round_ms=[t * 1e3 for t in timing.times], rounds=len(timing.times),
         iters_per_round=timing.iters_per_round, warmup_iters=timing.warmup_iters,
         first_call_s=timing.first_call_s, peak_mem_bytes=timing.peak_mem_bytes,
-        spread=(max(timing.times) - min(timing.times)) / timing.median_s if timing.median_s > 0 else None,
+        spread=(max(timing.times) - min(timing.times)) / timing.median_s if timing.median_s > 0 and len(timing.times) > 1 else None,
         load_avg=timing.load_avg, cpu_count=timing.cpu_count,
     )

@@ -503,6 +503,17 @@ def test_noisy_rounds_and_a_loaded_machine_are_warned(tmp_path, monkeypatch, cap
     assert all(bench.spread(r) > 0.5 for r in records)
 
 
+def test_a_single_round_has_no_spread(tmp_path, monkeypatch, capsys):
+    """One timed round (gpu-check --smoke's way) shows no spread ("0%" would claim a quiet measurement) and says so."""
+    _fake_models(monkeypatch, _VirtualTime())
+    monkeypatch.setattr(fastvit.timing, "machine_load", lambda: (0.5, 2))
+    _, records = _cli_speedup(tmp_path, "reference,sdpa", rounds=1)
+    captured = capsys.readouterr()
+    assert [line.split()[3] for line in captured.out.splitlines()[2:4]] == ["-", "-"]
+    assert all(bench.spread(r) is None and r["spread"] is None for r in records)
+    assert "warning: 2 of 2 measurements were timed in a single round: their noise is unknown" in captured.err
+
+
 def test_a_quiet_run_is_not_warned(tmp_path, monkeypatch, capsys):
     _fake_models(monkeypatch, _VirtualTime())
     monkeypatch.setattr(fastvit.timing, "machine_load", lambda: (0.5, 2))

@@ -119,8 +119,11 @@ SPREAD_WARN = 0.10  # rounds whose (max - min) / median exceeds this are called 
 
 
 def spread(record: dict) -> float | None:
-    """(max - min) / median over the record's rounds (``round_ms``), else its ``spread`` field, else None."""
+    """(max - min) / median over the record's rounds (``round_ms``), else its ``spread`` field, else None
+    (also for a single round: one time has no spread)."""
     rounds = record.get("round_ms")
+    if isinstance(rounds, list) and len(rounds) == 1:
+        return None
     if isinstance(rounds, list) and rounds and all(isinstance(t, (int, float)) and math.isfinite(t) for t in rounds):
         median = statistics.median(rounds)
         return (max(rounds) - min(rounds)) / median if median > 0 else None
@@ -160,6 +163,9 @@ def trust_warnings(records: list[dict]) -> list[str]:
             f"{len(noisy)} of {len(ok)} measurements vary by more than {SPREAD_WARN:.0%} between rounds "
             f"(worst: {worst.get('name') or worst.get('variant')}, {spread(worst):.0%}); ratios between them are uncertain"
         )
+    single = [r for r in ok if isinstance(r.get("round_ms"), list) and len(r["round_ms"]) == 1]
+    if single:
+        lines.append(f"{len(single)} of {len(ok)} measurements were timed in a single round: their noise is unknown")
     busy = [r for r in ok if loaded(r)]
     if busy:
         r = max(busy, key=lambda r: r["load_avg"])
