@@ -1,12 +1,17 @@
 """``fastvit compare FILE... [--out-md PATH] [--out-png PATH]``: a report generated from result files.
 
-Reads ``fastvit bench`` result files (and pytest-benchmark ``--benchmark-json``
-files of the ``benchmarks/`` suite, whose ``extra_info`` holds the same
-records) and compares the model-throughput records variant by variant across
-the devices they came from: one table per (model, dtype, batch, mode), a row
-per variant, and for each source its images/s, its speed-up over the
-``reference`` variant measured in the same source, and its MFU. Speed-ups are
-recomputed from images/s here, never taken from the files.
+Reads ``fastvit bench`` result files, gpu-check's files, pytest-benchmark
+``--benchmark-json`` files of the ``benchmarks/`` suite (whose ``extra_info``
+holds the same records) and JSON-lines files of records (:func:`read_records`).
+Model-throughput records are compared variant by variant across the devices
+they came from: one table per (model, dtype, batch, mode), a row per variant,
+and for each source its images/s, its speed-up over the ``reference`` variant
+measured in the same source, its MFU and the spread of its rounds. Kernel
+records get one table per op (:mod:`fastvit.compare_kernels`): a row per
+shape, dtype, pass and provider, and for each source its ms, TFLOP/s or GB/s,
+speed-up over PyTorch's op, error and spread. Speed-ups are recomputed from
+the times here, never taken from the files. Records of other kinds (gpu-check's
+test and parity results) are counted and named as not shown.
 
 Each source is labelled by its device ("H100 80GB HBM3", "cpu"); sources that
 share a device are told apart by their file name.
@@ -17,14 +22,13 @@ The PNG chart needs matplotlib, imported only when a chart is asked for.
 from __future__ import annotations
 
 import argparse
-import copy
-import json
-import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import bench
+from .result_files import SHOWN_KINDS, kernel_problem, load_records, read_records, record_problem  # noqa: F401
+from .compare_kernels import MissingMatplotlib, kernel_markdown, kernel_png_path, label_note, render_kernel_png
 
 
 @dataclass
@@ -32,98 +36,18 @@ class Source:
     label: str
     path: Path
     records: list[dict]  # model records, with speed-ups recomputed
+    kernels: list[dict] = field(default_factory=list)  # kernel records, with speed-ups recomputed
+    others: dict[str, int] = field(default_factory=dict)  # kind -> count of the records not compared
 
     @property
     def env(self) -> dict:
-        return {k: self.records[0].get(k) for k in bench.ENV_FIELDS} if self.records else {}
+        first = (self.records or self.kernels or [{}])[0]
+        return {k: first.get(k) for k in bench.ENV_FIELDS} if first else {}
 
-
-class MissingMatplotlib(RuntimeError):
-    pass
-
-
-def load_records(path: str | Path) -> list[dict]:
-    """Model records from a ``fastvit bench`` file or a pytest-benchmark JSON file.
-
-    ``ValueError`` naming the file for anything that is not one: unreadable, not
-    JSON, or JSON whose records lack fields or hold values of the wrong kind.
-    """
-    path = Path(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read ({e.strerror or e})") from e
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from e
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not JSON ({e})") from e
-    except RecursionError as e:
-        raise ValueError(f"{path}: JSON nested too deeply to be a result file") from e
-    if isinstance(doc, dict) and str(doc.get("format", "")).startswith("fastvit-bench/"):
-        records = doc.get("records", [])
-        where = "records"
-    elif isinstance(doc, dict) and isinstance(doc.get("benchmarks"), list):
-        bad = [i for i, b in enumerate(doc["benchmarks"]) if not isinstance(b, dict)
-               or not isinstance(b.get("extra_info") or {}, dict)]
-        if bad:
-            raise ValueError(f"{path}: benchmarks[{bad[0]}] is not an object with an extra_info object")
-        records = [b.get("extra_info") or {} for b in doc["benchmarks"]]
-        where = "benchmarks[].extra_info"
-    else:
-        raise ValueError(f"{path}: neither a fastvit bench result file nor a pytest-benchmark JSON file")
-    if not isinstance(records, list):
-        raise ValueError(f"{path}: 'records' must be a list of objects, got {type(records).__name__}")
-    for i, r in enumerate(records):
-        if not isinstance(r, dict):
-            raise ValueError(f"{path}: {where} entry {i} must be an object, got {_json_type(r)}")
-    model_records = [copy.deepcopy(r) for r in records if r.get("kind") == "model"]
-    for i, r in enumerate(model_records):
-        problem = record_problem(r)
-        if problem:
-            raise ValueError(f"{path}: model record {i} ({r.get('name') or r.get('variant')!r}): {problem}")
-    return model_records
-
-
-def _json_type(value) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number")
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-# field -> (what it must be, test); the fields a comparison reads from every model record
-_RECORD_RULES = {
-    "model": ("a string", lambda v: isinstance(v, str) and v != ""),
-    "variant": ("a string", lambda v: isinstance(v, str) and v != ""),
-    "mode": ("a string", lambda v: isinstance(v, str) and v != ""),
-    "dtype": ("a string", lambda v: isinstance(v, str) and v != ""),
-    "status": ("a string", lambda v: isinstance(v, str) and v != ""),
-    "batch": ("a positive integer", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0),
-    "config": ("an object or null", lambda v: v is None or isinstance(v, dict)),
-    "device": ("a string or null", lambda v: v is None or isinstance(v, str)),
-    "timestamp": ("a string or null", lambda v: v is None or isinstance(v, str)),
-    "cpu_model": ("a string or null", lambda v: v is None or isinstance(v, str)),
-}
-_OK_RULES = {  # records that ran
-    "ms_per_iter": ("a finite number > 0", lambda v: _is_number(v) and v > 0),
-    "images_per_s": ("a finite number > 0", lambda v: _is_number(v) and v > 0),
-    "mfu": ("a finite number >= 0 or null", lambda v: v is None or (_is_number(v) and v >= 0)),
-}
-
-
-def record_problem(record: dict) -> str | None:
-    """What makes a model record unusable for a comparison, or None."""
-    required = [k for k in ("model", "variant", "mode", "dtype", "status", "batch") if k not in record]
-    if required:
-        return f"missing field(s) {', '.join(required)}"
-    rules = dict(_RECORD_RULES, **(_OK_RULES if record["status"] == "ok" else {}))
-    for field, (expected, ok) in rules.items():
-        value = record.get(field)
-        if not ok(value):
-            return f"{field} must be {expected}, got {json.dumps(value)[:60]}"
-    return None
+    def describe(self) -> str:
+        """What the file holds: "3 model, 12 kernel" (+ the kinds not compared)."""
+        counts = [(len(self.records), "model"), (len(self.kernels), "kernel")] + [(n, k) for k, n in self.others.items()]
+        return ", ".join(f"{n} {k}" for n, k in counts if n) or "no records"
 
 
 def _short(device: str) -> str:
@@ -133,13 +57,21 @@ def _short(device: str) -> str:
 def load_sources(paths) -> list[Source]:
     sources = []
     for p in paths:
-        records = load_records(p)
-        for r in records:  # fill any field an older file lacks
+        everything = read_records(p)
+        records = [r for r in everything if r.get("kind") == "model"]
+        kernels = [r for r in everything if r.get("kind") == "kernel"]
+        others: dict[str, int] = {}
+        for r in everything:
+            if r.get("kind") not in SHOWN_KINDS:
+                kind = str(r.get("kind") or "untyped")
+                others[kind] = others.get(kind, 0) + 1
+        for r in records + kernels:  # fill any field an older file lacks
             for key in bench.RECORD_FIELDS:
                 r.setdefault(key, None)
         bench.add_speedups(records)
-        device = records[0]["device"] if records else "no records"
-        sources.append(Source(_short(str(device)), Path(p), records))
+        bench.add_speedups(kernels)
+        device = next((r["device"] for r in everything if isinstance(r.get("device"), str) and r["device"]), None)
+        sources.append(Source(_short(device) if device else Path(p).stem, Path(p), records, kernels, others))
     counts: dict[str, int] = {}
     for s in sources:
         counts[s.label] = counts.get(s.label, 0) + 1
@@ -152,6 +84,17 @@ def load_sources(paths) -> list[Source]:
         if seen[s.label] > 1:
             s.label = f"{s.label} #{seen[s.label]}"
     return sources
+
+
+def not_shown(sources: list[Source]) -> list[str]:
+    """One line per file holding records that compare does not show (e.g. gpu-check's test results)."""
+    lines = []
+    for s in sources:
+        if s.others:
+            kinds = ", ".join(f"{n} {k}" for k, n in s.others.items())
+            shown = "" if (s.records or s.kernels) else "; nothing in it is compared"
+            lines.append(f"{s.path.name}: {kinds} record(s) not shown (compare shows model and kernel records){shown}")
+    return lines
 
 
 GroupKey = tuple  # (model, architecture note, dtype, batch, mode)
@@ -196,20 +139,35 @@ def groups(sources: list[Source]) -> dict[GroupKey, dict[str, dict[str, dict]]]:
 
 def _cells(record: dict | None) -> list[str]:
     if record is None:
-        return ["", "", ""]
+        return ["", "", "", ""]
     if record["status"] != "ok":
-        return [record["status"], "", ""]
+        return [record["status"], "", "", ""]
     sp, mfu = record["speedup_vs_reference"], record["mfu"]
     return [
         f"{record['images_per_s']:,.1f}",
         "" if sp is None else f"{sp:.2f}×",
         "" if mfu is None else f"{100 * mfu:.1f}%",
+        bench.format_spread(record),
     ]
+
+
+def trust_section(sources: list[Source]) -> list[str]:
+    """Markdown lines: per source, the reasons to doubt its numbers (noise, load, smoke/toy)."""
+    lines = []
+    for s in sources:
+        for warning in bench.trust_warnings(s.records + s.kernels):
+            lines.append(f"- {s.label}: {warning}")
+    if not lines:
+        return []
+    return ["", "## How much to trust these numbers", "",
+            f"Spread is (max - min) / median over a measurement's rounds; `!` marks more than {bench.SPREAD_WARN:.0%}.",
+            "", *lines]  # fmt: skip
 
 
 def render_markdown(sources: list[Source]) -> str:
     lines = ["# fastvit benchmark comparison", ""]
-    lines += ["| source | device | file | torch | triton | fastvit | CUDA | driver | date |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| source | device | file | records | torch | triton | fastvit | CUDA | driver | date |",
+              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for s in sources:
         e, first = s.env, (s.records[0] if s.records else {})
         date = (first.get("timestamp") or "")[:10]
@@ -217,7 +175,7 @@ def render_markdown(sources: list[Source]) -> str:
         if device == "cpu" and e.get("cpu_model"):  # the CPU's name and how many threads ran
             device = f"cpu: {e['cpu_model']}, {e.get('num_threads')} threads"
         lines.append(
-            f"| {s.label} | {device} | {s.path.name} | {e.get('torch') or ''} | {e.get('triton') or ''} | "
+            f"| {s.label} | {device} | {s.path.name} | {s.describe()} | {e.get('torch') or ''} | {e.get('triton') or ''} | "
             f"{e.get('fastvit') or ''} | {e.get('cuda') or ''} | {e.get('driver') or ''} | {date} |"
         )
     notes = []
@@ -225,7 +183,10 @@ def render_markdown(sources: list[Source]) -> str:
         labels = [s.label for s in sources if any(s.label in per for per in variants.values())]
         model = f"{model} ({note})" if note else model
         lines += ["", f"## {model} · {dtype} · batch {batch} · {mode}", ""]
-        header = ["variant"] + [f"{lab} {col}" for lab in labels for col in ("images/s", "vs reference", "MFU")]
+        note = label_note({lab: [per[lab] for per in variants.values() if lab in per] for lab in labels})
+        if note:
+            lines += [note, ""]
+        header = ["variant"] + [f"{lab} {col}" for lab in labels for col in ("images/s", "vs reference", "MFU", "spread")]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|---|" + "---:|" * (len(header) - 1))
         for variant, per in variants.items():
@@ -237,6 +198,11 @@ def render_markdown(sources: list[Source]) -> str:
                     notes.append(f"- {lab}: {model} {dtype} b{batch} {variant} {mode}: {r['status']}: {r['reason']}")
     if notes:
         lines += ["", "## Skipped or failed", "", *notes]
+    lines += kernel_markdown(sources)
+    lines += trust_section(sources)
+    hidden = not_shown(sources)
+    if hidden:
+        lines += ["", "## Records not shown", "", *(f"- {h}" for h in hidden)]
     return "\n".join(lines) + "\n"
 
 
@@ -252,13 +218,16 @@ def render_png(sources: list[Source], path: str | Path) -> Path:
     grouped = groups(sources)
     if not grouped:
         raise ValueError("no model records to plot")
-    labels = [s.label for s in sources]
+    labels = [s.label for s in sources if s.records]
     fig = Figure(figsize=(13, 3.4 * len(grouped)), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(grouped), 2, squeeze=False)
     width = 0.8 / max(len(labels), 1)
     for row, ((model, note, dtype, batch, mode), variants) in enumerate(grouped.items()):
         model = f"{model} ({note})" if note else model
+        tags = sorted({bench.run_label(r) for per in variants.values() for r in per.values() if bench.run_label(r)})
+        if tags:
+            model = f"{model} [{'/'.join(tags).upper()} RUN: not a measurement]"
         names = list(variants)
         for col, (field, ylabel) in enumerate((("images_per_s", "images/s"), ("speedup_vs_reference", "× reference"))):
             ax = axes[row][col]
@@ -292,29 +261,40 @@ def render_png(sources: list[Source], path: str | Path) -> Path:
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "compare",
-        help="Markdown table and PNG chart comparing variants across result files (GPUs)",
+        help="Markdown tables and PNG charts comparing models and kernels across result files (GPUs)",
         description=(
-            "Compare fastvit bench result files (or pytest-benchmark JSON files of benchmarks/): per model, dtype, "
-            "batch and mode, each variant's images/s, speed-up over the reference variant on the same device, and MFU."
+            "Compare fastvit bench result files, gpu-check files and pytest-benchmark JSON files of benchmarks/ "
+            "(whole-file JSON or one record per line): per model, dtype, batch and mode, each variant's images/s, "
+            "speed-up over the reference variant on the same device, MFU and spread; per kernel op, each shape, dtype, "
+            "pass and provider's ms, TFLOP/s or GB/s, speed-up over PyTorch's op, error and spread; one column per device."
         ),
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="result files (fastvit bench --out, or --benchmark-json)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="result files (fastvit bench --out, gpu-check, --benchmark-json)")
     p.add_argument("--out-md", metavar="PATH", help="write the Markdown here (default: print it)")
-    p.add_argument("--out-png", metavar="PATH", help="write a bar chart here (needs matplotlib)")
+    p.add_argument("--out-png", metavar="PATH",
+                   help="write a bar chart here (needs matplotlib); kernel records: a per-op figure, a column per device, "
+                        "as PATH or, beside a model chart, as <stem>-kernels.png")  # fmt: skip
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    """0 on success; 2 for unreadable files or a chart that cannot be drawn (the Markdown is still written)."""
+    """0 on success; 2 for unreadable files, files with nothing to compare, or a chart that cannot be drawn
+    (the Markdown is still written)."""
     try:
         sources = load_sources(args.files)
     except ValueError as e:
         print(f"fastvit compare: error: {e}", file=sys.stderr)
         return 2
-    if not any(s.records for s in sources):
-        print("fastvit compare: error: no model records in the given files", file=sys.stderr)
+    if not any(s.records or s.kernels for s in sources):
+        held = "; ".join(f"{s.path.name}: {s.describe()}" for s in sources)
+        print(f"fastvit compare: error: no model or kernel records in the given files ({held})", file=sys.stderr)
         return 2
+    for line in not_shown(sources):
+        print(f"fastvit compare: note: {line}", file=sys.stderr)
+    for s in sources:
+        for warning in bench.trust_warnings(s.records + s.kernels):
+            print(f"fastvit compare: warning: {s.label}: {warning}", file=sys.stderr)
     for option, value in (("--out-md", args.out_md), ("--out-png", args.out_png)):
         problem = value and bench.unwritable(Path(value))
         if problem:  # before anything is written
@@ -333,13 +313,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(markdown, end="")
     if args.out_png:
-        try:
-            print(f"wrote {render_png(sources, args.out_png)}")
-        except (MissingMatplotlib, ValueError) as e:
-            print(f"fastvit compare: error: {e}", file=sys.stderr)
-            return 2
-        except OSError as e:
-            print(f"fastvit compare: error: --out-png {args.out_png}: cannot write ({e.strerror or e})", file=sys.stderr)
-            return 2
+        has_models = any(s.records for s in sources)
+        charts = [(render_png, args.out_png)] if has_models else []
+        if any(s.kernels for s in sources):
+            charts.append((render_kernel_png, kernel_png_path(args.out_png, has_models)))
+        for render, where in charts:
+            try:
+                print(f"wrote {render(sources, where)}")
+            except (MissingMatplotlib, ValueError) as e:
+                print(f"fastvit compare: error: {e}", file=sys.stderr)
+                return 2
+            except OSError as e:
+                print(f"fastvit compare: error: --out-png {where}: cannot write ({e.strerror or e})", file=sys.stderr)
+                return 2
     return 0
-

@@ -5,15 +5,40 @@ CPU); :func:`time_case` warms up, sizes the rounds and returns a
 :class:`Timing` (median and friends). :func:`pedantic_measure` lets
 pytest-benchmark drive the same rounds. :func:`parity` is the error figure
 recorded beside the time.
+
+Several cases are compared fairly by :func:`prepare_case` (first call and
+warm-up of each) followed by :func:`measure_interleaved`: round by round, each
+case's round in turn, the order rotated every round, so a machine that speeds
+up or slows down during the run (turbo, other work, thermal limits) biases no
+case's ratio to another's. ``clock`` is the CPU timer; tests replace it.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
+
+
+def clock() -> float:
+    """Seconds from an arbitrary origin: what CPU rounds are timed with (tests monkeypatch it)."""
+    return time.perf_counter()
+
+
+def machine_load() -> tuple[float | None, int]:
+    """(1-minute load average or None where the OS has none, cores this process may use)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = None
+    return load, cores
 
 
 class Timer:
@@ -59,20 +84,20 @@ class Timer:
             end.synchronize()
             seconds = start.elapsed_time(end) / 1e3 / k
         else:
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(k):
                 self.call()
-            seconds = (time.perf_counter() - t0) / k
+            seconds = (clock() - t0) / k
         self.times.append(seconds)
         return seconds
 
     def timed_call(self) -> tuple[Any, float]:
         """One synchronised call and its wall time (for the first call and the round-size estimate)."""
         self.sync()
-        t0 = time.perf_counter()
+        t0 = clock()
         out = self.call()
         self.sync()
-        return out, time.perf_counter() - t0
+        return out, clock() - t0
 
 
 def measure_rounds(timer: Timer, rounds: int) -> None:
@@ -103,6 +128,8 @@ class Timing:
     first_call_s: float
     peak_mem_bytes: int | None
     check: Any = None  # what ``check`` returned for the first call's output
+    load_avg: float | None = None  # the machine's 1-minute load average when the rounds ended
+    cpu_count: int | None = None
 
     @property
     def median_s(self) -> float:
@@ -132,9 +159,50 @@ def time_case(
     after the warm-up and read after the rounds (``track_memory=False``
     leaves the process's peak-memory statistics alone; ``peak_mem_bytes`` is then None).
     """
-    import torch
+    case = prepare_case(step, inputs, device=device, warmup=warmup, check=check, min_round_s=min_round_s)
+    memory = device == "cuda" and track_memory
+    if memory:
+        import torch
 
-    cuda = device == "cuda"
+        torch.cuda.reset_peak_memory_stats()
+    (measure or measure_rounds)(case.timer, rounds)
+    case.timer.sync()
+    if memory:
+        import torch
+
+        case.peak_mem_bytes = torch.cuda.max_memory_allocated()
+    return case.timing()
+
+
+@dataclass
+class PreparedCase:
+    """A case after its first call and warm-up, ready for timed rounds."""
+
+    timer: Timer
+    warmup_iters: int
+    first_call_s: float
+    check: Any = None
+    peak_mem_bytes: int | None = None
+    holder: Any = None  # what the caller keeps alive with the case (its model, optimizer)
+
+    def timing(self) -> Timing:
+        if not self.timer.times:
+            raise RuntimeError("the measurement ran no rounds")
+        load, cores = machine_load()
+        return Timing(list(self.timer.times), self.timer.iters_per_round, self.warmup_iters, self.first_call_s,
+                      self.peak_mem_bytes, self.check, load, cores)  # fmt: skip
+
+
+def prepare_case(
+    step: Callable,
+    inputs: Sequence[tuple],
+    *,
+    device: str,
+    warmup: int,
+    check: Callable[[Any], Any] | None = None,
+    min_round_s: float | None = None,
+) -> PreparedCase:
+    """The first call (``check`` sees its output) and the warm-up of :func:`time_case`; rounds not yet timed."""
     timer = Timer(step, inputs, device)
     out, first_call_s = timer.timed_call()
     checked = check(out) if check is not None else None
@@ -146,18 +214,34 @@ def time_case(
         else:
             timer.call()
     if min_round_s is None:
-        min_round_s = 0.02 if cuda else 0.0
+        min_round_s = 0.02 if device == "cuda" else 0.0
     timer.iters_per_round = max(1, min(1000, math.ceil(min_round_s / max(estimate, 1e-9))))
     timer.sync()
-    memory = cuda and track_memory
-    if memory:
-        torch.cuda.reset_peak_memory_stats()
-    (measure or measure_rounds)(timer, rounds)
-    timer.sync()
-    peak = torch.cuda.max_memory_allocated() if memory else None
-    if not timer.times:
-        raise RuntimeError("the measurement ran no rounds")
-    return Timing(timer.times, timer.iters_per_round, max(warmup, 1) + 1, first_call_s, peak, checked)
+    return PreparedCase(timer, max(warmup, 1) + 1, first_call_s, checked)
+
+
+def measure_interleaved(timers: Sequence[Timer], rounds: int, on_error: Callable[[int, BaseException], None] | None = None) -> None:
+    """``rounds`` rounds of every timer, interleaved: round r runs the timers in their order rotated by r.
+
+    Each timer thus sees the same stretch of the run, and runs first (right
+    after another case's work) as often as the others, so neither a drifting
+    machine nor the order the cases were given in biases their ratios. A timer
+    whose round raises is reported to ``on_error(index, exception)`` (or the
+    exception propagates when there is none) and left out of later rounds.
+    """
+    live = list(range(len(timers)))
+    for r in range(rounds):
+        if not live:
+            return
+        shift = r % len(live)
+        for i in live[shift:] + live[:shift]:
+            try:
+                timers[i].round()
+            except Exception as e:
+                if on_error is None:
+                    raise
+                live.remove(i)
+                on_error(i, e)
 
 
 def parity(out, ref) -> dict[str, float]:
@@ -172,4 +256,6 @@ def _timing_fields(timing: Timing) -> dict[str, Any]:
         ms_per_iter=timing.median_s * 1e3, round_ms=[t * 1e3 for t in timing.times], rounds=len(timing.times),
         iters_per_round=timing.iters_per_round, warmup_iters=timing.warmup_iters,
         first_call_s=timing.first_call_s, peak_mem_bytes=timing.peak_mem_bytes,
+        spread=(max(timing.times) - min(timing.times)) / timing.median_s if timing.median_s > 0 and len(timing.times) > 1 else None,
+        load_avg=timing.load_avg, cpu_count=timing.cpu_count,
     )

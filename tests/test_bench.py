@@ -165,10 +165,16 @@ def test_time_case_rotates_buffers_and_keeps_warmup_out():
     assert timing.peak_mem_bytes is None
 
 
-def test_time_case_sizes_rounds_for_short_calls():
-    timing = bench.time_case(lambda: time.sleep(0.001), [()], device="cpu", rounds=2, warmup=1, min_round_s=0.01)
-    assert timing.iters_per_round >= 3
-    assert 0.001 <= timing.median_s < 0.01  # per call, not per round
+def test_time_case_sizes_rounds_for_short_calls(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(fastvit.timing, "clock", lambda: now[0])  # each call takes exactly 1 ms of this clock
+
+    def step():
+        now[0] += 0.001
+
+    timing = bench.time_case(step, [()], device="cpu", rounds=2, warmup=1, min_round_s=0.01)
+    assert timing.iters_per_round == 10
+    assert timing.median_s == pytest.approx(0.001)  # per call, not per round
 
 
 def test_parity():
@@ -220,9 +226,16 @@ def test_run_model_case_inference_and_training(tiny_context):
     assert ref_inf["speedup_vs_reference"] == 1.0 and ref_train["speedup_vs_reference"] == 1.0
     assert sdpa_inf["speedup_vs_reference"] == pytest.approx(sdpa_inf["images_per_s"] / ref_inf["images_per_s"])
     assert sdpa_train["speedup_vs_reference"] == pytest.approx(sdpa_train["images_per_s"] / ref_train["images_per_s"])
-    table = bench.format_table(records)
-    assert table.splitlines()[1].split() == ["variant", "mode", "images/s", "vs", "ref", "MFU", "max", "err", "peak", "mem", "compile", "s"]
+    table = bench.format_table(records, warnings=False)
+    assert table.splitlines()[1].split() == ["variant", "mode", "images/s", "spread", "vs", "ref", "MFU", "max", "err", "peak", "mem",
+                                             "compile", "s"]  # fmt: skip
     assert len(table.splitlines()) == 2 + 4
+    # 2 blocks at 32x32 is not ViT-Ti: the title says so
+    assert "[TOY RUN: img_size=32x32, depth=2, embed_dim=192; not a measurement of vit_tiny_patch16_224]" in table.splitlines()[0]
+    for line, r in zip(table.splitlines()[2:], records):
+        assert line.split()[3] == f"{100 * bench.spread(r):.0f}%" + ("!" if bench.spread(r) > 0.1 else "")
+        a, b = r["round_ms"]  # two rounds: the median is their mean
+        assert bench.spread(r) == pytest.approx(abs(a - b) / ((a + b) / 2)) == pytest.approx(r["spread"])
 
 
 def test_compiled_variant_records_compile_time(tiny_context, monkeypatch):
@@ -377,3 +390,157 @@ def test_kernel_benchmarks_run_on_cpu_in_smoke_mode(tmp_path):
     assert speedups[("residual_norm", "torch", "fwd")] == 1.0
     assert speedups[("layer_norm_junction", "torch", "fwd+bwd")] == 1.0 and speedups[("layer_norm_junction", "triton-fork", "fwd+bwd")] > 0
     assert speedups[("add_layer_norm", "triton", "fwd+bwd")] > 0 and speedups[("attention", "triton", "fwd+bwd")] is None
+
+
+# -- how much to trust a benchmark: interleaving, spread, load, nothing to run ------------------
+
+
+class _VirtualTime:
+    """A clock the tests own: every fake model call advances it by the variant's cost,
+    times a factor that grows with the time already spent (a machine slowing down during the run)."""
+
+    def __init__(self, drift_per_s: float = 0.0, alternate: float = 0.0):
+        self.now, self.calls, self.drift, self.alternate = 0.0, 0, drift_per_s, alternate
+
+    def __call__(self) -> float:
+        return self.now
+
+    def spend(self, cost: float) -> None:
+        self.calls += 1
+        wobble = 1 + (self.alternate if self.calls % 2 else -self.alternate)
+        self.now += cost * (1 + self.drift * self.now) * wobble
+
+
+COSTS = {"reference": 0.002, "sdpa": 0.001}  # seconds per call: sdpa is truly 2x faster
+
+
+def _fake_models(monkeypatch, clock: _VirtualTime):
+    """Replace the timer's clock and the variants' models: a call costs COSTS[variant] of virtual time."""
+
+    class Fake(torch.nn.Module):
+        def __init__(self, cost, num_classes):
+            super().__init__()
+            self.cost, self.num_classes = cost, num_classes
+
+        def forward(self, x):
+            clock.spend(self.cost)
+            return torch.zeros(x.shape[0], self.num_classes)
+
+    monkeypatch.setattr(fastvit.timing, "clock", clock)
+    monkeypatch.setattr(bench.cases, "build_model", lambda variant, ctx: Fake(COSTS[variant.base], ctx.cfg.num_classes))
+
+
+def _cli_speedup(tmp_path, variants: str, rounds: int = 8) -> tuple[float, list[dict]]:
+    out = tmp_path / f"{variants.replace(',', '-')}.json"
+    argv = ["bench", "--device", "cpu", "--model", "vit_tiny_patch16_224", "--batch", "1", "--variants", variants,
+            "--rounds", str(rounds), "--warmup", "1", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert cli.main(argv) == 0
+    records = {r["variant"]: r for r in json.loads(out.read_text())["records"]}
+    return records["sdpa"]["speedup_vs_reference"], list(records.values())
+
+
+def test_variant_order_does_not_change_ratios(tmp_path, monkeypatch):
+    """On a machine that slows down by 20% every 10 ms of (virtual) time, the old way (each variant's rounds
+    one after another) favours whichever variant runs first; interleaved rounds give the same ratio in either order."""
+    clock = _VirtualTime(drift_per_s=20.0)
+    _fake_models(monkeypatch, clock)
+    forward, _ = _cli_speedup(tmp_path, "reference,sdpa")
+    clock.now = 0.0
+    backward, _ = _cli_speedup(tmp_path, "sdpa,reference")
+    assert forward == pytest.approx(backward, rel=0.02), (forward, backward)
+    assert forward == pytest.approx(2.0, rel=0.1)
+
+    # the control: the same clock and models measured one variant after the other
+    def sequential(order):
+        clock.now = 0.0
+        times = {}
+        for name in order:
+            timing = bench.time_case(lambda: clock.spend(COSTS[name]), [()], device="cpu", rounds=8, warmup=1)
+            times[name] = timing.median_s
+        return times["reference"] / times["sdpa"]
+
+    assert abs(sequential(["reference", "sdpa"]) - sequential(["sdpa", "reference"])) > 0.5  # 1.50 vs 2.71
+
+
+def test_measure_interleaved_rotates_the_order():
+    seen = []
+    timers = [bench.Timer(lambda i=i: seen.append(i), [()], "cpu") for i in range(3)]
+    bench.measure_interleaved(timers, rounds=3)
+    assert seen == [0, 1, 2, 1, 2, 0, 2, 0, 1]
+    assert all(len(t.times) == 3 for t in timers)
+
+
+def test_interleaved_case_that_fails_is_an_error_record_the_others_still_run(tiny_context, monkeypatch):
+    clock = _VirtualTime()
+    _fake_models(monkeypatch, clock)
+    calls = {"n": 0}
+    original = clock.spend
+
+    def spend(cost):
+        if cost == COSTS["sdpa"]:
+            calls["n"] += 1
+            if calls["n"] > 3:  # first call and warm-up pass, a timed round raises
+                raise RuntimeError("out of memory in round 2")
+        original(cost)
+
+    clock.spend = spend
+    records = bench.run_model_cases([_case("reference"), _case("sdpa"), _case("fused")], tiny_context, rounds=4, warmup=1)
+    assert [r["status"] for r in records] == ["ok", "error", "skipped"]
+    assert records[1]["reason"] == "RuntimeError: out of memory in round 2"
+    assert records[0]["rounds"] == 4 and records[0]["label"] == "toy"
+
+
+def test_noisy_rounds_and_a_loaded_machine_are_warned(tmp_path, monkeypatch, capsys):
+    clock = _VirtualTime(alternate=0.3)  # every other call 30% slower, 30% faster: a spread of ~86%
+    _fake_models(monkeypatch, clock)
+    monkeypatch.setattr(fastvit.timing, "machine_load", lambda: (9.0, 2))
+    _, records = _cli_speedup(tmp_path, "reference,sdpa", rounds=4)
+    captured = capsys.readouterr()
+    assert "fastvit bench: warning: 2 of 2 measurements vary by more than 10% between rounds" in captured.err
+    assert "fastvit bench: warning: the machine was loaded: 1-minute load average 9.0 on 2 cores" in captured.err
+    rows = [line.split() for line in captured.out.splitlines()[2:4]]
+    assert [row[3] for row in rows] == [f"{100 * bench.spread(r):.0f}%!" for r in records]
+    assert all(bench.spread(r) > 0.5 for r in records)
+
+
+def test_a_single_round_has_no_spread(tmp_path, monkeypatch, capsys):
+    """One timed round (gpu-check --smoke's way) shows no spread ("0%" would claim a quiet measurement) and says so."""
+    _fake_models(monkeypatch, _VirtualTime())
+    monkeypatch.setattr(fastvit.timing, "machine_load", lambda: (0.5, 2))
+    _, records = _cli_speedup(tmp_path, "reference,sdpa", rounds=1)
+    captured = capsys.readouterr()
+    assert [line.split()[3] for line in captured.out.splitlines()[2:4]] == ["-", "-"]
+    assert all(bench.spread(r) is None and r["spread"] is None for r in records)
+    assert "warning: 2 of 2 measurements were timed in a single round: their noise is unknown" in captured.err
+
+
+def test_a_quiet_run_is_not_warned(tmp_path, monkeypatch, capsys):
+    _fake_models(monkeypatch, _VirtualTime())
+    monkeypatch.setattr(fastvit.timing, "machine_load", lambda: (0.5, 2))
+    _cli_speedup(tmp_path, "reference,sdpa", rounds=3)
+    captured = capsys.readouterr()
+    assert "warning" not in captured.err
+    assert [line.split()[3] for line in captured.out.splitlines()[2:4]] == ["0%", "0%"]
+
+
+def test_bench_with_no_runnable_variant_fails(tmp_path, monkeypatch, capsys):
+    """`--variants timm,hf` where neither package is installed: exit 2 with why, before any work."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("timm", "transformers") else real(name, *a))
+    monkeypatch.setattr(bench.command, "ModelContext", lambda *a, **k: pytest.fail("the benchmark started"))
+    out = tmp_path / "r.json"
+    assert cli.main(["bench", "--device", "cpu", "--variants", "timm,hf", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "fastvit bench: error: none of the variants can run here" in err
+    assert "timm inference: timm is not installed" in err and "hf inference: transformers is not installed" in err
+
+
+def test_bench_that_measured_nothing_fails(tmp_path, monkeypatch, capsys):
+    """Available in principle, but every case failed: exit 1 with a message, not 0."""
+    monkeypatch.setattr(bench.cases, "build_model", lambda variant, ctx: (_ for _ in ()).throw(RuntimeError("no")))
+    out = tmp_path / "r.json"
+    assert cli.main(["bench", "--device", "cpu", "--model", "vit_tiny_patch16_224", "--batch", "1", "--variants", "sdpa",
+                     "--rounds", "1", "--out", str(out), "--no-progress"]) == 1  # fmt: skip
+    assert "nothing was measured" in capsys.readouterr().err

@@ -26,7 +26,7 @@ def no_benchmark(monkeypatch):
         raise AssertionError("the benchmark started although its options were bad")
 
     monkeypatch.setattr(bench.command, "ModelContext", refuse)
-    monkeypatch.setattr(bench.command, "run_model_case", refuse)
+    monkeypatch.setattr(bench.command, "run_model_cases", refuse)
 
 
 @pytest.mark.parametrize("option", [["--variants", ""], ["--variants", " , "], ["--modes", ""], ["--modes", ","],
@@ -185,3 +185,118 @@ def test_no_traceback_from_the_command_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "fastvit", "compare", str(bad)], capture_output=True, text=True,
                           cwd=ROOT, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and str(bad) in proc.stderr, proc.stderr
+
+
+# -- the command line's own edges: --version, models, typos, plain help ------------------------------
+
+
+def test_version(capsys):
+    import fastvit
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"fastvit {fastvit.__version__}"
+
+
+def test_models_lists_the_presets_with_their_sizes_and_tags(capsys):
+    import fastvit
+    from fastvit.presets import pretrained_cfg_for
+
+    assert cli.main(["models", "vit_base*"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "img", "patch", "dim", "depth", "heads", "params", "timm", "tag"]
+    rows = [line.split() for line in lines[1:]]
+    assert [r[0] for r in rows] == fastvit.list_models("vit_base*") and rows
+    for name, img, patch, dim, depth, heads, params, tag in rows:
+        cfg = fastvit.get_config(name)
+        assert (img, int(patch), int(dim), int(depth), int(heads)) == (
+            "x".join(map(str, cfg.img_size)), cfg.patch_size, cfg.embed_dim, cfg.depth, cfg.num_heads)
+        assert params == f"{cfg.num_params() / 1e6:.1f}M" and tag == (pretrained_cfg_for(name, cfg)["tag"] or "-")
+    assert cli.main(["models", "patch14"]) == 0  # a part of the name
+    assert all("patch14" in line.split()[0] for line in capsys.readouterr().out.splitlines()[1:])
+    assert cli.main(["models"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1 + len(fastvit.list_models())
+
+
+def test_models_without_a_match(capsys):
+    assert cli.main(["models", "vit_bsae_patch16_224"]) == 1
+    assert "did you mean vit_base_patch16_224" in capsys.readouterr().err
+    assert cli.main(["models", "fastvit_t8"]) == 1
+    assert "Apple's FastViT" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,hint", [
+    (["becnh"], "did you mean 'bench'?"),
+    (["comapre", "x.json"], "did you mean 'compare'?"),
+    (["bench", "--device", "cdua"], "did you mean 'cuda'?"),
+    (["bench", "--modle", "vit_tiny_patch16_224"], "--modle -> --model"),
+    (["bench", "--varaints=sdpa"], "--varaints -> --variants"),
+    (["compare", "a.json", "--out-mdd", "r.md"], "--out-mdd -> --out-md"),
+])
+def test_typos_get_a_suggestion(capsys, argv, hint):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert hint in err, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("key,hint", [("drop_path", "did you mean 'drop_path_rate'"), ("embed_dmi", "did you mean 'embed_dim'"),
+                                      ("zzzz", "valid: act_layer, attn_drop_rate")])
+def test_mistyped_set_key_gets_a_suggestion(tmp_path, capsys, key, hint):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--model", "vit_tiny_patch16_224", "--set", f"{key}=1", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fastvit train: error: --set {key}=...: unknown ViTConfig field {key!r}; {hint}"), err
+    assert not out.exists()  # nothing started
+
+
+def test_no_suggestion_for_something_unlike_any_choice(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--zzzzzz"])
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --zzzzzz" in err and "did you mean" not in err
+
+
+def test_valid_set_keys_pass():
+    args = cli.build_parser().parse_args(["train", "--model", "vit_tiny_patch16_224", "--set", "drop_path_rate=0.1"])
+    assert args.sets == [("drop_path_rate", 0.1)]
+
+
+def test_plain_strips_markup():
+    assert cli.plain("``fastvit bench`` records (:func:`fastvit.bench.run`, :mod:`.configs`), `x`") == \
+        "fastvit bench records (fastvit.bench.run, configs), x"  # fmt: skip
+
+
+SUBCOMMANDS = ["info", "models", "bench", "compare", "gpu-check", "analyze", "train"]
+
+
+@pytest.mark.parametrize("command", ["", *SUBCOMMANDS])
+@pytest.mark.parametrize("columns", ["40", "100"])
+def test_help_is_plain_and_splits_no_word(command, columns, monkeypatch, capsys):
+    """No reStructuredText backticks, and no word broken across lines: every word of the help output
+    (after the usage block) is a whole word of the help texts it was made from, an option, a metavar,
+    a subcommand or a heading; narrow terminals included."""
+    import re
+
+    monkeypatch.setenv("COLUMNS", columns)
+    parser = cli.build_parser()
+    commands = parser._subparsers._group_actions[0]
+    assert sorted(commands.choices) == sorted(SUBCOMMANDS)
+    target = commands.choices[command] if command else parser
+    with pytest.raises(SystemExit):
+        cli.main([*([command] if command else []), "--help"])
+    out = capsys.readouterr().out
+    assert "`" not in out
+    texts = [target.description or ""] + [a.help or "" for a in target._actions]
+    texts += [f"{g.title or ''}: {g.description or ''}" for g in target._action_groups]
+    if not command:
+        texts += [a.help or "" for a in commands._choices_actions]
+    allowed = set(cli.plain(" ".join(texts).replace("%%", "%")).split()) | {"options:", "positional", "arguments:", *SUBCOMMANDS}
+    allowed |= {str(a.metavar or a.dest) for a in target._actions if not a.option_strings}  # positionals' names
+    body = out.split("\n\n", 1)[1]
+    for word in body.split():
+        if word in allowed or re.fullmatch(r"\[?(-{1,2}[a-z][a-z0-9-]*|[A-Z][A-Z_=]*|\{[^}]*\}|\.\.\.)\]?,?", word):
+            continue  # a help word, an option, a metavar, a set of choices
+        pytest.fail(f"{command or 'fastvit'} --help at {columns} columns: {word!r} is not a word of its help texts\n{out}")

@@ -28,6 +28,10 @@ NORMS = {"inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), "imagenet": ((0.485, 0
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
+RANDOM_NOTE = "RANDOM WEIGHTS (no --checkpoint): not a trained model"
+RANDOM_WHY = "the figures show an untrained network, not what a ViT learns (pass --checkpoint PATH)"
+
+
 class AnalyzeError(Exception):
     """A user-facing problem (bad argument, unreadable file): printed without a traceback."""
 
@@ -184,6 +188,9 @@ def analyze(args) -> dict:
         raise AnalyzeError(f"--img-size must be positive, got {args.img_size}")
     images = _inputs(args)
     model, device, dtype = _build_model(args)
+    note = None if args.checkpoint else RANDOM_NOTE
+    if note:  # the figures of an untrained model look like findings; say so where they are read
+        print(f"fastvit analyze: warning: no --checkpoint: the model has random weights; {RANDOM_WHY}", file=sys.stderr)
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -203,23 +210,24 @@ def analyze(args) -> dict:
         roll = attention_rollout(model, x)[0]
         stem = _stem(name, used)
         rollouts[stem] = {"source": name, "rollout": roll.tolist()}
-        written.append(figures.plot_rollout(shown, roll.numpy(), out / f"rollout_{stem}.png", title=stem))
+        written.append(figures.plot_rollout(shown, roll.numpy(), out / f"rollout_{stem}.png", title=stem, note=note))
         bar.update()
     distance = torch.stack(distances).mean(0)
-    written.append(figures.plot_mean_distance(distance.numpy(), out / "mean_attention_distance.png"))
+    written.append(figures.plot_mean_distance(distance.numpy(), out / "mean_attention_distance.png", note=note))
     sim = pos_embed_similarity(model)
-    written.append(figures.plot_pos_similarity(sim.numpy(), out / "pos_embed_similarity.png"))
+    written.append(figures.plot_pos_similarity(sim.numpy(), out / "pos_embed_similarity.png", note=note))
     bar.update()
     pca = None
     if getattr(model.patch_embed, "backbone", None) is None:
         comps, ratio = patch_embed_components(model, args.num_components)
-        written.append(figures.plot_filter_components(comps.numpy(), ratio.numpy(), out / "patch_embed_pca.png"))
+        written.append(figures.plot_filter_components(comps.numpy(), ratio.numpy(), out / "patch_embed_pca.png", note=note))
         pca = {"explained_variance_ratio": ratio.tolist(), "num_components": comps.shape[0]}
     bar.update()
     bar.close()
     doc = {
         "model": args.model or model.pretrained_cfg.get("architecture"),
         "checkpoint": args.checkpoint,
+        "warning": note,
         "attn_impl": args.attn_impl,
         "maps_route": route,
         "device": str(device),

@@ -3,6 +3,9 @@
 Each function takes the numbers (CPU tensors / arrays) and a path, writes one
 PNG and returns the path. Mosaics are assembled as one array and drawn with a
 single ``imshow``, so a 24 x 24 position-embedding grid stays fast and small.
+Every figure has a title; ``note`` (e.g. "random weights: no --checkpoint")
+is added to it in red. Mosaics are sized by their content: at least
+:data:`PX_PER_CELL` pixels per mosaic pixel at :data:`DPI`.
 """
 
 from __future__ import annotations
@@ -23,12 +26,28 @@ def _plt():
     return plt
 
 
+DPI = 150
+PX_PER_CELL = 4  # a mosaic pixel (one similarity value, one filter weight) is drawn at least this wide
+MAX_INCHES = 40.0
+
+
 def _save(fig, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80, bbox_inches="tight")
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
     _plt().close(fig)
     return path
+
+
+def _inches(pixels: int, least: float) -> float:
+    """Inches that draw ``pixels`` mosaic pixels at :data:`PX_PER_CELL` each (at least ``least``)."""
+    return min(MAX_INCHES, max(least, PX_PER_CELL * pixels / DPI))
+
+
+def _title(fig, text: str, note: str | None) -> None:
+    fig.suptitle(text, fontsize=11)
+    if note:  # a second line, in red: what makes the figure not what it seems
+        fig.text(0.5, 1.0, note, ha="center", va="bottom", color="#b00000", fontsize=10, fontweight="bold")
 
 
 def mosaic(tiles: np.ndarray, cols: int, gap: int = 1, fill: float = np.nan) -> np.ndarray:
@@ -42,13 +61,14 @@ def mosaic(tiles: np.ndarray, cols: int, gap: int = 1, fill: float = np.nan) -> 
     return out
 
 
-def plot_mean_distance(distance, path, image_size: int | None = None) -> Path:
+def plot_mean_distance(distance, path, image_size: int | None = None, note: str | None = None) -> Path:
     """Fig. 7 right: one point per head, network depth on x, mean attention distance (pixels) on y
     (from 0 to ``image_size`` when given, else to just above the largest value)."""
     plt = _plt()
     d = np.asarray(distance, dtype=np.float64)
     depth, heads = d.shape
-    fig, ax = plt.subplots(figsize=(4.2, 3.2))
+    fig, ax = plt.subplots(layout="constrained", figsize=(max(6.4, 0.35 * depth + 2), 4.8))
+    _title(fig, "mean attention distance per head and block", note)
     colors = plt.get_cmap("viridis")(np.linspace(0, 1, heads))
     for h in range(heads):
         ax.scatter(np.arange(1, depth + 1), d[:, h], s=10, color=colors[h], label=f"head {h + 1}" if heads <= 6 else None)
@@ -62,13 +82,18 @@ def plot_mean_distance(distance, path, image_size: int | None = None) -> Path:
     return _save(fig, path)
 
 
-def plot_pos_similarity(sim, path) -> Path:
-    """Fig. 7 centre: tile (i, j) shows the cosine similarity of patch (i, j)'s position embedding to all others."""
+def plot_pos_similarity(sim, path, note: str | None = None) -> Path:
+    """Fig. 7 centre: tile (i, j) shows the cosine similarity of patch (i, j)'s position embedding to all others.
+
+    A 14 x 14 grid is a 209 x 209 mosaic of 196 x 196 values: drawn at
+    :data:`PX_PER_CELL` pixels per value (plus the colour bar)."""
     plt = _plt()
     s = np.asarray(sim, dtype=np.float64)
     gh, gw = s.shape[:2]
     image = mosaic(s.reshape(gh * gw, gh, gw), cols=gw, gap=1)
-    fig, ax = plt.subplots(figsize=(4.4, 4.4 * gh / gw))
+    width = _inches(image.shape[1], 6.0)
+    fig, ax = plt.subplots(layout="constrained", figsize=(width * 1.25, width * image.shape[0] / image.shape[1] + 0.8))
+    _title(fig, "position-embedding similarity: each tile is one patch's cosine similarity to all", note)
     im = ax.imshow(image, cmap="viridis", vmin=-1, vmax=1, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -78,7 +103,7 @@ def plot_pos_similarity(sim, path) -> Path:
     return _save(fig, path)
 
 
-def plot_rollout(image, rollout, path, title: str = "") -> Path:
+def plot_rollout(image, rollout, path, title: str = "", note: str | None = None) -> Path:
     """Fig. 6: the image and the rollout map (upsampled, normalised to [0, 1]) laid over it."""
     plt = _plt()
     img = np.clip(np.asarray(image, dtype=np.float64), 0, 1)  # (H, W, 3) in [0, 1]
@@ -88,18 +113,19 @@ def plot_rollout(image, rollout, path, title: str = "") -> Path:
     rows = np.minimum((np.arange(h) * r.shape[0]) // h, r.shape[0] - 1)
     cols = np.minimum((np.arange(w) * r.shape[1]) // w, r.shape[1] - 1)
     mask = r[rows][:, cols]
-    fig, axes = plt.subplots(1, 2, figsize=(6.0, 3.1))
+    fig, axes = plt.subplots(1, 2, layout="constrained", figsize=(10.0, 5.2))
+    _title(fig, "attention rollout" + (f": {title}" if title else ""), note)
     axes[0].imshow(img)
     axes[0].set_title("input", fontsize=9)
     axes[1].imshow(img * (0.25 + 0.75 * mask[..., None]))
     axes[1].imshow(mask, cmap="inferno", alpha=0.35, extent=(-0.5, w - 0.5, h - 0.5, -0.5))
-    axes[1].set_title("attention rollout" + (f": {title}" if title else ""), fontsize=9)
+    axes[1].set_title("rollout laid over the input", fontsize=9)
     for ax in axes:
         ax.axis("off")
     return _save(fig, path)
 
 
-def plot_filter_components(components, ratio, path) -> Path:
+def plot_filter_components(components, ratio, path, note: str | None = None) -> Path:
     """Fig. 7 left: the principal components of the patch-embedding filters as RGB patches."""
     plt = _plt()
     c = np.asarray(components, dtype=np.float64)  # (k, C, p, p)
@@ -114,10 +140,11 @@ def plot_filter_components(components, ratio, path) -> Path:
         tiles = np.repeat(tiles, 3, axis=-1)
     cols = min(7, k)
     image = mosaic(tiles, cols=cols, gap=1, fill=1.0)
-    fig, ax = plt.subplots(figsize=(0.6 * cols + 0.6, 0.6 * (-(-k // cols)) + 0.6))
+    width = _inches(image.shape[1], 6.0)
+    fig, ax = plt.subplots(layout="constrained", figsize=(width, width * image.shape[0] / image.shape[1] + 0.9))
     ax.imshow(image, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     explained = float(np.sum(np.asarray(ratio)))
-    ax.set_title(f"patch-embedding filters: top {k} principal components ({explained:.0%} of variance)", fontsize=8)
+    _title(fig, f"patch-embedding filters: top {k} principal components ({explained:.0%} of variance)", note)
     return _save(fig, path)

@@ -9,7 +9,8 @@ The modules, in the order they build on each other:
 - :mod:`.hardware`: :data:`PEAKS` / :func:`peak_tflops`, dense tensor-core peaks
   of known GPUs; :func:`environment`, hardware and versions copied into every record.
 - :mod:`.timing`: :class:`Timer` / :func:`time_case`: warm-up, then timed rounds
-  over rotating input buffers (CUDA events on a GPU, ``perf_counter`` on the CPU), median.
+  over rotating input buffers (CUDA events on a GPU, ``perf_counter`` on the CPU), median;
+  :func:`measure_interleaved`: several cases' rounds in turn (:func:`run_model_cases`).
 - :mod:`.records`: :data:`RECORD_FIELDS`, :func:`make_record`, :func:`add_speedups`,
   :func:`write_results`, :func:`format_table`: records, files and the table.
 - :mod:`.models`: :class:`ModelCase`, :class:`ModelContext`, :func:`unavailable_reason`,
@@ -28,7 +29,7 @@ monkeypatch a module-level value, patch it in the module that reads it (e.g.
 
 from __future__ import annotations
 
-from .cases import COMPILE_KWARGS, run_kernel_case, run_model_case
+from .cases import COMPILE_KWARGS, run_kernel_case, run_model_case, run_model_cases
 from .command import add_parser, resolve_settings, run
 from .flops import TRAINING_FLOP_FACTOR, flop_per_image, forward_macs
 from .hardware import (
@@ -50,18 +51,24 @@ from .records import (
     KERNEL_REFERENCE,
     RECORD_FIELDS,
     TABLE_COLUMNS,
+    SPREAD_WARN,
     References,
     add_speedups,
     default_output,
+    format_spread,
     format_table,
     is_reference,
+    loaded,
     make_record,
     reference_key,
+    run_label,
     speedup,
+    spread,
+    trust_warnings,
     unwritable,
     write_results,
 )
-from ..timing import Timer, Timing, measure_rounds, parity, pedantic_measure, time_case
+from ..timing import Timer, Timing, measure_interleaved, measure_rounds, parity, pedantic_measure, prepare_case, time_case
 from .variants import (
     BASE_VARIANTS,
     COMPILE_SUFFIX,
@@ -80,6 +87,15 @@ from .variants import (
 )
 
 __all__ = [
+    "SPREAD_WARN",
+    "format_spread",
+    "loaded",
+    "measure_interleaved",
+    "prepare_case",
+    "run_label",
+    "run_model_cases",
+    "spread",
+    "trust_warnings",
     "BASE_VARIANTS",
     "COMPILE_KWARGS",
     "COMPILE_SUFFIX",

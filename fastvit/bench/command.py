@@ -1,4 +1,10 @@
-"""``fastvit bench``: time one model across variants, print a table, write a JSON file."""
+"""``fastvit bench``: time one model across variants, print a table, write a JSON file.
+
+The variants of one mode are measured together, their rounds interleaved
+(:func:`fastvit.bench.run_model_cases`), so the order of ``--variants`` does
+not bias their ratios; the table shows each measurement's spread and the run
+warns on stderr when rounds vary by more than 10% or the machine was loaded.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .cases import _error_text, run_model_case
+from .cases import _error_text, run_model_cases
 from .hardware import environment, prepare_device, resolve_device
-from .models import ModelCase, ModelContext
-from .records import add_speedups, default_output, format_table, unwritable, write_results
+from .models import ModelCase, ModelContext, unavailable_reason
+from .records import add_speedups, default_output, format_table, trust_warnings, unwritable, write_results
 from .variants import (
     COMPILE_SUFFIX,
     CPU_DEFAULTS,
@@ -47,7 +53,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=tuple(DTYPES), help="parameter and activation dtype")
     p.add_argument("--variants", type=_split, help=f"comma-separated; valid: {','.join(variant_names())}")
     p.add_argument("--modes", type=_split, help="comma-separated: inference,training")
-    p.add_argument("--rounds", type=int, help="timed rounds (the median is reported)")
+    p.add_argument("--rounds", type=int, help="timed rounds, interleaved across the variants (the median is reported)")
     p.add_argument("--warmup", type=int, help="warm-up calls after the first (compiling) call; at least 1 is made")
     p.add_argument("--quick", action="store_true", help="fewer variants and rounds")
     p.add_argument("--no-compile", action="store_true", help="drop the +compile variants")
@@ -107,7 +113,8 @@ def check_writable(path: Path) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``fastvit bench``: 0 when every case ran or was skipped, 1 when one raised, 2 for bad options."""
+    """``fastvit bench``: 0 when every case ran or was skipped (and one at least ran), 1 when one raised or none
+    ran, 2 for bad options or when no variant can run here."""
     try:
         device = resolve_device(args.device)
         s = resolve_settings(args, device)
@@ -124,28 +131,43 @@ def run(args: argparse.Namespace) -> int:
         print(f"fastvit bench: error: cannot write the results to {out}: {problem}", file=sys.stderr)
         return 2
     cases = [ModelCase(s["model"], v, m, s["dtype"], s["batch"]) for m in s["modes"] for v in s["variants"]]
+    import fastvit
+
+    cfg = fastvit.get_config(s["model"])
+    reasons = {(c.variant, c.mode): unavailable_reason(get_variant(c.variant), cfg, device, c.dtype, c.mode, c.model) for c in cases}
+    if all(reasons.values()):  # nothing could be measured: say why before any work
+        why = "; ".join(f"{v} {m}: {r}" for (v, m), r in reasons.items())
+        print(f"fastvit bench: error: none of the variants can run here ({why})", file=sys.stderr)
+        return 2
     print(f"fastvit bench: {s['model']} {s['dtype']} batch {s['batch']} on {env['device']}; "
-          f"{len(cases)} cases, {s['rounds']} rounds each -> {out}", file=sys.stderr)  # fmt: skip
+          f"{len(cases)} cases, {s['rounds']} interleaved rounds each -> {out}", file=sys.stderr)  # fmt: skip
     try:
         ctx = ModelContext(s["model"], s["dtype"], s["batch"], device)
     except Exception as e:  # e.g. out of memory for the input buffers
         print(f"fastvit bench: error: preparing weights and inputs failed: {_error_text(e)}", file=sys.stderr)
         return 1
     records: list[dict] = []
-    bar = tqdm(cases, desc="bench", unit="case", file=sys.stderr, disable=args.no_progress, dynamic_ncols=True)
-    for case in bar:
-        bar.set_postfix_str(f"{case.variant} {case.mode}")
-        record = run_model_case(case, ctx, rounds=s["rounds"], warmup=s["warmup"])
-        records.append(record)
-        if record["status"] != "ok":
-            tqdm.write(f"{case.variant} {case.mode}: {record['status']}: {record['reason']}", file=sys.stderr)
+    modes = s["modes"]
+    bar = tqdm(modes, desc="bench", unit="mode", file=sys.stderr, disable=args.no_progress, dynamic_ncols=True)
+    for mode in bar:
+        group = [c for c in cases if c.mode == mode]
+        bar.set_postfix_str(f"{mode}: {len(group)} variants")
+        for record in run_model_cases(group, ctx, rounds=s["rounds"], warmup=s["warmup"]):
+            records.append(record)
+            if record["status"] != "ok":
+                tqdm.write(f"{record['variant']} {record['mode']}: {record['status']}: {record['reason']}", file=sys.stderr)
         try:
-            write_results(out, add_speedups(records), sys.argv)  # after every case: a cut-off run keeps its data
+            write_results(out, add_speedups(records), sys.argv)  # after every mode: a cut-off run keeps its data
         except OSError as e:
             bar.close()
             print(f"fastvit bench: error: writing {out} failed: {e.strerror or e}", file=sys.stderr)
             return 1
     bar.close()
-    print(format_table(records))
+    print(format_table(records, warnings=False))
     print(f"wrote {out}")
+    for warning in trust_warnings(records):
+        print(f"fastvit bench: warning: {warning}", file=sys.stderr)
+    if not any(r["status"] == "ok" for r in records):
+        print("fastvit bench: error: nothing was measured (every case was skipped or failed)", file=sys.stderr)
+        return 1
     return 1 if any(r["status"] == "error" for r in records) else 0
