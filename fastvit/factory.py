@@ -33,6 +33,14 @@ _IGNORED_IF_DEFAULT = {"patch_drop_rate": 0.0, "weight_init": "", "fix_init": Fa
                        "exportable": None, "no_jit": None}
 
 
+def names_weights(model_name: str) -> bool:
+    """Whether ``model_name`` itself says which weights to load: ``name.tag``, ``hf-hub:``, ``local-dir:``
+    (for commands taking a model name: ``create_model(name, pretrained=names_weights(name))``)."""
+    source, rest = parse_source(model_name)
+    arch, tag = split_tag(rest)
+    return source is not None or (bool(tag) and arch in PRESETS)
+
+
 def _check_name(arch: str, model_name: str) -> None:
     if arch in PRESETS:
         return

@@ -302,3 +302,18 @@ def test_safetensors_comes_first(tmp_path, monkeypatch):
                                      "pytorch_model.bin": fb / "pytorch_model.bin"})
     use_cache(monkeypatch, cache)
     _same_weights(a, fastvit.create_model(name, pretrained=True, **SMALL))
+
+
+# -- commands take name.tag ------------------------------------------------------------------------------
+
+def test_commands_take_name_tag(capsys):
+    from fastvit.cli import main
+    from fastvit.factory import names_weights
+
+    assert fastvit.get_config("vit_base_patch16_224.augreg_in21k") == fastvit.get_config("vit_base_patch16_224")
+    assert names_weights("vit_base_patch16_224.augreg_in21k") and names_weights("hf-hub:timm/x") and names_weights("local-dir:/x")
+    assert not names_weights("vit_base_patch16_224")
+    assert main(["info", "--model", "vit_tiny_patch16_224.augreg_in21k", "--batch", "1"]) == 0
+    assert "vit_tiny_patch16_224" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="unknown model"):
+        fastvit.get_config("vit_nothing.augreg_in21k")

@@ -146,7 +146,10 @@ def _build_model(args):
     if args.checkpoint is not None and not Path(args.checkpoint).exists():
         raise AnalyzeError(f"checkpoint not found: {args.checkpoint}")
     try:
-        model = fastvit.create_model(args.model, pretrained=args.checkpoint, **overrides)
+        from fastvit.factory import names_weights
+
+        pretrained = args.checkpoint if args.checkpoint is not None else names_weights(args.model)  # name.tag: its weights
+        model = fastvit.create_model(args.model, pretrained=pretrained, **overrides)
     except (ValueError, TypeError, KeyError, OSError, ImportError) as e:
         raise AnalyzeError(str(e)) from e
     return model.to(device=device, dtype=dtype).eval(), device, dtype

@@ -57,7 +57,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     size.add_argument("--num-heads", type=int)
     size.add_argument("--set", dest="sets", action="append", type=parse_set, default=[], metavar="KEY=VALUE",
                       help="any ViTConfig field, e.g. --set drop_path_rate=0.1 (repeatable)")
-    p.add_argument("--pretrained", help="checkpoint to start from (any layout fastvit.load_checkpoint reads); "
+    p.add_argument("--pretrained", help="checkpoint to start from (any layout fastvit.load_checkpoint reads, or "
+                                        "timm's name.tag / hf-hub:org/repo / local-dir:folder); "
                                         "a head for another class count is replaced")
     p.add_argument("--data", default="digits", help="'digits' (scikit-learn, no download) or a folder with one "
                                                     "subfolder of images per class (default: digits)")
@@ -124,7 +125,10 @@ def config_from_args(args: argparse.Namespace):
     cfg = TrainConfig(model=args.model, overrides=overrides, progress=not args.no_progress,
                       **{n: getattr(args, n) for n in names})
     if cfg.pretrained is not None and not Path(cfg.pretrained).exists():
-        raise ValueError(f"--pretrained {cfg.pretrained}: no such file or folder")
+        from fastvit.factory import names_weights
+
+        if not names_weights(cfg.pretrained):
+            raise ValueError(f"--pretrained {cfg.pretrained}: no such file or folder (nor a name.tag, hf-hub: or local-dir: model)")
     return cfg, False
 
 
