@@ -14,6 +14,7 @@ from torch import nn
 
 from ..config import ViTConfig
 from .common import CheckpointKeyError, Rule, build_like, config_mismatch, rename, shorten
+from .hf_families import family_module, family_of, from_hf_modern
 
 _BLOCK = r"(?:encoder\.layer|layers)\.(\d+)\."
 _RULES: list[Rule] = [
@@ -42,24 +43,8 @@ def _strip_model_prefix(state_dict: dict) -> dict:
     return {k.split(".", 1)[1] if k.startswith(("vit.", "deit.")) else k: v for k, v in state_dict.items()}
 
 
-def hf_family(keys) -> str:
-    """Which transformers model family a state dict's keys come from: vit, dinov2, clip or siglip."""
-    from . import hf_clip, hf_dinov2, hf_siglip
-
-    keys = list(keys)
-    if hf_clip.is_clip(keys):
-        return "clip"
-    if hf_siglip.is_siglip(keys):
-        return "siglip"
-    if hf_dinov2.is_dinov2(keys):
-        return "dinov2"
-    return "vit"
-
-
-def _family_module(family: str):
-    from . import hf_clip, hf_dinov2, hf_siglip
-
-    return {"dinov2": hf_dinov2, "clip": hf_clip, "siglip": hf_siglip}[family]
+hf_family = family_of  # which family a state dict's keys come from: vit, dinov2, clip or siglip
+_family_module = family_module
 
 
 def resample_convention(keys) -> str:
@@ -284,8 +269,6 @@ def from_hf(model: nn.Module, **impl):
     name = type(model).__name__
     what = f"transformers {name}"
     if name in _MODERN:
-        from .hf_modern import from_hf_modern
-
         return from_hf_modern(model, _family_module(_MODERN[name]), **impl)
     if name not in _HEADS:
         raise TypeError(f"from_hf takes one of {sorted(_HEADS) + sorted(_MODERN)}, got {name}"
