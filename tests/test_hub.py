@@ -317,3 +317,33 @@ def test_commands_take_name_tag(capsys):
     assert "vit_tiny_patch16_224" in capsys.readouterr().out
     with pytest.raises(ValueError, match="unknown model"):
         fastvit.get_config("vit_nothing.augreg_in21k")
+
+
+def test_push_to_hub_uploads_timms_format(monkeypatch):
+    hub = _hub()
+    from pathlib import Path
+
+    seen = {}
+
+    class FakeApi:  # records what would be uploaded; nothing leaves the machine
+        def __init__(self, token=None, **kw):
+            seen["token"] = token
+
+        def create_repo(self, repo_id, private=False, exist_ok=True):
+            return type("Repo", (), {"repo_id": repo_id})()
+
+        def file_exists(self, repo_id, filename, revision=None):
+            return False
+
+        def upload_folder(self, repo_id, folder_path, revision=None, create_pr=False, commit_message=""):
+            folder = Path(folder_path)
+            seen.update(repo=repo_id, files=sorted(p.name for p in folder.iterdir()),
+                        config=json.loads((folder / "config.json").read_text()), readme=(folder / "README.md").read_text())
+            return "done"
+
+    monkeypatch.setattr(hub, "HfApi", FakeApi)
+    model = fastvit.create_model("vit_tiny_patch16_224", **SMALL)
+    assert fastvit.push_to_hub(model, "me/tiny", token="t") == "done"
+    assert seen["files"] == ["README.md", "config.json", "model.safetensors", "pytorch_model.bin"]
+    assert seen["config"]["architecture"] == "vit_tiny_patch16_224" and seen["token"] == "t"
+    assert "hf-hub:me/tiny" in seen["readme"]
