@@ -56,3 +56,9 @@ def test_one_table_of_families():
     assert set(hf_families.MODEL_TYPES) == {t for m in (hf_clip, hf_dinov2, hf_siglip) for t in m.MODEL_TYPES}
     assert hf_families.family_of(["vision_model.embeddings.class_embedding", "visual_projection.weight"]) == "clip"
     assert hf_families.family_of(["blocks.0.attn.qkv.weight"]) == "vit"
+
+
+def test_config_model_types_are_the_tables():
+    from fastvit.checkpoints import hf_config
+
+    assert set(hf_config.MODERN_MODEL_TYPES) == set(hf_families.MODEL_TYPES)

@@ -14,9 +14,8 @@ from pathlib import Path
 
 from .common import config_mismatch
 from .hf_common import HF_ACT_NAMES, HF_ACTIVATIONS, hf_activation  # noqa: F401  (re-exported)
-from .hf_families import MODEL_TYPES as MODERN_MODEL_TYPES
-from .hf_families import modern_config_fields
 
+MODERN_MODEL_TYPES = ("dinov2", "dinov2_with_registers", "clip_vision_model", "clip", "siglip_vision_model", "siglip")
 HF_MODEL_TYPES = ("vit", "deit", *MODERN_MODEL_TYPES)
 # fields a load may change on an existing model: they alter no parameter shape
 HONOURED = ("norm_eps",)
@@ -46,6 +45,8 @@ def hf_config_fields(c: dict, what: str = "Hugging Face config") -> dict:
     (``model_type`` in :data:`MODERN_MODEL_TYPES`) give their options too (registers,
     LayerScale, SwiGLU, pre-norm, attention pool, activation)."""
     if c.get("model_type") in MODERN_MODEL_TYPES:
+        from .hf_families import modern_config_fields  # the family modules load when a config needs them
+
         return modern_config_fields(c, what)
     act = c.get("hidden_act", "gelu")
     if act != "gelu":

@@ -9,7 +9,6 @@ pretrained=True)`` builds timm's model with the same outputs, and fastvit reads 
 from __future__ import annotations
 
 import json
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -136,6 +135,8 @@ def push_to_hub(model, repo_id: str, commit_message: str = "Add model", token: s
                 safe_serialization: bool | str = "both", architecture: str | None = None):
     """Upload ``model`` in timm's format (:func:`save_pretrained`) to Hub repo ``repo_id``, creating
     it if needed and adding a model card where the repo has none (timm's ``push_to_hf_hub``)."""
+    import tempfile
+
     hub = _huggingface_hub()
     api = hub.HfApi(token=token, library_name="fastvit", library_version=_version())
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id

@@ -14,7 +14,6 @@ from torch import nn
 
 from ..config import ViTConfig
 from .common import CheckpointKeyError, Rule, build_like, config_mismatch, rename, shorten
-from .hf_families import family_module, family_of, from_hf_modern
 
 _BLOCK = r"(?:encoder\.layer|layers)\.(\d+)\."
 _RULES: list[Rule] = [
@@ -43,8 +42,18 @@ def _strip_model_prefix(state_dict: dict) -> dict:
     return {k.split(".", 1)[1] if k.startswith(("vit.", "deit.")) else k: v for k, v in state_dict.items()}
 
 
-hf_family = family_of  # which family a state dict's keys come from: vit, dinov2, clip or siglip
-_family_module = family_module
+def hf_family(keys) -> str:
+    """Which transformers family a state dict's keys come from: vit, dinov2, clip or siglip
+    (:mod:`.hf_families`, loaded when first needed)."""
+    from .hf_families import family_of
+
+    return family_of(keys)
+
+
+def _family_module(family: str):
+    from .hf_families import family_module
+
+    return family_module(family)
 
 
 def resample_convention(keys) -> str:
@@ -269,6 +278,8 @@ def from_hf(model: nn.Module, **impl):
     name = type(model).__name__
     what = f"transformers {name}"
     if name in _MODERN:
+        from .hf_families import from_hf_modern
+
         return from_hf_modern(model, _family_module(_MODERN[name]), **impl)
     if name not in _HEADS:
         raise TypeError(f"from_hf takes one of {sorted(_HEADS) + sorted(_MODERN)}, got {name}"
