@@ -104,7 +104,9 @@ def _expand(pattern: str) -> list[str]:
 def list_pretrained(filter: str | list[str] = "", exclude_filters: str | list[str] = "") -> list[str]:
     """``name.tag`` for every pretrained tag of fastvit's presets, as ``timm.list_pretrained``:
     shell-style ``filter`` / ``exclude_filters`` (a string or a list), sorted naturally; a pattern
-    without a tag part (``"vit_base_patch16_224"``) matches all that name's tags."""
+    without a tag part (``"vit_base_patch16_224"``) matches all that name's tags. A string
+    ``exclude_filters`` is one pattern (timm 1.0.29 iterates such a string character by character
+    and so excludes everything; a list gives the same result in both)."""
     def patterns(value) -> list[str]:
         if isinstance(value, str):
             value = [value] if value else []
