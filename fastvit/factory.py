@@ -29,8 +29,10 @@ from .presets import PRESETS, get_config, pretrained_cfg_for
 # timm's ViT keywords with no field of their own here: fastvit has one dropout rate for the
 # position embedding, projections, MLP and head (the largest given is used)
 _DROP_ALIASES = ("pos_drop_rate", "proj_drop_rate")
+# timm's ViT keywords that fastvit's model always has at timm's default: accepted at that value only
 _IGNORED_IF_DEFAULT = {"patch_drop_rate": 0.0, "weight_init": "", "fix_init": False, "scriptable": None,
-                       "exportable": None, "no_jit": None}
+                       "exportable": None, "no_jit": None, "pos_embed": "learn", "proj_bias": True,
+                       "scale_attn_norm": False, "scale_mlp_norm": False, "pool_include_prefix": False}
 
 
 def names_weights(model_name: str) -> bool:

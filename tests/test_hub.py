@@ -91,6 +91,9 @@ def test_timm_keywords():
     m = fastvit.create_model("vit_tiny_patch16_224", drop_rate=None, img_size=None, pos_drop_rate=0.1,
                              proj_drop_rate=0.2, patch_drop_rate=0.0, **SMALL)
     assert m.cfg.drop_rate == 0.2 and m.cfg.img_size == (224, 224)  # None: not given (as timm)
+    assert fastvit.create_model("vit_tiny_patch16_224", pos_embed="learn", proj_bias=True, **SMALL).cfg.depth == 1
+    with pytest.raises(ValueError, match="proj_bias"):
+        fastvit.create_model("vit_tiny_patch16_224", proj_bias=False, **SMALL)
     with pytest.raises(ValueError, match="patch_drop_rate"):
         fastvit.create_model("vit_tiny_patch16_224", patch_drop_rate=0.1, **SMALL)
     assert fastvit.create_model("vit_tiny_patch16_224", pretrained=None, **SMALL).num_classes == 1000
