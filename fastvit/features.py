@@ -83,3 +83,84 @@ def prune_intermediate_layers(model, indices=1, prune_norm: bool = False, prune_
         model.fc_norm = nn.Identity()
         model.reset_classifier(0, "")
     return take
+
+
+class FeatureInfo:
+    """timm's ``FeatureInfo``: per block ``num_chs``, ``reduction``, ``module`` (and ``index``),
+    with accessors that answer for the ``out_indices`` taken (or for ``idx``)."""
+
+    def __init__(self, feature_info: list[dict], out_indices):
+        out_indices = tuple(range(-out_indices, 0)) if isinstance(out_indices, int) else tuple(out_indices)
+        self.info = [dict(fi, index=fi.get("index", i)) for i, fi in enumerate(feature_info)]
+        self.out_indices = out_indices
+
+    def from_other(self, out_indices):
+        return FeatureInfo([dict(fi) for fi in self.info], out_indices)
+
+    def get(self, key: str, idx=None):
+        if idx is None:
+            return [self.info[i][key] for i in self.out_indices]
+        if isinstance(idx, (tuple, list)):
+            return [self.info[i][key] for i in idx]
+        return self.info[idx][key]
+
+    def get_dicts(self, keys=None, idx=None):
+        picked = self.out_indices if idx is None else idx
+        if isinstance(picked, (tuple, list)):
+            return [self.info[i] if keys is None else {k: self.info[i][k] for k in keys} for i in picked]
+        return self.info[picked] if keys is None else {k: self.info[picked][k] for k in keys}
+
+    def channels(self, idx=None):
+        return self.get("num_chs", idx)
+
+    def reduction(self, idx=None):
+        return self.get("reduction", idx)
+
+    def module_name(self, idx=None):
+        return self.get("module", idx)
+
+    def __getitem__(self, item):
+        return self.info[item]
+
+    def __len__(self):
+        return len(self.info)
+
+
+FEATURE_CLASSES = ("getter",)
+
+
+class FeatureGetterNet(nn.ModuleDict):
+    """What ``create_model(..., features_only=True)`` returns, as timm's ``FeatureGetterNet`` for
+    a ViT: the model pruned after the last block taken (final norm dropped unless ``norm``, head
+    dropped); ``forward(x)`` is a list of (B, D, gh, gw) maps, one per block in ``out_indices``
+    (an int n: the last n blocks). ``feature_info`` describes them (channels, reductions, modules)."""
+
+    def __init__(self, model: nn.Module, out_indices=3, out_map=None, return_dict: bool = False,
+                 output_fmt: str = "NCHW", norm: bool = False, prune: bool = True):
+        super().__init__()
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        if prune:
+            out_indices = model.prune_intermediate_layers(out_indices, prune_norm=not norm)
+        else:
+            out_indices, _ = feature_take_indices(len(model.blocks), out_indices)
+        self.feature_info = FeatureInfo(model.feature_info, out_indices)
+        self.model = model
+        self.out_indices = out_indices
+        self.out_map, self.return_dict = out_map, return_dict
+        self.output_fmt, self.norm = output_fmt, norm
+
+    def forward(self, x):
+        return self.model.forward_intermediates(x, indices=self.out_indices, norm=self.norm,
+                                                output_fmt=self.output_fmt, intermediates_only=True)
+
+
+def features_only(model: nn.Module, out_indices=3, feature_cls=None, **feature_kwargs) -> FeatureGetterNet:
+    """``model`` wrapped as ``create_model(..., features_only=True)`` wraps a ViT in timm."""
+    kind = "getter" if feature_cls is None else feature_cls
+    if isinstance(kind, str):
+        kind = kind.lower()
+    if kind not in FEATURE_CLASSES and kind is not FeatureGetterNet:
+        raise ValueError(f"feature_cls={feature_cls!r}: a fastvit ViT gives features through forward_intermediates "
+                         f"('getter', timm's default for its ViTs); valid: {FEATURE_CLASSES}")
+    return FeatureGetterNet(model, out_indices=out_indices, **feature_kwargs)

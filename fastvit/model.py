@@ -18,6 +18,72 @@ from .layers.pool import AttentionPoolLatent
 from .parts import Parts, resolve_parts
 
 
+@torch.fx.wrap
+def check_image(x, weight: torch.Tensor, in_chans: int, img_size: tuple[int, int], patch: int,
+                dynamic_size: bool, dynamic_pad: bool) -> torch.Tensor:
+    """The image batch a VisionTransformer takes, or a clear error; returns ``x``. A leaf for
+    ``torch.fx`` (as timm's ``_assert``): traced as one call, it checks the real input at run time."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor image batch (B, {in_chans}, H, W), got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"expected a 4-D image batch (B, {in_chans}, H, W), got shape {tuple(x.shape)}")
+    b, c, h, w = x.shape
+    if b == 0:
+        raise ValueError(f"expected a non-empty batch, got shape {tuple(x.shape)}")
+    if c != in_chans:
+        raise ValueError(f"expected {in_chans} input channels, got {c} (input shape {tuple(x.shape)})")
+    if x.layout != torch.strided or x.is_nested:
+        raise TypeError(f"expected a dense (strided) image tensor, got a {'nested' if x.is_nested else x.layout} one; use x.to_dense()")
+    if not x.is_floating_point():
+        raise TypeError(f"expected a floating-point image tensor, got dtype {x.dtype}; convert with x.float() (and scale to the model's normalization)")
+    # sizes other than the native one (timm's rule) come in whole patches, unless dynamic_img_pad
+    # pads them up; the native size may leave pixels out (floor(img_size / patch_size) patches)
+    if not dynamic_pad and (h, w) != img_size:
+        if h < patch or w < patch:
+            raise ValueError(f"image size {h}x{w} is smaller than one {patch}x{patch} patch")
+        if h % patch or w % patch:
+            raise ValueError(f"image size {h}x{w} is not divisible by the patch size {patch} "
+                             "(dynamic_img_pad=True pads it to whole patches)")
+    if not dynamic_size and (h, w) != img_size:
+        raise ValueError(
+            f"expected image size {img_size[0]}x{img_size[1]}, got {h}x{w}; "
+            "build the model with dynamic_img_size=True (or img_size=...) for other sizes"
+        )
+    if x.device != weight.device:
+        raise ValueError(f"input is on {x.device} but the model is on {weight.device}; move one of them (x.to(device))")
+    if x.dtype != weight.dtype and autocast_dtype(x) is None:
+        raise TypeError(f"input dtype {x.dtype} does not match the model's {weight.dtype}; cast the input or the model, or run under torch.autocast")
+    return x
+
+
+@torch.fx.wrap
+def check_tokens(x, dim: int, prefix: int, needed: int) -> torch.Tensor:
+    """Tokens (B, prefix + N, D) as ``forward_features`` returns them, or a clear error; an ``fx`` leaf."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected a token tensor (B, tokens, {dim}), got {type(x).__name__}")
+    if x.ndim != 3 or x.shape[-1] != dim:
+        raise ValueError(f"expected tokens of shape (B, tokens, {dim}) as forward_features returns them, got {tuple(x.shape)}")
+    if x.shape[1] < needed:
+        raise ValueError(f"expected at least {needed} token(s) ({prefix} prefix + patches to pool), got {x.shape[1]}")
+    return x
+
+
+@torch.fx.wrap
+def patch_grid(x: torch.Tensor, patch: int, pad: bool) -> tuple[int, int]:
+    """The token grid of image batch ``x`` (rounded up when padding); an ``fx`` leaf."""
+    h, w = x.shape[-2], x.shape[-1]
+    return (-(-h // patch), -(-w // patch)) if pad else (h // patch, w // patch)
+
+
+@torch.fx.wrap
+def pos_embed_for_grid(pos: torch.Tensor, grid, native: tuple[int, int], prefix: int, options: dict) -> torch.Tensor:
+    """``pos`` resampled from the native grid to ``grid`` (itself when they agree); an ``fx`` leaf."""
+    grid = (int(grid[0]), int(grid[1])) if not isinstance(grid[0], torch.SymInt) else tuple(grid)
+    if grid == tuple(native):
+        return pos
+    return resample_pos_embed(pos, grid, native, prefix, **options)
+
+
 class Block(nn.Module):
     """x + Attn(LN(x)), then x + MLP(LN(x)). The branches own their residual add
     so a fused implementation can put it in the GEMM epilogue.
@@ -223,50 +289,15 @@ class VisionTransformer(nn.Module):
     # -- input checks and embeddings --------------------------------------------------
 
     def _check_input(self, x: torch.Tensor):
+        """:func:`check_image` with this model's expectations."""
         cfg = self.cfg
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"expected a torch.Tensor image batch (B, {cfg.in_chans}, H, W), got {type(x).__name__}")
-        if x.ndim != 4:
-            raise ValueError(f"expected a 4-D image batch (B, {cfg.in_chans}, H, W), got shape {tuple(x.shape)}")
-        b, c, h, w = x.shape
-        if b == 0:
-            raise ValueError(f"expected a non-empty batch, got shape {tuple(x.shape)}")
-        if c != cfg.in_chans:
-            raise ValueError(f"expected {cfg.in_chans} input channels, got {c} (input shape {tuple(x.shape)})")
-        if x.layout != torch.strided or x.is_nested:
-            raise TypeError(f"expected a dense (strided) image tensor, got a {'nested' if x.is_nested else x.layout} one; use x.to_dense()")
-        if not x.is_floating_point():
-            raise TypeError(f"expected a floating-point image tensor, got dtype {x.dtype}; convert with x.float() (and scale to the model's normalization)")
-        p = cfg.patch_size
-        # sizes other than the native one (timm's rule) come in whole patches, unless dynamic_img_pad
-        # pads them up; the native size may leave pixels out (floor(img_size / patch_size) patches)
-        if not cfg.dynamic_img_pad and (h, w) != cfg.img_size:
-            if h < p or w < p:
-                raise ValueError(f"image size {h}x{w} is smaller than one {p}x{p} patch")
-            if h % p or w % p:
-                raise ValueError(f"image size {h}x{w} is not divisible by the patch size {p} "
-                                 "(dynamic_img_pad=True pads it to whole patches)")
-        if not cfg.dynamic_img_size and (h, w) != cfg.img_size:
-            raise ValueError(
-                f"expected image size {cfg.img_size[0]}x{cfg.img_size[1]}, got {h}x{w}; "
-                "build the model with dynamic_img_size=True (or img_size=...) for other sizes"
-            )
-        weight = self.patch_embed.proj.weight
-        if x.device != weight.device:
-            raise ValueError(f"input is on {x.device} but the model is on {weight.device}; move one of them (x.to(device))")
-        if x.dtype != weight.dtype and autocast_dtype(x) is None:
-            raise TypeError(f"input dtype {x.dtype} does not match the model's {weight.dtype}; cast the input or the model, or run under torch.autocast")
+        check_image(x, self.patch_embed.proj.weight, cfg.in_chans, cfg.img_size, cfg.patch_size,
+                    cfg.dynamic_img_size, cfg.dynamic_img_pad)
 
     def _check_tokens(self, x):
         """forward_head's input: tokens (B, prefix + N, D) as forward_features returns them."""
-        d, prefix = self.cfg.embed_dim, self.num_prefix_tokens
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"expected a token tensor (B, tokens, {d}), got {type(x).__name__}")
-        if x.ndim != 3 or x.shape[-1] != d:
-            raise ValueError(f"expected tokens of shape (B, tokens, {d}) as forward_features returns them, got {tuple(x.shape)}")
-        needed = prefix + (self.cfg.global_pool in ("avg", "max", "avgmax", "map"))
-        if x.shape[1] < needed:
-            raise ValueError(f"expected at least {needed} token(s) ({prefix} prefix + patches to pool), got {x.shape[1]}")
+        needed = self.num_prefix_tokens + (self.cfg.global_pool in ("avg", "max", "avgmax", "map"))
+        return check_tokens(x, self.cfg.embed_dim, self.num_prefix_tokens, needed)
 
     @property
     def _pos_prefix(self) -> int:
@@ -277,9 +308,9 @@ class VisionTransformer(nn.Module):
         """Prefix tokens (class, registers, distillation) before the patches, and the position
         embedding: on all tokens, or (``no_embed_class``) on the patches before the prefix joins."""
         pos = self.pos_embed
-        if grid != self.cfg.grid_size:
-            pos = resample_pos_embed(pos, grid, self.cfg.grid_size, self._pos_prefix,
-                                     **resample_options(self.cfg.pos_embed_resample))
+        if self.cfg.dynamic_img_size:
+            pos = pos_embed_for_grid(pos, grid, self.cfg.grid_size, self._pos_prefix,
+                                     resample_options(self.cfg.pos_embed_resample))
         prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.reg_token, self.dist_token) if t is not None]
         if self.cfg.no_embed_class:
             x = x + pos
@@ -290,8 +321,10 @@ class VisionTransformer(nn.Module):
 
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Image -> the tokens entering the first block (after ``norm_pre``), and their patch grid."""
-        self._check_input(x)
-        grid = tuple(self.patch_embed.dynamic_feat_size((x.shape[-2], x.shape[-1])))
+        cfg = self.cfg
+        x = check_image(x, self.patch_embed.proj.weight, cfg.in_chans, cfg.img_size, cfg.patch_size,
+                        cfg.dynamic_img_size, cfg.dynamic_img_pad)  # x itself: the check stays in traced graphs
+        grid = patch_grid(x, cfg.patch_size, cfg.dynamic_img_pad) if cfg.dynamic_img_size else cfg.grid_size
         return self.norm_pre(self.patch_drop(self._pos_embed(self.patch_embed(x), grid))), grid
 
     def _run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -334,7 +367,7 @@ class VisionTransformer(nn.Module):
         """Pool tokens (B, prefix + N, D) and classify. A distilled model gives the mean of its
         class and distillation heads (of their features with ``pre_logits``), and both logits
         only in training after ``set_distilled_training(True)``, as timm's DeiT."""
-        self._check_tokens(x)
+        x = self._check_tokens(x)
         if self.cfg.distilled:
             cls, dist = (self.pre_logits(self.fc_norm(t)) for t in (x[:, 0], x[:, 1]))
             if pre_logits:

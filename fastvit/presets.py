@@ -89,6 +89,9 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def get_config(name: str, **overrides) -> ViTConfig:
+    """The preset's config with ``overrides``; ``"name.tag"`` (a pretrained tag) gives the name's."""
+    if isinstance(name, str) and name not in PRESETS and name.partition(".")[0] in PRESETS:
+        name = name.partition(".")[0]
     if name not in PRESETS:
         close = difflib.get_close_matches(name, PRESETS, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""

@@ -170,7 +170,10 @@ def _load(fastvit, name, checkpoint, overrides):
     if name is None:
         raise AnalyzeError("--model is required (fastvit.list_models() lists the presets), "
                            "unless --checkpoint is a run folder")
-    return fastvit.create_model(name, pretrained=checkpoint, **overrides)
+    from fastvit.factory import names_weights
+
+    pretrained = checkpoint if checkpoint is not None else names_weights(name)  # name.tag: its weights
+    return fastvit.create_model(name, pretrained=pretrained, **overrides)
 
 
 def analyze(args) -> dict:

@@ -19,8 +19,7 @@ import re
 import torch
 
 from .common import Rule, mlp_ratio_for, rename
-from .hf_config import hf_activation
-from .hf_dinov2 import _square
+from .hf_common import HF_ACT_NAMES, hf_activation, square_patch
 
 MODEL_TYPES = ("clip_vision_model", "clip")
 _L = r"encoder\.layers\.(\d+)\."
@@ -68,7 +67,7 @@ def common_fields(c: dict, what: str, default_act: str, default_eps: float) -> d
     dim = c.get("hidden_size", 768)
     return dict(embed_dim=dim, depth=c.get("num_hidden_layers", 12), num_heads=c.get("num_attention_heads", 12),
                 mlp_ratio=mlp_ratio_for(dim, c.get("intermediate_size", 3072)), img_size=c.get("image_size", 224),
-                patch_size=_square(c.get("patch_size", 16), what), in_chans=c.get("num_channels", 3),
+                patch_size=square_patch(c.get("patch_size", 16), what), in_chans=c.get("num_channels", 3),
                 norm_eps=c.get("layer_norm_eps", default_eps), act_layer=hf_activation(c.get("hidden_act", default_act), what),
                 attn_drop_rate=c.get("attention_dropout", 0.0) or 0.0)
 
@@ -106,8 +105,6 @@ def check_exportable(model) -> list[str]:
 
 
 def encoder_config(cfg) -> dict:
-    from .hf_config import HF_ACT_NAMES
-
     return dict(hidden_size=cfg.embed_dim, num_hidden_layers=cfg.depth, num_attention_heads=cfg.num_heads,
                 intermediate_size=cfg.mlp_hidden_dim, hidden_act=HF_ACT_NAMES[cfg.act_layer],
                 layer_norm_eps=cfg.norm_eps, image_size=cfg.img_size[0], patch_size=cfg.patch_size,

@@ -13,24 +13,12 @@ import json
 from pathlib import Path
 
 from .common import config_mismatch
+from .hf_common import HF_ACT_NAMES, HF_ACTIVATIONS, hf_activation  # noqa: F401  (re-exported)
 
 MODERN_MODEL_TYPES = ("dinov2", "dinov2_with_registers", "clip_vision_model", "clip", "siglip_vision_model", "siglip")
 HF_MODEL_TYPES = ("vit", "deit", *MODERN_MODEL_TYPES)
 # fields a load may change on an existing model: they alter no parameter shape
 HONOURED = ("norm_eps",)
-# transformers' hidden_act names -> fastvit's act_layer ("gelu_new" is the same tanh formula)
-HF_ACTIVATIONS = {"gelu": "gelu", "quick_gelu": "quick_gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh",
-                  "silu": "silu", "swish": "silu"}
-HF_ACT_NAMES = {"gelu": "gelu", "quick_gelu": "quick_gelu", "gelu_tanh": "gelu_pytorch_tanh", "silu": "silu"}
-
-
-def hf_activation(name, what: str) -> str:
-    """fastvit's act_layer for a transformers ``hidden_act``; ``ValueError`` for one fastvit lacks."""
-    if name not in HF_ACTIVATIONS:
-        raise config_mismatch(what, f"hidden_act={name!r} (fastvit's MLP takes {sorted(HF_ACTIVATIONS)})")
-    return HF_ACTIVATIONS[name]
-
-
 def find_hf_config(path) -> Path | None:
     """``config.json`` in a save_pretrained directory, or beside a checkpoint file."""
     path = Path(path)
@@ -57,7 +45,7 @@ def hf_config_fields(c: dict, what: str = "Hugging Face config") -> dict:
     (``model_type`` in :data:`MODERN_MODEL_TYPES`) give their options too (registers,
     LayerScale, SwiGLU, pre-norm, attention pool, activation)."""
     if c.get("model_type") in MODERN_MODEL_TYPES:
-        from .hf_modern import modern_config_fields
+        from .hf_families import modern_config_fields  # the family modules load when a config needs them
 
         return modern_config_fields(c, what)
     act = c.get("hidden_act", "gelu")

@@ -19,8 +19,8 @@ import re
 
 import torch
 
-from .common import Rule, config_mismatch, mlp_ratio_for, rename
-from .hf_config import hf_activation
+from .common import Rule, mlp_ratio_for, rename
+from .hf_common import hf_activation, square_patch
 
 MODEL_TYPES = ("dinov2", "dinov2_with_registers")
 _L = r"encoder\.layer\.(\d+)\."
@@ -86,7 +86,7 @@ def config_fields(c: dict, what: str) -> dict:
     swiglu = bool(c.get("use_swiglu_ffn", False))
     ratio = c.get("mlp_ratio", 4)
     fields = dict(embed_dim=dim, depth=c.get("num_hidden_layers", 12), num_heads=c.get("num_attention_heads", 12),
-                  patch_size=_square(c.get("patch_size", 14), what), img_size=c.get("image_size", 224),
+                  patch_size=square_patch(c.get("patch_size", 14), what), img_size=c.get("image_size", 224),
                   in_chans=c.get("num_channels", 3), qkv_bias=c.get("qkv_bias", True), norm_eps=c.get("layer_norm_eps", 1e-6),
                   init_values=float(c.get("layerscale_value", 1.0)), num_classes=0, global_pool="token")
     if swiglu:
@@ -98,15 +98,6 @@ def config_fields(c: dict, what: str) -> dict:
     if c.get("drop_path_rate"):
         fields["drop_path_rate"] = c["drop_path_rate"]
     return fields
-
-
-def _square(patch, what):
-    if isinstance(patch, int):
-        return patch
-    patch = tuple(patch)
-    if len(patch) != 2 or patch[0] != patch[1]:
-        raise config_mismatch(what, f"non-square patch_size={list(patch)}")
-    return patch[0]
 
 
 # -- export -------------------------------------------------------------------------------
@@ -139,7 +130,7 @@ def _swiglu_ratio(dim: int, hidden: int) -> int | None:
 
 
 def to_config(model) -> dict:
-    from .hf_config import HF_ACT_NAMES
+    from .hf_common import HF_ACT_NAMES
     from .options import has_layer_scale
 
     cfg = model.cfg

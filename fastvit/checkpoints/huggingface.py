@@ -45,23 +45,17 @@ def _strip_model_prefix(state_dict: dict) -> dict:
 
 
 def hf_family(keys) -> str:
-    """Which transformers model family a state dict's keys come from: vit, dinov2, clip or siglip."""
-    from . import hf_clip, hf_dinov2, hf_siglip
+    """Which transformers family a state dict's keys come from: vit, dinov2, clip or siglip
+    (:mod:`.hf_families`, loaded when first needed)."""
+    from .hf_families import family_of
 
-    keys = list(keys)
-    if hf_clip.is_clip(keys):
-        return "clip"
-    if hf_siglip.is_siglip(keys):
-        return "siglip"
-    if hf_dinov2.is_dinov2(keys):
-        return "dinov2"
-    return "vit"
+    return family_of(keys)
 
 
 def _family_module(family: str):
-    from . import hf_clip, hf_dinov2, hf_siglip
+    from .hf_families import family_module
 
-    return {"dinov2": hf_dinov2, "clip": hf_clip, "siglip": hf_siglip}[family]
+    return family_module(family)
 
 
 def resample_convention(keys) -> str:
@@ -325,7 +319,7 @@ def from_hf(model: nn.Module, **impl):
     name = type(model).__name__
     what = f"transformers {name}"
     if name in _MODERN:
-        from .hf_modern import from_hf_modern
+        from .hf_families import from_hf_modern
 
         return from_hf_modern(model, _family_module(_MODERN[name]), **impl)
     if name not in _HEADS:

@@ -18,6 +18,7 @@ from torch import nn
 from ..config import ViTConfig
 from .common import build_like, config_mismatch, mlp_ratio_for
 from .options import OPTION_DEFAULTS
+from .timm_hybrid import from_timm_hybrid
 
 _POOLS = ("token", "avg", "max", "avgmax", "map", "")
 
@@ -230,9 +231,8 @@ def from_timm(model: nn.Module, **impl):
     if not all(hasattr(model, a) for a in ("patch_embed", "blocks", "pos_embed", "norm", "fc_norm", "head")):
         raise TypeError(f"from_timm takes a timm VisionTransformer, got {type(model).__name__}")
     if getattr(model.patch_embed, "backbone", None) is not None:  # the hybrid (ResNetV2 stem) ViTs
-        from .timm_hybrid import from_timm_hybrid
-
-        return from_timm_hybrid(model, **impl)
+        # what the ViT checks find, and timm's names (fastvit's): the hybrid module needs no import back
+        return from_timm_hybrid(model, _unsupported(model), convert_timm(model.state_dict())[0], **impl)
     problems = _unsupported(model)
     if problems:
         raise config_mismatch(what, "; ".join(problems))

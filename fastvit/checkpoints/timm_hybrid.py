@@ -2,7 +2,8 @@
 
 The names are fastvit's (``patch_embed.backbone.*``, ``patch_embed.proj.*``), so
 a state-dict file loads through the plain timm layout; this module converts an
-in-memory timm model (``fastvit.from_timm`` hands hybrids here).
+in-memory timm model (``fastvit.from_timm`` hands hybrids here, with what its ViT checks
+found and the state dict under fastvit's names, so this module imports nothing back from it).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from torch import nn
 
 from ..config import ViTConfig
 from .common import build_like, config_mismatch
-from .timm import _unsupported, convert_timm
 
 # _unsupported's findings that only say "this is a hybrid" (its backbone has GroupNorms)
 _HYBRID_FINDINGS = ("hybrid backbone", "norm layers other than LayerNorm")
@@ -42,12 +42,14 @@ def _backbone_problems(backbone: nn.Module) -> list[str]:
     return found
 
 
-def from_timm_hybrid(model: nn.Module, **impl):
-    """fastvit's hybrid VisionTransformer equal to a timm hybrid ViT (see ``from_timm``)."""
+def from_timm_hybrid(model: nn.Module, vit_problems: list[str], state_dict: dict, **impl):
+    """fastvit's hybrid VisionTransformer equal to a timm hybrid ViT (see ``from_timm``):
+    ``vit_problems``, what the plain ViT checks found in ``model``; ``state_dict``, its weights
+    under fastvit's names."""
     what = f"timm hybrid {type(model).__name__}"
     pe = model.patch_embed
     backbone = pe.backbone
-    problems = [p for p in _unsupported(model) if not any(s in p for s in _HYBRID_FINDINGS)]
+    problems = [p for p in vit_problems if not any(s in p for s in _HYBRID_FINDINGS)]
     problems += _backbone_problems(backbone)
     outside = [n for n, m in model.named_modules() if isinstance(m, nn.GroupNorm) and not n.startswith("patch_embed.backbone")]
     if outside:
@@ -81,5 +83,4 @@ def from_timm_hybrid(model: nn.Module, **impl):
         raise config_mismatch(what, str(e)) from e
     if cfg.mlp_hidden_dim != first.mlp.fc1.out_features:
         raise config_mismatch(what, f"MLP width {first.mlp.fc1.out_features} (not reproduced by an mlp_ratio)")
-    sd, _ = convert_timm(model.state_dict())
-    return build_like(cfg, sd, model, what)
+    return build_like(cfg, state_dict, model, what)

@@ -9,6 +9,14 @@ from torch import nn
 from .activations import create_activation
 
 
+@torch.fx.wrap
+def _check_tokens(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Tokens (B, N, dim) or a clear error; returns ``x`` (an ``fx`` leaf, so the check traces)."""
+    if x.ndim != 3 or x.shape[-1] != dim:
+        raise ValueError(f"expected tokens (B, N, {dim}), got {tuple(x.shape)}")
+    return x
+
+
 class PoolMlp(nn.Module):
     """fc1 -> activation -> fc2: the pool's MLP (timm's ``Mlp`` names; no residual inside)."""
 
@@ -56,9 +64,9 @@ class AttentionPoolLatent(nn.Module):
         nn.init.trunc_normal_(self.latent, std=self.latent.shape[-1] ** -0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 3 or x.shape[-1] != self.latent.shape[-1]:
-            raise ValueError(f"expected tokens (B, N, {self.latent.shape[-1]}), got {tuple(x.shape)}")
-        b, n, d = x.shape
+        d = self.latent.shape[-1]
+        x = _check_tokens(x, d)
+        b, n = x.shape[0], x.shape[1]
         h, hd = self.num_heads, self.head_dim
         q = self.q(self.latent.expand(b, -1, -1)).reshape(b, self.latent_len, h, hd).transpose(1, 2)
         k, v = self.kv(x).reshape(b, n, 2, h, hd).permute(2, 0, 3, 1, 4).unbind(0)

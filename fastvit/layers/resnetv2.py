@@ -35,6 +35,7 @@ STEM_WIDTH = 64
 GROUPS = 32
 
 
+@torch.fx.wrap
 def same_pad(x: torch.Tensor, kernel: int, stride: int, value: float = 0.0) -> torch.Tensor:
     """Pad (B, C, H, W) as TensorFlow's SAME padding does for this kernel and stride."""
     pads = []

@@ -59,9 +59,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     size.add_argument("--num-heads", type=int)
     size.add_argument("--set", dest="sets", action="append", type=parse_set, default=[], metavar="KEY=VALUE",
                       help="any ViTConfig field, e.g. --set drop_path_rate=0.1 (repeatable)")
-    p.add_argument("--pretrained", help="checkpoint to start from (any layout fastvit.load_checkpoint reads, or a "
-                                        "run folder: its model and sizes are rebuilt); a head for another class "
-                                        "count is replaced")
+    p.add_argument("--pretrained", help="checkpoint to start from (any layout fastvit.load_checkpoint reads; a "
+                                        "run folder: its model and sizes are rebuilt; or timm's name.tag / "
+                                        "hf-hub:org/repo / local-dir:folder); a head for another class count is replaced")
     p.add_argument("--data", default="digits", help="'digits' (scikit-learn, no download) or a folder with one "
                                                     "subfolder of images per class (default: digits)")
     p.add_argument("--test-fraction", type=float, default=0.2,
@@ -199,7 +199,13 @@ def config_from_args(args: argparse.Namespace):
     overrides = _overrides(args)
     model = args.model
     if args.pretrained is not None and not Path(args.pretrained).exists():
-        raise ValueError(f"--pretrained {args.pretrained}: no such file or folder")
+        from fastvit.checkpoints.pretrained_cfgs import split_tag
+        from fastvit.factory import names_weights
+
+        if not names_weights(args.pretrained):
+            raise ValueError(f"--pretrained {args.pretrained}: no such file or folder "
+                             "(nor a name.tag, hf-hub:org/repo or local-dir:folder model)")
+        model = model or split_tag(args.pretrained)[0]  # name.tag builds that architecture
     if args.pretrained is not None and is_run_folder(args.pretrained):  # a run folder is a model: rebuild it
         arch, saved_args, _ = read_run_config(args.pretrained)
         if model is not None and model != arch:

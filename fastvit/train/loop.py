@@ -110,6 +110,13 @@ def build_backbone(cfg: TrainConfig, num_classes: int, device: torch.device):
 
     overrides = {**_impl_overrides(cfg.impl, device), **cfg.overrides}
     overrides["num_classes"] = 0 if cfg.objective == "mpp" else num_classes
+    from pathlib import Path
+
+    from fastvit.factory import names_weights
+
+    if cfg.pretrained is not None and not Path(cfg.pretrained).exists() and names_weights(cfg.pretrained):
+        # --pretrained name.tag / hf-hub:org/repo / local-dir:folder: timm's weights, the head for this task
+        return fastvit.create_model(cfg.pretrained, pretrained=True, **overrides), overrides, []
     model = fastvit.create_model(cfg.model, **overrides)
     if cfg.pretrained is not None:
         import warnings

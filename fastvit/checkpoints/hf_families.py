@@ -1,5 +1,9 @@
-"""The transformers families beyond ViT / DeiT (DINOv2, CLIP, SigLIP): config.json fields and
-in-memory conversion, shared by :mod:`.huggingface`, :mod:`.hf_config` and ``create_model``."""
+"""The one table of Hugging Face families beyond ViT / DeiT: DINOv2, CLIP and SigLIP, one module
+each (:mod:`.hf_dinov2`, :mod:`.hf_clip`, :mod:`.hf_siglip`). Which family a config's
+``model_type`` or a state dict's keys belong to, their config.json fields and in-memory
+conversion, for :mod:`.huggingface` (the entry, with ViT / DeiT) and :mod:`.hf_config`.
+
+Imports go one way: this table -> the family modules -> :mod:`.hf_common` / :mod:`.common`."""
 
 from __future__ import annotations
 
@@ -9,7 +13,22 @@ from ..config import ViTConfig
 from . import hf_clip, hf_dinov2, hf_siglip
 from .common import build_like, config_mismatch, shorten
 
-MODULES = {t: m for m in (hf_dinov2, hf_clip, hf_siglip) for t in m.MODEL_TYPES}
+# family name -> its module, in the order the keys are recognised (CLIP and SigLIP before DINOv2)
+FAMILIES = {"clip": hf_clip, "siglip": hf_siglip, "dinov2": hf_dinov2}
+_DETECT = {"clip": hf_clip.is_clip, "siglip": hf_siglip.is_siglip, "dinov2": hf_dinov2.is_dinov2}
+MODULES = {t: m for m in FAMILIES.values() for t in m.MODEL_TYPES}  # config.json model_type -> module
+MODEL_TYPES = tuple(MODULES)
+
+
+def family_of(keys) -> str:
+    """Which transformers family a state dict's keys come from: clip, siglip, dinov2, else vit."""
+    keys = list(keys)
+    return next((name for name, found in _DETECT.items() if found(keys)), "vit")
+
+
+def family_module(family: str):
+    """The module of a family named by :func:`family_of`."""
+    return FAMILIES[family]
 
 
 def modern_config_fields(c: dict, what: str) -> dict:
