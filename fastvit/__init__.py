@@ -15,10 +15,10 @@ from .checkpoints.hub_save import push_to_hub, save_pretrained
 from .checkpoints.pretrained_cfgs import list_pretrained
 from .compiling import compile
 from .config import ViTConfig
-from .factory import create_model
+from .factory import create_model, list_models
 from .layers import resample_pos_embed
 from .model import Block, VisionTransformer
-from .presets import PRESETS, get_config, list_models
+from .presets import PRESETS, get_config
 
 __version__ = "0.1.0"
 

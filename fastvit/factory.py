@@ -23,8 +23,10 @@ from .checkpoints.load import convert_state_dict
 from .checkpoints.pretrained_cfgs import (UnknownModelError, finish_cfg, pretrained_cfg as tag_cfg, split_tag,
                                           tags_for, timm_cfg_defaults)
 from .features import features_only as wrap_features
+from .presets_eva import EVA_PRESETS, create_eva, list_eva_models
 from .model import VisionTransformer
 from .presets import PRESETS, get_config, pretrained_cfg_for
+from .presets import list_models as list_vit_models
 
 # timm's ViT keywords with no field of their own here: fastvit has one dropout rate for the
 # position embedding, projections, MLP and head (the largest given is used)
@@ -43,8 +45,14 @@ def names_weights(model_name: str) -> bool:
     return source is not None or (bool(tag) and arch in PRESETS)
 
 
+def list_models(pattern: str = "*") -> list[str]:
+    """Every model name ``create_model`` builds (the ViT presets and timm's eva-module family),
+    sorted; ``pattern`` is a shell-style wildcard (``"vit_base*"``)."""
+    return sorted({*list_vit_models(pattern), *list_eva_models(pattern)})
+
+
 def _check_name(arch: str, model_name: str) -> None:
-    if arch in PRESETS:
+    if arch in PRESETS or arch in EVA_PRESETS:
         return
     if arch.startswith("fastvit_"):
         raise UnknownModelError(
@@ -205,6 +213,9 @@ def create_model(
         if tag and not pretrained_cfg:
             pretrained_cfg = tag
     _check_name(arch, model_name)
+    if arch in EVA_PRESETS:
+        return _create_eva(arch, pretrained, pretrained_cfg, pretrained_cfg_overlay, checkpoint_path, features,
+                           feature_kwargs, kwargs)
     path = None if isinstance(pretrained, bool) else pretrained
     if isinstance(path, (str, os.PathLike)) and Path(path).is_dir() and is_timm_folder(path):
         # a timm-format folder (a training run, save_pretrained): its config.json rebuilds the model
@@ -237,3 +248,24 @@ def create_model(
                                                     if k not in ("num_classes", "classifier", "global_pool")}
     return model
 
+
+
+def _create_eva(arch, pretrained, pretrained_cfg, overlay, checkpoint_path, features, feature_kwargs, kwargs):
+    """The eva-module family (EVA-02, DINOv3, PE, RoPE-ViT): timm's files load; Hub tags do not yet."""
+    if pretrained is True or pretrained_cfg:
+        raise ValueError(f"{arch}: pretrained tags from the Hugging Face Hub are not available for timm's eva-module "
+                         "family yet; pass pretrained= a timm checkpoint file (or state dict), or build it with "
+                         "fastvit.from_timm(timm.create_model(..., pretrained=True))")
+    model = create_eva(arch, pretrained=None if pretrained is False else pretrained, **kwargs)
+    if overlay:
+        model.pretrained_cfg = model.default_cfg = {**model.pretrained_cfg, **overlay}
+    if checkpoint_path:
+        from .checkpoints.timm_eva import load_timm_eva
+
+        load_timm_eva(model, checkpoint_path)
+    if features:
+        cfg = model.pretrained_cfg
+        model = wrap_features(model, **feature_kwargs)
+        model.pretrained_cfg = model.default_cfg = {k: v for k, v in cfg.items()
+                                                    if k not in ("num_classes", "classifier", "global_pool")}
+    return model

@@ -318,6 +318,10 @@ def from_hf(model: nn.Module, **impl):
     """
     name = type(model).__name__
     what = f"transformers {name}"
+    if name in ("DINOv3ViTModel", "DINOv3ViTBackbone") or getattr(getattr(model, "config", None), "model_type", None) == "dinov3_vit":
+        from .hf_dinov3 import from_hf_dinov3
+
+        return from_hf_dinov3(model, **impl)
     if name in _MODERN:
         from .hf_families import from_hf_modern
 

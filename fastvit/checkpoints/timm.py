@@ -228,6 +228,10 @@ def from_timm(model: nn.Module, **impl):
     timm has separate position, projection and head rates (the largest is used).
     """
     what = f"timm {type(model).__name__}"
+    if type(model).__name__ == "Eva":  # timm's eva module: EVA-02, DINOv3, PE, RoPE-ViT
+        from .timm_eva import from_timm_eva
+
+        return from_timm_eva(model, **impl)
     if not all(hasattr(model, a) for a in ("patch_embed", "blocks", "pos_embed", "norm", "fc_norm", "head")):
         raise TypeError(f"from_timm takes a timm VisionTransformer, got {type(model).__name__}")
     if getattr(model.patch_embed, "backbone", None) is not None:  # the hybrid (ResNetV2 stem) ViTs
