@@ -27,11 +27,15 @@ tensor cores, no spills) for sm_80 and sm_90:
 
 from __future__ import annotations
 
-from fastvit.kernels import tuning
+from fastvit.kernels import linear, linear_tma, tuning
 from fastvit.kernels.aot import AotCase
-from fastvit.kernels.linear import EPILOGUES, GEMM_CONFIGS, _linear_fwd_kernel
-from fastvit.kernels.linear_bwd import GELU_BWD_CONFIG, _linear_gelu_bwd_kernel
-from fastvit.kernels.linear_tma import TMA_CONFIGS, _linear_tma_fwd_kernel, epilogue_split
+from fastvit.kernels.linear import EPILOGUES, GEMM_CONFIGS
+from fastvit.kernels.linear_bwd import GELU_BWD_CONFIG
+from fastvit.kernels.linear_tma import TMA_CONFIGS, epilogue_split
+
+_linear_fwd_kernel = linear.KERNELS["fwd"].fn
+_linear_gelu_bwd_kernel = linear.KERNELS["gelu_bwd"]
+_linear_tma_fwd_kernel = linear_tma.KERNELS["fwd"]
 
 _POINTERS = ("X", "W", "BIAS", "RES", "Y", "PRE", "SCALE", "GAMMA")
 _INTS = ("M", "N", "K", "ROWS_PER_SCALE", "M_BUCKET", "stride_xm", "stride_xk", "stride_wn", "stride_wk",
