@@ -21,18 +21,20 @@ from __future__ import annotations
 
 import triton
 
+from fastvit import shapes
 from fastvit.kernels import attention_probs, flash_attention as fa
 from fastvit.kernels._attention_tiles import backward_head_tiles, head_tiles
 from fastvit.kernels.aot import AotCase
 from fastvit.kernels.attention_spills import spill_bytes
 from fastvit.kernels.tuning import split
 
-# (head_dim, heads, tokens) of the models that launch each head dim.
-MODEL_SHAPES = ((64, 12, 197), (72, 16, 730), (80, 16, 257), (128, 16, 577))
+# (head_dim, heads, tokens) of the core presets (fastvit.shapes), and the kernel's largest head dim.
+MODEL_SHAPES = (*shapes.attention_shapes("core"), (128, 16, 577))
 DTYPES = ("bf16", "fp16")
-# The giant CLIP/SigLIP presets' head dims (CLIP-g 88, SigLIP giant-opt 96, CLIP-G 104): the same
-# kernels at other tile classes, bf16 only, in the "wide" tier (compiled with -m slow).
-WIDE_SHAPES = ((88, 16, 257), (96, 16, 257), (104, 16, 257))
+# The other presets' head dims (CLIP-g 88, SigLIP giant-opt 96, CLIP-G 104): the same kernels at
+# other tile classes, bf16 only, in the "wide" tier (compiled with -m slow).
+_CORE_HEAD_DIMS = {shape[0] for shape in MODEL_SHAPES}
+WIDE_SHAPES = tuple(shape for shape in shapes.attention_shapes("wide") if shape[0] not in _CORE_HEAD_DIMS)
 WIDE_DTYPES = ("bf16",)
 # The entries recorded to spill (fastvit.kernels.attention_spills.SPILLS, which the autotuner
 # prunes) are left out of the cases, so the check stays a real gate; pruned_cases() compiles them

@@ -175,4 +175,4 @@ def linear_residual_backward(ctx, grad_out):
     return dx, dw, db, grad_out if need[3] else None, None, dgamma, None
 
 
-KERNELS = {"gelu_bwd": _linear_gelu_bwd_kernel}
+KERNELS = {"bwd": _linear_gelu_bwd_kernel}

@@ -440,7 +440,7 @@ def case_tile(case):
     return (tile | {"num_warps": case.num_warps, "num_stages": case.num_stages}).items()
 
 
-@pytest.mark.parametrize("shape", ["vit_base", "vit_large", "siglip_so400m", "vit_huge"])
+@pytest.mark.parametrize("shape", list(linear_aot.LAUNCH_SHAPES))
 @pytest.mark.parametrize("rows", [197, 256 * 197])
 def test_launch_specialization_follows_the_real_arguments(shape, rows):
     """Divisibility of the compiled launch cases comes from the values the launch passes (Triton's rule).
