@@ -6,7 +6,8 @@ from parity import assert_close_vs_ref
 from torch import nn
 
 import fastvit
-from fastvit.layers.norm import TritonLayerNorm, TritonPreNorm, norm_layer
+from fastvit.layers.impls import norm_layer
+from fastvit.layers.norm import TritonLayerNorm, TritonPreNorm
 
 
 def _norms(width=192):
