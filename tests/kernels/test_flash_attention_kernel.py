@@ -24,7 +24,9 @@ import pytest
 import torch
 from parity import assert_close_vs_ref, poison_
 
+from fastvit import shapes
 from fastvit.kernels import flash_attention as attn
+from fastvit.kernels.aot_cases import cases_of
 from fastvit.kernels import tuning
 from fastvit.kernels.reference import attention_ref
 
@@ -57,7 +59,9 @@ COVER = [
     (1, 2, 20, 104, F16),
 ]
 FULL = list(itertools.product(BATCHES, HEADS, SEQS, HEAD_DIMS, (F32, F16, BF16)))
-FULL_CUDA = list(itertools.product(BATCHES, HEADS, SEQS + (1025,), HEAD_DIMS + (88, 96, 104), (BF16, F16)))
+# on CUDA, every head dim of the presets (fastvit.shapes) too: a new preset's head dim enters this grid
+CUDA_HEAD_DIMS = HEAD_DIMS + tuple(d for d in shapes.head_dims("wide") if d not in HEAD_DIMS)
+FULL_CUDA = list(itertools.product(BATCHES, HEADS, SEQS + (1025,), CUDA_HEAD_DIMS, (BF16, F16)))
 
 
 def _case_id(case) -> str:
@@ -454,7 +458,7 @@ def test_cpu_tensors_without_interpreter_raise(monkeypatch):
 
 # --------------------------------------------------------------------------- ahead-of-time compile
 
-AOT_CASES = attn.aot_cases()
+AOT_CASES = cases_of("attention")
 
 
 def test_aot_cases_cover_every_shipped_config():
