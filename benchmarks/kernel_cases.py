@@ -60,12 +60,21 @@ NORM_PROVIDERS = ("torch", "torch.compile", "triton")
 
 
 def _attention() -> list:
-    return [
+    """The core head dims at ViT lengths; every other preset head dim (fastvit.shapes) at its model's
+    length, bf16, with ``-m slow``."""
+    core = [
         bench_case("attention", "attention", f"N{seq}-D{head_dim}-{dtype}-{mode}-{provider}", slow=dtype != "bf16",
                    seq=seq, head_dim=head_dim, dtype=dtype, mode=mode, provider=provider)
         for dtype in ("bf16", "fp16") for head_dim in BENCH_HEAD_DIMS for seq in ATTENTION_SEQS
         for mode in MODES for provider in ATTENTION_PROVIDERS
     ]  # fmt: skip
+    wide = [
+        bench_case("attention", "attention", f"N{seq}-D{head_dim}-bf16-{mode}-{provider}", slow=True, seq=seq,
+                   head_dim=head_dim, dtype="bf16", mode=mode, provider=provider)
+        for head_dim, _, seq in shapes.attention_shapes("wide") if head_dim not in BENCH_HEAD_DIMS
+        for mode in MODES for provider in ("sdpa-flash", "triton")
+    ]  # fmt: skip
+    return core + wide
 
 
 def _attention_probs() -> list:
@@ -78,9 +87,11 @@ def _attention_probs() -> list:
 
 
 def _norm(op: str) -> list:
-    return [bench_case(op, "layer_norm", f"{op}-N{width}-{mode}-{provider}", op=op, width=width, mode=mode,
-                       provider=provider)
-            for width in BENCH_WIDTHS for mode in MODES for provider in NORM_PROVIDERS]  # fmt: skip
+    """The two narrowest core widths; every other preset width (fastvit.shapes) with ``-m slow``."""
+    wide = [w for w in shapes.widths("wide") if w not in BENCH_WIDTHS]
+    return [bench_case(op, "layer_norm", f"{op}-N{width}-{mode}-{provider}", slow=width not in BENCH_WIDTHS, op=op,
+                       width=width, mode=mode, provider=provider)
+            for width in (*BENCH_WIDTHS, *wide) for mode in MODES for provider in NORM_PROVIDERS]  # fmt: skip
 
 
 def _layer_norm() -> list:

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 
 from kernel_cases import bench_cases
 
-from fastvit import bench
+from fastvit import bench, shapes
 from fastvit.kernels import ops, reference
 
 if not ops.triton_installed():
@@ -62,7 +62,8 @@ pytestmark = [] if SMOKE else pytest.mark.cuda
 
 DEVICE = "cpu" if SMOKE else "cuda"
 TOKENS = 197 if SMOKE else 256 * 197  # a ViT-B/16 batch of 256 at 224
-HEADS = {64: 3, 80: 4} if SMOKE else {64: 12, 80: 16}  # ViT-Ti and ViT-H/14 / ViT-B and ViT-H/14
+# heads per head dim: ViT-Ti and ViT-H/14 (smoke) / ViT-B, ViT-H/14 and every preset head dim (fastvit.shapes)
+HEADS = {64: 3, 80: 4} if SMOKE else {**shapes.qk_norm_layouts("wide"), 64: 12, 80: 16}
 BUFFERS = 3  # rotating input buffers
 EPS = 1e-6
 
