@@ -378,4 +378,5 @@ def linear_residual(x, weight, bias, residual, *, scale=None, gamma=None, allow_
 
 
 # The op's kernels, as launched (autotuned ones as their Autotuner; ``.fn`` is the @triton.jit function).
+CONFIGS = {"fwd": GEMM_CONFIGS}
 KERNELS = {"fwd": _linear_fwd_kernel_tuned, **linear_bwd.KERNELS}

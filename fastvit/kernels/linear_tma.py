@@ -316,4 +316,5 @@ def linear_residual_tma(x, weight, bias, residual, *, scale=None, gamma=None, al
 
 
 # The op's kernel (the compile check and the GPU check's sweep read it).
+CONFIGS = {"fwd": TMA_CONFIGS}
 KERNELS = {"fwd": _linear_tma_fwd_kernel}

@@ -349,3 +349,13 @@ def describe() -> list[str]:
 def public_functions() -> dict[str, str]:
     """Public function name -> its op file (what ``fastvit.kernels`` exports), from :data:`OPS`."""
     return {fn: op.module for op in OPS.values() if op.exported for fn in op.functions}
+
+
+def by_module() -> dict[str, tuple[str, ...]]:
+    """Op file (``"fastvit.kernels.norm"``) -> the ops it defines, in :data:`OPS` order. Each op file
+    lists its kernels as ``KERNELS`` (pass -> kernel as launched) and its tuning tables as ``CONFIGS``
+    (pass -> table) where it has any: what the GPU check's sweep reads."""
+    found: dict[str, list[str]] = {}
+    for op in OPS.values():
+        found.setdefault(op.module, []).append(op.name)
+    return {module: tuple(names) for module, names in found.items()}

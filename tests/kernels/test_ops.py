@@ -88,6 +88,8 @@ def test_every_op_file_is_declared():
         kernels_of = getattr(module, "KERNELS", None) if name != "mlp_residual" else {"fwd": None}
         assert kernels_of and all(k is None or _kernel_like(k) for k in kernels_of.values()), name
     assert public == set(kernels.__all__)
+    assert ops.by_module()["fastvit.kernels.norm"] == ("layer_norm", "add_layer_norm")
+    assert sorted(n for names in ops.by_module().values() for n in names) == sorted(ops.OPS)
     assert ops.declaration("attention").auto_dtypes == (torch.float16, torch.bfloat16)
 
 
