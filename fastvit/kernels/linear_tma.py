@@ -315,6 +315,6 @@ def linear_residual_tma(x, weight, bias, residual, *, scale=None, gamma=None, al
     return out.reshape(out_shape)
 
 
-# The op's kernel (the compile check and the GPU check's sweep read it).
+# The op's tuning table and kernel (the compile check and the GPU check's sweep read them).
 CONFIGS = {"fwd": TMA_CONFIGS}
 KERNELS = {"fwd": _linear_tma_fwd_kernel}
