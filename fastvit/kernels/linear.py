@@ -377,6 +377,6 @@ def linear_residual(x, weight, bias, residual, *, scale=None, gamma=None, allow_
     return out.reshape(out_shape)
 
 
-# The op's tuning tables and kernels, as launched (autotuned ones as their Autotuner; ``.fn`` is the @triton.jit function).
+# The op's tuning tables and kernels as launched (an Autotuner's ``.fn`` is its @triton.jit function).
 CONFIGS = {"fwd": GEMM_CONFIGS}
 KERNELS = {"fwd": _linear_fwd_kernel_tuned, **linear_bwd.KERNELS}
