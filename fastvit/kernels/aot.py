@@ -3,9 +3,10 @@
 Triton can compile a kernel for any CUDA target on a machine without a GPU.
 :mod:`fastvit.kernels.aot_cases` lists, per op, one :class:`AotCase` per shipped
 configuration; :func:`check_cases` compiles the named ones of
-:func:`fastvit.kernels.aot_cases.all_cases` in child processes; :func:`compile_case` compiles one and :func:`check_case` asserts
-that it fits the architecture's shared memory and that its matrix products use
-the tensor cores (``mma`` on sm_80, ``wgmma`` on sm_90).
+:func:`fastvit.kernels.aot_cases.all_cases` in child processes; :func:`compile_case`
+compiles one and :func:`check_case` asserts that it fits the architecture's shared
+memory and that its matrix products use the tensor cores (``mma`` on sm_80,
+``wgmma`` on sm_90).
 """
 
 from __future__ import annotations
