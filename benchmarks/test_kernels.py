@@ -29,9 +29,9 @@
   (what ``fastvit analyze`` draws) against torch's softmax(q k^T * scale), bf16
   inputs, fp32 maps; GB/s of the maps written.
 
-The cases (shapes, dtypes, providers) are the op contracts' ``bench_cases()``
-(:mod:`fastvit.kernels.registry`), one parametrisation per benchmark function;
-tests/kernels/test_contracts.py proves every declared op is benchmarked here.
+The cases (shapes, dtypes, providers) are declared in ``kernel_cases.py`` beside
+this file, one parametrisation per benchmark function; tests/kernels/test_ops.py
+proves every op of :data:`fastvit.kernels.ops.OPS` is benchmarked here.
 Speed-ups are against "sdpa-flash" (attention) and "torch" (the others). Every
 record's parity is against the fp32 reference of :mod:`fastvit.kernels.reference`
 on a slice of the output. ``-m slow`` adds fp16 attention.
@@ -46,11 +46,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastvit import bench
-from fastvit.kernels import reference, registry
+from kernel_cases import bench_cases
 
-if not registry.triton_installed():  # the contracts live in the Triton op files
-    pytest.skip(registry.TRITON_MISSING, allow_module_level=True)
+from fastvit import bench, shapes
+from fastvit.kernels import ops, reference
+
+if not ops.triton_installed():
+    pytest.skip(ops.TRITON_MISSING, allow_module_level=True)
 
 # FASTVIT_KERNEL_BENCH_SMOKE=1 runs the same cases on the CPU at toy sizes, the
 # Triton kernels through the interpreter: a check that the harness works
@@ -60,14 +62,15 @@ pytestmark = [] if SMOKE else pytest.mark.cuda
 
 DEVICE = "cpu" if SMOKE else "cuda"
 TOKENS = 197 if SMOKE else 256 * 197  # a ViT-B/16 batch of 256 at 224
-HEADS = {64: 3, 80: 4} if SMOKE else {64: 12, 80: 16}  # ViT-Ti and ViT-H/14 / ViT-B and ViT-H/14
+# heads per head dim: ViT-Ti and ViT-H/14 (smoke) / ViT-B, ViT-H/14 and every preset head dim (fastvit.shapes)
+HEADS = {64: 3, 80: 4} if SMOKE else {**shapes.qk_norm_layouts("wide"), 64: 12, 80: 16}
 BUFFERS = 3  # rotating input buffers
 EPS = 1e-6
 
 
 def _cases(bench_name: str) -> tuple[list[str], list]:
-    """``parametrize`` arguments of ``test_<bench_name>``: the contracts' cases for it."""
-    cases = registry.bench_cases(bench_name)
+    """``parametrize`` arguments of ``test_<bench_name>``: its cases in kernel_cases.py."""
+    cases = bench_cases(bench_name)
     argnames = [name for name, _ in cases[0].params]
     assert all([name for name, _ in c.params] == argnames for c in cases), bench_name
     return argnames, [pytest.param(*c.values.values(), id=c.id, marks=pytest.mark.slow if c.slow else ()) for c in cases]

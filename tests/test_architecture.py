@@ -53,35 +53,81 @@ def _imports(path: Path, module_level_only: bool) -> set[str]:
     return found
 
 
-def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    state, stack = {}, []
+def _strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's strongly connected components of more than one module (or a module importing itself)."""
+    index, low, on_stack, stack, found = {}, {}, set(), [], []
 
     def visit(u):
-        state[u] = "open"
+        index[u] = low[u] = len(index)
         stack.append(u)
+        on_stack.add(u)
         for v in sorted(graph.get(u, ())):
-            if state.get(v) == "open":
-                return stack[stack.index(v):] + [v]
-            if v not in state:
-                found = visit(v)
-                if found:
-                    return found
-        stack.pop()
-        state[u] = "done"
-        return None
+            if v not in index:
+                visit(v)
+                low[u] = min(low[u], low[v])
+            elif v in on_stack:
+                low[u] = min(low[u], index[v])
+        if low[u] == index[u]:
+            component = []
+            while True:
+                v = stack.pop()
+                on_stack.discard(v)
+                component.append(v)
+                if v == u:
+                    break
+            if len(component) > 1 or u in graph.get(u, ()):
+                found.append(sorted(component))
 
     for node in sorted(graph):
-        if node not in state:
-            found = visit(node)
-            if found:
-                return found
-    return None
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
+def _package_init_edge(module: str, dep: str) -> bool:
+    """A package's ``__init__`` importing its own submodules is how packages are built, not a cycle."""
+    return dep.startswith(module + ".") and MODULES[module].name == "__init__.py"
+
+
+def import_graph(module_level_only: bool = False) -> dict[str, set[str]]:
+    """fastvit module -> the fastvit modules it imports, lazy imports inside functions included."""
+    return {m: {d for d in _imports(p, module_level_only) if not _package_init_edge(m, d)} for m, p in MODULES.items()}
+
+
+def test_strongly_connected_finds_a_cycle():
+    """The cycle finder itself: a lazy back-edge makes a cycle, a DAG has none."""
+    assert _strongly_connected({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _strongly_connected({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+
+
+def test_lazy_imports_are_seen(tmp_path):
+    """An import inside a function counts as an edge (the lazy cycles the issue found)."""
+    tree = ast.parse("def f():\n    from fastvit.kernels import ops\n")
+    assert any(isinstance(n, ast.ImportFrom) and n.module == "fastvit.kernels" for n in ast.walk(tree))
+    assert "fastvit.kernels.ops" in _imports(MODULES["fastvit.kernels"], False)
+
+
+# The checkpoint converters' circles, being removed on another branch this session (issue 22): the
+# only cycles tolerated, and only until that merge -- the strict xfail below then fails, and this
+# list and that test are to be deleted.
+KNOWN_CHECKPOINT_CYCLES = [
+    ["fastvit.checkpoints.hf_clip", "fastvit.checkpoints.hf_config", "fastvit.checkpoints.hf_dinov2",
+     "fastvit.checkpoints.hf_modern", "fastvit.checkpoints.hf_siglip"],
+    ["fastvit.checkpoints.timm", "fastvit.checkpoints.timm_hybrid"],
+]  # fmt: skip
 
 
 def test_no_import_cycle_between_modules():
-    """Module-level imports form a DAG (a package's __init__ importing its own submodules is not a cycle)."""
-    graph = {m: {d for d in _imports(p, True) if not d.startswith(m + ".")} for m, p in MODULES.items()}
-    assert _find_cycle(graph) is None, f"import cycle: {' -> '.join(_find_cycle(graph))}"
+    """No import cycle between fastvit's modules, counting every import anywhere in a file (inside
+    functions too). The failure lists each strongly connected component."""
+    cycles = [c for c in _strongly_connected(import_graph()) if c not in KNOWN_CHECKPOINT_CYCLES]
+    assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
+
+
+@pytest.mark.xfail(strict=True, reason="checkpoint converter circles: removed by issue 22's branch")
+def test_no_import_cycle_at_all():
+    cycles = _strongly_connected(import_graph())
+    assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
 
 
 def test_no_import_cycle_between_packages_even_through_lazy_imports():
@@ -95,7 +141,43 @@ def test_no_import_cycle_between_packages_even_through_lazy_imports():
         if m == "fastvit":  # the package's facade imports everything by design
             continue
         graph.setdefault(unit(m), set()).update(unit(d) for d in _imports(p, False) if unit(d) != unit(m) and d != "fastvit")
-    assert _find_cycle(graph) is None, f"import cycle: {' -> '.join(_find_cycle(graph))}"
+    cycles = _strongly_connected(graph)
+    assert not cycles, f"import cycles between packages: {cycles}"
+
+
+LIBRARY = ("fastvit.model", "fastvit.layers", "fastvit.kernels", "fastvit.dispatch", "fastvit.checkpoints")
+TOOLS = ("fastvit.bench", "fastvit.analysis", "fastvit.train", "fastvit.gpucheck", "fastvit.compare")
+
+
+def _under(module: str, prefixes) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def test_library_does_not_import_the_tools():
+    """model, layers, kernels, dispatch and checkpoints never import bench, analysis, train, gpucheck
+    or compare -- not even lazily -- so the tools stay outside the library's import graph."""
+    offenders = sorted(f"{m} -> {d}" for m, deps in import_graph().items() if _under(m, LIBRARY)
+                       for d in deps if _under(d, TOOLS))  # fmt: skip
+    assert not offenders, offenders
+
+
+def test_kernel_op_files_follow_the_layer_rules():
+    """No module ``__getattr__`` in an op file, and no import of another kernel file's ``_private`` name."""
+    kernels = ROOT / "kernels"
+    offenders = []
+    for path in sorted(kernels.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        if path.name != "__init__.py" and any(isinstance(n, ast.FunctionDef) and n.name == "__getattr__"
+                                              for n in tree.body):  # fmt: skip
+            offenders.append(f"{path.name}: module __getattr__")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fastvit"):
+                offenders += [f"{path.name}: {node.module}.{a.name}" for a in node.names
+                              if a.name.startswith("_") and not a.name.startswith("__")]
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.attr.startswith("_") \
+                    and not node.attr.startswith("__") and (kernels / f"{node.value.id}.py").exists():
+                offenders.append(f"{path.name}: {node.value.id}.{node.attr}")
+    assert not offenders, offenders
 
 
 def test_model_does_not_import_the_checkpoint_loaders():

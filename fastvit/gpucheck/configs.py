@@ -55,10 +55,17 @@ def autotuners(module) -> list[tuple[str, object, list]]:
 
     from fastvit.kernels import tuning
 
-    tables = [v for v in vars(module).values()
+    # an op file's kernels and tables: its KERNELS / CONFIGS (pass -> kernel as launched / tuning table),
+    # beside its module globals (its backward file's kernels are only in KERNELS)
+    namespace = dict(vars(module))
+    for kernel in getattr(module, "KERNELS", {}).values():
+        namespace.setdefault(getattr(kernel, "fn", kernel).__name__, kernel)
+    for pass_name, table in getattr(module, "CONFIGS", {}).items():
+        namespace.setdefault(f"{pass_name.upper()}_CONFIGS", table)
+    tables = [v for v in namespace.values()
               if isinstance(v, dict) and isinstance(v.get("default"), list) and all(isinstance(e, dict) for e in v["default"])]  # fmt: skip
     found, seen = [], set()
-    for name, obj in sorted(vars(module).items()):
+    for name, obj in sorted(namespace.items()):
         if not isinstance(obj, Autotuner) or id(obj) in seen:
             continue
         seen.add(id(obj))

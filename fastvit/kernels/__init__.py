@@ -19,29 +19,19 @@ Public ops (torch-like signatures, nn.Linear weight layout):
 - ``mlp_residual(x, w1, b1, w2, b2, residual, *, approximate="none", scale=None, gamma=None)``: a whole
   MLP branch, whose backward fuses GELU's derivative into fc2's input-gradient GEMM
 
-Each has a plain PyTorch twin in :mod:`fastvit.kernels.reference`; each op's
-declaration (what it supports, its compile and benchmark cases) is its file's
-``CONTRACT``, listed by :mod:`fastvit.kernels.registry` (which also lists
-``attention_probs``, in the submodule of that name: the maps ``fastvit analyze`` draws).
+Each is declared once in :mod:`fastvit.kernels.ops` (what it takes, its reference in
+:mod:`fastvit.kernels.reference`, what ``auto`` may pick it for); this package's
+names are read from that table. See docs/kernels.md.
 """
 
 from __future__ import annotations
 
 import importlib
 
-# public name -> submodule that defines it
-_OPS = {
-    "attention": "flash_attention",
-    "attention_qkvpacked": "flash_attention",
-    "layer_norm": "norm",
-    "add_layer_norm": "norm",
-    "layer_norm_fork": "norm_fork",
-    "linear_gelu": "linear",
-    "linear_residual": "linear",
-    "linear_gelu_tma": "linear_tma",
-    "linear_residual_tma": "linear_tma",
-    "mlp_residual": "mlp",
-}
+from fastvit.kernels.ops import public_functions
+
+# public name -> the op file that defines it (from the declarations)
+_OPS = {name: module.rpartition(".")[2] for name, module in public_functions().items()}
 
 __all__ = sorted(_OPS)
 

@@ -1,11 +1,12 @@
 """Ahead-of-time compilation for GPUs that are not present.
 
 Triton can compile a kernel for any CUDA target on a machine without a GPU.
-Each op's contract (:mod:`fastvit.kernels.registry`) lists, in ``aot_cases()``,
-one :class:`AotCase` per shipped configuration; :func:`check_cases` compiles the
-named ones of :func:`fastvit.kernels.registry.aot_cases`; :func:`compile_case` compiles one and :func:`check_case` asserts
-that it fits the architecture's shared memory and that its matrix products use
-the tensor cores (``mma`` on sm_80, ``wgmma`` on sm_90).
+:mod:`fastvit.kernels.aot_cases` lists, per op, one :class:`AotCase` per shipped
+configuration; :func:`check_cases` compiles the named ones of
+:func:`fastvit.kernels.aot_cases.all_cases` in child processes; :func:`compile_case`
+compiles one and :func:`check_case` asserts that it fits the architecture's shared
+memory and that its matrix products use the tensor cores (``mma`` on sm_80,
+``wgmma`` on sm_90).
 """
 
 from __future__ import annotations
@@ -153,11 +154,11 @@ def check_case(case: AotCase) -> dict:
 
 _CHILD = """
 import json, sys
-from fastvit.kernels import registry
 from fastvit.kernels.aot import check_case
+from fastvit.kernels.aot_cases import all_cases
 wanted = set(json.loads(sys.argv[1]))
 reports = {}
-for case in registry.aot_cases():
+for case in all_cases():
     if str(case) in wanted:
         try:
             reports[str(case)] = check_case(case)
@@ -168,11 +169,11 @@ print(json.dumps(reports))
 
 
 def check_cases(names: list[str], workers: int | None = None) -> dict[str, dict]:
-    """Compile the named cases of :func:`fastvit.kernels.registry.aot_cases` in child processes.
+    """Compile the named cases of :func:`fastvit.kernels.aot_cases.all_cases` in child processes.
 
     Children run without ``TRITON_INTERPRET``: a process that has loaded the
     interpreter cannot compile for a GPU. Returns ``str(case) -> report``, where
-    a failed case's report holds ``"error"``; a name no contract declares raises
+    a failed case's report holds ``"error"``; a name no op declares raises
     ValueError.
     """
     if isinstance(names, str) or not all(isinstance(n, str) for n in names):
@@ -201,5 +202,5 @@ def check_cases(names: list[str], workers: int | None = None) -> dict[str, dict]
         reports.update(json.loads(out.strip().splitlines()[-1]))
     unknown = sorted(set(names) - set(reports))
     if unknown:
-        raise ValueError(f"check_cases: no op contract declares the cases {unknown[:5]}{'...' if len(unknown) > 5 else ''}")
+        raise ValueError(f"check_cases: no op declares the cases {unknown[:5]}{'...' if len(unknown) > 5 else ''}")
     return reports

@@ -24,8 +24,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from fastvit.kernels import attention_support
-from fastvit.kernels.contract import declare, device_reason
+from fastvit.kernels.ops import FLOATS, MAX_HEAD_DIM, device_reason
 from fastvit.kernels.tuning import interpreting
 
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
@@ -73,7 +72,7 @@ def _check_inputs(q: Tensor, k: Tensor, lse: Tensor) -> None:
     for name, t in (("q", q), ("k", k)):
         if not isinstance(t, Tensor) or t.dim() != 4:
             raise ValueError(f"attention_probs: expected {name} of shape (B, H, N, D), got {getattr(t, 'shape', t)!r}")
-    if q.dtype != k.dtype or q.dtype not in attention_support.TORCH_DTYPES:
+    if q.dtype != k.dtype or q.dtype not in FLOATS:
         raise TypeError(f"attention_probs: expected q and k both float16, bfloat16 or float32, got {q.dtype}, {k.dtype}")
     b, h, n_q, d = q.shape
     if (k.shape[0], k.shape[1], k.shape[3]) != (b, h, d):
@@ -87,8 +86,8 @@ def _check_inputs(q: Tensor, k: Tensor, lse: Tensor) -> None:
         raise ValueError(f"attention_probs: expected q, k, lse on one device, got {q.device}, {k.device}, {lse.device}")
     if device_reason(q.device) is not None:
         raise RuntimeError(f"attention_probs: the Triton kernel needs CUDA tensors (or TRITON_INTERPRET=1), got {q.device}")
-    if not attention_support.supports_head_dim(d):
-        raise ValueError(f"attention_probs: expected head_dim between 1 and {attention_support.MAX_HEAD_DIM}, got {d}")
+    if not 1 <= d <= MAX_HEAD_DIM:
+        raise ValueError(f"attention_probs: expected head_dim between 1 and {MAX_HEAD_DIM}, got {d}")
 
 
 def attention_probs_fwd(q: Tensor, k: Tensor, lse: Tensor, scale: float, out: Tensor) -> Tensor:
@@ -125,34 +124,5 @@ def attention_probs(q: Tensor, k: Tensor, lse: Tensor, scale: float | None = Non
     return attention_probs_fwd(q, k, lse, scale, out)
 
 
-def aot_cases():
-    """The kernel for sm_80 and sm_90: bf16 at head_dim 128 (the largest tile) and fp16 at 80
-    (a masked head dim), compiled as a launch on a packed qkv specializes it (unit head-dim
-    and key-column strides, the rest divisible by 16)."""
-    from fastvit.kernels.aot import AotCase
-
-    fn = _attention_probs_fwd_kernel
-    cases = []
-    for dtype, head_dim in (("bf16", 128), ("fp16", 80)):
-        constexprs = dict(HEAD_DIM=head_dim, BLOCK_D=max(16, triton.next_power_of_2(head_dim)), UPCAST=False,
-                          BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, sq_d=1, sk_d=1, sp_n=1)  # fmt: skip
-        signature = {}
-        for name in fn.arg_names:
-            if name in constexprs:
-                signature[name] = "constexpr"
-            elif name in ("LSE", "P"):
-                signature[name] = "*fp32"
-            elif name.isupper():
-                signature[name] = f"*{dtype}"
-            else:
-                signature[name] = "fp32" if name == "qk_scale" else "i32"
-        divisible = tuple(n for n, t in signature.items() if t.startswith("*") or (t == "i32" and n.startswith("s")))
-        for arch in ("sm80", "sm90"):
-            cases.append(AotCase(f"attention_probs-{dtype}-d{head_dim}", fn, signature, constexprs, arch,
-                                 num_warps=NUM_WARPS, num_stages=1, divisible=divisible))  # fmt: skip
-    return cases
-
-
-
-CONTRACT = declare("attention_probs", __name__, ("attention_probs",), "softmax maps from the forward's lse, fp32 "
-                   f"out; fp16/bf16/fp32, head_dim 1-{attention_support.MAX_HEAD_DIM}, any strides", attention_support)
+# The op's kernel (the compile check reads it).
+KERNELS = {"fwd": _attention_probs_fwd_kernel}

@@ -1,8 +1,8 @@
 """Which attention configurations spill registers, and the autotuner's pruning of them.
 
 Whether a configuration spills depends on the architecture, the head tiles the
-launcher picks there (:func:`fastvit.kernels.attention_support.head_tiles` for
-the forward, :func:`~fastvit.kernels.attention_support.backward_head_tiles` for
+launcher picks there (:func:`fastvit.kernels._attention_tiles.head_tiles` for
+the forward, :func:`~fastvit.kernels._attention_tiles.backward_head_tiles` for
 the backward, which pads on sm_80) and whether the head dim divides by 16: the
 models launch on views of packed buffers whose head stride is the head dim, so
 at 72, 88 or 104 Triton cannot prove the tiles 16-byte aligned and loads them
@@ -22,13 +22,12 @@ prunes nothing either, and the autotuner ranks the spilling entries on the GPU.
 With ``FASTVIT_AUTOTUNE=0`` the prune keeps only its first kept entry, so the
 one configuration launched is spill-free wherever the table has one.
 
-Importable without Triton (the prune reads ``Config.kwargs`` / ``num_warps`` /
-``num_stages`` of whatever it is given).
+The prune reads ``Config.kwargs`` / ``num_warps`` / ``num_stages`` of whatever it is given.
 """
 
 from __future__ import annotations
 
-from fastvit.kernels.attention_support import backward_head_tiles, head_tiles
+from fastvit.kernels._attention_tiles import backward_head_tiles, head_tiles
 
 # (BLOCK_D, BLOCK_D2, head_dim % 16 == 0) of the head dims the compile check measures.
 _PADDED_ALIGNED = (128, 0, True)  # the backward at 80, 96, 128 on sm_80

@@ -7,7 +7,7 @@ view of a fresh (B, N_q, H, D) buffer, as PyTorch's SDPA returns it: merging
 the heads afterwards (``out.transpose(1, 2).reshape(B, N, H * D)``) is free.
 Any sequence length and any head_dim up to 128 work. The head dimension runs
 as one power-of-two tile, or as two when that pads less (72 and 80 as 64 + 16,
-96 as 64 + 32; :func:`fastvit.kernels.attention_support.head_tiles`), not
+96 as 64 + 32; :func:`fastvit.kernels._attention_tiles.head_tiles`), not
 padded to 128: the products over it sum the first tile, then the second.
 
 Forward: one program per block of query rows streams over K/V once, keeping an
@@ -26,8 +26,7 @@ reproducible:
 3. dQ: one program per query block, looping over the key blocks.
 
 Every output is written with plain stores, once, so the autotuner may re-run
-any kernel while benchmarking. A one-launch variant for keys <= 256 lives in
-:mod:`fastvit.kernels.flash_attention_bwd_short` (opt-in).
+any kernel while benchmarking.
 
 Inputs (q, k, v, dO, packed qkv) may have any strides, stride 0 included;
 output buffers given to the launchers may be strided but must not overlap
@@ -48,18 +47,16 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from fastvit.kernels import attention_support
+from fastvit.kernels import flash_attention_bwd as bwd
+from fastvit.kernels._attention_tiles import (
+    LN2, LOG2E, TUNE_KEY as _TUNE_KEY, backward_head_tiles, cast as _cast, dot as _dot, dot_acc as _dot_acc,
+    head_tiles, load as _load, store as _store, supports_head_dim,
+)  # fmt: skip
 from fastvit.kernels.attention_spills import early_prune
-from fastvit.kernels.attention_support import MAX_HEAD_DIM, TORCH_DTYPES, backward_head_tiles, head_tiles, supports_head_dim
-from fastvit.kernels.contract import declare, device_reason
+from fastvit.kernels.ops import FLOATS as TORCH_DTYPES, MAX_HEAD_DIM, device_reason
 from fastvit.kernels.tuning import autotune_configs, current_arch, interpreting, split
-from fastvit.kernels.flash_attention_bwd import (  # noqa: F401  (re-exported: configs, AOT, gpu-check)
-    DELTA_CONFIG, DKDV_CONFIGS, DQ_CONFIGS, _attention_bwd_delta_kernel, _attention_bwd_dkdv_kernel,
-    _attention_bwd_dq_kernel,
-)
-from fastvit.kernels.flash_attention_tiles import (  # noqa: F401  (re-exported for flash_attention_bwd_short)
-    LN2, LOG2E, _TUNE_KEY, _cast, _dot, _dot_acc, _load, _store,
-)
+
+DELTA_CONFIG, DKDV_CONFIGS, DQ_CONFIGS = bwd.DELTA_CONFIG, bwd.DKDV_CONFIGS, bwd.DQ_CONFIGS
 
 # Launch configurations per architecture (see fastvit.kernels.tuning). The
 # first "default" entry is the only one used under test, and runs anywhere.
@@ -259,13 +256,11 @@ def attention_fwd(q, k, v, scale, *, out=None, lse=None, allow_tf32=False):
 
 
 def attention_bwd(
-    do, q, k, v, out, lse, scale, *, dq=None, dk=None, dv=None, delta=None, allow_tf32=False, short=None
+    do, q, k, v, out, lse, scale, *, dq=None, dk=None, dv=None, delta=None, allow_tf32=False
 ):
     """Launch the backward kernels. Returns ``(dq, dk, dv)``, contiguous like q, k,
     v unless given (any strides); ``delta`` (B, H, N_q) fp32 is scratch. ``do``
-    may have any strides, e.g. the stride-0 gradient of ``out.sum()``. ``short``
-    (default: the FASTVIT_ATTENTION_BWD_SHORT opt-in) runs the one-launch kernel
-    of :mod:`fastvit.kernels.flash_attention_bwd_short` when the keys fit one tile."""
+    may have any strides, e.g. the stride-0 gradient of ``out.sum()``."""
     _check_runnable(q)
     batch, heads, n_q, head_dim = q.shape
     n_kv = k.shape[2]
@@ -281,24 +276,18 @@ def attention_bwd(
         dk.zero_(), dv.zero_()
         return dq.zero_(), dk, dv
     meta = _input_constexprs(q, allow_tf32, backward=True)
-    from fastvit.kernels import flash_attention_bwd_short as short_bwd
-
-    if short_bwd.short_backward_wanted(n_kv, short):
-        short_bwd.attention_bwd_short(do, q, k, v, out, lse, dq, dk, dv, scale, meta)
-        return dq, dk, dv
-
     delta_meta, delta_launch = split(DELTA_CONFIG)
-    _attention_bwd_delta_kernel[(triton.cdiv(n_q, delta_meta["BLOCK_M"]) * batch * heads,)](
+    bwd.KERNELS["bwd_delta"][(triton.cdiv(n_q, delta_meta["BLOCK_M"]) * batch * heads,)](
         out, do, delta, *out.stride(), *do.stride(), heads, n_q,
         HEAD_DIM=head_dim, BLOCK_D=_block_d(head_dim), **delta_meta, **delta_launch,
     )  # fmt: skip
 
     common = (*q.stride(), *k.stride(), *v.stride(), *do.stride())
     scalars = (scale, scale * LOG2E.value, heads, n_q, n_kv)
-    _attention_bwd_dkdv_kernel[lambda m: (triton.cdiv(n_kv, m["BLOCK_N"]) * batch * heads,)](
+    bwd.KERNELS["bwd_dkdv"][lambda m: (triton.cdiv(n_kv, m["BLOCK_N"]) * batch * heads,)](
         q, k, v, do, lse, delta, dk, dv, *common, *dk.stride(), *dv.stride(), *scalars, **meta,
     )  # fmt: skip
-    _attention_bwd_dq_kernel[lambda m: (triton.cdiv(n_q, m["BLOCK_M"]) * batch * heads,)](
+    bwd.KERNELS["bwd_dq"][lambda m: (triton.cdiv(n_q, m["BLOCK_M"]) * batch * heads,)](
         q, k, v, do, lse, delta, dq, *common, *dq.stride(), *scalars, **meta,
     )  # fmt: skip
     return dq, dk, dv
@@ -454,14 +443,5 @@ def attention_qkvpacked(qkv: Tensor, scale: float | None = None) -> Tensor:
     return out
 
 
-def aot_cases():
-    """The ahead-of-time compile cases, built in :mod:`fastvit.kernels.flash_attention_aot`."""
-    from fastvit.kernels.flash_attention_aot import aot_cases
-
-    return aot_cases()
-
-
-
-CONTRACT = declare("attention", __name__, ("attention", "attention_qkvpacked"), "non-causal softmax attention, "
-                   f"fwd+bwd; fp16/bf16/fp32, head_dim 1-{MAX_HEAD_DIM}, any lengths and strides, no dropout",
-                   attention_support)  # fmt: skip
+# The op's kernels, by pass (the compile check and the GPU check's sweep read these).
+KERNELS = {"fwd": _attention_fwd_kernel, **bwd.KERNELS}

@@ -13,23 +13,28 @@ bf16 and fp16 (and, in the "wide" tier compiled with ``-m slow``, the giant
 presets' 88, 96 and 104 in bf16), every shipped configuration of every kernel that is not recorded
 to spill there (those the autotuner prunes, see :mod:`fastvit.kernels.attention_spills`),
 for sm_80 and sm_90, with the head tiles the launcher picks there (the backward's differ
-on sm_80, see attention_support.backward_head_tiles). fp32 has no cases: ``auto`` does not route fp32 to these kernels
+on sm_80, see _attention_tiles.backward_head_tiles). fp32 has no cases: ``auto`` does not route fp32 to these kernels
 (their tables are tuned for 16-bit tiles, and fp32 tiles of that size spill).
 """
 
 from __future__ import annotations
 
-from fastvit.kernels import flash_attention as fa
+import triton
+
+from fastvit import shapes
+from fastvit.kernels import attention_probs, flash_attention as fa
+from fastvit.kernels._attention_tiles import backward_head_tiles, head_tiles
 from fastvit.kernels.aot import AotCase
 from fastvit.kernels.attention_spills import spill_bytes
 from fastvit.kernels.tuning import split
 
-# (head_dim, heads, tokens) of the models that launch each head dim.
-MODEL_SHAPES = ((64, 12, 197), (72, 16, 730), (80, 16, 257), (128, 16, 577))
+# (head_dim, heads, tokens) of the core presets (fastvit.shapes), and the kernel's largest head dim.
+MODEL_SHAPES = (*shapes.attention_shapes("core"), (128, 16, 577))
 DTYPES = ("bf16", "fp16")
-# The giant CLIP/SigLIP presets' head dims (CLIP-g 88, SigLIP giant-opt 96, CLIP-G 104): the same
-# kernels at other tile classes, bf16 only, in the "wide" tier (compiled with -m slow).
-WIDE_SHAPES = ((88, 16, 257), (96, 16, 257), (104, 16, 257))
+# The other presets' head dims (CLIP-g 88, SigLIP giant-opt 96, CLIP-G 104): the same kernels at
+# other tile classes, bf16 only, in the "wide" tier (compiled with -m slow).
+_CORE_HEAD_DIMS = {shape[0] for shape in MODEL_SHAPES}
+WIDE_SHAPES = tuple(shape for shape in shapes.attention_shapes("wide") if shape[0] not in _CORE_HEAD_DIMS)
 WIDE_DTYPES = ("bf16",)
 # The entries recorded to spill (fastvit.kernels.attention_spills.SPILLS, which the autotuner
 # prunes) are left out of the cases, so the check stays a real gate; pruned_cases() compiles them
@@ -78,9 +83,9 @@ def _case(label, fn, dtype, arch, constexprs, launch, ints, **kwargs) -> AotCase
 def _all_cases() -> list[tuple[AotCase, int | None]]:
     """Every (case, recorded spill bytes or None) of the shipped tables at MODEL_SHAPES."""
     tuned = (
-        ("attention_fwd", fa._attention_fwd_kernel.fn, fa.FWD_CONFIGS, dict(NEG_SCALE=False)),
-        ("attention_bwd_dkdv", fa._attention_bwd_dkdv_kernel.fn, fa.DKDV_CONFIGS, {}),
-        ("attention_bwd_dq", fa._attention_bwd_dq_kernel.fn, fa.DQ_CONFIGS, {}),
+        ("attention_fwd", fa.KERNELS["fwd"].fn, fa.CONFIGS["fwd"], dict(NEG_SCALE=False)),
+        ("attention_bwd_dkdv", fa.KERNELS["bwd_dkdv"].fn, fa.CONFIGS["bwd_dkdv"], {}),
+        ("attention_bwd_dq", fa.KERNELS["bwd_dq"].fn, fa.CONFIGS["bwd_dq"], {}),
     )
     delta_meta, delta_launch = split(fa.DELTA_CONFIG)
     cases = []
@@ -90,10 +95,10 @@ def _all_cases() -> list[tuple[AotCase, int | None]]:
         for dtype in dtypes:
             for arch in ("sm80", "sm90"):
                 head = dict(HEAD_DIM=head_dim, PRECISION="ieee", INTERPRET=False)
-                fwd_tiles, bwd_tiles = fa.head_tiles(head_dim), fa.backward_head_tiles(head_dim, arch)
+                fwd_tiles, bwd_tiles = head_tiles(head_dim), backward_head_tiles(head_dim, arch)
                 cases.append((_case(
-                    f"attention_bwd_delta-{dtype}-d{head_dim}", fa._attention_bwd_delta_kernel, dtype, arch,
-                    dict(HEAD_DIM=head_dim, BLOCK_D=fa._block_d(head_dim), **delta_meta), delta_launch, ints,
+                    f"attention_bwd_delta-{dtype}-d{head_dim}", fa.KERNELS["bwd_delta"], dtype, arch,
+                    dict(HEAD_DIM=head_dim, BLOCK_D=max(16, triton.next_power_of_2(head_dim)), **delta_meta), delta_launch, ints,
                     tensor_core_op=None, tier=tier,
                 ), None))  # fmt: skip
                 for name, fn, table, extra in tuned:
@@ -126,3 +131,30 @@ def known_spills() -> dict:
             kernel = case.name.split("-")[0]
             found[(case.arch, c["HEAD_DIM"], kernel, c["BLOCK_M"], c["BLOCK_N"], case.num_warps, case.num_stages)] = spilled
     return found
+
+
+def probs_cases() -> list[AotCase]:
+    """attention_probs' kernel (the maps ``fastvit analyze`` draws) for sm_80 and sm_90: bf16 at head_dim 128 (the largest tile) and fp16 at 80
+    (a masked head dim), compiled as a launch on a packed qkv specializes it (unit head-dim
+    and key-column strides, the rest divisible by 16)."""
+    fn = attention_probs.KERNELS["fwd"]
+    BLOCK_M, BLOCK_N, NUM_WARPS = attention_probs.BLOCK_M, attention_probs.BLOCK_N, attention_probs.NUM_WARPS
+    cases = []
+    for dtype, head_dim in (("bf16", 128), ("fp16", 80)):
+        constexprs = dict(HEAD_DIM=head_dim, BLOCK_D=max(16, triton.next_power_of_2(head_dim)), UPCAST=False,
+                          BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, sq_d=1, sk_d=1, sp_n=1)  # fmt: skip
+        signature = {}
+        for name in fn.arg_names:
+            if name in constexprs:
+                signature[name] = "constexpr"
+            elif name in ("LSE", "P"):
+                signature[name] = "*fp32"
+            elif name.isupper():
+                signature[name] = f"*{dtype}"
+            else:
+                signature[name] = "fp32" if name == "qk_scale" else "i32"
+        divisible = tuple(n for n, t in signature.items() if t.startswith("*") or (t == "i32" and n.startswith("s")))
+        for arch in ("sm80", "sm90"):
+            cases.append(AotCase(f"attention_probs-{dtype}-d{head_dim}", fn, signature, constexprs, arch,
+                                 num_warps=NUM_WARPS, num_stages=1, divisible=divisible))  # fmt: skip
+    return cases

@@ -5,7 +5,8 @@
 3. dQ: one program per query block, looping over the key blocks.
 
 Each recomputes P = exp(S - lse) from the forward's row log-sum-exp. The launchers, the
-registered ops and the forward are in :mod:`fastvit.kernels.flash_attention`.
+registered ops and the forward are in :mod:`fastvit.kernels.flash_attention`, the only module
+that imports this one (others read its kernels as ``flash_attention.KERNELS``).
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from fastvit.kernels._attention_tiles import (
+    LOG2E, TUNE_KEY as _TUNE_KEY, cast as _cast, dot as _dot, dot_acc as _dot_acc, load as _load, store as _store,
+)  # fmt: skip
 from fastvit.kernels.attention_spills import early_prune
-from fastvit.kernels.flash_attention_tiles import LOG2E, _TUNE_KEY, _cast, _dot, _dot_acc, _load, _store
 from fastvit.kernels.tuning import autotune_configs
 
 # Launch configurations per architecture (see fastvit.kernels.tuning and the forward's table in
@@ -243,3 +246,7 @@ def _attention_bwd_dq_kernel(
     if BLOCK_D2 > 0:
         _store(DQ, offs_m, sdq_n, offs_d2, sdq_d, _cast(dq2 * scale, DQ.dtype.element_ty, INTERPRET), mask_m,
                mask_d2, MASK_D2)  # fmt: skip
+
+
+KERNELS = {"bwd_delta": _attention_bwd_delta_kernel, "bwd_dkdv": _attention_bwd_dkdv_kernel,
+           "bwd_dq": _attention_bwd_dq_kernel}  # fmt: skip

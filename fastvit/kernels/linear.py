@@ -33,7 +33,7 @@ bias, scale and gamma made contiguous); :mod:`linear_checks` holds the argument
 checks, :mod:`gemm_epilogue` the epilogue code shared with the Hopper TMA
 candidate (:mod:`linear_tma`), :mod:`linear_aot` the compile cases.
 
-Names (:mod:`fastvit.kernels.contract`): the kernel ``_linear_fwd_kernel``;
+Names (the scheme of docs/kernels.md): the kernel ``_linear_fwd_kernel``;
 launchers :func:`linear_gelu_fwd`, :func:`linear_residual_fwd`; ops
 ``fastvit::linear_gelu_fwd``, ``fastvit::linear_residual_fwd``; public
 :func:`linear_gelu`, :func:`linear_residual`.
@@ -54,8 +54,9 @@ import triton.language as tl
 
 from fastvit.kernels import linear_bwd, tuning
 from fastvit.kernels.gemm_epilogue import FORWARD_EPILOGUES, GELU_EPILOGUE, add_bias, check_approximate, finish
-from fastvit.kernels.linear_bwd import GELU_BWD_CONFIG, _linear_gelu_bwd_kernel  # noqa: F401 - the AOT cases
-from fastvit.kernels.linear_checks import check_gamma, check_linear_args, check_residual, check_scale, out_buffer
+from fastvit.kernels.linear_checks import (
+    check_gamma, check_linear_args, check_residual, check_scale, needs_grad as _needs_grad, out_buffer, rows as _rows,
+)  # fmt: skip
 
 # Launch configurations of the GEMM, chosen for ViT-B MLP shapes
 # (M = 256 * 197 = 50432 rows; K = 768, N = 3072 for fc1 and K = 3072, N = 768
@@ -211,7 +212,7 @@ def dot_in_fp32(dtype: torch.dtype) -> bool:
     return tuning.interpreting() and dtype != torch.float32
 
 
-def _launch_gemm(x, weight, bias, epilogue, *, residual, y, pre, allow_tf32, scale=None, gamma=None):
+def launch_gemm(x, weight, bias, epilogue, *, residual, y, pre, allow_tf32, scale=None, gamma=None):
     """``y = epilogue(x @ weight^T + bias)`` for 2-D tensors of any strides.
 
     ``residual`` is the residual ("residual") or the saved pre-activation (the
@@ -258,7 +259,7 @@ def linear_gelu_fwd(x, weight, bias, approximate="none", *, save_pre=False, allo
     y = out_buffer(out, x, (M, N), "out")
     h = out_buffer(pre, x, (M, N), "pre") if save_pre else x.new_empty((0,))
     if y.numel() > 0:
-        _launch_gemm(
+        launch_gemm(
             x, weight, bias, GELU_EPILOGUE[approximate],
             residual=None, y=y, pre=h if save_pre else None, allow_tf32=allow_tf32,
         )  # fmt: skip
@@ -276,7 +277,7 @@ def linear_residual_fwd(x, weight, bias, residual, scale=None, gamma=None, *, al
     M, N = x.shape[0], weight.shape[0]
     y = out_buffer(out, residual, (M, N), "out")
     if y.numel() > 0:
-        _launch_gemm(x, weight, bias, "residual", residual=residual, y=y, pre=None, allow_tf32=allow_tf32,
+        launch_gemm(x, weight, bias, "residual", residual=residual, y=y, pre=None, allow_tf32=allow_tf32,
                      scale=scale, gamma=gamma)  # fmt: skip
     return y
 
@@ -330,15 +331,6 @@ _linear_residual_fwd_op.register_autograd(linear_bwd.linear_residual_backward,
 # ---------------------------------------------------------------------------
 
 
-def _rows(t: torch.Tensor) -> torch.Tensor:
-    """``t`` as a 2-D (rows, features) matrix; a view when the strides allow."""
-    return t.reshape(t.shape[:-1].numel(), t.shape[-1])
-
-
-def _needs_grad(*tensors) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
 def linear_gelu(x, weight, bias, approximate="none", *, allow_tf32=False):
     """``gelu(x @ weight^T + bias)`` fused in one GEMM; ``weight`` is (out_features, in_features).
 
@@ -385,12 +377,6 @@ def linear_residual(x, weight, bias, residual, *, scale=None, gamma=None, allow_
     return out.reshape(out_shape)
 
 
-# The contract; compile cases: fastvit.kernels.linear_aot (split per op by linear_support.case_op)
-from fastvit.kernels import contract, linear_support  # noqa: E402
-
-CONTRACT = (
-    contract.declare("linear_gelu", __name__, ("linear_gelu",), "GEMM + bias + GELU (erf/tanh/quick) epilogue, fwd+bwd; "
-                     "fp16/bf16/fp32, any sizes and strides", linear_support),
-    contract.declare("linear_residual", __name__, ("linear_residual",), "GEMM + bias + LayerScale + per-sample scale + "
-                     "residual epilogue, fwd+bwd; fp16/bf16/fp32, residual in x's dtype or fp32", linear_support),
-)  # fmt: skip
+# The op's tuning tables and kernels as launched (an Autotuner's ``.fn`` is its @triton.jit function).
+CONFIGS = {"fwd": GEMM_CONFIGS}
+KERNELS = {"fwd": _linear_fwd_kernel_tuned, **linear_bwd.KERNELS}

@@ -27,20 +27,24 @@ tensor cores, no spills) for sm_80 and sm_90:
 
 from __future__ import annotations
 
-from fastvit.kernels import tuning
+from fastvit import shapes
+from fastvit.kernels import linear, linear_tma, tuning
 from fastvit.kernels.aot import AotCase
-from fastvit.kernels.linear import EPILOGUES, GEMM_CONFIGS, _linear_fwd_kernel
-from fastvit.kernels.linear_bwd import GELU_BWD_CONFIG, _linear_gelu_bwd_kernel
-from fastvit.kernels.linear_tma import TMA_CONFIGS, _linear_tma_fwd_kernel, epilogue_split
+from fastvit.kernels.linear import EPILOGUES, GEMM_CONFIGS
+from fastvit.kernels.linear_bwd import GELU_BWD_CONFIG
+from fastvit.kernels.linear_tma import TMA_CONFIGS, epilogue_split
+
+_linear_fwd_kernel = linear.KERNELS["fwd"].fn
+_linear_gelu_bwd_kernel = linear.KERNELS["bwd"]
+_linear_tma_fwd_kernel = linear_tma.KERNELS["fwd"]
 
 _POINTERS = ("X", "W", "BIAS", "RES", "Y", "PRE", "SCALE", "GAMMA")
 _INTS = ("M", "N", "K", "ROWS_PER_SCALE", "M_BUCKET", "stride_xm", "stride_xk", "stride_wn", "stride_wk",
          "stride_rm", "stride_rn", "stride_ym", "stride_yn")  # fmt: skip
 # Arguments Triton never specializes (do_not_specialize)
 _NOT_SPECIALIZED = ("M_BUCKET",)
-# (in_features D, hidden H) of the MLPs whose launches are compiled
-LAUNCH_SHAPES = {"vit_base": (768, 3072), "vit_large": (1024, 4096), "siglip_so400m": (1152, 4304),
-                 "vit_huge": (1280, 5120)}  # fmt: skip
+# (in_features D, hidden H) of the MLPs whose launches are compiled: the core presets' (fastvit.shapes)
+LAUNCH_SHAPES = {f"D{d}": (d, h) for d, h in shapes.mlp_shapes("core")}
 LAUNCH_ROWS = (197, 256 * 197)
 TMA_OP = "cp.async.bulk.tensor"
 

@@ -23,7 +23,7 @@ extra GEMM and no saved activation. With ``G = d^T @ x`` (N, K):
 - ``dx = (gamma * d) @ W``.
 
 Nothing uses atomics, so gradients are deterministic. Launchers follow the
-naming scheme of :mod:`fastvit.kernels.contract`: the kernel
+naming scheme of docs/kernels.md: the kernel
 ``_linear_gelu_bwd_kernel``, its launcher :func:`linear_gelu_bwd`, the op
 ``fastvit::linear_gelu_bwd``.
 """
@@ -173,3 +173,6 @@ def linear_residual_backward(ctx, grad_out):
     _, dx, dw, db, dgamma = branch_grads((need[0], need[1], need[2], need[5]), scaled(grad_out, scale), x, weight,
                                          bias, gamma)  # fmt: skip
     return dx, dw, db, grad_out if need[3] else None, None, dgamma, None
+
+
+KERNELS = {"bwd": _linear_gelu_bwd_kernel}

@@ -1,4 +1,5 @@
-"""Argument checks of the fused-GEMM ops (:mod:`linear`, :mod:`linear_tma`, :mod:`mlp`).
+"""Argument checks of the fused-GEMM ops (:mod:`linear`, :mod:`linear_tma`, :mod:`mlp`), against
+the dtypes their declarations (:mod:`fastvit.kernels.ops`) give; imports no op file.
 
 Each raises a TypeError / ValueError naming the op, the argument and what was
 expected, before anything is launched or allocated.
@@ -8,8 +9,16 @@ from __future__ import annotations
 
 import torch
 
-from fastvit.kernels.contract import device_reason
-from fastvit.kernels.linear_support import DTYPES
+from fastvit.kernels.ops import FLOATS as DTYPES, device_reason
+
+
+def rows(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a 2-D (rows, features) matrix; a view when the strides allow."""
+    return t.reshape(t.shape[:-1].numel(), t.shape[-1])
+
+
+def needs_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def _is_tensor(fn: str, name: str, t) -> None:

@@ -18,10 +18,12 @@ by a second kernel built for sm_90:
   temporaries and shared-memory staging at 32 KB (with a whole-tile fp32
   epilogue the residual case needs 278 KB of shared memory, over sm_90's 227).
 
-It is a candidate beside the pointer kernel, not a replacement: nothing in the
-model dispatches to it (issue 13's measured ``auto`` will), the benchmarks call
-:func:`linear_gelu_tma` / :func:`linear_residual_tma`. The backward is the
-pointer module's (saved tensors, fused GELU-gradient GEMM, cuBLAS for dW).
+It is a candidate beside the pointer kernel, not a replacement: ``auto``
+(:mod:`fastvit.layers.auto`) times it on sm_90+ as a third candidate for fc1 and
+fc2 and picks it where it is faster (``linear_impl="triton"`` always runs the
+pointer kernel); the benchmarks call :func:`linear_gelu_tma` /
+:func:`linear_residual_tma`. The backward is the pointer module's (saved
+tensors, fused GELU-gradient GEMM, cuBLAS for dW).
 
 TMA constraints the launcher enforces: every row stride is a multiple of 16
 bytes and the last dimension is contiguous. Inputs that are strided in their
@@ -34,7 +36,7 @@ pointer kernel, whose result is then just the epilogue of the bias.
 Under the Triton interpreter the descriptors are emulated with the same
 zero-fill and clipping, so the tests run this kernel's own code on the CPU.
 
-Names (:mod:`fastvit.kernels.contract`): the kernel ``_linear_tma_fwd_kernel``,
+Names (the scheme of docs/kernels.md): the kernel ``_linear_tma_fwd_kernel``,
 its launcher :func:`linear_tma_fwd`, ops ``fastvit::linear_gelu_tma_fwd`` and
 ``fastvit::linear_residual_tma_fwd``, public :func:`linear_gelu_tma`,
 :func:`linear_residual_tma`.
@@ -49,7 +51,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from fastvit.kernels import linear, linear_bwd, tuning
 from fastvit.kernels.gemm_epilogue import GELU_EPILOGUE, add_bias, check_approximate, finish
-from fastvit.kernels.linear_checks import check_gamma, check_linear_args, check_residual, check_scale
+from fastvit.kernels.linear_checks import check_gamma, check_linear_args, check_residual, check_scale, needs_grad, rows
 
 # Tiles for sm_90. 128x256x64 in 8 warps (two consumer warpgroups, 128 fp32
 # accumulators per thread) with 3 stages: 3 * (128 + 256) * 64 * 2 B = 144 KB
@@ -207,7 +209,7 @@ def linear_tma_fwd(fn, x, weight, bias, epilogue, *, residual=None, y, pre=None,
     if y.numel() == 0:
         return y
     if K == 0:
-        linear._launch_gemm(
+        linear.launch_gemm(
             x, weight, bias, epilogue, residual=residual, y=y, pre=pre, allow_tf32=allow_tf32, scale=scale,
             gamma=gamma,
         )
@@ -294,8 +296,8 @@ def linear_gelu_tma(x, weight, bias, approximate="none", *, allow_tf32=False):
     check_linear_args("linear_gelu_tma", x, weight, bias)
     _check_device("linear_gelu_tma", x)
     check_approximate("linear_gelu_tma", approximate)
-    save_pre = linear._needs_grad(x, weight, bias)
-    out, _ = _linear_gelu_tma_fwd_op(linear._rows(x), weight, bias, approximate, save_pre, allow_tf32)
+    save_pre = needs_grad(x, weight, bias)
+    out, _ = _linear_gelu_tma_fwd_op(rows(x), weight, bias, approximate, save_pre, allow_tf32)
     return out.reshape(*x.shape[:-1], weight.shape[0])
 
 
@@ -308,16 +310,11 @@ def linear_residual_tma(x, weight, bias, residual, *, scale=None, gamma=None, al
         scale = check_scale("linear_residual_tma", scale, x)
     if gamma is not None:
         gamma = check_gamma("linear_residual_tma", gamma, x, weight)
-    out = _linear_residual_tma_fwd_op(linear._rows(x), weight, bias, linear._rows(residual), scale, gamma,
+    out = _linear_residual_tma_fwd_op(rows(x), weight, bias, rows(residual), scale, gamma,
                                       allow_tf32)  # fmt: skip
     return out.reshape(out_shape)
 
 
-from fastvit.kernels import contract, linear_support  # noqa: E402
-
-CONTRACT = (
-    contract.declare("linear_gelu_tma", __name__, ("linear_gelu_tma",), "linear_gelu through the Hopper TMA kernel; "
-                     "sm_90+, rows of 16-byte multiples", linear_support),
-    contract.declare("linear_residual_tma", __name__, ("linear_residual_tma",), "linear_residual through the "
-                     "Hopper TMA kernel; sm_90+, rows of 16-byte multiples", linear_support),
-)  # fmt: skip
+# The op's tuning table and kernel (the compile check and the GPU check's sweep read them).
+CONFIGS = {"fwd": TMA_CONFIGS}
+KERNELS = {"fwd": _linear_tma_fwd_kernel}

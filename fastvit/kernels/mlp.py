@@ -20,7 +20,7 @@ Backward, with ``d = scale * dout``:
 - ``dx = dh @ W1``, ``dW1 = dh^T @ x``, ``db1 = sum(dh)`` (torch.matmul;
   bias sums in fp32). No atomics: gradients are deterministic.
 
-Names (:mod:`fastvit.kernels.contract`): launchers :func:`mlp_residual_fwd`,
+Names (the scheme of docs/kernels.md): launchers :func:`mlp_residual_fwd`,
 :func:`mlp_residual_bwd_dh`; ops ``fastvit::mlp_residual_fwd``,
 ``fastvit::mlp_residual_bwd_dh``; public :func:`mlp_residual`. Plain PyTorch
 twin: :func:`fastvit.kernels.reference.mlp_residual_ref`.
@@ -33,9 +33,10 @@ import torch
 from fastvit.kernels import linear
 from fastvit.kernels.gemm_epilogue import GELU_GRAD_EPILOGUE, check_approximate
 from fastvit.kernels.linear_bwd import branch_grads, linear_grads, scaled
-from fastvit.kernels.linear_checks import check_gamma, check_linear_args, check_residual, check_scale, out_buffer
+from fastvit.kernels.linear_checks import (
+    check_gamma, check_linear_args, check_residual, check_scale, needs_grad, out_buffer, rows,
+)  # fmt: skip
 
-from fastvit.kernels.reference import mlp_residual_ref  # noqa: F401  (its reference, re-exported)
 
 
 # ---------------------------------------------------------------------------
@@ -67,7 +68,7 @@ def mlp_residual_bwd_dh(grad, weight, pre, approximate="none", *, allow_tf32=Fal
     dh = out_buffer(out, pre, (M, H), "out")
     if dh.numel() > 0:
         epilogue = GELU_GRAD_EPILOGUE[approximate]
-        linear._launch_gemm(grad, weight.t(), None, epilogue, residual=pre, y=dh, pre=None, allow_tf32=allow_tf32)
+        linear.launch_gemm(grad, weight.t(), None, epilogue, residual=pre, y=dh, pre=None, allow_tf32=allow_tf32)
     return dh
 
 
@@ -177,16 +178,9 @@ def mlp_residual(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, residual, *, app
         scale = check_scale("mlp_residual", scale, x)
     if gamma is not None:
         gamma = check_gamma("mlp_residual", gamma, x, fc2_weight)
-    save = linear._needs_grad(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, residual, gamma)
-    rows = linear._rows
+    save = needs_grad(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, residual, gamma)
     out, _, _ = _mlp_residual_fwd_op(
         rows(x), fc1_weight, fc1_bias, fc2_weight, fc2_bias, rows(residual), scale, gamma, approximate, save,
         allow_tf32,
     )  # fmt: skip
     return out.reshape(out_shape)
-
-
-from fastvit.kernels import contract, linear_support  # noqa: E402
-
-CONTRACT = contract.declare("mlp_residual", __name__, ("mlp_residual",), "fc1 + GELU (erf/tanh/quick) + fc2 + LayerScale + "
-                            "residual, its backward fusing GELU's derivative into fc2's input-gradient GEMM; fp16/bf16/fp32", linear_support)

@@ -1,80 +1,12 @@
-"""Fused LayerNorm and fused residual-add + LayerNorm (Triton), forward and backward.
+"""LayerNorm, residual-add + LayerNorm and a block norm's fork (Triton), forward and backward.
 
-``layer_norm(x, weight, bias)`` normalizes over the last dimension;
-``add_layer_norm(x, y, weight, bias)`` computes ``s = x + y`` and returns
-``(s, LN(s))`` from one pass. Plain PyTorch twins: ``layer_norm_ref`` and
-``add_layer_norm_ref`` in :mod:`fastvit.kernels.reference`.
-
-Accepted inputs:
-
-- ``x`` (and ``y``): float32, float16 or bfloat16, any leading dims; ``y`` has
-  ``x``'s shape and dtype. The hidden size ``N = x.shape[-1]`` is any value in
-  ``0..MAX_HIDDEN`` (powers of two or not; ``N = 0`` gives empty outputs, mean 0
-  and rstd NaN as torch's ``native_layer_norm``, and zero parameter gradients).
-- ``weight``, ``bias``: shape ``(N,)``, one dtype for both, either ``x``'s dtype
-  or float32 (fp32 master weights with bf16 activations). Their gradients come
-  back in that dtype.
-- Layout: any strides, for every tensor argument. Leading dims are flattened to
-  rows with ``reshape``; that is a view when they merge and a contiguous copy
-  otherwise, and a copy is also made when the last dim is not unit-stride
-  (transposed, or expanded along it). The kernels take the row stride, so row
-  slices of a bigger buffer and rows broadcast with ``expand`` (stride 0) are
-  read in place. ``weight``, ``bias`` (and the saved statistics) are read as
-  unit-stride vectors: a strided or expanded one is copied (N elements).
-  Outputs are contiguous.
-- qk-norm: ``layer_norm``'s input (not ``add_layer_norm``'s) may also have
-  rows that take two strides, as the ``(B, N, H, head_dim)`` q or k slice
-  ``qkv[:, :, 0]`` of a packed ``(B, N, 3, H, head_dim)`` projection has
-  (strides ``3 H head_dim`` and ``head_dim``): the kernels then read row ``r``
-  at ``(r // H) * 3 H head_dim + (r % H) * head_dim`` in place, forward and
-  backward, instead of copying q and k to contiguous rows first
-  (:func:`fastvit.kernels.norm_args._as_two_level_rows`). Other layouts that do
-  not merge (e.g. the ``(B, H, N, head_dim)`` transpose) are still copied. The
-  contiguous case passes ``rows_inner = 1``, which Triton turns into a constant,
-  so its binary is the one-stride kernel's.
-
-Numerics: mean and variance are computed in float32 whatever the input dtype
-(two passes over a row held in registers: the mean, then the centred variance,
-so a large common offset costs no precision). A variance beyond fp32's range
-(``|x - mean|`` above ~1.8e19) makes the row NaN, as torch's is, instead of
-``rstd = 0`` silently returning the bias; inf/NaN inputs give NaN rows.
-Outputs are stored in ``x``'s dtype,
-or for ``layer_norm`` in ``out_dtype`` (an fp32 residual stream normalized
-straight into the bf16/fp16 input of the next GEMM under autocast: the
-rounding that the GEMM's input cast would do, without the extra pass).
-``s`` is rounded to ``x``'s dtype before it is normalized, so ``LN(s)`` is the
-norm of exactly the ``s`` that is returned and saved.
-
-Launchers: :func:`layer_norm_fwd` (both ops: ``y`` given means the add
-variant) and :func:`layer_norm_bwd`; torch.library ops ``fastvit::layer_norm_fwd``,
-``fastvit::add_layer_norm_fwd`` and their ``_bwd``.
-
-Saved for backward: the forward ops return ``mean`` and ``rstd`` as float32
-tensors of shape ``(rows,)``; autograd saves them with the input ``x`` (plain
-LayerNorm) or the output ``s`` (add variant) and ``weight``; ``x̂`` is recomputed
-from those in the backward.
-
-Launch shape: each program of the forward normalizes ``BLOCK_M`` whole rows,
-``BLOCK_N = next_power_of_2(N)`` columns with masking, where
-``BLOCK_M = max(1, ROW_TILE // BLOCK_N)`` (``ROW_TILE`` = 2048 on GPUs): one
-row at ViT-H's 1280 (and So400m's 1152), two at ViT-B's 768 and ViT-L's 1024, eight at
-ViT-Ti's 192. One row per program would leave a 192-wide row spread over 128
-threads doing 1.5 elements each; 2048-element tiles keep every thread on a few
-vectorized loads, and the grid stays large (ViT-B, batch 64: 12,608 rows ->
-6,304 programs). ``num_warps`` is autotuned per architecture from
-``FWD_CONFIGS`` (keyed on ``N``).
-
-Backward: a fixed number of programs (``bwd_num_programs``: 4 per SM on CUDA,
-8 on CPU) each owns one contiguous range of rows. It writes ``dx`` for those
-rows and accumulates ``dweight``/``dbias`` partial sums in fp32 registers, then
-stores them in its own row of a ``(2, programs, N)`` fp32 buffer; ``torch.sum``
-over the programs finishes the reduction. The row loop is software pipelined
-(``tl.range(..., num_stages=ROW_STAGES)``, from ``BWD_CONFIGS``): the next
-tiles of ``x`` and ``dout`` are copied asynchronously into shared memory while
-this one reduces (``cp.async`` in the compiled code; see :mod:`.norm_aot`). No atomics: for a given GPU model,
-shape and chosen config the gradients are bitwise reproducible. (The autotuner
-picks a config once per process; with ``FASTVIT_AUTOTUNE=0`` the choice is
-fixed as well.)
+``layer_norm(x, weight, bias)`` normalizes over the last dim; ``add_layer_norm(x, y, weight, bias)``
+returns ``(s, LN(s))`` with ``s = x + y`` from one pass; ``layer_norm_fork(x, weight, bias)`` returns
+``(LN(x), x)``, whose backward adds the residual's gradient inside the LayerNorm backward kernel.
+Inputs of any strides, fp32/fp16/bf16, width 0..4096 (:mod:`fastvit.kernels.ops`), fp32
+statistics, no atomics. References: :mod:`fastvit.kernels.reference`; the accepted inputs,
+numerics and launch shapes are described in docs/kernels.md. In order: tuning tables, kernels,
+launchers, torch.library ops and fakes, autograd, argument checks, public functions.
 """
 
 from __future__ import annotations
@@ -88,11 +20,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from fastvit.kernels import norm_support, tuning
-from fastvit.kernels.contract import declare
-from fastvit.kernels.norm_args import (  # noqa: F401 - MAX_HIDDEN and the helpers are part of this module's API
-    MAX_HIDDEN, _as_rows, _as_two_level_rows, _check_inputs, _check_out_dtype, _vector,
-)  # fmt: skip
+from fastvit.kernels import tuning
+from fastvit.kernels._rows import as_rows as _as_rows, as_two_level_rows as _as_two_level_rows, vector as _vector
+from fastvit.kernels.ops import FLOATS, MAX_HIDDEN, device_reason
 
 # Target elements per program tile; sets rows per program from the hidden size.
 # The interpreter pays per op and per program, not per element, so it takes
@@ -441,6 +371,70 @@ layer_norm_fwd_op.register_autograd(_layer_norm_backward, setup_context=_layer_n
 add_layer_norm_fwd_op.register_autograd(_add_layer_norm_backward, setup_context=_add_layer_norm_setup)
 
 
+class LayerNormFork(torch.autograd.Function):
+    """``(LN(x), x)`` forward; ``dx = dLN(d_out) + d_residual`` in one backward launch."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, out_dtype):
+        out, mean, rstd = layer_norm_fwd_op(x, weight, bias, eps, out_dtype)
+        ctx.save_for_backward(x, weight, mean, rstd)
+        ctx.set_materialize_grads(False)
+        return out, x  # autograd returns x as a view whose grad_fn is this Function
+
+    @staticmethod
+    def backward(ctx, dout, dresidual):
+        x, weight, mean, rstd = ctx.saved_tensors
+        if dout is None:  # only the residual was used: its gradient is x's
+            return dresidual, None, None, None, None
+        if dresidual is None:
+            dx, dweight, dbias = layer_norm_bwd_op(dout, x, weight, mean, rstd)
+        else:
+            dx, dweight, dbias = add_layer_norm_bwd_op(dout, dresidual, x, weight, mean, rstd)
+        return dx, dweight, dbias, None, None
+
+
+# --------------------------------------------------------------------------- argument checks
+
+
+def _check_inputs(x, weight, bias, y=None):
+    if not isinstance(x, torch.Tensor) or x.dim() == 0:
+        got = "a 0-dim tensor" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise TypeError(f"x: expected a tensor with at least 1 dim, got {got}")
+    if x.dtype not in FLOATS:
+        raise TypeError(f"x: expected float32, float16 or bfloat16, got {x.dtype}")
+    n = x.shape[-1]
+    if not 0 <= n <= MAX_HIDDEN:
+        raise ValueError(f"x: expected hidden size (last dim) in 0..{MAX_HIDDEN}, got {n}")
+    if device_reason(x.device) is not None:
+        raise ValueError(f"x: expected a CUDA tensor (or TRITON_INTERPRET=1 for CPU), got device {x.device}")
+    if y is not None:
+        if not isinstance(y, torch.Tensor) or y.dtype != x.dtype:
+            got = y.dtype if isinstance(y, torch.Tensor) else type(y).__name__
+            raise TypeError(f"y: expected a {x.dtype} tensor like x, got {got}")
+        if y.shape != x.shape:
+            raise ValueError(f"y: expected shape {tuple(x.shape)} like x, got {tuple(y.shape)}")
+        if y.device != x.device:
+            raise ValueError(f"y: expected device {x.device} like x, got {y.device}")
+    for name, p in (("weight", weight), ("bias", bias)):
+        if not isinstance(p, torch.Tensor):
+            raise TypeError(f"{name}: expected a tensor of shape ({n},), got {type(p).__name__}")
+        if p.shape != (n,):
+            raise ValueError(f"{name}: expected shape ({n},) to match x's last dim, got {tuple(p.shape)}")
+        if p.dtype not in (x.dtype, torch.float32):
+            raise TypeError(f"{name}: expected {x.dtype} (x's dtype) or torch.float32, got {p.dtype}")
+        if p.device != x.device:
+            raise ValueError(f"{name}: expected device {x.device} like x, got {p.device}")
+    if bias.dtype != weight.dtype:
+        raise TypeError(f"bias: expected weight's dtype {weight.dtype}, got {bias.dtype}")
+
+
+def _check_out_dtype(out_dtype, x):
+    """``layer_norm``'s ``out_dtype``: None (x's dtype) or a float dtype the kernels store; x's own dtype is None."""
+    if out_dtype is not None and out_dtype not in FLOATS:
+        raise TypeError(f"out_dtype: expected None, torch.float32, torch.float16 or torch.bfloat16, got {out_dtype}")
+    return None if out_dtype == x.dtype else out_dtype
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -454,15 +448,6 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-6, *, ou
     return layer_norm_fwd_op(x, weight, bias, eps, _check_out_dtype(out_dtype, x))[0]
 
 
-def __getattr__(name: str):
-    """``layer_norm_fork`` (:mod:`.norm_fork`, which imports this module): part of layer_norm's contract."""
-    if name == "layer_norm_fork":
-        from fastvit.kernels.norm_fork import layer_norm_fork
-
-        return layer_norm_fork
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def add_layer_norm(x: Tensor, y: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
     """Returns ``(s, LN(s))`` with ``s = x + y``. Saves ``s``, ``weight`` and fp32 mean/rstd for backward."""
     _check_inputs(x, weight, bias, y)
@@ -470,15 +455,19 @@ def add_layer_norm(x: Tensor, y: Tensor, weight: Tensor, bias: Tensor, eps: floa
     return s, out
 
 
-# --------------------------------------------------------------------------- contract (AOT cases: norm_aot)
+def layer_norm_fork(
+    x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-6, *, out_dtype: torch.dtype | None = None
+) -> tuple[Tensor, Tensor]:
+    """``(LN(x), x)``: the normalized input of a block's branch and the residual it keeps.
 
-_SUPPORT = f"fp32/fp16/bf16, width 0-{MAX_HIDDEN}, any strides, fp32 or x-dtype weights"
-CONTRACT = (
-    # layer_norm_fork (norm_fork.py): (LN(x), x), whose backward adds the residual's gradient in the kernel --
-    # the same two kernels (layer_norm_fwd, add_layer_norm_bwd), so the same compile and benchmark cases
-    # (norm_aot's "*_bwd-fp32-from-*" cases: its backward under autocast, fp32 stream and half dout)
-    declare("layer_norm", __name__, ("layer_norm", "layer_norm_fork"), f"LayerNorm over the last dim, fwd+bwd; "
-            f"{_SUPPORT}, output in any float dtype; _fork: (LN(x), x), residual grad added in LN's bwd", norm_support),
-    declare("add_layer_norm", __name__, ("add_layer_norm",), f"(x + y, LayerNorm(x + y)) in one pass, fwd+bwd; "
-            f"{_SUPPORT}", norm_support),
-)  # fmt: skip
+    The output has ``out_dtype`` (default ``x``'s); the residual is ``x``
+    (same storage). Backward: ``x``'s gradient is LayerNorm's input gradient
+    plus the residual's, from one kernel launch, in ``x``'s dtype.
+    """
+    _check_inputs(x, weight, bias)
+    out_dtype = _check_out_dtype(out_dtype, x)
+    return LayerNormFork.apply(x, weight, bias, eps, out_dtype)
+
+
+# The op's kernels, by pass (the compile check and the GPU check's sweep read these).
+KERNELS = {"fwd": _layer_norm_fwd_kernel, "bwd": _layer_norm_bwd_kernel}

@@ -14,19 +14,19 @@ the models run. Widths that give the same binary (768 and 1024 share
 
 from __future__ import annotations
 
-from fastvit.kernels import tuning
+from fastvit import shapes
+from fastvit.kernels import norm, tuning
 from fastvit.kernels.aot import AotCase, divisible_args
-from fastvit.kernels import norm
 from fastvit.kernels.norm import BWD_CONFIGS, FWD_CONFIGS, GPU_ROW_TILE, block_sizes
 
 # The raw @triton.jit functions under the autotuners.
-_layer_norm_fwd_kernel = norm._layer_norm_fwd_kernel.fn
-_layer_norm_bwd_kernel = norm._layer_norm_bwd_kernel.fn
+_layer_norm_fwd_kernel = norm.KERNELS["fwd"].fn
+_layer_norm_bwd_kernel = norm.KERNELS["bwd"].fn
 
-# Every preset width (ViT-Ti 192 ... CLIP-gigantic 1664; SigLIP So400m 1152); the core ones below compile by default.
-AOT_WIDTHS = (192, 256, 384, 512, 640, 768, 896, 1024, 1152, 1280, 1408, 1536, 1664)
-# Compiled in every default test run at every config and dtype; the other widths are "wide" (-m slow).
-CORE_WIDTHS = (768, 1280)
+# Every preset width (fastvit.shapes: ViT-Ti 192 ... CLIP-gigantic 1664); the core tier's compile in
+# every default test run at every config and dtype, the other widths are "wide" (-m slow).
+AOT_WIDTHS = shapes.widths("wide")
+CORE_WIDTHS = shapes.widths("core")
 ARCHS = ("sm80", "sm90")
 DTYPES = ("bf16", "fp16")
 # name -> (kernel, flag constexpr, its value, configs table)
@@ -63,7 +63,7 @@ def launch_spec(name: str, dtype: str, width: int, meta: dict | None = None, in_
     output's (an fp32 stream normalized into a bf16/fp16 GEMM input, under
     autocast): the forward reads x (and weights) in it and stores ``dtype``; the
     backward reads ``dtype`` dout and x, ds, weights in it and writes dx in it
-    (a block norm's fork, :mod:`.norm_fork`, adds the fp32 residual gradient).
+    (a block norm's fork, ``layer_norm_fork``, adds the fp32 residual gradient).
     ``meta``: the config entry's constexprs (``ROW_STAGES`` for the backward).
     The row count and rows per program depend on the batch and are not marked.
     """
@@ -147,8 +147,9 @@ def aot_cases() -> list[AotCase]:
     return cases + qk_norm_cases()
 
 
-# qk-norm: (head_dim, heads) of ViT-B (64, 12), SigLIP So400m (72, 16), ViT-H / CLIP-H (80, 16)
-QK_NORM_HEADS = {64: 12, 72: 16, 80: 16}
+# qk-norm: (head_dim, heads) of the core presets (fastvit.shapes): ViT-B (64, 12), SigLIP So400m (72, 16),
+# ViT-H / CLIP-H (80, 16)
+QK_NORM_HEADS = shapes.qk_norm_layouts("core")
 
 
 def qk_norm_cases() -> list[AotCase]:

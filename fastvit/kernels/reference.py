@@ -1,7 +1,7 @@
 """Plain PyTorch references for every fused op in :mod:`fastvit.kernels`.
 
-One per op, named ``<op>_ref`` (each op's contract points at it, see
-:mod:`fastvit.kernels.contract`); the eager layers call them too. Each
+One per op, named ``<op>_ref`` (each op's declaration in
+:mod:`fastvit.kernels.ops` points at it); the eager layers call them too. Each
 function computes exactly what its kernel computes. With ``upcast=True``
 the inputs are promoted to float64 first and the float64 result is returned:
 that is the ground truth the parity tests measure errors against. With

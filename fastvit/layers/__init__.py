@@ -4,11 +4,10 @@ from .attention import BACKENDS, Attention, backend_status, get_attention_backen
 from .drop import DropPath, drop_path
 from .embed import RESAMPLE_CONVENTIONS, PatchEmbed, patchify, resample_options, resample_pos_embed
 from .glu import GluMlp
-from .impls import LINEAR_IMPLS, NORM_IMPLS
+from .impls import LINEAR_IMPLS, NORM_IMPLS, mlp_layer, norm_layer
 from .layer_scale import LayerScale
 from .linear import ResidualLinear
-from .mlp import Mlp, TritonMlp, mlp_layer
-from .norm import norm_layer
+from .mlp import Mlp, TritonMlp
 from .pool import AttentionPoolLatent
 
 __all__ = [

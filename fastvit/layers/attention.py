@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..kernels import registry
+from ..kernels import ops
+from ..kernels.tuning import interpreting
 from ..kernels.reference import attention_ref
 from .auto import auto_attention, auto_attention_packed
 from .kernel_ops import kernel_op
@@ -48,8 +49,6 @@ def sdpa_attention(q, k, v, dropout_p=0.0, scale=None):
 
 
 def _require_triton_device(t: torch.Tensor) -> None:
-    from fastvit.kernels.tuning import interpreting
-
     if not (t.is_cuda or interpreting()):
         raise RuntimeError(
             "attn_impl='triton' needs a CUDA tensor (or TRITON_INTERPRET=1 to run the kernel on the CPU, slowly); "
@@ -88,7 +87,7 @@ def _load_triton_packed() -> AttentionFn:
 
 def triton_unsupported(device_type: str, dtype: torch.dtype, head_dim: int, dropout_p: float = 0.0) -> str | None:
     """None when the Triton kernel can take such a call, else the reason it cannot."""
-    return registry.supports("attention", device=device_type, dtype=dtype, head_dim=head_dim, dropout_p=dropout_p,
+    return ops.supports("attention", device=device_type, dtype=dtype, head_dim=head_dim, dropout_p=dropout_p,
                              interpret=False)  # fmt: skip
 
 

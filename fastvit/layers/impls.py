@@ -18,14 +18,14 @@ from torch import nn
 from .auto import AutoLayerNorm, AutoLinearGELU, AutoPreNorm, AutoResidualLinear
 from .linear import ResidualLinear, TritonLinearGELU, TritonResidualLinear
 from .mlp import Mlp, TritonMlp
-from .norm import TritonLayerNorm, TritonPreNorm
+from .norm import TritonBlockNorm, TritonLayerNorm
 
 # norm_impl -> (LayerNorm class, class for a block's norms, whose output only feeds a GEMM; the
 # Triton and auto ones also have fork(x) -> (normed, residual), see fastvit.layers.norm)
 NORM_IMPLS = {
     "auto": (AutoLayerNorm, AutoPreNorm),
     "torch": (nn.LayerNorm, nn.LayerNorm),
-    "triton": (TritonLayerNorm, TritonPreNorm),
+    "triton": (TritonLayerNorm, TritonBlockNorm),
 }
 
 # linear_impl -> (fc1 class, activation after fc1, residual-projection class, MLP branch class).
@@ -35,3 +35,17 @@ LINEAR_IMPLS = {
     "torch": (nn.Linear, nn.GELU, ResidualLinear, Mlp),
     "triton": (TritonLinearGELU, nn.Identity, TritonResidualLinear, TritonMlp),
 }
+
+
+def norm_layer(impl: str, *, pre_gemm: bool = False) -> type[nn.LayerNorm]:
+    """The LayerNorm class for ``norm_impl``; ``pre_gemm`` for a block's norms, whose output only feeds a GEMM."""
+    if impl not in NORM_IMPLS:
+        raise ValueError(f"unknown norm_impl {impl!r}; valid: {sorted(NORM_IMPLS)}")
+    return NORM_IMPLS[impl][1 if pre_gemm else 0]
+
+
+def mlp_layer(linear_impl: str) -> type[Mlp]:
+    """The MLP class for ``linear_impl``: the fused branch for "triton", separate ops otherwise."""
+    if linear_impl not in LINEAR_IMPLS:
+        raise ValueError(f"unknown linear_impl {linear_impl!r}; valid: {sorted(LINEAR_IMPLS)}")
+    return LINEAR_IMPLS[linear_impl][3]

@@ -47,12 +47,3 @@ class TritonMlp(Mlp):
     def forward(self, x, residual, gamma=None):
         return triton_mlp_forward(self.mlp_residual, self.fc1, self.drop, self.fc2, x, residual, gamma,
                                   self.fc1.approximate)
-
-
-def mlp_layer(linear_impl: str) -> type[Mlp]:
-    """The MLP class for ``linear_impl``: the fused branch for "triton", separate ops otherwise."""
-    from .impls import LINEAR_IMPLS
-
-    if linear_impl not in LINEAR_IMPLS:
-        raise ValueError(f"unknown linear_impl {linear_impl!r}; valid: {sorted(LINEAR_IMPLS)}")
-    return LINEAR_IMPLS[linear_impl][3]

@@ -37,8 +37,8 @@ class TritonLayerNorm(nn.LayerNorm):
         return self.layer_norm(x, self.weight, self.bias, self.eps, out_dtype=self.out_dtype(x))
 
 
-class TritonPreNorm(TritonLayerNorm):
-    """A block's LayerNorm, whose output only feeds a GEMM.
+class TritonBlockNorm(TritonLayerNorm):
+    """A block's LayerNorm (``norm1``, ``norm2``), whose output only feeds a GEMM.
 
     Under autocast it stores its output straight in the autocast dtype -- the
     values the GEMM's input cast would produce from nn.LayerNorm's fp32 output
@@ -57,6 +57,10 @@ class TritonPreNorm(TritonLayerNorm):
 
     def fork(self, x):
         return self.layer_norm_fork(x, self.weight, self.bias, self.eps, out_dtype=self.out_dtype(x))
+
+
+# The old name (it has nothing to do with CLIP's ``pre_norm``, the norm before the blocks); kept as an alias.
+TritonPreNorm = TritonBlockNorm
 
 
 def plain_fork(norm: nn.Module, x):
@@ -81,12 +85,3 @@ def fork_function(norm: nn.Module):
     A plain function (not bound to ``norm``), so a module keeping it pickles and deep-copies as before.
     """
     return fused_fork if callable(getattr(type(norm), "fork", None)) else plain_fork
-
-
-def norm_layer(impl: str, *, pre_gemm: bool = False) -> type[nn.LayerNorm]:
-    """The LayerNorm class for ``norm_impl``; ``pre_gemm`` for a block's norms, whose output only feeds a GEMM."""
-    from .impls import NORM_IMPLS
-
-    if impl not in NORM_IMPLS:
-        raise ValueError(f"unknown norm_impl {impl!r}; valid: {sorted(NORM_IMPLS)}")
-    return NORM_IMPLS[impl][1 if pre_gemm else 0]

@@ -1,15 +1,15 @@
 """Every shipped kernel configuration compiles for sm_80 and sm_90, fits shared
 memory, uses the tensor cores and spills no registers (see fastvit.kernels.aot).
-The cases are every op contract's ``aot_cases()`` (fastvit.kernels.registry;
-tests/kernels/test_contracts.py proves each declared op has some here). The
+The cases are every op's (fastvit.kernels.aot_cases, built from fastvit.shapes;
+tests/kernels/test_ops.py proves each declared op has some here). The
 per-kernel test files check that the cases cover every entry of their tables."""
 
 import pytest
 
-from fastvit.kernels import registry
+from fastvit.kernels.aot_cases import all_cases
 from fastvit.kernels.aot import SPILL_TOLERANCE, check_cases
 
-CASES = registry.aot_cases()
+CASES = all_cases()
 # "wide" cases (more widths, same kernels) compile only with -m slow.
 PARAMS = [pytest.param(c, id=str(c), marks=pytest.mark.slow if getattr(c, "tier", "core") == "wide" else ()) for c in CASES]
 
@@ -77,5 +77,5 @@ def test_check_cases_refuses_unknown_names():
     with pytest.raises(TypeError, match="list of case names"):
         check_cases("attention_fwd-bf16-d64-m128n64-sm90-w8s3")
     assert check_cases([]) == {}
-    with pytest.raises(ValueError, match="no op contract declares"):
+    with pytest.raises(ValueError, match="no op declares"):
         check_cases(["no-such-kernel-sm90-w4s3"], workers=1)

@@ -25,8 +25,8 @@ from fastvit.kernels import tuning
 
 ARCHS = ("sm80", "sm90")
 HEAD_DIMS = tuple(d for d, *_ in aot.MODEL_SHAPES + aot.WIDE_SHAPES)
-BWD_TUNERS = {"attention_bwd_dkdv": attn._attention_bwd_dkdv_kernel, "attention_bwd_dq": attn._attention_bwd_dq_kernel}
-TUNERS = {"attention_fwd": attn._attention_fwd_kernel, **BWD_TUNERS}
+BWD_TUNERS = {"attention_bwd_dkdv": attn.KERNELS["bwd_dkdv"], "attention_bwd_dq": attn.KERNELS["bwd_dq"]}
+TUNERS = {"attention_fwd": attn.KERNELS["fwd"], **BWD_TUNERS}
 TABLES = {"attention_fwd": attn.FWD_CONFIGS, "attention_bwd_dkdv": attn.DKDV_CONFIGS, "attention_bwd_dq": attn.DQ_CONFIGS}
 
 _CHILD = """

@@ -24,7 +24,9 @@ import pytest
 import torch
 from parity import assert_close_vs_ref, poison_
 
+from fastvit import shapes
 from fastvit.kernels import flash_attention as attn
+from fastvit.kernels.aot_cases import cases_of
 from fastvit.kernels import tuning
 from fastvit.kernels.reference import attention_ref
 
@@ -57,7 +59,9 @@ COVER = [
     (1, 2, 20, 104, F16),
 ]
 FULL = list(itertools.product(BATCHES, HEADS, SEQS, HEAD_DIMS, (F32, F16, BF16)))
-FULL_CUDA = list(itertools.product(BATCHES, HEADS, SEQS + (1025,), HEAD_DIMS + (88, 96, 104), (BF16, F16)))
+# on CUDA, every head dim of the presets (fastvit.shapes) too: a new preset's head dim enters this grid
+CUDA_HEAD_DIMS = HEAD_DIMS + tuple(d for d in shapes.head_dims("wide") if d not in HEAD_DIMS)
+FULL_CUDA = list(itertools.product(BATCHES, HEADS, SEQS + (1025,), CUDA_HEAD_DIMS, (BF16, F16)))
 
 
 def _case_id(case) -> str:
@@ -84,14 +88,14 @@ def _poisoned_like(t: torch.Tensor, dtype=None) -> torch.Tensor:
     return poison_(torch.empty(t.shape, dtype=dtype or t.dtype, device=t.device))
 
 
-def _run_kernels(q, k, v, do, scale, short=None):
+def _run_kernels(q, k, v, do, scale):
     """Forward and backward launchers on NaN-poisoned buffers: (out, lse, dq, dk, dv)."""
     out, lse = attn.attention_fwd(
         q, k, v, scale, out=_poisoned_like(q), lse=_poisoned_like(q[..., 0], torch.float32)
     )
     dq, dk, dv = attn.attention_bwd(
         do, q, k, v, out, lse, scale,
-        dq=_poisoned_like(q), dk=_poisoned_like(k), dv=_poisoned_like(v), delta=_poisoned_like(lse), short=short,
+        dq=_poisoned_like(q), dk=_poisoned_like(k), dv=_poisoned_like(v), delta=_poisoned_like(lse),
     )  # fmt: skip
     return out, lse, dq, dk, dv
 
@@ -105,9 +109,9 @@ def _reference(q, k, v, do, scale, upcast):
     return (out.detach(), *(t.grad for t in leaves))
 
 
-def _check_parity(q, k, v, do, scale=None, short=None):
+def _check_parity(q, k, v, do, scale=None):
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    out, lse, dq, dk, dv = _run_kernels(q, k, v, do, scale, short)
+    out, lse, dq, dk, dv = _run_kernels(q, k, v, do, scale)
     ref = _reference(q, k, v, do, scale, upcast=True)
     eager = _reference(q, k, v, do, scale, upcast=False)
     for name, got, exp, pt, factor in zip(("out", "dq", "dk", "dv"), (out, dq, dk, dv), ref, eager, (2, 3, 3, 3)):
@@ -193,7 +197,7 @@ def test_interpreter_is_host_independent():
 
 def test_head_tiles():
     """Head dims split into power-of-two tiles of >= 16 columns, padding less than one tile would."""
-    from fastvit.kernels.attention_support import backward_head_tiles, head_tiles
+    from fastvit.kernels._attention_tiles import backward_head_tiles, head_tiles
 
     assert head_tiles(64) == (64, 0) and head_tiles(128) == (128, 0) and head_tiles(8) == (16, 0)
     assert head_tiles(80) == (64, 16) and head_tiles(72) == (64, 16) and head_tiles(96) == (64, 32)
@@ -218,31 +222,6 @@ def test_parity_any_scale(scale, n, device):
     negative or zero scale must still give softmax(scale * S). 128 keys are two
     full (unmasked) blocks, 130 add a masked tail."""
     _check_parity(*_qkv_do(1, 1, 40, n, 32, F32, device), scale=scale)
-
-
-SHORT_CASES = [(1, 2, 197, 64, F16), (1, 1, 197, 72, BF16), (2, 1, 33, 80, F32), (1, 3, 1, 16, F32)]
-
-
-@pytest.mark.parametrize("case", SHORT_CASES, ids=_case_id)
-def test_short_backward_parity(case, device):
-    """The one-launch backward (keys held whole, dQ written per query block)
-    meets the same budget, and writes every element of dq, dk, dv (poisoned)."""
-    b, h, n, d, dtype = case
-    _check_parity(*_qkv_do(b, h, n, n, d, dtype, device), short=True)
-
-
-def test_short_backward_is_deterministic_and_bounded(device, monkeypatch):
-    q, k, v, do = _qkv_do(1, 2, 70, 70, 80, F16, device)
-    first, second = _run_kernels(q, k, v, do, 0.1, short=True), _run_kernels(q, k, v, do, 0.1, short=True)
-    for name, a, b in zip(("out", "lse", "dq", "dk", "dv"), first, second):
-        assert torch.equal(a, b), f"{name} differs between two runs"
-    from fastvit.kernels.flash_attention_bwd_short import SHORT_MAX_KV, short_backward_wanted
-
-    assert short_backward_wanted(SHORT_MAX_KV, True) and not short_backward_wanted(SHORT_MAX_KV + 1, True)
-    monkeypatch.delenv("FASTVIT_ATTENTION_BWD_SHORT", raising=False)
-    assert not short_backward_wanted(197, None)
-    monkeypatch.setenv("FASTVIT_ATTENTION_BWD_SHORT", "1")
-    assert short_backward_wanted(197, None) and not short_backward_wanted(197, False)
 
 
 def _packed_qkv(b, n, h, d, dtype, device):
@@ -479,7 +458,7 @@ def test_cpu_tensors_without_interpreter_raise(monkeypatch):
 
 # --------------------------------------------------------------------------- ahead-of-time compile
 
-AOT_CASES = attn.aot_cases()
+AOT_CASES = cases_of("attention")
 
 
 def test_aot_cases_cover_every_shipped_config():
@@ -517,7 +496,7 @@ def test_aot_cases_carry_the_launch_specialization():
     """Hints as a ViT launch gives them: head-dim strides are the constant 1; the
     head stride (= head_dim) divides by 16 at 64 and 80 but not at 72; the
     sequence lengths (197, 257, 577, 730) never do; the tiles are the launcher's."""
-    from fastvit.kernels.attention_support import backward_head_tiles, head_tiles
+    from fastvit.kernels._attention_tiles import backward_head_tiles, head_tiles
 
     for case in AOT_CASES:
         if case.name.startswith("attention_bwd_delta"):

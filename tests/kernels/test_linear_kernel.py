@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from parity import assert_close_vs_ref, poison_
 
+from fastvit import shapes
 from fastvit.kernels import linear, linear_aot, linear_bwd, reference
 
 # dtype -> (atol, rtol) on outputs and dx; dW gets 10 x atol, db 5 x atol.
@@ -140,9 +141,11 @@ def _sweep(skip):
     ]
 
 
+# on CUDA, the core presets' widths (fastvit.shapes) too
+CUDA_HIDDEN = HIDDEN + tuple(w for w in shapes.widths("core") if w not in HIDDEN)
 CUDA_CASES = [
     pytest.param(dtype, rows, hidden, marks=pytest.mark.cuda)
-    for dtype, rows, hidden in itertools.product((torch.bfloat16, torch.float16), ROWS, HIDDEN)
+    for dtype, rows, hidden in itertools.product((torch.bfloat16, torch.float16), ROWS, CUDA_HIDDEN)
 ]
 
 
@@ -440,7 +443,7 @@ def case_tile(case):
     return (tile | {"num_warps": case.num_warps, "num_stages": case.num_stages}).items()
 
 
-@pytest.mark.parametrize("shape", ["vit_base", "vit_large", "siglip_so400m", "vit_huge"])
+@pytest.mark.parametrize("shape", list(linear_aot.LAUNCH_SHAPES))
 @pytest.mark.parametrize("rows", [197, 256 * 197])
 def test_launch_specialization_follows_the_real_arguments(shape, rows):
     """Divisibility of the compiled launch cases comes from the values the launch passes (Triton's rule).

@@ -65,7 +65,7 @@ def _inputs(op):
 OPS = {
     "linear_gelu": (linear.linear_gelu, lambda x, weight, bias: reference.linear_gelu_ref(x, weight, bias)),
     "linear_residual": (linear.linear_residual, reference.linear_residual_ref),
-    "mlp_residual": (mlp.mlp_residual, lambda *a, scale=None: mlp.mlp_residual_ref(*a, scale=scale)),
+    "mlp_residual": (mlp.mlp_residual, lambda *a, scale=None: reference.mlp_residual_ref(*a, scale=scale)),
     "linear_gelu_tma": (linear_tma.linear_gelu_tma, lambda x, weight, bias: reference.linear_gelu_ref(x, weight, bias)),
     "linear_residual_tma": (linear_tma.linear_residual_tma, reference.linear_residual_ref),
 }

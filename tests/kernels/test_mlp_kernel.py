@@ -14,7 +14,7 @@ import torch
 from parity import assert_close_vs_ref, poison_
 from test_linear_kernel import TOLERANCES, _check_grads, _grads, _upcast
 
-from fastvit.kernels import linear, linear_bwd, mlp
+from fastvit.kernels import linear, linear_bwd, mlp, reference
 
 
 def _mlp(rows, dim, dtype, seed=0, residual_dtype=None, batch=None):
@@ -66,8 +66,8 @@ def test_mlp_residual_gradients(dtype, rows, dim, approximate, residual_dtype, m
         return mlp.mlp_residual(*t, approximate=approximate, scale=scale)
 
     ours = _grads(fused, inputs, dout)
-    eager = _grads(lambda *t: mlp.mlp_residual_ref(*t, approximate, scale, upcast=False), inputs, dout)
-    ref = _grads(lambda *t: mlp.mlp_residual_ref(*t, approximate, scale), _upcast(*inputs), dout.double())
+    eager = _grads(lambda *t: reference.mlp_residual_ref(*t, approximate, scale, upcast=False), inputs, dout)
+    ref = _grads(lambda *t: reference.mlp_residual_ref(*t, approximate, scale), _upcast(*inputs), dout.double())
     assert calls == {"gelu_bwd": 0, "gelu_grad": 1}
     atol, rtol = TOLERANCES[dtype]
     assert ours[0].dtype == (residual_dtype or dtype)

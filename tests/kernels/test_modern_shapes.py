@@ -21,8 +21,7 @@ from test_linear_kernel import BIAS_ATOL_FACTOR, TOLERANCES, _check_grads, _grad
 from test_mlp_kernel import _mlp
 
 from fastvit.kernels import linear, linear_aot, linear_tma, mlp, norm, norm_aot, reference
-from fastvit.kernels.attention_support import head_tiles
-from fastvit.kernels.layer_scale import fold_layer_scale, fold_layer_scale_
+from fastvit.kernels._attention_tiles import head_tiles
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 
@@ -196,7 +195,7 @@ def test_mlp_residual_gamma(dtype, approximate, residual_dtype):
         return mlp.mlp_residual(x, w1, b1, w2, b2, r, approximate=approximate, scale=scale, gamma=gm)
 
     def ref_fn(upcast):
-        return lambda x, w1, b1, w2, b2, r, gm: mlp.mlp_residual_ref(x, w1, b1, w2, b2, r, approximate, scale,
+        return lambda x, w1, b1, w2, b2, r, gm: reference.mlp_residual_ref(x, w1, b1, w2, b2, r, approximate, scale,
                                                                      upcast=upcast, gamma=gm)  # fmt: skip
 
     ours, eager = _grads(fused, args, dout), _grads(ref_fn(False), args, dout)
@@ -205,22 +204,6 @@ def test_mlp_residual_gamma(dtype, approximate, residual_dtype):
     assert_close_vs_ref(ours[0], eager[0], ref[0], factor=2, atol=atol, rtol=rtol, name="out")
     _check_branch_grads(ours[1:], eager[1:], ref[1:], dtype, ("dx", "dW", "db", "dW", "db", "d_residual", "dgamma"))
     assert not ours[1][0].any(), "the dropped sample's input gradient must be exactly zero"
-
-
-def test_fold_layer_scale_matches_the_gamma_epilogue(device):
-    x, w, b, r, _ = _residual_inputs(F32, F32, device, seed=9)
-    gamma = _gamma(w.shape[0], F32, device, seed=10)
-    fw, fb = fold_layer_scale(w, b, gamma)
-    torch.testing.assert_close(linear.linear_residual(x, fw, fb, r), linear.linear_residual(x, w, b, r, gamma=gamma),
-                               rtol=1e-5, atol=1e-5)  # fmt: skip
-    layer = torch.nn.Linear(w.shape[1], w.shape[0]).to(device)
-    with torch.no_grad():
-        layer.weight.copy_(w)
-        layer.bias.copy_(b)
-    fold_layer_scale_(layer, gamma)
-    torch.testing.assert_close(layer(x), gamma * F.linear(x, w, b), rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match=r"gamma must have shape \(80,\)"):
-        fold_layer_scale(w, b, gamma[:3])
 
 
 BAD_GAMMA = {
@@ -354,8 +337,8 @@ def test_wide_gemms_quick_gelu(d_in, d_out):
 def test_aot_covers_the_modern_widths():
     """The compiled launch shapes include so400m and ViT-H; 4304 is hinted divisible by 16, not 32."""
 
-    assert linear_aot.LAUNCH_SHAPES["siglip_so400m"] == (1152, 4304)
-    assert linear_aot.LAUNCH_SHAPES["vit_huge"] == (1280, 5120)
+    assert (1152, 4304) in linear_aot.LAUNCH_SHAPES.values()
+    assert (1280, 5120) in linear_aot.LAUNCH_SHAPES.values()
     values = linear_aot.launch_values("fc2", 197, 1152, 4304)
     units, divisible = linear_aot.launch_specialization(values)
     assert values["K"] == 4304 and "K" in divisible and 4304 % 32 != 0

@@ -19,6 +19,7 @@ import pytest
 import torch
 from parity import assert_close_vs_ref, poison_
 
+from fastvit import shapes
 from fastvit.kernels import norm as ln
 from fastvit.kernels import norm_aot
 from fastvit.kernels import tuning
@@ -32,6 +33,8 @@ HIDDEN = (192, 768, 1000, 1280)
 COVER = [(1, 1280), (197, 1000), (4 * 197 + 3, 768), (197, 192), (2, 197, 192), (3, 4096)]
 FULL = [(m, n) for m in ROWS for n in HIDDEN]
 OPS = ("layer_norm", "add_layer_norm")
+# on CUDA, every preset width (fastvit.shapes) too: a new preset's width enters that grid
+PRESET_WIDTHS = [(197, n) for n in shapes.widths("wide") if n not in HIDDEN]
 
 
 def _generator(*key) -> torch.Generator:
@@ -137,7 +140,7 @@ def test_parity_sweep(op, dtype, shape):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("weight_dtype", [None, torch.float32], ids=["same", "fp32w"])
-@pytest.mark.parametrize("shape", FULL + [(8, 197, 768), (3, 4096)], ids=str)
+@pytest.mark.parametrize("shape", FULL + [(8, 197, 768), (3, 4096)] + PRESET_WIDTHS, ids=str)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("op", OPS)
 def test_parity_cuda(op, dtype, shape, weight_dtype):

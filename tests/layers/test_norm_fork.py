@@ -25,7 +25,7 @@ from fastvit import dispatch
 from fastvit.kernels import norm as norm_kernels
 from fastvit.kernels import reference
 from fastvit.layers import auto
-from fastvit.layers.norm import TritonPreNorm, fork_function, fused_fork, plain_fork
+from fastvit.layers.norm import TritonBlockNorm, fork_function, fused_fork, plain_fork
 from fastvit.model import Block
 from fastvit.parts import resolve_parts
 
@@ -190,11 +190,12 @@ def test_fork_refuses_bad_arguments():
         _kernel()(x.double(), w, b, EPS)
 
 
-def test_fork_is_declared_under_layer_norms_contract():
-    from fastvit.kernels import registry
+def test_fork_is_declared_under_layer_norms_declaration():
+    from fastvit.kernels import ops
 
-    c = registry.get("layer_norm")
-    assert "layer_norm_fork" in c.functions and norm_kernels.layer_norm_fork is _kernel()
+    op = ops.declaration("layer_norm")
+    assert "layer_norm_fork" in op.functions and op.module == norm_kernels.__name__
+    assert norm_kernels.layer_norm_fork is _kernel()
 
 
 # -- the block: one launch per junction, no separate add -------------------------------------
@@ -250,7 +251,7 @@ def test_block_with_torch_and_triton_forks_agree():
 
 def test_fork_function_picks_the_fused_fork_only_for_norms_that_have_one():
     assert fork_function(nn.LayerNorm(24)) is plain_fork
-    assert fork_function(TritonPreNorm(24)) is fused_fork and fork_function(auto.AutoPreNorm(24)) is fused_fork
+    assert fork_function(TritonBlockNorm(24)) is fused_fork and fork_function(auto.AutoPreNorm(24)) is fused_fork
     norm, x = nn.LayerNorm(24), torch.randn(3, 5, 24)
     out, res = plain_fork(norm, x)
     assert torch.equal(out, norm(x)) and res is x
@@ -298,8 +299,8 @@ def test_hooks_on_a_block_norm_fire_and_are_honoured(kind, monkeypatch):
     assert launches.calls == [True, True]  # hooks gone: both junctions fused again
 
 
-def test_triton_pre_norm_fork_under_autocast():
-    pre = TritonPreNorm(32, eps=EPS)
+def test_triton_block_norm_fork_under_autocast():
+    pre = TritonBlockNorm(32, eps=EPS)
     x = torch.randn(2, 7, 32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out, res = pre.fork(x)
@@ -403,7 +404,7 @@ def test_forks_survive_pickle_deepcopy_and_follow_a_replaced_norm():
     block = model.blocks[0]
     block.norm1 = nn.LayerNorm(48, eps=1e-6)  # swapped after construction: its fork goes with it
     assert block._norm1_fork is plain_fork
-    block.norm1 = TritonPreNorm(48, eps=1e-6)
+    block.norm1 = TritonBlockNorm(48, eps=1e-6)
     assert block._norm1_fork is fused_fork
 
 

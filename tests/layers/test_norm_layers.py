@@ -6,7 +6,8 @@ from parity import assert_close_vs_ref
 from torch import nn
 
 import fastvit
-from fastvit.layers.norm import TritonLayerNorm, TritonPreNorm, norm_layer
+from fastvit.layers.impls import norm_layer
+from fastvit.layers.norm import TritonLayerNorm, TritonBlockNorm
 
 
 def _norms(width=192):
@@ -15,7 +16,7 @@ def _norms(width=192):
     with torch.no_grad():
         ref.weight.normal_(1.0, 0.5)
         ref.bias.normal_(0.0, 0.5)
-    pre, plain = TritonPreNorm(width, eps=1e-6), TritonLayerNorm(width, eps=1e-6)
+    pre, plain = TritonBlockNorm(width, eps=1e-6), TritonLayerNorm(width, eps=1e-6)
     pre.load_state_dict(ref.state_dict())
     plain.load_state_dict(ref.state_dict())
     return ref, pre, plain
@@ -43,6 +44,14 @@ def test_pre_norm_outside_autocast_is_the_plain_norm():
 
 def test_model_uses_pre_norms_inside_blocks_only():
     model = fastvit.create_model("vit_tiny_patch16_224", depth=2, norm_impl="triton")
-    assert all(type(b.norm1) is TritonPreNorm and type(b.norm2) is TritonPreNorm for b in model.blocks)
+    assert all(type(b.norm1) is TritonBlockNorm and type(b.norm2) is TritonBlockNorm for b in model.blocks)
     assert type(model.norm) is TritonLayerNorm
     assert norm_layer("torch", pre_gemm=True) is nn.LayerNorm
+
+
+def test_block_norm_keeps_its_old_name():
+    """The block norm was called TritonPreNorm (nothing to do with CLIP's pre_norm); the old name is an alias."""
+    from fastvit.layers import norm
+
+    assert norm.TritonPreNorm is norm.TritonBlockNorm and issubclass(norm.TritonBlockNorm, TritonLayerNorm)
+    assert norm_layer("triton", pre_gemm=True) is norm.TritonBlockNorm

@@ -81,7 +81,7 @@ def _forward_with(layer, weight, bias, x, r, gamma):
 @pytest.mark.parametrize("training", [False, True])
 def test_triton_mlp_gamma_and_approximate(approximate, training):
     """TritonMlp (one fused op) against the reference built from the same weights."""
-    from fastvit.kernels.mlp import mlp_residual_ref
+    from fastvit.kernels.reference import mlp_residual_ref
 
     torch.manual_seed(3)
     mlp = TritonMlp(16, 64, drop_path=0.0, approximate=approximate).train(training)

@@ -1,9 +1,9 @@
-"""Each fused op's contract (fastvit.kernels.contract / registry): complete, consistent with
-the kernels, the one source of the compile check's and the benchmarks' cases, and answerable
-without Triton."""
+"""Each fused op's declaration (fastvit.kernels.ops): complete, consistent with the kernels,
+the one source of the compile check's and the benchmarks' ops, and answerable without Triton."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastvit.kernels import contract, reference, registry
+from fastvit.kernels import ops, reference, registry
 
 ROOT = Path(__file__).resolve().parents[2]
 KERNELS = ROOT / "fastvit" / "kernels"
-PASSES = ("fwd", "bwd", "bwd_dq", "bwd_dkdv", "bwd_delta", "bwd_short")
+PASSES = ("fwd", "bwd", "bwd_dq", "bwd_dkdv", "bwd_delta")
 # Op files following the naming scheme in full (the GEMM files get theirs with issue 14's rework).
-SCHEME_MODULES = ("flash_attention", "flash_attention_bwd", "flash_attention_bwd_short", "norm", "attention_probs")
+SCHEME_MODULES = ("flash_attention", "flash_attention_bwd", "norm", "attention_probs")
 
 
 def _run_python(code: str, **env) -> subprocess.CompletedProcess:
@@ -50,70 +50,107 @@ def collected() -> dict[str, dict[str, list[str]]]:
     return {"default": _collect(), "all": _collect("-m", "")}
 
 
-# -- the registry is complete -------------------------------------------------------------
+# -- the declarations are complete ---------------------------------------------------------
 
 
-def test_registry_lists_every_declared_contract():
-    declaring = sorted(p.stem for p in KERNELS.glob("*.py") if re.search(r"^CONTRACT = ", p.read_text(), re.M))
-    assert declaring == sorted(registry.module_names())
-    contracts = registry.contracts()
-    assert [c.name for c in contracts] == registry.op_names() == list(registry.OPS)
+def test_every_op_file_is_declared():
+    """The op files (those registering torch.library ops or listing KERNELS, but for the backward
+    files only their op file imports and the compile cases) are exactly the declared modules, and each declaration's functions are its module's,
+    exported by fastvit.kernels where ``exported``."""
     import fastvit.kernels as kernels
 
+    def is_op_file(path):
+        text = path.read_text()
+        own = "torch.library.custom_op(" in text or re.search(r"^KERNELS = \{", text, re.M)
+        return own and not path.stem.endswith(("_aot", "_bwd"))
+
+    op_files = sorted(p.stem for p in KERNELS.glob("*.py") if is_op_file(p))
+    assert op_files == sorted({op.module.rpartition(".")[2] for op in ops.OPS.values()})
     public = set()
-    for c in contracts:
-        assert isinstance(c, contract.OpContract) and registry.get(c.name) is c
-        assert c.module == f"fastvit.kernels.{registry.OPS[c.name][0]}"
-        module = sys.modules[c.module]
-        for fn in c.functions:
+    for name, op in ops.OPS.items():
+        assert op.name == name and ops.declaration(name) is op and registry.get(name) is op
+        module = importlib.import_module(op.module)
+        for fn in op.functions:
             assert callable(getattr(module, fn)), fn
-            if fn in kernels.__all__:
+            if op.exported:
                 assert getattr(kernels, fn) is getattr(module, fn), fn
-        public.update(c.functions)
+        public.update(op.functions if op.exported else ())
         # one reference per op, in reference.py; the op file defines none of its own
-        assert c.reference.__module__ == "fastvit.kernels.reference" and c.reference.__name__.endswith("_ref")
-        own_refs = [n for n, o in vars(module).items() if n.endswith("_ref") and getattr(o, "__module__", "") == c.module]
-        assert not own_refs, (c.module, own_refs)
-        # the supports the layers and dispatch ask is the one the contract declares (Triton-free: see the last test)
-        assert c.supports is registry.supports_function(c.name)
-        assert c.description and c.describe().startswith(f"{c.name}: ")
-    # every public op of the package is declared; attention_probs is reached through its submodule's name
-    assert public - set(kernels.__all__) == {"attention_probs"} and set(kernels.__all__) <= public
+        assert op.reference.__module__ == "fastvit.kernels.reference" and op.reference.__name__.endswith("_ref")
+        base = op.reference.__name__.removesuffix("_ref")
+        assert name == base or name.startswith(base + "_"), (name, op.reference.__name__)
+        own_refs = [n for n, o in vars(module).items() if n.endswith("_ref") and getattr(o, "__module__", "") == op.module]
+        assert not own_refs, (op.module, own_refs)
+        assert set(op.auto_dtypes) <= set(op.dtypes) and set(op.tolerance.atol) >= set(op.dtypes)
+        assert op.description and op.describe().startswith(f"{name}: ")
+        # the op's kernels, as its file lists them for the compile check and the GPU check (mlp_residual
+        # launches linear's)
+        kernels_of = getattr(module, "KERNELS", None) if name != "mlp_residual" else {"fwd": None}
+        assert kernels_of and all(k is None or _kernel_like(k) for k in kernels_of.values()), name
+    assert public == set(kernels.__all__)
+    assert ops.by_module()["fastvit.kernels.norm"] == ("layer_norm", "add_layer_norm")
+    assert sorted(n for names in ops.by_module().values() for n in names) == sorted(ops.OPS)
+    assert ops.declaration("attention").auto_dtypes == (torch.float16, torch.bfloat16)
 
 
-def test_registry_refuses_unknown_ops_and_arguments():
+def test_declarations_refuse_unknown_ops_and_arguments():
     with pytest.raises(ValueError, match="unknown op 'softmax'"):
-        registry.supports("softmax", device="cuda", dtype=torch.float16)
+        ops.supports("softmax", device="cuda", dtype=torch.float16)
     with pytest.raises(ValueError, match="unknown op"):
-        registry.get("layernorm")
+        ops.declaration("layernorm")
     with pytest.raises(TypeError):
-        registry.supports("attention", device="cuda", dtype=torch.float16, head_dim=64, causal=True)
+        ops.supports("attention", device="cuda", dtype=torch.float16, head_dim=64, causal=True)
     with pytest.raises(TypeError, match="dtype must be a torch.dtype"):
-        registry.supports("layer_norm", device="cuda", dtype="bf16", width=768)
+        ops.supports("layer_norm", device="cuda", dtype="bf16", width=768)
     with pytest.raises(TypeError, match="head_dim must be an int"):
-        registry.supports("attention", device="cuda", dtype=torch.float16, head_dim=True)
+        ops.supports("attention", device="cuda", dtype=torch.float16, head_dim=True)
     with pytest.raises(TypeError, match="device must be"):
-        registry.supports("linear_gelu", device=0, dtype=torch.float16, in_features=8, out_features=8)
+        ops.supports("linear_gelu", device=0, dtype=torch.float16, in_features=8, out_features=8)
+    # the old name answers the same
+    assert registry.supports is ops.supports and registry.describe is ops.describe
 
 
-def test_contract_declarations_enforce_the_scheme():
-    good = registry.get("layer_norm")
-    fields = dict(name=good.name, module=good.module, functions=good.functions, reference=good.reference,
-                  supports=good.supports, aot_cases=good.aot_cases, bench_cases=good.bench_cases,
-                  description=good.description)  # fmt: skip
-    assert contract.OpContract(**fields) == good
-    with pytest.raises(ValueError, match="reference must be"):
-        contract.OpContract(**{**fields, "reference": reference.attention_ref})
-    with pytest.raises(ValueError, match="reference must be"):
-        contract.OpContract(**{**fields, "reference": torch.nn.functional.layer_norm})
-    with pytest.raises(ValueError, match="functions must be"):
-        contract.OpContract(**{**fields, "functions": ("rms_norm",)})
-    with pytest.raises(ValueError, match="description"):
-        contract.OpContract(**{**fields, "description": ""})
-    with pytest.raises(ValueError, match="has no supports_rms_norm"):
-        contract.declare("rms_norm", "fastvit.kernels.norm", ("rms_norm",), "x", "fastvit.kernels.norm_support")
-    # a variant shares its op's reference
-    assert registry.get("linear_gelu_tma").reference is reference.linear_gelu_ref
+def test_declared_limits_are_what_supports_enforces():
+    """The limits a declaration states are the ones its supports() checks: just inside passes, just outside fails."""
+    for name, op in ops.OPS.items():
+        for arg, (low, high) in op.limits.items():
+            call = _SUPPORTS_CALLS[name] | {arg: low}
+            assert op.supports_fn(device="cuda", **call) is None, (name, arg, low)
+            assert op.supports_fn(device="cuda", **call | {arg: low - 1}) is not None, (name, arg)
+            if high is not None:
+                assert op.supports_fn(device="cuda", **call | {arg: high}) is None
+                assert f"{arg} {high + 1}" in op.supports_fn(device="cuda", **call | {arg: high + 1})
+        for dtype in op.dtypes:
+            assert op.supports_fn(device="cuda", **_SUPPORTS_CALLS[name] | {"dtype": dtype}) is None
+        assert "float64" in op.supports_fn(device="cuda", **_SUPPORTS_CALLS[name] | {"dtype": torch.float64})
+
+
+def test_tolerance_accepts_the_kernel_and_rejects_a_wrong_result():
+    """The correctness gate's bound (flash-attention rule): an fp16 result as close as PyTorch's own
+    passes; one shifted by a few ulps of the output's scale, or NaN, fails."""
+    tol = ops.declaration("layer_norm").tolerance
+    g = torch.Generator().manual_seed(0)
+    x, w, b = torch.randn(64, 96, generator=g), torch.rand(96, generator=g) + 0.5, torch.randn(96, generator=g)
+    truth = reference.layer_norm_ref(x, w, b)
+    baseline = reference.layer_norm_ref(x.half(), w.half(), b.half(), upcast=False)
+    assert tol.within(baseline, truth, baseline)
+    wrong = baseline.clone()
+    wrong[3, 5] += 0.25
+    assert not tol.within(wrong, truth, baseline)
+    wrong[3, 5] = float("nan")
+    assert not tol.within(wrong, truth, baseline)
+    assert tol.within(baseline[:0], truth[:0], baseline[:0])
+
+
+_SUPPORTS_CALLS = {
+    "attention": dict(dtype=torch.float16, head_dim=64), "attention_probs": dict(dtype=torch.float16, head_dim=64),
+    "layer_norm": dict(dtype=torch.float16, width=768), "add_layer_norm": dict(dtype=torch.float16, width=768),
+    "linear_gelu": dict(dtype=torch.float16, in_features=768, out_features=3072),
+    "linear_residual": dict(dtype=torch.float16, in_features=3072, out_features=768),
+    "linear_gelu_tma": dict(dtype=torch.float16, in_features=768, out_features=3072, capability=(9, 0)),
+    "linear_residual_tma": dict(dtype=torch.float16, in_features=3072, out_features=768, capability=(9, 0)),
+    "mlp_residual": dict(dtype=torch.float16, in_features=768, hidden_features=3072),
+}
 
 
 def _kernel_like(obj) -> bool:
@@ -124,11 +161,9 @@ def _kernel_like(obj) -> bool:
 def test_naming_scheme(module_name):
     """Kernels ``_<op>_<pass>_kernel``, launchers ``<op>_<pass>``, torch.library ops
     ``fastvit::<op>_<pass>`` held as ``<op>_<pass>_op``: ops are the declared ones."""
-    import importlib
-
     module = importlib.import_module(f"fastvit.kernels.{module_name}")
-    ops = {*registry.op_names(), *(fn for c in registry.contracts() for fn in c.functions)}  # ops and variants
-    shape = re.compile(rf"^({'|'.join(sorted(ops))})_({'|'.join(PASSES)})$")
+    names = {*ops.OPS, *(fn for op in ops.OPS.values() for fn in op.functions)}  # ops and variants
+    shape = re.compile(rf"^({'|'.join(sorted(names))})_({'|'.join(PASSES)})$")
     kernels = [name for name, obj in vars(module).items() if _kernel_like(obj) and name.endswith("_kernel")]
     for name in kernels:
         assert name.startswith("_") and shape.match(name[1:].removesuffix("_kernel")), name
@@ -137,19 +172,18 @@ def test_naming_scheme(module_name):
         namespace, _, qual = op._qualname.partition("::")
         assert namespace == "fastvit" and shape.match(qual) and name == f"{qual}_op", (name, op._qualname)
     launchers = {"flash_attention": ("attention_fwd", "attention_bwd"), "norm": ("layer_norm_fwd", "layer_norm_bwd"),
-                 "attention_probs": ("attention_probs_fwd",), "flash_attention_bwd_short": ("attention_bwd_short",)}
+                 "attention_probs": ("attention_probs_fwd",)}
     for name in launchers.get(module_name, ()):
         assert callable(getattr(module, name)) and shape.match(name)
     assert kernels or custom, f"{module_name}: no kernel or op found to check"
-    assert set(getattr(module, "CONFIGS", {})) <= set(PASSES)
+    assert set(getattr(module, "CONFIGS", {})) <= set(PASSES) and set(getattr(module, "KERNELS", {})) <= set(PASSES)
 
 
 def test_describe_lines_and_fastvit_info(capsys):
-    lines = registry.describe()
-    contracts = registry.contracts()
-    assert len(lines) == len(contracts)
-    for line, c in zip(lines, contracts):
-        assert line.startswith(f"{c.name}: ") and all(fn in line for fn in c.functions)
+    lines = ops.describe()
+    assert len(lines) == len(ops.OPS)
+    for line, op in zip(lines, ops.OPS.values()):
+        assert line.startswith(f"{op.name}: ") and all(fn in line for fn in op.functions)
     assert any("head_dim 1-128" in line for line in lines) and any("width 0-4096" in line for line in lines)
     from fastvit import cli
 
@@ -162,17 +196,18 @@ def test_describe_lines_and_fastvit_info(capsys):
 
 
 def test_every_op_has_compile_cases_that_the_aot_check_compiles(collected):
-    from fastvit.kernels import attention_probs, flash_attention_aot, linear_aot, norm_aot
+    from fastvit.kernels import aot_cases, flash_attention_aot, linear_aot, norm_aot
 
-    per_op = {c.name: c.aot_cases() for c in registry.contracts()}
+    assert list(aot_cases.CASES) == list(ops.OPS)
+    per_op = {op: aot_cases.cases_of(op) for op in ops.OPS}
     for op, cases in per_op.items():
         assert any(case.tier == "core" for case in cases), f"{op} has no compile case in the default run"
     # the split between the ops of a file loses nothing and duplicates nothing
-    shipped = [*flash_attention_aot.aot_cases(), *norm_aot.aot_cases(), *linear_aot.aot_cases(),
-               *attention_probs.aot_cases()]  # fmt: skip
+    shipped = [*flash_attention_aot.aot_cases(), *flash_attention_aot.probs_cases(), *norm_aot.aot_cases(),
+               *linear_aot.aot_cases()]  # fmt: skip
     declared = [str(c) for cases in per_op.values() for c in cases]
     assert sorted(declared) == sorted(str(c) for c in shipped)
-    assert [str(c) for c in registry.aot_cases()] == list(dict.fromkeys(declared))
+    assert [str(c) for c in aot_cases.all_cases()] == list(dict.fromkeys(declared))
     # tests/kernels/test_aot.py compiles exactly these: the core ones by default, the rest with -m slow
     aot = "tests/kernels/test_aot.py"
     default, everything = collected["default"][aot], collected["all"][aot]
@@ -182,20 +217,29 @@ def test_every_op_has_compile_cases_that_the_aot_check_compiles(collected):
         assert {str(c) for c in cases if c.tier == "core"} <= case_ids(default), op
 
 
+def _kernel_cases():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return importlib.import_module("kernel_cases")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
 def test_every_op_is_benchmarked_against_pytorch(collected):
-    cases = registry.bench_cases()
+    kernel_cases = _kernel_cases()
+    assert list(kernel_cases.CASES) == list(ops.OPS)
+    cases = kernel_cases.bench_cases()
     bench = "benchmarks/test_kernels.py"
     assert sorted(collected["all"][bench]) == sorted(c.test_id for c in cases)
     default = set(collected["default"][bench])
     baseline = ("torch", "sdpa-")  # PyTorch's own ops: the baseline every kernel must beat
-    for c in registry.contracts():
-        own = c.bench_cases()
-        assert own and all(case.op == c.name for case in own), c.name
-        assert any(case.test_id in default for case in own), f"{c.name}: no benchmark case in the default run"
-        groups = {case.bench for case in own}
-        for group in groups:
+    for name in ops.OPS:
+        own = kernel_cases.CASES[name]()
+        assert own and all(case.op == name for case in own), name
+        assert any(case.test_id in default for case in own), f"{name}: no benchmark case in the default run"
+        for group in {case.bench for case in own}:
             providers = {case.values["provider"] for case in cases if case.bench == group}
-            assert any(p.startswith(baseline) for p in providers), (c.name, group, providers)
+            assert any(p.startswith(baseline) for p in providers), (name, group, providers)
     assert len({c.test_id for c in cases}) == len(cases)
 
 
@@ -307,7 +351,7 @@ REFUSED = [
 def test_an_accepted_call_runs(op, call, run, device, monkeypatch):
     """On CUDA, or on the CPU through the interpreter (tests/conftest.py sets it without a GPU)."""
     monkeypatch.setitem(_DEVICE, 0, device)
-    reason = registry.supports(op, device=device, **call)
+    reason = ops.supports(op, device=device, **call)
     if device == "cuda" and reason is not None and "sm_90" in reason:
         pytest.skip(reason)
     assert reason is None
@@ -319,7 +363,7 @@ def test_an_accepted_call_runs(op, call, run, device, monkeypatch):
 @pytest.mark.parametrize("op,call,words,run,error", REFUSED, ids=[f"{r[0]}-{i}" for i, r in enumerate(REFUSED)])
 def test_a_refused_call_raises(op, call, words, run, error, device, monkeypatch):
     monkeypatch.setitem(_DEVICE, 0, device)
-    reason = registry.supports(op, device=device, **call)
+    reason = ops.supports(op, device=device, **call)
     assert reason is not None and words in reason, reason
     with pytest.raises(error):
         run()
@@ -330,10 +374,10 @@ def test_device_rule_and_routed_calls():
     from fastvit.layers.attention import get_attention_backend, triton_unsupported
 
     common = dict(dtype=torch.bfloat16, head_dim=64)
-    assert registry.supports("attention", device="cuda", **common) is None
-    assert "on cpu" in registry.supports("attention", device="cpu", interpret=False, **common)
-    assert registry.supports("attention", device=torch.device("cpu"), interpret=True, **common) is None
-    assert triton_unsupported("cpu", torch.bfloat16, 64) == registry.supports("attention", device="cpu",
+    assert ops.supports("attention", device="cuda", **common) is None
+    assert "on cpu" in ops.supports("attention", device="cpu", interpret=False, **common)
+    assert ops.supports("attention", device=torch.device("cpu"), interpret=True, **common) is None
+    assert triton_unsupported("cpu", torch.bfloat16, 64) == ops.supports("attention", device="cpu",
                                                                              interpret=False, **common)  # fmt: skip
     assert triton_unsupported("cuda", torch.bfloat16, 72) is None  # every head dim the kernel takes, 72 included
     dropout = triton_unsupported("cuda", torch.bfloat16, 64, dropout_p=0.1)
@@ -344,19 +388,18 @@ def test_device_rule_and_routed_calls():
     routed = get_attention_backend("triton")(q, k, v, dropout_p=0.5)
     torch.manual_seed(0)
     torch.testing.assert_close(routed, torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=0.5))
-    assert "sm_90" in registry.supports("linear_gelu_tma", device="cuda", dtype=F16, in_features=64, out_features=64,
+    assert "sm_90" in ops.supports("linear_gelu_tma", device="cuda", dtype=F16, in_features=64, out_features=64,
                                         capability=(8, 0))  # fmt: skip
-    assert registry.supports("linear_gelu_tma", device="cuda", dtype=F16, in_features=64, out_features=64,
+    assert ops.supports("linear_gelu_tma", device="cuda", dtype=F16, in_features=64, out_features=64,
                              capability=(9, 0)) is None  # fmt: skip
-    assert "dropout" in registry.supports("linear_residual", device="cuda", dtype=F16, in_features=8, out_features=8,
+    assert "dropout" in ops.supports("linear_residual", device="cuda", dtype=F16, in_features=8, out_features=8,
                                           dropout_p=0.1)  # fmt: skip
 
 
 def test_gelu_approximations_match_the_epilogue():
     from fastvit.kernels.gemm_epilogue import GELU_EPILOGUE
-    from fastvit.kernels.linear_support import GELU_APPROXIMATIONS
 
-    assert set(GELU_APPROXIMATIONS) == set(GELU_EPILOGUE)
+    assert set(ops.GELU_APPROXIMATIONS) == set(GELU_EPILOGUE)
 
 
 def test_eager_attention_is_the_reference():
@@ -376,7 +419,9 @@ import sys
 sys.modules["triton"] = None  # `import triton` now raises ImportError
 import torch
 import fastvit
-from fastvit.kernels import registry
+import fastvit.kernels as kernels
+from fastvit import shapes
+from fastvit.kernels import ops
 from fastvit.layers.attention import triton_unsupported
 calls = {
     "attention": dict(dtype=torch.float16, head_dim=64), "attention_probs": dict(dtype=torch.float16, head_dim=64),
@@ -387,11 +432,12 @@ calls = {
     "linear_residual_tma": dict(dtype=torch.float16, in_features=3072, out_features=768, capability=(9, 0)),
     "mlp_residual": dict(dtype=torch.float16, in_features=768, hidden_features=3072),
 }
-assert set(calls) == set(registry.OPS), sorted(registry.OPS)
+assert set(calls) == set(ops.OPS), sorted(ops.OPS)
 for op, call in calls.items():
-    assert registry.supports(op, device="cuda", **call) == "triton is not installed", op
+    assert ops.supports(op, device="cuda", **call) == "triton is not installed", op
 assert triton_unsupported("cuda", torch.float16, 64) == "triton is not installed"
-assert all(line.endswith("unavailable (triton is not installed)") for line in registry.describe())
+assert all(line.endswith("unavailable (triton is not installed)") for line in ops.describe())
+assert shapes.widths("core") and kernels.__all__ and shapes.head_dims("wide")
 assert sys.modules["triton"] is None
 assert not any(name.startswith("triton.") for name in sys.modules), [n for n in sys.modules if n.startswith("triton.")]
 print("ok", len(calls))
@@ -401,7 +447,7 @@ print("ok", len(calls))
 def test_supports_answers_without_triton():
     proc = _run_python(_NO_TRITON)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    assert proc.stdout.split() == ["ok", str(len(registry.OPS))]
+    assert proc.stdout.split() == ["ok", str(len(ops.OPS))]
 
 
 def test_the_gpu_check_times_every_default_benchmark(collected):
