@@ -47,12 +47,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from fastvit.dispatch import OFF_CUDA, Bindings, Candidate, bucket, dtype_name, lookup
 from fastvit.kernels import registry
 
 from .activations import quick_gelu
 from .fused_branch import branch_scale, fused_branch
+from .kernel_ops import kernel_op
 from .linear import ResidualLinear, _autocast, autocast_dtype
 
 APPROXIMATIONS = ("none", "tanh", "quick")
@@ -72,6 +74,28 @@ def declared(op: str, **query) -> str | None:
     return registry.supports(op, **query)
 
 
+class _Kernel:
+    """``fastvit.kernels.<name>``, looked up on its first call (``import fastvit`` stays Triton-free); the first
+    call is the eager one that checks and times the candidate, so a bound forward goes straight to the op."""
+
+    def __init__(self, name: str):
+        self.name, self.fn = name, None
+
+    def __call__(self, *args, **kwargs):
+        if self.fn is None:
+            self.fn = kernel_op(self.name)
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self):
+        return f"fastvit.kernels.{self.name}"
+
+
+_LAYER_NORM, _LAYER_NORM_FORK = _Kernel("layer_norm"), _Kernel("layer_norm_fork")
+_LINEAR_GELU, _LINEAR_GELU_TMA = _Kernel("linear_gelu"), _Kernel("linear_gelu_tma")
+_LINEAR_RESIDUAL, _LINEAR_RESIDUAL_TMA = _Kernel("linear_residual"), _Kernel("linear_residual_tma")
+_ATTENTION, _ATTENTION_QKVPACKED = _Kernel("attention"), _Kernel("attention_qkvpacked")
+
+
 def _rows(x) -> int:
     rows = 1
     for size in x.shape[:-1]:
@@ -88,9 +112,7 @@ def _layer_norm_torch(x, weight, bias, eps, out_dtype):
 
 
 def _layer_norm_triton(x, weight, bias, eps, out_dtype):
-    from fastvit.kernels import layer_norm
-
-    return layer_norm(x, weight, bias, eps, out_dtype=out_dtype)
+    return _LAYER_NORM(x, weight, bias, eps, out_dtype=out_dtype)
 
 
 def _layer_norm_supports(x, weight, bias, eps, out_dtype):
@@ -137,9 +159,7 @@ def _layer_norm_fork_torch(x, weight, bias, eps, out_dtype):
 
 
 def _layer_norm_fork_triton(x, weight, bias, eps, out_dtype):
-    from fastvit.kernels import layer_norm_fork
-
-    return layer_norm_fork(x, weight, bias, eps, out_dtype=out_dtype)
+    return _LAYER_NORM_FORK(x, weight, bias, eps, out_dtype=out_dtype)
 
 
 # a block norm at its residual junction: (LN(x), x); the kernel's fork adds the residual's gradient in its backward
@@ -183,9 +203,7 @@ def _linear_act_torch(x, weight, bias, approximate):
 
 
 def _linear_act_triton(x, weight, bias, approximate):
-    from fastvit.kernels import linear_gelu
-
-    return linear_gelu(x, weight, bias, approximate=approximate)
+    return _LINEAR_GELU(x, weight, bias, approximate=approximate)
 
 
 def _linear_gelu_supports(x, weight, bias, approximate, op="linear_gelu"):
@@ -196,9 +214,7 @@ def _linear_gelu_supports(x, weight, bias, approximate, op="linear_gelu"):
 
 
 def _linear_gelu_tma(x, weight, bias, approximate):
-    from fastvit.kernels import linear_gelu_tma
-
-    return linear_gelu_tma(x, weight, bias, approximate=approximate)
+    return _LINEAR_GELU_TMA(x, weight, bias, approximate=approximate)
 
 
 def _linear_gelu_tma_supports(x, weight, bias, approximate):
@@ -249,10 +265,8 @@ def _linear_residual_torch(x, weight, bias, residual, scale, gamma):
 
 
 def _linear_residual_triton(x, weight, bias, residual, scale, gamma):
-    from fastvit.kernels import linear_residual
-
     extra = {} if gamma is None else {"gamma": gamma}
-    return linear_residual(x, weight, bias, residual, scale=scale, **extra)
+    return _LINEAR_RESIDUAL(x, weight, bias, residual, scale=scale, **extra)
 
 
 def _linear_residual_supports(x, weight, bias, residual, scale, gamma, op="linear_residual"):
@@ -263,9 +277,7 @@ def _linear_residual_supports(x, weight, bias, residual, scale, gamma, op="linea
 
 
 def _linear_residual_tma(x, weight, bias, residual, scale, gamma):
-    from fastvit.kernels import linear_residual_tma
-
-    return linear_residual_tma(x, weight, bias, residual, scale=scale, gamma=gamma)
+    return _LINEAR_RESIDUAL_TMA(x, weight, bias, residual, scale=scale, gamma=gamma)
 
 
 def _linear_residual_tma_supports(x, weight, bias, residual, scale, gamma):
@@ -333,8 +345,6 @@ def _sdpa(q, k, v, scale):
 
 
 def _sdpa_backend(backend: str, q, k, v, scale):
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     with sdpa_kernel(getattr(SDPBackend, backend)):
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
 
@@ -356,9 +366,7 @@ def _half_only(q, *rest):
 
 
 def _triton_attention(q, k, v, scale):
-    from fastvit.kernels import attention
-
-    return attention(q, k, v, scale=scale)
+    return _ATTENTION(q, k, v, scale=scale)
 
 
 def _triton_supports(q, *rest):
@@ -413,9 +421,7 @@ def _sdpa_efficient_packed(qkv, scale):
 
 
 def _triton_attention_packed(qkv, scale):
-    from fastvit.kernels import attention_qkvpacked
-
-    return attention_qkvpacked(qkv, scale=scale)
+    return _ATTENTION_QKVPACKED(qkv, scale=scale)
 
 
 PACKED_ATTENTION_CANDIDATES = (
