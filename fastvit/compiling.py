@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from .dispatch import get_dispatcher, prepare
+from .layers.auto import uses_dispatch
+
 
 def compile(model: torch.nn.Module, mode: str | None = None, dynamic: bool | None = None, fullgraph: bool = True, backend: str = "inductor", **kwargs):
     """Compile a fastvit model (or any module) with ``torch.compile``.
@@ -55,8 +58,6 @@ def _check_input_eagerly(module, args, kwargs):
 
 def _signature(args, kwargs) -> tuple:
     """What a dispatch key can depend on: each tensor input's shape, dtype, device; autocast; grad mode; the policy."""
-    from fastvit.dispatch import get_dispatcher
-
     tensors = [a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)]
     autocast = tuple((d, torch.get_autocast_dtype(d)) for d in ("cuda", "cpu") if torch.is_autocast_enabled(d))
     dispatcher = get_dispatcher()
@@ -72,9 +73,6 @@ class PrepareDispatch:
         self.dispatches: bool | None = None  # whether the model has auto layers (looked up once)
 
     def __call__(self, module, args, kwargs):
-        from fastvit.dispatch import get_dispatcher, prepare
-        from fastvit.layers.auto import uses_dispatch
-
         model = getattr(module, "_orig_mod", module)
         if not get_dispatcher().on_cuda(tuple(args) + tuple(kwargs.values())):
             return None

@@ -209,3 +209,17 @@ def test_the_unprepared_note_is_what_dynamo_calls_a_constant():
     torch.compiler.assume_constant_result(f)
     marks = {k: v for k, v in vars(f).items()}
     assert marks and all(getattr(binding._note_unprepared, k, None) == v for k, v in marks.items())
+
+
+def test_off_cuda_compiled_code_is_silent():
+    model = _model()
+    x = torch.randn(2, 5, 16)
+    d = dispatch.Dispatcher(timer=lambda fn, args: pytest.fail("timed"), cache_dir=None)  # the real device predicate
+    torch._dynamo.reset()
+    with dispatch.using(d), warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("error", dispatch.UnpreparedWarning)
+        got = torch.compile(model, backend="aot_eager", fullgraph=True)(x)
+        want = model(x)
+    torch._dynamo.reset()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert not [r for r in d.choices() if r["source"] == "unprepared"]

@@ -10,8 +10,8 @@ CUDA the answer is :data:`OFF_CUDA`: the layer runs its plain PyTorch forward.
 Inside ``torch.compile``'s trace nothing is measured: a slot bound by an
 eager call (:func:`fastvit.dispatch.prepare`, or any earlier call) is read as a
 constant of the graph, so the compiled graph calls the measured choice with no
-graph break. A slot with no binding runs PyTorch's candidate; the dispatcher
-records it (``choices()``, source "unprepared") and warns once.
+graph break. A slot with no binding runs PyTorch's candidate; on CUDA the
+dispatcher records it (``choices()``, source "unprepared") and warns once.
 
 Installing another dispatcher (:func:`~fastvit.dispatch.set_dispatcher`,
 :func:`~fastvit.dispatch.using`) or resetting one unbinds every table, so no
@@ -43,6 +43,8 @@ def lookup(table: Bindings, op: str, key: tuple, candidates, args: tuple, probe=
 
 def _bind(table, slot, op, key, candidates, args, probe):
     if in_capture():
+        if not get_dispatcher().on_cuda(args):  # off CUDA there is nothing to prepare: the plain torch path, silently
+            return OFF_CUDA
         chosen = _first_torch(candidates)
         _note_unprepared(op, key, slot[3], chosen.name)
         return chosen

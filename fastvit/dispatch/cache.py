@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -40,7 +41,6 @@ def cache_dir() -> Path:
 
 def _distribution_version(package: str) -> str:
     """A package's version without importing it (triton stays unimported unless something else imported it)."""
-    import sys
     from importlib.metadata import PackageNotFoundError, version
 
     module = sys.modules.get(package)
@@ -56,9 +56,9 @@ def software_versions() -> dict[str, str]:
     """The versions a measured choice depends on: torch, triton, fastvit (and CUDA's)."""
     import torch
 
-    from fastvit import __version__
-
-    return dict(torch=torch.__version__, cuda=str(torch.version.cuda), triton=_distribution_version("triton"), fastvit=__version__)
+    fastvit = sys.modules["fastvit"]  # loaded before any of its subpackages; no import back into the package
+    return dict(torch=torch.__version__, cuda=str(torch.version.cuda), triton=_distribution_version("triton"),
+                fastvit=fastvit.__version__)
 
 
 def entry_key(op: str, device: str, key: tuple, mode: str = "inference") -> str:
