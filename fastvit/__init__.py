@@ -9,6 +9,7 @@
 from .checkpoints import from_hf, from_timm, from_torchvision, load_checkpoint, to_hf_state_dict, to_timm_state_dict
 from .compiling import compile
 from .config import ViTConfig
+from .dispatch import prepare
 from .factory import create_model
 from .layers import resample_pos_embed
 from .model import Block, VisionTransformer
@@ -29,6 +30,7 @@ __all__ = [
     "get_config",
     "list_models",
     "load_checkpoint",
+    "prepare",
     "resample_pos_embed",
     "to_hf_state_dict",
     "to_timm_state_dict",
