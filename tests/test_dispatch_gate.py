@@ -128,10 +128,18 @@ def test_a_declared_bound_replaces_the_rule(tmp_path):
     loose = Candidate("triton", softmax_wrong, "kernel", bound=0.02)
     d, _ = make(tmp_path, {softmax_torch: 1.0, softmax_wrong: 0.01})
     assert d.choose("softmax", ("bf16", 4), (TORCH, loose), (_x(),)) is loose
-    strict = Candidate("triton", softmax_upcast, "kernel", bound=lambda dtype: 0.0)  # per dtype; 0: exact only
+    seen = []
+
+    def exact(dtype, torch_error, scale):  # a declaration's Tolerance.bound: 0 lets only an exact kernel in
+        seen.append((dtype, torch_error, scale))
+        return 0.0
+
+    strict = Candidate("triton", softmax_upcast, "kernel", bound=exact)
     d, _ = make(tmp_path / "s", {softmax_torch: 1.0, softmax_upcast: 0.01})
     with pytest.warns(dispatch.KernelMismatchWarning):
         assert d.choose("softmax", ("bf16", 4), (TORCH, strict), (_x(),)) is TORCH
+    [(dtype, torch_error, scale)] = seen
+    assert dtype == BF16 and 0 < torch_error < 0.01 and scale == 1.0
     with pytest.raises(TypeError, match="bound"):
         Candidate("triton", softmax_wrong, "kernel", bound=-1.0)
 
@@ -150,7 +158,7 @@ def test_the_rule_itself():
     ref = [torch.tensor([1.0, 2.0], dtype=torch.float64)]
     base = [torch.tensor([1.0, 2.0 + 2**-8], dtype=BF16)]  # 2**-8 off... rounded by bf16 to 2.0: error 0
     assert gate.compare([torch.tensor([1.0, 2.0], dtype=BF16)], base, ref).ok
-    # one ulp of floor at the reference's scale (bf16 eps 2**-7, scale 2)
+    # the floor at the reference's scale (bf16: one ulp, 2**-7, at scale 2)
     assert gate.compare([torch.tensor([1.0, 2.0 + 2**-6], dtype=BF16)], base, ref).ok
     assert not gate.compare([torch.tensor([1.0, 2.0 + 2**-5], dtype=BF16)], base, ref).ok
     # where the reference is not finite the kernel must match it exactly

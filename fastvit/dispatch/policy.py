@@ -54,9 +54,10 @@ class Candidate:
 
     - ``reference(*args)``: the op in float64 (args already promoted); None: the
       first torch candidate run on float64 copies of the args;
-    - ``bound``: the error a kernel may have, as a fraction of the reference's
-      magnitude (a float, or ``bound(dtype) -> float`` per output dtype); None:
-      the flash-attention rule (at most twice PyTorch's own error, plus one ulp).
+    - ``bound``: the error a kernel may have: a float (a fraction of the
+      reference's magnitude), or ``bound(dtype, torch_error, scale) -> allowed``
+      (a declaration's ``Tolerance.bound``); None: the flash-attention rule (at
+      most twice PyTorch's own error, plus a small floor; see the gate).
     """
 
     name: str
@@ -79,7 +80,8 @@ class Candidate:
             raise TypeError(f"Candidate {self.name!r}: reference must be callable or None, got {type(self.reference).__name__}")
         bound_ok = self.bound is None or callable(self.bound) or (isinstance(self.bound, (int, float)) and self.bound >= 0)
         if not bound_ok or isinstance(self.bound, bool):
-            raise TypeError(f"Candidate {self.name!r}: bound must be a float >= 0, a callable(dtype) -> float, or None; got {self.bound!r}")
+            raise TypeError(f"Candidate {self.name!r}: bound must be a float >= 0, a callable(dtype, torch_error, scale) "
+                            f"-> float, or None; got {self.bound!r}")
 
 
 MODES = ("inference", "training")
