@@ -410,10 +410,16 @@ def test_prepare_restores_modes_and_runs_without_grad(tmp_path):
     model[1].eval()
     d, _ = make(tmp_path, {t_fn: 1.0, k_fn: 0.5})
     with dispatch.using(d):
-        made = dispatch.prepare(model, torch.zeros(2, 4))
+        made = dispatch.prepare(model, torch.zeros(2, 4), grad=False)
     assert seen == [(False, False)]
     assert [m.training for m in model.modules()] == [True, True, False]
     assert [r["chosen"] for r in made] == ["triton"]
+    # by default, as the model is set: a model in train mode is prepared for training calls, in its own modes
+    with dispatch.using(d):
+        dispatch.prepare(model, torch.zeros(2, 4))
+        model.eval()
+        dispatch.prepare(model, torch.zeros(2, 4))
+    assert seen[1:] == [(True, True), (False, False)]
     with pytest.raises(TypeError, match="nn.Module"):
         dispatch.prepare(lambda x: x, torch.zeros(1))
 

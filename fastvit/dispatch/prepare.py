@@ -9,7 +9,7 @@ import torch
 from .dispatcher import get_dispatcher
 
 
-def prepare(model: torch.nn.Module, *args, batch_sizes: Sequence[int] | None = None, grad: bool = False,
+def prepare(model: torch.nn.Module, *args, batch_sizes: Sequence[int] | None = None, grad: bool | None = None,
             **kwargs) -> list[dict[str, Any]]:
     """Run eager forwards of ``model`` on ``args`` so every ``auto`` layer measures and binds its choice.
 
@@ -18,6 +18,8 @@ def prepare(model: torch.nn.Module, *args, batch_sizes: Sequence[int] | None = N
     power of two), so prepare every bucket a compiled model will meet. Without
     it, the example's own batch.
 
+    ``grad``: which calls to prepare; None (default): as the model is set,
+    training calls for a model in train mode, inference calls for one in eval mode.
     ``grad=False`` (inference): each forward runs under ``torch.no_grad`` with
     every submodule in eval mode (no dropout, no stochastic depth): the choices
     for calls made under ``torch.no_grad`` / ``torch.inference_mode``.
@@ -34,6 +36,8 @@ def prepare(model: torch.nn.Module, *args, batch_sizes: Sequence[int] | None = N
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"prepare: expected a torch.nn.Module, got {type(model).__name__}")
     sizes = _batch_sizes(batch_sizes, args, kwargs)
+    if grad is None:
+        grad = model.training
     dispatcher = get_dispatcher()
     if not dispatcher.on_cuda(tuple(args) + tuple(kwargs.values())):
         return []
