@@ -223,3 +223,25 @@ def test_off_cuda_compiled_code_is_silent():
     torch._dynamo.reset()
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert not [r for r in d.choices() if r["source"] == "unprepared"]
+
+
+def test_auto_layers_trace_with_torch_fx():
+    """FX symbolic tracing (timm's feature extraction) sees the plain torch path, as it did before binding."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm, self.fc1 = auto.AutoPreNorm(8), auto.AutoLinearGELU(8, 16)
+            self.fc2, self.final = auto.AutoResidualLinear(16, 8), auto.AutoLayerNorm(8)
+
+        def forward(self, x, qkv):
+            h, x = self.norm.fork(x)
+            a = auto.auto_attention_packed(qkv)
+            return self.final(self.fc2(self.fc1(h), x)), a
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    x, qkv = torch.randn(2, 3, 8), torch.randn(2, 3, 3, 2, 4)
+    gm = torch.fx.symbolic_trace(net)
+    for got, want in zip(gm(x, qkv), net(x, qkv)):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)

@@ -149,6 +149,8 @@ class AutoLayerNorm(nn.LayerNorm):
         return key, (x, self.weight, self.bias, self.eps, out_dtype)
 
     def forward(self, x):
+        if not isinstance(x, torch.Tensor):  # a torch.fx proxy (symbolic tracing): the plain torch path
+            return super().forward(x)
         key, args = self._call(x)
         impl = lookup(self._bound, "layer_norm", key, LAYER_NORM_CANDIDATES, args)
         return super().forward(x) if impl is OFF_CUDA else impl.fn(*args)
@@ -183,6 +185,8 @@ class AutoPreNorm(AutoLayerNorm):
         return autocast_dtype(x)
 
     def fork(self, x):
+        if not isinstance(x, torch.Tensor):  # a torch.fx proxy
+            return nn.LayerNorm.forward(self, x), x
         key, args = self._call(x)
         impl = lookup(self._bound, "layer_norm_fork", key, LAYER_NORM_FORK_CANDIDATES, args)
         return (nn.LayerNorm.forward(self, x), x) if impl is OFF_CUDA else impl.fn(*args)
@@ -242,6 +246,8 @@ class AutoLinearGELU(nn.Linear):
         self._bound = Bindings()
 
     def forward(self, x):
+        if not isinstance(x, torch.Tensor):  # a torch.fx proxy
+            return activation(super().forward(x), self.approximate)
         h, weight, bias = _autocast(x, self.weight, self.bias)
         args = (h, weight, bias, self.approximate)
         key = (dtype_name(h.dtype), self.approximate, bucket(_rows(h)), weight.shape[0], weight.shape[1], bias is not None)
@@ -313,6 +319,8 @@ class AutoResidualLinear(ResidualLinear):
         return residual + self.drop_path(branch)
 
     def forward(self, x, residual, gamma=None):
+        if not isinstance(x, torch.Tensor):  # a torch.fx proxy
+            return self._torch_forward(x, residual, gamma)
         h, weight, bias = _autocast(x, self.weight, self.bias)
         plan = fused_branch(h, residual, gamma, training=self.training, dropout_p=self.drop.p, drop_path_p=self.drop_path.p)
         if plan is None:
@@ -390,7 +398,7 @@ PACKED_ATTENTION_BOUND = Bindings()
 
 def auto_attention(q, k, v, dropout_p=0.0, scale=None):
     """The ``auto`` attention backend over (B, H, N, D) tensors (semantics of SDPA, non-causal)."""
-    if dropout_p > 0:
+    if dropout_p > 0 or not isinstance(q, torch.Tensor):  # dropout, or a torch.fx proxy: plain SDPA
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
     args = (q, k, v, scale)
     b, h, n, d = q.shape
@@ -435,7 +443,7 @@ PACKED_ATTENTION_CANDIDATES = (
 
 def auto_attention_packed(qkv, dropout_p=0.0, scale=None):
     """The ``auto`` backend's packed form: qkv (B, N, 3, H, D) -> out (B, H, N, D)."""
-    if dropout_p > 0:
+    if dropout_p > 0 or not isinstance(qkv, torch.Tensor):  # dropout, or a torch.fx proxy: plain SDPA
         q, k, v = unpack_qkv(qkv)
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
     args = (qkv, scale)
