@@ -15,6 +15,7 @@ from .checkpoints.hub_save import push_to_hub, save_pretrained
 from .checkpoints.pretrained_cfgs import list_pretrained
 from .compiling import compile
 from .config import ViTConfig
+from .dispatch import prepare
 from .factory import create_model, list_models
 from .layers import resample_pos_embed
 from .model import Block, VisionTransformer
@@ -36,6 +37,7 @@ __all__ = [
     "list_models",
     "list_pretrained",
     "load_checkpoint",
+    "prepare",
     "push_to_hub",
     "resample_pos_embed",
     "save_pretrained",

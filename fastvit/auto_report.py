@@ -3,7 +3,10 @@
 :func:`model_calls` lists one call per dispatched op of a ViT config's block
 (and its final norm) on synthetic inputs of the model's shapes, made through
 the ``auto`` layers themselves, so the keys are exactly the ones the model
-uses. The dtype is the model's own (as ``fastvit bench`` runs it: weights and
+uses: the sequence length is the config's own (``cfg.seq_len``: class,
+register and distillation tokens plus the patches, whether or not the position
+embedding covers the prefix), the block norms are called at their residual
+junction (``fork``), LayerScale's gamma is passed where the model has one. The dtype is the model's own (as ``fastvit bench`` runs it: weights and
 inputs in that dtype, no autocast). :func:`auto_report` makes the calls on
 CUDA (measuring, or reading the cache) and formats the records; off CUDA it
 lists the candidates and says why PyTorch runs.
@@ -25,22 +28,28 @@ def model_calls(cfg, batch: int, dtype, device) -> list[tuple[str, Any, tuple]]:
     from fastvit.layers import auto
 
     d, heads, head_dim, hidden = cfg.embed_dim, cfg.num_heads, cfg.head_dim, cfg.mlp_hidden_dim
-    tokens = cfg.num_tokens + int(getattr(cfg, "reg_tokens", 0) or 0)
+    tokens = cfg.seq_len
 
     def rand(*shape):
         return torch.randn(*shape, device=device, dtype=dtype)
 
     x = rand(batch, tokens, d)
-    calls = [
-        ("norm1, norm2", auto.AutoPreNorm(d, eps=cfg.norm_eps, device=device, dtype=dtype), (x,)),
-        ("attention", auto.auto_attention_packed, (rand(batch, tokens, 3, heads, head_dim),)),
-        ("attn.proj + residual", auto.AutoResidualLinear(d, d).to(device, dtype).eval(), (rand(batch, tokens, d), x)),
-    ]
+    gamma = () if cfg.init_values is None else (rand(d),)  # LayerScale: the residual GEMMs' per-channel factor
+    calls = [("norm1, norm2", auto.AutoPreNorm(d, eps=cfg.norm_eps, device=device, dtype=dtype).fork, (x,))]
+    if cfg.qk_norm:  # q_norm / k_norm over each head, then attention over q, k, v
+        q = rand(batch, heads, tokens, head_dim)
+        calls.append(("q_norm, k_norm", auto.AutoLayerNorm(head_dim, eps=cfg.norm_eps, device=device, dtype=dtype), (q,)))
+        calls.append(("attention", auto.auto_attention, (q, rand(*q.shape), rand(*q.shape))))
+    else:
+        calls.append(("attention", auto.auto_attention_packed, (rand(batch, tokens, 3, heads, head_dim),)))
+    calls.append(("attn.proj + residual", auto.AutoResidualLinear(d, d).to(device, dtype).eval(), (rand(batch, tokens, d), x, *gamma)))
     approximate = APPROXIMATE.get(getattr(cfg, "act_layer", "gelu"))
+    fc2_in = hidden // 2 if cfg.mlp_layer == "swiglu" else hidden
     if approximate is not None and getattr(cfg, "mlp_layer", "mlp") == "mlp":
         fc1 = auto.AutoLinearGELU(d, hidden, approximate=approximate, device=device, dtype=dtype)
         calls.append(("mlp.fc1 + act", fc1, (x,)))
-    calls.append(("mlp.fc2 + residual", auto.AutoResidualLinear(hidden, d).to(device, dtype).eval(), (rand(batch, tokens, hidden), x)))
+    fc2 = auto.AutoResidualLinear(fc2_in, d).to(device, dtype).eval()
+    calls.append(("mlp.fc2 + residual", fc2, (rand(batch, tokens, fc2_in), x, *gamma)))
     calls.append(("norm", auto.AutoLayerNorm(d, eps=cfg.norm_eps, device=device, dtype=dtype), (x,)))
     return calls
 
@@ -71,16 +80,23 @@ def auto_report(model: str, batch: int, dtype: str | None, device: str) -> list[
     torch_dtype = getattr(torch, DTYPES[dtype])
     dispatcher = get_dispatcher()
     policy = dispatcher.policy()
-    lines = [f"auto (FASTVIT_DISPATCH={policy}; a kernel must be {dispatcher.margin:.0%} faster than torch; cache {cache_dir()}):"]
+    lines = [f"auto (FASTVIT_DISPATCH={policy}; a kernel must agree with PyTorch (at most 2x its error against a float64 "
+             f"reference) and be {dispatcher.margin:.0%} faster; cache {cache_dir()}):",
+             "  a plain torch.compile(model) runs PyTorch's ops for every call not bound before it "
+             "(fastvit.prepare(model, example) binds them; fastvit.compile does it itself)"]
+    unprepared = [r for r in dispatcher.choices() if r["source"] == "unprepared"]
+    if unprepared:
+        lines.append(f"  in this process, compiled code ran PyTorch's ops for {len(unprepared)} unprepared call(s):")
+        lines.extend(f"    {r['op']} {r['key']} ({r['mode']})" for r in unprepared)
     if not dispatcher.on_cuda((torch.empty(0, device=device),)):
-        lines.append(f"auto on {device} for {model}, batch {batch}, {dtype}: torch -- every op runs PyTorch's implementation "
+        lines.append(f"auto on {device} for {model}, batch {batch}, {dtype}, {cfg.seq_len} tokens: torch -- every op runs PyTorch's implementation "
                      "(torch for norms and GEMMs, sdpa for attention); the kernels and the timing run on CUDA only")
-        for op in ("layer_norm", "linear_gelu", "linear_residual", "attention_packed"):
+        for op in ("layer_norm", "layer_norm_fork", "linear_gelu", "linear_residual", "attention_packed"):
             lines.append(f"  {op:<17} candidates on CUDA: {_candidates(op)}")
         return lines + lines_unfused
     calls = model_calls(cfg, batch, torch_dtype, device)
     gpu = dispatcher.device_name(calls[0][2])
-    lines.append(f"auto on {gpu} for {model}, batch {batch}, {dtype}:")
+    lines.append(f"auto on {gpu} for {model}, batch {batch}, {dtype}, {cfg.seq_len} tokens (inference):")
     with torch.no_grad():
         for label, layer, args in calls:
             before = dispatcher.mark()
@@ -121,4 +137,6 @@ def _format(label: str, rec: dict) -> list[str]:
     head = f"  {label:<20} {rec['op']:<17} -> {rec['chosen']:<15} [{rec['source']}]" + (f" {times}" if times else "")
     out = [head, f"    key {rec['key']}; candidates: {_candidates(rec['op'])}"]
     out.extend(f"    {name}: {why}" for name, why in rec["reasons"].items())
+    out.extend(f"    {name}: agrees with PyTorch (error {e['error']:.3g}, allowed {e['allowed']:.3g})"
+               for name, e in rec.get("errors", {}).items() if e.get("ok"))
     return out

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from .dispatch import get_dispatcher, prepare
+from .layers.auto import uses_dispatch
+
 
 def compile(model: torch.nn.Module, mode: str | None = None, dynamic: bool | None = None, fullgraph: bool = True, backend: str = "inductor", **kwargs):
     """Compile a fastvit model (or any module) with ``torch.compile``.
@@ -23,11 +26,13 @@ def compile(model: torch.nn.Module, mode: str | None = None, dynamic: bool | Non
 
     ``auto`` layers choose their implementation before dynamo traces: on the
     first call for each input signature (shapes, dtypes, device, autocast
-    state), a forward pre-hook runs one eager forward under no_grad
-    (:func:`fastvit.dispatch.prepare`) so every choice for those shapes is
-    made -- measured, cached or forced -- and the traced graph calls the
-    recorded one. Off CUDA, or for a module with no ``auto`` layer, the hook
-    does nothing.
+    state, grad mode), a forward pre-hook runs one eager forward
+    (:func:`fastvit.dispatch.prepare`, under the call's grad mode) so every
+    choice for those shapes is made -- checked, measured, cached or forced --
+    and bound into the layers; the traced graph calls the bound ones. Off
+    CUDA, or for a module with no ``auto`` layer, the hook does nothing. (A
+    plain ``torch.compile`` after ``fastvit.prepare(model, example)`` does the
+    same.)
 
     Bad input raises the same ``ValueError`` / ``TypeError`` as the eager model:
     a fastvit model's input check also runs eagerly, in a forward pre-hook of
@@ -52,13 +57,12 @@ def _check_input_eagerly(module, args, kwargs):
 
 
 def _signature(args, kwargs) -> tuple:
-    """What a dispatch key can depend on: each tensor input's shape, dtype, device; autocast; the policy."""
-    from fastvit.dispatch import get_dispatcher
-
+    """What a dispatch key can depend on: each tensor input's shape, dtype, device; autocast; grad mode; the policy."""
     tensors = [a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)]
     autocast = tuple((d, torch.get_autocast_dtype(d)) for d in ("cuda", "cpu") if torch.is_autocast_enabled(d))
     dispatcher = get_dispatcher()
-    return (tuple((tuple(t.shape), t.dtype, str(t.device)) for t in tensors), autocast, id(dispatcher), dispatcher.policy())
+    return (tuple((tuple(t.shape), t.dtype, str(t.device)) for t in tensors), autocast, torch.is_grad_enabled(), id(dispatcher),
+            dispatcher.policy())
 
 
 class PrepareDispatch:
@@ -69,9 +73,6 @@ class PrepareDispatch:
         self.dispatches: bool | None = None  # whether the model has auto layers (looked up once)
 
     def __call__(self, module, args, kwargs):
-        from fastvit.dispatch import get_dispatcher, prepare
-        from fastvit.layers.auto import uses_dispatch
-
         model = getattr(module, "_orig_mod", module)
         if not get_dispatcher().on_cuda(tuple(args) + tuple(kwargs.values())):
             return None
@@ -81,6 +82,6 @@ class PrepareDispatch:
             return None
         signature = _signature(args, kwargs)
         if signature not in self.seen:
-            prepare(model, *args, **kwargs)
+            prepare(model, *args, grad=torch.is_grad_enabled(), **kwargs)
             self.seen.add(signature)
         return None

@@ -127,3 +127,45 @@ def test_compiled_fused_model_matches_eager_fused_cuda():
         eager_bf16 = ref.to(torch.bfloat16)(x.bfloat16())
         compiled = fastvit.compile(fused.to(torch.bfloat16), mode="reduce-overhead")(x.bfloat16())
     assert_close_vs_ref(compiled, eager_bf16, expected, factor=2.0, atol=1e-2, name="compiled fused logits")
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
+def test_prepare_then_plain_compile_has_no_graph_break_and_runs_the_choices(grad, tmp_path, monkeypatch):
+    """fastvit.prepare binds auto's measured choices; a plain torch.compile then traces them (fullgraph,
+    aot_eager): no graph break, nothing measured, no unprepared call, eager's outputs and gradients.
+    On the CPU: an injected device predicate (CPU tensors count as CUDA) and a timer that prefers the kernels."""
+    import warnings
+
+    from fastvit import dispatch
+    from fastvit.layers import auto
+
+    monkeypatch.delenv("FASTVIT_DISPATCH", raising=False)
+    kernels = {c.fn for cands in auto.OPS.values() for c in cands if c.kind == "kernel"}
+    timed = []
+
+    def timer(fn, args):
+        timed.append(fn)
+        fn(*args)
+        return 0.1 if getattr(fn, "__wrapped__", fn) in kernels else 1.0
+
+    d = dispatch.Dispatcher(timer=timer, cache_dir=tmp_path, on_cuda=lambda args: True, device_name=lambda args: "FakeGPU",
+                            versions={"test": "1"})
+    with dispatch.using(d):
+        model = small_model("auto").train(grad)
+        x = torch.randn(2, 3, 32, 32)
+        fastvit.prepare(model, x, grad=grad)
+        assert {r["mode"] for r in d.choices()} == {"training" if grad else "inference"}
+        assert {r["chosen"] for r in d.choices() if r["op"] != "attention_packed"} == {"triton"}
+        n = len(timed)
+        with torch.set_grad_enabled(grad):
+            explanation = torch._dynamo.explain(model)(x)
+        assert explanation.graph_break_count == 0, explanation.break_reasons
+        torch._dynamo.reset()
+        compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+        with warnings.catch_warnings(), torch.set_grad_enabled(grad):
+            warnings.simplefilter("error", dispatch.UnpreparedWarning)
+            if grad:
+                _assert_same(_outputs_and_grads(model, x), _outputs_and_grads(compiled, x), 1e-5)
+            else:
+                torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
+        assert len(timed) == n and not [r for r in d.choices() if r["source"] == "unprepared"]

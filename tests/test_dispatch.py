@@ -58,6 +58,10 @@ X = (torch.zeros(2, 3),)
 
 
 def make(tmp_path, seconds, **kw):
+    """A dispatcher on fake timings. Its candidates tell themselves apart by their values (x + 1, x + 2, ...),
+    which the correctness gate would rightly reject, so these tests of the timing and caching logic turn the
+    gate off; test_dispatch_gate.py tests the gate."""
+    kw.setdefault("check", False)
     kw.setdefault("cache_dir", tmp_path)
     kw.setdefault("on_cuda", lambda args: True)
     kw.setdefault("device_name", lambda args: "NVIDIA H200")
@@ -134,7 +138,7 @@ def test_disk_cache_is_read_back_by_a_new_dispatcher(tmp_path):
     doc = json.loads(files[0].read_text())
     assert doc["versions"] == VERSIONS
     [(entry_key, entry)] = doc["entries"].items()
-    assert json.loads(entry_key) == ["op", "NVIDIA H200", ["bfloat16", 256, 768]]
+    assert json.loads(entry_key) == ["op", "NVIDIA H200", ["bfloat16", 256, 768], "inference"]
     assert entry["chosen"] == "triton" and entry["times"] == {"torch": 1.0, "triton": 0.5}
     # a fresh dispatcher (a new process) times nothing
     d2, timer2 = make(tmp_path, {})
@@ -160,7 +164,8 @@ def test_cache_dir_location(tmp_path, monkeypatch):
     assert dispatch.cache_dir() == tmp_path / "home" / ".cache" / "fastvit"
     # the default dispatcher writes there
     monkeypatch.setenv("FASTVIT_CACHE_DIR", str(tmp_path / "explicit"))
-    d = Dispatcher(timer=FakeTimer({t_fn: 1.0, k_fn: 0.1}), on_cuda=lambda a: True, device_name=lambda a: "G", versions=VERSIONS)
+    d = Dispatcher(timer=FakeTimer({t_fn: 1.0, k_fn: 0.1}), on_cuda=lambda a: True, device_name=lambda a: "G", versions=VERSIONS,
+                   check=False)
     d.choose("op", (1,), CANDS, X)
     assert len(list((tmp_path / "explicit").glob("dispatch-*.json"))) == 1
 
@@ -287,7 +292,8 @@ def test_raising_candidate_loses(tmp_path):
     def nan_timer(fn, args):
         return float("nan") if fn is k_fn else 1.0
 
-    d2 = Dispatcher(timer=nan_timer, cache_dir=None, on_cuda=lambda a: True, device_name=lambda a: "G", versions=VERSIONS)
+    d2 = Dispatcher(timer=nan_timer, cache_dir=None, on_cuda=lambda a: True, device_name=lambda a: "G", versions=VERSIONS,
+                    check=False)
     assert d2.choose("op", (1,), CANDS, X) is TORCH
     assert "nan" in d2.choices()[0]["reasons"]["triton"]
     # every candidate raising: the torch one is returned (calling it shows the real error)
@@ -404,10 +410,16 @@ def test_prepare_restores_modes_and_runs_without_grad(tmp_path):
     model[1].eval()
     d, _ = make(tmp_path, {t_fn: 1.0, k_fn: 0.5})
     with dispatch.using(d):
-        made = dispatch.prepare(model, torch.zeros(2, 4))
+        made = dispatch.prepare(model, torch.zeros(2, 4), grad=False)
     assert seen == [(False, False)]
     assert [m.training for m in model.modules()] == [True, True, False]
     assert [r["chosen"] for r in made] == ["triton"]
+    # by default, as the model is set: a model in train mode is prepared for training calls, in its own modes
+    with dispatch.using(d):
+        dispatch.prepare(model, torch.zeros(2, 4))
+        model.eval()
+        dispatch.prepare(model, torch.zeros(2, 4))
+    assert seen[1:] == [(True, True), (False, False)]
     with pytest.raises(TypeError, match="nn.Module"):
         dispatch.prepare(lambda x: x, torch.zeros(1))
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -40,7 +41,6 @@ def cache_dir() -> Path:
 
 def _distribution_version(package: str) -> str:
     """A package's version without importing it (triton stays unimported unless something else imported it)."""
-    import sys
     from importlib.metadata import PackageNotFoundError, version
 
     module = sys.modules.get(package)
@@ -56,18 +56,18 @@ def software_versions() -> dict[str, str]:
     """The versions a measured choice depends on: torch, triton, fastvit (and CUDA's)."""
     import torch
 
-    from fastvit import __version__
+    fastvit = sys.modules["fastvit"]  # loaded before any of its subpackages; no import back into the package
+    return dict(torch=torch.__version__, cuda=str(torch.version.cuda), triton=_distribution_version("triton"),
+                fastvit=fastvit.__version__)
 
-    return dict(torch=torch.__version__, cuda=str(torch.version.cuda), triton=_distribution_version("triton"), fastvit=__version__)
 
-
-def entry_key(op: str, device: str, key: tuple) -> str:
-    """The string an entry is stored under: op, GPU name, the op's key."""
-    return json.dumps([op, device, list(key)], separators=(",", ":"))
+def entry_key(op: str, device: str, key: tuple, mode: str = "inference") -> str:
+    """The string an entry is stored under: op, GPU name, the op's key, the mode (inference | training)."""
+    return json.dumps([op, device, list(key), mode], separators=(",", ":"))
 
 
 class DiskCache:
-    """Entries ``entry_key -> {"chosen", "times", "reasons"}`` for one set of versions."""
+    """Entries ``entry_key -> {"chosen", "times", "reasons", "errors"}`` for one set of versions."""
 
     def __init__(self, folder: str | os.PathLike | None, versions: dict[str, str]):
         self.folder = None if folder is None else Path(folder)
@@ -86,8 +86,8 @@ class DiskCache:
             self._entries = self._read()
         return self._entries
 
-    def get(self, op: str, device: str, key: tuple) -> dict | None:
-        return self.entries().get(entry_key(op, device, key))
+    def get(self, op: str, device: str, key: tuple, mode: str = "inference") -> dict | None:
+        return self.entries().get(entry_key(op, device, key, mode))
 
     def _read(self) -> dict[str, dict]:
         path = self.path
@@ -107,9 +107,9 @@ class DiskCache:
             warnings.warn(f"fastvit.dispatch: ignoring the unreadable cache file {path}: {e}", DispatchCacheWarning, stacklevel=2)
             return {}
 
-    def put(self, op: str, device: str, key: tuple, entry: dict) -> None:
+    def put(self, op: str, device: str, key: tuple, mode: str, entry: dict) -> None:
         """Store one entry and rewrite the file (merged with what other processes wrote since)."""
-        self.entries()[entry_key(op, device, key)] = entry
+        self.entries()[entry_key(op, device, key, mode)] = entry
         path = self.path
         if path is None:
             return

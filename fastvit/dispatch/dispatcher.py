@@ -2,37 +2,60 @@
 
 :meth:`Dispatcher.choose` in order:
 
+Every choice is keyed by (policy, op, GPU, the op's key, mode): the mode is
+"training" when autograd records the call (:func:`~fastvit.dispatch.policy.mode_of`),
+else "inference", so training never reuses an inference-time choice.
+
 1. Inside graph capture (``torch.compiler.is_compiling()`` or CUDA graph
    capture) nothing is measured or recorded: the choice recorded for the key
    by an earlier eager call is returned, else the first torch candidate.
 2. Inputs not on CUDA: the first torch candidate.
-3. A choice already made in this process for (policy, op, GPU, key): reused.
+3. A choice already made in this process for the key: reused.
 4. Policy ``torch``: the first torch candidate that supports the call;
-   ``kernel``: the first supporting kernel candidate, else torch. Neither
-   reads nor writes the disk cache, so a forced policy always wins over it.
+   ``kernel``: the first supporting kernel candidate, else torch (forced: not
+   checked, not timed). Neither reads nor writes the disk cache, so a forced
+   policy always wins over it.
 5. Policy ``measure``: the disk cache's entry when it names a candidate that
-   still supports the call; else each supporting candidate is timed by
-   ``timer(fn, args) -> seconds`` (under ``torch.no_grad``). A candidate that
-   raises loses, with its error recorded. The fastest torch candidate is kept
-   unless a kernel beats it by more than :data:`~fastvit.dispatch.policy.MARGIN`;
-   equal times keep declaration order. The result is written to the disk cache.
+   still supports the call; else every supporting kernel candidate must first
+   agree with PyTorch's on this call (:mod:`fastvit.dispatch.gate`): one that
+   does not is disqualified, its error recorded in the choice's ``errors`` and
+   ``reasons``, and warned about once (:class:`KernelMismatchWarning`). Then each
+   candidate left is timed by ``timer(fn, args) -> seconds``: under
+   ``torch.no_grad`` for an inference call, forward + backward for a training
+   one (``fn`` wrapped by :func:`forward_backward`). A candidate that raises
+   loses, with its error recorded. The fastest torch candidate is kept unless a
+   kernel beats it by more than :data:`~fastvit.dispatch.policy.MARGIN`; equal
+   times keep declaration order. The result is written to the disk cache.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
 
+from . import gate
 from .cache import DiskCache, cache_dir, software_versions
-from .policy import MARGIN, Candidate, normalize_key
+from .policy import MARGIN, Candidate, mode_of, normalize_key
+from .tables import unbind_all
 from .policy import policy as read_policy
 
-SOURCES = ("measured", "cache", "policy", "only")
+SOURCES = ("measured", "cache", "policy", "only", "unprepared")
+
+
+class KernelMismatchWarning(UserWarning):
+    """A kernel candidate disagreed with PyTorch on a measured call and was disqualified (warned once per op and kernel)."""
+
+
+class UnpreparedWarning(UserWarning):
+    """Compiled code met an ``auto`` layer with no bound choice for its call: it runs PyTorch's ops (warned once)."""
+
 _DEFAULT_DIR = object()
 
 # The default timer's budget per candidate: a first call (compilation, autotuning),
@@ -51,15 +74,18 @@ class Choice:
     device: str
     chosen: str
     kind: str
-    source: str  # measured | cache | policy | only
+    source: str  # measured | cache | policy | only | unprepared
     policy: str
     times: dict[str, float | None] = field(default_factory=dict)  # seconds per call; None when it raised
-    reasons: dict[str, str] = field(default_factory=dict)  # why a candidate was skipped or lost by raising
+    reasons: dict[str, str] = field(default_factory=dict)  # why a candidate was skipped, disqualified or lost by raising
     last_used: int = 0
+    mode: str = "inference"  # inference | training (timed forward + backward)
+    errors: dict[str, dict] = field(default_factory=dict)  # kernel -> the gate's verdict: ok, error, torch_error, allowed
 
     def as_dict(self) -> dict[str, Any]:
         return dict(op=self.op, key=list(self.key), device=self.device, chosen=self.chosen, kind=self.kind, source=self.source,
-                    policy=self.policy, times=dict(self.times), reasons=dict(self.reasons))
+                    policy=self.policy, mode=self.mode, times=dict(self.times), reasons=dict(self.reasons),
+                    errors={k: dict(v) for k, v in self.errors.items()})
 
 
 def _first_tensor(args):
@@ -93,6 +119,20 @@ def default_timer(fn: Callable, args: tuple) -> float:
     return timing.median_s
 
 
+def forward_backward(fn: Callable) -> Callable:
+    """``fn`` as one training step for the timer: forward on fresh leaves of the args (keeping which require grad),
+    then backward from all-ones output gradients. ``__wrapped__`` is ``fn``."""
+
+    @functools.wraps(fn)
+    def step(*args):
+        leaves = tuple(a.detach().requires_grad_() if isinstance(a, torch.Tensor) and a.requires_grad else a for a in args)
+        outs = [o for o in gate._tensors(fn(*leaves)) if o.requires_grad]
+        if outs:
+            torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
+
+    return step
+
+
 def _error_text(e: BaseException) -> str:
     lines = str(e).strip().splitlines()
     return f"raised {type(e).__name__}: {lines[0] if lines else ''}"[:300]
@@ -107,12 +147,13 @@ class Dispatcher:
     ``$FASTVIT_DISPATCH`` on each call); ``on_cuda(args) -> bool`` (the device
     predicate); ``device_name(args) -> str`` (the GPU name in keys);
     ``versions`` (the software versions the disk cache is keyed by);
-    ``margin`` (the kernel's required lead over torch, a fraction).
+    ``margin`` (the kernel's required lead over torch, a fraction);
+    ``check`` (False: skip the correctness gate -- only for tests of the timing logic itself).
     """
 
     def __init__(self, *, timer: Callable | None = None, cache_dir=_DEFAULT_DIR, policy: str | None = None,
                  on_cuda: Callable | None = None, device_name: Callable | None = None,
-                 versions: dict[str, str] | None = None, margin: float = MARGIN):
+                 versions: dict[str, str] | None = None, margin: float = MARGIN, check: bool = True):
         if policy is not None:
             read_policy(policy)  # validate now: a bad value fails here, not on the first forward
         if not (isinstance(margin, (int, float)) and 0 <= margin < 1):
@@ -124,6 +165,9 @@ class Dispatcher:
         self._device_name = device_name
         self._versions = versions
         self.margin = float(margin)
+        self.check = bool(check)
+        self._warned: set[tuple[str, str]] = set()
+        self._unprepared: dict[tuple, Choice] = {}
         self._disk: DiskCache | None = None
         self._memory: dict[tuple, Choice] = {}
         self._latest: dict[tuple, Choice] = {}  # (op, device, key) -> the last choice made, any policy
@@ -150,10 +194,11 @@ class Dispatcher:
             return self._recorded(op, key, candidates, args)
         pol = self.policy()
         key = normalize_key(key)
+        mode = mode_of(args)
         if not self.on_cuda(args):
-            return self._off_cuda(pol, op, key, candidates, args)
+            return self._off_cuda(pol, op, key, mode, candidates, args)
         device = self.device_name(args)
-        rec = self._memory.get((pol, op, device, key))
+        rec = self._memory.get((pol, op, device, key, mode))
         if rec is not None:
             found = _named(candidates, rec.chosen)
             if found is not None:
@@ -161,12 +206,26 @@ class Dispatcher:
                 rec.last_used = self._clock
                 return found
         with self._lock:
-            return self._decide(pol, op, device, key, _check(op, candidates), tuple(args), timer or self.timer)
+            return self._decide(pol, op, device, key, mode, _check(op, candidates), tuple(args), timer or self.timer)
 
     def choices(self, since: int | None = None) -> list[dict[str, Any]]:
-        """The choices made in this process (used after ``since``, a :meth:`mark`), oldest first."""
-        recs = sorted(self._memory.values(), key=lambda r: r.last_used)
+        """The choices made in this process (used after ``since``, a :meth:`mark`), oldest first; compiled
+        calls that found no bound choice are listed too, with source "unprepared"."""
+        recs = sorted([*self._memory.values(), *self._unprepared.values()], key=lambda r: r.last_used)
         return [r.as_dict() for r in recs if since is None or r.last_used > since]
+
+    def note_unprepared(self, op: str, key: tuple, mode: str, chosen: Candidate) -> None:
+        """Record (and warn once) that compiled code runs ``chosen`` (PyTorch's) for a call no eager pass bound."""
+        slot = (op, key, mode)
+        if slot in self._unprepared:
+            return
+        self._clock += 1
+        why = "no choice was bound before compiling: call fastvit.prepare(model, example) first (or use fastvit.compile)"
+        self._unprepared[slot] = Choice(op, key, "compiled", chosen.name, chosen.kind, "unprepared", self.policy(),
+                                        reasons={"*": why}, last_used=self._clock, mode=mode)
+        if len(self._unprepared) == 1:
+            warnings.warn(f"fastvit auto: compiled code runs PyTorch's ops for {op} {list(key)} ({mode}) and every other "
+                          f"unprepared call; {why}", UnpreparedWarning, stacklevel=2)
 
     def mark(self) -> int:
         """A point in time for :meth:`choices` ``(since=...)``."""
@@ -176,6 +235,9 @@ class Dispatcher:
         """Forget this process's choices (the disk cache stays)."""
         self._memory.clear()
         self._latest.clear()
+        self._unprepared.clear()
+        if self is _CURRENT:
+            unbind_all()
 
     def device_name(self, args) -> str:
         if self._device_name is not None:
@@ -192,7 +254,7 @@ class Dispatcher:
     def _recorded(self, op, key, candidates, args) -> Candidate:
         """Inside capture: the last recorded choice for the key, else the first torch candidate."""
         if self.on_cuda(args):
-            rec = self._latest.get((op, self._captured_device(args), normalize_key(key)))
+            rec = self._latest.get((op, self._captured_device(args), normalize_key(key), mode_of(args)))
             if rec is not None:
                 found = _named(candidates, rec.chosen)
                 if found is not None:
@@ -205,21 +267,22 @@ class Dispatcher:
         t = _first_tensor(args)
         return None if t is None or t.device.index is None else self._names.get(t.device.index)
 
-    def _record(self, pol, op, device, key, chosen: Candidate, source, times=None, reasons=None) -> Candidate:
+    def _record(self, pol, op, device, key, mode, chosen: Candidate, source, times=None, reasons=None, errors=None) -> Candidate:
         self._clock += 1
-        rec = Choice(op, key, device, chosen.name, chosen.kind, source, pol, dict(times or {}), dict(reasons or {}), self._clock)
-        self._memory[(pol, op, device, key)] = rec
-        self._latest[(op, device, key)] = rec
+        rec = Choice(op, key, device, chosen.name, chosen.kind, source, pol, dict(times or {}), dict(reasons or {}), self._clock,
+                     mode, dict(errors or {}))
+        self._memory[(pol, op, device, key, mode)] = rec
+        self._latest[(op, device, key, mode)] = rec
         return chosen
 
-    def _off_cuda(self, pol, op, key, candidates, args) -> Candidate:
+    def _off_cuda(self, pol, op, key, mode, candidates, args) -> Candidate:
         t = _first_tensor(args)
         device = t.device.type if t is not None else "cpu"
         chosen = _first_torch(candidates)
-        if (pol, op, device, key) not in self._memory:
+        if (pol, op, device, key, mode) not in self._memory:
             _check(op, candidates)
             why = f"inputs are on {device}: off CUDA every op runs PyTorch's implementation"
-            self._record(pol, op, device, key, chosen, "policy", reasons={c.name: why for c in candidates if c is not chosen})
+            self._record(pol, op, device, key, mode, chosen, "policy", reasons={c.name: why for c in candidates if c is not chosen})
         return chosen
 
     def _supported(self, candidates, args) -> tuple[list[Candidate], dict[str, str]]:
@@ -235,9 +298,20 @@ class Dispatcher:
                 reasons[c.name] = str(why)
         return ok, reasons
 
-    def _decide(self, pol, op, device, key, candidates, args, timer) -> Candidate:
+    def _decide(self, pol, op, device, key, mode, candidates, args, timer) -> Candidate:
         supported, reasons = self._supported(candidates, args)
         torch_ok = [c for c in supported if c.kind == "torch"]
+        if pol == "measure":
+            entry = self.disk.get(op, device, key, mode)
+            cached = None if entry is None else _named(supported, entry["chosen"])
+            if cached is not None:
+                times = entry.get("times") if isinstance(entry.get("times"), dict) else {}
+                saved = entry.get("reasons") if isinstance(entry.get("reasons"), dict) else {}
+                errors = entry.get("errors") if isinstance(entry.get("errors"), dict) else {}
+                return self._record(pol, op, device, key, mode, cached, "cache", times, {**saved, **reasons}, errors)
+        errors: dict[str, dict] = {}
+        if pol == "measure" and self.check and any(c.kind == "kernel" for c in supported):
+            supported = self._gate(op, candidates, supported, args, mode, reasons, errors)
         if pol != "measure" or len(supported) <= 1:
             if pol == "kernel":
                 pick = next((c for c in supported if c.kind == "kernel"), None) or (torch_ok or [None])[0]
@@ -246,19 +320,13 @@ class Dispatcher:
             else:  # one candidate left (or none): nothing to compare
                 pick = (supported or [None])[0]
             source = "policy" if pol != "measure" else "only"
-            return self._record(pol, op, device, key, pick or _first_torch(candidates), source, reasons=reasons)
-        entry = self.disk.get(op, device, key)
-        if entry is not None:
-            cached = _named(supported, entry["chosen"])
-            if cached is not None:
-                times = entry.get("times") if isinstance(entry.get("times"), dict) else {}
-                saved = entry.get("reasons") if isinstance(entry.get("reasons"), dict) else {}
-                return self._record(pol, op, device, key, cached, "cache", times, {**saved, **reasons})
+            return self._record(pol, op, device, key, mode, pick or _first_torch(candidates), source, reasons=reasons, errors=errors)
         times: dict[str, float | None] = {}
-        with torch.no_grad():
+        training = mode == "training"
+        with torch.enable_grad() if training else torch.no_grad():
             for c in supported:
                 try:
-                    seconds = float(timer(c.fn, args))
+                    seconds = float(timer(forward_backward(c.fn) if training else c.fn, args))
                     if not math.isfinite(seconds) or seconds < 0:
                         raise ValueError(f"the timer returned {seconds!r} seconds")
                     times[c.name] = seconds
@@ -267,9 +335,27 @@ class Dispatcher:
                     reasons[c.name] = _error_text(e)
         pick = self._fastest(supported, times)
         if pick is None:  # every candidate raised: run the torch one, whose error is the real one
-            return self._record(pol, op, device, key, (torch_ok or supported)[0], "measured", times, reasons)
-        self.disk.put(op, device, key, dict(chosen=pick.name, times=times, reasons=reasons))
-        return self._record(pol, op, device, key, pick, "measured", times, reasons)
+            return self._record(pol, op, device, key, mode, (torch_ok or supported)[0], "measured", times, reasons, errors)
+        self.disk.put(op, device, key, mode, dict(chosen=pick.name, times=times, reasons=reasons, errors=errors))
+        return self._record(pol, op, device, key, mode, pick, "measured", times, reasons, errors)
+
+    def _gate(self, op, candidates, supported, args, mode, reasons, errors) -> list[Candidate]:
+        """``supported`` less the kernels that disagree with PyTorch's candidate on this call (recorded, warned once)."""
+        kernels = [c for c in supported if c.kind == "kernel"]
+        baseline = next((c for c in supported if c.kind == "torch"), None) or _first_torch(candidates)
+        verdicts = gate.check(baseline, kernels, args, training=mode == "training")
+        for c in kernels:
+            v = verdicts[c.name]
+            if v.error is not None:
+                errors[c.name] = v.as_dict()
+            if v.ok:
+                continue
+            reasons[c.name] = v.reason()
+            if (op, c.name) not in self._warned:
+                self._warned.add((op, c.name))
+                warnings.warn(f"fastvit auto: the {c.name} kernel for {op} is not used: {v.reason()} "
+                              f"(fastvit.dispatch.choices() lists it)", KernelMismatchWarning, stacklevel=4)
+        return [c for c in supported if c.kind != "kernel" or verdicts[c.name].ok]
 
     def _fastest(self, supported, times) -> Candidate | None:
         """The fastest torch candidate unless a kernel beats it by more than the margin (ties: declaration order)."""
@@ -329,6 +415,7 @@ def set_dispatcher(dispatcher: Dispatcher | None) -> Dispatcher:
     if dispatcher is not None and not isinstance(dispatcher, Dispatcher):
         raise TypeError(f"set_dispatcher: expected a fastvit.dispatch.Dispatcher or None, got {type(dispatcher).__name__}")
     previous, _CURRENT = _CURRENT, dispatcher if dispatcher is not None else Dispatcher()
+    unbind_all()  # no layer keeps a choice made under the previous dispatcher's rules
     return previous
 
 

@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
+
 ENV_POLICY = "FASTVIT_DISPATCH"
 POLICIES = ("measure", "kernel", "torch")
 DEFAULT_POLICY = "measure"
@@ -46,12 +48,24 @@ class Candidate:
     (PyTorch's ops); ``supports(*args)`` returns None when the candidate can
     take the call, else the reason it cannot (None: it takes every call).
     Candidates are compared by name, so give them module-level functions.
+
+    The correctness gate (:mod:`fastvit.dispatch.gate`) reads two more fields of
+    a kernel candidate, both optional, both meant to come from the op's declaration:
+
+    - ``reference(*args)``: the op in float64 (args already promoted); None: the
+      first torch candidate run on float64 copies of the args;
+    - ``bound``: the error a kernel may have: a float (a fraction of the
+      reference's magnitude), or ``bound(dtype, torch_error, scale) -> allowed``
+      (a declaration's ``Tolerance.bound``); None: the flash-attention rule (at
+      most twice PyTorch's own error, plus a small floor; see the gate).
     """
 
     name: str
     fn: Callable
     kind: str = "torch"
     supports: Callable[..., str | None] | None = None
+    reference: Callable | None = None
+    bound: float | Callable | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -62,6 +76,27 @@ class Candidate:
             raise ValueError(f"Candidate {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
         if self.supports is not None and not callable(self.supports):
             raise TypeError(f"Candidate {self.name!r}: supports must be callable or None, got {type(self.supports).__name__}")
+        if self.reference is not None and not callable(self.reference):
+            raise TypeError(f"Candidate {self.name!r}: reference must be callable or None, got {type(self.reference).__name__}")
+        bound_ok = self.bound is None or callable(self.bound) or (isinstance(self.bound, (int, float)) and self.bound >= 0)
+        if not bound_ok or isinstance(self.bound, bool):
+            raise TypeError(f"Candidate {self.name!r}: bound must be a float >= 0, a callable(dtype, torch_error, scale) "
+                            f"-> float, or None; got {self.bound!r}")
+
+
+MODES = ("inference", "training")
+
+
+def mode_of(args) -> str:
+    """"training" when autograd records the call (grad mode on and a tensor argument requires grad), else "inference".
+
+    The mode is part of every choice's key: a training call is timed forward + backward.
+    """
+    if torch.is_grad_enabled():
+        for a in args:
+            if isinstance(a, torch.Tensor) and a.requires_grad:
+                return "training"
+    return "inference"
 
 
 def bucket(n):
@@ -104,8 +139,6 @@ def _normalize_item(item):
         return item
     if isinstance(item, (tuple, list)):
         return tuple(_normalize_item(i) for i in item)
-    import torch
-
     if isinstance(item, torch.dtype):
         return dtype_name(item)
     if isinstance(item, torch.device):

@@ -1,18 +1,23 @@
 """``auto`` layers: drop-in for the torch/Triton ones, choosing per shape which implementation runs.
 
 Each class is the torch layer it replaces (same parameters, same forward
-contract, so state dicts never change). Off CUDA its forward is exactly the
-torch path. On CUDA it hands the call to :func:`fastvit.dispatch.choose`
-with its candidates -- fastvit's Triton kernel and PyTorch's equivalent --
-and runs the one chosen for the key (measured once per key, then cached).
-The kernel candidates import :mod:`fastvit.kernels` on their first call.
+contract, so state dicts never change). Its forward computes the call's key
+and runs the candidate bound for it (:func:`fastvit.dispatch.lookup`: one dict
+lookup); the first eager call for a key asks the dispatcher, which checks the
+kernel against PyTorch, times the candidates (forward + backward under grad)
+and caches the pick -- fastvit's Triton kernel or PyTorch's equivalent. Off
+CUDA the bound choice is the plain torch path. Under ``torch.compile`` the
+bound choices are constants of the graph (:func:`fastvit.dispatch.prepare`
+binds them ahead of time); an unbound call runs PyTorch's candidate.
 
 For the wiring in ``fastvit/parts.py`` (``*_impl="auto"``):
 
 - ``AutoLayerNorm(normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, device=None, dtype=None)``:
   ``nn.LayerNorm``; candidates torch ``F.layer_norm`` / Triton ``layer_norm``.
 - ``AutoPreNorm(...)``: the same for a block's norms whose output only feeds a GEMM (as ``TritonPreNorm``):
-  under autocast the output is stored in the autocast dtype.
+  under autocast the output is stored in the autocast dtype. Its ``fork(x) -> (LN(x), x)`` (the block's
+  residual junction) is its own op, ``layer_norm_fork``: under grad it is timed forward + backward, where
+  the kernel's fork adds the residual's gradient inside the LayerNorm backward.
 - ``AutoLinearGELU(in_features, out_features, bias=True, approximate="none", device=None, dtype=None)``:
   fc1 with its activation (use ``nn.Identity`` after it); approximate "none" | "tanh" (GELU) | "quick"
   (``x * sigmoid(1.702 x)``); candidates ``F.linear`` + activation / ``linear_gelu``.
@@ -26,8 +31,8 @@ For the wiring in ``fastvit/parts.py`` (``*_impl="auto"``):
 
 :mod:`fastvit.layers.impls` lists these classes as ``norm_impl`` / ``linear_impl`` "auto",
 and :data:`fastvit.layers.attention.BACKENDS` the two functions as ``attn_impl="auto"``.
-Whether the Triton candidate can take a call is asked of the op's contract
-(:func:`fastvit.kernels.registry.supports`). ``fastvit.compile`` prepares any model with
+Whether the Triton candidate can take a call is asked of the op's declaration, in one place
+(:func:`declared`). ``fastvit.compile`` prepares any model with
 a submodule whose ``dispatches`` is True (these classes) or whose ``attn_fn`` is one of
 the two functions above (:func:`uses_dispatch`).
 
@@ -42,19 +47,53 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from fastvit.dispatch import Candidate, bucket, choose, dtype_name, get_dispatcher
+from fastvit.dispatch import OFF_CUDA, Bindings, Candidate, bucket, dtype_name, lookup
 from fastvit.kernels import registry
 
-from .drop import drop_path_scale
+from .activations import quick_gelu
+from .fused_branch import branch_scale, fused_branch
+from .kernel_ops import kernel_op
 from .linear import ResidualLinear, _autocast, autocast_dtype
 
 APPROXIMATIONS = ("none", "tanh", "quick")
 
+# dtypes auto offers a kernel for, where narrower than what the kernel takes (the op's declaration should say it)
+AUTO_DTYPES = {"attention": (torch.float16, torch.bfloat16)}
 
-def _on_cuda(*args) -> bool:
-    """The dispatcher's device predicate (the first tensor is on CUDA; tests inject another)."""
-    return get_dispatcher().on_cuda(args)
+
+def declared(op: str, **query) -> str | None:
+    """None when ``op``'s declaration takes a call with these properties, else why not.
+
+    The one place ``auto`` reads a kernel's declaration (device, dtype, widths, head dim, ...)."""
+    dtypes = AUTO_DTYPES.get(op)
+    if dtypes is not None and query.get("dtype") not in dtypes:
+        names = " and ".join(dtype_name(d) for d in dtypes)
+        return f"dtype {dtype_name(query.get('dtype'))}: auto offers the Triton {op} kernel for {names}"
+    return registry.supports(op, **query)
+
+
+class _Kernel:
+    """``fastvit.kernels.<name>``, looked up on its first call (``import fastvit`` stays Triton-free); the first
+    call is the eager one that checks and times the candidate, so a bound forward goes straight to the op."""
+
+    def __init__(self, name: str):
+        self.name, self.fn = name, None
+
+    def __call__(self, *args, **kwargs):
+        if self.fn is None:
+            self.fn = kernel_op(self.name)
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self):
+        return f"fastvit.kernels.{self.name}"
+
+
+_LAYER_NORM, _LAYER_NORM_FORK = _Kernel("layer_norm"), _Kernel("layer_norm_fork")
+_LINEAR_GELU, _LINEAR_GELU_TMA = _Kernel("linear_gelu"), _Kernel("linear_gelu_tma")
+_LINEAR_RESIDUAL, _LINEAR_RESIDUAL_TMA = _Kernel("linear_residual"), _Kernel("linear_residual_tma")
+_ATTENTION, _ATTENTION_QKVPACKED = _Kernel("attention"), _Kernel("attention_qkvpacked")
 
 
 def _rows(x) -> int:
@@ -73,16 +112,14 @@ def _layer_norm_torch(x, weight, bias, eps, out_dtype):
 
 
 def _layer_norm_triton(x, weight, bias, eps, out_dtype):
-    from fastvit.kernels import layer_norm
-
-    return layer_norm(x, weight, bias, eps, out_dtype=out_dtype)
+    return _LAYER_NORM(x, weight, bias, eps, out_dtype=out_dtype)
 
 
 def _layer_norm_supports(x, weight, bias, eps, out_dtype):
     if weight is None or bias is None:
         return "no affine weight and bias (the kernel needs both)"
-    return registry.supports("layer_norm", device=x.device, dtype=x.dtype, width=x.shape[-1], weight_dtype=weight.dtype,
-                             out_dtype=out_dtype)  # fmt: skip
+    return declared("layer_norm", device=x.device, dtype=x.dtype, width=x.shape[-1], weight_dtype=weight.dtype,
+                    out_dtype=out_dtype)  # fmt: skip
 
 
 LAYER_NORM_CANDIDATES = (
@@ -92,27 +129,31 @@ LAYER_NORM_CANDIDATES = (
 
 
 class AutoLayerNorm(nn.LayerNorm):
-    """``nn.LayerNorm``; on CUDA the faster of torch's and fastvit's kernel for the shape."""
+    """``nn.LayerNorm``; on CUDA the faster of torch's and fastvit's kernel for the shape (where they agree)."""
 
     dispatches = True  # fastvit.compile prepares the choices of modules that have this
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._bound = Bindings()
 
     def out_dtype(self, x):
         """Output dtype; None keeps torch's (x's, or fp32 under autocast)."""
         return None
 
-    def _choice(self, x):
-        """(the chosen "layer_norm" candidate, its arguments) for ``x`` (on CUDA)."""
+    def _call(self, x):
+        """(the op's key, its arguments) for ``x``."""
         out_dtype = self.out_dtype(x)
-        args = (x, self.weight, self.bias, self.eps, out_dtype)
         key = (dtype_name(x.dtype), None if out_dtype is None else dtype_name(out_dtype), bucket(_rows(x)), x.shape[-1],
                x.is_contiguous())
-        return choose("layer_norm", key, LAYER_NORM_CANDIDATES, args), args
+        return key, (x, self.weight, self.bias, self.eps, out_dtype)
 
     def forward(self, x):
-        if not _on_cuda(x):
+        if not isinstance(x, torch.Tensor):  # a torch.fx proxy (symbolic tracing): the plain torch path
             return super().forward(x)
-        candidate, args = self._choice(x)
-        return candidate.fn(*args)
+        key, args = self._call(x)
+        impl = lookup(self._bound, "layer_norm", key, LAYER_NORM_CANDIDATES, args)
+        return super().forward(x) if impl is OFF_CUDA else impl.fn(*args)
 
 
 def _layer_norm_fork_torch(x, weight, bias, eps, out_dtype):
@@ -120,31 +161,35 @@ def _layer_norm_fork_torch(x, weight, bias, eps, out_dtype):
 
 
 def _layer_norm_fork_triton(x, weight, bias, eps, out_dtype):
-    from fastvit.kernels import layer_norm_fork
-
-    return layer_norm_fork(x, weight, bias, eps, out_dtype=out_dtype)
+    return _LAYER_NORM_FORK(x, weight, bias, eps, out_dtype=out_dtype)
 
 
-# a "layer_norm" candidate's name -> its fork (LN(x), x); the kernel's adds the residual's gradient in its backward
-LAYER_NORM_FORKS = {"torch": _layer_norm_fork_torch, "triton": _layer_norm_fork_triton}
+# a block norm at its residual junction: (LN(x), x); the kernel's fork adds the residual's gradient in its backward
+LAYER_NORM_FORK_CANDIDATES = (
+    Candidate("torch", _layer_norm_fork_torch, "torch"),
+    Candidate("triton", _layer_norm_fork_triton, "kernel", _layer_norm_supports),
+)
+LAYER_NORM_FORKS = {c.name: c.fn for c in LAYER_NORM_FORK_CANDIDATES}
 
 
 class AutoPreNorm(AutoLayerNorm):
     """A block's LayerNorm whose output only feeds a GEMM: under autocast its output has the autocast
     dtype (the values the GEMM's input cast would produce), as :class:`~fastvit.layers.norm.TritonPreNorm`.
 
-    ``fork(x) -> (LN(x), x)``: off CUDA torch's; on CUDA the implementation measured for its forward
-    (the same "layer_norm" key), the Triton one being :func:`fastvit.kernels.layer_norm_fork`.
+    ``fork(x) -> (LN(x), x)``: off CUDA torch's; on CUDA the ``layer_norm_fork`` candidate bound for the
+    key (measured on its own: under grad forward + backward), the Triton one being
+    :func:`fastvit.kernels.layer_norm_fork`.
     """
 
     def out_dtype(self, x):
         return autocast_dtype(x)
 
     def fork(self, x):
-        if not _on_cuda(x):
-            return super().forward(x), x
-        candidate, args = self._choice(x)
-        return LAYER_NORM_FORKS[candidate.name](*args)
+        if not isinstance(x, torch.Tensor):  # a torch.fx proxy
+            return nn.LayerNorm.forward(self, x), x
+        key, args = self._call(x)
+        impl = lookup(self._bound, "layer_norm_fork", key, LAYER_NORM_FORK_CANDIDATES, args)
+        return (nn.LayerNorm.forward(self, x), x) if impl is OFF_CUDA else impl.fn(*args)
 
 
 # --------------------------------------------------------------------------- fc1 + activation
@@ -153,7 +198,7 @@ class AutoPreNorm(AutoLayerNorm):
 def activation(h, approximate: str):
     """fc1's activation: GELU ("none": exact, "tanh") or QuickGELU ("quick": ``h * sigmoid(1.702 h)``)."""
     if approximate == "quick":
-        return h * torch.sigmoid(1.702 * h)
+        return quick_gelu(h)
     return F.gelu(h, approximate=approximate)
 
 
@@ -162,22 +207,18 @@ def _linear_act_torch(x, weight, bias, approximate):
 
 
 def _linear_act_triton(x, weight, bias, approximate):
-    from fastvit.kernels import linear_gelu
-
-    return linear_gelu(x, weight, bias, approximate=approximate)
+    return _LINEAR_GELU(x, weight, bias, approximate=approximate)
 
 
 def _linear_gelu_supports(x, weight, bias, approximate, op="linear_gelu"):
     if bias is None:
         return "no bias (the kernel's epilogue adds one)"
-    return registry.supports(op, device=x.device, dtype=x.dtype, in_features=weight.shape[1], out_features=weight.shape[0],
-                             approximate=approximate)  # fmt: skip
+    return declared(op, device=x.device, dtype=x.dtype, in_features=weight.shape[1], out_features=weight.shape[0],
+                    approximate=approximate)  # fmt: skip
 
 
 def _linear_gelu_tma(x, weight, bias, approximate):
-    from fastvit.kernels import linear_gelu_tma
-
-    return linear_gelu_tma(x, weight, bias, approximate=approximate)
+    return _LINEAR_GELU_TMA(x, weight, bias, approximate=approximate)
 
 
 def _linear_gelu_tma_supports(x, weight, bias, approximate):
@@ -202,14 +243,16 @@ class AutoLinearGELU(nn.Linear):
             raise ValueError(f"AutoLinearGELU: approximate must be one of {APPROXIMATIONS}, got {approximate!r}")
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.approximate = approximate
+        self._bound = Bindings()
 
     def forward(self, x):
-        if not _on_cuda(x):
+        if not isinstance(x, torch.Tensor):  # a torch.fx proxy
             return activation(super().forward(x), self.approximate)
-        x, weight, bias = _autocast(x, self.weight, self.bias)
-        args = (x, weight, bias, self.approximate)
-        key = (dtype_name(x.dtype), self.approximate, bucket(_rows(x)), weight.shape[0], weight.shape[1], bias is not None)
-        return choose("linear_gelu", key, LINEAR_GELU_CANDIDATES, args).fn(*args)
+        h, weight, bias = _autocast(x, self.weight, self.bias)
+        args = (h, weight, bias, self.approximate)
+        key = (dtype_name(h.dtype), self.approximate, bucket(_rows(h)), weight.shape[0], weight.shape[1], bias is not None)
+        impl = lookup(self._bound, "linear_gelu", key, LINEAR_GELU_CANDIDATES, args)
+        return activation(super().forward(x), self.approximate) if impl is OFF_CUDA else impl.fn(*args)
 
     def extra_repr(self):
         return f"{super().extra_repr()}, approximate={self.approximate!r}"
@@ -228,23 +271,19 @@ def _linear_residual_torch(x, weight, bias, residual, scale, gamma):
 
 
 def _linear_residual_triton(x, weight, bias, residual, scale, gamma):
-    from fastvit.kernels import linear_residual
-
     extra = {} if gamma is None else {"gamma": gamma}
-    return linear_residual(x, weight, bias, residual, scale=scale, **extra)
+    return _LINEAR_RESIDUAL(x, weight, bias, residual, scale=scale, **extra)
 
 
 def _linear_residual_supports(x, weight, bias, residual, scale, gamma, op="linear_residual"):
     if bias is None:
         return "no bias (the kernel's epilogue adds one)"
-    return registry.supports(op, device=x.device, dtype=x.dtype, in_features=weight.shape[1],
-                             out_features=weight.shape[0], residual_dtype=residual.dtype)  # fmt: skip
+    return declared(op, device=x.device, dtype=x.dtype, in_features=weight.shape[1],
+                    out_features=weight.shape[0], residual_dtype=residual.dtype)  # fmt: skip
 
 
 def _linear_residual_tma(x, weight, bias, residual, scale, gamma):
-    from fastvit.kernels import linear_residual_tma
-
-    return linear_residual_tma(x, weight, bias, residual, scale=scale, gamma=gamma)
+    return _LINEAR_RESIDUAL_TMA(x, weight, bias, residual, scale=scale, gamma=gamma)
 
 
 def _linear_residual_tma_supports(x, weight, bias, residual, scale, gamma):
@@ -262,11 +301,16 @@ class AutoResidualLinear(ResidualLinear):
     """A branch's last projection plus the residual add (and LayerScale's ``gamma``);
     on CUDA the faster of torch's ops and fastvit's GEMM with the add in its epilogue.
 
-    Element-wise dropout while training, and a residual in a third dtype
-    (fp16 under bf16 autocast), run the torch ops, as TritonResidualLinear does.
+    When the fused op may run at all is :func:`fastvit.layers.fused_branch.fused_branch`'s rule, shared with
+    TritonResidualLinear: element-wise dropout while training, and a residual in a third dtype (fp16 under
+    bf16 autocast), run the torch ops; a gamma in a third dtype is promoted to float32.
     """
 
     dispatches = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._bound = Bindings()
 
     def _torch_forward(self, x, residual, gamma):
         branch = self.drop(F.linear(x, self.weight, self.bias))
@@ -275,18 +319,25 @@ class AutoResidualLinear(ResidualLinear):
         return residual + self.drop_path(branch)
 
     def forward(self, x, residual, gamma=None):
-        if not _on_cuda(x) or (self.training and self.drop.p > 0):
+        if not isinstance(x, torch.Tensor):  # a torch.fx proxy
             return self._torch_forward(x, residual, gamma)
-        x, weight, bias = _autocast(x, self.weight, self.bias)
-        if residual.dtype not in (x.dtype, torch.float32):
+        h, weight, bias = _autocast(x, self.weight, self.bias)
+        plan = fused_branch(h, residual, gamma, training=self.training, dropout_p=self.drop.p, drop_path_p=self.drop_path.p)
+        if plan is None:
             return self._torch_forward(x, residual, gamma)
-        scale = None
-        if self.training and self.drop_path.p > 0:
-            scale = drop_path_scale(residual.shape[0], self.drop_path.p, dtype=torch.float32, device=x.device)
-        args = (x, weight, bias, residual, scale, gamma)
-        key = (dtype_name(x.dtype), dtype_name(residual.dtype), bucket(_rows(x)), weight.shape[0], weight.shape[1],
-               bias is not None, scale is not None, gamma is not None)
-        return choose("linear_residual", key, LINEAR_RESIDUAL_CANDIDATES, args).fn(*args)
+        fused_gamma, stochastic = plan
+        key = (dtype_name(h.dtype), dtype_name(residual.dtype), bucket(_rows(h)), weight.shape[0], weight.shape[1],
+               bias is not None, stochastic, None if fused_gamma is None else dtype_name(fused_gamma.dtype))
+        # the slot is found before stochastic depth draws its scale (off CUDA the torch path draws its own);
+        # a first call measures with a scale of ones
+        args = (h, weight, bias, residual, None, fused_gamma)
+        probe = (lambda: (h, weight, bias, residual, torch.ones(residual.shape[0], device=h.device), fused_gamma)) if stochastic else None
+        impl = lookup(self._bound, "linear_residual", key, LINEAR_RESIDUAL_CANDIDATES, args, probe=probe)
+        if impl is OFF_CUDA:
+            return self._torch_forward(x, residual, gamma)
+        if stochastic:
+            args = (h, weight, bias, residual, branch_scale(residual, self.drop_path.p), fused_gamma)
+        return impl.fn(*args)
 
 
 # --------------------------------------------------------------------------- attention
@@ -302,8 +353,6 @@ def _sdpa(q, k, v, scale):
 
 
 def _sdpa_backend(backend: str, q, k, v, scale):
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     with sdpa_kernel(getattr(SDPBackend, backend)):
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
 
@@ -325,16 +374,12 @@ def _half_only(q, *rest):
 
 
 def _triton_attention(q, k, v, scale):
-    from fastvit.kernels import attention
-
-    return attention(q, k, v, scale=scale)
+    return _ATTENTION(q, k, v, scale=scale)
 
 
 def _triton_supports(q, *rest):
-    if q.dtype not in (torch.float16, torch.bfloat16):
-        # the Triton kernel's fp32 configurations spill registers on sm_90: fp32 stays with SDPA
-        return f"dtype {dtype_name(q.dtype)}: the Triton attention kernel is offered for float16 and bfloat16"
-    return registry.supports("attention", device=q.device, dtype=q.dtype, head_dim=q.shape[-1])
+    # AUTO_DTYPES: the Triton kernel's fp32 configurations spill registers on sm_90, so fp32 stays with SDPA
+    return declared("attention", device=q.device, dtype=q.dtype, head_dim=q.shape[-1])
 
 
 ATTENTION_CANDIDATES = (
@@ -346,14 +391,20 @@ ATTENTION_CANDIDATES = (
 )
 
 
+# the attention backends are functions (an Attention module's attn_fn): their choices are bound here, per key
+ATTENTION_BOUND = Bindings()
+PACKED_ATTENTION_BOUND = Bindings()
+
+
 def auto_attention(q, k, v, dropout_p=0.0, scale=None):
     """The ``auto`` attention backend over (B, H, N, D) tensors (semantics of SDPA, non-causal)."""
-    if dropout_p > 0 or not _on_cuda(q):
+    if dropout_p > 0 or not isinstance(q, torch.Tensor):  # dropout, or a torch.fx proxy: plain SDPA
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
     args = (q, k, v, scale)
     b, h, n, d = q.shape
     key = (dtype_name(q.dtype), bucket(b), h, n, d)
-    return choose("attention", key, ATTENTION_CANDIDATES, args).fn(*args)
+    impl = lookup(ATTENTION_BOUND, "attention", key, ATTENTION_CANDIDATES, args)
+    return F.scaled_dot_product_attention(q, k, v, scale=scale) if impl is OFF_CUDA else impl.fn(*args)
 
 
 def _packed(fn, qkv, scale):
@@ -378,9 +429,7 @@ def _sdpa_efficient_packed(qkv, scale):
 
 
 def _triton_attention_packed(qkv, scale):
-    from fastvit.kernels import attention_qkvpacked
-
-    return attention_qkvpacked(qkv, scale=scale)
+    return _ATTENTION_QKVPACKED(qkv, scale=scale)
 
 
 PACKED_ATTENTION_CANDIDATES = (
@@ -394,13 +443,17 @@ PACKED_ATTENTION_CANDIDATES = (
 
 def auto_attention_packed(qkv, dropout_p=0.0, scale=None):
     """The ``auto`` backend's packed form: qkv (B, N, 3, H, D) -> out (B, H, N, D)."""
-    if dropout_p > 0 or not _on_cuda(qkv):
+    if dropout_p > 0 or not isinstance(qkv, torch.Tensor):  # dropout, or a torch.fx proxy: plain SDPA
         q, k, v = unpack_qkv(qkv)
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
     args = (qkv, scale)
     b, n, _, h, d = qkv.shape
     key = (dtype_name(qkv.dtype), bucket(b), h, n, d)
-    return choose("attention_packed", key, PACKED_ATTENTION_CANDIDATES, args).fn(*args)
+    impl = lookup(PACKED_ATTENTION_BOUND, "attention_packed", key, PACKED_ATTENTION_CANDIDATES, args)
+    if impl is OFF_CUDA:
+        q, k, v = unpack_qkv(qkv)
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    return impl.fn(*args)
 
 
 AUTO_ATTENTION_FNS = (auto_attention, auto_attention_packed)
@@ -416,6 +469,7 @@ def uses_dispatch(model: nn.Module) -> bool:
 # op name -> its candidates (``fastvit info`` lists them)
 OPS = {
     "layer_norm": LAYER_NORM_CANDIDATES,
+    "layer_norm_fork": LAYER_NORM_FORK_CANDIDATES,
     "linear_gelu": LINEAR_GELU_CANDIDATES,
     "linear_residual": LINEAR_RESIDUAL_CANDIDATES,
     "attention": ATTENTION_CANDIDATES,

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from .activations import GELU_APPROXIMATE
-from .drop import DropPath, drop_path_scale
+from .drop import DropPath
+from .fused_branch import branch_scale, fused_branch
 from .kernel_ops import kernel_op
 
 
@@ -73,17 +74,13 @@ class TritonResidualLinear(ResidualLinear):
         self.linear_residual = kernel_op("linear_residual")
 
     def forward(self, x, residual, gamma=None):
-        if self.training and self.drop.p > 0:
+        h, weight, bias = _autocast(x, self.weight, self.bias)
+        plan = fused_branch(h, residual, gamma, training=self.training, dropout_p=self.drop.p, drop_path_p=self.drop_path.p)
+        if plan is None:
             return super().forward(x, residual, gamma)
-        x, weight, bias = _autocast(x, self.weight, self.bias)
-        if residual.dtype not in (x.dtype, torch.float32):
-            return super().forward(x, residual, gamma)
-        if gamma is not None and gamma.dtype not in (x.dtype, torch.float32):
-            gamma = gamma.float()
-        scale = None
-        if self.training and self.drop_path.p > 0:
-            scale = drop_path_scale(residual.shape[0], self.drop_path.p, dtype=torch.float32, device=x.device)
-        return self.linear_residual(x, weight, bias, residual, scale=scale, gamma=gamma)
+        gamma, stochastic = plan
+        scale = branch_scale(residual, self.drop_path.p) if stochastic else None
+        return self.linear_residual(h, weight, bias, residual, scale=scale, gamma=gamma)
 
 
 class TritonLinearGELU(nn.Linear):
@@ -124,14 +121,10 @@ def triton_mlp_forward(mlp_residual, fc1: nn.Linear, drop: nn.Dropout, fc2: Resi
     """
     if approximate is None:
         approximate = getattr(fc1, "approximate", "none")
-    if fc2.training and (drop.p > 0 or fc2.drop.p > 0):
+    h, w1, b1, w2, b2 = _autocast(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+    plan = fused_branch(h, residual, gamma, training=fc2.training, dropout_p=max(drop.p, fc2.drop.p), drop_path_p=fc2.drop_path.p)
+    if plan is None:
         return fc2(drop(fc1(x)), residual, gamma)
-    x, w1, b1, w2, b2 = _autocast(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
-    if residual.dtype not in (x.dtype, torch.float32):
-        return fc2(drop(fc1(x)), residual, gamma)
-    if gamma is not None and gamma.dtype not in (x.dtype, torch.float32):
-        gamma = gamma.float()
-    scale = None
-    if fc2.training and fc2.drop_path.p > 0:
-        scale = drop_path_scale(residual.shape[0], fc2.drop_path.p, dtype=torch.float32, device=x.device)
-    return mlp_residual(x, w1, b1, w2, b2, residual, scale=scale, gamma=gamma, approximate=approximate)
+    gamma, stochastic = plan
+    scale = branch_scale(residual, fc2.drop_path.p) if stochastic else None
+    return mlp_residual(h, w1, b1, w2, b2, residual, scale=scale, gamma=gamma, approximate=approximate)

@@ -17,7 +17,8 @@ def _kernel_fns():
 
 
 class PreferKernels:
-    """Calls the candidate once (so one that raises loses), then says kernels are 10x faster."""
+    """Calls the candidate once (so one that raises loses), then says kernels are 10x faster.
+    A training call's candidate comes wrapped as a forward + backward step (``__wrapped__`` is the candidate)."""
 
     def __init__(self, prefer=None):
         self.prefer = prefer or _kernel_fns()
@@ -26,7 +27,7 @@ class PreferKernels:
     def __call__(self, fn, args):
         self.calls.append(fn.__name__)
         fn(*args)
-        return 0.1 if fn in self.prefer else 1.0
+        return 0.1 if getattr(fn, "__wrapped__", fn) in self.prefer else 1.0
 
 
 @pytest.fixture
@@ -269,3 +270,38 @@ def test_fresh_process_compiles_auto_layers_with_fullgraph():
         "assert torch.equal(c(x), m(x))\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ), timeout=300)
+
+
+def test_layer_scale_in_a_third_dtype_is_promoted_as_the_triton_layers_do(gpu_like):
+    """One rule for the fused residual branch (fastvit.layers.fused_branch), shared by auto and the Triton layers:
+    a LayerScale gamma in neither the GEMM's dtype nor float32 is promoted to float32, as eager's branch * gamma."""
+    from fastvit.layers.linear import TritonResidualLinear
+
+    d, _ = gpu_like
+    torch.manual_seed(0)
+    h, res = torch.randn(2, 3, 32), torch.randn(2, 3, 16)
+    gamma = torch.rand(16).to(torch.float16)  # a third dtype
+    fc2 = auto.AutoResidualLinear(32, 16).eval()
+    want = res + F.linear(h, fc2.weight, fc2.bias) * gamma  # eager: promoted to float32
+    got = fc2(h, res, gamma)
+    assert got.dtype == want.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    [rec] = [r for r in d.choices() if r["op"] == "linear_residual"]
+    assert rec["chosen"] == "triton" and rec["key"][-1] == "float32", rec  # the kernel took the promoted gamma
+    triton = _copy(TritonResidualLinear(32, 16), fc2).eval()
+    torch.testing.assert_close(triton(h, res, gamma), want, rtol=1e-5, atol=1e-5)
+
+
+def test_the_fused_branch_rule():
+    from fastvit.layers.fused_branch import branch_scale, fused_branch
+
+    x, res = torch.randn(2, 3, 4, dtype=torch.bfloat16), torch.randn(2, 3, 4)
+    assert fused_branch(x, res, None, training=False, dropout_p=0.5, drop_path_p=0.5) == (None, False)
+    assert fused_branch(x, res, None, training=True, dropout_p=0.5, drop_path_p=0.0) is None  # dropout: separate ops
+    assert fused_branch(x, res.half(), None, training=False, dropout_p=0.0, drop_path_p=0.0) is None  # third-dtype residual
+    for g_dtype, want in ((torch.bfloat16, torch.bfloat16), (torch.float32, torch.float32), (torch.float16, torch.float32)):
+        gamma, stochastic = fused_branch(x, res, torch.ones(4, dtype=g_dtype), training=True, dropout_p=0.0, drop_path_p=0.25)
+        assert gamma.dtype == want and stochastic
+    torch.manual_seed(3)
+    scale = branch_scale(res, 0.25)
+    assert scale.dtype == torch.float32 and scale.shape == (2,) and set(scale.tolist()) <= {0.0, torch.tensor(1 / 0.75).item()}

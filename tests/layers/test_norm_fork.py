@@ -331,6 +331,7 @@ def test_auto_pre_norm_fork_follows_the_measured_choice(winner, gpu_like, monkey
     norm = auto.AutoPreNorm(32, eps=EPS)
     nn.init.normal_(norm.weight), nn.init.normal_(norm.bias)
     x = torch.randn(2, 5, 32, requires_grad=True)
+    norm.fork(x)  # the first call binds the choice: it checks and times both candidates (forward + backward)
     launches = _Launches(monkeypatch)
     out, res = norm.fork(x)
     (out.square().sum() + (res * 3).sum()).backward()
