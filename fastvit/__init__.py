@@ -16,10 +16,10 @@ from .checkpoints.pretrained_cfgs import list_pretrained
 from .compiling import compile
 from .config import ViTConfig
 from .dispatch import prepare
-from .factory import create_model, list_models
+from .factory import create_model, get_config, list_models
 from .layers import resample_pos_embed
 from .model import Block, VisionTransformer
-from .presets import PRESETS, get_config
+from .presets import PRESETS
 
 __version__ = "0.1.0"
 

@@ -145,7 +145,7 @@ def info(args: argparse.Namespace) -> int:
     import fastvit
     from fastvit.dispatch import policy
     from fastvit.auto_report import auto_report
-    from fastvit.kernels import registry
+    from fastvit.kernels import ops
     from fastvit.kernels.tuning import current_arch, interpreting
     from fastvit.layers import backend_status
     from fastvit.presets import get_config
@@ -170,7 +170,7 @@ def info(args: argparse.Namespace) -> int:
     for name, reason in backend_status().items():
         print(f"  {name:<11}{'available' if reason is None else 'unavailable: ' + reason}")
     print("\n".join(auto_report(args.model, args.batch, args.dtype, device)))
-    print("fused ops (fastvit.kernels contracts):", *(f"  {line}" for line in registry.describe()), sep="\n")
+    print("fused ops (fastvit.kernels contracts):", *(f"  {line}" for line in ops.describe()), sep="\n")
     return 0
 
 

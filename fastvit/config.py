@@ -44,9 +44,25 @@ ACT_LAYERS = ("gelu", "gelu_tanh", "quick_gelu", "silu")
 MLP_LAYERS = ("mlp", "swiglu")  # "swiglu": timm's SwiGLUPacked (GluMlp: fc1 D->H, act(x1) * x2, fc2 H/2->D)
 
 
-def check_resample_convention(name) -> None:
-    from .layers.embed import RESAMPLE_CONVENTIONS
+# How each source resamples a position embedding to another grid: F.interpolate's
+# mode, antialias and align_corners. "timm": resample_abs_pos_embed (its checkpoint
+# loads, dynamic_img_size, set_input_size); "hf": transformers' interpolate_pos_encoding;
+# "big_vision": timm's .npz loader (load_pretrained); "torchvision": its interpolate_embeddings.
+RESAMPLE_CONVENTIONS: dict[str, dict] = {
+    "timm": dict(interpolation="bicubic", antialias=True, align_corners=False),
+    "hf": dict(interpolation="bicubic", antialias=False, align_corners=False),
+    "big_vision": dict(interpolation="bilinear", antialias=False, align_corners=False),
+    "torchvision": dict(interpolation="bicubic", antialias=False, align_corners=True),
+}
 
+# The implementation switches' names; fastvit.layers maps each to its classes
+# (tests/test_config.py holds these names and the layers' tables to each other).
+ATTN_IMPLS = ("auto", "triton", "flash_attn", "xformers", "sdpa", "eager")
+NORM_IMPLS = ("auto", "torch", "triton")
+LINEAR_IMPLS = ("auto", "torch", "triton")
+
+
+def check_resample_convention(name) -> None:
     if name not in RESAMPLE_CONVENTIONS:
         raise ValueError(f"pos_embed_resample must be one of {sorted(RESAMPLE_CONVENTIONS)}, got {name!r}")
 
@@ -171,10 +187,7 @@ class ViTConfig:
             raise ValueError("dynamic_img_pad=True pads images for a patch embedding; the hybrid (ResNet) stem has none")
 
     def _check_impls(self):
-        from .layers.attention import BACKENDS
-        from .layers.impls import LINEAR_IMPLS, NORM_IMPLS
-
-        for name, valid in (("attn_impl", BACKENDS), ("norm_impl", NORM_IMPLS), ("linear_impl", LINEAR_IMPLS)):
+        for name, valid in (("attn_impl", ATTN_IMPLS), ("norm_impl", NORM_IMPLS), ("linear_impl", LINEAR_IMPLS)):
             value = getattr(self, name)
             if not isinstance(value, str):
                 raise TypeError(f"{name} must be a string, one of {list(valid)}; got {value!r}")

@@ -23,9 +23,10 @@ from .checkpoints.load import convert_state_dict
 from .checkpoints.pretrained_cfgs import (UnknownModelError, finish_cfg, pretrained_cfg as tag_cfg, split_tag,
                                           tags_for, timm_cfg_defaults)
 from .features import features_only as wrap_features
-from .presets_eva import EVA_PRESETS, create_eva, list_eva_models
+from .presets_eva import EVA_PRESETS, create_eva, get_eva_config, list_eva_models
 from .model import VisionTransformer
 from .presets import PRESETS, get_config, pretrained_cfg_for
+from .presets import get_config as get_vit_config
 from .presets import list_models as list_vit_models
 
 # timm's ViT keywords with no field of their own here: fastvit has one dropout rate for the
@@ -49,6 +50,14 @@ def list_models(pattern: str = "*") -> list[str]:
     """Every model name ``create_model`` builds (the ViT presets and timm's eva-module family),
     sorted; ``pattern`` is a shell-style wildcard (``"vit_base*"``)."""
     return sorted({*list_vit_models(pattern), *list_eva_models(pattern)})
+
+
+def get_config(name: str, **overrides):
+    """The config of any model name ``create_model`` builds (``name.tag`` gives the name's), with
+    ``overrides``: a :class:`fastvit.ViTConfig`, or an :class:`fastvit.eva.EvaConfig` for the eva family."""
+    if isinstance(name, str) and name.partition(".")[0] in EVA_PRESETS:
+        return get_eva_config(name.partition(".")[0], **overrides)
+    return get_vit_config(name, **overrides)
 
 
 def _check_name(arch: str, model_name: str) -> None:

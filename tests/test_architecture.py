@@ -107,25 +107,9 @@ def test_lazy_imports_are_seen(tmp_path):
     assert "fastvit.kernels.ops" in _imports(MODULES["fastvit.kernels"], False)
 
 
-# The checkpoint converters' circles, being removed on another branch this session (issue 22): the
-# only cycles tolerated, and only until that merge -- the strict xfail below then fails, and this
-# list and that test are to be deleted.
-KNOWN_CHECKPOINT_CYCLES = [
-    ["fastvit.checkpoints.hf_clip", "fastvit.checkpoints.hf_config", "fastvit.checkpoints.hf_dinov2",
-     "fastvit.checkpoints.hf_modern", "fastvit.checkpoints.hf_siglip"],
-    ["fastvit.checkpoints.timm", "fastvit.checkpoints.timm_hybrid"],
-]  # fmt: skip
-
-
 def test_no_import_cycle_between_modules():
     """No import cycle between fastvit's modules, counting every import anywhere in a file (inside
     functions too). The failure lists each strongly connected component."""
-    cycles = [c for c in _strongly_connected(import_graph()) if c not in KNOWN_CHECKPOINT_CYCLES]
-    assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
-
-
-@pytest.mark.xfail(strict=True, reason="checkpoint converter circles: removed by issue 22's branch")
-def test_no_import_cycle_at_all():
     cycles = _strongly_connected(import_graph())
     assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
 

@@ -37,7 +37,7 @@ def test_preset_sizes():
                 "betwixt": (640, 12, 10), "gigantic": (1664, 48, 16), "giantopt": (1536, 40, 16)}
     # timm's names that give a size word other widths: CLIP's giant (ViT-bigG is "gigantic") and base-plus
     special = {"vit_giant_patch14_clip_224": (1408, 40, 16), "vit_base_patch16_plus_clip_240": (896, 12, 14)}
-    for name in fastvit.list_models("vit_*"):
+    for name in fastvit.presets.list_models("vit_*"):  # the ViT presets (the eva family has its own sizes)
         size = name.split("_")[1]
         cfg = fastvit.get_config(name)
         assert (cfg.embed_dim, cfg.depth, cfg.num_heads) == special.get(name, expected[size]), name
@@ -75,3 +75,15 @@ def test_unknown_override_is_named():
 def test_bad_config_values(bad, match):
     with pytest.raises(ValueError, match=match):
         ViTConfig(**bad)
+
+
+def test_switch_names_match_the_layers_tables():
+    """config names the implementation switches without importing the layers (config sits below
+    them); the names and the layers' tables must be the same sets."""
+    from fastvit import config
+    from fastvit.layers.attention import BACKENDS
+    from fastvit.layers.impls import LINEAR_IMPLS, NORM_IMPLS
+
+    assert set(config.ATTN_IMPLS) == set(BACKENDS)
+    assert set(config.NORM_IMPLS) == set(NORM_IMPLS)
+    assert set(config.LINEAR_IMPLS) == set(LINEAR_IMPLS)

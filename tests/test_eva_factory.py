@@ -43,3 +43,14 @@ def test_create_model_eva_state_dict_file(tmp_path):
 def test_create_model_eva_hub_tag_refused_by_name():
     with pytest.raises(ValueError, match="eva-module family"):
         fastvit.create_model("vit_small_patch16_dinov3", pretrained=True)
+
+
+def test_every_listed_name_has_a_config():
+    """fastvit.get_config answers for every name fastvit.list_models gives (both families)."""
+    from fastvit.eva import EvaConfig
+
+    for name in ("vit_base_patch16_224", "vit_7b_patch16_dinov3", "eva02_base_patch14_224"):
+        assert name in fastvit.list_models()
+    assert isinstance(fastvit.get_config("vit_7b_patch16_dinov3"), EvaConfig)
+    assert isinstance(fastvit.get_config("vit_base_patch16_224"), fastvit.ViTConfig)
+    assert fastvit.get_config("vit_small_patch16_dinov3", depth=3).depth == 3

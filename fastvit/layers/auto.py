@@ -50,7 +50,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from fastvit.dispatch import OFF_CUDA, Bindings, Candidate, bucket, dtype_name, lookup
-from fastvit.kernels import registry
+from fastvit.kernels import ops
 
 from .activations import quick_gelu
 from .fused_branch import branch_scale, fused_branch
@@ -59,19 +59,20 @@ from .linear import ResidualLinear, _autocast, autocast_dtype
 
 APPROXIMATIONS = ("none", "tanh", "quick")
 
-# dtypes auto offers a kernel for, where narrower than what the kernel takes (the op's declaration should say it)
-AUTO_DTYPES = {"attention": (torch.float16, torch.bfloat16)}
-
-
 def declared(op: str, **query) -> str | None:
-    """None when ``op``'s declaration takes a call with these properties, else why not.
-
-    The one place ``auto`` reads a kernel's declaration (device, dtype, widths, head dim, ...)."""
-    dtypes = AUTO_DTYPES.get(op)
-    if dtypes is not None and query.get("dtype") not in dtypes:
-        names = " and ".join(dtype_name(d) for d in dtypes)
+    """None when ``op``'s declaration (:mod:`fastvit.kernels.ops`) lets ``auto`` offer the kernel for a
+    call with these properties, else why not: the one place ``auto`` reads a kernel's declaration
+    (``auto_dtypes``, then the device, dtype, widths, head dim, ... its ``supports`` checks)."""
+    decl = ops.declaration(op)
+    if query.get("dtype") not in decl.auto_dtypes:
+        names = " and ".join(dtype_name(d) for d in decl.auto_dtypes) or "no dtype"
         return f"dtype {dtype_name(query.get('dtype'))}: auto offers the Triton {op} kernel for {names}"
-    return registry.supports(op, **query)
+    return decl.supports(**query)
+
+
+def _bound(op: str):
+    """The correctness gate's bound for ``op``'s kernel, as its declaration writes it."""
+    return ops.declaration(op).tolerance.bound
 
 
 class _Kernel:
@@ -124,7 +125,7 @@ def _layer_norm_supports(x, weight, bias, eps, out_dtype):
 
 LAYER_NORM_CANDIDATES = (
     Candidate("torch", _layer_norm_torch, "torch"),
-    Candidate("triton", _layer_norm_triton, "kernel", _layer_norm_supports),
+    Candidate("triton", _layer_norm_triton, "kernel", _layer_norm_supports, bound=_bound("layer_norm")),
 )
 
 
@@ -167,7 +168,7 @@ def _layer_norm_fork_triton(x, weight, bias, eps, out_dtype):
 # a block norm at its residual junction: (LN(x), x); the kernel's fork adds the residual's gradient in its backward
 LAYER_NORM_FORK_CANDIDATES = (
     Candidate("torch", _layer_norm_fork_torch, "torch"),
-    Candidate("triton", _layer_norm_fork_triton, "kernel", _layer_norm_supports),
+    Candidate("triton", _layer_norm_fork_triton, "kernel", _layer_norm_supports, bound=_bound("layer_norm")),
 )
 LAYER_NORM_FORKS = {c.name: c.fn for c in LAYER_NORM_FORK_CANDIDATES}
 
@@ -227,8 +228,8 @@ def _linear_gelu_tma_supports(x, weight, bias, approximate):
 
 LINEAR_GELU_CANDIDATES = (
     Candidate("torch", _linear_act_torch, "torch"),
-    Candidate("triton", _linear_act_triton, "kernel", _linear_gelu_supports),
-    Candidate("triton-tma", _linear_gelu_tma, "kernel", _linear_gelu_tma_supports),  # Hopper: persistent, TMA
+    Candidate("triton", _linear_act_triton, "kernel", _linear_gelu_supports, bound=_bound("linear_gelu")),
+    Candidate("triton-tma", _linear_gelu_tma, "kernel", _linear_gelu_tma_supports, bound=_bound("linear_gelu_tma")),  # Hopper: persistent, TMA
 )
 
 
@@ -292,8 +293,8 @@ def _linear_residual_tma_supports(x, weight, bias, residual, scale, gamma):
 
 LINEAR_RESIDUAL_CANDIDATES = (
     Candidate("torch", _linear_residual_torch, "torch"),
-    Candidate("triton", _linear_residual_triton, "kernel", _linear_residual_supports),
-    Candidate("triton-tma", _linear_residual_tma, "kernel", _linear_residual_tma_supports),  # Hopper: persistent, TMA
+    Candidate("triton", _linear_residual_triton, "kernel", _linear_residual_supports, bound=_bound("linear_residual")),
+    Candidate("triton-tma", _linear_residual_tma, "kernel", _linear_residual_tma_supports, bound=_bound("linear_residual_tma")),  # Hopper: persistent, TMA
 )
 
 
@@ -378,7 +379,7 @@ def _triton_attention(q, k, v, scale):
 
 
 def _triton_supports(q, *rest):
-    # AUTO_DTYPES: the Triton kernel's fp32 configurations spill registers on sm_90, so fp32 stays with SDPA
+    # auto_dtypes: the Triton kernel's fp32 configurations spill registers on sm_90, so fp32 stays with SDPA
     return declared("attention", device=q.device, dtype=q.dtype, head_dim=q.shape[-1])
 
 
@@ -387,7 +388,7 @@ ATTENTION_CANDIDATES = (
     Candidate("sdpa-flash", _sdpa_flash, "torch", _half_only),
     Candidate("sdpa-cudnn", _sdpa_cudnn, "torch", _half_only),
     Candidate("sdpa-efficient", _sdpa_efficient, "torch"),
-    Candidate("triton", _triton_attention, "kernel", _triton_supports),
+    Candidate("triton", _triton_attention, "kernel", _triton_supports, bound=_bound("attention")),
 )
 
 
@@ -437,7 +438,7 @@ PACKED_ATTENTION_CANDIDATES = (
     Candidate("sdpa-flash", _sdpa_flash_packed, "torch", _half_only),
     Candidate("sdpa-cudnn", _sdpa_cudnn_packed, "torch", _half_only),
     Candidate("sdpa-efficient", _sdpa_efficient_packed, "torch"),
-    Candidate("triton", _triton_attention_packed, "kernel", _triton_supports),
+    Candidate("triton", _triton_attention_packed, "kernel", _triton_supports, bound=_bound("attention")),
 )
 
 
