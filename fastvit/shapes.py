@@ -1,6 +1,6 @@
 """The shapes fastvit's models run, derived from the presets: one table for every grid.
 
-The compile check (:mod:`fastvit.kernels.aot_cases`), the kernel benchmarks
+The compile check (:mod:`fastvit.aot.cases`), the kernel benchmarks
 (``benchmarks/kernel_cases.py``), the GPU check's sweep and the CUDA test grids
 read their widths, MLP widths, head dims, token counts and qk-norm layouts
 here, so a new preset's shapes enter all of them with no other edit.

@@ -12,7 +12,7 @@ the sm_80 backward (one padded 128-wide tile, aligned).
 :data:`SPILLS` records, per (arch, kernel, tile class), the configurations the
 compile check measured to spill (stack bytes, bf16, Triton 3.9). The autotuner
 drops them before benchmarking (:func:`early_prune`, Triton's
-``prune_configs_by``); the compile check (fastvit.kernels.flash_attention_aot)
+``prune_configs_by``); the compile check (fastvit.aot.attention)
 compiles every other configuration and fails any that spills, and
 tests/kernels/test_flash_attention_aot_spills.py compiles every recorded one and
 fails any that no longer spills, so the record cannot drift from the compiler

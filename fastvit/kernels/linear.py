@@ -31,7 +31,7 @@ computes ``(d @ W2) * gelu'(h)`` for :mod:`fastvit.kernels.mlp`'s fused backward
 strides are honoured (x, weight and residual are read through their strides,
 bias, scale and gamma made contiguous); :mod:`linear_checks` holds the argument
 checks, :mod:`gemm_epilogue` the epilogue code shared with the Hopper TMA
-candidate (:mod:`linear_tma`), :mod:`linear_aot` the compile cases.
+candidate (:mod:`linear_tma`), :mod:`fastvit.aot.linear` the compile cases.
 
 Names (the scheme of docs/kernels.md): the kernel ``_linear_fwd_kernel``;
 launchers :func:`linear_gelu_fwd`, :func:`linear_residual_fwd`; ops

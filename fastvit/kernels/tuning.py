@@ -15,7 +15,7 @@ interpreter (``TRITON_INTERPRET=1``) it returns only the first "default" entry,
 so tests run one configuration; with ``FASTVIT_AUTOTUNE=0`` on a GPU, one entry
 of the GPU's table (its first, less those recorded to spill at the launch: see
 :func:`selected_entries`), launched without timing. The
-ahead-of-time compile test (:mod:`fastvit.kernels.aot`) compiles every entry
+ahead-of-time compile test (:mod:`fastvit.aot`) compiles every entry
 for the architecture it is listed under and checks it fits shared memory and
 uses tensor cores, so no shipped configuration fails on the hardware it names.
 """

@@ -1,13 +1,13 @@
 """Every shipped kernel configuration compiles for sm_80 and sm_90, fits shared
-memory, uses the tensor cores and spills no registers (see fastvit.kernels.aot).
-The cases are every op's (fastvit.kernels.aot_cases, built from fastvit.shapes;
+memory, uses the tensor cores and spills no registers (see fastvit.aot).
+The cases are every op's (fastvit.aot.cases, built from fastvit.shapes;
 tests/kernels/test_ops.py proves each declared op has some here). The
 per-kernel test files check that the cases cover every entry of their tables."""
 
 import pytest
 
-from fastvit.kernels.aot_cases import all_cases
-from fastvit.kernels.aot import SPILL_TOLERANCE, check_cases
+from fastvit.aot.cases import all_cases
+from fastvit.aot import SPILL_TOLERANCE, check_cases
 
 CASES = all_cases()
 # "wide" cases (more widths, same kernels) compile only with -m slow.
@@ -42,8 +42,8 @@ def test_case_names_are_unique():
 
 _PROBE = """
 import dataclasses, sys
-from fastvit.kernels import norm_aot
-from fastvit.kernels.aot import check_case
+from fastvit.aot import norm as norm_aot
+from fastvit.aot import check_case
 case = next(c for c in norm_aot.aot_cases() if c.name == "layer_norm_fwd-bf16-N768" and c.arch == "sm90")
 check_case(case)  # passes as declared
 for label, bad in (("pointers-only divisibility", dataclasses.replace(case, divisible=None)),

@@ -20,7 +20,7 @@ from test_flash_attention_kernel import _check_parity, _qkv_do
 
 from fastvit.kernels import attention_spills as spills
 from fastvit.kernels import flash_attention as attn
-from fastvit.kernels import flash_attention_aot as aot
+from fastvit.aot import attention as aot
 from fastvit.kernels import tuning
 
 ARCHS = ("sm80", "sm90")
@@ -31,8 +31,8 @@ TABLES = {"attention_fwd": attn.FWD_CONFIGS, "attention_bwd_dkdv": attn.DKDV_CON
 
 _CHILD = """
 import json, sys
-from fastvit.kernels import flash_attention_aot
-from fastvit.kernels.aot import compile_case, resource_usage
+from fastvit.aot import attention as flash_attention_aot
+from fastvit.aot import compile_case, resource_usage
 part, parts = map(int, sys.argv[1:3])
 tiers = tuple(sys.argv[3].split(","))
 out = {}
@@ -59,7 +59,7 @@ def _entries(table: dict, arch: str) -> list[dict]:
 def test_pruned_entries_still_spill(tier):
     """Compiled as the check compiles them (bf16 and fp16), every recorded entry spills
     more than the check tolerates, so none is pruned that the check would pass."""
-    from fastvit.kernels.aot import SPILL_TOLERANCE
+    from fastvit.aot import SPILL_TOLERANCE
 
     cases = aot.pruned_cases((tier,))
     assert cases

@@ -26,7 +26,7 @@ from parity import assert_close_vs_ref, poison_
 
 from fastvit import shapes
 from fastvit.kernels import flash_attention as attn
-from fastvit.kernels.aot_cases import cases_of
+from fastvit.aot.cases import cases_of
 from fastvit.kernels import tuning
 from fastvit.kernels.reference import attention_ref
 
@@ -465,7 +465,7 @@ def test_aot_cases_cover_every_shipped_config():
     """Every entry of every table, for bf16 and fp16 at head dims 64, 72, 80 and 128 (and bf16 at the
     wide tier's 88, 96 and 104), except those recorded to spill there, which the autotuner prunes
     (fastvit.kernels.attention_spills). At the core head dims only the sm_80 backward spills."""
-    from fastvit.kernels.flash_attention_aot import known_spills
+    from fastvit.aot.attention import known_spills
 
     spilled = known_spills()
     assert all(bytes_ > 16 for bytes_ in spilled.values())

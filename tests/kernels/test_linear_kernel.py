@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from parity import assert_close_vs_ref, poison_
 
 from fastvit import shapes
-from fastvit.kernels import linear, linear_aot, linear_bwd, reference
+from fastvit.kernels import linear, linear_bwd, reference
+from fastvit.aot import linear as linear_aot
 
 # dtype -> (atol, rtol) on outputs and dx; dW gets 10 x atol, db 5 x atol.
 # fp32 runs with input_precision="ieee": kernel and eager both round only in
@@ -416,7 +417,8 @@ def test_aot_cases_cover_every_shipped_config():
 
 def test_aot_cases_cover_grad_epilogue_and_tma_configs():
     """The GELU-gradient GEMM at every shipped config; the TMA kernel at every sm_90 config and epilogue."""
-    from fastvit.kernels import linear_aot, linear_tma
+    from fastvit.kernels import linear_tma
+    from fastvit.aot import linear as linear_aot
 
     for arch in ("sm80", "sm90"):
         shipped = {tuple(sorted(tuning_split_tile(e))) for e in linear.GEMM_CONFIGS[arch] + linear.GEMM_CONFIGS["default"]}
@@ -451,7 +453,7 @@ def test_launch_specialization_follows_the_real_arguments(shape, rows):
     4304 = 16 * 269: divisible by 16 (hinted), not by 64 (the kernel's masks
     handle the ragged last tile); M = 197 is not hinted, M = 256 * 197 is.
     """
-    from fastvit.kernels import linear_aot
+    from fastvit.aot import linear as linear_aot
 
     d_in, hidden = linear_aot.LAUNCH_SHAPES[shape]
     for kind in ("fc1", "fc2", "grad"):

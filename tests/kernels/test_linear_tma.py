@@ -133,8 +133,8 @@ def test_opcheck():
 
 _CHILD = """
 import json, sys
-from fastvit.kernels import linear_aot
-from fastvit.kernels.aot import check_case, compile_case
+from fastvit.aot import linear as linear_aot
+from fastvit.aot import check_case, compile_case
 out = {}
 for case in linear_aot.tma_cases():
     if str(case) in sys.argv[1:]:
@@ -151,7 +151,7 @@ def test_aot_tma_and_wgmma():
     Every TMA case is also compiled by tests/kernels/test_aot.py (shared memory,
     wgmma, spills); this adds the TMA instruction check.
     """
-    from fastvit.kernels import linear_aot
+    from fastvit.aot import linear as linear_aot
 
     names = [str(c) for c in linear_aot.tma_cases()
              if c.name.startswith(("linear_tma_gelu-bf16", "linear_tma_residual_scaled_fp32res-bf16"))]  # fmt: skip

@@ -20,7 +20,8 @@ from test_flash_attention_kernel import _check_parity, _qkv_do
 from test_linear_kernel import BIAS_ATOL_FACTOR, TOLERANCES, _check_grads, _grads, _upcast, check_linear_gelu
 from test_mlp_kernel import _mlp
 
-from fastvit.kernels import linear, linear_aot, linear_tma, mlp, norm, norm_aot, reference
+from fastvit.kernels import linear, linear_tma, mlp, norm, reference
+from fastvit.aot import linear as linear_aot, norm as norm_aot
 from fastvit.kernels._attention_tiles import head_tiles
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
@@ -433,8 +434,8 @@ def test_qk_norm_launch_specializes_as_its_aot_case(head_dim, monkeypatch):
     compiled qk case declares, forward and backward, at the model's head count."""
     from test_norm_kernel import _LaunchRecorder, _type
 
-    from fastvit.kernels.aot import divisible_args
-    from fastvit.kernels.norm_aot import QK_NORM_HEADS
+    from fastvit.aot import divisible_args
+    from fastvit.aot.norm import QK_NORM_HEADS
 
     heads = QK_NORM_HEADS[head_dim]
     fwd, bwd = _LaunchRecorder(norm._layer_norm_fwd_kernel), _LaunchRecorder(norm._layer_norm_bwd_kernel)

@@ -21,7 +21,7 @@ from parity import assert_close_vs_ref, poison_
 
 from fastvit import shapes
 from fastvit.kernels import norm as ln
-from fastvit.kernels import norm_aot
+from fastvit.aot import norm as norm_aot
 from fastvit.kernels import tuning
 from fastvit.kernels.reference import add_layer_norm_ref, layer_norm_ref
 
@@ -526,7 +526,7 @@ def test_aot_cases_compile_every_launch_the_models_make(monkeypatch):
     each architecture: an AOT case with the launch's argument types, constexprs and
     divisibility (pointers, and the ints Triton marks: the row strides and N when they
     divide by 16; the batch-dependent row counts left unmarked)."""
-    from fastvit.kernels.aot import divisible_args
+    from fastvit.aot import divisible_args
 
     index = {}
     for c in AOT_CASES:

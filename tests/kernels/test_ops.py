@@ -196,7 +196,7 @@ def test_describe_lines_and_fastvit_info(capsys):
 
 
 def test_every_op_has_compile_cases_that_the_aot_check_compiles(collected):
-    from fastvit.kernels import aot_cases, flash_attention_aot, linear_aot, norm_aot
+    from fastvit.aot import cases as aot_cases, attention as flash_attention_aot, linear as linear_aot, norm as norm_aot
 
     assert list(aot_cases.CASES) == list(ops.OPS)
     per_op = {op: aot_cases.cases_of(op) for op in ops.OPS}

@@ -42,7 +42,7 @@ def test_attention_shapes_compile_the_masked_length():
 
 
 def test_the_grids_read_the_table():
-    from fastvit.kernels import flash_attention_aot, linear_aot, norm_aot
+    from fastvit.aot import attention as flash_attention_aot, linear as linear_aot, norm as norm_aot
 
     assert norm_aot.AOT_WIDTHS == shapes.widths("wide") and norm_aot.CORE_WIDTHS == shapes.widths("core")
     assert norm_aot.QK_NORM_HEADS == shapes.qk_norm_layouts("core")
@@ -59,7 +59,7 @@ presets.PRESETS["vit_test_patch16_224"] = dict(patch_size=16, embed_dim=1088, de
 import sys
 sys.path.insert(0, "benchmarks")
 from fastvit import shapes
-from fastvit.kernels import aot_cases, norm_aot
+from fastvit.aot import cases as aot_cases, norm as norm_aot
 import kernel_cases
 names = [str(c) for c in aot_cases.all_cases()]
 print(json.dumps(dict(

@@ -1,9 +1,14 @@
-"""Ahead-of-time compilation for GPUs that are not present.
+"""The compile check: ahead-of-time compilation for GPUs that are not present.
+
+A tool outside the kernel layer (it reads the kernels and the preset-derived shape table,
+:mod:`fastvit.shapes`; the kernels import nothing of it). This module is the machinery;
+:mod:`.norm`, :mod:`.attention` and :mod:`.linear` build each op's cases from its launch
+rules, and :mod:`.cases` lists them per op.
 
 Triton can compile a kernel for any CUDA target on a machine without a GPU.
-:mod:`fastvit.kernels.aot_cases` lists, per op, one :class:`AotCase` per shipped
+:mod:`fastvit.aot.cases` lists, per op, one :class:`AotCase` per shipped
 configuration; :func:`check_cases` compiles the named ones of
-:func:`fastvit.kernels.aot_cases.all_cases` in child processes; :func:`compile_case`
+:func:`fastvit.aot.cases.all_cases` in child processes; :func:`compile_case`
 compiles one and :func:`check_case` asserts that it fits the architecture's shared
 memory and that its matrix products use the tensor cores (``mma`` on sm_80,
 ``wgmma`` on sm_90).
@@ -154,8 +159,8 @@ def check_case(case: AotCase) -> dict:
 
 _CHILD = """
 import json, sys
-from fastvit.kernels.aot import check_case
-from fastvit.kernels.aot_cases import all_cases
+from fastvit.aot import check_case
+from fastvit.aot.cases import all_cases
 wanted = set(json.loads(sys.argv[1]))
 reports = {}
 for case in all_cases():
@@ -169,7 +174,7 @@ print(json.dumps(reports))
 
 
 def check_cases(names: list[str], workers: int | None = None) -> dict[str, dict]:
-    """Compile the named cases of :func:`fastvit.kernels.aot_cases.all_cases` in child processes.
+    """Compile the named cases of :func:`fastvit.aot.cases.all_cases` in child processes.
 
     Children run without ``TRITON_INTERPRET``: a process that has loaded the
     interpreter cannot compile for a GPU. Returns ``str(case) -> report``, where

@@ -1,4 +1,4 @@
-"""Ahead-of-time compile cases for the attention kernels (see fastvit.kernels.aot).
+"""Ahead-of-time compile cases for the attention kernels (see fastvit.aot).
 
 Each case is compiled as Triton specializes the launch the models make: q, k, v
 are (B, H, N, D) views of the packed (B, N, 3, H, D) qkv projection, the
@@ -24,7 +24,7 @@ import triton
 from fastvit import shapes
 from fastvit.kernels import attention_probs, flash_attention as fa
 from fastvit.kernels._attention_tiles import backward_head_tiles, head_tiles
-from fastvit.kernels.aot import AotCase
+from fastvit.aot import AotCase
 from fastvit.kernels.attention_spills import spill_bytes
 from fastvit.kernels.tuning import split
 

@@ -1,14 +1,14 @@
-"""Every op's ahead-of-time compile cases, by op: what the compile check (:mod:`.aot`) compiles.
+"""Every op's ahead-of-time compile cases, by op: what the compile check (:mod:`fastvit.aot`) compiles.
 
-Each op's cases are built beside its kernels' launch rules (:mod:`.norm_aot`,
-:mod:`.flash_attention_aot`, :mod:`.linear_aot`) from the shapes of
+Each op's cases are built from its kernels' launch rules (:mod:`.norm`,
+:mod:`.attention`, :mod:`.linear` of this package) and the shapes of
 :mod:`fastvit.shapes`; :data:`CASES` names, per op of :data:`fastvit.kernels.ops.OPS`,
 the function that lists them. Imports Triton (through the op files).
 """
 
 from __future__ import annotations
 
-from fastvit.kernels import flash_attention_aot, linear_aot, norm_aot
+from fastvit.aot import attention as flash_attention_aot, linear as linear_aot, norm as norm_aot
 
 
 def _norm_cases(op: str):
@@ -21,7 +21,7 @@ def _norm_cases(op: str):
 
 
 def gemm_case_op(case) -> str:
-    """The op a GEMM case of :mod:`.linear_aot` belongs to: TMA cases (descriptor arguments)
+    """The op a GEMM case of :mod:`.linear` belongs to: TMA cases (descriptor arguments)
     to the ``*_tma`` ops; GEMM epilogues ``*_grad`` (GELU's derivative in fc2's input-gradient
     GEMM) to mlp_residual, ``residual*`` to linear_residual, GELU ones and the GELU backward
     kernel to linear_gelu."""

@@ -1,6 +1,6 @@
 """Ahead-of-time compile cases of the GEMM kernels (:mod:`linear`, :mod:`linear_tma`).
 
-Three families, all checked by :mod:`fastvit.kernels.aot` (fits shared memory,
+Three families, all checked by :mod:`fastvit.aot` (fits shared memory,
 tensor cores, no spills) for sm_80 and sm_90:
 
 1. **Every shipped configuration** of the pointer kernel x epilogue x
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from fastvit import shapes
 from fastvit.kernels import linear, linear_tma, tuning
-from fastvit.kernels.aot import AotCase
+from fastvit.aot import AotCase
 from fastvit.kernels.linear import EPILOGUES, GEMM_CONFIGS
 from fastvit.kernels.linear_bwd import GELU_BWD_CONFIG
 from fastvit.kernels.linear_tma import TMA_CONFIGS, epilogue_split

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from fastvit import shapes
 from fastvit.kernels import norm, tuning
-from fastvit.kernels.aot import AotCase, divisible_args
+from fastvit.aot import AotCase, divisible_args
 from fastvit.kernels.norm import BWD_CONFIGS, FWD_CONFIGS, GPU_ROW_TILE, block_sizes
 
 # The raw @triton.jit functions under the autotuners.
