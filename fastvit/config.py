@@ -44,17 +44,6 @@ ACT_LAYERS = ("gelu", "gelu_tanh", "quick_gelu", "silu")
 MLP_LAYERS = ("mlp", "swiglu")  # "swiglu": timm's SwiGLUPacked (GluMlp: fc1 D->H, act(x1) * x2, fc2 H/2->D)
 
 
-# How each source resamples a position embedding to another grid: F.interpolate's
-# mode, antialias and align_corners. "timm": resample_abs_pos_embed (its checkpoint
-# loads, dynamic_img_size, set_input_size); "hf": transformers' interpolate_pos_encoding;
-# "big_vision": timm's .npz loader (load_pretrained); "torchvision": its interpolate_embeddings.
-RESAMPLE_CONVENTIONS: dict[str, dict] = {
-    "timm": dict(interpolation="bicubic", antialias=True, align_corners=False),
-    "hf": dict(interpolation="bicubic", antialias=False, align_corners=False),
-    "big_vision": dict(interpolation="bilinear", antialias=False, align_corners=False),
-    "torchvision": dict(interpolation="bicubic", antialias=False, align_corners=True),
-}
-
 # The implementation switches' names; fastvit.layers maps each to its classes
 # (tests/test_config.py holds these names and the layers' tables to each other).
 ATTN_IMPLS = ("auto", "triton", "flash_attn", "xformers", "sdpa", "eager")
@@ -63,6 +52,8 @@ LINEAR_IMPLS = ("auto", "torch", "triton")
 
 
 def check_resample_convention(name) -> None:
+    from .layers.embed import RESAMPLE_CONVENTIONS
+
     if name not in RESAMPLE_CONVENTIONS:
         raise ValueError(f"pos_embed_resample must be one of {sorted(RESAMPLE_CONVENTIONS)}, got {name!r}")
 

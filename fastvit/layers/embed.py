@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import RESAMPLE_CONVENTIONS
 from .resample import MATRIX_MODES, resize_2d
 
 
@@ -93,6 +92,18 @@ class PatchEmbed(TokenGrid, nn.Module):
         p = self.patch_size[0]
         x = x[..., : x.shape[-2] // p * p, : x.shape[-1] // p * p]  # the pixels the convolution leaves out
         return F.linear(patchify(x, p), self.proj.weight.flatten(1), self.proj.bias)
+
+
+# How each source resamples a position embedding to another grid: F.interpolate's
+# mode, antialias and align_corners. "timm": resample_abs_pos_embed (its checkpoint
+# loads, dynamic_img_size, set_input_size); "hf": transformers' interpolate_pos_encoding;
+# "big_vision": timm's .npz loader (load_pretrained); "torchvision": its interpolate_embeddings.
+RESAMPLE_CONVENTIONS: dict[str, dict] = {
+    "timm": dict(interpolation="bicubic", antialias=True, align_corners=False),
+    "hf": dict(interpolation="bicubic", antialias=False, align_corners=False),
+    "big_vision": dict(interpolation="bilinear", antialias=False, align_corners=False),
+    "torchvision": dict(interpolation="bicubic", antialias=False, align_corners=True),
+}
 
 
 def resample_options(convention: str) -> dict:
