@@ -35,7 +35,7 @@ def model_calls(cfg, batch: int, dtype, device) -> list[tuple[str, Any, tuple]]:
 
     x = rand(batch, tokens, d)
     gamma = () if cfg.init_values is None else (rand(d),)  # LayerScale: the residual GEMMs' per-channel factor
-    calls = [("norm1, norm2", auto.AutoPreNorm(d, eps=cfg.norm_eps, device=device, dtype=dtype).fork, (x,))]
+    calls = [("norm1, norm2", auto.AutoBlockNorm(d, eps=cfg.norm_eps, device=device, dtype=dtype).fork, (x,))]
     if cfg.qk_norm:  # q_norm / k_norm over each head, then attention over q, k, v
         q = rand(batch, heads, tokens, head_dim)
         calls.append(("q_norm, k_norm", auto.AutoLayerNorm(head_dim, eps=cfg.norm_eps, device=device, dtype=dtype), (q,)))

@@ -170,7 +170,7 @@ def info(args: argparse.Namespace) -> int:
     for name, reason in backend_status().items():
         print(f"  {name:<11}{'available' if reason is None else 'unavailable: ' + reason}")
     print("\n".join(auto_report(args.model, args.batch, args.dtype, device)))
-    print("fused ops (fastvit.kernels contracts):", *(f"  {line}" for line in ops.describe()), sep="\n")
+    print("fused ops (fastvit.kernels.ops):", *(f"  {line}" for line in ops.describe()), sep="\n")
     return 0
 
 

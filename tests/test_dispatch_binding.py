@@ -50,7 +50,7 @@ class Block(nn.Module):
     def __init__(self, d=16, heads=2):
         super().__init__()
         self.heads = heads
-        self.norm1, self.norm2 = auto.AutoPreNorm(d), auto.AutoPreNorm(d)
+        self.norm1, self.norm2 = auto.AutoBlockNorm(d), auto.AutoBlockNorm(d)
         self.qkv = nn.Linear(d, 3 * d)
         self.proj = auto.AutoResidualLinear(d, d)
         self.fc1 = auto.AutoLinearGELU(d, 2 * d)
@@ -162,7 +162,7 @@ def test_without_prepare_compiled_code_runs_torch_and_says_so_once(gpu_like):
 
 def test_grad_mode_is_bound_apart(gpu_like):
     d, timer = gpu_like
-    norm = auto.AutoPreNorm(16)
+    norm = auto.AutoBlockNorm(16)
     x = torch.randn(2, 3, 16, requires_grad=True)
     with torch.no_grad():
         norm.fork(x)
@@ -231,7 +231,7 @@ def test_auto_layers_trace_with_torch_fx():
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.norm, self.fc1 = auto.AutoPreNorm(8), auto.AutoLinearGELU(8, 16)
+            self.norm, self.fc1 = auto.AutoBlockNorm(8), auto.AutoLinearGELU(8, 16)
             self.fc2, self.final = auto.AutoResidualLinear(16, 8), auto.AutoLayerNorm(8)
 
         def forward(self, x, qkv):

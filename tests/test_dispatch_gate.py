@@ -263,7 +263,7 @@ def test_the_block_norm_fork_under_grad_is_timed_forward_backward(tmp_path):
     d = Dispatcher(timer=timer, cache_dir=tmp_path, on_cuda=lambda args: True, device_name=lambda args: "FakeGPU",
                    versions={"test": "1"})
     with dispatch.using(d):
-        norm = auto.AutoPreNorm(16)
+        norm = auto.AutoBlockNorm(16)
         x = torch.randn(2, 3, 16, requires_grad=True)
         out, res = norm.fork(x)
         with torch.no_grad():
@@ -277,7 +277,7 @@ def test_the_block_norm_fork_under_grad_is_timed_forward_backward(tmp_path):
     d2 = Dispatcher(timer=timer, cache_dir=None, on_cuda=lambda args: True, device_name=lambda args: "FakeGPU",
                     versions={"test": "1"})
     with dispatch.using(d2):
-        auto.AutoPreNorm(16).fork(torch.randn(2, 3, 16, requires_grad=True))
+        auto.AutoBlockNorm(16).fork(torch.randn(2, 3, 16, requires_grad=True))
     assert any("native_layer_norm_backward" in n for n in seen["_layer_norm_fork_torch"])
     assert any("bwd" in n or "backward" in n for n in seen["_layer_norm_fork_triton"] if "fastvit" in n), seen["_layer_norm_fork_triton"]
     torch.testing.assert_close(out, torch.nn.functional.layer_norm(x, (16,), norm.weight, norm.bias, norm.eps), rtol=1e-5, atol=1e-5)

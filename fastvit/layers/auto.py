@@ -14,7 +14,7 @@ For the wiring in ``fastvit/parts.py`` (``*_impl="auto"``):
 
 - ``AutoLayerNorm(normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, device=None, dtype=None)``:
   ``nn.LayerNorm``; candidates torch ``F.layer_norm`` / Triton ``layer_norm``.
-- ``AutoPreNorm(...)``: the same for a block's norms whose output only feeds a GEMM (as ``TritonPreNorm``):
+- ``AutoBlockNorm(...)``: the same for a block's norms whose output only feeds a GEMM (as ``TritonBlockNorm``):
   under autocast the output is stored in the autocast dtype. Its ``fork(x) -> (LN(x), x)`` (the block's
   residual junction) is its own op, ``layer_norm_fork``: under grad it is timed forward + backward, where
   the kernel's fork adds the residual's gradient inside the LayerNorm backward.
@@ -173,9 +173,9 @@ LAYER_NORM_FORK_CANDIDATES = (
 LAYER_NORM_FORKS = {c.name: c.fn for c in LAYER_NORM_FORK_CANDIDATES}
 
 
-class AutoPreNorm(AutoLayerNorm):
+class AutoBlockNorm(AutoLayerNorm):
     """A block's LayerNorm whose output only feeds a GEMM: under autocast its output has the autocast
-    dtype (the values the GEMM's input cast would produce), as :class:`~fastvit.layers.norm.TritonPreNorm`.
+    dtype (the values the GEMM's input cast would produce), as :class:`~fastvit.layers.norm.TritonBlockNorm`.
 
     ``fork(x) -> (LN(x), x)``: off CUDA torch's; on CUDA the ``layer_norm_fork`` candidate bound for the
     key (measured on its own: under grad forward + backward), the Triton one being
@@ -194,6 +194,9 @@ class AutoPreNorm(AutoLayerNorm):
 
 
 # --------------------------------------------------------------------------- fc1 + activation
+
+
+AutoPreNorm = AutoBlockNorm  # the old name (nothing to do with CLIP's pre_norm), kept as an alias
 
 
 def activation(h, approximate: str):

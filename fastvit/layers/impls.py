@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .auto import AutoLayerNorm, AutoLinearGELU, AutoPreNorm, AutoResidualLinear
+from .auto import AutoLayerNorm, AutoLinearGELU, AutoBlockNorm, AutoResidualLinear
 from .linear import ResidualLinear, TritonLinearGELU, TritonResidualLinear
 from .mlp import Mlp, TritonMlp
 from .norm import TritonBlockNorm, TritonLayerNorm
@@ -23,7 +23,7 @@ from .norm import TritonBlockNorm, TritonLayerNorm
 # norm_impl -> (LayerNorm class, class for a block's norms, whose output only feeds a GEMM; the
 # Triton and auto ones also have fork(x) -> (normed, residual), see fastvit.layers.norm)
 NORM_IMPLS = {
-    "auto": (AutoLayerNorm, AutoPreNorm),
+    "auto": (AutoLayerNorm, AutoBlockNorm),
     "torch": (nn.LayerNorm, nn.LayerNorm),
     "triton": (TritonLayerNorm, TritonBlockNorm),
 }

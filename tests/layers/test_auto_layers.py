@@ -305,3 +305,10 @@ def test_the_fused_branch_rule():
     torch.manual_seed(3)
     scale = branch_scale(res, 0.25)
     assert scale.dtype == torch.float32 and scale.shape == (2,) and set(scale.tolist()) <= {0.0, torch.tensor(1 / 0.75).item()}
+
+
+def test_block_norm_old_name_is_an_alias():
+    """AutoPreNorm was renamed AutoBlockNorm (a block's norm, not CLIP's pre_norm); the old name still works."""
+    from fastvit.layers import auto
+
+    assert auto.AutoPreNorm is auto.AutoBlockNorm
