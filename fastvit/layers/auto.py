@@ -193,10 +193,10 @@ class AutoBlockNorm(AutoLayerNorm):
         return (nn.LayerNorm.forward(self, x), x) if impl is OFF_CUDA else impl.fn(*args)
 
 
-# --------------------------------------------------------------------------- fc1 + activation
-
-
 AutoPreNorm = AutoBlockNorm  # the old name (nothing to do with CLIP's pre_norm), kept as an alias
+
+
+# --------------------------------------------------------------------------- fc1 + activation
 
 
 def activation(h, approximate: str):
