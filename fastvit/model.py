@@ -44,10 +44,13 @@ class Block(nn.Module):
             if name in self._modules:
                 super().__setattr__(f"_{name}_fork", fork_function(self._modules[name]))
 
-    def __init__(self, dim: int, *, norm_layer, attn_layer, mlp_layer, drop_path: float = 0.0, layer_scale=None):
+    def __init__(self, dim: int, *, norm_layer, attn_layer, mlp_layer, drop_path: float = 0.0, layer_scale=None,
+                 depth: int = 0):
         super().__init__()
         self.norm1 = norm_layer(dim)
         self.attn = attn_layer(dim, drop_path=drop_path)
+        if hasattr(self.attn, "set_depth"):  # differential attention's lambda_init depends on the block index
+            self.attn.set_depth(depth)
         # LayerScale (timm's ls1 / ls2): the branches apply its gamma before their residual add
         self.ls1 = layer_scale(dim) if layer_scale is not None else nn.Identity()
         self.norm2 = norm_layer(dim)
@@ -105,10 +108,11 @@ class VisionTransformer(nn.Module):
         self.norm_pre = parts.norm_layer(d) if cfg.pre_norm else nn.Identity()
         # stochastic depth grows linearly from 0 at the first block to drop_path_rate at the last
         rates = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
+        block_layer = parts.block_layer or Block  # fastvit.layers.block_layouts for timm's other blocks
         self.blocks = nn.Sequential(*(
-            Block(d, norm_layer=parts.block_norm_layer, attn_layer=parts.attn_layer, mlp_layer=parts.mlp_layer,
-                  drop_path=r, layer_scale=parts.layer_scale)
-            for r in rates
+            block_layer(d, norm_layer=parts.block_norm_layer, attn_layer=parts.attn_layer, mlp_layer=parts.mlp_layer,
+                        drop_path=r, layer_scale=parts.layer_scale, depth=i)
+            for i, r in enumerate(rates)
         ))
         self.feature_info = [dict(module=f"blocks.{i}", num_chs=d, reduction=cfg.patch_size) for i in range(cfg.depth)]
         self.distilled_training = False
@@ -153,11 +157,16 @@ class VisionTransformer(nn.Module):
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        # patch embedding: LeCun normal on the flattened kernel, as in the Google release
-        w = self.patch_embed.proj.weight
-        nn.init.trunc_normal_(w, std=math.sqrt(1.0 / w[0].numel()) / 0.87962566103423978)
-        if self.patch_embed.proj.bias is not None:
+        # patch embedding: LeCun normal on the flattened kernel, as in the Google release (a stem
+        # without a projection, MobileCLIP's, keeps its convolutions' init)
+        w = getattr(self.patch_embed.proj, "weight", None)
+        if w is not None:
+            nn.init.trunc_normal_(w, std=math.sqrt(1.0 / w[0].numel()) / 0.87962566103423978)
+        if getattr(self.patch_embed.proj, "bias", None) is not None:
             nn.init.zeros_(self.patch_embed.proj.bias)
+        for m in self.modules():  # blocks whose own init differs from the above (residual post-norm's norms)
+            if hasattr(m, "init_block_weights"):
+                m.init_block_weights()
         if self.attn_pool is not None:
             self.attn_pool.init_weights()
 
@@ -251,7 +260,7 @@ class VisionTransformer(nn.Module):
                 f"expected image size {cfg.img_size[0]}x{cfg.img_size[1]}, got {h}x{w}; "
                 "build the model with dynamic_img_size=True (or img_size=...) for other sizes"
             )
-        weight = self.patch_embed.proj.weight
+        weight = self.pos_embed  # the model's device and dtype (a hybrid stem may have no projection)
         if x.device != weight.device:
             raise ValueError(f"input is on {x.device} but the model is on {weight.device}; move one of them (x.to(device))")
         if x.dtype != weight.dtype and autocast_dtype(x) is None:
