@@ -18,6 +18,7 @@ from torch import nn
 from ..config import ViTConfig
 from .common import build_like, config_mismatch, mlp_ratio_for
 from .options import OPTION_DEFAULTS
+from .timm_blocks import is_other_layout, layout_fields, layout_problems, norm_layer_of
 
 _POOLS = ("token", "avg", "max", "avgmax", "map", "")
 
@@ -166,19 +167,19 @@ def _unsupported(model: nn.Module) -> list[str]:
     if getattr(model, "pool_include_prefix", False):
         found.append("pool_include_prefix")
     norm_pre = getattr(model, "norm_pre", None)
-    if not _is_identity(norm_pre) and not isinstance(norm_pre, nn.LayerNorm):
-        found.append(f"norm_pre is {type(norm_pre).__name__}, not a LayerNorm")
+    if not _is_identity(norm_pre) and type(norm_pre).__name__ not in ("LayerNorm", "RmsNorm"):
+        found.append(f"norm_pre is {type(norm_pre).__name__}, not a LayerNorm or RmsNorm")
     if not (_is_identity(model.norm) or _is_identity(model.fc_norm)):
         found.append("two final norms (before and after pooling)")
     for i, block in enumerate(model.blocks):
-        found += _block_problems(i, block, model)
+        found += layout_problems(i, block) if is_other_layout(block) else _block_problems(i, block, model)
         if found:
             break
-    norms = [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
-    if not all(n.elementwise_affine and n.bias is not None for n in norms) or len({n.eps for n in norms}) > 1:
-        found.append("LayerNorms without affine parameters or with different eps")
-    if any(isinstance(m, nn.GroupNorm) or "RmsNorm" in type(m).__name__ for m in model.modules()):
-        found.append("norm layers other than LayerNorm")
+    if len({type(b).__name__ for b in model.blocks}) > 1:
+        found.append("blocks of different kinds")
+    found += norm_layer_of(model)[1]  # one kind of norm (LayerNorm or RmsNorm), one eps
+    if any(isinstance(m, nn.GroupNorm) for m in model.modules()):
+        found.append("norm layers other than LayerNorm or RmsNorm (GroupNorm)")
     return found
 
 
@@ -201,14 +202,14 @@ def options_of(model: nn.Module) -> dict:
     opts = dict(
         reg_tokens=int(getattr(model, "num_reg_tokens", 0) or 0),
         no_embed_class=bool(getattr(model, "no_embed_class", False)),
-        init_values=_init_values(model),
-        qk_norm=not _is_identity(getattr(first.attn, "q_norm", None)),
         pre_norm=not _is_identity(getattr(model, "norm_pre", None)),
         final_norm=final,
-        act_layer=_activation(first.mlp.act),
-        mlp_layer=_mlp_kind(first.mlp),
         dynamic_img_pad=bool(getattr(pe, "dynamic_img_pad", False)),
+        norm_layer=norm_layer_of(model)[0] or "layernorm",
     )
+    if not is_other_layout(first):  # the pre-norm Block's options (the others: timm_blocks.layout_fields)
+        opts.update(init_values=_init_values(model), qk_norm=not _is_identity(getattr(first.attn, "q_norm", None)),
+                    act_layer=_activation(first.mlp.act), mlp_layer=_mlp_kind(first.mlp))
     bias = pe.proj.bias is not None
     if bias != (not opts["pre_norm"]):
         opts["patch_bias"] = bias
@@ -240,30 +241,37 @@ def from_timm(model: nn.Module, **impl):
     patch = tuple(pe.patch_size) if not isinstance(pe.patch_size, int) else (pe.patch_size, pe.patch_size)
     if patch[0] != patch[1] or pe.img_size is None:
         raise config_mismatch(what, f"patch size {patch} / image size {pe.img_size} (fastvit: square patches, a fixed native size)")
-    head, ln = model.head, next(m for m in model.modules() if isinstance(m, nn.LayerNorm))
+    head, ln = model.head, next(m for m in model.modules() if type(m).__name__ in ("LayerNorm", "RmsNorm", "RMSNorm"))
     # One fastvit drop_rate for timm's position, projection and head rates; getattr because
     # older timm releases lack some of these modules.
     drop_rate = max(getattr(getattr(o, n, None), "p", 0.0)
-                    for o, n in ((model, "head_drop"), (model, "pos_drop"), (first.attn, "proj_drop"), (first.mlp, "drop1")))
-    hidden = first.mlp.fc1.out_features
+                    for o, n in ((model, "head_drop"), (model, "pos_drop"), (getattr(first, "attn", None), "proj_drop"),
+                                 (getattr(first, "mlp", None), "drop1"), (first, "mlp_drop")))
+    if is_other_layout(first):
+        fields = {**options_of(model), **layout_fields(model), **impl}
+        hidden = int(model.embed_dim * fields["mlp_ratio"])
+        block_fields = {}
+    else:
+        hidden = first.mlp.fc1.out_features
+        fields = {**options_of(model), **impl}
+        block_fields = dict(num_heads=first.attn.num_heads, mlp_ratio=mlp_ratio_for(model.embed_dim, hidden),
+                            qkv_bias=first.attn.qkv.bias is not None,
+                            attn_drop_rate=getattr(getattr(first.attn, "attn_drop", None), "p", 0.0),
+                            drop_path_rate=float(getattr(getattr(last, "drop_path1", None), "drop_prob", 0.0)))
     cfg = ViTConfig(
         img_size=tuple(pe.img_size), patch_size=patch[0], in_chans=pe.proj.in_channels,
         num_classes=head.out_features if isinstance(head, nn.Linear) else 0,
         global_pool=model.global_pool,
-        embed_dim=model.embed_dim, depth=len(model.blocks), num_heads=first.attn.num_heads,
-        mlp_ratio=mlp_ratio_for(model.embed_dim, hidden),
-        qkv_bias=first.attn.qkv.bias is not None,
+        embed_dim=model.embed_dim, depth=len(model.blocks),
         class_token=model.cls_token is not None,
         distilled=getattr(model, "dist_token", None) is not None,
         fc_norm=not _is_identity(model.fc_norm),
         norm_eps=ln.eps,
         dynamic_img_size=bool(getattr(model, "dynamic_img_size", False)),
         drop_rate=drop_rate,
-        attn_drop_rate=getattr(getattr(first.attn, "attn_drop", None), "p", 0.0),
-        drop_path_rate=float(getattr(getattr(last, "drop_path1", None), "drop_prob", 0.0)),
         pos_embed_resample="timm",
-        **options_of(model),
-        **impl,
+        **block_fields,
+        **fields,
     )
     if cfg.mlp_hidden_dim != hidden:
         raise config_mismatch(what, f"MLP width {hidden} (not reproduced by an mlp_ratio)")
