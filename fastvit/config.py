@@ -108,6 +108,8 @@ class ViTConfig:
     num_parallel: int = 2  # branches of a "parallel" block
     attn_layer: str = "attn"  # ATTN_LAYERS; "diff": differential attention (fastvit.layers.diff_attention)
     norm_layer: str = "layernorm"  # NORM_LAYERS: every norm of the model (the attention pool's aside)
+    scale_norm: bool = False  # timm's scale_attn_norm + scale_mlp_norm (BEiT-3): attn.norm before proj, mlp.norm before fc2
+    pool_include_prefix: bool = False  # pooling ("avg", "max", "avgmax", "map") over the prefix tokens too
     # Implementation switches (see fastvit.layers): never change parameters.
     attn_impl: str = "auto"  # auto | triton | flash_attn | xformers | sdpa | eager
     # auto: per op and shape the faster of PyTorch's op and fastvit's kernel on this GPU (measured
@@ -125,7 +127,7 @@ class ViTConfig:
         for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
             _require(name, getattr(self, name), _is_real, "a number in [0, 1)", lambda v: 0.0 <= v < 1.0)
         for name in ("qkv_bias", "qk_norm", "class_token", "no_embed_class", "distilled", "pre_norm", "final_norm",
-                     "dynamic_img_size", "dynamic_img_pad"):
+                     "dynamic_img_size", "dynamic_img_pad", "scale_norm", "pool_include_prefix"):
             _require(name, getattr(self, name), lambda v: isinstance(v, bool), "True or False")
         for name in ("fc_norm", "patch_bias"):
             if getattr(self, name) is not None:
@@ -182,6 +184,9 @@ class ViTConfig:
         if self.block_type != "pre_norm" and self.attn_layer != "attn":
             raise ValueError(f"attn_layer={self.attn_layer!r} goes in the pre_norm block; block_type={self.block_type!r} "
                              "has its own attention (diff_parallel_scaling: differential)")
+        if self.scale_norm and (self.block_type not in ("pre_norm", "parallel") or self.attn_layer != "attn" or self.mlp_layer != "mlp"):
+            raise ValueError("scale_norm=True adds norms inside softmax attention and the plain MLP of the pre_norm or "
+                             "parallel block; use it without other attention, MLP or block types")
         if self.block_type in ("parallel_scaling", "diff_parallel_scaling") and self.mlp_layer != "mlp":
             raise ValueError(f"block_type={self.block_type!r} computes a plain MLP from its input projection; use mlp_layer='mlp'")
         if self.attn_layer == "diff" or self.block_type == "diff_parallel_scaling":
@@ -301,6 +306,9 @@ class ViTConfig:
             return n + qk_norm(hd // 2) + hd + 2 * hd + (d + h) * d + d
         attn = 3 * d * d + (3 * d if self.qkv_bias else 0) + d * d + d
         attn += qk_norm(hd) if self.attn_layer == "attn" else qk_norm(hd // 2) + hd + 2 * hd
+        if self.scale_norm:  # attn.norm over the width, mlp.norm over the hidden layer
+            attn += norm
+            mlp += h if rms else 2 * h
         if self.block_type == "res_post_norm":  # init_values initialise its norms: no LayerScale
             return 2 * norm + attn + mlp
         if self.block_type == "parallel":

@@ -227,7 +227,7 @@ class VisionTransformer(nn.Module):
     dynamic_img_pad = property(lambda self: self.cfg.dynamic_img_pad)
     num_reg_tokens = property(lambda self: self.cfg.reg_tokens)
     no_embed_class = property(lambda self: self.cfg.no_embed_class)
-    pool_include_prefix = False
+    pool_include_prefix = property(lambda self: self.cfg.pool_include_prefix)
 
     # -- input checks and embeddings --------------------------------------------------
 
@@ -324,13 +324,14 @@ class VisionTransformer(nn.Module):
         pool_type = self.cfg.global_pool if pool_type is None else pool_type
         if not pool_type:
             return x
+        start = 0 if self.cfg.pool_include_prefix else self.num_prefix_tokens
         if pool_type == "map":
             if self.attn_pool is None:
                 raise ValueError("pool_type='map' needs the attention pool of a model built with global_pool='map'")
-            return self.attn_pool(x[:, self.num_prefix_tokens :])
+            return self.attn_pool(x[:, start:])
         if pool_type == "token":
             return x[:, 0]
-        patches = x[:, self.num_prefix_tokens :]
+        patches = x[:, start:]
         if pool_type == "avg":
             return patches.mean(dim=1)
         if pool_type == "max":

@@ -16,7 +16,7 @@ _SIZES = {"small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16),
           "giant": (1408, 40, 16, 4.363636363636363), "gigantic": (1664, 48, 16, 4.923076923076923),
           "plus": (896, 12, 14), "so400m": (1152, 27, 16, 3.736111111111111),
           "giant_tips": (1536, 40, 24, 5.33334), "test": (64, 6, 2, 3.0), "test2": (64, 8, 2, 3.0),
-          "test4": (96, 9, 3, 3.0)}
+          "test3": (96, 9, 3, 2.0), "test4": (96, 9, 3, 3.0), "giant_beit3": (1408, 40, 16, 4.3637)}
 
 
 def _v(size, patch, img, **kw):
@@ -77,9 +77,18 @@ _FAMILIES = {
         **{f"vit_{size}_patch{patch}_xp_224": (_v(size, patch, 224, **_XP), _UNTRAINED)
            for size, patch in (("base", 16), ("large", 14), ("huge", 14))},
     },
+    "beit3": {  # scale norms in attention and MLP, average pooling after the class token, eps 1e-5
+        f"beit3_{size}_patch{patch}_{img}": (
+            _v(sizes, patch, img, global_pool="avg", scale_norm=True, norm_eps=1e-5),
+            _cfg("untrained" if size == "giant" else "in22k_ft_in1k", 1.0, _IMAGENET))
+        for size, sizes, patch, img in (("base", "base", 16, 224), ("large", "large", 16, 224),
+                                        ("giant", "giant_beit3", 14, 224), ("giant", "giant_beit3", 14, 336))
+    },
     "test": {
         "test_vit": (_v("test", 16, 160, dynamic_img_size=True), _cfg("r160_in1k", 0.95, _INCEPTION)),
         "test_vit2": (_v("test2", 16, 160, dynamic_img_size=True, **_REG_GAP), _cfg("r160_in1k", 0.95, _INCEPTION)),
+        "test_vit3": (_v("test3", 16, 160, pool_include_prefix=True, **dict(_REG_GAP, global_pool="map")),
+                      _cfg("r160_in1k", 0.95, _INCEPTION)),
         "test_vit4": (_v("test4", 16, 160, dynamic_img_size=True, norm_layer="rmsnorm", **_REG_GAP),
                       _cfg("r160_in1k", 0.95, _INCEPTION)),
     },
@@ -87,3 +96,10 @@ _FAMILIES = {
 
 PRESETS: dict[str, dict] = {name: arch for rows in _FAMILIES.values() for name, (arch, _) in rows.items()}
 PRETRAINED_CFG: dict[str, dict] = {name: cfg for rows in _FAMILIES.values() for name, (_, cfg) in rows.items()}
+
+# timm names of these modules that fastvit does not build, and what each lacks: get_config names it
+NOT_BUILT: dict[str, str] = {
+    f"aimv2_{size}_patch14_{img}": "AIMv2 needs bias-free attention/MLP projections, an unpacked SwiGLU "
+                                   "(fc1_g, fc1_x) and an RMS norm inside the patch embedding, which fastvit does not have yet"
+    for size in ("large", "huge", "1b", "3b") for img in (224, 336, 448)
+}

@@ -24,6 +24,8 @@ LAYOUTS = {
     "diff_parallel_scaling": dict(block_type="diff_parallel_scaling", init_values=0.5),
     "diff_attention": dict(attn_layer="diff", reg_tokens=1, init_values=0.5),
     "rmsnorm": dict(norm_layer="rmsnorm", global_pool="avg", class_token=False),
+    "scale_norm": dict(scale_norm=True, global_pool="avg"),
+    "pool_include_prefix": dict(class_token=False, reg_tokens=2, global_pool="map", pool_include_prefix=True),
 }
 
 
@@ -196,7 +198,7 @@ def test_config_refuses_what_it_cannot_build(fields, match):
 
 def test_new_presets_carry_timms_default_tag():
     further = {**presets_sbb.PRETRAINED_CFG, **presets_research.PRETRAINED_CFG, **presets_hybrid.PRETRAINED_CFG}
-    assert len(further) == 70 and set(further) <= set(fastvit.list_models())
+    assert len(further) == 75 and set(further) <= set(fastvit.list_models())
     cfg = fastvit.create_model("vit_dwee_patch16_reg1_gap_256", depth=1).pretrained_cfg
     assert (cfg["tag"], cfg["crop_pct"], cfg["input_size"]) == ("sbb_nadamuon_in1k", 0.95, (3, 256, 256))
     assert fastvit.create_model("vit_base_mci_224", depth=1).pretrained_cfg["first_conv"] == "patch_embed.backbone.0.conv"
@@ -204,3 +206,28 @@ def test_new_presets_carry_timms_default_tag():
         "interpolation"] == "bilinear"
     xp = fastvit.get_config("vit_large_patch14_xp_224")
     assert (xp.block_type, xp.norm_layer, xp.qk_norm, xp.pre_norm, xp.use_patch_bias) == ("parallel_scaling", "rmsnorm", True, True, False)
+
+
+def test_scale_norm_branches_match_formula():
+    block = tiny(**LAYOUTS["scale_norm"]).blocks[0]
+    x = torch.randn(2, 17, 32)
+    ln = lambda n, t: F.layer_norm(t, t.shape[-1:], n.weight, n.bias, 1e-6)  # noqa: E731
+    a = block.attn
+    q, k, v = (heads(t, 2) for t in F.linear(x, a.qkv.weight, a.qkv.bias).chunk(3, -1))
+    want = F.linear(ln(a.norm, merge(softmax_attention(q, k, v, 16**-0.5))), a.proj.weight, a.proj.bias)
+    close(a(x, torch.zeros_like(x)), want)
+    m = block.mlp
+    want = F.linear(ln(m.norm, F.gelu(F.linear(x, m.fc1.weight, m.fc1.bias))), m.fc2.weight, m.fc2.bias)
+    close(m(x, torch.zeros_like(x)), want)
+
+
+def test_pool_include_prefix_pools_the_registers_too():
+    model = tiny(**LAYOUTS["pool_include_prefix"])
+    tokens = torch.randn(2, 2 + 16, 32)
+    close(model.pool(tokens), model.attn_pool(tokens))
+    assert model.pool_include_prefix is True
+
+
+def test_unbuilt_timm_names_are_refused_by_name():
+    with pytest.raises(ValueError, match="timm's 'aimv2_huge_patch14_336' is not a fastvit preset: AIMv2 needs"):
+        fastvit.get_config("aimv2_huge_patch14_336")

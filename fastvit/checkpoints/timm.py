@@ -118,9 +118,9 @@ def _block_problems(i: int, block: nn.Module, model: nn.Module) -> list[str]:
     qk = [not _is_identity(getattr(attn, n, None)) for n in ("q_norm", "k_norm")]
     if qk[0] != qk[1] or (qk[0] and not all(isinstance(getattr(attn, n), nn.LayerNorm) for n in ("q_norm", "k_norm"))):
         found.append(f"blocks.{i} has q_norm/k_norm other than a LayerNorm on both")
-    extras = ["attn.norm"] if not _is_identity(getattr(attn, "norm", None)) else []
+    scale = [not _is_identity(getattr(m, "norm", None)) for m in (attn, mlp)]  # BEiT-3's scale norms: both or none
+    extras = [] if scale[0] == scale[1] else ["attn.norm" if scale[0] else "mlp.norm", "(one scale norm without the other)"]
     extras += ["gate"] if getattr(attn, "gate", None) is not None else []
-    extras += ["mlp.norm"] if not _is_identity(getattr(mlp, "norm", None)) else []
     for which in ("ls1", "ls2"):
         ls = getattr(block, which, None)
         if not _is_identity(ls) and type(ls).__name__ != "LayerScale":
@@ -164,8 +164,6 @@ def _unsupported(model: nn.Module) -> list[str]:
     if model.pos_embed is None:
         found.append("no position embedding")
     found += _pool_problems(model)
-    if getattr(model, "pool_include_prefix", False):
-        found.append("pool_include_prefix")
     norm_pre = getattr(model, "norm_pre", None)
     if not _is_identity(norm_pre) and type(norm_pre).__name__ not in ("LayerNorm", "RmsNorm"):
         found.append(f"norm_pre is {type(norm_pre).__name__}, not a LayerNorm or RmsNorm")
@@ -209,7 +207,9 @@ def options_of(model: nn.Module) -> dict:
     )
     if not is_other_layout(first):  # the pre-norm Block's options (the others: timm_blocks.layout_fields)
         opts.update(init_values=_init_values(model), qk_norm=not _is_identity(getattr(first.attn, "q_norm", None)),
-                    act_layer=_activation(first.mlp.act), mlp_layer=_mlp_kind(first.mlp))
+                    act_layer=_activation(first.mlp.act), mlp_layer=_mlp_kind(first.mlp),
+                    scale_norm=not _is_identity(getattr(first.attn, "norm", None)))
+    opts["pool_include_prefix"] = bool(getattr(model, "pool_include_prefix", False))
     bias = pe.proj.bias is not None
     if bias != (not opts["pre_norm"]):
         opts["patch_bias"] = bias

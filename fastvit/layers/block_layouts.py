@@ -167,6 +167,13 @@ def resolve_block_layout(cfg, parts):
     and ``cfg.attn_layer`` ask for; the norms, MLP and residual projections stay ``parts``' own."""
     changes = {}
     qk_norm = parts.norm_layer if cfg.qk_norm else None
+    if cfg.scale_norm:  # BEiT-3: the same branches with a norm before their last projection
+        from .scale_norm import ScaleNormAttention, ScaleNormMlp
+
+        changes["attn_layer"] = functools.partial(ScaleNormAttention, *parts.attn_layer.args, norm_layer=parts.norm_layer,
+                                                  **parts.attn_layer.keywords)
+        mlp = parts.mlp_layer.keywords  # the fused MLP op would skip the norm: the Mlp of the same layers
+        changes["mlp_layer"] = functools.partial(ScaleNormMlp, norm_layer=parts.norm_layer, **mlp)
     if cfg.attn_layer == "diff":
         proj = parts.attn_layer.keywords["proj_layer"]  # linear_impl's residual projection
         changes["attn_layer"] = functools.partial(DiffAttention, num_heads=cfg.num_heads, qkv_bias=cfg.qkv_bias,
