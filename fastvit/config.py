@@ -41,7 +41,7 @@ def _require(name: str, value, type_ok, expected: str, value_ok=lambda v: True) 
 GLOBAL_POOLS = ("token", "avg", "max", "avgmax", "map", "")
 # MLP activations (timm's names; fastvit.layers.activations builds them) and MLP kinds.
 ACT_LAYERS = ("gelu", "gelu_tanh", "quick_gelu", "silu")
-MLP_LAYERS = ("mlp", "swiglu")  # "swiglu": timm's SwiGLUPacked (GluMlp: fc1 D->H, act(x1) * x2, fc2 H/2->D)
+MLP_LAYERS = ("mlp", "swiglu", "swiglu_unpacked")  # "swiglu": timm's SwiGLUPacked (GluMlp: fc1 D->H, act(x1) * x2, fc2 H/2->D)
 # timm's block_fn: "pre_norm" (Block), "res_post_norm" (ResPostBlock), "parallel" (ParallelThingsBlock:
 # num_parallel attentions, then as many MLPs), "parallel_scaling" (ParallelScalingBlock: attention and
 # MLP from one input projection), "diff_parallel_scaling" (the same with differential attention)
@@ -110,6 +110,8 @@ class ViTConfig:
     norm_layer: str = "layernorm"  # NORM_LAYERS: every norm of the model (the attention pool's aside)
     scale_norm: bool = False  # timm's scale_attn_norm + scale_mlp_norm (BEiT-3): attn.norm before proj, mlp.norm before fc2
     pool_include_prefix: bool = False  # pooling ("avg", "max", "avgmax", "map") over the prefix tokens too
+    proj_bias: bool = True  # False: attention and MLP projections without bias (AIMv2)
+    patch_norm: bool = False  # a norm after the patch embedding (patch_embed.norm, AIMv2)
     # Implementation switches (see fastvit.layers): never change parameters.
     attn_impl: str = "auto"  # auto | triton | flash_attn | xformers | sdpa | eager
     # auto: per op and shape the faster of PyTorch's op and fastvit's kernel on this GPU (measured
@@ -127,7 +129,7 @@ class ViTConfig:
         for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
             _require(name, getattr(self, name), _is_real, "a number in [0, 1)", lambda v: 0.0 <= v < 1.0)
         for name in ("qkv_bias", "qk_norm", "class_token", "no_embed_class", "distilled", "pre_norm", "final_norm",
-                     "dynamic_img_size", "dynamic_img_pad", "scale_norm", "pool_include_prefix"):
+                     "dynamic_img_size", "dynamic_img_pad", "scale_norm", "pool_include_prefix", "proj_bias", "patch_norm"):
             _require(name, getattr(self, name), lambda v: isinstance(v, bool), "True or False")
         for name in ("fc_norm", "patch_bias"):
             if getattr(self, name) is not None:
@@ -175,6 +177,14 @@ class ViTConfig:
             # timm's DeiT keeps num_prefix_tokens=2 and never puts its reg_token in the sequence
             raise ValueError(f"reg_tokens={self.reg_tokens} with distilled=True is not supported "
                              "(timm's distilled DeiT ignores register tokens); use reg_tokens=0")
+        if not self.proj_bias and (self.block_type != "pre_norm" or self.attn_layer != "attn" or self.mlp_layer == "swiglu"
+                                   or self.scale_norm):
+            raise ValueError("proj_bias=False is for the pre_norm block with softmax attention and an 'mlp' or "
+                             "'swiglu_unpacked' MLP")
+        if self.mlp_layer == "swiglu_unpacked" and (self.block_type != "pre_norm" or self.scale_norm):
+            raise ValueError("mlp_layer='swiglu_unpacked' goes in the pre_norm block without scale_norm")
+        if self.patch_norm and self.hybrid_layers is not None:
+            raise ValueError("patch_norm=True normalizes the patch embedding's tokens; a hybrid stem has none")
         if self.mlp_layer == "swiglu":
             if self.act_layer != "silu":
                 raise ValueError(f"mlp_layer='swiglu' needs act_layer='silu' (SwiGLU gates with SiLU), got {self.act_layer!r}")
@@ -271,7 +281,7 @@ class ViTConfig:
         d, h = self.embed_dim, self.mlp_hidden_dim
         norm = d if self.norm_layer == "rmsnorm" else 2 * d  # RMSNorm has a weight, LayerNorm a bias too
         bias = d if self.use_patch_bias else 0
-        n = self.in_chans * self.patch_size**2 * d + bias  # patch embedding
+        n = self.in_chans * self.patch_size**2 * d + bias + (norm if self.patch_norm else 0)  # patch embedding
         if self.hybrid_layers is not None:  # the stem's network + its projection instead
             from .layers.conv_stems import stem_num_params
 
@@ -304,7 +314,11 @@ class ViTConfig:
                 return n + qk_norm(hd) + (d * d + d) + (h * d + d)  # attention and MLP out-projections
             # half-width heads: their q/k norms, the sub-norm over both halves, four lambda vectors, one out-projection
             return n + qk_norm(hd // 2) + hd + 2 * hd + (d + h) * d + d
-        attn = 3 * d * d + (3 * d if self.qkv_bias else 0) + d * d + d
+        attn = 3 * d * d + (3 * d if self.qkv_bias else 0) + d * d + (d if self.proj_bias else 0)
+        if self.mlp_layer == "swiglu_unpacked":  # fc1_g, fc1_x D -> H, fc2 H -> D
+            mlp = 3 * d * h + (2 * h + d if self.proj_bias else 0)
+        elif not self.proj_bias:
+            mlp = 2 * d * h
         attn += qk_norm(hd) if self.attn_layer == "attn" else qk_norm(hd // 2) + hd + 2 * hd
         if self.scale_norm:  # attn.norm over the width, mlp.norm over the hidden layer
             attn += norm

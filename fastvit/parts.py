@@ -89,7 +89,8 @@ def resolve_parts(cfg: ViTConfig) -> Parts:
         mlp_layer=_mlp_layer(cfg, fc1_cls, act_cls, residual_cls, mlp_cls),
         layer_scale=functools.partial(LayerScale, init_values=cfg.init_values) if cfg.init_values is not None else None,
     )
-    if cfg.block_type != "pre_norm" or cfg.attn_layer != "attn" or cfg.scale_norm:
+    if (cfg.block_type != "pre_norm" or cfg.attn_layer != "attn" or cfg.scale_norm or not cfg.proj_bias or cfg.patch_norm
+            or cfg.mlp_layer == "swiglu_unpacked"):
         from .layers.block_layouts import resolve_block_layout
 
         parts = resolve_block_layout(cfg, parts)

@@ -97,8 +97,6 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def get_config(name: str, **overrides) -> ViTConfig:
-    if name in presets_research.NOT_BUILT:
-        raise ValueError(f"timm's {name!r} is not a fastvit preset: {presets_research.NOT_BUILT[name]}")
     if name not in PRESETS:
         close = difflib.get_close_matches(name, PRESETS, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""

@@ -1,5 +1,5 @@
 """timm 1.0.29's further VisionTransformer architectures, one family per table: plain sizes and
-resolutions beyond the paper's, FlexiViT, EVA-L (MIM), I-JEPA, TIPSv2, InternViT-300M, the
+resolutions beyond the paper's, AIMv2, BEiT-3, FlexiViT, EVA-L (MIM), I-JEPA, TIPSv2, InternViT-300M, the
 "three things" block layouts (36x1 serial, 18x2 parallel), the ViT-22B-style parallel-scaling
 blocks (``_xp_``), residual post-norm (``_rpn_``) and timm's small test models.
 
@@ -29,6 +29,8 @@ _XP = dict(pre_norm=True, no_embed_class=True, norm_layer="rmsnorm", block_type=
 _IJEPA = dict(class_token=False, global_pool="avg", fc_norm=False, num_classes=0)
 _TIPS = dict(init_values=1.0, reg_tokens=1, no_embed_class=True, num_classes=0)
 _UNTRAINED = _cfg("untrained", 0.9, _INCEPTION)
+_AIMV2 = dict(class_token=False, global_pool="avg", fc_norm=False, qkv_bias=False, proj_bias=False, act_layer="silu",
+              mlp_layer="swiglu_unpacked", norm_layer="rmsnorm", norm_eps=1e-5, patch_norm=True, num_classes=0)
 
 _FAMILIES = {
     "plain": {
@@ -84,6 +86,12 @@ _FAMILIES = {
         for size, sizes, patch, img in (("base", "base", 16, 224), ("large", "large", 16, 224),
                                         ("giant", "giant_beit3", 14, 224), ("giant", "giant_beit3", 14, 336))
     },
+    "aimv2": {  # Apple's AIMv2 encoders: RMS norms (also on the patch embedding), bias-free SwiGLU blocks
+        f"aimv2_{size}_patch14_{img}": (_arch(14, *dims, img=img, **_AIMV2), _cfg("apple_pt", 1.0, _OPENAI, "apple-ascl"))
+        for size, dims in (("large", (1024, 24, 8, 2.75)), ("huge", (1536, 24, 12, 2.6667)), ("1b", (2048, 24, 16, 2.75)),
+                           ("3b", (3072, 24, 24, 2.6667)))
+        for img in (224, 336, 448)
+    },
     "test": {
         "test_vit": (_v("test", 16, 160, dynamic_img_size=True), _cfg("r160_in1k", 0.95, _INCEPTION)),
         "test_vit2": (_v("test2", 16, 160, dynamic_img_size=True, **_REG_GAP), _cfg("r160_in1k", 0.95, _INCEPTION)),
@@ -97,9 +105,3 @@ _FAMILIES = {
 PRESETS: dict[str, dict] = {name: arch for rows in _FAMILIES.values() for name, (arch, _) in rows.items()}
 PRETRAINED_CFG: dict[str, dict] = {name: cfg for rows in _FAMILIES.values() for name, (_, cfg) in rows.items()}
 
-# timm names of these modules that fastvit does not build, and what each lacks: get_config names it
-NOT_BUILT: dict[str, str] = {
-    f"aimv2_{size}_patch14_{img}": "AIMv2 needs bias-free attention/MLP projections, an unpacked SwiGLU "
-                                   "(fc1_g, fc1_x) and an RMS norm inside the patch embedding, which fastvit does not have yet"
-    for size in ("large", "huge", "1b", "3b") for img in (224, 336, 448)
-}

@@ -25,6 +25,8 @@ LAYOUTS = {
     "diff_attention": dict(attn_layer="diff", reg_tokens=1, init_values=0.5),
     "rmsnorm": dict(norm_layer="rmsnorm", global_pool="avg", class_token=False),
     "scale_norm": dict(scale_norm=True, global_pool="avg"),
+    "aimv2": dict(class_token=False, global_pool="avg", fc_norm=False, qkv_bias=False, proj_bias=False, act_layer="silu",
+                  mlp_layer="swiglu_unpacked", norm_layer="rmsnorm", patch_norm=True),
     "pool_include_prefix": dict(class_token=False, reg_tokens=2, global_pool="map", pool_include_prefix=True),
 }
 
@@ -190,6 +192,9 @@ def test_stems_shapes_and_counts(stem, layers, patch, width):
     (dict(hybrid_stem="mci", hybrid_layers=(1,)), "mci' has no ResNet stages"),
     (dict(hybrid_stem="resnetd", hybrid_layers=()), "resnetd' needs 1 to 4 stages"),
     (dict(hybrid_stem="resnetv2", hybrid_layers=(1, 1), patch_size=12), "multiple of the resnetv2 stem's stride 8"),
+    (dict(proj_bias=False, block_type="parallel"), "proj_bias=False is for the pre_norm block"),
+    (dict(patch_norm=True, hybrid_layers=(1,), patch_size=4), "a hybrid stem has none"),
+    (dict(scale_norm=True, block_type="parallel_scaling"), "scale_norm=True adds norms"),
 ])
 def test_config_refuses_what_it_cannot_build(fields, match):
     with pytest.raises(ValueError, match=match):
@@ -198,7 +203,7 @@ def test_config_refuses_what_it_cannot_build(fields, match):
 
 def test_new_presets_carry_timms_default_tag():
     further = {**presets_sbb.PRETRAINED_CFG, **presets_research.PRETRAINED_CFG, **presets_hybrid.PRETRAINED_CFG}
-    assert len(further) == 75 and set(further) <= set(fastvit.list_models())
+    assert len(further) == 87 and set(further) <= set(fastvit.list_models())
     cfg = fastvit.create_model("vit_dwee_patch16_reg1_gap_256", depth=1).pretrained_cfg
     assert (cfg["tag"], cfg["crop_pct"], cfg["input_size"]) == ("sbb_nadamuon_in1k", 0.95, (3, 256, 256))
     assert fastvit.create_model("vit_base_mci_224", depth=1).pretrained_cfg["first_conv"] == "patch_embed.backbone.0.conv"
@@ -228,6 +233,15 @@ def test_pool_include_prefix_pools_the_registers_too():
     assert model.pool_include_prefix is True
 
 
-def test_unbuilt_timm_names_are_refused_by_name():
-    with pytest.raises(ValueError, match="timm's 'aimv2_huge_patch14_336' is not a fastvit preset: AIMv2 needs"):
-        fastvit.get_config("aimv2_huge_patch14_336")
+def test_aimv2_parts_match_formula():
+    model = tiny(**LAYOUTS["aimv2"])
+    block = model.blocks[0]
+    assert model.patch_embed.norm.weight.shape == (32,) and "patch_embed.norm.weight" in model.state_dict()
+    assert block.attn.proj.bias is None and block.mlp.fc1_g.bias is None and block.mlp.fc2.bias is None
+    x = torch.randn(2, 16, 32)
+    m = block.mlp
+    want = F.linear(F.silu(F.linear(x, m.fc1_g.weight)) * F.linear(x, m.fc1_x.weight), m.fc2.weight)
+    close(m(x, torch.zeros_like(x)), want)
+    img = torch.randn(1, 3, 32, 32)
+    t = F.conv2d(img, model.patch_embed.proj.weight, model.patch_embed.proj.bias, stride=8).flatten(2).transpose(1, 2)
+    close(model.patch_embed(img), t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + 1e-6) * model.patch_embed.norm.weight)

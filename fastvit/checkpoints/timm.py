@@ -100,10 +100,13 @@ def _is_identity(m) -> bool:
 
 
 def _mlp_kind(mlp: nn.Module) -> str | None:
-    """"mlp" (fc1, act, fc2), "swiglu" (timm's packed GluMlp, act on the first half) or None."""
+    """"mlp" (fc1, act, fc2), "swiglu" (timm's packed GluMlp, act on the first half), "swiglu_unpacked"
+    (timm's SwiGLU: fc1_g, fc1_x, fc2) or None."""
     name = type(mlp).__name__
     if name == "Mlp":
         return "mlp"
+    if name == "SwiGLU" and _is_identity(getattr(mlp, "norm", None)):
+        return "swiglu_unpacked"
     if name in ("GluMlp", "SwiGLUPacked") and not getattr(mlp, "gate_last", True) and getattr(mlp, "chunk_dim", -1) == -1:
         return "swiglu"
     return None
@@ -114,7 +117,7 @@ def _block_problems(i: int, block: nn.Module, model: nn.Module) -> list[str]:
     kind = _mlp_kind(mlp) if mlp is not None else None
     if type(block).__name__ != "Block" or type(attn).__name__ != "Attention" or kind is None:
         return [f"blocks.{i} is {type(block).__name__}({type(attn).__name__}, {type(mlp).__name__}), "
-                "not the pre-norm Block(Attention, Mlp or packed SwiGLU)"]
+                "not the pre-norm Block(Attention, Mlp or SwiGLU)"]
     qk = [not _is_identity(getattr(attn, n, None)) for n in ("q_norm", "k_norm")]
     if qk[0] != qk[1] or (qk[0] and not all(isinstance(getattr(attn, n), nn.LayerNorm) for n in ("q_norm", "k_norm"))):
         found.append(f"blocks.{i} has q_norm/k_norm other than a LayerNorm on both")
@@ -128,11 +131,13 @@ def _block_problems(i: int, block: nn.Module, model: nn.Module) -> list[str]:
     if extras:
         found.append(f"blocks.{i} has {', '.join(extras)}")
     act = _activation(mlp.act)
-    if act is None or (kind == "swiglu") != (act == "silu"):
+    if act is None or (kind == "swiglu") != (act == "silu") and kind != "swiglu_unpacked":
         found.append(f"blocks.{i}.mlp.act is {mlp.act!r}; fastvit takes GELU (exact or tanh), quick_gelu or SiLU, "
                      "SiLU exactly with the SwiGLU MLP")
-    if attn.proj.bias is None or mlp.fc1.bias is None or mlp.fc2.bias is None:
-        found.append(f"blocks.{i} has projections without bias")
+    fcs = ("fc1_g", "fc1_x", "fc2") if kind == "swiglu_unpacked" else ("fc1", "fc2")
+    biases = {attn.proj.bias is not None, *(getattr(mlp, n).bias is not None for n in fcs)}
+    if biases != {True} and (len(biases) > 1 or kind == "swiglu" or scale[0]):  # bias-free: all of them (AIMv2)
+        found.append(f"blocks.{i} has projections without bias (fastvit: all or none, with the Mlp or unpacked SwiGLU)")
     if abs(attn.scale - attn.head_dim**-0.5) > 1e-12 or attn.head_dim * attn.num_heads != model.embed_dim:
         found.append(f"blocks.{i}.attn has a head dim or scale other than embed_dim / num_heads")
     return found
@@ -159,8 +164,8 @@ def _unsupported(model: nn.Module) -> list[str]:
     pe, found = model.patch_embed, []
     if not isinstance(getattr(pe, "proj", None), nn.Conv2d) or hasattr(pe, "backbone"):
         found.append("a patch embedding other than one Conv2d (hybrid backbone)")
-    if not _is_identity(getattr(pe, "norm", None)):
-        found.append("a norm in the patch embedding")
+    if type(getattr(pe, "norm", None)).__name__ not in ("Identity", "NoneType", "LayerNorm", "RmsNorm"):
+        found.append("a norm other than LayerNorm or RmsNorm in the patch embedding")
     if model.pos_embed is None:
         found.append("no position embedding")
     found += _pool_problems(model)
@@ -209,7 +214,9 @@ def options_of(model: nn.Module) -> dict:
         opts.update(init_values=_init_values(model), qk_norm=not _is_identity(getattr(first.attn, "q_norm", None)),
                     act_layer=_activation(first.mlp.act), mlp_layer=_mlp_kind(first.mlp),
                     scale_norm=not _is_identity(getattr(first.attn, "norm", None)))
+        opts["proj_bias"] = first.attn.proj.bias is not None
     opts["pool_include_prefix"] = bool(getattr(model, "pool_include_prefix", False))
+    opts["patch_norm"] = not _is_identity(getattr(pe, "norm", None))
     bias = pe.proj.bias is not None
     if bias != (not opts["pre_norm"]):
         opts["patch_bias"] = bias
@@ -252,7 +259,7 @@ def from_timm(model: nn.Module, **impl):
         hidden = int(model.embed_dim * fields["mlp_ratio"])
         block_fields = {}
     else:
-        hidden = first.mlp.fc1.out_features
+        hidden = (first.mlp.fc1 if hasattr(first.mlp, "fc1") else first.mlp.fc1_g).out_features
         fields = {**options_of(model), **impl}
         block_fields = dict(num_heads=first.attn.num_heads, mlp_ratio=mlp_ratio_for(model.embed_dim, hidden),
                             qkv_bias=first.attn.qkv.bias is not None,

@@ -167,6 +167,23 @@ def resolve_block_layout(cfg, parts):
     and ``cfg.attn_layer`` ask for; the norms, MLP and residual projections stay ``parts``' own."""
     changes = {}
     qk_norm = parts.norm_layer if cfg.qk_norm else None
+    if not cfg.proj_bias or cfg.mlp_layer == "swiglu_unpacked" or cfg.patch_norm:  # AIMv2
+        from .bias_free import BiasFreeResidualLinear, NormedPatchEmbed, SwiGLU
+
+        if not cfg.proj_bias:
+            changes["attn_layer"] = functools.partial(parts.attn_layer, proj_layer=BiasFreeResidualLinear)
+            if cfg.mlp_layer == "mlp":  # PyTorch's ops: the fused MLP takes a bias
+                from .mlp import Mlp
+
+                changes["mlp_layer"] = functools.partial(
+                    Mlp, hidden_dim=cfg.mlp_hidden_dim, drop=cfg.drop_rate, fc1_layer=functools.partial(nn.Linear, bias=False),
+                    act_layer=activation_class(cfg.act_layer), fc2_layer=BiasFreeResidualLinear)
+        if cfg.mlp_layer == "swiglu_unpacked":
+            changes["mlp_layer"] = functools.partial(SwiGLU, hidden_dim=cfg.mlp_hidden_dim, drop=cfg.drop_rate,
+                                                     act_layer=activation_class(cfg.act_layer), bias=cfg.proj_bias)
+        if cfg.patch_norm:
+            changes["embed_layer"] = functools.partial(NormedPatchEmbed, *parts.embed_layer.args, norm_layer=parts.norm_layer,
+                                                       **parts.embed_layer.keywords)
     if cfg.scale_norm:  # BEiT-3: the same branches with a norm before their last projection
         from .scale_norm import ScaleNormAttention, ScaleNormMlp
 
