@@ -23,8 +23,8 @@ from fastvit.kernels.norm import BWD_CONFIGS, FWD_CONFIGS, GPU_ROW_TILE, block_s
 _layer_norm_fwd_kernel = norm._layer_norm_fwd_kernel.fn
 _layer_norm_bwd_kernel = norm._layer_norm_bwd_kernel.fn
 
-# Every preset width (ViT-Ti 192 ... CLIP-gigantic 1664; SigLIP So400m 1152); the core ones below compile by default.
-AOT_WIDTHS = (192, 256, 384, 512, 640, 768, 896, 1024, 1152, 1280, 1408, 1536, 1664)
+# Every preset width (timm's test_vit 64 ... AIMv2-3B 3072; SigLIP So400m 1152); the core ones below compile by default.
+AOT_WIDTHS = (64, 96, 192, 256, 320, 384, 512, 640, 768, 832, 896, 1024, 1152, 1280, 1408, 1536, 1664, 2048, 3072)
 # Compiled in every default test run at every config and dtype; the other widths are "wide" (-m slow).
 CORE_WIDTHS = (768, 1280)
 ARCHS = ("sm80", "sm90")
