@@ -245,3 +245,18 @@ def test_aimv2_parts_match_formula():
     img = torch.randn(1, 3, 32, 32)
     t = F.conv2d(img, model.patch_embed.proj.weight, model.patch_embed.proj.bias, stride=8).flatten(2).transpose(1, 2)
     close(model.patch_embed(img), t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + 1e-6) * model.patch_embed.norm.weight)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_layouts_with_fastvits_kernels_match_torch(layout):
+    """The new blocks built from the Triton parts (norms, fused MLP / residual GEMMs, attention,
+    under the interpreter on a CPU) compute what the PyTorch parts do."""
+    small = dict(TINY, img_size=16, depth=1)
+    torch.manual_seed(0)
+    ref = fastvit.VisionTransformer(**{**small, **LAYOUTS[layout]}).eval()
+    fused = fastvit.VisionTransformer(**{**small, **LAYOUTS[layout], "attn_impl": "triton", "norm_impl": "triton",
+                                         "linear_impl": "triton"}).eval()
+    fused.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        close(fused(x), ref(x))
