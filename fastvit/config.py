@@ -41,7 +41,14 @@ def _require(name: str, value, type_ok, expected: str, value_ok=lambda v: True) 
 GLOBAL_POOLS = ("token", "avg", "max", "avgmax", "map", "")
 # MLP activations (timm's names; fastvit.layers.activations builds them) and MLP kinds.
 ACT_LAYERS = ("gelu", "gelu_tanh", "quick_gelu", "silu")
-MLP_LAYERS = ("mlp", "swiglu")  # "swiglu": timm's SwiGLUPacked (GluMlp: fc1 D->H, act(x1) * x2, fc2 H/2->D)
+MLP_LAYERS = ("mlp", "swiglu", "swiglu_unpacked")  # "swiglu": timm's SwiGLUPacked (GluMlp: fc1 D->H, act(x1) * x2, fc2 H/2->D)
+# timm's block_fn: "pre_norm" (Block), "res_post_norm" (ResPostBlock), "parallel" (ParallelThingsBlock:
+# num_parallel attentions, then as many MLPs), "parallel_scaling" (ParallelScalingBlock: attention and
+# MLP from one input projection), "diff_parallel_scaling" (the same with differential attention)
+BLOCK_TYPES = ("pre_norm", "res_post_norm", "parallel", "parallel_scaling", "diff_parallel_scaling")
+ATTN_LAYERS = ("attn", "diff")  # timm's attn_layer: softmax attention | differential attention
+NORM_LAYERS = ("layernorm", "rmsnorm")
+HYBRID_STEMS = ("resnetv2", "resnetd", "mci")  # BiT ResNetV2 | ResNet-D (BatchNorm) | MobileCLIP's MCI stem
 
 
 # The implementation switches' names; fastvit.layers maps each to its classes
@@ -102,7 +109,16 @@ class ViTConfig:
     # | "big_vision" (timm's .npz loader: bilinear) | "torchvision" (bicubic, align_corners).
     # The converters set it to the convention of the weights' source.
     pos_embed_resample: str = "timm"
-    hybrid_layers: tuple[int, ...] | None = None  # ResNetV2 blocks per stage of a hybrid stem; patch_size = its stride
+    hybrid_layers: tuple[int, ...] | None = None  # blocks per stage of a hybrid stem (() the stem alone); None: no stem
+    hybrid_stem: str = "resnetv2"  # the hybrid stem's network (HYBRID_STEMS); patch_size = pixels per token
+    block_type: str = "pre_norm"  # BLOCK_TYPES (fastvit.layers.block_layouts)
+    num_parallel: int = 2  # branches of a "parallel" block
+    attn_layer: str = "attn"  # ATTN_LAYERS; "diff": differential attention (fastvit.layers.diff_attention)
+    norm_layer: str = "layernorm"  # NORM_LAYERS: every norm of the model (the attention pool's aside)
+    scale_norm: bool = False  # timm's scale_attn_norm + scale_mlp_norm (BEiT-3): attn.norm before proj, mlp.norm before fc2
+    pool_include_prefix: bool = False  # pooling ("avg", "max", "avgmax", "map") over the prefix tokens too
+    proj_bias: bool = True  # False: attention and MLP projections without bias (AIMv2)
+    patch_norm: bool = False  # a norm after the patch embedding (patch_embed.norm, AIMv2)
     # Implementation switches (see fastvit.layers): never change parameters.
     attn_impl: str = "auto"  # auto | triton | flash_attn | xformers | sdpa | eager
     # auto: per op and shape the faster of PyTorch's op and fastvit's kernel on this GPU (measured
@@ -120,7 +136,7 @@ class ViTConfig:
         for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
             _require(name, getattr(self, name), _is_real, "a number in [0, 1)", lambda v: 0.0 <= v < 1.0)
         for name in ("qkv_bias", "qk_norm", "class_token", "no_embed_class", "distilled", "pre_norm", "final_norm",
-                     "dynamic_img_size", "dynamic_img_pad"):
+                     "dynamic_img_size", "dynamic_img_pad", "scale_norm", "pool_include_prefix", "proj_bias", "patch_norm"):
             _require(name, getattr(self, name), lambda v: isinstance(v, bool), "True or False")
         for name in ("fc_norm", "patch_bias"):
             if getattr(self, name) is not None:
@@ -129,7 +145,9 @@ class ViTConfig:
         if self.init_values is not None:  # timm treats 0 as "no LayerScale": say None for that
             _require("init_values", self.init_values, _is_real, "None or a finite number > 0 (None: no LayerScale)",
                      lambda v: 0 < v < math.inf)
-        for name, valid in (("act_layer", ACT_LAYERS), ("mlp_layer", MLP_LAYERS)):
+        _require("num_parallel", self.num_parallel, _is_int, "a positive int", lambda v: v > 0)
+        for name, valid in (("act_layer", ACT_LAYERS), ("mlp_layer", MLP_LAYERS), ("block_type", BLOCK_TYPES),
+                            ("attn_layer", ATTN_LAYERS), ("norm_layer", NORM_LAYERS), ("hybrid_stem", HYBRID_STEMS)):
             _require(name, getattr(self, name), lambda v: isinstance(v, str), f"one of {list(valid)}", lambda v: v in valid)
         if self.representation_size is not None:
             _require("representation_size", self.representation_size, _is_int, "None or an int >= 0", lambda v: v >= 0)
@@ -145,13 +163,11 @@ class ViTConfig:
         self._check_combinations()
         check_resample_convention(self.pos_embed_resample)
         if self.hybrid_layers is not None:
-            from .layers.resnetv2 import backbone_stride, check_layers
+            from .layers.conv_stems import check_stem
 
-            self.hybrid_layers = check_layers(self.hybrid_layers)
+            self.hybrid_layers = check_stem(self.hybrid_stem, self.hybrid_layers, self.patch_size, self.embed_dim)
             if any(s % self.patch_size for s in self.img_size):
                 raise ValueError(f"img_size {self.img_size} must be divisible by the hybrid stem's stride {self.patch_size}")
-            if self.patch_size != backbone_stride(self.hybrid_layers):
-                raise ValueError(f"patch_size must be the hybrid backbone's stride {backbone_stride(self.hybrid_layers)}, got {self.patch_size}")
         self._check_impls()
 
     def _check_combinations(self):
@@ -168,12 +184,31 @@ class ViTConfig:
             # timm's DeiT keeps num_prefix_tokens=2 and never puts its reg_token in the sequence
             raise ValueError(f"reg_tokens={self.reg_tokens} with distilled=True is not supported "
                              "(timm's distilled DeiT ignores register tokens); use reg_tokens=0")
+        if not self.proj_bias and (self.block_type != "pre_norm" or self.attn_layer != "attn" or self.mlp_layer == "swiglu"
+                                   or self.scale_norm):
+            raise ValueError("proj_bias=False is for the pre_norm block with softmax attention and an 'mlp' or "
+                             "'swiglu_unpacked' MLP")
+        if self.mlp_layer == "swiglu_unpacked" and (self.block_type != "pre_norm" or self.scale_norm):
+            raise ValueError("mlp_layer='swiglu_unpacked' goes in the pre_norm block without scale_norm")
+        if self.patch_norm and self.hybrid_layers is not None:
+            raise ValueError("patch_norm=True normalizes the patch embedding's tokens; a hybrid stem has none")
         if self.mlp_layer == "swiglu":
             if self.act_layer != "silu":
                 raise ValueError(f"mlp_layer='swiglu' needs act_layer='silu' (SwiGLU gates with SiLU), got {self.act_layer!r}")
             if self.mlp_hidden_dim % 2:
                 raise ValueError(f"mlp_layer='swiglu' splits fc1's {self.mlp_hidden_dim} outputs in two halves: "
                                  f"int(embed_dim * mlp_ratio) must be even (embed_dim={self.embed_dim}, mlp_ratio={self.mlp_ratio})")
+        if self.block_type != "pre_norm" and self.attn_layer != "attn":
+            raise ValueError(f"attn_layer={self.attn_layer!r} goes in the pre_norm block; block_type={self.block_type!r} "
+                             "has its own attention (diff_parallel_scaling: differential)")
+        if self.scale_norm and (self.block_type not in ("pre_norm", "parallel") or self.attn_layer != "attn" or self.mlp_layer != "mlp"):
+            raise ValueError("scale_norm=True adds norms inside softmax attention and the plain MLP of the pre_norm or "
+                             "parallel block; use it without other attention, MLP or block types")
+        if self.block_type in ("parallel_scaling", "diff_parallel_scaling") and self.mlp_layer != "mlp":
+            raise ValueError(f"block_type={self.block_type!r} computes a plain MLP from its input projection; use mlp_layer='mlp'")
+        if self.attn_layer == "diff" or self.block_type == "diff_parallel_scaling":
+            if self.head_dim % 2:
+                raise ValueError(f"differential attention splits each head in two: head_dim {self.head_dim} must be even")
         if self.hybrid_layers is not None and self.dynamic_img_pad:
             raise ValueError("dynamic_img_pad=True pads images for a patch embedding; the hybrid (ResNet) stem has none")
 
@@ -247,20 +282,18 @@ class ViTConfig:
 
     def num_params(self) -> int:
         """Closed-form parameter count (what ``sum(p.numel())`` of the model gives)."""
-        d, h, h2, hd = self.embed_dim, self.mlp_hidden_dim, self.mlp_fc2_in_dim, self.head_dim
+        d, h = self.embed_dim, self.mlp_hidden_dim
+        norm = d if self.norm_layer == "rmsnorm" else 2 * d  # RMSNorm has a weight, LayerNorm a bias too
         bias = d if self.use_patch_bias else 0
-        n = self.in_chans * self.patch_size**2 * d + bias  # patch embedding
-        if self.hybrid_layers is not None:  # ResNetV2 backbone + 1x1 projection instead
-            from .layers.resnetv2 import backbone_width, resnetv2_num_params
+        n = self.in_chans * self.patch_size**2 * d + bias + (norm if self.patch_norm else 0)  # patch embedding
+        if self.hybrid_layers is not None:  # the stem's network + its projection instead
+            from .layers.conv_stems import stem_num_params
 
-            n = resnetv2_num_params(self.hybrid_layers, self.in_chans) + backbone_width(self.hybrid_layers) * d + bias
+            n = stem_num_params(self.hybrid_stem, self.hybrid_layers, self.in_chans, self.patch_size, d, bias)
         n += self.num_prefix_tokens * d + self.num_tokens * d  # class / register / distillation tokens, position embedding
-        n += 2 * d if self.pre_norm else 0  # norm_pre
-        attn = 3 * d * d + (3 * d if self.qkv_bias else 0) + (4 * hd if self.qk_norm else 0) + d * d + d
-        mlp = d * h + h + h2 * d + d
-        layer_scale = 2 * d if self.init_values is not None else 0
-        n += self.depth * (4 * d + attn + mlp + layer_scale)  # blocks
-        n += 2 * d if self.final_norm else 0  # norm or fc_norm
+        n += norm if self.pre_norm else 0  # norm_pre
+        n += self.depth * self._block_params()
+        n += norm if self.final_norm else 0  # norm or fc_norm
         if self.global_pool == "map":  # latent, q, kv, proj, norm, a plain MLP of int(d * mlp_ratio)
             n += d + (d * d + d) + (2 * d * d + 2 * d) + (d * d + d) + 2 * d + (2 * d * h + h + d)
         feat = d
@@ -270,3 +303,32 @@ class ViTConfig:
         if self.num_classes:
             n += (feat * self.num_classes + self.num_classes) * (2 if self.distilled else 1)
         return n
+
+    def _block_params(self) -> int:
+        """One block's parameters, by ``block_type``."""
+        d, h, h2, hd = self.embed_dim, self.mlp_hidden_dim, self.mlp_fc2_in_dim, self.head_dim
+        rms = self.norm_layer == "rmsnorm"
+        norm = d if rms else 2 * d
+        qk_norm = lambda width: (2 * width if rms else 4 * width) if self.qk_norm else 0  # noqa: E731
+        layer_scale = d if self.init_values is not None else 0
+        mlp = d * h + h + h2 * d + d
+        if self.block_type in ("parallel_scaling", "diff_parallel_scaling"):
+            n = norm + d * (h + 3 * d) + (h + 3 * d if self.qkv_bias else h) + layer_scale  # in_norm, in_proj, biases
+            if self.block_type == "parallel_scaling":
+                return n + qk_norm(hd) + (d * d + d) + (h * d + d)  # attention and MLP out-projections
+            # half-width heads: their q/k norms, the sub-norm over both halves, four lambda vectors, one out-projection
+            return n + qk_norm(hd // 2) + hd + 2 * hd + (d + h) * d + d
+        attn = 3 * d * d + (3 * d if self.qkv_bias else 0) + d * d + (d if self.proj_bias else 0)
+        if self.mlp_layer == "swiglu_unpacked":  # fc1_g, fc1_x D -> H, fc2 H -> D
+            mlp = 3 * d * h + (2 * h + d if self.proj_bias else 0)
+        elif not self.proj_bias:
+            mlp = 2 * d * h
+        attn += qk_norm(hd) if self.attn_layer == "attn" else qk_norm(hd // 2) + hd + 2 * hd
+        if self.scale_norm:  # attn.norm over the width, mlp.norm over the hidden layer
+            attn += norm
+            mlp += h if rms else 2 * h
+        if self.block_type == "res_post_norm":  # init_values initialise its norms: no LayerScale
+            return 2 * norm + attn + mlp
+        if self.block_type == "parallel":
+            return self.num_parallel * (2 * norm + attn + mlp + 2 * layer_scale)
+        return 2 * norm + attn + mlp + 2 * layer_scale

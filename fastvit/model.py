@@ -110,10 +110,13 @@ class Block(nn.Module):
             if name in self._modules:
                 super().__setattr__(f"_{name}_fork", fork_function(self._modules[name]))
 
-    def __init__(self, dim: int, *, norm_layer, attn_layer, mlp_layer, drop_path: float = 0.0, layer_scale=None):
+    def __init__(self, dim: int, *, norm_layer, attn_layer, mlp_layer, drop_path: float = 0.0, layer_scale=None,
+                 depth: int = 0):
         super().__init__()
         self.norm1 = norm_layer(dim)
         self.attn = attn_layer(dim, drop_path=drop_path)
+        if hasattr(self.attn, "set_depth"):  # differential attention's lambda_init depends on the block index
+            self.attn.set_depth(depth)
         # LayerScale (timm's ls1 / ls2): the branches apply its gamma before their residual add
         self.ls1 = layer_scale(dim) if layer_scale is not None else nn.Identity()
         self.norm2 = norm_layer(dim)
@@ -171,10 +174,11 @@ class VisionTransformer(nn.Module):
         self.norm_pre = parts.norm_layer(d) if cfg.pre_norm else nn.Identity()
         # stochastic depth grows linearly from 0 at the first block to drop_path_rate at the last
         rates = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
+        block_layer = parts.block_layer or Block  # fastvit.layers.block_layouts for timm's other blocks
         self.blocks = nn.Sequential(*(
-            Block(d, norm_layer=parts.block_norm_layer, attn_layer=parts.attn_layer, mlp_layer=parts.mlp_layer,
-                  drop_path=r, layer_scale=parts.layer_scale)
-            for r in rates
+            block_layer(d, norm_layer=parts.block_norm_layer, attn_layer=parts.attn_layer, mlp_layer=parts.mlp_layer,
+                        drop_path=r, layer_scale=parts.layer_scale, depth=i)
+            for i, r in enumerate(rates)
         ))
         self.feature_info = [dict(module=f"blocks.{i}", num_chs=d, reduction=cfg.patch_size) for i in range(cfg.depth)]
         self.distilled_training = False
@@ -219,11 +223,16 @@ class VisionTransformer(nn.Module):
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        # patch embedding: LeCun normal on the flattened kernel, as in the Google release
-        w = self.patch_embed.proj.weight
-        nn.init.trunc_normal_(w, std=math.sqrt(1.0 / w[0].numel()) / 0.87962566103423978)
-        if self.patch_embed.proj.bias is not None:
+        # patch embedding: LeCun normal on the flattened kernel, as in the Google release (a stem
+        # without a projection, MobileCLIP's, keeps its convolutions' init)
+        w = getattr(self.patch_embed.proj, "weight", None)
+        if w is not None:
+            nn.init.trunc_normal_(w, std=math.sqrt(1.0 / w[0].numel()) / 0.87962566103423978)
+        if getattr(self.patch_embed.proj, "bias", None) is not None:
             nn.init.zeros_(self.patch_embed.proj.bias)
+        for m in self.modules():  # blocks whose own init differs from the above (residual post-norm's norms)
+            if hasattr(m, "init_block_weights"):
+                m.init_block_weights()
         if self.attn_pool is not None:
             self.attn_pool.init_weights()
 
@@ -284,14 +293,14 @@ class VisionTransformer(nn.Module):
     dynamic_img_pad = property(lambda self: self.cfg.dynamic_img_pad)
     num_reg_tokens = property(lambda self: self.cfg.reg_tokens)
     no_embed_class = property(lambda self: self.cfg.no_embed_class)
-    pool_include_prefix = False
+    pool_include_prefix = property(lambda self: self.cfg.pool_include_prefix)
 
     # -- input checks and embeddings --------------------------------------------------
 
     def _check_input(self, x: torch.Tensor):
         """:func:`check_image` with this model's expectations."""
         cfg = self.cfg
-        check_image(x, self.patch_embed.proj.weight, cfg.in_chans, cfg.img_size, cfg.patch_size,
+        check_image(x, self.pos_embed, cfg.in_chans, cfg.img_size, cfg.patch_size,
                     cfg.dynamic_img_size, cfg.dynamic_img_pad)
 
     def _check_tokens(self, x):
@@ -322,7 +331,7 @@ class VisionTransformer(nn.Module):
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Image -> the tokens entering the first block (after ``norm_pre``), and their patch grid."""
         cfg = self.cfg
-        x = check_image(x, self.patch_embed.proj.weight, cfg.in_chans, cfg.img_size, cfg.patch_size,
+        x = check_image(x, self.pos_embed, cfg.in_chans, cfg.img_size, cfg.patch_size,
                         cfg.dynamic_img_size, cfg.dynamic_img_pad)  # x itself: the check stays in traced graphs
         grid = patch_grid(x, cfg.patch_size, cfg.dynamic_img_pad) if cfg.dynamic_img_size else cfg.grid_size
         return self.norm_pre(self.patch_drop(self._pos_embed(self.patch_embed(x), grid))), grid
@@ -348,13 +357,14 @@ class VisionTransformer(nn.Module):
         pool_type = self.cfg.global_pool if pool_type is None else pool_type
         if not pool_type:
             return x
+        start = 0 if self.cfg.pool_include_prefix else self.num_prefix_tokens
         if pool_type == "map":
             if self.attn_pool is None:
                 raise ValueError("pool_type='map' needs the attention pool of a model built with global_pool='map'")
-            return self.attn_pool(x[:, self.num_prefix_tokens :])
+            return self.attn_pool(x[:, start:])
         if pool_type == "token":
             return x[:, 0]
-        patches = x[:, self.num_prefix_tokens :]
+        patches = x[:, start:]
         if pool_type == "avg":
             return patches.mean(dim=1)
         if pool_type == "max":

@@ -42,7 +42,9 @@ class Parts:
     - ``attn_layer(dim, drop_path=)``: the attention branch, ``forward(x, residual)``;
     - ``mlp_layer(dim, drop_path=)``: the MLP branch, ``forward(x, residual)``;
     - ``embed_layer()``: the patch embedding (a convolution, or a ResNetV2 stem for hybrids);
-    - ``layer_scale(dim)``: a block's LayerScale (``ls1``/``ls2``), None without one.
+    - ``layer_scale(dim)``: a block's LayerScale (``ls1``/``ls2``), None without one;
+    - ``block_layer(dim, norm_layer=, attn_layer=, mlp_layer=, drop_path=, layer_scale=, depth=)``:
+      the block (:mod:`fastvit.layers.block_layouts`), None for the model's pre-norm ``Block``.
     """
 
     norm_layer: LayerFactory
@@ -51,10 +53,11 @@ class Parts:
     mlp_layer: LayerFactory
     embed_layer: LayerFactory
     layer_scale: LayerFactory | None = None
+    block_layer: LayerFactory | None = None
 
     def describe(self) -> dict[str, str]:
         """Part -> the class it builds (for ``fastvit info`` and reprs)."""
-        names = ("norm_layer", "block_norm_layer", "attn_layer", "mlp_layer", "embed_layer", "layer_scale")
+        names = ("norm_layer", "block_norm_layer", "attn_layer", "mlp_layer", "embed_layer", "layer_scale", "block_layer")
         return {name: _name(getattr(self, name)) for name in names}
 
 
@@ -66,6 +69,8 @@ def _name(factory) -> str:
 def resolve_parts(cfg: ViTConfig) -> Parts:
     """The concrete layers for ``cfg`` (its ``*_impl`` fields are validated by ViTConfig)."""
     norm_cls, pre_norm_cls = NORM_IMPLS[cfg.norm_impl]
+    if cfg.norm_layer == "rmsnorm":  # PyTorch's RMSNorm for every norm (timm's RmsNorm: weight only)
+        norm_cls = pre_norm_cls = nn.RMSNorm
     norm = functools.partial(norm_cls, eps=cfg.norm_eps)
     fc1_cls, act_cls, residual_cls, mlp_cls = LINEAR_IMPLS[cfg.linear_impl]
     if cfg.qk_norm:  # q_norm / k_norm over each head; the backend then takes q, k, v apart
@@ -76,7 +81,7 @@ def resolve_parts(cfg: ViTConfig) -> Parts:
         Attention, num_heads=cfg.num_heads, qkv_bias=cfg.qkv_bias, attn_drop=cfg.attn_drop_rate,
         proj_drop=cfg.drop_rate, attn_impl=cfg.attn_impl, proj_layer=residual_cls, **attn_fns,
     )
-    return Parts(
+    parts = Parts(
         embed_layer=_embed_layer(cfg),
         norm_layer=norm,
         block_norm_layer=functools.partial(pre_norm_cls, eps=cfg.norm_eps),
@@ -84,6 +89,12 @@ def resolve_parts(cfg: ViTConfig) -> Parts:
         mlp_layer=_mlp_layer(cfg, fc1_cls, act_cls, residual_cls, mlp_cls),
         layer_scale=functools.partial(LayerScale, init_values=cfg.init_values) if cfg.init_values is not None else None,
     )
+    if (cfg.block_type != "pre_norm" or cfg.attn_layer != "attn" or cfg.scale_norm or not cfg.proj_bias or cfg.patch_norm
+            or cfg.mlp_layer == "swiglu_unpacked"):
+        from .layers.block_layouts import resolve_block_layout
+
+        parts = resolve_block_layout(cfg, parts)
+    return parts
 
 
 def _mlp_layer(cfg: ViTConfig, fc1_cls, act_cls, residual_cls, mlp_cls) -> LayerFactory:
@@ -101,10 +112,10 @@ def _mlp_layer(cfg: ViTConfig, fc1_cls, act_cls, residual_cls, mlp_cls) -> Layer
 
 
 def _embed_layer(cfg: ViTConfig) -> LayerFactory:
-    if cfg.hybrid_layers is not None:  # ResNetV2 feature map as the patch embedding (token stride = patch_size)
-        from .layers.resnetv2 import HybridEmbed
+    if cfg.hybrid_layers is not None:  # a convolutional stem's feature map as the patch embedding
+        from .layers.conv_stems import StemEmbed
 
-        return functools.partial(HybridEmbed, cfg.hybrid_layers, cfg.in_chans, cfg.embed_dim, cfg.img_size,
-                                 cfg.dynamic_img_size, bias=cfg.use_patch_bias)
+        return functools.partial(StemEmbed, cfg.hybrid_stem, cfg.hybrid_layers, cfg.in_chans, cfg.embed_dim, cfg.patch_size,
+                                 cfg.img_size, cfg.dynamic_img_size, bias=cfg.use_patch_bias)
     return functools.partial(PatchEmbed, cfg.patch_size, cfg.in_chans, cfg.embed_dim, cfg.img_size,
                              cfg.dynamic_img_size, bias=cfg.use_patch_bias, dynamic_img_pad=cfg.dynamic_img_pad)

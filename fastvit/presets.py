@@ -8,6 +8,7 @@ from .config import ViTConfig
 from .presets_modern import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD
 from .presets_modern import PRESETS as MODERN_PRESETS
 from .presets_modern import PRETRAINED_CFG as MODERN_CFG
+from . import presets_hybrid, presets_research, presets_sbb
 
 
 def _vit(patch, dim, depth, heads, img=224, **kw):
@@ -42,7 +43,13 @@ PRESETS: dict[str, dict] = {
     "deit_small_distilled_patch16_224": _vit(16, 384, 12, 6, distilled=True),
     "deit_base_distilled_patch16_224": _vit(16, 768, 12, 12, distilled=True),
     **MODERN_PRESETS,  # DeiT III, DINOv2, CLIP, SigLIP: fastvit.presets_modern
+    **presets_sbb.PRESETS,  # timm's better-baselines family (wee ... so150m2)
+    **presets_research.PRESETS,  # FlexiViT, EVA-L, I-JEPA, TIPSv2, parallel / post-norm blocks, ...
+    **presets_hybrid.PRESETS,  # the other hybrid stems: ResNetV2 stem-only, ResNet-D, MobileCLIP
 }
+# timm's default weights (tag and preprocessing) of the presets outside the paper's table
+MODERN_CFG = {**MODERN_CFG, **presets_sbb.PRETRAINED_CFG, **presets_research.PRETRAINED_CFG,
+              **presets_hybrid.PRETRAINED_CFG}
 
 
 # -- timm's pretrained_cfg per preset -------------------------------------------------------------
@@ -67,8 +74,9 @@ def pretrained_cfg_for(name: str | None, cfg: "ViTConfig") -> dict:
                     std=IMAGENET_STD, num_classes=cfg.num_classes)
     preset = ViTConfig(**PRESETS[name])
     deit = name.startswith("deit_")
-    if preset.hybrid_layers is not None:  # the image meets the ResNet stem's first convolution
-        common["first_conv"] = "patch_embed.backbone.stem.conv"
+    if preset.hybrid_layers is not None:  # the image meets the stem's first convolution
+        common["first_conv"] = {"resnetd": "patch_embed.backbone.conv1.0", "mci": "patch_embed.backbone.0.conv"}.get(
+            preset.hybrid_stem, "patch_embed.backbone.stem.conv" if preset.hybrid_layers else "patch_embed.backbone.conv")
     if name in MODERN_CFG:
         return dict(common, **MODERN_CFG[name], input_size=(preset.in_chans, *preset.img_size),
                     num_classes=preset.num_classes)

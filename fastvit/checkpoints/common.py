@@ -243,3 +243,11 @@ def build_like(cfg: ViTConfig, state_dict: dict[str, torch.Tensor], source: nn.M
     with torch.no_grad():
         model.load_state_dict(sd)
     return model.train(source.training)
+
+
+def timm_activation(act: nn.Module) -> str | None:
+    """fastvit's act_layer name for a timm / torch activation module, None when it has none."""
+    name = type(act).__name__
+    if name == "GELU":  # torch's nn.GELU or timm's own GELU class
+        return {"none": "gelu", "tanh": "gelu_tanh"}.get(getattr(act, "approximate", "none"))
+    return {"GELUTanh": "gelu_tanh", "QuickGELU": "quick_gelu", "SiLU": "silu"}.get(name)

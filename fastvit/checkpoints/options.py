@@ -40,7 +40,12 @@ def final_norm_place(cfg) -> str | None:
 
 
 def has_layer_scale(cfg) -> bool:
-    return cfg.init_values is not None
+    """Whether the model has the pre-norm block's ls1 / ls2 (the other block layouts name theirs otherwise)."""
+    return cfg.init_values is not None and cfg.block_type == "pre_norm"
+
+# what revealed() reads from the pre-norm block's keys (blocks.N.ls1, .attn.q_norm, .mlp.fc1): the other
+# block layouts keep these elsewhere, and their keys must all match the model's when fitted anyway
+_PRE_NORM_BLOCK_OPTIONS = ("layer_scale", "qk_norm", "mlp_layer")
 
 
 def fold_layer_scale(state_dict: dict) -> tuple[dict, bool]:
@@ -127,6 +132,8 @@ def option_problems(cfg, state_dict: dict, num_prefix_tokens: int) -> list[str]:
     """One line per option on which ``state_dict`` (fastvit names) and ``cfg`` disagree."""
     ours, problems = _model_side(cfg), []
     for name, (value, evidence) in revealed(state_dict).items():
+        if cfg.block_type != "pre_norm" and name in _PRE_NORM_BLOCK_OPTIONS:
+            continue
         have, setting = ours[name]
         if value != have:
             problems.append(f"{name}: the checkpoint {evidence}, the model has {setting}")

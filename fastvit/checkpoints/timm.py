@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from ..config import ViTConfig
-from .common import build_like, config_mismatch, mlp_ratio_for
+from .common import build_like, config_mismatch, mlp_ratio_for, timm_activation
 from .options import OPTION_DEFAULTS
+from .timm_blocks import is_other_layout, layout_fields, layout_problems, norm_layer_of
 from .timm_hybrid import from_timm_hybrid
 
 _POOLS = ("token", "avg", "max", "avgmax", "map", "")
@@ -87,23 +88,18 @@ def timm_kwargs(cfg: ViTConfig) -> dict:
     return kw
 
 
-def _activation(act: nn.Module) -> str | None:
-    """fastvit's act_layer name for a timm / torch activation module, None when it has none."""
-    name = type(act).__name__
-    if name == "GELU":  # torch's nn.GELU or timm's own GELU class
-        return {"none": "gelu", "tanh": "gelu_tanh"}.get(getattr(act, "approximate", "none"))
-    return {"GELUTanh": "gelu_tanh", "QuickGELU": "quick_gelu", "SiLU": "silu"}.get(name)
-
-
 def _is_identity(m) -> bool:
     return m is None or isinstance(m, nn.Identity)
 
 
 def _mlp_kind(mlp: nn.Module) -> str | None:
-    """"mlp" (fc1, act, fc2), "swiglu" (timm's packed GluMlp, act on the first half) or None."""
+    """"mlp" (fc1, act, fc2), "swiglu" (timm's packed GluMlp, act on the first half), "swiglu_unpacked"
+    (timm's SwiGLU: fc1_g, fc1_x, fc2) or None."""
     name = type(mlp).__name__
     if name == "Mlp":
         return "mlp"
+    if name == "SwiGLU" and _is_identity(getattr(mlp, "norm", None)):
+        return "swiglu_unpacked"
     if name in ("GluMlp", "SwiGLUPacked") and not getattr(mlp, "gate_last", True) and getattr(mlp, "chunk_dim", -1) == -1:
         return "swiglu"
     return None
@@ -114,25 +110,27 @@ def _block_problems(i: int, block: nn.Module, model: nn.Module) -> list[str]:
     kind = _mlp_kind(mlp) if mlp is not None else None
     if type(block).__name__ != "Block" or type(attn).__name__ != "Attention" or kind is None:
         return [f"blocks.{i} is {type(block).__name__}({type(attn).__name__}, {type(mlp).__name__}), "
-                "not the pre-norm Block(Attention, Mlp or packed SwiGLU)"]
+                "not the pre-norm Block(Attention, Mlp or SwiGLU)"]
     qk = [not _is_identity(getattr(attn, n, None)) for n in ("q_norm", "k_norm")]
     if qk[0] != qk[1] or (qk[0] and not all(isinstance(getattr(attn, n), nn.LayerNorm) for n in ("q_norm", "k_norm"))):
         found.append(f"blocks.{i} has q_norm/k_norm other than a LayerNorm on both")
-    extras = ["attn.norm"] if not _is_identity(getattr(attn, "norm", None)) else []
+    scale = [not _is_identity(getattr(m, "norm", None)) for m in (attn, mlp)]  # BEiT-3's scale norms: both or none
+    extras = [] if scale[0] == scale[1] else ["attn.norm" if scale[0] else "mlp.norm", "(one scale norm without the other)"]
     extras += ["gate"] if getattr(attn, "gate", None) is not None else []
-    extras += ["mlp.norm"] if not _is_identity(getattr(mlp, "norm", None)) else []
     for which in ("ls1", "ls2"):
         ls = getattr(block, which, None)
         if not _is_identity(ls) and type(ls).__name__ != "LayerScale":
             extras.append(f"{which} ({type(ls).__name__})")
     if extras:
         found.append(f"blocks.{i} has {', '.join(extras)}")
-    act = _activation(mlp.act)
-    if act is None or (kind == "swiglu") != (act == "silu"):
+    act = timm_activation(mlp.act)
+    if act is None or (kind == "swiglu") != (act == "silu") and kind != "swiglu_unpacked":
         found.append(f"blocks.{i}.mlp.act is {mlp.act!r}; fastvit takes GELU (exact or tanh), quick_gelu or SiLU, "
                      "SiLU exactly with the SwiGLU MLP")
-    if attn.proj.bias is None or mlp.fc1.bias is None or mlp.fc2.bias is None:
-        found.append(f"blocks.{i} has projections without bias")
+    fcs = ("fc1_g", "fc1_x", "fc2") if kind == "swiglu_unpacked" else ("fc1", "fc2")
+    biases = {attn.proj.bias is not None, *(getattr(mlp, n).bias is not None for n in fcs)}
+    if biases != {True} and (len(biases) > 1 or kind == "swiglu" or scale[0]):  # bias-free: all of them (AIMv2)
+        found.append(f"blocks.{i} has projections without bias (fastvit: all or none, with the Mlp or unpacked SwiGLU)")
     if abs(attn.scale - attn.head_dim**-0.5) > 1e-12 or attn.head_dim * attn.num_heads != model.embed_dim:
         found.append(f"blocks.{i}.attn has a head dim or scale other than embed_dim / num_heads")
     return found
@@ -159,27 +157,25 @@ def _unsupported(model: nn.Module) -> list[str]:
     pe, found = model.patch_embed, []
     if not isinstance(getattr(pe, "proj", None), nn.Conv2d) or hasattr(pe, "backbone"):
         found.append("a patch embedding other than one Conv2d (hybrid backbone)")
-    if not _is_identity(getattr(pe, "norm", None)):
-        found.append("a norm in the patch embedding")
+    if type(getattr(pe, "norm", None)).__name__ not in ("Identity", "NoneType", "LayerNorm", "RmsNorm"):
+        found.append("a norm other than LayerNorm or RmsNorm in the patch embedding")
     if model.pos_embed is None:
         found.append("no position embedding")
     found += _pool_problems(model)
-    if getattr(model, "pool_include_prefix", False):
-        found.append("pool_include_prefix")
     norm_pre = getattr(model, "norm_pre", None)
-    if not _is_identity(norm_pre) and not isinstance(norm_pre, nn.LayerNorm):
-        found.append(f"norm_pre is {type(norm_pre).__name__}, not a LayerNorm")
+    if not _is_identity(norm_pre) and type(norm_pre).__name__ not in ("LayerNorm", "RmsNorm"):
+        found.append(f"norm_pre is {type(norm_pre).__name__}, not a LayerNorm or RmsNorm")
     if not (_is_identity(model.norm) or _is_identity(model.fc_norm)):
         found.append("two final norms (before and after pooling)")
     for i, block in enumerate(model.blocks):
-        found += _block_problems(i, block, model)
+        found += layout_problems(i, block) if is_other_layout(block) else _block_problems(i, block, model)
         if found:
             break
-    norms = [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
-    if not all(n.elementwise_affine and n.bias is not None for n in norms) or len({n.eps for n in norms}) > 1:
-        found.append("LayerNorms without affine parameters or with different eps")
-    if any(isinstance(m, nn.GroupNorm) or "RmsNorm" in type(m).__name__ for m in model.modules()):
-        found.append("norm layers other than LayerNorm")
+    if len({type(b).__name__ for b in model.blocks}) > 1:
+        found.append("blocks of different kinds")
+    found += norm_layer_of(model)[1]  # one kind of norm (LayerNorm or RmsNorm), one eps
+    if any(isinstance(m, nn.GroupNorm) for m in model.modules()):
+        found.append("norm layers other than LayerNorm or RmsNorm (GroupNorm)")
     return found
 
 
@@ -202,14 +198,18 @@ def options_of(model: nn.Module) -> dict:
     opts = dict(
         reg_tokens=int(getattr(model, "num_reg_tokens", 0) or 0),
         no_embed_class=bool(getattr(model, "no_embed_class", False)),
-        init_values=_init_values(model),
-        qk_norm=not _is_identity(getattr(first.attn, "q_norm", None)),
         pre_norm=not _is_identity(getattr(model, "norm_pre", None)),
         final_norm=final,
-        act_layer=_activation(first.mlp.act),
-        mlp_layer=_mlp_kind(first.mlp),
         dynamic_img_pad=bool(getattr(pe, "dynamic_img_pad", False)),
+        norm_layer=norm_layer_of(model)[0] or "layernorm",
     )
+    if not is_other_layout(first):  # the pre-norm Block's options (the others: timm_blocks.layout_fields)
+        opts.update(init_values=_init_values(model), qk_norm=not _is_identity(getattr(first.attn, "q_norm", None)),
+                    act_layer=timm_activation(first.mlp.act), mlp_layer=_mlp_kind(first.mlp),
+                    scale_norm=not _is_identity(getattr(first.attn, "norm", None)))
+        opts["proj_bias"] = first.attn.proj.bias is not None
+    opts["pool_include_prefix"] = bool(getattr(model, "pool_include_prefix", False))
+    opts["patch_norm"] = not _is_identity(getattr(pe, "norm", None))
     bias = pe.proj.bias is not None
     if bias != (not opts["pre_norm"]):
         opts["patch_bias"] = bias
@@ -244,30 +244,37 @@ def from_timm(model: nn.Module, **impl):
     patch = tuple(pe.patch_size) if not isinstance(pe.patch_size, int) else (pe.patch_size, pe.patch_size)
     if patch[0] != patch[1] or pe.img_size is None:
         raise config_mismatch(what, f"patch size {patch} / image size {pe.img_size} (fastvit: square patches, a fixed native size)")
-    head, ln = model.head, next(m for m in model.modules() if isinstance(m, nn.LayerNorm))
+    head, ln = model.head, next(m for m in model.modules() if type(m).__name__ in ("LayerNorm", "RmsNorm", "RMSNorm"))
     # One fastvit drop_rate for timm's position, projection and head rates; getattr because
     # older timm releases lack some of these modules.
     drop_rate = max(getattr(getattr(o, n, None), "p", 0.0)
-                    for o, n in ((model, "head_drop"), (model, "pos_drop"), (first.attn, "proj_drop"), (first.mlp, "drop1")))
-    hidden = first.mlp.fc1.out_features
+                    for o, n in ((model, "head_drop"), (model, "pos_drop"), (getattr(first, "attn", None), "proj_drop"),
+                                 (getattr(first, "mlp", None), "drop1"), (first, "mlp_drop")))
+    if is_other_layout(first):
+        fields = {**options_of(model), **layout_fields(model), **impl}
+        hidden = int(model.embed_dim * fields["mlp_ratio"])
+        block_fields = {}
+    else:
+        hidden = (first.mlp.fc1 if hasattr(first.mlp, "fc1") else first.mlp.fc1_g).out_features
+        fields = {**options_of(model), **impl}
+        block_fields = dict(num_heads=first.attn.num_heads, mlp_ratio=mlp_ratio_for(model.embed_dim, hidden),
+                            qkv_bias=first.attn.qkv.bias is not None,
+                            attn_drop_rate=getattr(getattr(first.attn, "attn_drop", None), "p", 0.0),
+                            drop_path_rate=float(getattr(getattr(last, "drop_path1", None), "drop_prob", 0.0)))
     cfg = ViTConfig(
         img_size=tuple(pe.img_size), patch_size=patch[0], in_chans=pe.proj.in_channels,
         num_classes=head.out_features if isinstance(head, nn.Linear) else 0,
         global_pool=model.global_pool,
-        embed_dim=model.embed_dim, depth=len(model.blocks), num_heads=first.attn.num_heads,
-        mlp_ratio=mlp_ratio_for(model.embed_dim, hidden),
-        qkv_bias=first.attn.qkv.bias is not None,
+        embed_dim=model.embed_dim, depth=len(model.blocks),
         class_token=model.cls_token is not None,
         distilled=getattr(model, "dist_token", None) is not None,
         fc_norm=not _is_identity(model.fc_norm),
         norm_eps=ln.eps,
         dynamic_img_size=bool(getattr(model, "dynamic_img_size", False)),
         drop_rate=drop_rate,
-        attn_drop_rate=getattr(getattr(first.attn, "attn_drop", None), "p", 0.0),
-        drop_path_rate=float(getattr(getattr(last, "drop_path1", None), "drop_prob", 0.0)),
         pos_embed_resample="timm",
-        **options_of(model),
-        **impl,
+        **block_fields,
+        **fields,
     )
     if cfg.mlp_hidden_dim != hidden:
         raise config_mismatch(what, f"MLP width {hidden} (not reproduced by an mlp_ratio)")

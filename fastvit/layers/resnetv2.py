@@ -135,18 +135,20 @@ def check_layers(layers) -> tuple[int, ...]:
     if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
         raise TypeError(f"hybrid_layers must be None or a tuple of positive ints (blocks per stage), got {layers!r}")
     layers = tuple(layers)
-    if not 1 <= len(layers) <= len(STAGE_WIDTHS) or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in layers):
-        raise ValueError(f"hybrid_layers must be 1 to {len(STAGE_WIDTHS)} positive ints (blocks per ResNet stage), got {layers!r}")
+    if len(layers) > len(STAGE_WIDTHS) or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in layers):
+        raise ValueError(f"hybrid_layers must be up to {len(STAGE_WIDTHS)} positive ints (blocks per ResNet stage; "
+                         f"() the stem alone), got {layers!r}")
     return layers
 
 
 def backbone_stride(layers) -> int:
     """Total stride of the backbone: 4 after the stem, x2 per stage after the first."""
-    return 4 * 2 ** (len(check_layers(layers)) - 1)
+    return 4 * 2 ** max(len(check_layers(layers)) - 1, 0)
 
 
 def backbone_width(layers) -> int:
-    return STAGE_WIDTHS[len(check_layers(layers)) - 1]
+    layers = check_layers(layers)
+    return STAGE_WIDTHS[len(layers) - 1] if layers else STEM_WIDTH
 
 
 class ResNetV2(nn.Module):

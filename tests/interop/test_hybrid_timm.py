@@ -116,6 +116,9 @@ def test_set_img_size_matches_timm_at_new_resolution():
 
 
 def test_unsupported_hybrid_is_refused_clearly():
-    ref = timm.create_model("vit_tiny_r_s16_p8_224", depth=1)  # 8x8 projection of the backbone map, not 1x1
-    with pytest.raises(ValueError, match="1x1"):
+    # the 8x8 projection of vit_tiny_r_s16_p8 converts since issue 22 (tests/interop/test_timm_arch.py);
+    # one whose kernel overlaps (kernel != stride) has no fastvit equivalent
+    ref = timm.create_model("vit_tiny_r_s16_p8_224", depth=1)
+    ref.patch_embed.proj = torch.nn.Conv2d(64, 192, 8, stride=4)
+    with pytest.raises(ValueError, match="kernel = stride"):
         fastvit.from_timm(ref)

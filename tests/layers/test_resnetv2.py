@@ -41,7 +41,8 @@ def test_hybrid_layout_stride_and_count():
     assert embed.backbone.stages[0].blocks[0].downsample is not None and embed.backbone.stages[0].blocks[1].downsample is None
     assert sum(p.numel() for p in embed.backbone.parameters()) == resnetv2_num_params((2, 1))
     assert embed(torch.randn(2, 3, 40, 24)).shape == (2, 5 * 3, 40)
-    for bad in ((), (1, 0), (1, 1, 1, 1, 1), (1.5,)):
+    # () is valid since timm's vit_tiny_r_s16_p8 (the stem alone, stride 4): tests/test_presets_timm.py
+    for bad in ((1, 0), (1, 1, 1, 1, 1), (1.5,)):
         with pytest.raises(ValueError, match="hybrid_layers"):
             backbone_stride(bad)
 
