@@ -177,7 +177,8 @@ def info(args: argparse.Namespace) -> int:
 def models(args: argparse.Namespace) -> int:
     """``fastvit models [PATTERN]``: the presets (a shell wildcard, or a part of the name), their sizes and
     timm's default pretrained tag (fastvit never downloads: the tag says which timm weights the preset matches)."""
-    from .presets import PRESETS, get_config, list_models, pretrained_cfg_for
+    from .factory import get_config, list_models
+    from .presets import PRESETS
 
     pattern = args.pattern or "*"
     names = list_models(pattern if any(c in pattern for c in "*?[") else f"*{pattern}*")
@@ -192,13 +193,33 @@ def models(args: argparse.Namespace) -> int:
     rows = [("name", "img", "patch", "dim", "depth", "heads", "params", "timm tag")]
     for name in names:
         cfg = get_config(name)
-        tag = pretrained_cfg_for(name, cfg).get("tag") or "-"
+        tag = default_tag(name, cfg) or "-"
         rows.append((name, "x".join(map(str, cfg.img_size)), str(cfg.patch_size), str(cfg.embed_dim), str(cfg.depth),
-                     str(cfg.num_heads), f"{cfg.num_params() / 1e6:.1f}M", tag))  # fmt: skip
+                     str(cfg.num_heads), f"{num_params(cfg) / 1e6:.1f}M", tag))  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) if i in (0, 7) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
     return 0
+
+
+def default_tag(name: str, cfg) -> str | None:
+    """timm's default pretrained tag of a model name (either family)."""
+    from .presets import PRESETS, pretrained_cfg_for
+    from .presets_eva import eva_pretrained_cfg
+
+    return (pretrained_cfg_for(name, cfg) if name in PRESETS else eva_pretrained_cfg(name, cfg)).get("tag")
+
+
+def num_params(cfg) -> int:
+    """A config's parameter count: the closed form where the config has one, else counted on the meta device."""
+    if hasattr(cfg, "num_params"):
+        return cfg.num_params()
+    import torch
+
+    from .eva import Eva
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in Eva(cfg).parameters())
 
 
 def _package_version() -> str:

@@ -211,7 +211,13 @@ def test_models_lists_the_presets_with_their_sizes_and_tags(capsys):
         cfg = fastvit.get_config(name)
         assert (img, int(patch), int(dim), int(depth), int(heads)) == (
             "x".join(map(str, cfg.img_size)), cfg.patch_size, cfg.embed_dim, cfg.depth, cfg.num_heads)
-        assert params == f"{cfg.num_params() / 1e6:.1f}M" and tag == (pretrained_cfg_for(name, cfg)["tag"] or "-")
+        if isinstance(cfg, fastvit.ViTConfig):
+            count, want_tag = cfg.num_params(), pretrained_cfg_for(name, cfg)["tag"]
+        else:  # the eva family: counted on the meta device, its own pretrained_cfg
+            model = fastvit.create_model(name, device="meta")
+            count, want_tag = sum(p.numel() for p in model.parameters()), model.pretrained_cfg["tag"]
+        assert params == f"{count / 1e6:.1f}M" and tag == (want_tag or "-"), name
+    assert "vit_base_patch16_dinov3" in [r[0] for r in rows], "the eva family is listed beside the ViT presets"
     assert cli.main(["models", "patch14"]) == 0  # a part of the name
     assert all("patch14" in line.split()[0] for line in capsys.readouterr().out.splitlines()[1:])
     assert cli.main(["models"]) == 0

@@ -217,6 +217,11 @@ class Attention(nn.Module):
 
     def forward(self, x, residual, gamma=None):
         """``residual + Attn(x)`` (times the LayerScale ``gamma`` if given); x is the normalized input (B, N, C)."""
+        out = self.attend(x)
+        return self.proj(out, residual) if gamma is None else self.proj(out, residual, gamma)
+
+    def attend(self, x):
+        """The heads' outputs joined back to (B, N, C), before the projection."""
         b, n, c = x.shape
         qkv = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim)
         dropout_p = self.attn_drop if self.training else 0.0
@@ -225,8 +230,7 @@ class Attention(nn.Module):
             out = self.unpacked_attn_fn(self.q_norm(q), self.k_norm(k), v, dropout_p=dropout_p, scale=self.scale)
         else:
             out = self.attn_fn(qkv, dropout_p=dropout_p, scale=self.scale)
-        out = out.transpose(1, 2).reshape(b, n, c)
-        return self.proj(out, residual) if gamma is None else self.proj(out, residual, gamma)
+        return out.transpose(1, 2).reshape(b, n, c)
 
     def extra_repr(self):
         return f"num_heads={self.num_heads}, attn_impl={self.attn_impl!r}"

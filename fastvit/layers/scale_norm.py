@@ -5,7 +5,7 @@ gamma=None)`` with the residual added in the last projection."""
 
 from __future__ import annotations
 
-from .attention import Attention, unpack_qkv
+from .attention import Attention
 from .mlp import Mlp
 
 
@@ -17,15 +17,7 @@ class ScaleNormAttention(Attention):
         self.norm = norm_layer(dim)
 
     def forward(self, x, residual, gamma=None):
-        b, n, c = x.shape
-        qkv = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim)
-        dropout_p = self.attn_drop if self.training else 0.0
-        if self.qk_norm:
-            q, k, v = unpack_qkv(qkv)
-            out = self.unpacked_attn_fn(self.q_norm(q), self.k_norm(k), v, dropout_p=dropout_p, scale=self.scale)
-        else:
-            out = self.attn_fn(qkv, dropout_p=dropout_p, scale=self.scale)
-        out = self.norm(out.transpose(1, 2).reshape(b, n, c))
+        out = self.norm(self.attend(x))
         return self.proj(out, residual) if gamma is None else self.proj(out, residual, gamma)
 
 

@@ -463,14 +463,17 @@ AOT_CASES = cases_of("attention")
 
 def test_aot_cases_cover_every_shipped_config():
     """Every entry of every table, for bf16 and fp16 at head dims 64, 72, 80 and 128 (and bf16 at the
-    wide tier's 88, 96 and 104), except those recorded to spill there, which the autotuner prunes
-    (fastvit.kernels.attention_spills). At the core head dims only the sm_80 backward spills."""
-    from fastvit.aot.attention import known_spills
+    wide tier's head dims: every other preset's, from fastvit.shapes), except those recorded to spill
+    there, which the autotuner prunes (fastvit.kernels.attention_spills). At the core head dims only
+    the sm_80 backward spills."""
+    from fastvit.aot.attention import WIDE_SHAPES, known_spills
 
     spilled = known_spills()
     assert all(bytes_ > 16 for bytes_ in spilled.values())
     assert all(arch == "sm80" and kernel != "attention_fwd" for (arch, head_dim, kernel, *_) in spilled if head_dim in (64, 72, 80, 128))
-    grid = [*itertools.product(("bf16", "fp16"), (64, 72, 80, 128)), *itertools.product(("bf16",), (88, 96, 104))]
+    wide = sorted({shape[0] for shape in WIDE_SHAPES})
+    assert {88, 96, 104} <= set(wide)  # CLIP-g, SigLIP giant-opt, CLIP-G at least
+    grid = [*itertools.product(("bf16", "fp16"), (64, 72, 80, 128)), *itertools.product(("bf16",), wide)]
 
     def key(entry):
         meta, launch = tuning.split(entry)
