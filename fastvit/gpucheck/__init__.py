@@ -100,14 +100,16 @@ def _grace(budget: float, smoke: bool) -> float:
 
 def _run_step(step: str, budget: float, args, stamp: str, log) -> dict:
     """Start the step's child with an absolute deadline; at the deadline, SIGINT its group, a grace, then SIGKILL."""
-    from .runner import stop_group
+    from .runner import popen_group, stop_group
 
     grace = _grace(budget, args.smoke)
+    if step in STREAMS:  # the step's file exists whatever happens to its child
+        (args.out / f"{stamp}-{step}.jsonl").touch()
     start, deadline = time.monotonic(), time.time() + budget
     log.write(f"\n===== step {step}: budget {budget:.0f} s, ends by {_dt.datetime.fromtimestamp(deadline, _dt.timezone.utc).isoformat(timespec='seconds')}\n")
     log.flush()
-    child = subprocess.Popen(_step_command(step, deadline, grace, args, stamp), cwd=ROOT, env=_child_env(args), stdout=log,
-                             stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    child = popen_group(_step_command(step, deadline, grace, args, stamp), cwd=ROOT, env=_child_env(args), stdout=log,
+                        stderr=subprocess.STDOUT)  # fmt: skip
     interrupted = False
     try:
         code = child.wait(timeout=max(deadline - time.time(), 0.1))
@@ -120,7 +122,7 @@ def _run_step(step: str, budget: float, args, stamp: str, log) -> dict:
     return dict(step=step, exit=code, interrupted=interrupted, budget_s=round(budget, 1), seconds=round(time.monotonic() - start, 1))
 
 
-def _judge(out: Path, stamp: str, run: dict) -> dict:
+def _judge(out: Path, stamp: str, run: dict, smoke: bool) -> dict:
     """The step's status from what its child wrote (never ``ok`` for a step cut off or that ran nothing)."""
     from .runner import verdict
 
@@ -129,16 +131,20 @@ def _judge(out: Path, stamp: str, run: dict) -> dict:
         import json
 
         try:
-            details = json.loads((out / f"{stamp}-env.json").read_text())["details"]
+            doc = json.loads((out / f"{stamp}-env.json").read_text())
+            details, records = doc["details"], doc["records"]
         except (OSError, ValueError, KeyError):
-            details = {}
+            details, records = {}, []
         status = details.get("status")
-        if run["interrupted"]:
-            return dict(run, status="timeout", reason=f"env did not finish (last state: {status or 'no env.json'})")
+        passed = {r.get("name") for r in records if r.get("status") == "ok"}
+        # A GPU run goes on only once torch has seen the GPU and Triton has compiled and launched a kernel.
+        fatal = status == "fatal" or (not smoke and not {"cuda-visible", "triton-one-kernel-launch"} <= passed)
         if status in ("ok", "failed", "fatal"):
-            return dict(run, status="ok" if status == "ok" else "failed", fatal=status == "fatal",
-                        reason=None if status == "ok" else f"env checks failed{' (fatal: the run stops)' if status == 'fatal' else ''}")
-        return dict(run, status="failed", reason=f"exit {run['exit']}, env.json incomplete")
+            return dict(run, status="ok" if status == "ok" else "failed", fatal=fatal,
+                        reason=None if status == "ok" else f"env checks failed{' (fatal: the run stops)' if fatal else ''}")
+        if run["interrupted"]:
+            return dict(run, status="timeout", fatal=fatal, reason=f"env did not finish (last state: {status or 'no env.json'})")
+        return dict(run, status="failed", fatal=fatal, reason=f"exit {run['exit']}, env.json incomplete")
     got = read_stream(out / f"{stamp}-{step}.jsonl")
     end = got["end"]
     if end is not None:
@@ -244,10 +250,11 @@ def run(args: argparse.Namespace) -> int:
                 steps.append(dict(step=step, status="skipped", reason=f"no time ({max(budget, 0):.1f} s left)",
                                   budget_s=round(max(budget, 0), 1), seconds=0.0))  # fmt: skip
             else:
-                result = _judge(out, stamp, _run_step(step, budget, args, stamp, log))
+                result = _judge(out, stamp, _run_step(step, budget, args, stamp, log), args.smoke)
                 carry = max(0.0, budget - result["seconds"]) if result["status"] == "ok" else 0.0
                 if result.get("fatal") and not args.smoke:
-                    fatal = "the env step failed (no CUDA GPU torch can use, or Triton cannot compile): see env.json"
+                    fatal = ("the env step did not establish a CUDA GPU that torch can use and Triton can compile for "
+                             "(see env.json); nothing runs on the CPU in its place")
                 steps.append(result)
             log.write(f"===== {step}: {_shown(steps[-1])}\n")
             print(f"gpu-check: {step:<8} {_shown(steps[-1])}", flush=True)

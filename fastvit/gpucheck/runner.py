@@ -100,6 +100,17 @@ def run_cases(stream: Stream, clock: Clock, cases: Iterable[tuple[str, Callable[
     return True
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default, so Python turns it into KeyboardInterrupt
+    there (a process started in the background of a shell inherits SIGINT ignored, and Python keeps it so)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def popen_group(cmd, **kwargs) -> subprocess.Popen:
+    """``cmd`` in a new process group (session) of its own that SIGINT can stop."""
+    return subprocess.Popen(cmd, start_new_session=True, preexec_fn=_default_sigint, **kwargs)
+
+
 def stop_group(proc: subprocess.Popen, grace: float) -> int | None:
     """SIGINT to the child's process group, ``grace`` seconds to finish, then SIGKILL."""
     for sig, wait in ((signal.SIGINT, grace), (signal.SIGKILL, 5.0)):
@@ -127,7 +138,7 @@ def run_pytest(args: list[str], *, clock: Clock, stream: Stream, label: str, env
     cmd = [sys.executable, "-m", "pytest", *args, "-p", "fastvit.gpucheck.plugin", "-p", "no:cacheprovider",
            "-p", "no:randomly", "-q", "-rfE"]  # fmt: skip
     log(f"--- pytest {label}: {' '.join(args)} ({clock.left():.0f} s left)")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
+    proc = popen_group(cmd, cwd=ROOT, env=env)
     try:
         code = proc.wait(timeout=max(clock.left(), 0.1))
         return dict(code=code, cut=False)

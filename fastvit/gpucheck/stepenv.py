@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from .files import result_path, write_doc
-from .runner import ROOT, Clock, log
+from .runner import ROOT, Clock, injected_delay, log
 
 FATAL = 3
 CACHE_VARS = ("TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "FASTVIT_CACHE_DIR")
@@ -132,7 +132,11 @@ def step_env(a, clock: Clock) -> int:
             details["status"] = status
         write_doc(path, list(records), details=details)
 
+    delay = injected_delay()
+
     def check(name, ok, reason, fatal=False):
+        if delay:  # the rehearsal's slow machine
+            time.sleep(delay)
         records.append(make_record(name=name, kind="check", status="ok" if ok else "failed", reason=reason))
         log(f"{'ok' if ok else 'FAILED':<8} {name}: {reason}")
         write()
