@@ -52,7 +52,7 @@ from fastvit.kernels import attention_support
 from fastvit.kernels.attention_spills import early_prune
 from fastvit.kernels.attention_support import MAX_HEAD_DIM, TORCH_DTYPES, backward_head_tiles, head_tiles, supports_head_dim
 from fastvit.kernels.contract import declare, device_reason
-from fastvit.kernels.tuning import autotune_configs, current_arch, interpreting, split
+from fastvit.kernels.tuning import autotune_configs, autotune_do_bench, current_arch, interpreting, split
 from fastvit.kernels.flash_attention_bwd import (  # noqa: F401  (re-exported: configs, AOT, gpu-check)
     DELTA_CONFIG, DKDV_CONFIGS, DQ_CONFIGS, _attention_bwd_delta_kernel, _attention_bwd_dkdv_kernel,
     _attention_bwd_dq_kernel,
@@ -121,7 +121,7 @@ def _fwd_block(
 
 # Configurations measured to spill at the launch's head dim are pruned before benchmarking
 # (see fastvit.kernels.attention_spills; at the models' head dims 64-80 none is).
-@triton.autotune(configs=autotune_configs(FWD_CONFIGS, pruned=True), key=_TUNE_KEY,
+@triton.autotune(configs=autotune_configs(FWD_CONFIGS, pruned=True), key=_TUNE_KEY, do_bench=autotune_do_bench(),
                  prune_configs_by={"early_config_prune": early_prune("attention_fwd")})
 @triton.jit
 def _attention_fwd_kernel(
