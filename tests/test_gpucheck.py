@@ -150,3 +150,15 @@ def test_smoke_end_to_end(tmp_path):
             compare.load_records(tmp_path / f)  # every file reads as a result file
     models = compare.load_records(next(tmp_path.glob("*-summary.json")))
     assert {r["variant"] for r in models if r["status"] == "ok"} >= {"reference", "sdpa", "auto"}
+
+
+def test_the_cuda_test_selection_is_collected_and_small():
+    """The tests step names its CUDA tests by id: every id must exist (a renamed test would make pytest
+    exit 4 and the step run nothing) and the selection stays near its ~30-compile size."""
+    from fastvit.gpucheck.steps import GPU_TESTS
+
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *GPU_TESTS],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    collected = [line for line in proc.stdout.splitlines() if "::" in line]
+    assert len(collected) == len(GPU_TESTS) <= 16, collected
