@@ -20,7 +20,7 @@ from pathlib import Path
 from .files import Stream, read_stream, result_path
 from .gates import gate
 from .runner import ROOT, Clock, injected_delay, log, run_cases, run_pytest, verdict
-from .stepenv import FATAL, step_env
+from .stepenv import step_env
 
 
 def _device(smoke: bool) -> str:
