@@ -6,6 +6,7 @@ step (.ci/run); ``test_smoke_end_to_end`` runs it here under ``-m slow``."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -162,3 +163,22 @@ def test_the_cuda_test_selection_is_collected_and_small():
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     collected = [line for line in proc.stdout.splitlines() if "::" in line]
     assert len(collected) == len(GPU_TESTS) <= 16, collected
+
+
+def test_help_log_and_docs_agree_on_the_budgets(tmp_path, monkeypatch, capsys):
+    """One set of figures: the default budgets in the help, in the log's first line and in docs/gpu-check.md."""
+    assert sum(b for _, b in gpucheck.GPU_BUDGETS) == gpucheck.GPU_DEFAULT_BUDGET <= 480
+    assert sum(b for _, b in gpucheck.SMOKE_BUDGETS) <= gpucheck.SMOKE_DEFAULT_BUDGET
+    with pytest.raises(SystemExit):
+        cli.main(["gpu-check", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    gpu, smoke = f"{gpucheck.GPU_DEFAULT_BUDGET:.0f}", f"{gpucheck.SMOKE_DEFAULT_BUDGET:.0f}"
+    assert f"default {gpu} on a GPU, {smoke} with --smoke" in help_text
+    monkeypatch.setattr(gpucheck, "_step_command", _fake({"parity": ""}))
+    cli.main(["gpu-check", "--smoke", "--steps", "parity", "--out", str(tmp_path)])
+    first = next(tmp_path.glob("*-gpu-check.log")).read_text().splitlines()[0]
+    assert f"budget {smoke} s" in first and "--smoke (CPU, toy shapes)" in first
+    docs = (ROOT / "docs" / "gpu-check.md").read_text()
+    assert f"`--budget` of {gpu} s" in docs and f"its budget is {smoke} s" in docs
+    for step, budget in gpucheck.GPU_BUDGETS:
+        assert re.search(rf"\| `{step}` \|.*\| {budget} \|", docs), step
