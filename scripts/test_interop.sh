@@ -61,13 +61,19 @@ no_skips tests/interop -m interop "$@"
 no_skips tests/test_checkpoints.py -k "timm or torchvision" "$@"
 echo "test_interop.sh: interop tests in $((SECONDS - started)) s"
 
-# The kernel tests under triton 3.6's interpreter (the default selection: not slow), less the ones
-# that need what only a newer Triton's interpreter has, each named with its reason.
+# The kernel tests under triton 3.6's interpreter (the default selection: not slow), and the
+# ahead-of-time compile of every shipped configuration with triton 3.6's compiler (test_aot), less
+# two tests whose premise holds for the newer Triton of .venv only, each named with its reason.
 started=$SECONDS
 twin_deselect=(
-    # triton 3.6's interpreter has no host TensorDescriptor (3.9's runs them): the TMA kernel is
-    # compiled for sm_90 by test_aot instead, and checked on the GPU by gpu-check's parity step.
-    --deselect tests/kernels/test_linear_tma.py
+    # The spill records were measured with triton >= 3.8's compiler; 3.6 compiles
+    # attention_bwd_dq-bf16-d72-m128n16-sm80-w8s2 with 8 bytes of stack, under the test's
+    # 16-byte tolerance: on 3.6 that prune is conservative (drops a config that would not spill).
+    --deselect "tests/kernels/test_flash_attention_aot_spills.py::test_pruned_entries_still_spill[core]"
+    # Patches Autotuner._bench to fail if called: triton 3.6 calls _bench for the one config left
+    # after pruning (3.8 skips it). fastvit passes 3.6 a do_bench that launches and times nothing
+    # when autotuning is off; tests/test_gpucheck_autotune.py (run below) proves that on 3.6.
+    --deselect tests/kernels/test_flash_attention_aot_spills.py::test_a_launch_on_sm80_drops_the_spilling_candidate
 )
 "$venv/bin/python" -m pytest tests/kernels tests/test_gpucheck_autotune.py -q -p no:randomly -p no:cacheprovider \
     "${twin_deselect[@]}"
