@@ -77,17 +77,19 @@ class Stream:
         self.records += 1
         return record
 
-    def plan(self, planned: int, **details) -> None:
-        self._append(dict(gpu_check="plan", planned=int(planned), **details))
+    def plan(self, planned: int | None, **details) -> None:
+        """How many cases the step means to run (None: not known yet; the total then reads "?")."""
+        self._append(dict(gpu_check="plan", planned=None if planned is None else int(planned), **details))
 
     def end(self, status: str, reason: str | None = None, **details) -> None:
         self._append(dict(gpu_check="end", status=status, reason=reason, **details))
 
 
 def read_stream(path: str | Path) -> dict:
-    """A step's stream: ``records``, ``planned`` (sum of its plan lines; None without one), ``end`` (its end line
+    """A step's stream: ``records``, ``planned`` (sum of its plan lines; None without one or when one says
+    None: not known), ``end`` (its end line
     or None) and ``torn`` (a last line cut mid-write, ignored)."""
-    records, planned, end, torn = [], None, None, False
+    records, planned, end, torn, unknown = [], None, None, False, False
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError:
@@ -104,9 +106,12 @@ def read_stream(path: str | Path) -> dict:
             continue
         tag = obj.get("gpu_check")
         if tag == "plan":
-            planned = (planned or 0) + int(obj.get("planned") or 0)
+            if obj.get("planned") is None:
+                unknown = True
+            else:
+                planned = (planned or 0) + int(obj["planned"])
         elif tag == "end":
             end = obj
         elif tag is None:
             records.append(obj)
-    return dict(records=records, planned=planned, end=end, torn=torn)
+    return dict(records=records, planned=None if unknown else planned, end=end, torn=torn)
