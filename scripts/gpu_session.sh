@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Retired: the four 10-minute steps it ran are now one <= 8-minute command,
 # scripts/gpu_check.sh (`fastvit gpu-check`). This wrapper forwards to it;
-# any old step name (tests|bench|kernels|models) selects the matching step.
+# any old step name (tests|bench|kernels|models) selects the matching steps.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
-    tests) shift; set -- --steps env,tests,parity "$@" ;;
+    tests) shift; set -- --steps env,parity,tests,sweep "$@" ;;
     bench|models) shift; set -- --steps env,models "$@" ;;
     kernels) shift; set -- --steps env,kernels "$@" ;;
 esac

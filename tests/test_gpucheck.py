@@ -6,6 +6,7 @@ step (.ci/run); ``test_smoke_end_to_end`` runs it here under ``-m slow``."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,35 +27,61 @@ def _summary(out: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def test_failing_and_hanging_steps_are_recorded_and_the_next_step_runs(tmp_path, monkeypatch):
+# A fake step child: writes a plan of 2 and one record to its stream, then does what it is told.
+_FAKE = """
+import json, sys, time
+path = sys.argv[1]
+with open(path, "a") as f:
+    f.write(json.dumps({"gpu_check": "plan", "planned": 2}) + "\\n")
+    f.write(json.dumps({"name": "case-1", "kind": "parity", "status": "ok"}) + "\\n")
+"""
+
+
+def _fake(behaviour):
+    def command(step, deadline, grace, args, stamp):
+        path = Path(args.out) / f"{stamp}-{step}.jsonl"
+        return [sys.executable, "-c", _FAKE + behaviour[step], str(path)]
+
+    return command
+
+
+def test_failing_hanging_and_empty_steps_are_recorded_and_the_next_step_runs(tmp_path, monkeypatch):
     behaviour = {
-        "env": "import sys; sys.exit(3)",  # fails
-        "tests": "import time; time.sleep(600)",  # hangs past its budget
-        "parity": "print('fine')",
+        "parity": "sys.exit(3)",  # crashes after one of two cases, no end line
+        "models": "time.sleep(600)",  # hangs past its budget after one of two cases
+        "kernels": "with open(path, 'a') as f: f.write(json.dumps({'name': 'case-2', 'kind': 'kernel', 'status': 'ok'}) + '\\n')",
+        "tests": "open(path, 'w').close()",  # ran nothing, exit 0
     }
-    monkeypatch.setattr(gpucheck, "SMOKE_BUDGETS", (("env", 10), ("tests", 3), ("parity", 20)))
-    monkeypatch.setattr(gpucheck, "_step_command", lambda step, budget, args, stamp: [sys.executable, "-c", behaviour[step]])
+    monkeypatch.setattr(gpucheck, "SMOKE_BUDGETS", (("parity", 10), ("models", 4), ("kernels", 20), ("tests", 10)))
+    monkeypatch.setattr(gpucheck, "_step_command", _fake(behaviour))
     code = cli.main(["gpu-check", "--smoke", "--out", str(tmp_path), "--budget", "60"])
     assert code == 1
     steps = {s["step"]: s for s in _summary(tmp_path)["details"]["steps"]}
-    assert [steps[s]["status"] for s in ("env", "tests", "parity")] == ["failed", "timeout", "ok"]
-    assert steps["env"]["exit"] == 3
-    # The time env did not use carries over to the next step, which is killed at that budget.
-    assert 3 + 9 < steps["tests"]["budget_s"] <= 13
-    assert steps["tests"]["budget_s"] <= steps["tests"]["seconds"] < steps["tests"]["budget_s"] + 10
-    assert steps["parity"]["budget_s"] == 20  # a timed-out step carries nothing
+    assert steps["parity"]["status"] == "failed" and "exit 3" in steps["parity"]["reason"]
+    # cut off by the parent (SIGINT, then SIGKILL): partial, with the record it finished
+    assert steps["models"]["status"] == "partial" and steps["models"]["reason"] == "1 of 2 cases"
+    assert steps["models"]["budget_s"] <= steps["models"]["seconds"] < steps["models"]["budget_s"] + 12
+    assert steps["kernels"]["status"] == "ok"
+    assert steps["kernels"]["budget_s"] == 20  # a cut-off step carries nothing
+    assert steps["tests"]["status"] == "failed" and steps["tests"]["reason"] == "ran nothing"
     log = next(tmp_path.glob("*-gpu-check.log")).read_text()
-    assert "fine" in log and "===== step tests" in log
+    assert "===== step models" in log and "===== models: partial: 1 of 2 cases" in log
+    names = [r["name"] for r in _summary(tmp_path)["records"]]
+    assert names.count("case-1") == 3 and "case-2" in names  # the streams' records are in the summary
 
 
-def test_total_budget_bounds_every_step(tmp_path, monkeypatch):
-    monkeypatch.setattr(gpucheck, "SMOKE_BUDGETS", (("env", 100), ("tests", 100)))
-    monkeypatch.setattr(gpucheck, "_step_command", lambda *a: [sys.executable, "-c", "import time; time.sleep(600)"])
-    assert cli.main(["gpu-check", "--smoke", "--out", str(tmp_path), "--budget", "8"]) == 1
+def test_total_budget_bounds_every_step_and_no_time_is_never_ok(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpucheck, "SMOKE_BUDGETS", (("parity", 100), ("models", 100), ("kernels", 100)))
+    monkeypatch.setattr(gpucheck, "_step_command", _fake({s: "time.sleep(600)" for s in ("parity", "models", "kernels")}))
+    assert cli.main(["gpu-check", "--smoke", "--out", str(tmp_path), "--budget", "16"]) == 1
     steps = _summary(tmp_path)["details"]["steps"]
-    assert steps[0]["budget_s"] == pytest.approx(4, abs=0.1)  # scaled: 100 of 200 s -> 4 of 8 s
-    assert sum(s.get("seconds") or 0 for s in steps) < 8 + 12
-    assert steps[-1]["status"] in ("timeout", "not run")
+    assert steps[0]["budget_s"] == pytest.approx(16 / 3, abs=0.1)  # scaled: 100 of 300 s
+    assert sum(s.get("seconds") or 0 for s in steps) < 16 + 15
+    assert [s["status"] for s in steps] == ["partial"] * 3
+    monkeypatch.setattr(gpucheck, "SMOKE_BUDGETS", (("parity", 100), ("models", 100)))
+    assert cli.main(["gpu-check", "--smoke", "--out", str(tmp_path / "none"), "--budget", "5"]) == 1
+    steps = _summary(tmp_path / "none")["details"]["steps"]
+    assert [(s["status"], s["reason"][:7]) for s in steps] == [("skipped", "no time")] * 2
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -70,7 +97,7 @@ def test_unwritable_out_exits_2_before_running(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert cli.main(["gpu-check", "--smoke", "--out", str(blocker / "sub")]) == 2
-    assert "cannot write" in capsys.readouterr().err
+    assert "cannot write to --out" in capsys.readouterr().err
 
 
 def test_sweep_finds_every_shipped_norm_config():
@@ -118,9 +145,40 @@ def test_smoke_end_to_end(tmp_path):
                           env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=900)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert len(files) <= 8 and all(f.startswith("cpu-") for f in files), files
+    assert len(files) <= 8 and all(f.startswith("cpu-smoke-") for f in files), files
     for f in files:
         if f.endswith(".json"):
             compare.load_records(tmp_path / f)  # every file reads as a result file
-    models = compare.load_records(next(tmp_path.glob("*-models.json")))
+    models = compare.load_records(next(tmp_path.glob("*-summary.json")))
     assert {r["variant"] for r in models if r["status"] == "ok"} >= {"reference", "sdpa", "auto"}
+
+
+def test_the_cuda_test_selection_is_collected_and_small():
+    """The tests step names its CUDA tests by id: every id must exist (a renamed test would make pytest
+    exit 4 and the step run nothing) and the selection stays near its ~30-compile size."""
+    from fastvit.gpucheck.steps import GPU_TESTS
+
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *GPU_TESTS],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    collected = [line for line in proc.stdout.splitlines() if "::" in line]
+    assert len(collected) == len(GPU_TESTS) <= 16, collected
+
+
+def test_help_log_and_docs_agree_on_the_budgets(tmp_path, monkeypatch, capsys):
+    """One set of figures: the default budgets in the help, in the log's first line and in docs/gpu-check.md."""
+    assert sum(b for _, b in gpucheck.GPU_BUDGETS) == gpucheck.GPU_DEFAULT_BUDGET <= 480
+    assert sum(b for _, b in gpucheck.SMOKE_BUDGETS) <= gpucheck.SMOKE_DEFAULT_BUDGET
+    with pytest.raises(SystemExit):
+        cli.main(["gpu-check", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    gpu, smoke = f"{gpucheck.GPU_DEFAULT_BUDGET:.0f}", f"{gpucheck.SMOKE_DEFAULT_BUDGET:.0f}"
+    assert f"default {gpu} on a GPU, {smoke} with --smoke" in help_text
+    monkeypatch.setattr(gpucheck, "_step_command", _fake({"parity": ""}))
+    cli.main(["gpu-check", "--smoke", "--steps", "parity", "--out", str(tmp_path)])
+    first = next(tmp_path.glob("*-gpu-check.log")).read_text().splitlines()[0]
+    assert f"budget {smoke} s" in first and "--smoke (CPU, toy shapes)" in first
+    docs = (ROOT / "docs" / "gpu-check.md").read_text()
+    assert f"`--budget` of {gpu} s" in docs and f"its budget is {smoke} s" in docs
+    for step, budget in gpucheck.GPU_BUDGETS:
+        assert re.search(rf"\| `{step}` \|.*\| {budget} \|", docs), step

@@ -106,6 +106,7 @@ class OpCase:
     run: Callable  # (inputs) -> dict name -> tensor (outputs and gradients)
     reference: dict | None = None  # fp64 results
     eager: dict | None = None  # reference in the inputs' dtype
+    run_with: Callable | None = None  # (impl) -> results of impl(leaves) (see make_case), on the same inputs
 
 
 def _leaves(inputs, names, cast=None):
@@ -120,8 +121,12 @@ def _grads(outs: dict, leaves: dict, douts: dict) -> dict:
     return {**{k: v.detach() for k, v in outs.items()}, **{f"d{k}": g for k, g in zip(leaves, grads)}}
 
 
-def make_case(op: str, dtype: str, shape: dict, device: str, seed: int = 0) -> OpCase:
-    """Seeded inputs for one op at one shape, with its fp64 and same-dtype references computed."""
+def make_case(op: str, dtype: str, shape: dict, device: str, seed: int = 0, impl: Callable | None = None) -> OpCase:
+    """Seeded inputs for one op at one shape, with its fp64 and same-dtype references computed.
+
+    ``impl(leaves)`` -> outputs replaces fastvit's kernel (an ``auto`` candidate, say): ``leaves``
+    holds the op's input tensors by name, the outputs are ``{"out": ...}`` (``{"s", "out"}`` for
+    add_layer_norm)."""
     import torch
 
     from fastvit import kernels
@@ -172,9 +177,13 @@ def make_case(op: str, dtype: str, shape: dict, device: str, seed: int = 0) -> O
 
     def run_fused(_inputs):
         L = _leaves(t, names)
-        return _grads(fused(L), L, upstream)
+        return _grads((impl or fused)(L), L, upstream)
 
-    return OpCase(op, dtype, dict(shape), t, run_fused, reference=run_ref(True), eager=run_ref(False))
+    def run_with(other):
+        L = _leaves(t, names)
+        return _grads(other(L), L, upstream)
+
+    return OpCase(op, dtype, dict(shape), t, run_fused, reference=run_ref(True), eager=run_ref(False), run_with=run_with)
 
 
 def compare(case: OpCase, got: dict, factor: float = 2.0) -> tuple[bool, dict]:
@@ -198,11 +207,25 @@ def compare(case: OpCase, got: dict, factor: float = 2.0) -> tuple[bool, dict]:
     return ok, worst
 
 
-def sweep(modules=("flash_attention", "norm", "linear"), *, smoke: bool, device: str, dtypes=None, emit=print, deadline=None) -> list[dict]:
+def planned(modules=("flash_attention", "norm", "linear"), *, smoke: bool, dtypes=None) -> int:
+    """How many launches :func:`sweep` makes when it is not cut off."""
+    dtypes = dtypes or (("fp16", "fp32") if smoke else ("bf16", "fp16"))
+    shapes = SMOKE_SHAPES if smoke else GPU_SHAPES
+    total = 0
+    for module_name in modules:
+        module = importlib.import_module(f"fastvit.kernels.{module_name}")
+        per_config = len(dtypes) * len(shapes[module_name]) * len(OPS[module_name])
+        total += sum(len(c) for _, _, c in autotuners(module)) * per_config
+    return total
+
+
+def sweep(modules=("flash_attention", "norm", "linear"), *, smoke: bool, device: str, dtypes=None, emit=print, deadline=None,
+          emit_one=None, clock=time.monotonic) -> list[dict]:
     """Run every candidate config of every autotuner on every shape and dtype; one record per launch.
 
-    ``emit(records)`` is called after each configuration so a cut-off run keeps
-    what it measured. ``deadline`` (``time.monotonic()`` value) stops the sweep early.
+    ``emit(records)`` is called after each configuration and ``emit_one(record)``
+    after each launch, so a cut-off run keeps what it measured. ``deadline`` (a
+    ``clock()`` value) is checked before every launch and stops the sweep early.
     """
     from fastvit.bench import environment, make_record
 
@@ -223,11 +246,13 @@ def sweep(modules=("flash_attention", "norm", "linear"), *, smoke: bool, device:
             for kernel, tuner, candidates in tuners:
                 others = [(t, c[0]) for _, t, c in tuners if t is not tuner]
                 for config in candidates:
-                    if deadline is not None and time.monotonic() > deadline:
-                        emit(records)
-                        return records
                     for op, dtype, shape in grid:
+                        if deadline is not None and clock() > deadline:
+                            emit(records)
+                            return records
                         records.append(_one(module_name, kernel, tuner, config, others, op, dtype, shape, device, cases, env, make_record))
+                        if emit_one is not None:
+                            emit_one(records[-1])
                     emit(records)
     return records
 

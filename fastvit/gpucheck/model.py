@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -107,6 +108,10 @@ s, h = kernels.add_layer_norm(x, y, w, b)
 w1, b1 = torch.randn(256, 192, **d, requires_grad=True), torch.randn(256, **d, requires_grad=True)
 kernels.linear_gelu(x, w1, b1).sum().backward()
 kernels.linear_residual(kernels.linear_gelu(x, w1, b1), w1.t().contiguous(), b, x).sum().backward()
+if torch.cuda.get_device_capability()[0] >= 9:  # the Hopper TMA GEMM, which auto may pick on sm_90
+    xt = torch.randn(64, 192, **d, requires_grad=True)
+    kernels.linear_gelu_tma(xt, w1, b1).sum().backward()
+    kernels.linear_residual_tma(kernels.linear_gelu_tma(xt, w1, b1), w1.t().contiguous(), b, xt).sum().backward()
 torch.cuda.synchronize()
 print("sanitized case done")
 """
@@ -131,11 +136,16 @@ def memcheck(*, device: str, timeout: float, log=print) -> list[dict]:
         why = "compute-sanitizer not found" if tool is None else "no CUDA GPU"
         return [make_record(status="skipped", reason=why, **fields)]
     cmd = [tool, "--tool", "memcheck", "--error-exitcode", "99", sys.executable, "-c", SANITIZED]
+    # One config per kernel, launched untimed (autotuning under the sanitizer would take minutes), in a
+    # process group of its own so nothing of it outlives the step and skews the timings after it.
+    env = dict(os.environ, FASTVIT_AUTOTUNE="0")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        text, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
         return [make_record(status="timeout", reason=f"memcheck did not finish in {timeout:.0f} s", **fields)]
-    text = proc.stdout + proc.stderr
     log(text[-6000:])
     summary = re.search(r"ERROR SUMMARY: (\d+) error", text)
     errors = int(summary.group(1)) if summary else None

@@ -1,196 +1,94 @@
 """The steps of ``fastvit gpu-check``, each run in its own child process:
-``python -m fastvit.gpucheck.steps STEP --out DIR --stamp STAMP --budget SECONDS [--smoke]``.
+``python -m fastvit.gpucheck.steps STEP --out DIR --stamp STAMP --deadline EPOCH --grace S [--smoke]``.
 
-A step writes its result file as it goes (after every case or configuration),
-so a step cut off at its budget keeps what it measured. Exit status: 0 when
-every check passed, 1 when one failed or errored (the results say which).
+``--deadline`` is absolute (wall clock, set by the parent when it started the
+child): imports count against it. Every case's record is appended to the
+step's stream as it finishes (:class:`~fastvit.gpucheck.files.Stream`); the
+step ends with a status line (:func:`~fastvit.gpucheck.runner.verdict`), also
+when the parent interrupts it (SIGINT). Exit status: 0 ok, 1 anything else,
+3 from ``env`` when the run cannot go on (no CUDA GPU, Triton cannot compile).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from .files import result_path, write_doc
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _log(*parts) -> None:
-    print(*parts, flush=True)
-
-
-def _run(cmd, timeout, env=None) -> tuple[int | None, str]:
-    """Run ``cmd`` with output captured; (exit status or None on timeout, output)."""
-    try:
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=max(timeout, 1))
-        return proc.returncode, proc.stdout + proc.stderr
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-        return None, out
-    except OSError as e:
-        return 127, f"{type(e).__name__}: {e}"
+from .files import Stream, read_stream, result_path
+from .gates import gate
+from .runner import ROOT, Clock, injected_delay, log, run_cases, run_pytest, verdict
+from .stepenv import step_env
 
 
 def _device(smoke: bool) -> str:
-    import torch
-
-    return "cpu" if smoke or not torch.cuda.is_available() else "cuda"
+    return "cpu" if smoke else "cuda"  # never a silent fallback: env has checked that torch sees the GPU
 
 
-# --------------------------------------------------------------------------- env
+def _finish(a, stream: Stream, cut: bool, **details) -> int:
+    got = read_stream(stream.path)
+    status, reason = verdict(got["records"], got["planned"], cut)
+    stream.end(status, reason, **details)
+    log(f"{a.step}: {status}" + (f" ({reason})" if reason else ""))
+    return 0 if status == "ok" else 1
 
 
-def step_env(a) -> int:
-    """nvidia-smi (full query and clocks), ``fastvit info``, package versions."""
+def _work_dir(a) -> Path:
+    """Where pytest's JUnit XML and benchmark JSON go (kept on the machine, not among the 8 result files)."""
+    base = Path(os.environ.get("FASTVIT_GPUCHECK_CACHE") or ROOT / ".cache-gpucheck")
+    path = base / "work" / a.stamp
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# --------------------------------------------------------------------------- parity (ViT-B shape, every op)
+
+
+def step_parity(a, clock: Clock, stream: Stream) -> int:
+    """Every implementation the model can dispatch to, at ViT-B's shape; then the fused model against fp64."""
     from fastvit.bench import environment, make_record
 
-    details: dict = {}
-    for label, cmd in (
-        ("nvidia_smi_csv", ["nvidia-smi", "--format=csv", "--query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,"
-                            "clocks.mem,clocks.max.mem,power.limit,power.draw,temperature.gpu,pstate,persistence_mode"]),
-        ("nvidia_smi_clocks", ["nvidia-smi", "-q", "-d", "CLOCK,PERFORMANCE,POWER"]),
-        ("nvidia_smi_q", ["nvidia-smi", "-q"]),
-        ("fastvit_info", [sys.executable, "-m", "fastvit", "info"]),
-    ):
-        code, out = _run(cmd, timeout=min(30, a.budget / 3))
-        details[label] = out if code is not None else f"timed out\n{out}"
-        _log(f"--- {label} (exit {code})\n{out[-3000:]}")
-    versions = {}
-    for package in ("torch", "triton", "timm", "pytest", "pytest-benchmark", "matplotlib", "numpy", "transformers"):
+    from . import model, ops
+
+    device, dtype = _device(a.smoke), ("fp32" if a.smoke else "bf16")
+    env = environment(device)
+    found = ops.candidates(device, dtype, a.smoke)
+    shared: dict = {}
+    cases = [(f"{op}/{name}", lambda op=op, name=name, c=c_op, impl=impl, why=why: [
+        ops.check(op, name, c, impl, why, device=device, dtype=dtype, smoke=a.smoke, env=env, cases=shared)])
+        for op, name, c_op, impl, why in found]  # fmt: skip
+
+    def whole_model():
         try:
-            from importlib.metadata import version
+            return model.fused_model_parity(smoke=a.smoke, device=device)
+        except Exception as e:  # noqa: BLE001 - recorded
+            return [make_record(name="fused-model-parity", kind="model_parity", status="error",
+                                reason=f"{type(e).__name__}: {e}"[:500], **env)]  # fmt: skip
 
-            versions[package] = version(package)
-        except Exception:  # noqa: BLE001 - not installed
-            versions[package] = None
-    details["versions"] = versions
-    env = environment(_device(a.smoke))
-    record = make_record(name="environment", kind="env", status="ok", **env)
-    write_doc(result_path(a, "env"), [record], details=details)
-    return 0
-
-
-# --------------------------------------------------------------------------- tests
-
-
-def _junit(path: Path) -> list[dict]:
-    cases = []
-    for case in ET.parse(path).getroot().iter("testcase"):
-        status, reason = "ok", None
-        for tag, label in (("failure", "failed"), ("error", "error"), ("skipped", "skipped")):
-            node = case.find(tag)
-            if node is not None:
-                status, reason = label, (node.get("message") or node.text or "")[:500]
-                break
-        cases.append(dict(name=f"{case.get('classname')}::{case.get('name')}", status=status, reason=reason,
-                          seconds=float(case.get("time") or 0)))  # fmt: skip
-    return cases
-
-
-def step_tests(a) -> int:
-    """The cuda-marked pytest suite: tests/kernels first, then the rest, each under what is left of the budget."""
-    import tempfile
-
-    from fastvit.bench import environment, make_record
-
-    deadline = time.monotonic() + a.budget
-    runs = [("kernels", ["tests/kernels"])]
-    if not a.smoke:
-        runs.append(("others", ["tests", "--ignore=tests/kernels"]))
-    env = environment(_device(a.smoke))
-    records, summary, failed = [], {}, False
-    with tempfile.TemporaryDirectory() as tmp:
-        for label, paths in runs:
-            left = deadline - time.monotonic() - 3
-            if left < 10:
-                summary[label] = "not run: no time left"
-                continue
-            xml = Path(tmp) / f"{label}.xml"
-            cmd = [sys.executable, "-m", "pytest", *paths, "-m", "cuda", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-                   f"--junitxml={xml}", "-o", "junit_family=xunit1"]  # fmt: skip
-            code, out = _run(cmd, timeout=left)
-            _log(f"--- pytest {label} (exit {code})\n{out[-8000:]}")
-            if code is None:
-                summary[label] = f"timed out after {left:.0f} s"
-                failed = True
-            elif code not in (0, 5):  # 5: nothing collected
-                summary[label] = f"pytest exit {code}"
-                failed = True
-            else:
-                summary[label] = "ok" if code == 0 else "no tests collected"
-            if xml.exists():
-                for c in _junit(xml):
-                    records.append(make_record(name=c["name"], kind="test", status=c["status"], reason=c["reason"],
-                                               first_call_s=c["seconds"], **env))  # fmt: skip
-            write_doc(result_path(a, "tests"), records, details={"runs": summary})
-    failed = failed or any(r["status"] in ("failed", "error") for r in records)
-    return 1 if failed else 0
-
-
-# --------------------------------------------------------------------------- parity
-
-
-def step_parity(a) -> int:
-    """Every shipped launch configuration forced one by one; the fused model vs fp64; memcheck."""
-    from . import configs, model
-
-    device = _device(a.smoke)
-    start = time.monotonic()
-    deadline = start + a.budget
-    records: list[dict] = []
-    path = result_path(a, "parity")
-
-    def emit(sweep_records):
-        write_doc(path, [*sweep_records, *records])
-
-    # The whole-model check first (one case, the most telling), then the config sweep, then memcheck
-    # (time kept for it when the tool exists).
-    try:
-        records.extend(model.fused_model_parity(smoke=a.smoke, device=device))
-    except Exception as e:  # noqa: BLE001 - recorded; the sweep still runs
-        from fastvit.bench import environment, make_record
-
-        records.append(make_record(name="fused-model-parity", kind="model_parity", status="error",
-                                   reason=f"{type(e).__name__}: {e}"[:500], **environment(device)))  # fmt: skip
-    emit([])
-    memcheck_s = min(45.0, 0.3 * a.budget) if model.sanitizer_binary() and device == "cuda" else 0.0
-    sweep = configs.sweep(smoke=a.smoke, device=device, emit=emit, deadline=deadline - memcheck_s - 5)
-    emit(sweep)
-    records.extend(model.memcheck(device=device, timeout=max(10.0, deadline - time.monotonic() - 3), log=_log))
-    everything = [*sweep, *records]
-    emit(sweep)
-    bad = [r for r in everything if r["status"] in ("failed", "error")]  # a memcheck timeout is recorded, not a failure
-    counts = {s: sum(r["status"] == s for r in everything) for s in ("ok", "failed", "error", "skipped", "timeout")}
-    _log(f"parity: {counts}")
-    for r in bad[:40]:
-        _log(f"  {r['status']}: {r['name']}: {r['reason']}")
-    return 1 if bad else 0
+    cases.append(("fused-model-parity", whole_model))
+    stream.plan(len(cases))
+    return _finish(a, stream, cut=not run_cases(stream, clock, cases))
 
 
 # --------------------------------------------------------------------------- models
 
-# (variant, mode) in priority order: every eager variant first, then the compiled ones (each compile
-# takes tens of seconds), the headline comparison (fused vs timm+compile) first.
-_EAGER = ("fused", "sdpa", "auto", "reference", "timm")
-_COMPILED = ("timm+compile", "fused+compile", "sdpa+compile", "auto+compile")
-GPU_ORDER = tuple((v, m) for v in _EAGER for m in ("inference", "training")) + tuple(
-    (v, m) for pair in zip(_COMPILED[::2], _COMPILED[1::2]) for m in ("inference", "training") for v in pair
+# (variant, mode) in priority order: the headline first (fused vs timm+compile, inference), every
+# variant's inference next, then the eager training steps, then the compiled ones (a cold inductor
+# compile of a ViT-B training step takes about a minute; a rerun on the same machine reads its cache).
+VARIANTS = ("fused", "timm+compile", "fused+compile", "auto", "sdpa", "timm", "auto+compile", "sdpa+compile")
+GPU_ORDER = tuple((v, "inference") for v in VARIANTS) + tuple((v, "training") for v in VARIANTS if "+" not in v) + tuple(
+    (v, "training") for v in VARIANTS if "+" in v
 )
 SMOKE_ORDER = tuple((v, m) for v in ("reference", "sdpa", "auto", "fused", "timm", "sdpa+compile") for m in ("inference", "training"))
+SMOKE_LABEL = "SMOKE-TOY vit_tiny 32px 1 block, CPU, timed once (not a measurement)"
 
 
-def step_models(a) -> int:
+def step_models(a, clock: Clock, stream: Stream) -> int:
     """ViT-B/16 224 bf16 batch 256, inference and training step, across variants (``fastvit bench`` records)."""
+    from fastvit.bench import ModelCase, ModelContext, add_speedups, prepare_device, run_model_case
     from fastvit.bench import cases as bench_cases
-    from fastvit.bench import ModelCase, ModelContext, add_speedups, environment, make_record, prepare_device, run_model_case
-    from fastvit.bench.records import write_results
 
     device = _device(a.smoke)
     prepare_device(device)
@@ -202,35 +100,33 @@ def step_models(a) -> int:
         model, dtype, batch, overrides, rounds, warmup = "vit_base_patch16_224", "bf16", 256, (), 10, 2
         order = GPU_ORDER
     cases = [ModelCase(model, v, m, dtype, batch, overrides) for v, m in order]
-    path = result_path(a, "models")
-    env = environment(device)
-    # Cases not reached before the step's budget ran out stay in the file as such.
-    pending = [make_record(name=c.name, kind="model", status="skipped", reason="not reached within the gpu-check step's budget",
-                           model=c.model, variant=c.variant, mode=c.mode, dtype=c.dtype, batch=c.batch, **env) for c in cases]  # fmt: skip
-    write_results(path, pending, sys.argv)
-    ctx = ModelContext(model, dtype, batch, device, overrides)
-    records: list[dict] = []
-    for i, case in enumerate(cases):
-        started = time.monotonic()
-        record = run_model_case(case, ctx, rounds=rounds, warmup=warmup)
-        records.append(record)
-        _log(f"{case.name}: {record['status']} {record['images_per_s'] or ''} img/s ({time.monotonic() - started:.1f} s)"
-             + (f" {record['reason']}" if record["reason"] else ""))  # fmt: skip
-        write_results(path, add_speedups(records + pending[i + 1:]), sys.argv)
-    del ctx
-    bad = [r for r in records if r["status"] == "error"]
-    return 1 if bad or not records else 0
+    held: dict = {}
+    done: list[dict] = []
+
+    def run(case):
+        if "ctx" not in held:
+            held["ctx"] = ModelContext(model, dtype, batch, device, overrides)
+        record = gate(run_model_case(case, held["ctx"], rounds=rounds, warmup=warmup))
+        done.append(record)
+        record = add_speedups(list(done))[-1]
+        if a.smoke:  # a toy timed once must not read as a ViT-Ti measurement anywhere
+            record = dict(record, model=SMOKE_LABEL, name=f"smoke-toy/{record['name']}")
+        return [record]
+
+    # a compiled case is not started without time for its compile (tens of seconds on a GPU)
+    need = (lambda name: 0.0) if a.smoke else (lambda name: 45.0 if "+compile" in name else 12.0)
+    stream.plan(len(cases))
+    return _finish(a, stream, cut=not run_cases(stream, clock, [(c.name, lambda c=c: run(c)) for c in cases], need=need))
 
 
 # --------------------------------------------------------------------------- kernels
 
-# (label, pytest -k expression) in priority order; the GPU runs the non-slow grid's most telling part first.
-# pytest-benchmark writes its JSON at the end of a session, so each group is its own session: the
-# inductor baselines (tens of seconds of compiling each) come after the eager ones.
+# (label, pytest -k expression) in priority order. Each group is its own pytest session, stopped with
+# SIGINT at the deadline (pytest-benchmark writes its JSON then); every case is streamed as it ends.
 GPU_KERNEL_GROUPS = (
     ("attention", "test_attention and (N197 or N577) and D64"),
-    ("layer_norm", "(test_layer_norm or test_norm_junction) and not compile"),
     ("linear", "(test_linear or test_mlp) and not compile"),
+    ("layer_norm", "(test_layer_norm or test_norm_junction) and not compile"),
     ("residual_norm", "test_residual_norm and not compile"),
     ("inductor", "(test_layer_norm or test_norm_junction or test_linear or test_mlp or test_residual_norm) and compile"),
     ("attention-rest", "test_attention and not ((N197 or N577) and D64)"),
@@ -242,46 +138,151 @@ SMOKE_KERNEL_GROUPS = (
 )
 
 
-def step_kernels(a) -> int:
-    """benchmarks/test_kernels.py in groups; their pytest-benchmark JSON merged into one file after each group."""
-    import tempfile
+def _reconcile(stream: Stream, extra: list[dict]) -> int:
+    """Append the records pytest's own files hold that the stream lacks (a case cut between its end and its line)."""
+    seen = {r.get("name") for r in read_stream(stream.path)["records"]}
+    added = 0
+    for r in extra:
+        if r.get("name") not in seen:
+            stream.record(r)
+            added += 1
+    return added
 
-    deadline = time.monotonic() + a.budget
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+
+def _benchmark_records(path: Path) -> list[dict]:
+    import json
+
+    from fastvit.bench import RECORD_FIELDS, make_record
+
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    out = []
+    for b in doc.get("benchmarks", []):
+        info = b.get("extra_info") or {}
+        if info.get("name") and info.get("kind"):
+            out.append(gate(make_record(**{k: info[k] for k in RECORD_FIELDS if k in info and k != "timestamp"})))
+    return out
+
+
+def step_kernels(a, clock: Clock, stream: Stream) -> int:
+    """benchmarks/test_kernels.py in priority groups, each a pytest session stopped with SIGINT at the deadline."""
+    env = dict(os.environ)
     if a.smoke:
         env.update(FASTVIT_KERNEL_BENCH_SMOKE="1", TRITON_INTERPRET="1", FASTVIT_AUTOTUNE="0")
-    path = result_path(a, "kernels")
-    merged: dict = {}
+    work = _work_dir(a)
+    groups = SMOKE_KERNEL_GROUPS if a.smoke else GPU_KERNEL_GROUPS
+    # Each session adds its collected count; a group never started leaves the total unknown ("n of ?").
+    stream.plan(None, groups=[g for g, _ in groups])
     status: dict[str, str] = {}
-    failed = False
-    with tempfile.TemporaryDirectory() as tmp:
-        for label, expr in SMOKE_KERNEL_GROUPS if a.smoke else GPU_KERNEL_GROUPS:
-            left = deadline - time.monotonic() - 2
-            if left < 10:
-                status[label] = "not run: no time left"
-                continue
-            part = Path(tmp) / f"{label}.json"
-            cmd = [sys.executable, "-m", "pytest", "benchmarks/test_kernels.py", "--benchmark-only", "-q", "-p", "no:cacheprovider",
-                   "-p", "no:randomly", "-k", expr, f"--benchmark-json={part}"]  # fmt: skip
-            code, out = _run(cmd, timeout=left, env=env)
-            _log(f"--- kernels {label} (exit {code})\n{out[-4000:]}")
-            status[label] = "timed out" if code is None else f"exit {code}"
-            failed = failed or code not in (0, 5)
-            if part.exists():
-                doc = json.loads(part.read_text())
-                if not merged:
-                    merged = {k: v for k, v in doc.items() if k != "benchmarks"}
-                    merged["benchmarks"] = []
-                merged["benchmarks"].extend(doc.get("benchmarks", []))
-            merged.setdefault("benchmarks", [])
-            merged["fastvit_gpu_check"] = {"groups": status}
-            tmp_path = path.with_name(path.name + ".tmp")
-            tmp_path.write_text(json.dumps(merged, indent=1) + "\n")
-            tmp_path.replace(path)
-    return 1 if failed else 0
+    cut = False
+    for label, expr in groups:
+        if cut or clock.left() < 5 + injected_delay():
+            status[label], cut = "not run: no time", True
+            continue
+        part = work / f"kernels-{label}.json"
+        part.unlink(missing_ok=True)
+        ran = run_pytest(["benchmarks/test_kernels.py", "--benchmark-only", "-k", expr, f"--benchmark-json={part}"],
+                         clock=clock, stream=stream, label=label, env=env)  # fmt: skip
+        status[label] = "cut off (SIGINT)" if ran["cut"] else f"exit {ran['code']}"
+        cut = cut or ran["cut"]
+        _reconcile(stream, _benchmark_records(part))
+    return _finish(a, stream, cut=cut, groups=status)
 
 
-STEPS = {"env": step_env, "tests": step_tests, "parity": step_parity, "models": step_models, "kernels": step_kernels}
+# --------------------------------------------------------------------------- tests
+
+# A selection sized to the step's budget, not the 741-test cuda grid: about 30 distinct Triton compiles
+# (~1-2.5 s each on an H100): attention at ViT-B's shape in both half dtypes and at head dims 72 and 80
+# (3 kernels each), the norms and GEMMs at ViT-B's widths (forward and backward), the fp32/TF32 paths.
+# tests/test_gpucheck.py proves every id is collected (a renamed test would fail the step otherwise).
+_K = "tests/kernels/"
+GPU_TESTS = (
+    _K + "test_flash_attention_kernel.py::test_parity_cuda[B3-H12-N197-D64-bfloat16]",
+    _K + "test_norm_kernel.py::test_parity_cuda[add_layer_norm-torch.bfloat16-(8, 197, 768)-same]",
+    _K + "test_linear_kernel.py::test_parity_cuda[bfloat16-791-768-none]",
+    _K + "test_linear_kernel.py::test_linear_residual_training_path[bf16]",
+    _K + "test_flash_attention_kernel.py::test_parity_cuda[B3-H12-N197-D64-float16]",
+    _K + "test_norm_kernel.py::test_parity_cuda[layer_norm-torch.bfloat16-(8, 197, 768)-same]",
+    _K + "test_linear_kernel.py::test_parity_cuda[bfloat16-791-768-tanh]",
+    _K + "test_flash_attention_kernel.py::test_parity_cuda[B1-H12-N197-D80-bfloat16]",
+    _K + "test_flash_attention_kernel.py::test_parity_cuda[B1-H12-N197-D72-bfloat16]",
+    _K + "test_norm_kernel.py::test_parity_cuda[layer_norm-torch.float16-(791, 1280)-same]",
+    _K + "test_linear_kernel.py::test_linear_residual_training_path[bf16-x-fp32-residual]",
+    _K + "test_flash_attention_kernel.py::test_tf32_only_on_opt_in",
+    _K + "test_norm_kernel.py::test_fp32_input_to_bf16_output_cuda",
+    _K + "test_linear_kernel.py::test_tf32_opt_in_cuda",
+)
+# The smoke run's: LayerNorm's argument checks and one launch through the interpreter (18 tests, ~2 s).
+SMOKE_TESTS = ("tests/kernels/test_norm_kernel.py", "-k", "test_invalid_inputs_raise or out_dtype_equal")
+
+
+def _junit_records(path: Path) -> list[dict]:
+    import xml.etree.ElementTree as ET
+
+    from fastvit.bench import make_record
+
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return []
+    out = []
+    for case in root.iter("testcase"):
+        status, reason = "ok", None
+        for tag, label in (("failure", "failed"), ("error", "error"), ("skipped", "skipped")):
+            node = case.find(tag)
+            if node is not None:
+                status, reason = label, (node.get("message") or node.text or "")[:500]
+                break
+        name = f"{case.get('file') or case.get('classname', '').replace('.', '/') + '.py'}::{case.get('name')}"
+        out.append(make_record(name=name, kind="test", status=status, reason=reason, first_call_s=float(case.get("time") or 0)))
+    return out
+
+
+def step_tests(a, clock: Clock, stream: Stream) -> int:
+    """The CUDA tests' selection (:data:`GPU_TESTS`), one pytest session stopped with SIGINT at the deadline."""
+    xml = _work_dir(a) / "tests.xml"
+    xml.unlink(missing_ok=True)
+    args = [*(SMOKE_TESTS if a.smoke else GPU_TESTS)]
+    ran = run_pytest([*args, f"--junitxml={xml}", "-o", "junit_family=xunit1"], clock=clock, stream=stream, label="tests")
+    if not ran["cut"] and ran["code"] not in (0, 1, 5):
+        log(f"tests: pytest exit {ran['code']}")
+    _reconcile(stream, [r for r in _junit_records(xml)])
+    return _finish(a, stream, cut=ran["cut"], pytest_exit=ran["code"])
+
+
+# --------------------------------------------------------------------------- sweep (every config, memcheck)
+
+
+def step_sweep(a, clock: Clock, stream: Stream) -> int:
+    """Every shipped launch configuration forced one by one at ViT shapes, then compute-sanitizer memcheck."""
+    from . import configs, model
+
+    device = _device(a.smoke)
+    memcheck_s = min(60.0, 0.3 * max(clock.left(), 0)) if model.sanitizer_binary() and device == "cuda" else 0.0
+    stream.plan(configs.planned(smoke=a.smoke) + 1)
+    delay = injected_delay()
+
+    def one(record):
+        stream.record(record)
+        log(f"{record['status']:<8} {record['name']}" + (f": {record['reason']}" if record.get("reason") else ""))
+        if delay:
+            time.sleep(delay)
+
+    stop_at = clock.deadline - clock.grace - memcheck_s
+    configs.sweep(smoke=a.smoke, device=device, emit=lambda records: None, emit_one=one, deadline=stop_at, clock=time.time)
+    if time.time() > stop_at:
+        return _finish(a, stream, cut=True)
+    if clock.left() < 5:
+        return _finish(a, stream, cut=True)
+    for record in model.memcheck(device=device, timeout=max(5.0, clock.left()), log=log):
+        stream.record(record)
+    return _finish(a, stream, cut=False)
+
+
+STEPS = {"env": None, "parity": step_parity, "models": step_models, "kernels": step_kernels, "tests": step_tests,
+         "sweep": step_sweep}  # fmt: skip
 
 
 def main(argv=None) -> int:
@@ -289,10 +290,26 @@ def main(argv=None) -> int:
     p.add_argument("step", choices=tuple(STEPS))
     p.add_argument("--out", required=True)
     p.add_argument("--stamp", required=True)
-    p.add_argument("--budget", type=float, required=True)
+    p.add_argument("--deadline", type=float, required=True, help="wall-clock time (seconds since the epoch) the step ends by")
+    p.add_argument("--grace", type=float, default=10.0, help="seconds kept before the deadline to stop children and finish")
     p.add_argument("--smoke", action="store_true")
     a = p.parse_args(argv)
-    return STEPS[a.step](a)
+    clock = Clock(a.deadline, a.grace)
+    if a.step == "env":
+        return step_env(a, clock)
+    stream = Stream(result_path(a, a.step))
+    try:
+        return STEPS[a.step](a, clock, stream)
+    except KeyboardInterrupt:  # the parent's SIGINT at the deadline: say what was finished
+        return _finish(a, stream, cut=True, interrupted=True)
+    except Exception as e:  # noqa: BLE001 - the step's own crash is recorded, the records stay
+        import traceback
+
+        traceback.print_exc()
+        from fastvit.bench import make_record
+
+        stream.record(make_record(name=f"{a.step}-step", kind="step", status="error", reason=f"{type(e).__name__}: {e}"[:500]))
+        return _finish(a, stream, cut=False)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ from fastvit.kernels._attention_tiles import (
 )  # fmt: skip
 from fastvit.kernels.attention_spills import early_prune
 from fastvit.kernels.ops import FLOATS as TORCH_DTYPES, MAX_HEAD_DIM, device_reason
-from fastvit.kernels.tuning import autotune_configs, current_arch, interpreting, split
+from fastvit.kernels.tuning import autotune_configs, autotune_do_bench, current_arch, interpreting, split
 
 DELTA_CONFIG, DKDV_CONFIGS, DQ_CONFIGS = bwd.DELTA_CONFIG, bwd.DKDV_CONFIGS, bwd.DQ_CONFIGS
 
@@ -118,7 +118,7 @@ def _fwd_block(
 
 # Configurations measured to spill at the launch's head dim are pruned before benchmarking
 # (see fastvit.kernels.attention_spills; at the models' head dims 64-80 none is).
-@triton.autotune(configs=autotune_configs(FWD_CONFIGS, pruned=True), key=_TUNE_KEY,
+@triton.autotune(configs=autotune_configs(FWD_CONFIGS, pruned=True), key=_TUNE_KEY, do_bench=autotune_do_bench(),
                  prune_configs_by={"early_config_prune": early_prune("attention_fwd")})
 @triton.jit
 def _attention_fwd_kernel(

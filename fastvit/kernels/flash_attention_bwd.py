@@ -18,7 +18,7 @@ from fastvit.kernels._attention_tiles import (
     LOG2E, TUNE_KEY as _TUNE_KEY, cast as _cast, dot as _dot, dot_acc as _dot_acc, load as _load, store as _store,
 )  # fmt: skip
 from fastvit.kernels.attention_spills import early_prune
-from fastvit.kernels.tuning import autotune_configs
+from fastvit.kernels.tuning import autotune_configs, autotune_do_bench
 
 # Launch configurations per architecture (see fastvit.kernels.tuning and the forward's table in
 # fastvit.kernels.flash_attention): dK/dV owns BLOCK_N key rows and streams BLOCK_M queries;
@@ -94,7 +94,7 @@ def _attention_bwd_delta_kernel(
 
 # Configurations measured to spill at the launch's head dim are pruned before benchmarking
 # (see fastvit.kernels.attention_spills).
-@triton.autotune(configs=autotune_configs(DKDV_CONFIGS, pruned=True), key=_TUNE_KEY,
+@triton.autotune(configs=autotune_configs(DKDV_CONFIGS, pruned=True), key=_TUNE_KEY, do_bench=autotune_do_bench(),
                  prune_configs_by={"early_config_prune": early_prune("attention_bwd_dkdv")})
 @triton.jit
 def _attention_bwd_dkdv_kernel(
@@ -176,7 +176,7 @@ def _attention_bwd_dkdv_kernel(
                MASK_D2)  # fmt: skip
 
 
-@triton.autotune(configs=autotune_configs(DQ_CONFIGS, pruned=True), key=_TUNE_KEY,
+@triton.autotune(configs=autotune_configs(DQ_CONFIGS, pruned=True), key=_TUNE_KEY, do_bench=autotune_do_bench(),
                  prune_configs_by={"early_config_prune": early_prune("attention_bwd_dq")})
 @triton.jit
 def _attention_bwd_dq_kernel(

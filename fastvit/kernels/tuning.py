@@ -85,6 +85,18 @@ def selected_entries(table: dict[str, list[dict]], arch: str | None = None, *, p
     return entries if autotune_enabled() or pruned else entries[:1]
 
 
+def _untimed(kernel_call, quantiles=None, **_):
+    """An autotuner benchmark that launches nothing and times nothing (every config scores 0: the first wins)."""
+    return [0.0] * len(quantiles) if quantiles else 0.0
+
+
+def autotune_do_bench():
+    """``do_bench`` for an ``@triton.autotune`` that prunes at launch: None (Triton's timing) when autotuning
+    is on, else :func:`_untimed`. Triton 3.6's autotuner times a configuration left alone after pruning
+    (3.8 skips it), so without this ``FASTVIT_AUTOTUNE=0`` would still time launches on 3.6."""
+    return None if autotune_enabled() else _untimed
+
+
 def autotune_configs(table: dict[str, list[dict]], *, pruned: bool = False) -> list:
     import triton
 
