@@ -22,20 +22,28 @@ import zlib
 from dataclasses import dataclass
 from typing import Callable
 
-# Seeded op cases per kernel module: (op, dtype, shape dict)
+from fastvit import shapes
+from fastvit.kernels import ops
+
+# Seeded op cases per kernel module: (op, dtype, shape dict). Read from the shape table (fastvit.shapes),
+# so a new preset's widths and head dims are swept with no edit here: the core presets' head dims at
+# ViT lengths (197, 257, 577 tokens), then every other preset's head dim at 257 tokens, last (a sweep cut
+# off by its deadline drops them first); LayerNorm and the GEMMs at the core widths.
+_CORE_DIMS = shapes.head_dims("core")
 GPU_SHAPES = {
-    # ViT shapes, then the giant CLIP / SigLIP presets' head dims last (a sweep cut off by its deadline drops them first)
-    "flash_attention": [dict(batch=2, heads=8, seq=n, head_dim=d) for n in (197, 257, 577) for d in (64, 72, 80)]
-    + [dict(batch=2, heads=8, seq=257, head_dim=d) for d in (88, 96, 104)],
-    "norm": [dict(rows=4 * 197 + 3, width=w) for w in (768, 1024, 1280)],
-    "linear": [dict(rows=2 * 197, width=w) for w in (768, 1024, 1280)],
+    "flash_attention": [dict(batch=2, heads=8, seq=n, head_dim=d) for n in (197, 257, 577) for d in _CORE_DIMS]
+    + [dict(batch=2, heads=8, seq=257, head_dim=d) for d in shapes.head_dims("wide") if d not in _CORE_DIMS],
+    "norm": [dict(rows=4 * 197 + 3, width=w) for w in shapes.widths("core")],
+    "linear": [dict(rows=2 * 197, width=w) for w in shapes.widths("core")],
 }
 SMOKE_SHAPES = {
     "flash_attention": [dict(batch=1, heads=2, seq=17, head_dim=16)],
     "norm": [dict(rows=5, width=64)],
     "linear": [dict(rows=8, width=16)],
 }
-OPS = {"flash_attention": ("attention",), "norm": ("layer_norm", "add_layer_norm"), "linear": ("linear_gelu", "linear_residual")}
+# The ops of each swept module, as the declarations (fastvit.kernels.ops) list them.
+OPS = {module.rpartition(".")[2]: names for module, names in ops.by_module().items()
+       if module.rpartition(".")[2] in ("flash_attention", "norm", "linear")}
 ATOL = {"bf16": 2e-2, "fp16": 2e-3, "fp32": 1e-4}
 EPS = 1e-6
 
