@@ -43,7 +43,7 @@ def names_weights(model_name: str) -> bool:
     (for commands taking a model name: ``create_model(name, pretrained=names_weights(name))``)."""
     source, rest = parse_source(model_name)
     arch, tag = split_tag(rest)
-    return source is not None or (bool(tag) and arch in PRESETS)
+    return source is not None or (bool(tag) and (arch in PRESETS or arch in EVA_PRESETS))
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -223,8 +223,8 @@ def create_model(
             pretrained_cfg = tag
     _check_name(arch, model_name)
     if arch in EVA_PRESETS:
-        return _create_eva(arch, pretrained, pretrained_cfg, pretrained_cfg_overlay, checkpoint_path, features,
-                           feature_kwargs, kwargs)
+        return _create_eva(arch, pretrained, pretrained_cfg, pretrained_cfg_overlay, checkpoint_path, cache_dir,
+                           features, feature_kwargs, kwargs)
     path = None if isinstance(pretrained, bool) else pretrained
     if isinstance(path, (str, os.PathLike)) and Path(path).is_dir() and is_timm_folder(path):
         # a timm-format folder (a training run, save_pretrained): its config.json rebuilds the model
@@ -259,22 +259,48 @@ def create_model(
 
 
 
-def _create_eva(arch, pretrained, pretrained_cfg, overlay, checkpoint_path, features, feature_kwargs, kwargs):
-    """The eva-module family (EVA-02, DINOv3, PE, RoPE-ViT): timm's files load; Hub tags do not yet."""
-    if pretrained is True or pretrained_cfg:
-        raise ValueError(f"{arch}: pretrained tags from the Hugging Face Hub are not available for timm's eva-module "
-                         "family yet; pass pretrained= a timm checkpoint file (or state dict), or build it with "
-                         "fastvit.from_timm(timm.create_model(..., pretrained=True))")
-    model = create_eva(arch, pretrained=None if pretrained is False else pretrained, **kwargs)
-    if overlay:
-        model.pretrained_cfg = model.default_cfg = {**model.pretrained_cfg, **overlay}
-    if checkpoint_path:
-        from .checkpoints.timm_eva import load_timm_eva
+def _create_eva(arch, pretrained, pretrained_cfg, overlay, checkpoint_path, cache_dir, features, feature_kwargs, kwargs):
+    """The eva-module family (EVA-02, DINOv3, PE, RoPE-ViT) by timm's contract: a tag's pretrained_cfg
+    (sizes, classes), its weights from the Hub or a local timm file, a head of another class count
+    re-initialised, all read before anything is built."""
+    from .checkpoints.timm_eva import load_timm_eva
 
+    path = None if isinstance(pretrained, bool) else pretrained
+    if path is not None and Path(path).is_dir() and is_timm_folder(path):
+        folder_cfg, _, model_args = folder_model_config(path)
+        for key, value in model_args.items():
+            kwargs.setdefault(key, value)
+        pretrained_cfg, path, pretrained = folder_cfg, None, True
+    cfg = resolve_pretrained_cfg(arch, pretrained_cfg, overlay)
+    _defaults_from_cfg(cfg, kwargs)
+    weights = pretrained_weights(cfg, cache_dir) if pretrained is True else None
+    model = create_eva(arch, pretrained=path, **kwargs)
+    model.pretrained_cfg = model.default_cfg = cfg
+    if weights is not None:
+        load_timm_eva(model, _fit_eva_checkpoint(model, dict(weights[0])))
+    if checkpoint_path:
         load_timm_eva(model, checkpoint_path)
     if features:
-        cfg = model.pretrained_cfg
         model = wrap_features(model, **feature_kwargs)
         model.pretrained_cfg = model.default_cfg = {k: v for k, v in cfg.items()
                                                     if k not in ("num_classes", "classifier", "global_pool")}
     return model
+
+
+def _fit_eva_checkpoint(model, sd: dict) -> dict:
+    """timm's ``load_pretrained`` rules on an Eva state dict: a first convolution adapted to
+    ``in_chans``, a head of another class count (or none) left as the model initialised it."""
+    key = "patch_embed.proj.weight"
+    if key in sd and model.cfg.in_chans != sd[key].shape[1]:
+        sd[key] = _adapt_input_conv(sd[key], model.cfg.in_chans)
+    own = model.state_dict()
+    for name in ("head.weight", "head.bias"):
+        if name in sd and (name not in own or own[name].shape != sd[name].shape):
+            if name in own:
+                sd[name] = own[name].detach().clone()
+            else:
+                del sd[name]
+    for name in ("head.weight", "head.bias"):
+        if name in own and name not in sd:
+            sd[name] = own[name].detach().clone()
+    return sd

@@ -38,7 +38,7 @@ def _same_weights(a, b, skip=()):
 
 def test_list_pretrained_patterns():
     every = fastvit.list_pretrained()
-    assert every and all(n.split(".")[0] in fastvit.PRESETS for n in every)
+    assert every and all(n.split(".")[0] in fastvit.list_models() for n in every)  # both families
     tags = fastvit.list_pretrained("vit_base_patch16_224")  # no tag part: all that name's tags
     assert tags and all(n.startswith("vit_base_patch16_224.") for n in tags)
     assert "vit_base_patch16_224.augreg2_in21k_ft_in1k" in tags

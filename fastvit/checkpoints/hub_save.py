@@ -64,6 +64,10 @@ def hub_config(model, model_config: dict | None = None, model_args: dict | None 
     model_config = dict(model_config or {})
     pretrained_cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     architecture = architecture or pretrained_cfg.get("architecture")
+    if architecture not in PRESETS and type(getattr(model, "cfg", None)).__name__ == "EvaConfig":
+        raise ValueError(f"save_pretrained writes timm's format for the ViT presets; {architecture!r} is of timm's "
+                         "eva family, whose folders fastvit reads (create_model('local-dir:...')) but does not write "
+                         "yet: save its state_dict() (timm's names) with safetensors instead")
     if architecture not in PRESETS:
         raise ValueError(f"save_pretrained needs the model's preset name (timm's architecture), got {architecture!r}; "
                          "build the model with fastvit.create_model(name) or pass architecture=<name>")

@@ -43,9 +43,15 @@ def split_tag(name: str) -> tuple[str, str]:
     return arch, tag
 
 
+def _known(arch: str) -> bool:
+    """A model fastvit builds: a ViT preset, or one of timm's eva-module names (the table holds
+    exactly the modules fastvit covers)."""
+    return arch in PRESETS or arch in _table()["archs"]
+
+
 def tags_for(arch: str) -> list[str]:
-    """timm's tags for preset ``arch``, the default first; [] for a name timm has none for."""
-    return list(_table()["archs"].get(arch, {})) if arch in PRESETS else []
+    """timm's tags for model ``arch``, the default first; [] for a name timm has none for."""
+    return list(_table()["archs"].get(arch, {})) if _known(arch) else []
 
 
 def default_tag(arch: str) -> str | None:
@@ -62,9 +68,9 @@ def pretrained_cfg(arch: str, tag: str | None = None) -> dict:
     """timm's ``pretrained_cfg`` (as ``model.pretrained_cfg`` holds it) for ``arch.tag``;
     ``tag=None``: the default tag. :class:`UnknownModelError` listing the tags for a tag timm
     does not have."""
-    tags = _table()["archs"].get(arch) if arch in PRESETS else None
+    tags = _table()["archs"].get(arch) if _known(arch) else None
     if not tags:
-        raise UnknownModelError(f"timm has no pretrained tags for {arch!r}" if arch in PRESETS
+        raise UnknownModelError(f"timm has no pretrained tags for {arch!r}" if _known(arch)
                                 else f"unknown model {arch!r}; fastvit.list_models() lists the presets")
     tag = tag or next(iter(tags))
     if tag not in tags:
@@ -115,7 +121,7 @@ def list_pretrained(filter: str | list[str] = "", exclude_filters: str | list[st
         return [p for v in value for p in _expand(v)]
 
     include, exclude = patterns(filter), patterns(exclude_filters)
-    names = {f"{arch}.{tag}" for arch, tags in _table()["archs"].items() if arch in PRESETS
+    names = {f"{arch}.{tag}" for arch, tags in _table()["archs"].items() if _known(arch)
              for tag, cfg in tags.items() if cfg.get("pretrained")}
     if include:
         names = {n for p in include for n in fnmatch.filter(names, p)}
