@@ -58,7 +58,7 @@ def test_pretrained_cfg_per_preset_is_timms(timm):
             "pool_size", "first_conv", "classifier", "architecture", "tag", "license")
     from fastvit.presets import get_config, pretrained_cfg_for
 
-    for name in fastvit.list_models():
+    for name in fastvit.presets.list_models():  # the ViT presets (the eva family: test_timm_eva.py, test_timm_contract.py)
         theirs = timm.models.get_pretrained_cfg(name).to_dict()
         ours = pretrained_cfg_for(name, get_config(name))
         diff = {k: (ours.get(k), theirs.get(k)) for k in keys if ours.get(k) != theirs.get(k)}
