@@ -380,12 +380,16 @@ def test_from_timm(tmp_path, image, kwargs):
 
 def test_from_timm_rejects_unsupported():
     require("timm")
-    from timm.models.vision_transformer import ParallelScalingBlock, VisionTransformer as TimmViT
+    from torch import nn
+    from timm.models.vision_transformer import VisionTransformer as TimmViT
 
-    with pytest.raises(ValueError, match="projections without bias"):
-        fastvit.from_timm(TimmViT(**SMALL, proj_bias=False))
-    with pytest.raises(ValueError, match="ParallelScalingBlock"):
-        fastvit.from_timm(TimmViT(**SMALL, block_fn=ParallelScalingBlock))
+    # (bias-free projections and parallel-scaling blocks convert since issue 22: tests/test_presets_timm.py)
+    with pytest.raises(ValueError, match="ReLU"):
+        fastvit.from_timm(TimmViT(**SMALL, act_layer=nn.ReLU))
+    with pytest.raises(ValueError, match="no position embedding"):
+        fastvit.from_timm(TimmViT(**SMALL, pos_embed="none"))
+    with pytest.raises(ValueError, match="one scale norm without the other"):
+        fastvit.from_timm(TimmViT(**SMALL, scale_attn_norm=True))
 
 
 # -- the classifier head -------------------------------------------------------------------------
