@@ -251,12 +251,7 @@ def create_model(
         _load_pretrained(model, cfg, weights[0], weights[1], model.num_classes)
     if checkpoint_path:
         load_checkpoint(model, checkpoint_path)
-    if features:
-        model = wrap_features(model, **feature_kwargs)
-        model.pretrained_cfg = model.default_cfg = {k: v for k, v in cfg.items()
-                                                    if k not in ("num_classes", "classifier", "global_pool")}
-    return model
-
+    return _as_features(model, cfg, feature_kwargs) if features else model
 
 
 def _create_eva(arch, pretrained, pretrained_cfg, overlay, checkpoint_path, cache_dir, features, feature_kwargs, kwargs):
@@ -280,11 +275,7 @@ def _create_eva(arch, pretrained, pretrained_cfg, overlay, checkpoint_path, cach
         load_timm_eva(model, _fit_eva_checkpoint(model, dict(weights[0])))
     if checkpoint_path:
         load_timm_eva(model, checkpoint_path)
-    if features:
-        model = wrap_features(model, **feature_kwargs)
-        model.pretrained_cfg = model.default_cfg = {k: v for k, v in cfg.items()
-                                                    if k not in ("num_classes", "classifier", "global_pool")}
-    return model
+    return _as_features(model, cfg, feature_kwargs) if features else model
 
 
 def _fit_eva_checkpoint(model, sd: dict) -> dict:
@@ -294,13 +285,17 @@ def _fit_eva_checkpoint(model, sd: dict) -> dict:
     if key in sd and model.cfg.in_chans != sd[key].shape[1]:
         sd[key] = _adapt_input_conv(sd[key], model.cfg.in_chans)
     own = model.state_dict()
-    for name in ("head.weight", "head.bias"):
-        if name in sd and (name not in own or own[name].shape != sd[name].shape):
-            if name in own:
-                sd[name] = own[name].detach().clone()
-            else:
-                del sd[name]
-    for name in ("head.weight", "head.bias"):
-        if name in own and name not in sd:
+    for name in ("head.weight", "head.bias"):  # a head the checkpoint lacks or sizes otherwise keeps the model's init
+        if name not in own:
+            sd.pop(name, None)
+        elif name not in sd or sd[name].shape != own[name].shape:
             sd[name] = own[name].detach().clone()
     return sd
+
+
+def _as_features(model, cfg: dict, feature_kwargs: dict):
+    """timm's ``features_only`` wrapper around ``model``; its pretrained_cfg loses the head's fields, as timm's."""
+    model = wrap_features(model, **feature_kwargs)
+    model.pretrained_cfg = model.default_cfg = {k: v for k, v in cfg.items()
+                                                if k not in ("num_classes", "classifier", "global_pool")}
+    return model
