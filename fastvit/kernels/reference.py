@@ -99,3 +99,46 @@ def mlp_residual_ref(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, residual, ap
     optional) and its residual add."""
     hidden = linear_gelu_ref(x, fc1_weight, fc1_bias, approximate, upcast=upcast)
     return linear_residual_ref(hidden, fc2_weight, fc2_bias, residual, scale, upcast=upcast, gamma=gamma)
+
+
+def rope_rotate_ref(x, sin, cos, num_prefix=0, rotate_half=False):
+    """``x`` (B, H, N, D) with its last ``N - num_prefix`` tokens turned by the 2-D rotary tables
+    ``sin`` / ``cos``: (N - num_prefix, D // 2) or (H, N - num_prefix, D // 2), one angle per pair.
+    The pairs are ``(2i, 2i + 1)`` (EVA's interleaved form) or, with ``rotate_half``, ``(i, i + D/2)``
+    (DINOv3's). Each pair ``(a, b)`` becomes ``(a cos - b sin, b cos + a sin)``; the prefix (class,
+    register tokens) is left as is. Computed in the promoted dtype of ``x`` and the tables."""
+    d = x.shape[-1]
+    if d % 2:
+        raise ValueError(f"rotary embedding needs an even head dim, got {d}")
+    prefix, rest = x[..., :num_prefix, :], x[..., num_prefix:, :]
+    a, b = (rest[..., : d // 2], rest[..., d // 2 :]) if rotate_half else (rest[..., 0::2], rest[..., 1::2])
+    sin, cos = sin.to(torch.promote_types(sin.dtype, x.dtype)), cos.to(torch.promote_types(cos.dtype, x.dtype))
+    ra, rb = a * cos - b * sin, b * cos + a * sin
+    rotated = torch.cat([ra, rb], -1) if rotate_half else torch.stack([ra, rb], -1).flatten(-2)
+    return torch.cat([prefix.to(rotated.dtype), rotated], dim=-2)
+
+
+def rope_attention_ref(q, k, v, sin, cos, num_prefix=0, rotate_half=False, scale=None, upcast=True):
+    """Attention over q and k rotated by :func:`rope_rotate_ref` (the fused rotary attention's twin).
+    Without ``upcast`` the rotated q and k are cast back to v's dtype first, as timm does."""
+    q, k, v, sin, cos = _maybe_upcast(upcast, q, k, v, sin, cos)
+    q = rope_rotate_ref(q, sin, cos, num_prefix, rotate_half).to(v.dtype)
+    k = rope_rotate_ref(k, sin, cos, num_prefix, rotate_half).to(v.dtype)
+    return attention_ref(q, k, v, scale, upcast=False)
+
+
+def varlen_attention_ref(q, k, v, cu_seqlens, scale=None, upcast=True):
+    """Attention within each packed sequence: q, k, v (T, H, D) hold S sequences back to back,
+    sequence s being rows ``cu_seqlens[s]:cu_seqlens[s + 1]`` (``cu_seqlens`` (S + 1,) integers,
+    starting at 0, non-decreasing, ending at T). No row attends across sequences; an empty
+    sequence has no rows. Returns (T, H, D)."""
+    bounds = [int(c) for c in cu_seqlens.tolist()]
+    if not bounds or bounds[0] != 0 or bounds[-1] != q.shape[0] or any(b < a for a, b in zip(bounds, bounds[1:])):
+        raise ValueError(f"cu_seqlens must rise from 0 to the {q.shape[0]} packed rows, got {bounds}")
+    q, k, v = _maybe_upcast(upcast, q, k, v)
+    out = torch.empty_like(q)
+    for lo, hi in zip(bounds, bounds[1:]):
+        if hi > lo:
+            seg = [t[lo:hi].transpose(0, 1) for t in (q, k, v)]  # (H, n, D)
+            out[lo:hi] = attention_ref(*seg, scale=scale, upcast=False).transpose(0, 1)
+    return out
