@@ -234,3 +234,19 @@ def test_create_model_options():
     with pytest.raises(TypeError, match="unknown NaFlexVit option"):
         fastvit.create_model("naflexvit_base_patch16_gap", rope_type="axial")
     assert fastvit.get_config("naflexvit_base_patch16_par_gap").pos_embed_ar_preserving
+
+
+def test_features_only_and_gradient_checkpointing():
+    model = model_for("siglip_map").train()
+    x = torch.randn(2, 3, 32, 48)
+    feats = fastvit.create_model("naflexvit_base_patch16_gap", features_only=True, out_indices=(0, 1), **{
+        k: v for k, v in TINY.items() if k != "num_classes"})
+    assert [tuple(f.shape) for f in feats(x)] == [(2, 32, 2, 3)] * 2
+    packed = pack(list(x) + [torch.randn(3, 16, 64)])
+    model(packed).square().sum().backward()
+    want = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    model(packed).square().sum().backward()
+    for n, p in model.named_parameters():
+        assert rel(p.grad, want[n]) <= 1e-6, n
