@@ -250,3 +250,14 @@ def test_features_only_and_gradient_checkpointing():
     model(packed).square().sum().backward()
     for n, p in model.named_parameters():
         assert rel(p.grad, want[n]) <= 1e-6, n
+
+
+def test_fused_kernels_on_packed_rows():
+    """fastvit's Triton LayerNorm / GEMM epilogues (interpreter on the CPU) on the packed rows as they are."""
+    ref = model_for("siglip_map", depth=1)
+    fused = create_naflex("naflexvit_base_patch16_siglip", **{**TINY, "depth": 1, "norm_impl": "triton",
+                                                               "linear_impl": "triton"}).eval()
+    fused.load_state_dict(ref.state_dict())
+    packed = pack(images([(32, 48), (16, 16)]))
+    with torch.no_grad():
+        assert rel(fused(packed), ref(packed)) <= 1e-5
