@@ -261,3 +261,14 @@ def test_fused_kernels_on_packed_rows():
     packed = pack(images([(32, 48), (16, 16)]))
     with torch.no_grad():
         assert rel(fused(packed), ref(packed)) <= 1e-5
+
+
+@pytest.mark.parametrize("over, match", [
+    (dict(global_pool="token"), "class_token"), (dict(global_pool=""), "global_pool"),
+    (dict(pos_embed="rope"), "pos_embed"), (dict(pos_embed_interp_mode="nearest"), "interp_mode"),
+    (dict(embed_dim=30, num_heads=4), "divisible"), (dict(varlen_impl="flash"), "varlen_impl"),
+    (dict(attn_drop_rate=0.1), "attn_drop_rate"),
+])
+def test_config_rejects_what_it_does_not_build(over, match):
+    with pytest.raises(ValueError, match=match):
+        NaFlexVit(**{**TINY, **over})
