@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .pack import Packed
+from .packing import Packed
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import torch
 
 from ..layers.linear import autocast_dtype
 from .embeds import TokenLayout, token_layout
-from .pack import Packed, grid_coords, packed_from_padded
+from .packing import Packed, grid_coords, packed_from_padded
 
 
 @dataclass(frozen=True)
