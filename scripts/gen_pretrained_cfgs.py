@@ -1,7 +1,7 @@
 """Regenerate fastvit/checkpoints/timm_pretrained_cfgs.json from the installed timm (the interop venv).
 
 The table holds, for every architecture of timm's vision_transformer, vision_transformer_hybrid, deit
-and eva modules, its pretrained tags in timm's order (the first is the default) and each tag's
+and eva (and naflexvit) modules, its pretrained tags in timm's order (the first is the default) and each tag's
 ``pretrained_cfg`` as the fields that differ from ``timm.models.PretrainedCfg``'s defaults.
 Usage: python scripts/gen_pretrained_cfgs.py [output.json]
 """
@@ -15,7 +15,7 @@ import timm
 from timm.models import PretrainedCfg
 from timm.models import _registry as registry
 
-MODULES = ("vision_transformer", "vision_transformer_hybrid", "deit", "eva")
+MODULES = ("vision_transformer", "vision_transformer_hybrid", "deit", "eva", "naflexvit")
 
 
 def table() -> dict:
