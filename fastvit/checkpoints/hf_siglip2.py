@@ -66,9 +66,8 @@ def siglip2_config_fields(c: dict) -> dict:
     if dim % heads:
         raise ValueError(f"{_WHAT}: hidden_size={dim} is not a multiple of num_attention_heads={heads}")
     eps = c.get("layer_norm_eps", 1e-6)
-    if abs(eps - 1e-6) > 1e-12:
-        raise ValueError(f"{_WHAT}: layer_norm_eps={eps} (timm's / fastvit's naflexvit LayerNorms use 1e-6)")
-    return dict(patch_size=square_patch(c.get("patch_size", 16), _WHAT), in_chans=c.get("num_channels", 3),
+    fields = {} if abs(eps - 1e-6) <= 1e-12 else {"norm_eps": eps}  # timm's naflexvit fixes 1e-6; fastvit's takes it
+    return fields | dict(patch_size=square_patch(c.get("patch_size", 16), _WHAT), in_chans=c.get("num_channels", 3),
                 embed_dim=dim, depth=c.get("num_hidden_layers", 12), num_heads=heads, mlp_ratio=mlp_ratio_for(dim, width),
                 act_layer=hf_activation(c.get("hidden_act", "gelu_pytorch_tanh"), _WHAT),
                 global_pool="map" if c.get("vision_use_head", True) else "", num_classes=0,
@@ -78,7 +77,8 @@ def siglip2_config_fields(c: dict) -> dict:
 
 def siglip2_config(fields: dict, width: int) -> dict:
     """transformers ``Siglip2VisionConfig`` fields (``config.json``) for a SigLIP-2-shaped naflexvit
-    described by timm's field names; ``width`` is its MLP's hidden size."""
+    described by timm's field names; ``width`` is its MLP's hidden size; no attention pool
+    (``global_pool`` other than "map") is ``vision_use_head=False``."""
     grid = tuple(fields["pos_embed_grid_size"])
     if grid[0] != grid[1]:
         raise ValueError(f"transformers' Siglip2VisionModel has a square position table; this one is {grid}")
@@ -88,7 +88,7 @@ def siglip2_config(fields: dict, width: int) -> dict:
     return dict(model_type=MODEL_TYPE, architectures=["Siglip2VisionModel"], hidden_size=fields["embed_dim"],
                 intermediate_size=width, num_hidden_layers=fields["depth"], num_attention_heads=fields["num_heads"],
                 num_channels=fields.get("in_chans", 3), patch_size=fields["patch_size"], hidden_act=HF_ACT_NAMES[act],
-                layer_norm_eps=1e-6, attention_dropout=float(fields.get("attn_drop_rate", 0.0)),
+                layer_norm_eps=float(fields.get("norm_eps", 1e-6)), attention_dropout=float(fields.get("attn_drop_rate", 0.0)),
                 vision_use_head=fields.get("global_pool", "map") == "map", num_patches=grid[0] * grid[1])
 
 
@@ -252,3 +252,91 @@ def read_hf_source(source) -> tuple[dict, dict]:
     if isinstance(source, nn.Module) and hasattr(source, "config"):
         return source.config.to_dict(), source.state_dict()
     raise TypeError(f"expected a transformers Siglip2VisionModel or a save_pretrained directory, got {type(source).__name__}")
+
+
+def hf_inputs_to_packed(pixel_values, pixel_attention_mask, spatial_shapes):
+    """transformers' Siglip2 inputs as fastvit's :class:`~fastvit.naflex.Packed` batch: each image's
+    valid patches back to back, the padding dropped (``model(packed)`` gives ``pooler_output``'s rows)."""
+    from ..naflex.pack import Packed
+
+    patches, shapes = hf_inputs_to_patch_lists(pixel_values, pixel_attention_mask, spatial_shapes)
+    device = pixel_values.device
+    lens = [h * w for h, w in shapes]
+    coords = torch.cat([grid_coords(h, w, device) for h, w in shapes])
+    cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32, device=device)
+    side = int(round((pixel_values.shape[-1] / 3) ** 0.5))  # RGB: C*P*P; any other channel count: no patch size
+    patch = side if 3 * side * side == pixel_values.shape[-1] else None
+    return Packed(torch.cat(patches), coords, cu, tuple(shapes), max(lens), patch, tuple(lens))
+
+
+def _naflex_fields(fields: dict) -> dict:
+    """timm's fields -> fastvit's NaFlexConfig: no pool is an 'avg' pool kept out of the way (the final
+    norm stays before it, no fc_norm), as fastvit's NaFlexVit has no ``global_pool=''``."""
+    fields = dict(fields)
+    if fields.get("global_pool") == "":
+        fields.update(global_pool="avg", fc_norm=False)
+    if not fields.get("attn_drop_rate"):
+        fields.pop("attn_drop_rate", None)
+    return fields
+
+
+def from_hf_siglip2(source, **impls):
+    """A fastvit :class:`~fastvit.naflex.NaFlexVit` from transformers' ``Siglip2VisionModel`` (in
+    memory, or the directory its ``save_pretrained`` wrote; a ``Siglip2Model``'s vision tower too).
+    ``model(packed)`` is transformers' ``pooler_output``; ``forward_features`` its
+    ``last_hidden_state`` (valid rows). ``impls``: ``norm_impl`` / ``linear_impl`` / ``varlen_impl``."""
+    from ..naflex import NaFlexConfig, NaFlexVit
+
+    config, sd = read_hf_source(source)
+    model = NaFlexVit(NaFlexConfig(**_naflex_fields(siglip2_config_fields(config)), **impls))
+    model.load_state_dict(convert_hf_siglip2_state_dict(sd), strict=True)
+    model.pretrained_cfg = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bilinear",
+                            "num_classes": 0, "input_size": (model.cfg.in_chans, *(g * model.cfg.patch_size
+                                                                                   for g in model.cfg.pos_embed_grid_size))}
+    if isinstance(source, nn.Module):
+        p = next(source.parameters())
+        model = model.to(p.device, p.dtype).train(source.training)
+    else:
+        model = model.eval()
+    return model
+
+
+def _check_exportable(model) -> None:
+    c = model.cfg
+    wrong = [(n, want) for n, want in (("class_token", False), ("reg_tokens", 0), ("init_values", None),
+                                       ("pos_embed", "learned"), ("pos_embed_ar_preserving", False), ("final_norm", True),
+                                       ("qkv_bias", True), ("num_classes", 0), ("attn_pool_num_heads", None),
+                                       ("attn_pool_mlp_ratio", None), ("pos_embed_interp_mode", "bilinear"))
+             if getattr(c, n) != want]
+    if c.global_pool != "map" and c.use_fc_norm:
+        wrong.append(("fc_norm", False))
+    if c.pos_embed_grid_size[0] != c.pos_embed_grid_size[1]:
+        wrong.append(("pos_embed_grid_size", "square"))
+    if c.act_layer not in HF_ACT_NAMES:
+        wrong.append(("act_layer", sorted(HF_ACT_NAMES)))
+    if wrong:
+        raise ValueError("only SigLIP-2-shaped NaFlexVit models export to transformers' Siglip2VisionModel; this one has "
+                         + ", ".join(f"{n}={getattr(c, n)!r} (needs {w!r})" for n, w in wrong))
+
+
+def to_hf_siglip2_config(model) -> dict:
+    """transformers ``Siglip2VisionConfig`` fields (a ``config.json``) for a SigLIP-2-shaped NaFlexVit."""
+    _check_exportable(model)
+    c = model.cfg
+    fields = dict(patch_size=c.patch_size, in_chans=c.in_chans, embed_dim=c.embed_dim, depth=c.depth,
+                  num_heads=c.num_heads, act_layer=c.act_layer, norm_eps=c.norm_eps,
+                  global_pool="map" if c.global_pool == "map" else "", pos_embed_grid_size=c.pos_embed_grid_size,
+                  attn_drop_rate=c.attn_drop_rate)
+    return siglip2_config(fields, width=int(c.embed_dim * c.mlp_ratio))
+
+
+def to_hf_siglip2(model) -> dict[str, torch.Tensor]:
+    """A SigLIP-2-shaped NaFlexVit's weights under ``Siglip2VisionModel``'s names (copies)."""
+    _check_exportable(model)
+    return to_hf_siglip2_state_dict(model.state_dict())
+
+
+def is_naflex(model) -> bool:
+    from ..naflex.model import NaFlexVit
+
+    return isinstance(model, NaFlexVit)

@@ -6,14 +6,18 @@ resized up and down); strict round trips of weights and config; save_pretrained 
 import pytest
 import torch
 
+import fastvit
 from fastvit.checkpoints.hf_siglip2 import (
     convert_hf_siglip2_state_dict,
+    from_hf_siglip2,
+    hf_inputs_to_packed,
     hf_inputs_to_patch_lists,
     hf_inputs_to_timm,
     siglip2_config,
     siglip2_config_fields,
     to_hf_siglip2_state_dict,
 )
+from fastvit.naflex import pack
 from interop_helpers import assert_rel, perturb
 
 PATCH = 8
@@ -22,10 +26,10 @@ PATCH = 8
 SHAPES = [(2, 3), (4, 4), (6, 5), (1, 7)]
 
 
-def _hf_config(transformers, head: bool = True, act: str = "gelu_pytorch_tanh"):
+def _hf_config(transformers, head: bool = True, act: str = "gelu_pytorch_tanh", eps: float = 1e-6):
     return transformers.Siglip2VisionConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                                             num_attention_heads=2, patch_size=PATCH, num_patches=16,
-                                            vision_use_head=head, hidden_act=act)
+                                            vision_use_head=head, hidden_act=act, layer_norm_eps=eps)
 
 
 def _hf_model(transformers, **kw):
@@ -132,9 +136,64 @@ def test_bad_inputs_and_configs_are_refused(transformers):
     cfg = _hf_config(transformers).to_dict()
     with pytest.raises(ValueError, match="num_patches"):
         siglip2_config_fields(dict(cfg, num_patches=12))
-    with pytest.raises(ValueError, match="layer_norm_eps"):
-        siglip2_config_fields(dict(cfg, layer_norm_eps=1e-5))
     with pytest.raises(ValueError, match="model_type"):
         siglip2_config_fields(dict(cfg, model_type="siglip_vision_model"))
     with pytest.raises(KeyError, match="unexpected"):
         convert_hf_siglip2_state_dict({"encoder.layers.0.self_attn.rotary.weight": torch.zeros(1)})
+
+
+def _check_fastvit(ours, hf, inputs, what, head=True):
+    """fastvit's NaFlexVit on the packed batch (padding dropped) and on timm's padded dict."""
+    pixel_values, mask, shapes = inputs
+    with torch.no_grad():
+        ref = hf(pixel_values=pixel_values, pixel_attention_mask=mask, spatial_shapes=shapes)
+        packed = hf_inputs_to_packed(pixel_values, mask, shapes)
+        assert_rel(ours.forward_features(packed), _valid(ref.last_hidden_state, mask), what=f"{what} last_hidden_state")
+        if head:
+            assert_rel(ours(packed), ref.pooler_output, what=f"{what} pooler_output (packed)")
+            assert_rel(ours(hf_inputs_to_timm(pixel_values, mask, shapes)), ref.pooler_output, what=f"{what} pooler (dict)")
+
+
+@pytest.mark.parametrize("head, act, eps", [(True, "gelu_pytorch_tanh", 1e-6), (False, "gelu", 1e-5)])
+def test_fastvit_from_hf_in_memory_and_directory(transformers, tmp_path, head, act, eps):
+    hf = _hf_model(transformers, head=head, act=act, eps=eps)
+    inputs = _hf_inputs()
+    ours = fastvit.from_hf(hf)
+    assert type(ours).__name__ == "NaFlexVit" and not ours.training
+    _check_fastvit(ours, hf, inputs, "from_hf", head)
+    hf.save_pretrained(tmp_path / "hf")
+    _check_fastvit(from_hf_siglip2(tmp_path / "hf"), hf, inputs, "save_pretrained directory", head)
+    back = fastvit.to_hf_state_dict(ours)  # the strict round trip, both ways
+    assert back.keys() == hf.state_dict().keys()
+    assert all(torch.equal(back[k], v) for k, v in hf.state_dict().items())
+
+
+def test_fastvit_exports_a_directory_transformers_loads(transformers, tmp_path):
+    from fastvit.checkpoints.huggingface import save_hf
+
+    ours = perturb(fastvit.naflex.create_naflex("naflexvit_base_patch16_siglip", embed_dim=64, depth=2, num_heads=2,
+                                                mlp_ratio=1.5, patch_size=PATCH, pos_embed_grid_size=(4, 4),
+                                                pos_embed_interp_mode="bilinear", num_classes=0), scale=0.1).eval()
+    save_hf(ours, tmp_path / "out")
+    hf = transformers.Siglip2VisionModel.from_pretrained(tmp_path / "out").eval()
+    assert hf.config.model_type == "siglip2_vision_model"
+    _check_fastvit(ours, hf, _hf_inputs(seed=5), "exported")
+    with pytest.raises(ValueError, match="Siglip2VisionModel"):
+        fastvit.to_hf_config(fastvit.naflex.create_naflex("naflexvit_base_patch16_gap", depth=1))
+
+
+def test_images_through_transformers_patches_and_fastvit_pack(transformers):
+    """The whole path from pixels: transformers' processor patchify + padding against fastvit.naflex.pack."""
+    from transformers.models.siglip2.image_processing_siglip2 import convert_image_to_patches
+
+    hf = _hf_model(transformers)
+    ours = from_hf_siglip2(hf)
+    g = torch.Generator().manual_seed(7)
+    images = [torch.randn(3, h * PATCH, w * PATCH, generator=g) for h, w in SHAPES]
+    seqs = [convert_image_to_patches(im, PATCH) for im in images]
+    length = max(s.shape[0] for s in seqs)
+    pixel_values = torch.stack([torch.nn.functional.pad(s, (0, 0, 0, length - s.shape[0])) for s in seqs])
+    mask = torch.stack([(torch.arange(length) < s.shape[0]).long() for s in seqs])
+    with torch.no_grad():
+        ref = hf(pixel_values=pixel_values, pixel_attention_mask=mask, spatial_shapes=torch.tensor(SHAPES)).pooler_output
+        assert_rel(ours(pack(images, patch_size=PATCH)), ref, what="pack(images)")
