@@ -116,6 +116,8 @@ def build_backbone(cfg: TrainConfig, num_classes: int, device: torch.device):
     impl = naflex.impl_overrides if cfg.naflex else _impl_overrides
     overrides = {**impl(cfg.impl, device), **cfg.overrides}
     overrides["num_classes"] = 0 if cfg.objective == "mpp" else num_classes
+    if cfg.naflex:
+        return naflex.build_model(cfg, overrides)
     from pathlib import Path
 
     from fastvit.factory import names_weights

@@ -132,6 +132,35 @@ def model_input(images, cfg, patch_size: int, device: torch.device):
     return pack([im.to(device) for im in images], patch_size=patch_size)
 
 
+def build_model(cfg, overrides: dict):
+    """(model, overrides, notes) for a NaFlexVit run: a fresh preset, or with ``--pretrained`` (a
+    weights file or a run folder, fastvit = timm names) its weights, a head of another size replaced."""
+    from pathlib import Path
+
+    from ..checkpoints.files import read_checkpoint
+    from ..naflex import create_naflex
+    from .run_folder import is_run_folder
+
+    model = create_naflex(cfg.model, **overrides)
+    if cfg.pretrained is None:
+        return model, overrides, []
+    source = Path(cfg.pretrained)
+    if not source.exists():
+        raise ValueError(f"--naflex --pretrained {cfg.pretrained}: give a weights file or a run folder")
+    sd = read_checkpoint(source / "model.safetensors" if is_run_folder(source) else source)
+    own, notes = model.state_dict(), []
+    for k in ("head.weight", "head.bias"):
+        if k in sd and (k not in own or sd[k].shape != own[k].shape):
+            sd.pop(k)
+            notes.append(f"{k} left out (the checkpoint's head has another size; a new one is trained)")
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not k.startswith("head.")]
+    if missing or unexpected:
+        raise ValueError(f"--pretrained {cfg.pretrained} does not fit {cfg.model}: missing {missing[:4]}, "
+                         f"unexpected {unexpected[:4]}")
+    return model, overrides, notes
+
+
 def naflex_config(name: str, overrides: dict):
     from ..naflex.config import get_naflex_config
 

@@ -146,11 +146,13 @@ def load_run(path: str | os.PathLike, **overrides):
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found: the run did not finish (continue it with fastvit train --resume {path})")
     if pcfg.get("crop_mode") == "naflex":  # a NaFlexVit trained with --naflex
-        from ..factory import create_model
+        from ..naflex import create_naflex
 
-        model = create_model(name, **{**args, **overrides})
-        model.pretrained_cfg = model.default_cfg = {**getattr(model, "pretrained_cfg", {}), **pcfg}
-        load_checkpoint(model, str(weights))
+        model = create_naflex(name, **{**args, **overrides})
+        model.pretrained_cfg = model.default_cfg = dict(pcfg)
+        from ..checkpoints.files import read_checkpoint
+
+        model.load_state_dict(read_checkpoint(weights), strict=True)
         return model
     model = VisionTransformer(get_config(name, **{**args, **overrides}))
     model.pretrained_cfg = model.default_cfg = {**pretrained_cfg_for(name, model.cfg), **pcfg}
