@@ -1,7 +1,7 @@
 """Native-resolution batches: one packed batch against padding + masking and against one image at a time.
 
 The batch: 50 images whose sides are drawn between 128 and 512 px (whole 16 px patches, seed 0),
-:func:`batch_sizes`. Each mode encodes all 50 with the same NaFlexVit weights
+:func:`fastvit.token_count.mixed_sizes`. Each mode encodes all 50 with the same NaFlexVit weights
 (``naflexvit_base_patch16_siglip``, bf16, inference):
 
 - ``packed``: ``model(fastvit.naflex.pack(images))``, fastvit's variable-length attention: no padding
@@ -21,13 +21,12 @@ measurement.
 from __future__ import annotations
 
 import importlib.util
-import random
 
 import pytest
 import torch
 
 from fastvit import bench
-from fastvit.token_count import count_tokens
+from fastvit.token_count import count_tokens, mixed_sizes
 
 HAS_CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if HAS_CUDA else "cpu"
@@ -42,20 +41,16 @@ else:
     ARGS = dict(embed_dim=64, depth=1, num_heads=2, pos_embed_grid_size=(4, 4))
 
 
-def batch_sizes(n: int = NUM_IMAGES, sides: tuple[int, int] = SIDES, seed: int = 0) -> list[tuple[int, int]]:
-    """``n`` (height, width) pairs, each side a whole number of patches in ``sides`` (inclusive)."""
-    rng = random.Random(seed)
-    lo, hi = sides[0] // PATCH, sides[1] // PATCH
-    return [(rng.randint(lo, hi) * PATCH, rng.randint(lo, hi) * PATCH) for _ in range(n)]
+def batch_sizes() -> list[tuple[int, int]]:
+    return mixed_sizes(NUM_IMAGES, SIDES, PATCH, seed=0)
 
 
 @pytest.fixture(scope="module")
 def workload():
-    import fastvit
-    from fastvit.naflex import pack
+    from fastvit.naflex import create_naflex, pack
 
     torch.manual_seed(0)
-    model = fastvit.create_model(MODEL, pretrained=False, pos_embed_interp_mode="bilinear", **ARGS)
+    model = create_naflex(MODEL, num_classes=0, pos_embed_interp_mode="bilinear", **ARGS)
     model = model.to(DEVICE, DTYPE).eval()
     g = torch.Generator().manual_seed(1)
     images = [torch.randn(3, h, w, generator=g).to(DEVICE, DTYPE) for h, w in batch_sizes()]
@@ -66,7 +61,7 @@ def _timm_runner(model, images):
     timm = pytest.importorskip("timm")
     from fastvit.naflex.pack import patchify
 
-    ref = timm.create_model(MODEL, pretrained=False, pos_embed_interp_mode="bilinear", **ARGS)
+    ref = timm.create_model(MODEL, pretrained=False, num_classes=0, pos_embed_interp_mode="bilinear", **ARGS)
     ref.load_state_dict(model.state_dict(), strict=True)
     ref = ref.to(DEVICE, DTYPE).eval()
     seqs = [patchify(im, PATCH) for im in images]
@@ -106,7 +101,7 @@ def _runner(mode, workload):
     if mode == "packed":
         return lambda: model(packed)
     if mode == "per-image":
-        return lambda: [model(im[None]) for im in images]
+        return lambda: torch.cat([model(im[None]) for im in images])
     if mode == "padded-timm":
         return _timm_runner(model, images)
     if importlib.util.find_spec("transformers") is None:
@@ -122,6 +117,9 @@ def test_naflex_batch(benchmark, mode, workload, device):
     computed = {"packed": counts.packed, "per-image": counts.packed}.get(mode, counts.padded)
     rounds, warmup = ROUNDS
     with torch.inference_mode():
+        got, want = run().float(), model(workload[2]).float()  # every mode encodes the same images
+        err = ((got - want).abs().max() / want.abs().max()).item()
+        assert err <= (1e-4 if DTYPE == torch.float32 else 5e-2), f"{mode}: relative error {err:.3g} against packed"
         for _ in range(warmup):
             run()
         if HAS_CUDA:
@@ -138,7 +136,8 @@ def test_naflex_batch(benchmark, mode, workload, device):
     benchmark.group = f"naflex {MODEL} {len(images)} images"
     benchmark.extra_info.update({
         "mode": mode, "model": MODEL, "dtype": str(DTYPE).removeprefix("torch."), "images": len(images),
-        "img_per_s": len(images) / seconds, "tokens_computed": computed, **counts.as_dict(),
+        "img_per_s": len(images) / seconds, "tokens_computed": computed, "max_rel_err_vs_packed": err,
+        **counts.as_dict(),
         "peak_memory_bytes": torch.cuda.max_memory_allocated() if HAS_CUDA else None,
         "smoke": not HAS_CUDA, "environment": bench.environment(device),
     })

@@ -12,6 +12,7 @@ and ``L ** 2`` pairs: the masked pairs are computed too. :func:`count_tokens` co
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -99,3 +100,14 @@ def count_tokens(sizes: Sequence[tuple[int, int]], patch_size: int, *, num_prefi
             raise ValueError(f"pad_to={pad_to} is shorter than the longest image ({length} tokens)")
         length = pad_to
     return TokenCount(grids, per_image, length)
+
+
+def mixed_sizes(n: int = 50, sides: tuple[int, int] = (128, 512), patch_size: int = 16,
+                seed: int = 0) -> list[tuple[int, int]]:
+    """``n`` (height, width) pairs, each side drawn uniformly among the whole numbers of patches in
+    ``sides`` (inclusive), from ``seed``: the mix of sizes the NaFlex benchmark and docs count."""
+    rng = random.Random(seed)
+    lo, hi = -(-sides[0] // patch_size), sides[1] // patch_size
+    if not 1 <= lo <= hi:
+        raise ValueError(f"sides {sides} hold no whole {patch_size}-pixel patch count")
+    return [(rng.randint(lo, hi) * patch_size, rng.randint(lo, hi) * patch_size) for _ in range(n)]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fastvit.naflex import pack
-from fastvit.token_count import count_tokens, patch_grid
+from fastvit.token_count import count_tokens, mixed_sizes, patch_grid
 
 
 def test_hand_count():
@@ -42,3 +42,14 @@ def test_refusals():
         patch_grid(20, 32, 16)
     with pytest.raises(ValueError, match="pad_to"):
         count_tokens([(32, 32)], patch_size=16, pad_to=3)
+
+
+def test_the_documented_benchmark_batch():
+    """docs/naflex-bench.md's numbers: 50 images of 128..512 px a side (seed 0), patch 16."""
+    sizes = mixed_sizes(50, (128, 512), 16, seed=0)
+    assert len(sizes) == 50 and all(128 <= s <= 512 and s % 16 == 0 for hw in sizes for s in hw)
+    assert sizes == mixed_sizes(50, (128, 512), 16, seed=0) != mixed_sizes(50, (128, 512), 16, seed=1)
+    c = count_tokens(sizes, 16)
+    assert (c.packed, c.padded, c.padding, c.padded_length) == (19124, 40600, 21476, 812)
+    assert (c.packed_attention_pairs, c.padded_attention_pairs) == (8585024, 32967200)
+    assert count_tokens(sizes, 16, pad_to=1024).padding == 32076
