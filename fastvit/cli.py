@@ -209,9 +209,14 @@ def models(args: argparse.Namespace) -> int:
 
 def default_tag(name: str, cfg) -> str | None:
     """timm's default pretrained tag of a model name (either family)."""
+    from .naflex.config import NAFLEX_PRESETS
     from .presets import PRESETS, pretrained_cfg_for
     from .presets_eva import eva_pretrained_cfg
 
+    if name in NAFLEX_PRESETS:  # timm's tags straight from the table
+        from .checkpoints.pretrained_cfgs import default_tag as table_tag
+
+        return table_tag(name)
     return (pretrained_cfg_for(name, cfg) if name in PRESETS else eva_pretrained_cfg(name, cfg)).get("tag")
 
 
@@ -222,9 +227,11 @@ def num_params(cfg) -> int:
     import torch
 
     from .eva import Eva
+    from .naflex import NaFlexConfig, NaFlexVit
 
     with torch.device("meta"):
-        return sum(p.numel() for p in Eva(cfg).parameters())
+        model = NaFlexVit(cfg) if isinstance(cfg, NaFlexConfig) else Eva(cfg)
+        return sum(p.numel() for p in model.parameters())
 
 
 def _package_version() -> str:

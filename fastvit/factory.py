@@ -24,6 +24,7 @@ from .checkpoints.pretrained_cfgs import (UnknownModelError, finish_cfg, pretrai
                                           tags_for, timm_cfg_defaults)
 from .features import features_only as wrap_features
 from .presets_eva import EVA_PRESETS, create_eva, get_eva_config, list_eva_models
+from .naflex.config import NAFLEX_PRESETS, get_naflex_config, list_naflex_models
 from .model import VisionTransformer
 from .presets import PRESETS, get_config, pretrained_cfg_for
 from .presets import get_config as get_vit_config
@@ -43,13 +44,13 @@ def names_weights(model_name: str) -> bool:
     (for commands taking a model name: ``create_model(name, pretrained=names_weights(name))``)."""
     source, rest = parse_source(model_name)
     arch, tag = split_tag(rest)
-    return source is not None or (bool(tag) and (arch in PRESETS or arch in EVA_PRESETS))
+    return source is not None or (bool(tag) and (arch in PRESETS or arch in EVA_PRESETS or arch in NAFLEX_PRESETS))
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    """Every model name ``create_model`` builds (the ViT presets and timm's eva-module family),
-    sorted; ``pattern`` is a shell-style wildcard (``"vit_base*"``)."""
-    return sorted({*list_vit_models(pattern), *list_eva_models(pattern)})
+    """Every model name ``create_model`` builds (the ViT presets, timm's eva-module and naflexvit
+    families), sorted; ``pattern`` is a shell-style wildcard (``"vit_base*"``)."""
+    return sorted({*list_vit_models(pattern), *list_eva_models(pattern), *list_naflex_models(pattern)})
 
 
 def get_config(name: str, **overrides):
@@ -57,11 +58,13 @@ def get_config(name: str, **overrides):
     ``overrides``: a :class:`fastvit.ViTConfig`, or an :class:`fastvit.eva.EvaConfig` for the eva family."""
     if isinstance(name, str) and name.partition(".")[0] in EVA_PRESETS:
         return get_eva_config(name.partition(".")[0], **overrides)
+    if isinstance(name, str) and name.partition(".")[0] in NAFLEX_PRESETS:
+        return get_naflex_config(name.partition(".")[0], **overrides)
     return get_vit_config(name, **overrides)
 
 
 def _check_name(arch: str, model_name: str) -> None:
-    if arch in PRESETS or arch in EVA_PRESETS:
+    if arch in PRESETS or arch in EVA_PRESETS or arch in NAFLEX_PRESETS:
         return
     if arch.startswith("fastvit_"):
         raise UnknownModelError(
@@ -222,6 +225,9 @@ def create_model(
         if tag and not pretrained_cfg:
             pretrained_cfg = tag
     _check_name(arch, model_name)
+    if arch in NAFLEX_PRESETS:
+        return _create_naflex(arch, pretrained, pretrained_cfg, pretrained_cfg_overlay, checkpoint_path, cache_dir,
+                              features, feature_kwargs, kwargs)
     if arch in EVA_PRESETS:
         return _create_eva(arch, pretrained, pretrained_cfg, pretrained_cfg_overlay, checkpoint_path, cache_dir,
                            features, feature_kwargs, kwargs)
@@ -276,6 +282,45 @@ def _create_eva(arch, pretrained, pretrained_cfg, overlay, checkpoint_path, cach
     if checkpoint_path:
         load_timm_eva(model, checkpoint_path)
     return _as_features(model, cfg, feature_kwargs) if features else model
+
+
+def _create_naflex(arch, pretrained, pretrained_cfg, overlay, checkpoint_path, cache_dir, features, feature_kwargs,
+                   kwargs):
+    """timm's naflexvit family by the same contract as the eva family: a tag's pretrained_cfg, its
+    weights (Hub or a local timm file / folder), a head of another class count re-initialised."""
+    from .checkpoints.timm_naflex import load_timm_naflex
+    from .naflex import NaFlexVit
+
+    path = None if isinstance(pretrained, bool) else pretrained
+    if path is not None and Path(path).is_dir() and is_timm_folder(path):
+        folder_cfg, _, model_args = folder_model_config(path)
+        for key, value in model_args.items():
+            kwargs.setdefault(key, value)
+        pretrained_cfg, path, pretrained = folder_cfg, None, True
+    cfg = resolve_pretrained_cfg(arch, pretrained_cfg, overlay)
+    _defaults_from_cfg(cfg, kwargs)
+    kwargs.pop("img_size", None)  # NaFlexVit takes any size; its grid is pos_embed_grid_size
+    weights = pretrained_weights(cfg, cache_dir) if pretrained is True else None
+    model = NaFlexVit(get_naflex_config(arch, **kwargs))
+    model.pretrained_cfg = model.default_cfg = cfg
+    if path is not None:
+        load_timm_naflex(model, path)
+    if weights is not None:
+        load_timm_naflex(model, _fit_head(model, dict(weights[0])))
+    if checkpoint_path:
+        load_timm_naflex(model, checkpoint_path)
+    return _as_features(model, cfg, feature_kwargs) if features else model
+
+
+def _fit_head(model, sd: dict) -> dict:
+    """A head the checkpoint lacks or sizes otherwise keeps the model's init (timm's rule)."""
+    own = model.state_dict()
+    for name in ("head.weight", "head.bias"):
+        if name not in own:
+            sd.pop(name, None)
+        elif name not in sd or sd[name].shape != own[name].shape:
+            sd[name] = own[name].detach().clone()
+    return sd
 
 
 def _fit_eva_checkpoint(model, sd: dict) -> dict:

@@ -232,6 +232,10 @@ def from_timm(model: nn.Module, **impl):
         from .timm_eva import from_timm_eva
 
         return from_timm_eva(model, **impl)
+    if type(model).__name__ == "NaFlexVit":  # timm's naflexvit module
+        from .timm_naflex import from_timm_naflex
+
+        return from_timm_naflex(model, **impl)
     if not all(hasattr(model, a) for a in ("patch_embed", "blocks", "pos_embed", "norm", "fc_norm", "head")):
         raise TypeError(f"from_timm takes a timm VisionTransformer, got {type(model).__name__}")
     if getattr(model.patch_embed, "backbone", None) is not None:  # the hybrid (ResNetV2 stem) ViTs

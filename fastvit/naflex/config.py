@@ -78,6 +78,11 @@ class NaFlexConfig:
         return int(self.class_token) + self.reg_tokens
 
     @property
+    def img_size(self) -> tuple[int, int]:
+        """The image size the position table is native to (grid x patch); any size runs."""
+        return self.pos_embed_grid_size[0] * self.patch_size, self.pos_embed_grid_size[1] * self.patch_size
+
+    @property
     def use_fc_norm(self) -> bool:
         """timm's rule: ``fc_norm`` None means "with avg pooling"; it replaces the final norm."""
         return self.global_pool == "avg" if self.fc_norm is None else bool(self.fc_norm)

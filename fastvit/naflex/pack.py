@@ -162,9 +162,9 @@ def packed_from_padded(patches: torch.Tensor, patch_coord: torch.Tensor, patch_v
         raise ValueError("every row of a padded NaFlex batch needs at least one valid patch")
     coords = patch_coord[valid].long()
     ends = torch.cat([lens.new_zeros(1), lens.cumsum(0)])
-    grid = torch.zeros(b, 2, dtype=torch.long, device=coords.device)
     seg = torch.repeat_interleave(torch.arange(b, device=coords.device), lens)
-    grid = grid.index_reduce(0, seg, coords, "amax", include_self=True) + 1
+    grid = torch.zeros(b, 2, dtype=torch.long, device=coords.device)
+    grid = grid.scatter_reduce(0, seg[:, None].expand(-1, 2), coords, "amax", include_self=True) + 1
     grids = tuple((int(h), int(w)) for h, w in grid.tolist())
     lengths = tuple(lens.tolist())
     return Packed(patches[valid], coords, ends.to(torch.int32), grids, max(lengths), None, lengths)
