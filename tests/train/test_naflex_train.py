@@ -117,3 +117,22 @@ def test_what_naflex_cannot_run_with_is_refused_before_step_1(folder, tmp_path, 
     code, _, err = _train(capsys, [*base, *argv, *data, "--steps", "1", "--no-progress", "--out", str(out)])
     assert code == 2 and message in err and "Traceback" not in err, err
     assert not out.exists()
+
+
+def test_a_stopped_naflex_run_resumes_on_the_same_steps(folder, tmp_path, capsys):
+    """The token-budget steps are a pure function of (seed, epoch, step): stop after 2 of 4 steps,
+    resume, and the losses are the uninterrupted run's; --pretrained takes the run folder."""
+    args = [*NAFLEX, "--naflex", "--max-tokens", "40", "--max-patches", "20", "--data", str(folder), "--steps", "4",
+            "--no-progress", "--augment", "affine", "--eval-every", "100"]
+    assert _train(capsys, [*args, "--out", str(tmp_path / "whole")])[0] == 0
+    assert _train(capsys, [*args, "--stop-at", "2", "--out", str(tmp_path / "cut")])[0] == 0
+    assert sorted(losses(tmp_path / "cut")) == [1, 2]
+    assert _train(capsys, ["--resume", str(tmp_path / "cut"), "--no-progress"])[0] == 0
+    whole, cut = losses(tmp_path / "whole"), losses(tmp_path / "cut")
+    assert sorted(cut) == [1, 2, 3, 4]
+    for step in whole:
+        assert cut[step] == pytest.approx(whole[step], rel=1e-5), step
+    code, stdout, err = _train(capsys, ["--naflex", "--pretrained", str(tmp_path / "whole"), "--data", str(folder),
+                                        "--steps", "1", "--no-progress", "--out", str(tmp_path / "ft")])
+    assert code == 0, err  # the run folder rebuilds the same NaFlexVit and starts from its weights
+    assert json.loads((tmp_path / "ft" / "config.json").read_text())["model_args"]["embed_dim"] == 32
