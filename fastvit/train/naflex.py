@@ -58,10 +58,12 @@ def per_image_budget(cfg) -> int:
 
 def impl_overrides(impl: str, device: torch.device) -> dict:
     """``--impl`` for a NaFlexVit: fused = Triton varlen attention, LayerNorm and GEMMs; torch = PyTorch's."""
+    from ..layers.varlen import VARLEN_IMPLS
+
     fused = impl == "fused" or (impl == "auto" and device.type == "cuda")
-    if fused:
-        return {"varlen_impl": "triton", "norm_impl": "triton", "linear_impl": "triton"}
-    return {"varlen_impl": "torch"} if impl == "torch" else {}
+    if fused:  # the Triton varlen kernel where this fastvit has it (else its default attention)
+        return {"norm_impl": "triton", "linear_impl": "triton", **({"varlen_impl": "triton"} if "triton" in VARLEN_IMPLS else {})}
+    return {"varlen_impl": "torch", "norm_impl": "torch", "linear_impl": "torch"} if impl == "torch" else {}
 
 
 def native_grid(height: int, width: int, patch_size: int, max_patches: int) -> tuple[int, int]:
