@@ -234,3 +234,41 @@ def test_create_model_options():
     with pytest.raises(TypeError, match="unknown NaFlexVit option"):
         fastvit.create_model("naflexvit_base_patch16_gap", rope_type="axial")
     assert fastvit.get_config("naflexvit_base_patch16_par_gap").pos_embed_ar_preserving
+
+
+def test_features_only_and_gradient_checkpointing():
+    model = model_for("siglip_map").train()
+    x = torch.randn(2, 3, 32, 48)
+    feats = fastvit.create_model("naflexvit_base_patch16_gap", features_only=True, out_indices=(0, 1), **{
+        k: v for k, v in TINY.items() if k != "num_classes"})
+    assert [tuple(f.shape) for f in feats(x)] == [(2, 32, 2, 3)] * 2
+    packed = pack(list(x) + [torch.randn(3, 16, 64)])
+    model(packed).square().sum().backward()
+    want = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    model(packed).square().sum().backward()
+    for n, p in model.named_parameters():
+        assert rel(p.grad, want[n]) <= 1e-6, n
+
+
+def test_fused_kernels_on_packed_rows():
+    """fastvit's Triton LayerNorm / GEMM epilogues (interpreter on the CPU) on the packed rows as they are."""
+    ref = model_for("siglip_map", depth=1)
+    fused = create_naflex("naflexvit_base_patch16_siglip", **{**TINY, "depth": 1, "norm_impl": "triton",
+                                                               "linear_impl": "triton"}).eval()
+    fused.load_state_dict(ref.state_dict())
+    packed = pack(images([(32, 48), (16, 16)]))
+    with torch.no_grad():
+        assert rel(fused(packed), ref(packed)) <= 1e-5
+
+
+@pytest.mark.parametrize("over, match", [
+    (dict(global_pool="token"), "class_token"), (dict(global_pool=""), "global_pool"),
+    (dict(pos_embed="rope"), "pos_embed"), (dict(pos_embed_interp_mode="nearest"), "interp_mode"),
+    (dict(embed_dim=30, num_heads=4), "divisible"), (dict(varlen_impl="flash"), "varlen_impl"),
+    (dict(attn_drop_rate=0.1), "attn_drop_rate"),
+])
+def test_config_rejects_what_it_does_not_build(over, match):
+    with pytest.raises(ValueError, match=match):
+        NaFlexVit(**{**TINY, **over})

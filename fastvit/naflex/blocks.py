@@ -89,10 +89,10 @@ def attention_pool_packed(pool: nn.Module, patches: torch.Tensor, layout: TokenL
     h, hd = pool.num_heads, pool.head_dim
     q = pool.q_norm(pool.q(pool.latent[0, 0]).view(h, hd))
     k, v = pool.kv(patches).view(-1, 2, h, hd).unbind(1)
-    scores = (pool.k_norm(k) * q).sum(-1) * hd ** -0.5  # (T, h)
+    scores = (pool.k_norm(k).float() * q.float()).sum(-1) * hd ** -0.5  # (T, h), softmax statistics in fp32
     peak = _segment_max(scores.detach(), layout.seg, s)  # softmax is shift-invariant: no gradient needed
     e = torch.exp(scores - peak[layout.seg])
     den = e.new_zeros(s, h).index_add(0, layout.seg, e)
-    out = v.new_zeros(s, h, hd).index_add(0, layout.seg, e[..., None] * v) / den[..., None]
-    y = pool.proj_drop(pool.proj(out.reshape(s, d)))
+    out = e.new_zeros(s, h, hd).index_add(0, layout.seg, e[..., None] * v.float()) / den[..., None]
+    y = pool.proj_drop(pool.proj(out.to(v.dtype).reshape(s, d)))
     return y + pool.mlp(pool.norm(y))

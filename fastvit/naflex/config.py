@@ -62,7 +62,7 @@ class NaFlexConfig:
         if self.varlen_impl is None:
             self.varlen_impl = "auto" if "auto" in VARLEN_IMPLS else "torch"
         choices = (("global_pool", NAFLEX_POOLS), ("pos_embed", POS_EMBEDS), ("act_layer", tuple(ACTIVATIONS)),
-                   ("pos_embed_interp_mode", ("bicubic", "bilinear", "nearest", "area")),
+                   ("pos_embed_interp_mode", ("bicubic", "bilinear")),
                    ("norm_impl", tuple(NORM_IMPLS)), ("linear_impl", tuple(LINEAR_IMPLS)),
                    ("varlen_impl", tuple(VARLEN_IMPLS)))
         for name, valid in choices:

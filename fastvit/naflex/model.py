@@ -115,6 +115,19 @@ class NaFlexVit(nn.Module):
         self.num_classes = num_classes
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
+    def prune_intermediate_layers(self, indices=1, prune_norm: bool = False, prune_head: bool = True) -> list[int]:
+        """timm's: keep the blocks up to the last of ``indices``; drop the final norm and / or the head
+        (a pruned head pools by average: only ``forward_intermediates`` is meant to run)."""
+        take, last = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[: last + 1]
+        self.feature_info = self.feature_info[: last + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.attn_pool, self.global_pool = None, "avg"
+            self.fc_norm, self.head, self.num_classes = nn.Identity(), nn.Identity(), 0
+        return take
+
     # --- the packed core -------------------------------------------------------------------
     def _run(self, packed, indices=None, stop_early=False):
         """Embeds and blocks over packed rows: (rows (T', D) before the final norm, layout, taken)."""
