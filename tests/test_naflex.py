@@ -272,3 +272,14 @@ def test_fused_kernels_on_packed_rows():
 def test_config_rejects_what_it_does_not_build(over, match):
     with pytest.raises(ValueError, match=match):
         NaFlexVit(**{**TINY, **over})
+
+
+def test_bf16_pack_and_model():
+    imgs = [torch.randn(3, 100, 37).bfloat16(), torch.randn(3, 16, 16).bfloat16()]
+    with pytest.warns(UserWarning, match="resized 1 image"):
+        packed = pack(imgs, max_patches=8)
+    assert packed.patches.dtype == torch.bfloat16 and packed.grid_sizes == ((4, 2), (1, 1))
+    model = model_for("reg1_map").to(torch.bfloat16)
+    out = model(packed)
+    assert out.dtype == torch.bfloat16 and out.shape == (2, 5) and torch.isfinite(out).all()
+    assert rel(out.float(), model.float()(packed.to(dtype=torch.float32))) <= 0.05

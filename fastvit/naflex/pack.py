@@ -125,7 +125,8 @@ def pack(images: Sequence[torch.Tensor], patch_size: int = 16, max_patches: int 
         whole = h % p == 0 and w % p == 0
         if max_patches is not None and (not whole or (h // p) * (w // p) > max_patches):
             th, tw = size_for_max_patches(h, w, p, max_patches)
-            img = F.interpolate(img[None], size=(th, tw), mode="bilinear", align_corners=False, antialias=True)[0]
+            img = F.interpolate(img[None].float(), size=(th, tw), mode="bilinear", align_corners=False,
+                                antialias=True)[0].to(img.dtype)
             resized.append(f"images[{i}] {h}x{w} -> {th}x{tw}")
             h, w = th, tw
         elif not whole:
