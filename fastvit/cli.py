@@ -107,12 +107,17 @@ def set_key_problem(namespace) -> str | None:
 
     from .config import ViTConfig
 
-    valid = [f.name for f in dataclasses.fields(ViTConfig)]
+    config_cls, what = ViTConfig, "ViTConfig field"
+    if (getattr(namespace, "model", None) or "").startswith("naflexvit_"):  # a NaFlexVit takes its own options
+        from .naflex.config import NaFlexConfig
+
+        config_cls, what = NaFlexConfig, "NaFlexVit option"
+    valid = [f.name for f in dataclasses.fields(config_cls)]
     for key, _ in sets:
         if key not in valid:
             close = suggest(key, valid, n=2)
             hint = f"did you mean {' or '.join(map(repr, close))}?" if close else f"valid: {', '.join(sorted(valid))}"
-            return f"--set {key}=...: unknown ViTConfig field {key!r}; {hint}"
+            return f"--set {key}=...: unknown {what} {key!r}; {hint}"
     return None
 
 

@@ -127,6 +127,19 @@ def _check_exportable(cfg: ViTConfig):
 FAMILIES = ("vit", "dinov2", "clip", "siglip")
 
 
+def _siglip2(model, family: str | None) -> bool:
+    """A NaFlexVit exports to transformers' Siglip2VisionModel (:mod:`.hf_siglip2`), and only there."""
+    from .hf_siglip2 import is_naflex
+
+    if not is_naflex(model):
+        if family == "siglip2":
+            raise ValueError("family='siglip2' (transformers' Siglip2VisionModel) takes a fastvit NaFlexVit")
+        return False
+    if family not in (None, "siglip2"):
+        raise ValueError(f"a NaFlexVit exports to transformers' Siglip2VisionModel (family 'siglip2'), not {family!r}")
+    return True
+
+
 def model_family(model, family: str | None = None) -> str:
     """The transformers family a fastvit model exports to: ``family`` if given (checked),
     else the one its options imply (pre_norm: CLIP; attention pool / no class token:
@@ -177,6 +190,10 @@ def to_hf_config(model, family: str | None = None, labels: list[str] | None = No
     ``family`` (vit, dinov2, clip, siglip) defaults to what the model's options imply.
     A classifier gets ``num_labels``, ``id2label`` and ``label2id``: from ``labels``, else the
     model's ``pretrained_cfg["label_names"]`` (a fastvit train run's classes), else ``LABEL_i``."""
+    if _siglip2(model, family):
+        from .hf_siglip2 import to_hf_siglip2_config
+
+        return to_hf_siglip2_config(model)
     family = model_family(model, family)
     if family != "vit":
         return _family_module(family).to_config(model)
@@ -248,6 +265,10 @@ def to_hf_state_dict(model, legacy: bool = False, family: str | None = None) -> 
     DINOv2, CLIP and SigLIP models (``family``, as :func:`to_hf_config`) get their
     own classes' names (transformers 5.x).
     """
+    if _siglip2(model, family):
+        from .hf_siglip2 import to_hf_siglip2
+
+        return to_hf_siglip2(model)
     family = model_family(model, family)
     if family != "vit":
         out = _family_module(family).to_state_dict(model)
@@ -315,10 +336,18 @@ def from_hf(model: nn.Module, **impl):
     ``pooler_output`` and ``forward_features`` its ``last_hidden_state``);
     ``DeiTModel``'s pooler is left out. ``impl``: ``attn_impl``, ``norm_impl``,
     ``linear_impl``. The result has the source's device, dtype and train/eval mode.
+
+    ``Siglip2VisionModel`` (SigLIP 2 NaFlex) becomes a :class:`fastvit.naflex.NaFlexVit`
+    (:mod:`.hf_siglip2`; its inputs map with ``hf_inputs_to_packed``), ``DINOv3ViTModel`` an Eva.
     """
     name = type(model).__name__
     what = f"transformers {name}"
-    if name in ("DINOv3ViTModel", "DINOv3ViTBackbone") or getattr(getattr(model, "config", None), "model_type", None) == "dinov3_vit":
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if name == "Siglip2VisionModel" or model_type == "siglip2_vision_model":
+        from .hf_siglip2 import from_hf_siglip2
+
+        return from_hf_siglip2(model, **impl)
+    if name in ("DINOv3ViTModel", "DINOv3ViTBackbone") or model_type == "dinov3_vit":
         from .hf_dinov3 import from_hf_dinov3
 
         return from_hf_dinov3(model, **impl)

@@ -85,6 +85,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="fused: Triton attention, LayerNorm and GEMM epilogues; auto: fused on CUDA (default)")
     p.add_argument("--strategy", default="single", choices=("single", "ddp", "fsdp"),
                    help="single process, DistributedDataParallel, or FSDP2 (fully_shard); launch ddp/fsdp with torchrun")
+    p.add_argument("--naflex", action="store_true",
+                   help="images at their own size and aspect ratio, packed per step up to --max-tokens patches "
+                        "(a naflexvit_* --model and an image folder)")
+    p.add_argument("--max-tokens", type=int, default=4096,  # fastvit.train.naflex.DEFAULT_MAX_TOKENS
+                   help="--naflex: patches per step, the images of a step packed with no padding (default 4096)")
+    p.add_argument("--max-patches", type=int,
+                   help="--naflex: patches per image; a larger image is scaled down, aspect ratio kept "
+                        "(default: --max-tokens)")
     p.add_argument("--objective", default="supervised", choices=("supervised", "mpp"),
                    help="mpp: masked patch prediction (predict corrupted patches' 3-bit mean colour)")
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
@@ -108,7 +116,7 @@ RESUME_APPLIES = ("epochs", "steps", "eval_every", "save_every", "log_every", "e
 _NAMES = ("data", "pretrained", "epochs", "steps", "batch_size", "lr", "weight_decay", "warmup", "layer_decay",
           "label_smoothing", "augment", "amp", "grad_checkpointing", "compile", "strategy", "objective", "impl",
           "device", "seed", "out", "eval_every", "save_every", "log_every", "test_fraction", "eval_batch_size",
-          "stop_at", "overwrite")
+          "stop_at", "overwrite", "naflex", "max_tokens", "max_patches")
 
 
 def _flag(name: str) -> str:
@@ -217,6 +225,8 @@ def config_from_args(args: argparse.Namespace):
         overrides = {**model_args(saved_args), **overrides}
     if not model:
         raise ValueError("--model is required (fastvit.list_models() lists the presets)")
+    if args.naflex and "batch_size" in given_flags(args):
+        raise ValueError("--naflex fills each step with whole images up to --max-tokens patches; --batch-size does not apply")
     cfg = TrainConfig(model=model, overrides=overrides, progress=not args.no_progress,
                       **{n: getattr(args, n) for n in _NAMES})
     return cfg, False

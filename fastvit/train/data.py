@@ -54,19 +54,54 @@ class FolderDataset:
     def __len__(self) -> int:
         return len(self.files)
 
-    def _load(self, path: Path) -> torch.Tensor:
+    def _load(self, path: Path, size: tuple[int, int] | None = None) -> torch.Tensor:
         from PIL import Image
 
+        size = size or self.size
         try:
             with Image.open(path) as im:
-                im = im.convert("RGB").resize((self.size[1], self.size[0]), Image.BILINEAR)
+                im = im.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
                 data = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
         except OSError as e:
             raise DataError(f"cannot read image {path}: {e}") from None
-        return _normalize(data.view(self.size[0], self.size[1], 3).permute(2, 0, 1).float() / 255.0)
+        return _normalize(data.view(size[0], size[1], 3).permute(2, 0, 1).float() / 255.0)
 
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         images = torch.stack([self._load(self.files[i]) for i in indices.tolist()])
+        return images, self.labels[indices]
+
+
+class NativeFolderDataset(FolderDataset):
+    """Image files at their own size and aspect ratio (``--naflex``): each resized only to whole
+    patches, or down to ``max_patches`` patches (:func:`fastvit.train.naflex.native_grid`);
+    ``batch`` gives a list of (3, h, w) images."""
+
+    def __init__(self, files: list[Path], labels: list[int], classes: list[str], patch_size: int, max_patches: int):
+        super().__init__(files, labels, classes, None)
+        self.patch_size, self.max_patches = patch_size, max_patches
+        self._grids: list[tuple[int, int]] | None = None
+
+    def grids(self) -> list[tuple[int, int]]:
+        """Each image's (rows, columns) of patches, from the file headers (nothing decoded)."""
+        if self._grids is None:
+            from PIL import Image
+
+            from .naflex import native_grid
+
+            grids = []
+            for path in self.files:
+                try:
+                    with Image.open(path) as im:
+                        w, h = im.size
+                except OSError as e:
+                    raise DataError(f"cannot read image {path}: {e}") from None
+                grids.append(native_grid(h, w, self.patch_size, self.max_patches))
+            self._grids = grids
+        return self._grids
+
+    def batch(self, indices: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        grids, p = self.grids(), self.patch_size
+        images = [self._load(self.files[i], (grids[i][0] * p, grids[i][1] * p)) for i in indices.tolist()]
         return images, self.labels[indices]
 
 
@@ -131,10 +166,12 @@ def _class_files(root: Path) -> dict[str, list[Path]]:
     return found
 
 
-def load_folder_data(root: str | os.PathLike, size: tuple[int, int], test_fraction: float = 0.2) -> Data:
+def load_folder_data(root: str | os.PathLike, size: tuple[int, int], test_fraction: float = 0.2,
+                     native: tuple[int, int] | None = None) -> Data:
     """A folder with one subfolder per class. If it has ``train/`` and ``val/`` (or ``test/``)
     subfolders that are themselves class folders, those are the split; otherwise a fixed
-    ``test_fraction`` of each class (files sorted, shuffled with seed 0) is held out."""
+    ``test_fraction`` of each class (files sorted, shuffled with seed 0) is held out.
+    ``native``: (patch size, max patches) -- images keep their own size (:class:`NativeFolderDataset`)."""
     try:
         import PIL  # noqa: F401
     except ImportError:
@@ -162,6 +199,8 @@ def load_folder_data(root: str | os.PathLike, size: tuple[int, int], test_fracti
         for label, name in enumerate(classes):
             files += per_class.get(name, [])
             labels += [label] * len(per_class.get(name, []))
+        if native is not None:
+            return NativeFolderDataset(files, labels, classes, *native)
         return FolderDataset(files, labels, classes, size)
 
     train, test = build(train_files), build(test_files)
@@ -170,10 +209,11 @@ def load_folder_data(root: str | os.PathLike, size: tuple[int, int], test_fracti
     return Data(train, test, classes, f"{root}: {len(train)} train / {n_test} test images, {len(classes)} classes")
 
 
-def load_data(spec: str, size: tuple[int, int], test_fraction: float = 0.2) -> Data:
+def load_data(spec: str, size: tuple[int, int] | None, test_fraction: float = 0.2,
+              native: tuple[int, int] | None = None) -> Data:
     if spec == "digits":
         return load_digits_data(size)
-    return load_folder_data(spec, size, test_fraction)
+    return load_folder_data(spec, size, test_fraction, native)
 
 
 class ShardedSampler:
@@ -196,6 +236,10 @@ class ShardedSampler:
         self.rank, self.world_size = rank, world_size
         self.steps_per_epoch = num_samples // global_batch
         self._epoch, self._perm = None, None
+
+    def steps_in(self, epoch: int) -> int:
+        """Steps of epoch ``epoch``: the same for every epoch here (:class:`~fastvit.train.naflex.TokenBudgetSampler`'s vary)."""
+        return self.steps_per_epoch
 
     def permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._epoch:

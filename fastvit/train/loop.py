@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import checkpointing, distributed, preflight, run_folder
+from . import checkpointing, distributed, naflex, preflight, run_folder
 from .data import Data, FolderDataset, ShardedSampler, load_data
 from .interrupt import Interrupted, StopRequest
+from .naflex import DEFAULT_MAX_TOKENS
 from .metrics import MetricsLog, plot_curves
 from .objectives import OBJECTIVES, build_objective, loss_from_stats
 from .optim import build_optimizer, build_scheduler
@@ -65,6 +66,9 @@ class TrainConfig:
     stop_at: int | None = None  # stop after this step with a resumable state (preemption, tests)
     progress: bool = True
     overwrite: bool = False  # replace a run already in ``out`` (else refused)
+    naflex: bool = False  # images at their own size, packed per step (fastvit.train.naflex)
+    max_tokens: int = DEFAULT_MAX_TOKENS  # --naflex: patches per step
+    max_patches: int | None = None  # --naflex: patches per image (None: max_tokens)
 
     def validate(self):
         checks = [
@@ -86,6 +90,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        naflex.check_naflex(self)
 
 
 def _impl_overrides(impl: str, device: torch.device) -> dict:
@@ -108,8 +113,11 @@ def saved_settings(cfg: TrainConfig) -> dict:
 def build_backbone(cfg: TrainConfig, num_classes: int, device: torch.device):
     import fastvit
 
-    overrides = {**_impl_overrides(cfg.impl, device), **cfg.overrides}
+    impl = naflex.impl_overrides if cfg.naflex else _impl_overrides
+    overrides = {**impl(cfg.impl, device), **cfg.overrides}
     overrides["num_classes"] = 0 if cfg.objective == "mpp" else num_classes
+    if cfg.naflex:
+        return naflex.build_model(cfg, overrides)
     from pathlib import Path
 
     from fastvit.factory import names_weights
@@ -156,6 +164,11 @@ def augment_batch(images: torch.Tensor, generator: torch.Generator, rank: int, w
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def augment_each(images: list[torch.Tensor], generator: torch.Generator) -> list[torch.Tensor]:
+    """:func:`augment_batch` for images of different sizes (``--naflex``), drawn per image in order."""
+    return [augment_batch(im[None], generator, 0, 1)[0] for im in images]
+
+
 def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63))
 
@@ -180,7 +193,8 @@ def evaluate(module, data: Data, cfg: TrainConfig, d: distributed.Dist, autocast
         sl = slice(start, start + cfg.eval_batch_size)
         images, labels = data.test.batch(idx[sl])
         with autocast():
-            stats = module(images.to(d.device), labels.to(d.device), generator=gen)
+            inputs = naflex.model_input(images, cfg, _patch_size(module) if cfg.naflex else None, d.device)
+            stats = module(inputs, labels.to(d.device), generator=gen)
         totals += (stats.float().cpu() * valid[sl, None]).sum(0).double()
     module.train()
     totals = distributed.all_reduce_sum(totals.to(d.device if d.device.type == "cuda" else "cpu"), d).cpu()
@@ -229,6 +243,8 @@ def run_title(cfg: TrainConfig) -> str:
     import fastvit
 
     arch = run_folder.model_args(cfg.overrides)
+    if cfg.naflex:
+        return f"{naflex.describe(cfg.model, cfg.overrides)} on {cfg.data} ({cfg.objective})"
     if not arch:
         return f"{cfg.model} on {cfg.data} ({cfg.objective})"
     m = fastvit.get_config(cfg.model, **cfg.overrides)
@@ -241,7 +257,11 @@ def _train(cfg: TrainConfig, d: distributed.Dist, resume: bool, log) -> dict:
 
     out = Path(cfg.out)
     say = log if d.is_main else (lambda *a, **k: None)
-    model_cfg = fastvit.get_config(cfg.model, **cfg.overrides)  # unknown model / bad override: fail before reading data
+    # unknown model / bad override: fail before reading data
+    if cfg.naflex:
+        model_cfg = naflex.naflex_config(cfg.model, cfg.overrides)
+    else:
+        model_cfg = fastvit.get_config(cfg.model, **cfg.overrides)
     if d.world_size > 1 and cfg.batch_size % d.world_size:
         raise ValueError(f"--batch-size {cfg.batch_size} (global) is not divisible by the number of processes ({d.world_size})")
     if not resume:
@@ -253,11 +273,16 @@ def _train(cfg: TrainConfig, d: distributed.Dist, resume: bool, log) -> dict:
     if cfg.data == "digits" and preflight.digits_note(model_cfg.img_size):
         say(f"note: {preflight.digits_note(model_cfg.img_size)}")
     torch.manual_seed(cfg.seed)
-    data = load_data(cfg.data, model_cfg.img_size, cfg.test_fraction)
+    native = (model_cfg.patch_size, naflex.per_image_budget(cfg)) if cfg.naflex else None
+    data = load_data(cfg.data, None if cfg.naflex else model_cfg.img_size, cfg.test_fraction, native)
     if isinstance(data.train, FolderDataset):
         preflight.verify_images(data.train.files + (data.test.files if data.test is not None else []))
-    sampler = ShardedSampler(len(data.train), cfg.batch_size, cfg.seed, d.rank, d.world_size)
-    total = cfg.steps or cfg.epochs * sampler.steps_per_epoch
+    if cfg.naflex:
+        tokens = [h * w for h, w in data.train.grids()]
+        sampler = naflex.TokenBudgetSampler(tokens, cfg.max_tokens, cfg.seed)
+    else:
+        sampler = ShardedSampler(len(data.train), cfg.batch_size, cfg.seed, d.rank, d.world_size)
+    total = cfg.steps or sum(sampler.steps_in(e) for e in range(cfg.epochs))
     if cfg.warmup is None:  # resolved once and saved, so extending the run keeps it
         cfg.warmup = max(1, total // 10)
     eval_every = cfg.eval_every or sampler.steps_per_epoch
@@ -296,8 +321,12 @@ def _train(cfg: TrainConfig, d: distributed.Dist, resume: bool, log) -> dict:
             run_folder.clear_run(out)
         out.mkdir(parents=True, exist_ok=True)
         run_folder.atomic_write_text(out / "run.json", json.dumps(saved_settings(cfg), indent=2) + "\n")
-        run_folder.write_run_config(out, cfg.model, overrides, data.classes, cfg.objective)
-        log(f"{data.description}; model {cfg.model} {cfg.overrides or ''}; {total} steps of {cfg.batch_size} "
+        run_folder.write_run_config(out, cfg.model, overrides, data.classes, cfg.objective,
+                                    naflex=naflex.run_config_doc(cfg.model, overrides, data.classes, cfg) if cfg.naflex else None)
+        per_step = f"up to {cfg.max_tokens} patches" if cfg.naflex else cfg.batch_size
+        if cfg.naflex:
+            log(f"naflex: {naflex.budget_note(tokens, cfg.max_tokens)}")
+        log(f"{data.description}; model {cfg.model} {cfg.overrides or ''}; {total} steps of {per_step} "
             f"({sampler.steps_per_epoch}/epoch) on {d.world_size} x {d.device.type} ({cfg.strategy})"
             + (f"; resuming at step {step}" if resume else ""))
         for note in notes:
@@ -331,12 +360,18 @@ def _train(cfg: TrainConfig, d: distributed.Dist, resume: bool, log) -> dict:
     try:
         with stop:
             while step < total:
-                if pos >= sampler.steps_per_epoch:
+                if pos >= sampler.steps_in(epoch):
                     epoch, pos = epoch + 1, 0
                 images, labels = data.train.batch(sampler.indices(epoch, pos))
-                images, labels = images.to(d.device), labels.to(d.device)
-                if cfg.augment == "affine" and cfg.objective == "supervised":
-                    images = augment_batch(images, _step_generator(cfg.seed, step), d.rank, d.world_size)
+                labels = labels.to(d.device)
+                if cfg.naflex:
+                    if cfg.augment == "affine":
+                        images = augment_each(images, _step_generator(cfg.seed, step))
+                    images = naflex.model_input(images, cfg, model_cfg.patch_size, d.device)
+                else:
+                    images = images.to(d.device)
+                    if cfg.augment == "affine" and cfg.objective == "supervised":
+                        images = augment_batch(images, _step_generator(cfg.seed, step), d.rank, d.world_size)
                 lr = optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["lr_scale"]
                 with autocast():
                     stats = forward(images, labels)
@@ -385,6 +420,12 @@ def _train(cfg: TrainConfig, d: distributed.Dist, resume: bool, log) -> dict:
         return {**summary, "finished": False}
     _finish(cfg, out, module, model, overrides, data, last_eval, step, say, d, summary["seconds"], last_loss)
     return {**summary, "finished": True}
+
+
+def _patch_size(module) -> int:
+    """The patch size of the backbone an objective (possibly wrapped by DDP / FSDP) holds."""
+    inner = getattr(module, "module", module)
+    return inner.model.cfg.patch_size
 
 
 def _finish(cfg, out, module, model, overrides, data, last_eval, step, say, d, seconds=None, last_loss=None):

@@ -28,7 +28,7 @@ import shutil
 from pathlib import Path
 
 # ViTConfig fields that choose an implementation, not the architecture: kept out of model_args
-RUNTIME_FIELDS = ("attn_impl", "norm_impl", "linear_impl")
+RUNTIME_FIELDS = ("attn_impl", "norm_impl", "linear_impl", "varlen_impl")
 # What a run writes; --overwrite removes exactly these (and nothing else the folder holds)
 RUN_FILES = ("config.json", "model.safetensors", "metrics.jsonl", "curves.png", "run.json")
 RUN_DIRS = ("state", "state.tmp", "state.old")
@@ -61,17 +61,23 @@ def preprocessing_cfg(name: str, model_cfg, classes: list[str] | None, interpola
 
 
 def write_run_config(out: Path, name: str, overrides: dict, classes: list[str] | None, objective: str,
-                     extra: dict | None = None) -> dict:
-    """Write ``out/config.json`` for model ``name`` built with ``overrides``; returns the document."""
-    from ..presets import get_config
+                     extra: dict | None = None, naflex: dict | None = None) -> dict:
+    """Write ``out/config.json`` for model ``name`` built with ``overrides``; returns the document.
+    ``naflex``: a NaFlexVit run's fields (:func:`fastvit.train.naflex.run_config_doc`)."""
+    if naflex is not None:
+        doc = {"architecture": name, **{k: naflex[k] for k in ("num_classes", "num_features", "global_pool")}}
+        pcfg = naflex["pretrained_cfg"]
+    else:
+        from ..presets import get_config
 
-    model_cfg = get_config(name, **overrides)
-    doc = {"architecture": name, "num_classes": model_cfg.num_classes, "num_features": model_cfg.embed_dim,
-           "global_pool": model_cfg.global_pool}
-    if classes and model_cfg.num_classes:
+        model_cfg = get_config(name, **overrides)
+        doc = {"architecture": name, "num_classes": model_cfg.num_classes, "num_features": model_cfg.embed_dim,
+               "global_pool": model_cfg.global_pool}
+        pcfg = preprocessing_cfg(name, model_cfg, classes)
+    if classes and doc["num_classes"]:
         doc["label_names"] = list(classes)
     doc["model_args"] = _jsonable(model_args(overrides))
-    doc["pretrained_cfg"] = preprocessing_cfg(name, model_cfg, classes)
+    doc["pretrained_cfg"] = pcfg
     doc["fastvit"] = {"objective": objective, "impl": {k: overrides[k] for k in RUNTIME_FIELDS if k in overrides},
                       **(extra or {})}
     atomic_write_text(out / "config.json", json.dumps(doc, indent=2) + "\n")
@@ -139,6 +145,15 @@ def load_run(path: str | os.PathLike, **overrides):
     weights = path / "model.safetensors" if path.is_dir() else path
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found: the run did not finish (continue it with fastvit train --resume {path})")
+    if pcfg.get("crop_mode") == "naflex":  # a NaFlexVit trained with --naflex
+        from ..naflex import create_naflex
+
+        model = create_naflex(name, **{**args, **overrides})
+        model.pretrained_cfg = model.default_cfg = dict(pcfg)
+        from ..checkpoints.files import read_checkpoint
+
+        model.load_state_dict(read_checkpoint(weights), strict=True)
+        return model
     model = VisionTransformer(get_config(name, **{**args, **overrides}))
     model.pretrained_cfg = model.default_cfg = {**pretrained_cfg_for(name, model.cfg), **pcfg}
     load_checkpoint(model, str(weights))
