@@ -71,3 +71,48 @@ def test_mixed_rope_trains_through_the_fallback(fused):
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(x), ref.eval()(x), rtol=1e-4, atol=1e-5)
     assert len(fused) == 2  # one per block, per-head tables
+
+
+def test_rope_traffic_saved_by_hand_for_vit_b():
+    """ViT-B/16 at 224 (12 heads, 197 tokens, head dim 64), one image, bf16. One (B, H, N, D) tensor is
+    12 * 197 * 64 = 151,296 values = 302,592 bytes. Forward: the rotated q and k written (2 x 302,592)
+    and read back by the attention (2 x 302,592) = 1,210,368 bytes; backward: dq, dk of the rotated
+    tensors written and read back by the inverse rotation, the same 1,210,368; autograd keeps the two
+    rotated tensors, 605,184 bytes."""
+    from fastvit.bench import rope_traffic_saved
+
+    got = rope_traffic_saved(1, 12, 197, 64, 2)
+    assert got == {"forward": 1_210_368, "backward": 1_210_368, "training": 2_420_736, "saved_activations": 605_184}
+    assert rope_traffic_saved(256, 12, 197, 64, 4)["training"] == 256 * 2 * 2_420_736  # linear in batch and bytes
+    with pytest.raises(ValueError, match="tokens"):
+        rope_traffic_saved(1, 12, 0, 64)
+
+
+def test_rope_benchmarks_run_on_cpu_in_smoke_mode(tmp_path):
+    """benchmarks/test_rope.py end to end at toy sizes on the CPU (the compile provider left out: minutes of
+    inductor); the records' fields and parity are checked, the times mean nothing."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from fastvit import bench
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "rope.json"
+    env = dict(os.environ, FASTVIT_KERNEL_BENCH_SMOKE="1", TRITON_INTERPRET="1", FASTVIT_AUTOTUNE="0")
+    cmd = [sys.executable, "-m", "pytest", str(root / "benchmarks" / "test_rope.py"), "--benchmark-only",
+           f"--benchmark-json={out}", "-k", "eva02_b and not compile", "-q", "-p", "no:cacheprovider"]
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    records = [e["extra_info"] for e in json.loads(out.read_text())["benchmarks"]]
+    want = {("rotate-sdpa", m) for m in ("fwd", "fwd+bwd")}
+    if ra.OP in ops.OPS:
+        want |= {("fused", m) for m in ("fwd", "fwd+bwd")}
+    assert {(r["variant"], r["mode"]) for r in records} == want
+    for r in records:
+        assert tuple(r) == bench.RECORD_FIELDS and r["status"] == "ok" and r["op"] == "rotary_attention", r
+        assert r["max_rel_err"] < 2e-2 and r["tflops"] > 0, r
+        if r["variant"] == "rotate-sdpa":
+            assert r["speedup_vs_reference"] == 1.0

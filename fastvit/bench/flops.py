@@ -48,3 +48,27 @@ def flop_per_image(cfg, mode: str = "inference") -> int:
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
     return 2 * forward_macs(cfg) * (TRAINING_FLOP_FACTOR if mode == "training" else 1)
+
+
+def rope_traffic_saved(batch: int, heads: int, tokens: int, head_dim: int, dtype_bytes: int = 2) -> dict[str, int]:
+    """Bytes of device-memory traffic one attention block saves by rotating q and k inside the attention
+    kernel (:func:`fastvit.kernels.rope_attention`) instead of before it (timm's way), counted, not timed.
+
+    Unfused, the rotation writes the rotated q and k ((B, H, N, D) each: the prefix tokens are copied
+    along) and the attention reads them back; in the backward the attention writes dq and dk of the
+    rotated tensors and the inverse rotation reads them back. Fused, none of these four passes per
+    tensor happen (the kernel reads q and k, and writes dq and dk, in any case). Counted at the minimum
+    an unfused rotation must move (one pass per tensor; eager PyTorch's intermediates move more):
+
+    - ``forward``: 2 tensors x (write + read back) = 4 B H N D bytes-per-element;
+    - ``backward``: the same for the gradients, 4 B H N D;
+    - ``training``: forward + backward;
+    - ``saved_activations``: the rotated q and k autograd keeps for the backward, 2 B H N D
+      (memory held, not traffic).
+    """
+    for name, value in (("batch", batch), ("heads", heads), ("tokens", tokens), ("head_dim", head_dim), ("dtype_bytes", dtype_bytes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"rope_traffic_saved: {name} must be a positive int, got {value!r}")
+    tensor = batch * heads * tokens * head_dim * dtype_bytes
+    forward = backward = 2 * 2 * tensor
+    return {"forward": forward, "backward": backward, "training": forward + backward, "saved_activations": 2 * tensor}
