@@ -48,8 +48,9 @@ def fused_op():
 
 
 def fused_attention(q, k, v, rope, num_prefix, half, scale):
-    """The fused op over the block's full table (converted to per-pair tables)."""
-    sin, cos = rope_pairs(rope, half)
+    """The fused op over the block's full table (converted to per-pair fp32 tables: a bf16 or fp16
+    model's table widens exactly, and the kernel rotates in fp32)."""
+    sin, cos = rope_pairs(rope.float(), half)
     return fused_op()(q, k, v, sin, cos, num_prefix=num_prefix, rotate_half=half, scale=scale)
 
 
@@ -97,15 +98,19 @@ def _op_reason(**query) -> str | None:
     return ops.supports(OP, **query)
 
 
-def auto_op_reason(q) -> str | None:
-    """What the op's declaration says about ``auto`` offering it for q's device, dtype and head dim."""
+def auto_op_reason(q, rope, num_prefix) -> str | None:
+    """What the op's declaration says about ``auto`` offering it for this call (q's device, dtype and
+    shape, the prefix, the per-pair tables :func:`fused_attention` would pass)."""
     if OP not in ops.OPS:
         return f"this fastvit declares no {OP!r} kernel"
-    return declared(OP, device=q.device, dtype=q.dtype, head_dim=q.shape[-1])
+    _, h, n, d = q.shape
+    return declared(OP, device=q.device, dtype=q.dtype, head_dim=d, seq_len=n, num_prefix=num_prefix, heads=h,
+                    table_shape=(*rope.shape[:-1], rope.shape[-1] // 4), table_dtype=torch.float32,
+                    tables_require_grad=bool(rope.requires_grad and torch.is_grad_enabled()))  # fmt: skip
 
 
 def _fused_supports(q, k, v, rope, num_prefix, half, scale):
-    return call_reason(rope, 0.0) or auto_op_reason(q)
+    return call_reason(rope, 0.0) or auto_op_reason(q, rope, num_prefix)
 
 
 def _bound():

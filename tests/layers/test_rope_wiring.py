@@ -28,7 +28,7 @@ def fused(monkeypatch):
     if ra.OP not in ops.OPS:
         monkeypatch.setitem(ra._FUSED, ra.OP, _ref_op)
         monkeypatch.setattr(ra, "_op_reason", lambda **query: None)
-        monkeypatch.setattr(ra, "auto_op_reason", lambda q: None)
+        monkeypatch.setattr(ra, "auto_op_reason", lambda q, rope, num_prefix: None)
     else:
         pytest.importorskip("triton")
 
@@ -141,26 +141,30 @@ def _dispatcher(tmp_path, prefer, monkeypatch):
 @pytest.mark.parametrize("prefer", ["triton", "rotate-sdpa"])
 def test_auto_binds_the_faster_right_candidate(fused, tmp_path, monkeypatch, prefer):
     d, timer = _dispatcher(tmp_path, prefer, monkeypatch)
-    q, k, v = _qkv(n=4 + 12)
+    q, k, v = _qkv(n=4 + 12, dtype=torch.bfloat16)
     emb = RopeDinoV3(16, 100.0, (3, 4))()
     want = rope_attention_ref(q, k, v, *rope_pairs(emb, True), 4, True, None)
     with dispatch.using(d):
         out = ra.auto_rotary(q, k, v, emb, 4, True)
-        torch.testing.assert_close(out, want.float(), rtol=1e-5, atol=1e-5)
+        assert out.dtype == torch.bfloat16
+        torch.testing.assert_close(out.float(), want.float(), rtol=0, atol=3e-2)
         n = len(timer.calls)
         ra.auto_rotary(q, k, v, emb, 4, True)  # bound: no second measurement
         assert len(timer.calls) == n
-    [rec] = [r for r in d.choices() if r["op"] == ra.OP]
+        ra.auto_rotary(q.float(), k.float(), v.float(), emb, 4, True)  # fp32: auto does not offer the kernel
+    recs = [r for r in d.choices() if r["op"] == ra.OP]
+    rec = recs[0]
     assert rec["chosen"] == prefer and rec["source"] == "measured" and rec["mode"] == "inference"
-    assert rec["key"] == ["float32", "float32", 2, 2, 16, 16, 4, True, False, False]
+    assert rec["key"] == ["bfloat16", "float32", 2, 2, 16, 16, 4, True, False, False]
     assert rec["errors"]["triton"]["ok"], rec  # the fused op passed the gate against the fp64 reference
     assert set(rec["times"]) == {"triton", "rotate-sdpa"}
+    assert recs[1]["chosen"] == "rotate-sdpa" and "float32" in recs[1]["reasons"]["triton"]
 
 
 def test_auto_gate_rejects_a_wrong_fused_op(fused, tmp_path, monkeypatch):
     d, _ = _dispatcher(tmp_path, "triton", monkeypatch)
     monkeypatch.setitem(ra._FUSED, ra.OP, lambda q, k, v, sin, cos, **kw: _ref_op(q, k, v, cos, sin, **kw))  # swapped tables
-    q, k, v = _qkv()
+    q, k, v = _qkv(dtype=torch.bfloat16)
     emb = RopeCat(16, 10000.0, (3, 4))()
     with dispatch.using(d), pytest.warns(dispatch.KernelMismatchWarning):
         out = ra.auto_rotary(q, k, v, emb, 1, False)
@@ -171,7 +175,7 @@ def test_auto_gate_rejects_a_wrong_fused_op(fused, tmp_path, monkeypatch):
 
 def test_auto_training_call_is_checked_with_gradients(fused, tmp_path, monkeypatch):
     d, timer = _dispatcher(tmp_path, "triton", monkeypatch)
-    q, k, v = (t.requires_grad_() for t in _qkv())
+    q, k, v = (t.requires_grad_() for t in _qkv(dtype=torch.bfloat16))
     emb = RopeCat(16, 10000.0, (3, 4))()
     with dispatch.using(d):
         ra.auto_rotary(q, k, v, emb, 1, False).sum().backward()
