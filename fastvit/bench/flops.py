@@ -17,6 +17,8 @@ def forward_macs(cfg) -> int:
     layer and the head(s); over every token the blocks see (registers included). Norms, softmax, GELU and adds are left out, as in timm's
     (fvcore's) count: ViT-B/16 at 224 gives 17.56e9 (timm: 17.58e9).
     """
+    if hasattr(cfg, "rope_type"):  # an EvaConfig (timm's eva-module family)
+        return eva_forward_macs(cfg)
     d, hidden, fc2_in, t = cfg.embed_dim, cfg.mlp_hidden_dim, cfg.mlp_fc2_in_dim, cfg.seq_len
     gh, gw = cfg.grid_size
     if cfg.hybrid_layers is not None:
@@ -41,6 +43,26 @@ def forward_macs(cfg) -> int:
     if cfg.num_classes:
         macs += heads * feat * cfg.num_classes
     return macs
+
+
+def eva_forward_macs(cfg) -> int:
+    """:func:`forward_macs` of an :class:`fastvit.eva.EvaConfig`: patch embedding, per block qkv, the two
+    attention matmuls over every token (class and registers included), the projection and the MLP (SwiGLU:
+    gate and value projections, the hidden width rounded up to ``swiglu_align_to``), the attention-pool head
+    (one latent query over every token) and the classifier. The rotation, norms and activations are left out."""
+    d, (gh, gw) = cfg.embed_dim, cfg.grid_size
+    n = gh * gw
+    t = n + cfg.num_prefix_tokens
+    hidden = int(d * cfg.mlp_ratio)
+    if cfg.swiglu_mlp and cfg.swiglu_align_to:
+        hidden += -hidden % cfg.swiglu_align_to
+    fc1_out = 2 * hidden if cfg.swiglu_mlp else hidden
+    per_block = t * d * 3 * d + 2 * t * t * d + t * d * d + t * d * fc1_out + t * hidden * d
+    macs = n * cfg.in_chans * cfg.patch_size**2 * d + cfg.depth * per_block
+    if cfg.global_pool == "map":
+        pool_hidden = int(d * (cfg.attn_pool_mlp_ratio or cfg.mlp_ratio))
+        macs += d * d + t * d * 2 * d + 2 * t * d + d * d + 2 * d * pool_hidden
+    return macs + (d * cfg.num_classes if cfg.num_classes else 0)
 
 
 def flop_per_image(cfg, mode: str = "inference") -> int:
