@@ -1,4 +1,5 @@
-"""Writing a model in timm's Hub format: :func:`save_pretrained` and :func:`push_to_hub`.
+"""Writing a model in timm's Hub format: :func:`save_pretrained` and :func:`push_to_hub`, for the ViT
+presets (timm's ``VisionTransformer``) and the eva family (timm's ``Eva``).
 
 The folder holds ``config.json`` (``architecture``, ``num_classes``, ``num_features``,
 ``global_pool``, ``model_args``, ``pretrained_cfg``) and the weights under timm's names
@@ -14,9 +15,12 @@ from pathlib import Path
 
 import torch
 
+from ..eva import Eva
 from ..presets import PRESETS, get_config
+from ..presets_eva import EVA_PRESETS, get_eva_config
 from .hub import SAFE_WEIGHTS, TORCH_WEIGHTS, _huggingface_hub, _version
 from .timm import to_timm_state_dict
+from .timm_eva import TIMM_EVA_ARGS, to_timm_eva_state_dict
 
 # ViTConfig fields that timm's VisionTransformer takes under the same keyword
 TIMM_ARGS = ("img_size", "patch_size", "in_chans", "global_pool", "embed_dim", "depth", "num_heads", "mlp_ratio",
@@ -33,9 +37,18 @@ def _json_value(value):
     return list(value) if isinstance(value, tuple) else value
 
 
+def _family(model):
+    """(the preset config of a name, timm's keywords, timm's state dict) for the model's family: timm's
+    ``VisionTransformer`` (ViT presets) or its ``Eva`` (the eva family, whose keywords are EvaConfig's names)."""
+    if isinstance(model, Eva):
+        return get_eva_config, TIMM_EVA_ARGS, to_timm_eva_state_dict
+    return get_config, TIMM_ARGS, to_timm_state_dict
+
+
 def model_args_for(model, architecture: str) -> tuple[dict, dict]:
     """(timm's keywords, fastvit-only fields) that rebuild ``model.cfg`` from preset ``architecture``."""
-    preset, cfg = get_config(architecture), model.cfg
+    preset_of, timm_names, _ = _family(model)
+    preset, cfg = preset_of(architecture), model.cfg
     size = (model.pretrained_cfg or {}).get("input_size")
     timm_args, own = {}, {}
     for name in cfg.__dataclass_fields__:
@@ -49,9 +62,9 @@ def model_args_for(model, architecture: str) -> tuple[dict, dict]:
             differs = True
         if not differs:
             continue
-        if name == "drop_rate":  # fastvit's one rate is timm's three
+        if name == "drop_rate" and timm_names is TIMM_ARGS:  # a ViT's one rate is timm's three
             timm_args.update(drop_rate=value, pos_drop_rate=value, proj_drop_rate=value)
-        elif name in TIMM_ARGS:
+        elif name in timm_names:
             timm_args[name] = _json_value(value)
         else:
             own[name] = _json_value(value)
@@ -64,11 +77,11 @@ def hub_config(model, model_config: dict | None = None, model_args: dict | None 
     model_config = dict(model_config or {})
     pretrained_cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     architecture = architecture or pretrained_cfg.get("architecture")
-    if architecture not in PRESETS and type(getattr(model, "cfg", None)).__name__ == "EvaConfig":
-        raise ValueError(f"save_pretrained writes timm's format for the ViT presets; {architecture!r} is of timm's "
-                         "eva family, whose folders fastvit reads (create_model('local-dir:...')) but does not write "
-                         "yet: save its state_dict() (timm's names) with safetensors instead")
-    if architecture not in PRESETS:
+    eva = isinstance(model, Eva)
+    if eva and architecture not in EVA_PRESETS:
+        raise ValueError(f"save_pretrained needs an Eva model's eva-family name (timm's architecture), got "
+                         f"{architecture!r}; build the model with fastvit.create_model(name) or pass architecture=<name>")
+    if not eva and architecture not in PRESETS:
         raise ValueError(f"save_pretrained needs the model's preset name (timm's architecture), got {architecture!r}; "
                          "build the model with fastvit.create_model(name) or pass architecture=<name>")
     pretrained_cfg = {k: v for k, v in pretrained_cfg.items()
@@ -109,7 +122,7 @@ def save_pretrained(model, save_directory, model_config: dict | None = None, mod
     if safe_serialization not in (True, False, "both"):
         raise ValueError(f"safe_serialization must be True, False or 'both', got {safe_serialization!r}")
     config = hub_config(model, model_config, model_args, architecture)  # every check before any write
-    tensors = {k: v.contiguous() for k, v in to_timm_state_dict(model).items()}
+    tensors = {k: v.contiguous() for k, v in _family(model)[2](model).items()}
     folder = Path(save_directory)
     folder.mkdir(parents=True, exist_ok=True)
     if safe_serialization in (True, "both"):
