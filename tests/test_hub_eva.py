@@ -84,6 +84,11 @@ def test_eva_save_pretrained_round_trips(tmp_path):
     x = torch.randn(1, 3, *model.cfg.img_size)
     with torch.no_grad():
         assert torch.equal(back(x), model(x))
-    with pytest.raises(ValueError, match="eva-family name"):
+    with pytest.raises(ValueError, match="among the eva family"):
         fastvit.save_pretrained(model, tmp_path / "bad", architecture="vit_small_patch16_224")
+    assert not (tmp_path / "bad").exists()
+    from fastvit.checkpoints import hub_save
+
+    with pytest.raises(TypeError, match="not a model of the ViT presets"):  # the writer asked for the wrong family
+        hub_save.save_pretrained(model, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
