@@ -116,3 +116,21 @@ def test_rope_benchmarks_run_on_cpu_in_smoke_mode(tmp_path):
         assert r["max_rel_err"] < 2e-2 and r["tflops"] > 0, r
         if r["variant"] == "rotate-sdpa":
             assert r["speedup_vs_reference"] == 1.0
+
+
+def test_models_resolve_and_report_their_rotary_path(fused):
+    from fastvit.layers.auto import uses_dispatch
+
+    auto = create_eva("vit_small_patch16_dinov3", img_size=32, **KW)
+    assert uses_dispatch(auto) and all(b.attn._attend is ra.auto_rotary for b in auto.blocks)
+    sdpa = create_eva("vit_small_patch16_dinov3", img_size=32, attn_impl="sdpa", **KW)
+    assert not uses_dispatch(sdpa) and "rotate, then sdpa_attention" in repr(sdpa.blocks[0].attn)
+    # an interleaved (cat) table with half pairs cannot be cut into per-pair tables: rotate, then attend, with the reason
+    odd = create_eva("eva02_tiny_patch14_224", img_size=28, rope_rotate_half=True, attn_impl="triton", **KW)
+    assert "layout" in odd.blocks[0].attn.rotary_reason and "unfused: the rotary table" in repr(odd.blocks[0].attn)
+    ref = create_eva("eva02_tiny_patch14_224", img_size=28, rope_rotate_half=True, attn_impl="sdpa", **KW)
+    ref.load_state_dict(odd.state_dict())
+    x = torch.randn(1, 3, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(odd.eval()(x), ref.eval()(x), rtol=1e-4, atol=1e-5)
+    assert fused == []
