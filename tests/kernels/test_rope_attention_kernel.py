@@ -172,6 +172,23 @@ def test_opcheck():
     torch.library.opcheck(rope.rope_attention_fwd_op, (*leaves, sin, cos, 1, True, 0.3))
 
 
+def test_compile_fullgraph_matches_eager():
+    """The opaque custom ops trace under torch.compile(fullgraph=True); forward and gradients agree."""
+    q, k, v, _, sin, cos = _inputs(1, 2, 7, 16, F32, "cpu", num_prefix=1)
+
+    def loss(q, k, v):
+        return rope.rope_attention(q, k, v, sin, cos, num_prefix=1, rotate_half=True).square().sum()
+
+    results = []
+    for fn in (loss, torch.compile(loss, backend="aot_eager", fullgraph=True)):
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        value = fn(*leaves)
+        value.backward()
+        results.append([value.detach(), *(t.grad for t in leaves)])
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want)
+
+
 # -- refused calls: supports() says why, the function raises naming the expectation -------------
 
 def _call(d=64, n=9, num_prefix=1, table=None, dtype=F32, table_dtype=F32, grad_table=False):
