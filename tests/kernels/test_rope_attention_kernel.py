@@ -195,7 +195,7 @@ def _call(d=64, n=9, num_prefix=1, table=None, dtype=F32, table_dtype=F32, grad_
     q = torch.zeros(1, 2, n, d, dtype=dtype)
     table = (n - num_prefix, d // 2) if table is None else table
     sin = torch.zeros(table, dtype=table_dtype).requires_grad_(grad_table)
-    return rope.rope_attention(q, q, q, sin, torch.ones(table, dtype=table_dtype), num_prefix=num_prefix)
+    return rope.rope_attention(q, q, q, sin, torch.ones(table), num_prefix=num_prefix)  # cos always fp32
 
 
 REFUSED = [
