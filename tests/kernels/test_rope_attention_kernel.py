@@ -130,6 +130,40 @@ def test_parity_cuda(case):
     _parity(case, "cuda")
 
 
+def _forced_cases():
+    """(pass, entry) for every distinct entry of the three kernels' tables, "default" included."""
+    seen, cases = set(), []
+    for pass_name, table in rope.CONFIGS.items():
+        for entry in (e for entries in table.values() for e in entries):
+            key = (pass_name, *sorted(entry.items()))
+            if key not in seen:
+                seen.add(key)
+                label = f"{pass_name}-m{entry['BLOCK_M']}n{entry['BLOCK_N']}w{entry['num_warps']}s{entry['num_stages']}"
+                cases.append(pytest.param(pass_name, entry, id=label))
+    return cases
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pass_name, entry", _forced_cases())
+def test_every_shipped_config_computes_the_op(pass_name, entry, device):
+    """Each table entry forced alone (the other kernels on their defaults): several query and key
+    blocks, the last partial, 5 prefix tokens, per-head tables, under the same rule."""
+    import triton
+
+    from fastvit.gpucheck.configs import forced
+    from fastvit.kernels import tuning
+
+    def config(e):
+        meta, launch = tuning.split(e)
+        return triton.Config(meta, **launch)
+
+    tuners = {name: kernel for name, kernel in rope.KERNELS.items() if name in rope.CONFIGS}
+    others = [(tuners[p], config(rope.CONFIGS[p]["default"][0])) for p in tuners if p != pass_name]
+    with forced(tuners[pass_name], config(entry), others):
+        _parity((1, 1, 133, 64, 5, True, True, F16), device)
+        assert tuners[pass_name].best_config.kwargs == tuning.split(entry)[0]
+
+
 def test_every_token_a_prefix_and_a_negative_scale(device):
     """num_prefix = N (an empty table: nothing rotates) is plain attention; a negative scale works."""
     q, k, v, do, sin, cos = _inputs(1, 2, 9, 64, F32, device, num_prefix=9)
