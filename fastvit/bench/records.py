@@ -62,7 +62,8 @@ def dispatch_summary(choices: list[dict]) -> list[dict] | None:
 KERNEL_REFERENCE = {
     "attention": "sdpa-flash", "layer_norm": "torch", "add_layer_norm": "torch",
     "linear_gelu": "torch", "linear_residual": "torch", "residual_norm": "torch", "mlp": "torch",
-    "layer_norm_junction": "torch", "attention_probs": "torch", "rotary_attention": "rotate-sdpa",
+    "layer_norm_junction": "torch", "attention_probs": "torch",
+    "rope_attention": "sdpa-rotate", "rotary_attention": "rotate-sdpa",
 }
 
 

@@ -179,12 +179,14 @@ def _check_call(q, k, v, sin, cos, num_prefix) -> None:
     batch, heads, n, head_dim = q.shape
     reason = supports_rope_attention(
         device=q.device, dtype=q.dtype, head_dim=head_dim, seq_len=n, num_prefix=num_prefix, heads=heads,
-        table_shape=tuple(sin.shape), table_dtype=sin.dtype if sin.dtype == cos.dtype else cos.dtype,
+        table_shape=tuple(sin.shape), table_dtype=cos.dtype if sin.dtype == torch.float32 else sin.dtype,
         tables_require_grad=torch.is_grad_enabled() and (sin.requires_grad or cos.requires_grad),
     )  # fmt: skip
-    if reason is not None:
-        error = TypeError if reason.startswith(("dtype ", "table_dtype ")) else ValueError
-        raise (RuntimeError if reason.startswith("tensors are on") else error)(f"rope_attention: {reason}")
+    if reason is None:
+        return
+    if reason.startswith("tensors are on"):  # as the plain attention: no device to run on
+        raise RuntimeError(f"rope_attention: {reason}")
+    raise (TypeError if reason.startswith(("dtype ", "table_dtype ")) else ValueError)(f"rope_attention: {reason}")
 
 
 def rope_attention_fwd(q, k, v, sin, cos, num_prefix, rotate_half, scale, *, out=None, lse=None):
