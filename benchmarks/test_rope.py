@@ -1,11 +1,16 @@
-"""Rotary attention benchmarks (CUDA only): q and k rotated inside the attention kernel against
-timm's way, selected by ``pytest benchmarks --benchmark-only -k rope``.
+"""Rotary attention benchmarks (CUDA only), as an Eva model runs them: q and k rotated inside the
+attention kernel against timm's way, selected by ``pytest benchmarks --benchmark-only -k rope``
+(with test_kernels.py's ``rope_attention`` cases: the op alone at the presets' native sizes, its
+tables given per pair). Here the tables are the model's own (:mod:`fastvit.layers.rope`, timm's
+full ``[sin, cos]`` form, cut to pairs for the kernel as :class:`~fastvit.layers.eva_block.EvaAttention`
+does), timm's rotation is its eager op sequence (``rope_prefix``), and DINOv3 runs at 224 (201 tokens),
+the size it is mostly used at; records under op ``rotary_attention``.
 
 Providers, forward and forward+backward, bf16 q / k / v with fp32 tables (a model under autocast):
 
-- "fused": :func:`fastvit.kernels.rope_attention` (q and k rotated as the kernel loads them, the
+- "triton": :func:`fastvit.kernels.rope_attention` (q and k rotated as the kernel loads them, the
   inverse rotation applied to dq and dk in its backward; no rotated q or k in memory);
-- "rotate-sdpa": timm's eager way, the rotation in PyTorch ops (prefix tokens kept, rotated q and k
+- "sdpa-rotate": timm's eager way, the rotation in PyTorch ops (prefix tokens kept, rotated q and k
   cast back to bf16), then ``F.scaled_dot_product_attention`` (the reference of the speed-ups);
 - "torch.compile": the same function under ``torch.compile`` (inductor fuses the rotation's
   element-wise ops into one kernel; the attention stays SDPA).
@@ -49,7 +54,7 @@ SHAPES = {
     "eva02_b": (12, 64, (16, 16), 1, "cat"),
 }
 SMOKE_SHAPES = {"dinov3_b": (2, 16, (4, 4), 5, "dinov3"), "eva02_b": (2, 16, (4, 4), 1, "cat")}
-PROVIDERS = ("fused", "rotate-sdpa", "torch.compile")
+PROVIDERS = ("triton", "sdpa-rotate", "torch.compile")
 MODES = ("fwd", "fwd+bwd")
 
 
@@ -66,7 +71,7 @@ def rotate_sdpa(q, k, v, emb, num_prefix, half):
 
 
 def _provider_fn(provider: str, num_prefix: int, half: bool):
-    if provider == "fused":
+    if provider == "triton":
         if "rope_attention" not in ops.OPS:
             pytest.skip("this fastvit declares no rope_attention kernel")
         from fastvit.kernels import rope_attention

@@ -107,14 +107,14 @@ def test_rope_benchmarks_run_on_cpu_in_smoke_mode(tmp_path):
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     records = [e["extra_info"] for e in json.loads(out.read_text())["benchmarks"]]
-    want = {("rotate-sdpa", m) for m in ("fwd", "fwd+bwd")}
+    want = {("sdpa-rotate", m) for m in ("fwd", "fwd+bwd")}
     if ra.OP in ops.OPS:
-        want |= {("fused", m) for m in ("fwd", "fwd+bwd")}
+        want |= {("triton", m) for m in ("fwd", "fwd+bwd")}
     assert {(r["variant"], r["mode"]) for r in records} == want
     for r in records:
         assert tuple(r) == bench.RECORD_FIELDS and r["status"] == "ok" and r["op"] == "rotary_attention", r
         assert r["max_rel_err"] < 2e-2 and r["tflops"] > 0, r
-        if r["variant"] == "rotate-sdpa":
+        if r["variant"] == "sdpa-rotate":
             assert r["speedup_vs_reference"] == 1.0
 
 

@@ -118,7 +118,7 @@ def _bound():
 
 
 ROPE_ATTENTION_CANDIDATES = (
-    Candidate("rotate-sdpa", _rotate_sdpa, "torch"),
+    Candidate("sdpa-rotate", _rotate_sdpa, "torch"),
     Candidate("triton", fused_attention, "kernel", _fused_supports, bound=_bound()),
 )
 ROPE_ATTENTION_BOUND = Bindings()  # the auto runner is a function: its choices are bound here, per key
@@ -174,7 +174,7 @@ def resolve_rotary(attn_impl: str, rotate: bool, head_dim: int, half: bool = Fal
 def runner_name(runner) -> str:
     """A short label of a runner (``extra_repr``)."""
     if runner is auto_rotary:
-        return "auto(fused | rotate-sdpa)"
+        return "auto(fused | sdpa-rotate)"
     fn = runner.func if isinstance(runner, functools.partial) else runner
     if fn is fused_rotary:
         return "fused"

@@ -138,7 +138,7 @@ def _dispatcher(tmp_path, prefer, monkeypatch):
     return d, timer
 
 
-@pytest.mark.parametrize("prefer", ["triton", "rotate-sdpa"])
+@pytest.mark.parametrize("prefer", ["triton", "sdpa-rotate"])
 def test_auto_binds_the_faster_right_candidate(fused, tmp_path, monkeypatch, prefer):
     d, timer = _dispatcher(tmp_path, prefer, monkeypatch)
     q, k, v = _qkv(n=4 + 12, dtype=torch.bfloat16)
@@ -157,8 +157,8 @@ def test_auto_binds_the_faster_right_candidate(fused, tmp_path, monkeypatch, pre
     assert rec["chosen"] == prefer and rec["source"] == "measured" and rec["mode"] == "inference"
     assert rec["key"] == ["bfloat16", "float32", 2, 2, 16, 16, 4, True, False, False]
     assert rec["errors"]["triton"]["ok"], rec  # the fused op passed the gate against the fp64 reference
-    assert set(rec["times"]) == {"triton", "rotate-sdpa"}
-    assert recs[1]["chosen"] == "rotate-sdpa" and "float32" in recs[1]["reasons"]["triton"]
+    assert set(rec["times"]) == {"triton", "sdpa-rotate"}
+    assert recs[1]["chosen"] == "sdpa-rotate" and "float32" in recs[1]["reasons"]["triton"]
 
 
 def test_auto_gate_rejects_a_wrong_fused_op(fused, tmp_path, monkeypatch):
@@ -170,7 +170,7 @@ def test_auto_gate_rejects_a_wrong_fused_op(fused, tmp_path, monkeypatch):
         out = ra.auto_rotary(q, k, v, emb, 1, False)
     torch.testing.assert_close(out, ra.rotate_then(sdpa_attention, q, k, v, emb, 1, False), rtol=0, atol=0)
     [rec] = [r for r in d.choices() if r["op"] == ra.OP]
-    assert rec["chosen"] == "rotate-sdpa" and not rec["errors"]["triton"]["ok"]
+    assert rec["chosen"] == "sdpa-rotate" and not rec["errors"]["triton"]["ok"]
 
 
 def test_auto_training_call_is_checked_with_gradients(fused, tmp_path, monkeypatch):
@@ -184,7 +184,7 @@ def test_auto_training_call_is_checked_with_gradients(fused, tmp_path, monkeypat
     recs = [r for r in d.choices() if r["op"] == ra.OP]
     assert [r["mode"] for r in recs] == ["training", "training"]
     assert recs[0]["chosen"] == "triton" and recs[0]["errors"]["triton"]["ok"]
-    assert recs[1]["chosen"] == "rotate-sdpa" and "gradient" in recs[1]["reasons"]["triton"]
+    assert recs[1]["chosen"] == "sdpa-rotate" and "gradient" in recs[1]["reasons"]["triton"]
 
 
 def test_auto_off_cuda_and_with_dropout_is_timms_way(tmp_path, monkeypatch):
@@ -200,7 +200,7 @@ def test_auto_off_cuda_and_with_dropout_is_timms_way(tmp_path, monkeypatch):
         ra.auto_rotary(q, k, v, emb, 1, False, dropout_p=0.3)
     assert calls == []
     [rec] = [r for r in d.choices() if r["op"] == ra.OP]
-    assert rec["chosen"] == "rotate-sdpa"
+    assert rec["chosen"] == "sdpa-rotate"
 
 
 def test_apply_rope_is_what_rotate_then_runs():
