@@ -161,6 +161,17 @@ def test_auto_binds_the_faster_right_candidate(fused, tmp_path, monkeypatch, pre
     assert recs[1]["chosen"] == "sdpa-rotate" and "float32" in recs[1]["reasons"]["triton"]
 
 
+def test_auto_gate_holds_the_kernel_to_the_declared_reference_and_tolerance():
+    kernel = next(c for c in ra.ROPE_ATTENTION_CANDIDATES if c.kind == "kernel")
+    if ra.OP not in ops.OPS:
+        pytest.skip("no rope_attention declaration in this checkout")
+    assert kernel.bound == ops.declaration(ra.OP).tolerance.bound and kernel.reference is ra._reference
+    q, k, v = _qkv(dtype=torch.float64)
+    for emb, prefix, half in ((RopeCat(16, 10000.0, (3, 4))().double(), 1, False), (RopeDinoV3(16, 100.0, (3, 4))().double(), 1, True)):
+        torch.testing.assert_close(kernel.reference(q, k, v, emb, prefix, half, None),
+                                   ra.rotate_then(sdpa_attention, q, k, v, emb, prefix, half), rtol=1e-12, atol=1e-12)
+
+
 def test_auto_gate_rejects_a_wrong_fused_op(fused, tmp_path, monkeypatch):
     d, _ = _dispatcher(tmp_path, "triton", monkeypatch)
     monkeypatch.setitem(ra._FUSED, ra.OP, lambda q, k, v, sin, cos, **kw: _ref_op(q, k, v, cos, sin, **kw))  # swapped tables
