@@ -161,15 +161,13 @@ def test_auto_binds_the_faster_right_candidate(fused, tmp_path, monkeypatch, pre
     assert recs[1]["chosen"] == "sdpa-rotate" and "float32" in recs[1]["reasons"]["triton"]
 
 
-def test_auto_gate_holds_the_kernel_to_the_declared_reference_and_tolerance():
+def test_auto_gate_holds_the_kernel_to_the_declared_tolerance():
+    """The gate's reference is the torch candidate (rotate, then SDPA) on float64 copies: all fp64 (the
+    declared rope_attention_ref takes its softmax in fp32); the bound is the op's declared tolerance."""
     kernel = next(c for c in ra.ROPE_ATTENTION_CANDIDATES if c.kind == "kernel")
     if ra.OP not in ops.OPS:
         pytest.skip("no rope_attention declaration in this checkout")
-    assert kernel.bound == ops.declaration(ra.OP).tolerance.bound and kernel.reference is ra._reference
-    q, k, v = _qkv(dtype=torch.float64)
-    for emb, prefix, half in ((RopeCat(16, 10000.0, (3, 4))().double(), 1, False), (RopeDinoV3(16, 100.0, (3, 4))().double(), 1, True)):
-        torch.testing.assert_close(kernel.reference(q, k, v, emb, prefix, half, None),
-                                   ra.rotate_then(sdpa_attention, q, k, v, emb, prefix, half), rtol=1e-12, atol=1e-12)
+    assert kernel.bound == ops.declaration(ra.OP).tolerance.bound and kernel.reference is None
 
 
 def test_auto_gate_rejects_a_wrong_fused_op(fused, tmp_path, monkeypatch):
