@@ -117,16 +117,10 @@ def _bound():
     return ops.declaration(OP).tolerance.bound if OP in ops.OPS else None
 
 
-def _reference(q, k, v, rope, num_prefix, half, scale):
-    """The op's declared reference (float64 arguments, as the gate passes them) over the per-pair tables."""
-    sin, cos = rope_pairs(rope, half)
-    return ops.declaration(OP).reference(q, k, v, sin, cos, num_prefix, half, scale)
-
-
+# the gate's reference: the torch candidate on float64 copies (all fp64); the bound: the op's declared tolerance
 ROPE_ATTENTION_CANDIDATES = (
     Candidate("sdpa-rotate", _rotate_sdpa, "torch"),
-    Candidate("triton", fused_attention, "kernel", _fused_supports, reference=_reference if OP in ops.OPS else None,
-              bound=_bound()),
+    Candidate("triton", fused_attention, "kernel", _fused_supports, bound=_bound()),
 )
 ROPE_ATTENTION_BOUND = Bindings()  # the auto runner is a function: its choices are bound here, per key
 
