@@ -2,9 +2,9 @@
 q / v biases (no k bias) or a plain qkv bias, an optional inner norm; the MLPs (GELU, with an
 optional inner norm; SwiGLU packed or split, with an optional inner norm); pre- and post-norm blocks.
 
-Each choice is made once, at construction: the qkv projection (:data:`PROJECTIONS`), the
-rotation (:func:`~fastvit.layers.rope.rope_prefix` or none), the attention backend
-(``attn_impl``, :func:`fastvit.layers.attention.get_attention_backend`), the MLP class. As in
+Each choice is made once, at construction: the qkv projection (:data:`PROJECTIONS`), how q and k
+are rotated and attended (``attn_impl``, :func:`fastvit.layers.rope_attention.resolve_rotary`: the
+fused rotary attention kernel, auto's measured choice, or rotate-then-backend), the MLP class. As in
 fastvit's ViT, a pre-norm branch owns its residual add in its last projection (a residual
 linear of ``linear_impl``), with the block's LayerScale ``gamma_1`` / ``gamma_2`` applied there.
 """

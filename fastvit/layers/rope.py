@@ -9,7 +9,9 @@ angles, laid out for one of two rotations of a head's channels:
   tiles the angles (``a0 a1 ... a0 a1 ...``).
 
 :func:`apply_rope` rotates ``x`` by such a table (``x cos + rot(x) sin``), and
-:func:`rope_prefix` leaves the prefix tokens (class, registers) as they are. Three
+:func:`rope_prefix` leaves the prefix tokens (class, registers) as they are;
+:func:`rope_pairs` cuts a table to the per-pair ``sin`` / ``cos`` the fused rotary attention
+kernel takes (exact: both channels of a pair hold one angle, :func:`pairs_share_angles`). Three
 generators, each a module whose ``embed(grid)`` gives the table of an (H, W) patch grid
 (the mixed one gives one table per block and head), all with timm's numerics:
 
