@@ -77,6 +77,22 @@ def _attention() -> list:
     return core + wide
 
 
+ROPE_PROVIDERS = ("sdpa-rotate", "torch.compile", "triton")
+
+
+def _rope_attention() -> list:
+    """Rotary attention at the core rotary presets' shapes (fastvit.shapes: DINOv3-B/L, EVA-02-B):
+    fastvit's kernel against timm's way (rotate q and k in PyTorch, then SDPA) and its torch.compile;
+    bf16, fp16 with ``-m slow``."""
+    return [
+        bench_case("rope_attention", "rope_attention",
+                   f"{s.preset}-N{s.tokens}-D{s.head_dim}-{dtype}-{mode}-{provider}", slow=dtype != "bf16",
+                   preset=s.preset, dtype=dtype, mode=mode, provider=provider)
+        for dtype in ("bf16", "fp16") for s in shapes.rope_shapes("core") for mode in MODES
+        for provider in ROPE_PROVIDERS
+    ]  # fmt: skip
+
+
 def _attention_probs() -> list:
     """The maps of one layer, bf16: the kernel against torch's softmax(q k^T * scale)."""
     return [
@@ -126,6 +142,7 @@ def _mlp_residual() -> list:
 # op -> its cases (every op of fastvit.kernels.ops.OPS)
 CASES = {
     "attention": _attention,
+    "rope_attention": _rope_attention,
     "attention_probs": _attention_probs,
     "layer_norm": _layer_norm,
     "add_layer_norm": _add_layer_norm,

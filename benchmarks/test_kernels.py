@@ -25,6 +25,10 @@
   "cublas+add-norm" (cuBLAS GEMM with bias, then add_layer_norm). TFLOP/s of
   the GEMM's 2·M·N·K (3x with gradients), so the seam's cost shows as a drop.
 
+- rope_attention, forward and forward+backward, at the core rotary presets' shapes (DINOv3-B/L: 261
+  tokens, 5 unrotated, half pairs; EVA-02-B: 257 tokens, 1 unrotated, interleaved pairs): the fused
+  kernel (q and k rotated as their tiles load) vs timm's way, rotate q and k in PyTorch then SDPA
+  ("sdpa-rotate"), and its torch.compile. FLOPs as attention's (the rotation's are not counted).
 - attention_probs: the softmax maps rebuilt from the forward's log-sum-exp
   (what ``fastvit analyze`` draws) against torch's softmax(q k^T * scale), bf16
   inputs, fp32 maps; GB/s of the maps written.
@@ -173,6 +177,49 @@ def test_attention(benchmark, references, kernel_rounds, seq, head_dim, dtype, m
         benchmark, references, kernel_rounds, op="attention", provider=provider, mode=mode, dtype=dtype,
         shape=dict(batch=batch, heads=heads, seq=seq, head_dim=head_dim), fn=fn, inputs=inputs, grad_of=(0, 1, 2),
         flop_per_iter=fwd if mode == "fwd" else 3.5 * fwd, check=lambda out: bench.parity(out[:1], ref),
+    )
+
+
+# -- rotary attention ---------------------------------------------------------------------------
+
+
+def _rope_fn(provider: str, num_prefix: int, rotate_half: bool):
+    if provider == "triton":
+        from fastvit.kernels import rope_attention
+
+        return lambda q, k, v, sin, cos: rope_attention(q, k, v, sin, cos, num_prefix=num_prefix, rotate_half=rotate_half)
+
+    def rotate_then_sdpa(q, k, v, sin, cos):  # timm's way: rotate in fp32, cast back, attend
+        q = reference.rope_rotate_ref(q, sin, cos, num_prefix, rotate_half).to(v.dtype)
+        k = reference.rope_rotate_ref(k, sin, cos, num_prefix, rotate_half).to(v.dtype)
+        return F.scaled_dot_product_attention(q, k, v)
+
+    return torch.compile(rotate_then_sdpa) if provider == "torch.compile" else rotate_then_sdpa
+
+
+@pytest.mark.parametrize(*_cases("rope_attention"))
+def test_rope_attention(benchmark, references, kernel_rounds, preset, dtype, mode, provider):
+    """Rotary attention at a rotary preset's shape (its heads, head dim, tokens, prefix and pair
+    layout): the fused kernel against rotate-then-SDPA and its torch.compile. FLOPs as attention's."""
+    shape = next(s for s in shapes.rope_shapes("core") if s.preset == preset)
+    heads, seq, head_dim = (2 if SMOKE else shape.heads), shape.tokens, shape.head_dim
+    batch = max(1, round(TOKENS / seq))
+    dt = bench.torch_dtype(dtype)
+    grad = mode != "fwd"
+    angle = torch.rand(seq - shape.num_prefix, head_dim // 2, device=DEVICE) * 2 * torch.pi
+    sin, cos = angle.sin(), angle.cos()
+    inputs = [tuple(_rand(batch, heads, seq, head_dim, dtype=dt, grad=grad) for _ in range(3)) + (sin, cos)
+              + (_rand(batch, heads, seq, head_dim, dtype=dt),) for _ in range(BUFFERS)]  # fmt: skip
+    q, k, v = (t[:1].detach().float() for t in inputs[0][:3])
+    ref = reference.rope_attention_ref(q, k, v, sin, cos, shape.num_prefix, shape.rotate_half, upcast=False)
+    fwd = 4 * batch * heads * seq * seq * head_dim
+    _run(
+        benchmark, references, kernel_rounds, op="rope_attention", provider=provider, mode=mode, dtype=dtype,
+        shape=dict(batch=batch, heads=heads, seq=seq, head_dim=head_dim, num_prefix=shape.num_prefix,
+                   rotate_half=shape.rotate_half),
+        fn=_rope_fn(provider, shape.num_prefix, shape.rotate_half), inputs=inputs, grad_of=(0, 1, 2),
+        compiled=provider == "torch.compile", flop_per_iter=fwd if mode == "fwd" else 3.5 * fwd,
+        check=lambda out: bench.parity(out[:1], ref),
     )
 
 

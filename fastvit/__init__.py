@@ -11,12 +11,11 @@ pretrained=True)``; ``fastvit.list_pretrained("vit_base*")``; ``fastvit.save_pre
 
 from .checkpoints import from_hf, from_timm, from_torchvision, load_checkpoint, to_hf_state_dict, to_timm_state_dict
 from .checkpoints import to_hf_config
-from .checkpoints.hub_save import push_to_hub, save_pretrained
 from .checkpoints.pretrained_cfgs import list_pretrained
 from .compiling import compile
 from .config import ViTConfig
 from .dispatch import prepare
-from .factory import create_model, get_config, list_models
+from .factory import create_model, get_config, list_models, push_to_hub, save_pretrained
 from .layers import resample_pos_embed
 from .model import Block, VisionTransformer
 from .presets import PRESETS

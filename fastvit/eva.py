@@ -28,7 +28,7 @@ from .layers.eva_block import EvaAttention, EvaBlock, EvaBlockPostNorm, eva_mlp_
 from .layers.impls import LINEAR_IMPLS, NORM_IMPLS
 from .layers.linear import ResidualLinear
 from .layers.pool import AttentionPoolLatent
-from .layers.rope import ROPE_TYPES, create_rope
+from .layers.rope import ROPE_TYPES, TABLE_HALF, create_rope
 
 EVA_POOLS = ("", "avg", "avgmax", "max", "token", "map")
 
@@ -183,7 +183,7 @@ class Eva(nn.Module):
         attn = functools.partial(
             EvaAttention, num_heads=cfg.num_heads, qkv_bias=cfg.qkv_bias, qkv_fused=cfg.qkv_fused,
             attn_type=cfg.attn_type, num_prefix_tokens=self.num_prefix_tokens, rotate=cfg.use_rot_pos_emb,
-            rotate_half=cfg.rope_rotate_half, inner_norm=norm if cfg.scale_attn_inner else None,
+            rotate_half=cfg.rope_rotate_half, table_half=TABLE_HALF[cfg.rope_type], inner_norm=norm if cfg.scale_attn_inner else None,
             attn_drop=cfg.attn_drop_rate, proj_drop=cfg.proj_drop_rate, attn_impl=cfg.attn_impl, proj_layer=residual_cls,
         )
         mlp = eva_mlp_layer(d, cfg.mlp_ratio, swiglu=cfg.swiglu_mlp, align_to=cfg.swiglu_align_to,

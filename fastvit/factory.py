@@ -17,12 +17,14 @@ from pathlib import Path
 import torch
 
 from .checkpoints import load_checkpoint
+from .checkpoints import hub_save
 from .checkpoints.hf_config import HF_MODEL_TYPES, hf_config_fields, read_hf_config
 from .checkpoints.hub import folder_model_config, hub_model_config, is_timm_folder, parse_source, pretrained_weights
 from .checkpoints.load import convert_state_dict
 from .checkpoints.pretrained_cfgs import (UnknownModelError, finish_cfg, pretrained_cfg as tag_cfg, split_tag,
                                           tags_for, timm_cfg_defaults)
 from .features import features_only as wrap_features
+from .eva import Eva
 from .presets_eva import EVA_PRESETS, create_eva, get_eva_config, list_eva_models
 from .naflex.config import NAFLEX_PRESETS, get_naflex_config, list_naflex_models
 from .model import VisionTransformer
@@ -344,3 +346,28 @@ def _as_features(model, cfg: dict, feature_kwargs: dict):
     model.pretrained_cfg = model.default_cfg = {k: v for k, v in cfg.items()
                                                 if k not in ("num_classes", "classifier", "global_pool")}
     return model
+
+
+_EVA_FAMILY = hub_save.eva_family(EVA_PRESETS, get_eva_config)
+
+
+def _save_family(model) -> hub_save.TimmFamily:
+    return _EVA_FAMILY if isinstance(model, Eva) else hub_save.VIT_FAMILY
+
+
+def save_pretrained(model, save_directory, model_config: dict | None = None, model_args: dict | None = None,
+                    safe_serialization: bool | str = True, architecture: str | None = None):
+    """Write ``model`` in timm's Hub format (config.json + weights under timm's names), as timm's
+    ``save_for_hf``: a ViT preset for timm's ``VisionTransformer``, an eva-family model for its ``Eva``.
+    ``timm.create_model("local-dir:<folder>", pretrained=True)`` and ``fastvit.create_model`` read it
+    (:func:`fastvit.checkpoints.hub_save.save_pretrained`). Returns the folder."""
+    return hub_save.save_pretrained(model, save_directory, model_config, model_args, safe_serialization, architecture,
+                                    family=_save_family(model))
+
+
+def push_to_hub(model, repo_id: str, **kwargs):
+    """Upload ``model`` in timm's format to Hub repo ``repo_id`` (:func:`fastvit.checkpoints.hub_save.push_to_hub`:
+    commit_message, token, revision, private, create_pr, model_config, model_card, model_args,
+    safe_serialization, architecture)."""
+    return hub_save.push_to_hub(model, repo_id, family=_save_family(model), **kwargs)
+

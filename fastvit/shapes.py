@@ -101,3 +101,49 @@ def qk_norm_layouts(tier: str = "wide") -> dict[int, int]:
     """``head_dim -> heads`` of the per-head q / k slices qk-norm normalizes in place
     (rows of ``head_dim`` at strides ``(3 * heads * head_dim, head_dim)``), one per head dim."""
     return {head_dim: heads for head_dim, heads, _ in attention_shapes(tier)}
+
+
+# -- rotary attention (the eva family: EVA-02, DINOv3, PE, RoPE-ViT, ...) -------------------------
+
+# The rotary presets whose shapes make the core tier: DINOv3-B/L (4 registers, DINOv3's half pairs)
+# and EVA-02-B (a class token, EVA's interleaved pairs).
+CORE_ROPE_PRESETS = ("vit_base_patch16_dinov3", "vit_large_patch16_dinov3", "eva02_base_patch14_224")
+
+
+@dataclass(frozen=True)
+class RopeShape:
+    """One rotary preset's attention: ``heads``, ``head_dim``, ``tokens`` at its native size (prefix
+    included), ``num_prefix`` unrotated tokens (class, registers), ``rotate_half`` (DINOv3's pair
+    layout, else EVA's interleaved one) and ``per_head`` tables (mixed, learned-frequency RoPE)."""
+
+    preset: str
+    heads: int
+    head_dim: int
+    tokens: int
+    num_prefix: int
+    rotate_half: bool
+    per_head: bool
+
+
+@functools.lru_cache(maxsize=None)
+def _rope_all() -> tuple[RopeShape, ...]:
+    from fastvit.presets_eva import get_eva_config, list_eva_models
+
+    found = []
+    for name in list_eva_models():
+        cfg = get_eva_config(name)
+        if cfg.use_rot_pos_emb:
+            grid = cfg.grid_size
+            found.append(RopeShape(name, cfg.num_heads, cfg.embed_dim // cfg.num_heads,
+                                   cfg.num_prefix_tokens + grid[0] * grid[1], cfg.num_prefix_tokens,
+                                   bool(cfg.rope_rotate_half), cfg.rope_type == "mixed"))  # fmt: skip
+    return tuple(found)
+
+
+def rope_shapes(tier: str = "wide") -> tuple[RopeShape, ...]:
+    """Every rotary eva preset's attention shape (``"wide"``), or those of :data:`CORE_ROPE_PRESETS`."""
+    _check_tier(tier)
+    if tier == "wide":
+        return _rope_all()
+    by_name = {s.preset: s for s in _rope_all()}
+    return tuple(by_name[name] for name in CORE_ROPE_PRESETS)

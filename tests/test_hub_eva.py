@@ -72,7 +72,23 @@ def test_eva_offline_without_files_names_the_repo(tmp_path, monkeypatch):
         fastvit.create_model("vit_base_patch16_dinov3.lvd1689m", pretrained=True, **TINY)
 
 
-def test_eva_save_pretrained_is_refused_by_name(tmp_path):
-    model = fastvit.create_model("vit_small_patch16_dinov3", **TINY)
-    with pytest.raises(ValueError, match="eva family"):
-        fastvit.save_pretrained(model, tmp_path / "out")
+def test_eva_save_pretrained_round_trips(tmp_path):
+    """save_pretrained writes timm's format for the eva family (timm reading it: tests/interop/test_timm_eva_save.py);
+    fastvit reads the folder back to the same model. A name outside the family is refused, nothing written."""
+    model = fastvit.create_model("vit_small_patch16_dinov3", num_classes=3, **TINY).eval()
+    folder = fastvit.save_pretrained(model, tmp_path / "out")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == "vit_small_patch16_dinov3" and config["num_classes"] == 3
+    back = fastvit.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    assert back.cfg == model.cfg
+    x = torch.randn(1, 3, *model.cfg.img_size)
+    with torch.no_grad():
+        assert torch.equal(back(x), model(x))
+    with pytest.raises(ValueError, match="among the eva family"):
+        fastvit.save_pretrained(model, tmp_path / "bad", architecture="vit_small_patch16_224")
+    assert not (tmp_path / "bad").exists()
+    from fastvit.checkpoints import hub_save
+
+    with pytest.raises(TypeError, match="not a model of the ViT presets"):  # the writer asked for the wrong family
+        hub_save.save_pretrained(model, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()

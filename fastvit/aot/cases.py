@@ -9,6 +9,7 @@ the function that lists them. Imports Triton (through the op files).
 from __future__ import annotations
 
 from fastvit.aot import attention as flash_attention_aot, linear as linear_aot, norm as norm_aot
+from fastvit.aot import rope_attention as rope_attention_aot
 
 
 def _norm_cases(op: str):
@@ -46,6 +47,7 @@ def _gemm_cases(op: str):
 # add_layer_norm's kernels: its cases are theirs, the "*_bwd-fp32-from-*" ones under autocast)
 CASES = {
     "attention": flash_attention_aot.aot_cases,
+    "rope_attention": rope_attention_aot.aot_cases,
     "attention_probs": flash_attention_aot.probs_cases,
     "layer_norm": _norm_cases("layer_norm"),
     "add_layer_norm": _norm_cases("add_layer_norm"),

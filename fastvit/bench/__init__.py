@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from .cases import COMPILE_KWARGS, run_kernel_case, run_model_case, run_model_cases
 from .command import add_parser, resolve_settings, run
-from .flops import TRAINING_FLOP_FACTOR, flop_per_image, forward_macs
+from .flops import TRAINING_FLOP_FACTOR, flop_per_image, forward_macs, rope_traffic_saved
 from .hardware import (
     PEAKS,
     device_slug,
@@ -129,6 +129,7 @@ __all__ = [
     "flop_per_image",
     "format_table",
     "forward_macs",
+    "rope_traffic_saved",
     "get_variant",
     "is_reference",
     "make_record",

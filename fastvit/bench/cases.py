@@ -163,7 +163,7 @@ def _is_toy(case: ModelCase, ctx: ModelContext) -> bool:
     """A case whose overrides make the model cheaper than the preset it names (e.g. 2 blocks at 32x32)."""
     if not case.overrides:
         return False
-    from fastvit.presets import get_config
+    from fastvit.factory import get_config
 
     return flop_per_image(ctx.cfg) < flop_per_image(get_config(case.model))
 

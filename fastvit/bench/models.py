@@ -41,7 +41,7 @@ class ModelContext:
         self.model, self.dtype, self.batch, self.device, self.overrides = model, dtype_name(dtype), batch, device, tuple(overrides)
         self.cfg = fastvit.get_config(model, **dict(self.overrides))
         torch.manual_seed(seed)
-        reference = fastvit.VisionTransformer(self.cfg.replace(**dict(BASE_VARIANTS[REFERENCE].overrides)))
+        reference = build_fastvit(self.cfg.replace(**dict(BASE_VARIANTS[REFERENCE].overrides)))
         self.state_dict = {k: v.detach().clone() for k, v in reference.state_dict().items()}
         del reference
         gen = torch.Generator().manual_seed(seed + 1)
@@ -62,9 +62,7 @@ class ModelContext:
         if self._ref_logits is None:
             import torch
 
-            import fastvit
-
-            model = fastvit.VisionTransformer(self.cfg.replace(**dict(BASE_VARIANTS[REFERENCE].overrides)))
+            model = build_fastvit(self.cfg.replace(**dict(BASE_VARIANTS[REFERENCE].overrides)))
             model.load_state_dict(self.state_dict)
             model.to(self.device).eval()
             saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
@@ -77,6 +75,15 @@ class ModelContext:
             del model
             _free_memory(self.device)
         return self._ref_logits
+
+
+def build_fastvit(cfg):
+    """fastvit's model of a config: :class:`fastvit.eva.Eva` for an ``EvaConfig`` (timm's eva-module
+    family), else :class:`fastvit.VisionTransformer`."""
+    from fastvit.eva import Eva, EvaConfig
+    from fastvit.model import VisionTransformer
+
+    return Eva(cfg) if isinstance(cfg, EvaConfig) else VisionTransformer(cfg)
 
 
 def _free_memory(device: str) -> None:
@@ -101,6 +108,10 @@ def _hf_mismatch(cfg) -> str | None:
     import types
 
     from fastvit.checkpoints import to_hf_config
+    from fastvit.eva import EvaConfig
+
+    if isinstance(cfg, EvaConfig):
+        return "fastvit bench compares transformers' ViT classifiers only, not the eva family"
 
     try:
         to_hf_config(types.SimpleNamespace(cfg=cfg))
@@ -168,7 +179,7 @@ def build_model(variant: Variant, ctx: ModelContext):
     import fastvit
 
     if variant.impl == "fastvit":
-        model = fastvit.VisionTransformer(ctx.cfg.replace(**dict(variant.overrides)))
+        model = build_fastvit(ctx.cfg.replace(**dict(variant.overrides)))
         model.load_state_dict(ctx.state_dict)
     elif variant.impl == "timm":
         import timm

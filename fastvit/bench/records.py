@@ -63,6 +63,7 @@ KERNEL_REFERENCE = {
     "attention": "sdpa-flash", "layer_norm": "torch", "add_layer_norm": "torch",
     "linear_gelu": "torch", "linear_residual": "torch", "residual_norm": "torch", "mlp": "torch",
     "layer_norm_junction": "torch", "attention_probs": "torch",
+    "rope_attention": "sdpa-rotate", "rotary_attention": "sdpa-rotate",
 }
 
 

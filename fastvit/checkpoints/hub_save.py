@@ -1,4 +1,5 @@
-"""Writing a model in timm's Hub format: :func:`save_pretrained` and :func:`push_to_hub`.
+"""Writing a model in timm's Hub format: :func:`save_pretrained` and :func:`push_to_hub`, for the ViT
+presets (timm's ``VisionTransformer``) and the eva family (timm's ``Eva``).
 
 The folder holds ``config.json`` (``architecture``, ``num_classes``, ``num_features``,
 ``global_pool``, ``model_args``, ``pretrained_cfg``) and the weights under timm's names
@@ -13,10 +14,16 @@ import warnings
 from pathlib import Path
 
 import torch
+from torch import nn
 
+from dataclasses import dataclass
+from typing import Callable
+
+from ..eva import Eva
 from ..presets import PRESETS, get_config
 from .hub import SAFE_WEIGHTS, TORCH_WEIGHTS, _huggingface_hub, _version
 from .timm import to_timm_state_dict
+from .timm_eva import TIMM_EVA_ARGS, to_timm_eva_state_dict
 
 # ViTConfig fields that timm's VisionTransformer takes under the same keyword
 TIMM_ARGS = ("img_size", "patch_size", "in_chans", "global_pool", "embed_dim", "depth", "num_heads", "mlp_ratio",
@@ -33,9 +40,32 @@ def _json_value(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-def model_args_for(model, architecture: str) -> tuple[dict, dict]:
+@dataclass(frozen=True)
+class TimmFamily:
+    """What writing one of timm's model classes needs: its names (``presets``: name -> fields), each name's
+    config (``config_of``), the config fields timm takes under the same keyword, timm's state dict of a
+    model, and the model class. The eva family's is built where its presets are known (``fastvit.factory``)."""
+
+    label: str
+    presets: dict
+    config_of: Callable
+    timm_args: tuple
+    state_dict: Callable
+    model_cls: type
+    split_drop_rate: bool = False  # fastvit's one drop rate is timm's three (the ViT family)
+
+
+VIT_FAMILY = TimmFamily("the ViT presets", PRESETS, get_config, TIMM_ARGS, to_timm_state_dict, nn.Module, True)
+
+
+def eva_family(presets: dict, config_of: Callable) -> TimmFamily:
+    """timm's ``Eva`` (the eva module's names ``presets``; EvaConfig's fields are its keywords)."""
+    return TimmFamily("the eva family", presets, config_of, TIMM_EVA_ARGS, to_timm_eva_state_dict, Eva)
+
+
+def model_args_for(model, architecture: str, family: TimmFamily = VIT_FAMILY) -> tuple[dict, dict]:
     """(timm's keywords, fastvit-only fields) that rebuild ``model.cfg`` from preset ``architecture``."""
-    preset, cfg = get_config(architecture), model.cfg
+    preset, cfg = family.config_of(architecture), model.cfg
     size = (model.pretrained_cfg or {}).get("input_size")
     timm_args, own = {}, {}
     for name in cfg.__dataclass_fields__:
@@ -49,9 +79,9 @@ def model_args_for(model, architecture: str) -> tuple[dict, dict]:
             differs = True
         if not differs:
             continue
-        if name == "drop_rate":  # fastvit's one rate is timm's three
+        if name == "drop_rate" and family.split_drop_rate:  # fastvit's one rate is timm's three
             timm_args.update(drop_rate=value, pos_drop_rate=value, proj_drop_rate=value)
-        elif name in TIMM_ARGS:
+        elif name in family.timm_args:
             timm_args[name] = _json_value(value)
         else:
             own[name] = _json_value(value)
@@ -59,18 +89,17 @@ def model_args_for(model, architecture: str) -> tuple[dict, dict]:
 
 
 def hub_config(model, model_config: dict | None = None, model_args: dict | None = None,
-               architecture: str | None = None) -> dict:
-    """The config.json timm's ``save_for_hf`` writes for ``model``."""
+               architecture: str | None = None, family: TimmFamily = VIT_FAMILY) -> dict:
+    """The config.json timm's ``save_for_hf`` writes for ``model`` (of ``family``)."""
     model_config = dict(model_config or {})
     pretrained_cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     architecture = architecture or pretrained_cfg.get("architecture")
-    if architecture not in PRESETS and type(getattr(model, "cfg", None)).__name__ == "EvaConfig":
-        raise ValueError(f"save_pretrained writes timm's format for the ViT presets; {architecture!r} is of timm's "
-                         "eva family, whose folders fastvit reads (create_model('local-dir:...')) but does not write "
-                         "yet: save its state_dict() (timm's names) with safetensors instead")
-    if architecture not in PRESETS:
-        raise ValueError(f"save_pretrained needs the model's preset name (timm's architecture), got {architecture!r}; "
-                         "build the model with fastvit.create_model(name) or pass architecture=<name>")
+    if isinstance(model, Eva) is not (family.model_cls is Eva):
+        raise TypeError(f"save_pretrained: a {type(model).__name__} is not a model of {family.label}; "
+                        "fastvit.save_pretrained picks the family itself")
+    if architecture not in family.presets:
+        raise ValueError(f"save_pretrained needs the model's name among {family.label} (timm's architecture), got "
+                         f"{architecture!r}; build the model with fastvit.create_model(name) or pass architecture=<name>")
     pretrained_cfg = {k: v for k, v in pretrained_cfg.items()
                       if k not in _SOURCE_FIELDS and (v is not None or k in _KEEP_NULL)}
     pretrained_cfg.pop("architecture", None)
@@ -87,7 +116,7 @@ def hub_config(model, model_config: dict | None = None, model_args: dict | None 
         value = model_config.pop(key, None)
         if value:
             config[key] = value
-    derived, own = model_args_for(model, architecture)
+    derived, own = model_args_for(model, architecture, family)
     args = {**derived, **(model_args or {})}
     if args:
         config["model_args"] = args
@@ -101,15 +130,16 @@ def hub_config(model, model_config: dict | None = None, model_args: dict | None 
 
 
 def save_pretrained(model, save_directory, model_config: dict | None = None, model_args: dict | None = None,
-                    safe_serialization: bool | str = True, architecture: str | None = None) -> Path:
+                    safe_serialization: bool | str = True, architecture: str | None = None,
+                    family: TimmFamily = VIT_FAMILY) -> Path:
     """Write ``model`` as timm's ``save_for_hf`` does: config.json and the weights under timm's
     names (``safe_serialization``: True model.safetensors, False pytorch_model.bin, "both").
     ``timm.create_model("local-dir:<folder>", pretrained=True)`` and ``fastvit.create_model`` read it.
-    Returns the folder."""
+    Returns the folder. (``fastvit.save_pretrained`` passes the model's ``family``.)"""
     if safe_serialization not in (True, False, "both"):
         raise ValueError(f"safe_serialization must be True, False or 'both', got {safe_serialization!r}")
-    config = hub_config(model, model_config, model_args, architecture)  # every check before any write
-    tensors = {k: v.contiguous() for k, v in to_timm_state_dict(model).items()}
+    config = hub_config(model, model_config, model_args, architecture, family)  # every check before any write
+    tensors = {k: v.contiguous() for k, v in family.state_dict(model).items()}
     folder = Path(save_directory)
     folder.mkdir(parents=True, exist_ok=True)
     if safe_serialization in (True, "both"):
@@ -136,7 +166,8 @@ def _model_card(repo_id: str, config: dict, model_card: dict | None) -> str:
 def push_to_hub(model, repo_id: str, commit_message: str = "Add model", token: str | None = None,
                 revision: str | None = None, private: bool = False, create_pr: bool = False,
                 model_config: dict | None = None, model_card: dict | None = None, model_args: dict | None = None,
-                safe_serialization: bool | str = "both", architecture: str | None = None):
+                safe_serialization: bool | str = "both", architecture: str | None = None,
+                family: TimmFamily = VIT_FAMILY):
     """Upload ``model`` in timm's format (:func:`save_pretrained`) to Hub repo ``repo_id``, creating
     it if needed and adding a model card where the repo has none (timm's ``push_to_hf_hub``)."""
     import tempfile
@@ -147,7 +178,7 @@ def push_to_hub(model, repo_id: str, commit_message: str = "Add model", token: s
     has_readme = api.file_exists(repo_id=repo_id, filename="README.md", revision=revision)
     with tempfile.TemporaryDirectory() as tmp:
         save_pretrained(model, tmp, model_config=model_config, model_args=model_args,
-                        safe_serialization=safe_serialization, architecture=architecture)
+                        safe_serialization=safe_serialization, architecture=architecture, family=family)
         if not has_readme:
             config = json.loads((Path(tmp) / "config.json").read_text())
             (Path(tmp) / "README.md").write_text(_model_card(repo_id, config, model_card))

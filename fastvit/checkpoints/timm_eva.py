@@ -106,6 +106,11 @@ def from_timm_eva(model: nn.Module, **impls) -> Eva:
     return out.train(model.training)
 
 
+# EvaConfig fields timm's ``Eva`` takes under the same keyword (the rest choose fastvit's implementations, or,
+# norm_eps, the norm layer timm takes as a class)
+TIMM_EVA_ARGS = tuple(f for f in EvaConfig.__dataclass_fields__ if f not in ("norm_eps", "attn_impl", "norm_impl", "linear_impl"))
+
+
 def to_timm_eva_state_dict(model: Eva) -> dict[str, torch.Tensor]:
     """fastvit Eva weights for timm's ``Eva`` of the same config: the same names; copies."""
     return {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -129,6 +129,7 @@ GPU_KERNEL_GROUPS = (
     ("layer_norm", "(test_layer_norm or test_norm_junction) and not compile"),
     ("residual_norm", "test_residual_norm and not compile"),
     ("inductor", "(test_layer_norm or test_norm_junction or test_linear or test_mlp or test_residual_norm) and compile"),
+    ("rope_attention", "test_rope_attention"),
     ("attention-rest", "test_attention and not ((N197 or N577) and D64)"),
 )
 SMOKE_KERNEL_GROUPS = (

@@ -156,6 +156,40 @@ def supports_attention_probs(*, device, dtype, head_dim, interpret=None) -> str 
     )
 
 
+def _rope_tables_reason(head_dim, seq_len, num_prefix, heads, table_shape) -> str | None:
+    if table_shape is None:
+        return None
+    table_shape = tuple(table_shape)
+    if seq_len is None:  # only the pair count can be checked
+        return None if table_shape[-1:] == (head_dim // 2,) else (
+            f"table_shape {table_shape} does not end in head_dim // 2 = {head_dim // 2}")
+    rows = (seq_len - num_prefix, head_dim // 2)
+    shapes = [rows] + ([] if heads is None else [(heads, *rows)])
+    if table_shape in shapes or (heads is None and len(table_shape) == 3 and table_shape[1:] == rows):
+        return None
+    expected = " or ".join(str(s) for s in shapes) + ("" if heads is not None else f" or (H, {rows[0]}, {rows[1]})")
+    return f"table_shape {table_shape} is not {expected} (N - num_prefix rows, head_dim // 2 pairs)"
+
+
+def supports_rope_attention(*, device, dtype, head_dim, seq_len=None, num_prefix=0, heads=None, table_shape=None,
+                            table_dtype=torch.float32, tables_require_grad=False, interpret=None) -> str | None:
+    """q, k, v (B, ``heads``, ``seq_len``, ``head_dim``) of ``dtype``, the first ``num_prefix`` tokens
+    unrotated; sin / cos tables of ``table_shape`` ((N - num_prefix, D / 2) or (H, N - num_prefix, D / 2))
+    and ``table_dtype`` (fp32). Tables that require grad are refused: the kernel gives them none."""
+    if seq_len is not None:
+        size_reason("seq_len", seq_len, 0)
+    return first_reason(
+        device_reason(device, interpret),
+        dtype_reason("dtype", dtype, FLOATS),
+        size_reason("head_dim", head_dim, 2, MAX_HEAD_DIM),
+        f"head_dim {head_dim} is odd (rotary pairs need an even head dim)" if head_dim % 2 else None,
+        size_reason("num_prefix", num_prefix, 0, seq_len),
+        dtype_reason("table_dtype", table_dtype, (torch.float32,)),
+        _rope_tables_reason(head_dim, seq_len, num_prefix, heads, table_shape),
+        "rotary tables require grad (the kernel gives them no gradient)" if tables_require_grad else None,
+    )
+
+
 def _approximate_reason(approximate) -> str | None:
     if approximate in GELU_APPROXIMATIONS:
         return None
@@ -305,6 +339,10 @@ OPS: dict[str, Op] = {op.name: op for op in (
     Op("attention", "fastvit.kernels.flash_attention", ("attention", "attention_qkvpacked"), FLOATS,
        {"head_dim": (1, MAX_HEAD_DIM)}, R.attention_ref, supports_attention, auto_dtypes=HALF,
        notes="non-causal, any N (masked), no dropout"),
+    Op("rope_attention", "fastvit.kernels.flash_rope_attention", ("rope_attention",), FLOATS,
+       {"head_dim": (2, MAX_HEAD_DIM)}, R.rope_attention_ref, supports_rope_attention, auto_dtypes=HALF,
+       notes="even head_dim, q/k rotated in-kernel (pairs interleaved or halves), prefix unrotated, "
+             "tables fp32 without gradient"),
     Op("attention_probs", "fastvit.kernels.attention_probs", ("attention_probs",), FLOATS,
        {"head_dim": (1, MAX_HEAD_DIM)}, R.attention_probs_ref, supports_attention_probs, auto_dtypes=(),
        notes="softmax maps from the forward's lse, fp32 out, any strides", exported=False),

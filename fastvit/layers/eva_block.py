@@ -2,9 +2,9 @@
 q / v biases (no k bias) or a plain qkv bias, an optional inner norm; the MLPs (GELU, with an
 optional inner norm; SwiGLU packed or split, with an optional inner norm); pre- and post-norm blocks.
 
-Each choice is made once, at construction: the qkv projection (:data:`PROJECTIONS`), the
-rotation (:func:`~fastvit.layers.rope.rope_prefix` or none), the attention backend
-(``attn_impl``, :func:`fastvit.layers.attention.get_attention_backend`), the MLP class. As in
+Each choice is made once, at construction: the qkv projection (:data:`PROJECTIONS`), how q and k
+are rotated and attended (``attn_impl``, :func:`fastvit.layers.rope_attention.resolve_rotary`: the
+fused rotary attention kernel, auto's measured choice, or rotate-then-backend), the MLP class. As in
 fastvit's ViT, a pre-norm branch owns its residual add in its last projection (a residual
 linear of ``linear_impl``), with the block's LayerScale ``gamma_1`` / ``gamma_2`` applied there.
 """
@@ -17,12 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import get_attention_backend
 from .drop import DropPath
 from .glu import GluMlp
 from .linear import ResidualLinear
 from .mlp import Mlp
-from .rope import rope_prefix
+from .rope_attention import resolve_rotary, runner_name
 
 
 def _qkv_fused(attn, x):
@@ -41,14 +40,6 @@ def _qkv_split(attn, x):
 PROJECTIONS = {"fused": _qkv_fused, "fused_qv_bias": _qkv_fused_qv_bias, "split": _qkv_split}
 
 
-def _no_rotation(q, k, v, rope, num_prefix, half):
-    return q, k
-
-
-def _rotation(q, k, v, rope, num_prefix, half):
-    return rope_prefix(q, rope, num_prefix, half, v.dtype), rope_prefix(k, rope, num_prefix, half, v.dtype)
-
-
 class EvaAttention(nn.Module):
     """qkv projection -> rotary q, k (patches only) -> attention backend -> inner norm -> projection.
 
@@ -57,12 +48,17 @@ class EvaAttention(nn.Module):
     "rope" (timm's ``AttentionRope``): ``qkv`` (or the three projections) with ordinary biases.
     ``forward(x, rope, residual, gamma)`` returns ``residual + drop_path(gamma * proj(...))``;
     :meth:`attend` the projection's input.
+
+    How rotation and attention run is resolved here, once (:func:`fastvit.layers.rope_attention.resolve_rotary`):
+    ``attn_impl="triton"`` the fused rotary attention kernel, ``"auto"`` a measured choice between it and
+    rotate-then-SDPA, others rotate-then-backend. ``table_half``: the layout of the tables this layer will
+    get (default: ``rotate_half``'s); ``rotary_reason`` says why the fused op is not used, where it is not.
     """
 
     def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool = True, qkv_fused: bool = True,
                  attn_type: str = "eva", num_prefix_tokens: int = 1, rotate: bool = True, rotate_half: bool = False,
                  inner_norm=None, attn_drop: float = 0.0, proj_drop: float = 0.0, drop_path: float = 0.0,
-                 attn_impl: str = "auto", proj_layer=ResidualLinear):
+                 attn_impl: str = "auto", proj_layer=ResidualLinear, table_half: bool | None = None):
         super().__init__()
         if attn_type not in ("eva", "rope"):
             raise ValueError(f"attn_type must be 'eva' or 'rope', got {attn_type!r}")
@@ -72,8 +68,8 @@ class EvaAttention(nn.Module):
         self.scale = self.head_dim**-0.5
         self.num_prefix_tokens, self.rotate_half = num_prefix_tokens, rotate_half
         self.attn_impl, self.attn_drop = attn_impl, attn_drop
-        self.attn_fn = get_attention_backend(attn_impl)
-        self._rotate = _rotation if rotate else _no_rotation
+        self._attend, self.rotary_reason, self.dispatches = resolve_rotary(attn_impl, rotate, self.head_dim, rotate_half,
+                                                                           table_half)  # fmt: skip
         eva_bias = attn_type == "eva"
         if qkv_fused:
             self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias and not eva_bias)
@@ -95,16 +91,17 @@ class EvaAttention(nn.Module):
     def attend(self, x: torch.Tensor, rope: torch.Tensor | None) -> torch.Tensor:
         b, n, c = x.shape
         q, k, v = self._project(self, x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        q, k = self._rotate(q, k, v, rope, self.num_prefix_tokens, self.rotate_half)
         dropout_p = self.attn_drop if self.training else 0.0
-        out = self.attn_fn(q, k, v, dropout_p=dropout_p, scale=self.scale)
+        out = self._attend(q, k, v, rope, self.num_prefix_tokens, self.rotate_half, dropout_p, self.scale)
         return self.norm(out.transpose(1, 2).reshape(b, n, c))
 
     def forward(self, x, rope, residual, gamma=None):
         return self.proj(self.attend(x, rope), residual, gamma)
 
     def extra_repr(self):
-        return f"num_heads={self.num_heads}, attn_impl={self.attn_impl!r}, rotate_half={self.rotate_half}"
+        reason = "" if self.rotary_reason is None else f", unfused: {self.rotary_reason}"
+        return (f"num_heads={self.num_heads}, attn_impl={self.attn_impl!r}, rotate_half={self.rotate_half}, "
+                f"runs={runner_name(self._attend)!r}{reason}")
 
 
 class NormMlp(Mlp):

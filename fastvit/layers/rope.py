@@ -9,7 +9,9 @@ angles, laid out for one of two rotations of a head's channels:
   tiles the angles (``a0 a1 ... a0 a1 ...``).
 
 :func:`apply_rope` rotates ``x`` by such a table (``x cos + rot(x) sin``), and
-:func:`rope_prefix` leaves the prefix tokens (class, registers) as they are. Three
+:func:`rope_prefix` leaves the prefix tokens (class, registers) as they are;
+:func:`rope_pairs` cuts a table to the per-pair ``sin`` / ``cos`` the fused rotary attention
+kernel takes (exact: both channels of a pair hold one angle, :func:`pairs_share_angles`). Three
 generators, each a module whose ``embed(grid)`` gives the table of an (H, W) patch grid
 (the mixed one gives one table per block and head), all with timm's numerics:
 
@@ -57,6 +59,32 @@ def rope_prefix(x: torch.Tensor, emb: torch.Tensor, num_prefix: int, half: bool,
     """``x`` (B, H, prefix + N, D) with its last N tokens rotated, the prefix left as is (timm's order)."""
     rotated = apply_rope(x[:, :, num_prefix:], emb, half)
     return torch.cat([x[:, :, :num_prefix], rotated], dim=2).to(dtype)
+
+
+# the layout of each generator's table: True when it tiles the angles (half), False when it repeats each twice
+TABLE_HALF = {"cat": False, "mixed": False, "dinov3": True}
+
+
+def rope_pairs(emb: torch.Tensor, half: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-pair tables ``sin``, ``cos`` (..., N, D/2) of a full table ``emb`` (..., N, 2D) = [sin, cos]:
+    the even channels of an interleaved table (pairs (2i, 2i+1)), the first half of a half one (pairs
+    (i, i + D/2)); what :func:`fastvit.kernels.rope_attention` takes. Exact where each pair's two channels
+    hold the same angle, as the three generators' tables do (:func:`pairs_share_angles`)."""
+    sin, cos = emb.chunk(2, -1)
+    if half:
+        d = sin.shape[-1] // 2
+        return sin[..., :d].contiguous(), cos[..., :d].contiguous()
+    return sin[..., 0::2].contiguous(), cos[..., 0::2].contiguous()
+
+
+def pairs_share_angles(emb: torch.Tensor, half: bool = False) -> bool:
+    """Whether both channels of every pair of ``emb``'s layout hold the same sine and cosine."""
+    d = emb.shape[-1] // 2
+    if d % 2:
+        return False
+    if half:
+        return torch.equal(emb[..., : d // 2], emb[..., d // 2: d]) and torch.equal(emb[..., d: d + d // 2], emb[..., d + d // 2:])
+    return torch.equal(emb[..., 0::2], emb[..., 1::2])
 
 
 def _grid_pair(grid) -> list[int]:

@@ -150,6 +150,7 @@ _SUPPORTS_CALLS = {
     "linear_gelu_tma": dict(dtype=torch.float16, in_features=768, out_features=3072, capability=(9, 0)),
     "linear_residual_tma": dict(dtype=torch.float16, in_features=3072, out_features=768, capability=(9, 0)),
     "mlp_residual": dict(dtype=torch.float16, in_features=768, hidden_features=3072),
+    "rope_attention": dict(dtype=torch.float16, head_dim=64, seq_len=201, num_prefix=5),
 }
 
 
@@ -197,6 +198,7 @@ def test_describe_lines_and_fastvit_info(capsys):
 
 def test_every_op_has_compile_cases_that_the_aot_check_compiles(collected):
     from fastvit.aot import cases as aot_cases, attention as flash_attention_aot, linear as linear_aot, norm as norm_aot
+    from fastvit.aot import rope_attention as rope_attention_aot
 
     assert list(aot_cases.CASES) == list(ops.OPS)
     per_op = {op: aot_cases.cases_of(op) for op in ops.OPS}
@@ -204,7 +206,7 @@ def test_every_op_has_compile_cases_that_the_aot_check_compiles(collected):
         assert any(case.tier == "core" for case in cases), f"{op} has no compile case in the default run"
     # the split between the ops of a file loses nothing and duplicates nothing
     shipped = [*flash_attention_aot.aot_cases(), *flash_attention_aot.probs_cases(), *norm_aot.aot_cases(),
-               *linear_aot.aot_cases()]  # fmt: skip
+               *linear_aot.aot_cases(), *rope_attention_aot.aot_cases()]  # fmt: skip
     declared = [str(c) for cases in per_op.values() for c in cases]
     assert sorted(declared) == sorted(str(c) for c in shipped)
     assert [str(c) for c in aot_cases.all_cases()] == list(dict.fromkeys(declared))
@@ -271,6 +273,15 @@ def _attention_probs(d, dtype=F32):
     return attention_probs(q, k, lse), reference.attention_probs_ref(q, k, lse)
 
 
+def _rope_attention(d, n=9, num_prefix=1, dtype=F32):
+    from fastvit.kernels import rope_attention
+
+    q, k, v = _t(1, 2, n, d, dtype=dtype), _t(1, 2, n, d, dtype=dtype, seed=1), _t(1, 2, n, d, dtype=dtype, seed=2)
+    angle = _t(max(0, n - num_prefix), d // 2, seed=3) * 3
+    args = (q, k, v, angle.sin(), angle.cos())
+    return rope_attention(*args, num_prefix=num_prefix), reference.rope_attention_ref(*args, num_prefix)
+
+
 def _layer_norm(width, dtype=F32, weight_dtype=None, out_dtype=None):
     from fastvit.kernels import layer_norm
 
@@ -309,6 +320,8 @@ ACCEPTED = [
     ("attention", dict(dtype=F32, head_dim=72, kv_len=5), lambda: _attention(72)),
     ("attention", dict(dtype=F32, head_dim=3, kv_len=1), lambda: _attention(3, n_kv=1)),
     ("attention_probs", dict(dtype=F32, head_dim=24), lambda: _attention_probs(24)),
+    ("rope_attention", dict(dtype=F32, head_dim=72, seq_len=9, num_prefix=1, table_shape=(8, 36)),
+     lambda: _rope_attention(72)),
     ("layer_norm", dict(dtype=F32, width=100), lambda: _layer_norm(100)),
     ("layer_norm", dict(dtype=F16, width=40, weight_dtype=F32, out_dtype=F32), lambda: _layer_norm(40, F16, F32, F32)),
     ("add_layer_norm", dict(dtype=F32, width=48), lambda: _add_layer_norm(48)),
@@ -327,6 +340,8 @@ REFUSED = [
     ("attention", dict(dtype=torch.float64, head_dim=8), "float64", lambda: _attention(8, dtype=torch.float64), TypeError),
     ("attention", dict(dtype=F32, head_dim=8, kv_len=0), "kv_len 0", lambda: _attention(8, n_kv=0), ValueError),
     ("attention_probs", dict(dtype=F32, head_dim=130), "head_dim 130", lambda: _attention_probs(130), ValueError),
+    ("rope_attention", dict(dtype=F32, head_dim=6, seq_len=9, num_prefix=10), "num_prefix 10",
+     lambda: _rope_attention(6, num_prefix=10), ValueError),
     ("layer_norm", dict(dtype=F32, width=4097), "width 4097", lambda: _layer_norm(4097), ValueError),
     ("layer_norm", dict(dtype=F32, width=8, weight_dtype=F16), "weight_dtype", lambda: _layer_norm(8, F32, F16), TypeError),
     ("layer_norm", dict(dtype=torch.float64, width=8), "float64", lambda: _layer_norm(8, torch.float64), TypeError),
@@ -431,6 +446,7 @@ calls = {
     "linear_gelu_tma": dict(dtype=torch.float16, in_features=768, out_features=3072, capability=(9, 0)),
     "linear_residual_tma": dict(dtype=torch.float16, in_features=3072, out_features=768, capability=(9, 0)),
     "mlp_residual": dict(dtype=torch.float16, in_features=768, hidden_features=3072),
+    "rope_attention": dict(dtype=torch.float16, head_dim=64, seq_len=201, num_prefix=5),
 }
 assert set(calls) == set(ops.OPS), sorted(ops.OPS)
 for op, call in calls.items():
