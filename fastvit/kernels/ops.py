@@ -134,6 +134,13 @@ def supports_add_layer_norm(*, device, dtype, width, weight_dtype=None, interpre
     return supports_layer_norm(device=device, dtype=dtype, width=width, weight_dtype=weight_dtype, interpret=interpret)
 
 
+def supports_rms_norm(*, device, dtype, width, weight_dtype=None, out_dtype=None, interpret=None) -> str | None:
+    """x of ``dtype`` with last dim ``width`` (any leading dims, any strides), an affine weight of
+    ``weight_dtype`` (default x's; no bias), output in ``out_dtype`` (default x's)."""
+    return supports_layer_norm(device=device, dtype=dtype, width=width, weight_dtype=weight_dtype, out_dtype=out_dtype,
+                               interpret=interpret)  # fmt: skip
+
+
 def supports_attention(*, device, dtype, head_dim, dropout_p=0.0, kv_len=None, interpret=None) -> str | None:
     """(B, H, N, head_dim) inputs of ``dtype`` (``attention`` and ``attention_qkvpacked``); ``kv_len``:
     the keys' length when known (queries need at least one key)."""
@@ -312,6 +319,8 @@ OPS: dict[str, Op] = {op.name: op for op in (
        R.layer_norm_ref, supports_layer_norm, notes="any strides, fp32 or x-dtype weights"),
     Op("add_layer_norm", "fastvit.kernels.norm", ("add_layer_norm",), FLOATS, {"width": (0, MAX_HIDDEN)},
        R.add_layer_norm_ref, supports_add_layer_norm, notes="any strides, fp32 or x-dtype weights"),
+    Op("rms_norm", "fastvit.kernels.rms", ("rms_norm",), FLOATS, {"width": (0, MAX_HIDDEN)}, R.rms_norm_ref,
+       supports_rms_norm, notes="LayerNorm's kernels without mean and bias; any strides, fp32 or x-dtype weight"),
     Op("linear_gelu", "fastvit.kernels.linear", ("linear_gelu",), FLOATS, _GEMM_LIMITS, R.linear_gelu_ref,
        supports_linear_gelu, notes="GELU none/tanh/quick in the epilogue"),
     Op("linear_residual", "fastvit.kernels.linear", ("linear_residual",), FLOATS, _GEMM_LIMITS,

@@ -66,6 +66,13 @@ def add_layer_norm_ref(x, y, weight, bias, eps=1e-6, upcast=True):
     return s, F.layer_norm(s, (s.shape[-1],), weight, bias, eps)
 
 
+def rms_norm_ref(x, weight, eps=1e-6, upcast=True):
+    """``x * rsqrt(mean(x^2) + eps) * weight`` over the last dim (timm's ``RmsNorm``, ``F.rms_norm``);
+    ``eps`` None is fp32's machine epsilon, as ``F.rms_norm`` takes it for every input dtype."""
+    x, weight = _maybe_upcast(upcast, x, weight)
+    return F.rms_norm(x, (x.shape[-1],), weight, torch.finfo(torch.float32).eps if eps is None else eps)
+
+
 def gelu_ref(h, approximate="none"):
     """``F.gelu(h, approximate)``, plus ``approximate="quick"``: ``h * sigmoid(1.702 h)`` (CLIP's quick GELU)."""
     if approximate == "quick":
