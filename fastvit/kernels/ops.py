@@ -195,6 +195,11 @@ def supports_linear_gelu(*, device, dtype, in_features, out_features, approximat
                         _approximate_reason(approximate))  # fmt: skip
 
 
+def supports_linear_swiglu(*, device, dtype, in_features, out_features, interpret=None):
+    """x (..., in_features) of ``dtype``, gate and value weights (out_features, in_features), biases or none."""
+    return _gemm_reason(device, dtype, in_features, out_features, interpret)
+
+
 def supports_linear_residual(*, device, dtype, in_features, out_features, residual_dtype=None, dropout_p=0.0,
                              interpret=None):  # fmt: skip
     """The residual in the GEMM's dtype or fp32, and no element-wise dropout on the branch."""
@@ -323,6 +328,8 @@ OPS: dict[str, Op] = {op.name: op for op in (
        supports_rms_norm, notes="LayerNorm's kernels without mean and bias; any strides, fp32 or x-dtype weight"),
     Op("linear_gelu", "fastvit.kernels.linear", ("linear_gelu",), FLOATS, _GEMM_LIMITS, R.linear_gelu_ref,
        supports_linear_gelu, notes="GELU none/tanh/quick in the epilogue"),
+    Op("linear_swiglu", "fastvit.kernels.swiglu", ("linear_swiglu",), FLOATS, _GEMM_LIMITS, R.linear_swiglu_ref,
+       supports_linear_swiglu, notes="silu(x W_g^T + b_g) * (x W_x^T + b_x), both GEMMs on one x tile; backward recomputes"),
     Op("linear_residual", "fastvit.kernels.linear", ("linear_residual",), FLOATS, _GEMM_LIMITS,
        R.linear_residual_ref, supports_linear_residual, notes="residual + scale * gamma * (x W^T + b)"),
     Op("linear_gelu_tma", "fastvit.kernels.linear_tma", ("linear_gelu_tma",), FLOATS, _GEMM_LIMITS,

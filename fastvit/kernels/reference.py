@@ -85,6 +85,12 @@ def linear_gelu_ref(x, weight, bias, approximate="none", upcast=True):
     return gelu_ref(F.linear(x, weight, bias), approximate)
 
 
+def linear_swiglu_ref(x, weight_g, bias_g, weight_x, bias_x, upcast=True):
+    """``silu(x W_g^T + b_g) * (x W_x^T + b_x)``: SwiGLU's fc1 (timm's ``fc1_g`` / ``fc1_x``); biases may be None."""
+    x, weight_g, bias_g, weight_x, bias_x = _maybe_upcast(upcast, x, weight_g, bias_g, weight_x, bias_x)
+    return F.silu(F.linear(x, weight_g, bias_g)) * F.linear(x, weight_x, bias_x)
+
+
 def linear_residual_ref(x, weight, bias, residual, scale=None, upcast=True, gamma=None):
     """``residual + scale[i] * gamma * (x[i] @ weight^T + bias)``; no scale / gamma means 1.
 
