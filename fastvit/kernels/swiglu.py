@@ -182,13 +182,13 @@ def _check_args(x, weight_g, bias_g, weight_x, bias_x):
     if (bias_g is None) != (bias_x is None):
         raise ValueError("linear_swiglu: bias_g and bias_x must both be tensors or both be None, "
                          f"got {type(bias_g).__name__} and {type(bias_x).__name__}")  # fmt: skip
+    if isinstance(weight_g, torch.Tensor) and isinstance(weight_x, torch.Tensor) and weight_x.shape != weight_g.shape:
+        raise ValueError(f"linear_swiglu: weight_x must have weight_g's shape {tuple(weight_g.shape)}, "
+                         f"got {tuple(weight_x.shape)}")  # fmt: skip
     for weight, bias in ((weight_g, bias_g), (weight_x, bias_x)):
         if bias is None:  # the bias-free form: a stand-in the checks pass whenever the weight does
             bias = weight.new_empty(weight.shape[:1]) if isinstance(weight, torch.Tensor) and weight.dim() == 2 else weight
         check_linear_args("linear_swiglu", x, weight, bias)
-    if weight_x.shape != weight_g.shape:
-        raise ValueError(f"linear_swiglu: weight_x must have weight_g's shape {tuple(weight_g.shape)}, "
-                         f"got {tuple(weight_x.shape)}")  # fmt: skip
 
 
 def linear_swiglu(x: Tensor, weight_g: Tensor, bias_g: Tensor | None, weight_x: Tensor, bias_x: Tensor | None, *,
