@@ -1,4 +1,11 @@
-"""LayerNorm implementations, chosen by ``norm_impl``. Same parameters (weight, bias) in each.
+"""LayerNorm and RMSNorm implementations, chosen by ``norm_impl``. Same parameters in each
+(LayerNorm: weight, bias; RMSNorm: weight, as timm's ``RmsNorm`` and PyTorch's ``nn.RMSNorm``).
+
+RMSNorm (``norm_layer="rmsnorm"``: AIMv2, the ViT-22B layouts): :class:`TritonRMSNorm` runs
+:func:`fastvit.kernels.rms_norm` (LayerNorm's kernels without mean and bias), :class:`AutoRMSNorm`
+weighs it against ``F.rms_norm`` per shape as ``auto``'s LayerNorm does (op ``rms_norm``: checked
+against PyTorch, timmed, bound; PyTorch's off CUDA). Both are ``nn.RMSNorm``s (same state dict);
+a block's RMS norms use the plain fork below.
 
 A block's norms (the second class of each :data:`~fastvit.layers.impls.NORM_IMPLS`
 entry) are used through a fork, ``(normed, residual)``: the branch's input and
@@ -15,9 +22,15 @@ fire as on timm's: while any is registered the fork is the plain one.
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
+from fastvit.dispatch import OFF_CUDA, Bindings, Candidate, bucket, dtype_name, lookup
+from fastvit.kernels import ops
+
+from .auto import _Kernel, _rows, declared
 from .kernel_ops import kernel_op
 from .linear import autocast_dtype
 
@@ -85,3 +98,64 @@ def fork_function(norm: nn.Module):
     A plain function (not bound to ``norm``), so a module keeping it pickles and deep-copies as before.
     """
     return fused_fork if callable(getattr(type(norm), "fork", None)) else plain_fork
+
+
+# --------------------------------------------------------------------------- RMSNorm
+
+
+def _check_rms(norm: nn.RMSNorm, cls: str) -> None:
+    if len(norm.normalized_shape) != 1 or not norm.elementwise_affine:
+        raise ValueError(f"{cls}: the kernel normalizes the last dim with an affine weight; got normalized_shape "
+                         f"{tuple(norm.normalized_shape)}, elementwise_affine={norm.elementwise_affine}")  # fmt: skip
+
+
+class TritonRMSNorm(nn.RMSNorm):
+    """``nn.RMSNorm`` (one normalized dim, affine) computed by fastvit's Triton kernel (fp32 statistics)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _check_rms(self, "TritonRMSNorm")
+        self.rms_norm = kernel_op("rms_norm")
+
+    def forward(self, x):
+        return self.rms_norm(x, self.weight, self.eps)
+
+
+_RMS_NORM = _Kernel("rms_norm")
+
+
+def _rms_norm_torch(x, weight, eps):
+    return F.rms_norm(x, (x.shape[-1],), weight, eps)
+
+
+def _rms_norm_triton(x, weight, eps):
+    return _RMS_NORM(x, weight, eps)
+
+
+def _rms_norm_supports(x, weight, eps):
+    return declared("rms_norm", device=x.device, dtype=x.dtype, width=x.shape[-1], weight_dtype=weight.dtype)
+
+
+RMS_NORM_CANDIDATES = (
+    Candidate("torch", _rms_norm_torch, "torch"),
+    Candidate("triton", _rms_norm_triton, "kernel", _rms_norm_supports, bound=ops.declaration("rms_norm").tolerance.bound),
+)
+
+
+class AutoRMSNorm(nn.RMSNorm):
+    """``nn.RMSNorm``; on CUDA the faster of ``F.rms_norm`` and fastvit's kernel for the shape (where they agree).
+    Without an affine weight or over several dims: ``nn.RMSNorm``'s forward."""
+
+    dispatches = True  # fastvit.compile prepares the choices of modules that have this
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._bound = Bindings()
+
+    def forward(self, x):
+        if not isinstance(x, torch.Tensor) or self.weight is None or len(self.normalized_shape) != 1:
+            return super().forward(x)  # a torch.fx proxy, or what the kernel does not compute
+        key = (dtype_name(x.dtype), dtype_name(self.weight.dtype), bucket(_rows(x)), x.shape[-1], x.is_contiguous())
+        args = (x, self.weight, self.eps)
+        impl = lookup(self._bound, "rms_norm", key, RMS_NORM_CANDIDATES, args)
+        return super().forward(x) if impl is OFF_CUDA else impl.fn(*args)
