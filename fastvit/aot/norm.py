@@ -123,7 +123,8 @@ def aot_cases() -> list[AotCase]:
     """Every kernel x shipped config x {sm80, sm90} x {bf16, fp16} x preset width (LayerNorm's and
     RMSNorm's), plus the plain forward from an fp32 input into a half output and both backwards
     from a half dout into fp32 gradients (block norms under autocast, their fork's
-    backward included); one case per distinct binary."""
+    backward included); one case per distinct binary. RMSNorm's fp16 cases are "wide" (its bf16
+    ones, and LayerNorm's fp16 ones of the same kernels, compile by default)."""
     cases, seen = [], set()
     for arch in ARCHS:
         for name, (fn, _, _, table) in KERNELS.items():
@@ -147,7 +148,7 @@ def aot_cases() -> list[AotCase]:
                             cases.append(AotCase(
                                 name=label, arch=arch, tensor_core_op=None, **spec, **launch,
                                 **_ptx_checks(name, width, meta, launch, in_dtype),
-                                tier="core" if width in CORE_WIDTHS else "wide",
+                                tier="core" if width in CORE_WIDTHS and (dtype == "bf16" or "rms" not in name) else "wide",
                             ))  # fmt: skip
     return cases + qk_norm_cases()
 
