@@ -151,3 +151,23 @@ def test_gate_impl_is_checked_and_other_activations_keep_pytorch():
     x = torch.randn(4, 8)
     gate, value = glu.fc1(x).chunk(2, dim=-1)
     torch.testing.assert_close(glu.gated(x), nn.functional.gelu(gate) * value)
+
+
+def test_fastvit_info_names_the_rms_and_swiglu_ops(monkeypatch):
+    """``fastvit info --model aimv2_*``: the model's dispatched calls are RMSNorm and the SwiGLU gate
+    (not LayerNorm and fc1 + GELU), with their candidates."""
+    from fastvit.auto_report import auto_report, model_calls
+    from fastvit.presets import get_config
+
+    monkeypatch.delenv("FASTVIT_DISPATCH", raising=False)
+    cfg = get_config("aimv2_large_patch14_224")
+    calls = {label: (layer, args) for label, layer, args in model_calls(cfg, 1, torch.float32, "cpu")}
+    assert isinstance(calls["norm"][0], AutoRMSNorm) and isinstance(calls["norm1, norm2"][0], AutoRMSNorm)
+    gate_branch = calls["mlp.fc1 gate"][0].__self__
+    assert gate_branch.fc1_g.bias is None and gate_branch.fc1_g.weight.shape == (cfg.mlp_hidden_dim, cfg.embed_dim)
+    assert "mlp.fc1 + act" not in calls
+    with dispatch.using(dispatch.Dispatcher(cache_dir=None, on_cuda=lambda args: False)):
+        lines = "\n".join(auto_report("aimv2_large_patch14_224", 1, "fp32", "cpu"))
+    assert "  rms_norm          candidates on CUDA: torch (torch), triton (kernel)" in lines
+    assert "  linear_swiglu     candidates on CUDA: torch (torch), triton (kernel)" in lines
+    assert "layer_norm_fork" not in lines and "linear_gelu" not in lines
