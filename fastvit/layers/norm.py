@@ -4,7 +4,7 @@
 RMSNorm (``norm_layer="rmsnorm"``: AIMv2, the ViT-22B layouts): :class:`TritonRMSNorm` runs
 :func:`fastvit.kernels.rms_norm` (LayerNorm's kernels without mean and bias), :class:`AutoRMSNorm`
 weighs it against ``F.rms_norm`` per shape as ``auto``'s LayerNorm does (op ``rms_norm``: checked
-against PyTorch, timmed, bound; PyTorch's off CUDA). Both are ``nn.RMSNorm``s (same state dict);
+against PyTorch, timed, bound; PyTorch's off CUDA). Both are ``nn.RMSNorm``s (same state dict);
 a block's RMS norms use the plain fork below.
 
 A block's norms (the second class of each :data:`~fastvit.layers.impls.NORM_IMPLS`

@@ -171,3 +171,18 @@ def test_fastvit_info_names_the_rms_and_swiglu_ops(monkeypatch):
     assert "  rms_norm          candidates on CUDA: torch (torch), triton (kernel)" in lines
     assert "  linear_swiglu     candidates on CUDA: torch (torch), triton (kernel)" in lines
     assert "layer_norm_fork" not in lines and "linear_gelu" not in lines
+
+
+@pytest.mark.parametrize("impl", ["auto", "triton"])
+def test_models_copy_and_pickle_with_their_choice(impl):
+    import copy
+    import pickle
+
+    model = _aimv2(impl)
+    x = torch.randn(1, 3, 28, 28)
+    with torch.no_grad():
+        want = model(x)
+        for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+            gates = [m for m in clone.modules() if hasattr(m, "gate_impl")]
+            assert gates and all(m.gate_impl == impl for m in gates)
+            torch.testing.assert_close(clone(x), want, atol=0, rtol=0)
