@@ -35,10 +35,10 @@ def model_calls(cfg, batch: int, dtype, device) -> list[tuple[str, Any, tuple]]:
 
     x = rand(batch, tokens, d)
     gamma = () if cfg.init_values is None else (rand(d),)  # LayerScale: the residual GEMMs' per-channel factor
-    if getattr(cfg, "norm_layer", "layernorm") == "rmsnorm":  # AIMv2: RMSNorm everywhere (op rms_norm, no fork)
-        from fastvit.layers.norm import AutoRMSNorm as norm_cls
+    if getattr(cfg, "norm_layer", "layernorm") == "rmsnorm":  # AIMv2: RMSNorm everywhere (ops rms_norm, rms_norm_fork)
+        from fastvit.layers.norm import AutoBlockRMSNorm, AutoRMSNorm as norm_cls
 
-        calls = [("norm1, norm2", norm_cls(d, eps=cfg.norm_eps, device=device, dtype=dtype), (x,))]
+        calls = [("norm1, norm2", AutoBlockRMSNorm(d, eps=cfg.norm_eps, device=device, dtype=dtype).fork, (x,))]
     else:
         norm_cls = auto.AutoLayerNorm
         calls = [("norm1, norm2", auto.AutoBlockNorm(d, eps=cfg.norm_eps, device=device, dtype=dtype).fork, (x,))]
@@ -83,9 +83,10 @@ def _ms(seconds) -> str:
 def _candidates(op: str) -> str:
     from fastvit.layers.auto import OPS
     from fastvit.layers.glu import LINEAR_SWIGLU_CANDIDATES
-    from fastvit.layers.norm import RMS_NORM_CANDIDATES
+    from fastvit.layers.norm import RMS_NORM_CANDIDATES, RMS_NORM_FORK_CANDIDATES
 
-    table = {**OPS, "rms_norm": RMS_NORM_CANDIDATES, "linear_swiglu": LINEAR_SWIGLU_CANDIDATES}
+    table = {**OPS, "rms_norm": RMS_NORM_CANDIDATES, "rms_norm_fork": RMS_NORM_FORK_CANDIDATES,
+             "linear_swiglu": LINEAR_SWIGLU_CANDIDATES}
     return ", ".join(f"{c.name} ({c.kind})" for c in table[op])
 
 
@@ -116,7 +117,7 @@ def auto_report(model: str, batch: int, dtype: str | None, device: str) -> list[
     if not dispatcher.on_cuda((torch.empty(0, device=device),)):
         lines.append(f"auto on {device} for {model}, batch {batch}, {dtype}, {cfg.seq_len} tokens: torch -- every op runs PyTorch's implementation "
                      "(torch for norms and GEMMs, sdpa for attention); the kernels and the timing run on CUDA only")
-        norms = ("rms_norm",) if cfg.norm_layer == "rmsnorm" else ("layer_norm", "layer_norm_fork")
+        norms = ("rms_norm", "rms_norm_fork") if cfg.norm_layer == "rmsnorm" else ("layer_norm", "layer_norm_fork")
         fc1 = ("linear_swiglu",) if cfg.mlp_layer in ("swiglu", "swiglu_unpacked") else ("linear_gelu",)
         for op in (*norms, *fc1, "linear_residual", "attention_packed"):
             lines.append(f"  {op:<17} candidates on CUDA: {_candidates(op)}")

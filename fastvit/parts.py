@@ -70,7 +70,7 @@ def resolve_parts(cfg: ViTConfig) -> Parts:
     """The concrete layers for ``cfg`` (its ``*_impl`` fields are validated by ViTConfig)."""
     norm_cls, pre_norm_cls = NORM_IMPLS[cfg.norm_impl]
     if cfg.norm_layer == "rmsnorm":  # norm_impl's RMSNorm for every norm (timm's RmsNorm: weight only)
-        norm_cls = pre_norm_cls = RMS_NORM_IMPLS[cfg.norm_impl]
+        norm_cls, pre_norm_cls = RMS_NORM_IMPLS[cfg.norm_impl]
     norm = functools.partial(norm_cls, eps=cfg.norm_eps)
     fc1_cls, act_cls, residual_cls, mlp_cls = LINEAR_IMPLS[cfg.linear_impl]
     if cfg.qk_norm:  # q_norm / k_norm over each head; the backend then takes q, k, v apart

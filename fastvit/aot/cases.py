@@ -13,8 +13,9 @@ from fastvit.aot import attention as flash_attention_aot, linear as linear_aot, 
 
 def _norm_cases(op: str):
     def cases() -> list:
-        # "layer_norm_fwd-...", and qk-norm's per-head launches "layer_norm_fwd_qk-..." (the same op)
-        passes = (f"{op}_fwd", f"{op}_bwd")
+        # "layer_norm_fwd-...", qk-norm's per-head launches "layer_norm_fwd_qk-..." (the same op), and
+        # "rms_norm_fork_bwd-..." (RMSNorm's fork: the backward adding the residual's gradient)
+        passes = (f"{op}_fwd", f"{op}_bwd", f"{op}_fork_bwd")
         return [c for c in norm_aot.aot_cases() if c.name.split("-")[0].removesuffix("_qk") in passes]
 
     return cases

@@ -38,6 +38,7 @@ KERNELS = {
     # RMSNorm (fastvit.kernels.rms): the same kernels with IS_RMS (no mean, no bias)
     "rms_norm_fwd": (_layer_norm_fwd_kernel, "HAS_RESIDUAL", False, FWD_CONFIGS),
     "rms_norm_bwd": (_layer_norm_bwd_kernel, "HAS_DS", False, BWD_CONFIGS),
+    "rms_norm_fork_bwd": (_layer_norm_bwd_kernel, "HAS_DS", True, BWD_CONFIGS),  # the residual's gradient added
 }
 
 
@@ -110,6 +111,14 @@ def _ptx_checks(name: str, width: int, meta: dict, launch: dict, in_dtype: str |
     return checks
 
 
+def _tier(name: str, dtype: str, width: int, first: bool) -> str:
+    """The case's tier: "core" (compiled in every default run) at the core widths; RMSNorm's (LayerNorm's kernels again,
+    with IS_RMS) there only in bf16 at each arch's first configuration; the rest "wide" (-m slow)."""
+    if width not in CORE_WIDTHS or (name.startswith("rms_") and (dtype != "bf16" or not first)):
+        return "wide"
+    return "core"
+
+
 def _shipped(table: dict, arch: str) -> list[dict]:
     """An architecture's entries and the "default" ones (used there with autotuning off), each once."""
     entries = []
@@ -123,8 +132,8 @@ def aot_cases() -> list[AotCase]:
     """Every kernel x shipped config x {sm80, sm90} x {bf16, fp16} x preset width (LayerNorm's and
     RMSNorm's), plus the plain forward from an fp32 input into a half output and both backwards
     from a half dout into fp32 gradients (block norms under autocast, their fork's
-    backward included); one case per distinct binary. RMSNorm's fp16 cases are "wide" (its bf16
-    ones, and LayerNorm's fp16 ones of the same kernels, compile by default)."""
+    backward included), for LayerNorm and RMSNorm (its fork's backward too); one case per distinct
+    binary; :func:`_tier` says which compile by default."""
     cases, seen = [], set()
     for arch in ARCHS:
         for name, (fn, _, _, table) in KERNELS.items():
@@ -133,7 +142,7 @@ def aot_cases() -> list[AotCase]:
                 for dtype in DTYPES:
                     # core widths first: a wide width that compiles to the same binary is then the duplicate
                     for width in sorted(AOT_WIDTHS, key=lambda w: w not in CORE_WIDTHS):
-                        in_dtypes = (None,) if name.startswith(("add_layer_norm_fwd", "rms_")) else (None, "fp32")
+                        in_dtypes = (None,) if name == "add_layer_norm_fwd" else (None, "fp32")
                         for in_dtype in in_dtypes:
                             spec = launch_spec(name, dtype, width, meta, in_dtype)
                             key = (arch, name, dtype, in_dtype, tuple(sorted(spec["constexprs"].items())),
@@ -148,7 +157,7 @@ def aot_cases() -> list[AotCase]:
                             cases.append(AotCase(
                                 name=label, arch=arch, tensor_core_op=None, **spec, **launch,
                                 **_ptx_checks(name, width, meta, launch, in_dtype),
-                                tier="core" if width in CORE_WIDTHS and (dtype == "bf16" or "rms" not in name) else "wide",
+                                tier=_tier(name, dtype, width, entry is table[arch][0]),
                             ))  # fmt: skip
     return cases + qk_norm_cases()
 

@@ -12,6 +12,7 @@ Public ops (torch-like signatures, nn.Linear weight layout):
 - ``layer_norm_fork(x, weight, bias, eps, *, out_dtype=None)`` -> ``(LN(x), x)``: a block's norm at the
   residual junction, whose backward adds the residual's gradient inside the LayerNorm backward kernel
 - ``rms_norm(x, weight, eps=1e-6, *, out_dtype=None)``: RMSNorm (LayerNorm's kernels without mean and bias)
+- ``rms_norm_fork(x, weight, eps=1e-6, *, out_dtype=None)`` -> ``(RMSNorm(x), x)``: as ``layer_norm_fork``
 - ``linear_gelu(x, weight, bias, approximate="none")``: approximate "none" | "tanh" | "quick"
   (``x * sigmoid(1.702 x)``)
 - ``linear_residual(x, weight, bias, residual, *, scale=None, gamma=None)`` ->

@@ -324,7 +324,7 @@ OPS: dict[str, Op] = {op.name: op for op in (
        R.layer_norm_ref, supports_layer_norm, notes="any strides, fp32 or x-dtype weights"),
     Op("add_layer_norm", "fastvit.kernels.norm", ("add_layer_norm",), FLOATS, {"width": (0, MAX_HIDDEN)},
        R.add_layer_norm_ref, supports_add_layer_norm, notes="any strides, fp32 or x-dtype weights"),
-    Op("rms_norm", "fastvit.kernels.rms", ("rms_norm",), FLOATS, {"width": (0, MAX_HIDDEN)}, R.rms_norm_ref,
+    Op("rms_norm", "fastvit.kernels.rms", ("rms_norm", "rms_norm_fork"), FLOATS, {"width": (0, MAX_HIDDEN)}, R.rms_norm_ref,
        supports_rms_norm, notes="LayerNorm's kernels without mean and bias; any strides, fp32 or x-dtype weight"),
     Op("linear_gelu", "fastvit.kernels.linear", ("linear_gelu",), FLOATS, _GEMM_LIMITS, R.linear_gelu_ref,
        supports_linear_gelu, notes="GELU none/tanh/quick in the epilogue"),

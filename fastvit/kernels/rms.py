@@ -1,12 +1,15 @@
 """RMSNorm (Triton), forward and backward: ``y = x * rsqrt(mean(x^2) + eps) * weight`` over the last dim.
 
+``rms_norm(x, weight)``; ``rms_norm_fork(x, weight)`` returns ``(RMSNorm(x), x)`` for a block's norm at
+its residual junction, whose backward adds the residual's gradient inside the RMSNorm backward kernel.
+
 timm's ``RmsNorm`` / PyTorch's ``nn.RMSNorm`` with an affine weight and no bias (AIMv2). The
 kernels are LayerNorm's (:mod:`fastvit.kernels.norm`) with ``IS_RMS``: the same row tiles, fp32
 statistics (only ``rstd`` is kept), the same fixed-order dW reduction without atomics. Inputs of
 any leading dims and strides, fp32/fp16/bf16, width 0..4096, weight in x's dtype or fp32; the
 output in ``out_dtype`` (default x's, as ``F.rms_norm``). Reference:
 :func:`fastvit.kernels.reference.rms_norm_ref`. In order: torch.library ops and fakes, autograd,
-argument checks, the public function.
+argument checks, the public functions.
 """
 
 from __future__ import annotations
@@ -50,6 +53,18 @@ def _(dout, x, weight, rstd):
     return x.new_empty(x.shape), weight.new_empty(weight.shape)
 
 
+@torch.library.custom_op("fastvit::rms_norm_fork_bwd", mutates_args=())
+def rms_norm_fork_bwd_op(dout: Tensor, dresidual: Tensor, x: Tensor, weight: Tensor, rstd: Tensor) -> tuple[Tensor, Tensor]:
+    """Returns ``(dx + dresidual, dweight)`` from one launch."""
+    dx, dweight, _ = norm.layer_norm_bwd(dout, x, weight, None, rstd, dresidual)
+    return dx, dweight
+
+
+@rms_norm_fork_bwd_op.register_fake
+def _(dout, dresidual, x, weight, rstd):
+    return x.new_empty(x.shape), weight.new_empty(weight.shape)
+
+
 def _rms_norm_setup(ctx, inputs, output):
     x, weight, *_ = inputs
     ctx.save_for_backward(x, weight, output[1])
@@ -61,6 +76,28 @@ def _rms_norm_backward(ctx, dout, _drstd):
 
 
 rms_norm_fwd_op.register_autograd(_rms_norm_backward, setup_context=_rms_norm_setup)
+
+
+class RMSNormFork(torch.autograd.Function):
+    """``(RMSNorm(x), x)`` forward; ``dx = dRMSNorm(d_out) + d_residual`` in one backward launch."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps, out_dtype):
+        out, rstd = rms_norm_fwd_op(x, weight, eps, out_dtype)
+        ctx.save_for_backward(x, weight, rstd)
+        ctx.set_materialize_grads(False)
+        return out, x  # autograd returns x as a view whose grad_fn is this Function
+
+    @staticmethod
+    def backward(ctx, dout, dresidual):
+        x, weight, rstd = ctx.saved_tensors
+        if dout is None:  # only the residual was used: its gradient is x's
+            return dresidual, None, None, None
+        if dresidual is None:
+            dx, dweight = rms_norm_bwd_op(dout, x, weight, rstd)
+        else:
+            dx, dweight = rms_norm_fork_bwd_op(dout, dresidual, x, weight, rstd)
+        return dx, dweight, None, None
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -104,6 +141,15 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float | None = 1e-6, *, out_dtype: 
     _check_inputs(x, weight, eps, out_dtype)
     eps = DEFAULT_EPS if eps is None else float(eps)
     return rms_norm_fwd_op(x, weight, eps, None if out_dtype == x.dtype else out_dtype)[0]
+
+
+def rms_norm_fork(x: Tensor, weight: Tensor, eps: float | None = 1e-6, *,
+                  out_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """``(RMSNorm(x), x)``: the normalized input of a block's branch and the residual it keeps (``x``'s storage).
+    Backward: ``x``'s gradient is RMSNorm's input gradient plus the residual's, from one kernel launch."""
+    _check_inputs(x, weight, eps, out_dtype)
+    eps = DEFAULT_EPS if eps is None else float(eps)
+    return RMSNormFork.apply(x, weight, eps, None if out_dtype == x.dtype else out_dtype)
 
 
 # The op's kernels, by pass: LayerNorm's, launched with IS_RMS (the compile check builds their RMS cases).

@@ -18,7 +18,7 @@ from torch import nn
 from .auto import AutoLayerNorm, AutoLinearGELU, AutoBlockNorm, AutoResidualLinear
 from .linear import ResidualLinear, TritonLinearGELU, TritonResidualLinear
 from .mlp import Mlp, TritonMlp
-from .norm import AutoRMSNorm, TritonBlockNorm, TritonLayerNorm, TritonRMSNorm
+from .norm import AutoBlockRMSNorm, AutoRMSNorm, TritonBlockNorm, TritonBlockRMSNorm, TritonLayerNorm, TritonRMSNorm
 
 # norm_impl -> (LayerNorm class, class for a block's norms, whose output only feeds a GEMM; the
 # Triton and auto ones also have fork(x) -> (normed, residual), see fastvit.layers.norm)
@@ -28,8 +28,12 @@ NORM_IMPLS = {
     "triton": (TritonLayerNorm, TritonBlockNorm),
 }
 
-# norm_impl -> the RMSNorm class (``norm_layer="rmsnorm"``: every norm of the model, a block's included)
-RMS_NORM_IMPLS = {"auto": AutoRMSNorm, "torch": nn.RMSNorm, "triton": TritonRMSNorm}
+# norm_impl -> (RMSNorm class, class for a block's RMS norms), for ``norm_layer="rmsnorm"`` (as NORM_IMPLS)
+RMS_NORM_IMPLS = {
+    "auto": (AutoRMSNorm, AutoBlockRMSNorm),
+    "torch": (nn.RMSNorm, nn.RMSNorm),
+    "triton": (TritonRMSNorm, TritonBlockRMSNorm),
+}
 
 # linear_impl -> (fc1 class, activation after fc1, residual-projection class, MLP branch class).
 # An Identity activation means fc1 computes it in its epilogue (approximate= picks the GELU form).

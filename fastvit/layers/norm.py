@@ -4,8 +4,10 @@
 RMSNorm (``norm_layer="rmsnorm"``: AIMv2, the ViT-22B layouts): :class:`TritonRMSNorm` runs
 :func:`fastvit.kernels.rms_norm` (LayerNorm's kernels without mean and bias), :class:`AutoRMSNorm`
 weighs it against ``F.rms_norm`` per shape as ``auto``'s LayerNorm does (op ``rms_norm``: checked
-against PyTorch, timed, bound; PyTorch's off CUDA). Both are ``nn.RMSNorm``s (same state dict);
-a block's RMS norms use the plain fork below.
+against PyTorch, timed, bound; PyTorch's off CUDA); a block's RMS norms, :class:`TritonBlockRMSNorm` and
+:class:`AutoBlockRMSNorm`, store their output in the autocast dtype and fork as LayerNorm's do (op
+``rms_norm_fork``: :func:`fastvit.kernels.rms_norm_fork` adds the residual's gradient in the RMSNorm
+backward kernel). All are ``nn.RMSNorm``s (same state dict).
 
 A block's norms (the second class of each :data:`~fastvit.layers.impls.NORM_IMPLS`
 entry) are used through a fork, ``(normed, residual)``: the branch's input and
@@ -114,31 +116,66 @@ class TritonRMSNorm(nn.RMSNorm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        _check_rms(self, "TritonRMSNorm")
+        _check_rms(self, type(self).__name__)
         self.rms_norm = kernel_op("rms_norm")
 
+    def out_dtype(self, x):
+        """Output dtype; None keeps x's (as ``F.rms_norm``)."""
+        return None
+
     def forward(self, x):
-        return self.rms_norm(x, self.weight, self.eps)
+        return self.rms_norm(x, self.weight, self.eps, out_dtype=self.out_dtype(x))
 
 
-_RMS_NORM = _Kernel("rms_norm")
+class TritonBlockRMSNorm(TritonRMSNorm):
+    """A block's RMSNorm, whose output only feeds a GEMM: stored in the autocast dtype under autocast
+    (as :class:`TritonBlockNorm`); ``fork(x) -> (RMSNorm(x), x)`` from :func:`fastvit.kernels.rms_norm_fork`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rms_norm_fork = kernel_op("rms_norm_fork")
+
+    def out_dtype(self, x):
+        return autocast_dtype(x)
+
+    def fork(self, x):
+        return self.rms_norm_fork(x, self.weight, self.eps, out_dtype=self.out_dtype(x))
 
 
-def _rms_norm_torch(x, weight, eps):
-    return F.rms_norm(x, (x.shape[-1],), weight, eps)
+_RMS_NORM, _RMS_NORM_FORK = _Kernel("rms_norm"), _Kernel("rms_norm_fork")
+_RMS_BOUND = ops.declaration("rms_norm").tolerance.bound
 
 
-def _rms_norm_triton(x, weight, eps):
-    return _RMS_NORM(x, weight, eps)
+def _rms_norm_torch(x, weight, eps, out_dtype):
+    out = F.rms_norm(x, (x.shape[-1],), weight, eps)
+    return out if out_dtype is None else out.to(out_dtype)
 
 
-def _rms_norm_supports(x, weight, eps):
-    return declared("rms_norm", device=x.device, dtype=x.dtype, width=x.shape[-1], weight_dtype=weight.dtype)
+def _rms_norm_triton(x, weight, eps, out_dtype):
+    return _RMS_NORM(x, weight, eps, out_dtype=out_dtype)
+
+
+def _rms_norm_supports(x, weight, eps, out_dtype):
+    return declared("rms_norm", device=x.device, dtype=x.dtype, width=x.shape[-1], weight_dtype=weight.dtype,
+                    out_dtype=out_dtype)  # fmt: skip
+
+
+def _rms_norm_fork_torch(x, weight, eps, out_dtype):
+    return _rms_norm_torch(x, weight, eps, out_dtype), x
+
+
+def _rms_norm_fork_triton(x, weight, eps, out_dtype):
+    return _RMS_NORM_FORK(x, weight, eps, out_dtype=out_dtype)
 
 
 RMS_NORM_CANDIDATES = (
     Candidate("torch", _rms_norm_torch, "torch"),
-    Candidate("triton", _rms_norm_triton, "kernel", _rms_norm_supports, bound=ops.declaration("rms_norm").tolerance.bound),
+    Candidate("triton", _rms_norm_triton, "kernel", _rms_norm_supports, bound=_RMS_BOUND),
+)
+# a block's RMS norm at its residual junction: (RMSNorm(x), x); the kernel's fork adds the residual's gradient
+RMS_NORM_FORK_CANDIDATES = (
+    Candidate("torch", _rms_norm_fork_torch, "torch"),
+    Candidate("triton", _rms_norm_fork_triton, "kernel", _rms_norm_supports, bound=_RMS_BOUND),
 )
 
 
@@ -152,10 +189,40 @@ class AutoRMSNorm(nn.RMSNorm):
         super().__init__(*args, **kwargs)
         self._bound = Bindings()
 
+    def out_dtype(self, x):
+        """Output dtype; None keeps ``F.rms_norm``'s."""
+        return None
+
+    def _plain(self, x) -> bool:
+        """Whether the call takes ``nn.RMSNorm``'s forward: a torch.fx proxy, or what the kernel does not compute."""
+        return not isinstance(x, torch.Tensor) or self.weight is None or len(self.normalized_shape) != 1
+
+    def _call(self, x):
+        """(the op's key, its arguments) for ``x``."""
+        out_dtype = self.out_dtype(x)
+        key = (dtype_name(x.dtype), None if out_dtype is None else dtype_name(out_dtype), dtype_name(self.weight.dtype),
+               bucket(_rows(x)), x.shape[-1], x.is_contiguous())  # fmt: skip
+        return key, (x, self.weight, self.eps, out_dtype)
+
     def forward(self, x):
-        if not isinstance(x, torch.Tensor) or self.weight is None or len(self.normalized_shape) != 1:
-            return super().forward(x)  # a torch.fx proxy, or what the kernel does not compute
-        key = (dtype_name(x.dtype), dtype_name(self.weight.dtype), bucket(_rows(x)), x.shape[-1], x.is_contiguous())
-        args = (x, self.weight, self.eps)
+        if self._plain(x):
+            return super().forward(x)
+        key, args = self._call(x)
         impl = lookup(self._bound, "rms_norm", key, RMS_NORM_CANDIDATES, args)
         return super().forward(x) if impl is OFF_CUDA else impl.fn(*args)
+
+
+class AutoBlockRMSNorm(AutoRMSNorm):
+    """A block's RMSNorm whose output only feeds a GEMM (autocast dtype under autocast, as
+    :class:`AutoBlockNorm`); ``fork(x) -> (RMSNorm(x), x)`` is op ``rms_norm_fork``, timed forward +
+    backward under grad, where the kernel's fork adds the residual's gradient in its backward."""
+
+    def out_dtype(self, x):
+        return autocast_dtype(x)
+
+    def fork(self, x):
+        if self._plain(x):
+            return nn.RMSNorm.forward(self, x), x
+        key, args = self._call(x)
+        impl = lookup(self._bound, "rms_norm_fork", key, RMS_NORM_FORK_CANDIDATES, args)
+        return (nn.RMSNorm.forward(self, x), x) if impl is OFF_CUDA else impl.fn(*args)

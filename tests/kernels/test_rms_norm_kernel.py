@@ -119,3 +119,29 @@ def test_bad_arguments_raise_before_launching():
 def test_the_op_passes_opcheck():
     x, w = torch.randn(3, 12, requires_grad=True), torch.randn(12, requires_grad=True)
     torch.library.opcheck(rms.rms_norm_fwd_op, (x, w, 1e-6, None))
+
+
+@pytest.mark.parametrize("use", ["both", "normed", "residual"])
+def test_fork_adds_the_residual_gradient_in_its_backward(use, device):
+    """``rms_norm_fork(x) = (RMSNorm(x), x)``: x's gradient is RMSNorm's plus the residual's, whichever
+    outputs are used; an fp32 residual stream normalized into bf16 (autocast's block norm) included."""
+    x, w, dout = _inputs((2, 9, 40), torch.float32, seed=4, device=device)
+    dres = torch.randn(x.shape, generator=torch.Generator().manual_seed(5)).to(device)
+
+    def run(fork, x, w):
+        x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
+        normed, residual = fork(x, w)
+        loss = 0
+        if use != "residual":
+            loss = loss + (normed.double() * dout.double()).sum()
+        if use != "normed":
+            loss = loss + (residual.double() * dres.double()).sum()
+        loss.backward()
+        return normed.detach(), x.grad, w.grad if w.grad is not None else torch.zeros_like(w)
+
+    got = run(lambda a, b: rms.rms_norm_fork(a, b, 1e-6, out_dtype=torch.bfloat16), x, w)
+    assert got[0].dtype == torch.bfloat16 and got[1].dtype == torch.float32
+    base = run(lambda a, b: (rms_norm_ref(a, b, 1e-6, upcast=False).bfloat16(), a), x, w)
+    truth = run(lambda a, b: (rms_norm_ref(a, b, 1e-6), a), x.double(), w.double())
+    for name, g, t, b in zip(("out", "dx", "dweight"), got, truth, base):
+        _within(name, g, t, b)

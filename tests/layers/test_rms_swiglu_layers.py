@@ -17,7 +17,7 @@ from fastvit.eva import Eva, EvaConfig
 from fastvit.layers.auto import uses_dispatch
 from fastvit.layers.eva_block import SwiGLU as EvaSwiGLU
 from fastvit.layers.glu import GluMlp
-from fastvit.layers.norm import AutoRMSNorm, TritonRMSNorm
+from fastvit.layers.norm import AutoBlockRMSNorm, AutoRMSNorm, TritonBlockRMSNorm, TritonRMSNorm
 
 AIMV2_TINY = dict(img_size=28, patch_size=14, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.75, class_token=False,
                   global_pool="avg", fc_norm=False, qkv_bias=False, proj_bias=False, act_layer="silu",
@@ -55,8 +55,12 @@ def _kernel_calls(monkeypatch):
     import fastvit.kernels as kernels
     from fastvit.kernels import rms, swiglu
 
-    calls = {"rms_norm": 0, "linear_swiglu": 0}
-    for module, name in ((rms, "rms_norm"), (swiglu, "linear_swiglu")):
+    from fastvit.layers import glu, norm
+
+    for lazy in (norm._RMS_NORM, norm._RMS_NORM_FORK, glu._LINEAR_SWIGLU):  # auto's candidates look theirs up again
+        monkeypatch.setattr(lazy, "fn", None)
+    calls = {"rms_norm": 0, "rms_norm_fork": 0, "linear_swiglu": 0}
+    for module, name in ((rms, "rms_norm"), (rms, "rms_norm_fork"), (swiglu, "linear_swiglu")):
         real = getattr(module, name)
 
         def counted(*a, _real=real, _name=name, **k):
@@ -73,13 +77,13 @@ def test_aimv2_layout_triton_equals_torch_forward_and_grads(monkeypatch):
     torch_model, triton_model = _aimv2("torch"), _aimv2("triton")
     assert torch_model.state_dict().keys() == triton_model.state_dict().keys()
     triton_model.load_state_dict(torch_model.state_dict())
-    norms = [m for m in triton_model.modules() if isinstance(m, nn.RMSNorm)]
-    assert norms and all(type(m) is TritonRMSNorm for m in norms)
+    norms = [type(m) for m in triton_model.modules() if isinstance(m, nn.RMSNorm)]
+    assert norms.count(TritonBlockRMSNorm) == 4 and norms.count(TritonRMSNorm) == 2  # 2 per block; patch, final
     assert all(m.gate_impl == "triton" for m in triton_model.modules() if hasattr(m, "fc1_g"))
     x = torch.randn(2, 3, 28, 28)
     _assert_same(_outputs_and_grads(triton_model, x), _outputs_and_grads(torch_model, x))
-    # every norm (patch, 2 per block, final) and every block's gate ran the kernels
-    assert calls == {"rms_norm": 6, "linear_swiglu": 2}
+    # every norm ran the kernels (the patch's and the final one plain, the blocks' forked) and every block's gate
+    assert calls == {"rms_norm": 2, "rms_norm_fork": 4, "linear_swiglu": 2}
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(scale_mlp=True), dict(swiglu_align_to=16)], ids=["packed", "split-norm", "split-align"])
@@ -100,17 +104,17 @@ def test_auto_runs_pytorch_off_cuda_and_the_kernels_when_measured_faster(tmp_pat
     reference = _aimv2("torch")
     model = _aimv2("auto")
     model.load_state_dict(reference.state_dict())
-    assert all(type(m) is AutoRMSNorm for m in model.modules() if isinstance(m, nn.RMSNorm))
+    assert {type(m) for m in model.modules() if isinstance(m, nn.RMSNorm)} == {AutoRMSNorm, AutoBlockRMSNorm}
     assert uses_dispatch(model) and not uses_dispatch(reference)  # fastvit.compile prepares it
     x = torch.randn(2, 3, 28, 28)
     want = _outputs_and_grads(reference, x)
     off_cuda = dispatch.Dispatcher(cache_dir=tmp_path / "off", on_cuda=lambda args: False, versions={"test": "1"})
     with dispatch.using(off_cuda):
         got = _outputs_and_grads(model, x)
-    assert calls == {"rms_norm": 0, "linear_swiglu": 0}
+    assert calls == {"rms_norm": 0, "rms_norm_fork": 0, "linear_swiglu": 0}
     torch.testing.assert_close(got[0], want[0], atol=0, rtol=0)  # the same PyTorch ops
 
-    kernels = {"_rms_norm_triton", "_swiglu_triton"}
+    kernels = {"_rms_norm_triton", "_rms_norm_fork_triton", "_swiglu_triton"}
 
     def timer(fn, args):
         fn(*args)
@@ -121,8 +125,8 @@ def test_auto_runs_pytorch_off_cuda_and_the_kernels_when_measured_faster(tmp_pat
     with dispatch.using(fake_gpu):
         got = _outputs_and_grads(model, x)
         chosen = {(r["op"], r["chosen"]) for r in fake_gpu.choices()}
-    assert {("rms_norm", "triton"), ("linear_swiglu", "triton")} <= chosen, chosen
-    assert calls["rms_norm"] > 0 and calls["linear_swiglu"] > 0
+    assert {("rms_norm", "triton"), ("rms_norm_fork", "triton"), ("linear_swiglu", "triton")} <= chosen, chosen
+    assert all(n > 0 for n in calls.values()), calls
     _assert_same(got, want)
 
 
@@ -132,7 +136,7 @@ def test_rms_norm_layers_match_nn_rmsnorm_and_refuse_what_the_kernel_lacks():
     want = nn.RMSNorm(24, eps=None)
     with torch.no_grad():
         want.weight.uniform_(0.5, 1.5)
-    for cls in (TritonRMSNorm, AutoRMSNorm):
+    for cls in (TritonRMSNorm, AutoRMSNorm, TritonBlockRMSNorm, AutoBlockRMSNorm):
         norm = cls(24, eps=None)
         norm.load_state_dict(want.state_dict())
         torch.testing.assert_close(norm(x), want(x), atol=1e-6, rtol=1e-5)
@@ -162,7 +166,7 @@ def test_fastvit_info_names_the_rms_and_swiglu_ops(monkeypatch):
     monkeypatch.delenv("FASTVIT_DISPATCH", raising=False)
     cfg = get_config("aimv2_large_patch14_224")
     calls = {label: (layer, args) for label, layer, args in model_calls(cfg, 1, torch.float32, "cpu")}
-    assert isinstance(calls["norm"][0], AutoRMSNorm) and isinstance(calls["norm1, norm2"][0], AutoRMSNorm)
+    assert type(calls["norm"][0]) is AutoRMSNorm and type(calls["norm1, norm2"][0].__self__) is AutoBlockRMSNorm
     gate_branch = calls["mlp.fc1 gate"][0].__self__
     assert gate_branch.fc1_g.bias is None and gate_branch.fc1_g.weight.shape == (cfg.mlp_hidden_dim, cfg.embed_dim)
     assert "mlp.fc1 + act" not in calls
@@ -170,6 +174,7 @@ def test_fastvit_info_names_the_rms_and_swiglu_ops(monkeypatch):
         lines = "\n".join(auto_report("aimv2_large_patch14_224", 1, "fp32", "cpu"))
     assert "  rms_norm          candidates on CUDA: torch (torch), triton (kernel)" in lines
     assert "  linear_swiglu     candidates on CUDA: torch (torch), triton (kernel)" in lines
+    assert "  rms_norm_fork     candidates on CUDA: torch (torch), triton (kernel)" in lines
     assert "layer_norm_fork" not in lines and "linear_gelu" not in lines
 
 
