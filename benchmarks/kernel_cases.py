@@ -139,6 +139,20 @@ def _mlp_residual() -> list:
             for mode in MODES for provider in ("torch", "torch.compile", "triton-two-ops", "triton-mlp")]  # fmt: skip
 
 
+def _rms_norm() -> list:
+    """RMSNorm (AIMv2's norms) at the two narrowest core widths; the other preset widths with ``-m slow``."""
+    wide = [w for w in shapes.widths("wide") if w not in BENCH_WIDTHS]
+    return [bench_case("rms_norm", "layer_norm_rms", f"rms_norm-N{width}-{mode}-{provider}", slow=width not in BENCH_WIDTHS,
+                       width=width, mode=mode, provider=provider)
+            for width in (*BENCH_WIDTHS, *wide) for mode in MODES for provider in NORM_PROVIDERS]  # fmt: skip
+
+
+def _linear_swiglu() -> list:
+    """SwiGLU's fc1 (EVA-02 B: 768 -> 2 x 2048): the fused kernel vs two cuBLAS GEMMs + silu * value, torch.compile."""
+    return [bench_case("linear_swiglu", "linear_swiglu", f"linear_swiglu-{mode}-{provider}", mode=mode, provider=provider)
+            for mode in MODES for provider in ("torch", "torch.compile", "triton")]  # fmt: skip
+
+
 # op -> its cases (every op of fastvit.kernels.ops.OPS)
 CASES = {
     "attention": _attention,
@@ -146,7 +160,9 @@ CASES = {
     "attention_probs": _attention_probs,
     "layer_norm": _layer_norm,
     "add_layer_norm": _add_layer_norm,
+    "rms_norm": _rms_norm,
     "linear_gelu": lambda: _linear("linear_gelu", "", ("torch", "torch.compile", "triton")),
+    "linear_swiglu": _linear_swiglu,
     "linear_residual": lambda: _linear("linear_residual", "", ("torch", "torch.compile", "triton")),
     "linear_gelu_tma": lambda: _linear("linear_gelu", "_tma", ("tma",)),
     "linear_residual_tma": lambda: _linear("linear_residual", "_tma", ("tma",)),

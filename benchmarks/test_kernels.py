@@ -483,3 +483,68 @@ def test_attention_probs(benchmark, references, kernel_rounds, seq, head_dim, pr
         shape=dict(batch=batch, heads=heads, seq=seq, head_dim=head_dim), fn=fn, inputs=inputs, grad_of=(),
         bytes_per_iter=4 * batch * heads * seq * seq, check=lambda out: bench.parity(out[:1], ref),
     )
+
+
+# -- RMSNorm and SwiGLU's fc1 (AIMv2, EVA-02, DINOv3) -------------------------------------
+# Named test_layer_norm_* / test_linear_* so fastvit.gpucheck's kernel groups time them with their kin.
+
+
+def _rms_norm_fn(provider: str):
+    if provider == "triton":
+        from fastvit.kernels import rms_norm
+
+        return lambda x, w: rms_norm(x, w, EPS)
+    fn = lambda x, w: F.rms_norm(x, (x.shape[-1],), w, EPS)  # noqa: E731
+    return torch.compile(fn) if provider == "torch.compile" else fn
+
+
+@pytest.mark.parametrize(*_cases("layer_norm_rms"))
+def test_layer_norm_rms(benchmark, references, kernel_rounds, width, mode, provider):
+    """RMSNorm over 256 x 197 rows: GB/s of the minimal traffic (read x, write y; backward read x, dy, write dx)."""
+    dt, grad = torch.bfloat16, mode != "fwd"
+    w = (1 + 0.1 * torch.randn(width, device=DEVICE)).to(dt).requires_grad_(grad)
+    inputs = [(_rand(TOKENS, width, dtype=dt, grad=grad), w, _rand(TOKENS, width, dtype=dt)) for _ in range(BUFFERS)]
+    rows = 4096
+    ref = reference.rms_norm_ref(inputs[0][0][:rows].detach().float(), w.detach().float(), EPS, upcast=False)
+    _run(
+        benchmark, references, kernel_rounds, op="rms_norm", provider=provider, mode=mode, dtype="bf16",
+        shape=dict(rows=TOKENS, width=width), fn=_rms_norm_fn(provider), inputs=inputs, grad_of=(0, 1),
+        compiled=provider == "torch.compile", bytes_per_iter=(2 if mode == "fwd" else 5) * TOKENS * width * dt.itemsize,
+        check=lambda out: bench.parity(out[:rows], ref),
+    )
+
+
+# (in_features, hidden): EVA-02 B's SwiGLU fc1 (768 -> 2 x 2048); ViT-Ti-sized in smoke mode
+SWIGLU_SHAPE = (192, 512) if SMOKE else (768, 2048)
+
+
+def _torch_swiglu(x, wg, bg, wx, bx):
+    return F.silu(F.linear(x, wg, bg)) * F.linear(x, wx, bx)
+
+
+def _swiglu_fn(provider: str):
+    if provider == "triton":
+        from fastvit.kernels import linear_swiglu
+
+        return linear_swiglu
+    return torch.compile(_torch_swiglu) if provider == "torch.compile" else _torch_swiglu
+
+
+@pytest.mark.parametrize(*_cases("linear_swiglu"))
+def test_linear_swiglu(benchmark, references, kernel_rounds, mode, provider):
+    """silu(x W_g^T + b_g) * (x W_x^T + b_x) at M = 256 x 197: TFLOP/s of the two GEMMs (2 * 2·M·N·K forward,
+    3x with gradients); the kernel's backward recomputes both GEMMs, which the figure does not count."""
+    dt, grad = torch.bfloat16, mode != "fwd"
+    k, n = SWIGLU_SHAPE
+    wg, wx = ((torch.randn(n, k, device=DEVICE) * k**-0.5).to(dt).requires_grad_(grad) for _ in range(2))
+    bg, bx = ((0.1 * torch.randn(n, device=DEVICE)).to(dt).requires_grad_(grad) for _ in range(2))
+    inputs = [(_rand(TOKENS, k, dtype=dt, grad=grad), wg, bg, wx, bx, _rand(TOKENS, n, dtype=dt)) for _ in range(BUFFERS)]
+    rows = 1024
+    ref = reference.linear_swiglu_ref(*(t.detach().float() for t in (inputs[0][0][:rows], wg, bg, wx, bx)), upcast=False)
+    fwd = 2 * 2 * TOKENS * n * k
+    _run(
+        benchmark, references, kernel_rounds, op="linear_swiglu", provider=provider, mode=mode, dtype="bf16",
+        shape=dict(m=TOKENS, k=k, n=n), fn=_swiglu_fn(provider), inputs=inputs, grad_of=(0, 1, 2, 3, 4),
+        compiled=provider == "torch.compile", flop_per_iter=fwd if mode == "fwd" else 3 * fwd,
+        check=lambda out: bench.parity(out[:rows], ref),
+    )

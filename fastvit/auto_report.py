@@ -35,10 +35,16 @@ def model_calls(cfg, batch: int, dtype, device) -> list[tuple[str, Any, tuple]]:
 
     x = rand(batch, tokens, d)
     gamma = () if cfg.init_values is None else (rand(d),)  # LayerScale: the residual GEMMs' per-channel factor
-    calls = [("norm1, norm2", auto.AutoBlockNorm(d, eps=cfg.norm_eps, device=device, dtype=dtype).fork, (x,))]
+    if getattr(cfg, "norm_layer", "layernorm") == "rmsnorm":  # AIMv2: RMSNorm everywhere (ops rms_norm, rms_norm_fork)
+        from fastvit.layers.norm import AutoBlockRMSNorm, AutoRMSNorm as norm_cls
+
+        calls = [("norm1, norm2", AutoBlockRMSNorm(d, eps=cfg.norm_eps, device=device, dtype=dtype).fork, (x,))]
+    else:
+        norm_cls = auto.AutoLayerNorm
+        calls = [("norm1, norm2", auto.AutoBlockNorm(d, eps=cfg.norm_eps, device=device, dtype=dtype).fork, (x,))]
     if cfg.qk_norm:  # q_norm / k_norm over each head, then attention over q, k, v
         q = rand(batch, heads, tokens, head_dim)
-        calls.append(("q_norm, k_norm", auto.AutoLayerNorm(head_dim, eps=cfg.norm_eps, device=device, dtype=dtype), (q,)))
+        calls.append(("q_norm, k_norm", norm_cls(head_dim, eps=cfg.norm_eps, device=device, dtype=dtype), (q,)))
         calls.append(("attention", auto.auto_attention, (q, rand(*q.shape), rand(*q.shape))))
     else:
         calls.append(("attention", auto.auto_attention_packed, (rand(batch, tokens, 3, heads, head_dim),)))
@@ -48,10 +54,26 @@ def model_calls(cfg, batch: int, dtype, device) -> list[tuple[str, Any, tuple]]:
     if approximate is not None and getattr(cfg, "mlp_layer", "mlp") == "mlp":
         fc1 = auto.AutoLinearGELU(d, hidden, approximate=approximate, device=device, dtype=dtype)
         calls.append(("mlp.fc1 + act", fc1, (x,)))
+    if getattr(cfg, "mlp_layer", "mlp") in ("swiglu", "swiglu_unpacked"):
+        calls.append(("mlp.fc1 gate", _swiglu_gate(cfg, d, hidden).to(device, dtype).eval().gate, (x,)))
     fc2 = auto.AutoResidualLinear(fc2_in, d).to(device, dtype).eval()
     calls.append(("mlp.fc2 + residual", fc2, (rand(batch, tokens, fc2_in), x, *gamma)))
-    calls.append(("norm", auto.AutoLayerNorm(d, eps=cfg.norm_eps, device=device, dtype=dtype), (x,)))
+    calls.append(("norm", norm_cls(d, eps=cfg.norm_eps, device=device, dtype=dtype), (x,)))
     return calls
+
+
+def _swiglu_gate(cfg, d: int, hidden: int):
+    """The SwiGLU branch ``auto`` builds for ``cfg`` (its gate is the dispatched op ``linear_swiglu``)."""
+    from fastvit.layers.activations import activation_class
+
+    act = activation_class(cfg.act_layer)
+    if cfg.mlp_layer == "swiglu":  # packed fc1 (D -> H, gate first)
+        from fastvit.layers.glu import GluMlp
+
+        return GluMlp(d, hidden, act_layer=act, gate_impl="auto")
+    from fastvit.layers.bias_free import SwiGLU  # fc1_g, fc1_x (D -> H each), AIMv2's without bias
+
+    return SwiGLU(d, hidden, act_layer=act, bias=cfg.proj_bias, gate_impl="auto")
 
 
 def _ms(seconds) -> str:
@@ -60,8 +82,12 @@ def _ms(seconds) -> str:
 
 def _candidates(op: str) -> str:
     from fastvit.layers.auto import OPS
+    from fastvit.layers.glu import LINEAR_SWIGLU_CANDIDATES
+    from fastvit.layers.norm import RMS_NORM_CANDIDATES, RMS_NORM_FORK_CANDIDATES
 
-    return ", ".join(f"{c.name} ({c.kind})" for c in OPS[op])
+    table = {**OPS, "rms_norm": RMS_NORM_CANDIDATES, "rms_norm_fork": RMS_NORM_FORK_CANDIDATES,
+             "linear_swiglu": LINEAR_SWIGLU_CANDIDATES}
+    return ", ".join(f"{c.name} ({c.kind})" for c in table[op])
 
 
 def auto_report(model: str, batch: int, dtype: str | None, device: str) -> list[str]:
@@ -91,7 +117,9 @@ def auto_report(model: str, batch: int, dtype: str | None, device: str) -> list[
     if not dispatcher.on_cuda((torch.empty(0, device=device),)):
         lines.append(f"auto on {device} for {model}, batch {batch}, {dtype}, {cfg.seq_len} tokens: torch -- every op runs PyTorch's implementation "
                      "(torch for norms and GEMMs, sdpa for attention); the kernels and the timing run on CUDA only")
-        for op in ("layer_norm", "layer_norm_fork", "linear_gelu", "linear_residual", "attention_packed"):
+        norms = ("rms_norm", "rms_norm_fork") if cfg.norm_layer == "rmsnorm" else ("layer_norm", "layer_norm_fork")
+        fc1 = ("linear_swiglu",) if cfg.mlp_layer in ("swiglu", "swiglu_unpacked") else ("linear_gelu",)
+        for op in (*norms, *fc1, "linear_residual", "attention_packed"):
             lines.append(f"  {op:<17} candidates on CUDA: {_candidates(op)}")
         return lines + lines_unfused
     calls = model_calls(cfg, batch, torch_dtype, device)
@@ -113,9 +141,9 @@ def unfused_parts(cfg) -> list[str]:
     out = ["patch embedding: a PyTorch convolution (cuDNN)" + (", after the ResNetV2 stem's convolutions and "
            "GroupNorms" if cfg.hybrid_layers is not None else ""),
            "qkv projection: nn.Linear (cuBLAS, bias in its epilogue)"]
-    if cfg.mlp_layer == "swiglu":
-        out.append("SwiGLU MLP: fc1 is a plain GEMM and SiLU(gate) * value runs as element-wise ops; "
-                   "fc2 + residual (+ LayerScale) is the dispatched residual GEMM")
+    if cfg.mlp_layer in ("swiglu", "swiglu_unpacked"):
+        out.append("SwiGLU MLP: the gate (fc1's two GEMMs, SiLU(gate) * value) is the dispatched linear_swiglu op, "
+                   "whose backward recomputes the two GEMMs in PyTorch; fc2 + residual is the residual GEMM")
     elif cfg.act_layer not in ("gelu", "gelu_tanh", "quick_gelu"):
         out.append(f"MLP activation {cfg.act_layer}: fc1 is a plain GEMM, the activation its own op")
     if cfg.qk_norm:

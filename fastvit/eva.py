@@ -188,7 +188,7 @@ class Eva(nn.Module):
         )
         mlp = eva_mlp_layer(d, cfg.mlp_ratio, swiglu=cfg.swiglu_mlp, align_to=cfg.swiglu_align_to,
                             scale_mlp=cfg.scale_mlp, norm_layer=norm, mlp_cls=mlp_cls, fc1_layer=fc1_cls,
-                            act_layer=act_cls, fc2_layer=residual_cls, drop=cfg.proj_drop_rate)
+                            act_layer=act_cls, fc2_layer=residual_cls, drop=cfg.proj_drop_rate, gate_impl=cfg.linear_impl)
         block_cls = EvaBlockPostNorm if cfg.use_post_norm else EvaBlock
         rates = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
         self.blocks = nn.ModuleList(

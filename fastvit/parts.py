@@ -27,7 +27,7 @@ from .layers.attention import Attention, get_attention_backend, get_packed_backe
 from .layers.embed import PatchEmbed
 from .layers.glu import GluMlp
 from .layers.layer_scale import LayerScale
-from .layers.impls import LINEAR_IMPLS, NORM_IMPLS
+from .layers.impls import LINEAR_IMPLS, NORM_IMPLS, RMS_NORM_IMPLS
 from .layers.mlp import Mlp
 
 LayerFactory = Callable[..., nn.Module]
@@ -69,8 +69,8 @@ def _name(factory) -> str:
 def resolve_parts(cfg: ViTConfig) -> Parts:
     """The concrete layers for ``cfg`` (its ``*_impl`` fields are validated by ViTConfig)."""
     norm_cls, pre_norm_cls = NORM_IMPLS[cfg.norm_impl]
-    if cfg.norm_layer == "rmsnorm":  # PyTorch's RMSNorm for every norm (timm's RmsNorm: weight only)
-        norm_cls = pre_norm_cls = nn.RMSNorm
+    if cfg.norm_layer == "rmsnorm":  # norm_impl's RMSNorm for every norm (timm's RmsNorm: weight only)
+        norm_cls, pre_norm_cls = RMS_NORM_IMPLS[cfg.norm_impl]
     norm = functools.partial(norm_cls, eps=cfg.norm_eps)
     fc1_cls, act_cls, residual_cls, mlp_cls = LINEAR_IMPLS[cfg.linear_impl]
     if cfg.qk_norm:  # q_norm / k_norm over each head; the backend then takes q, k, v apart
@@ -100,11 +100,13 @@ def resolve_parts(cfg: ViTConfig) -> Parts:
 def _mlp_layer(cfg: ViTConfig, fc1_cls, act_cls, residual_cls, mlp_cls) -> LayerFactory:
     """The MLP branch. Where ``linear_impl``'s fc1 fuses its activation (``act_cls`` is Identity:
     triton, auto), GELU in any of its forms (gelu, gelu_tanh, quick_gelu) rides in fc1's epilogue;
-    SiLU (SwiGLU) and the torch implementation run the activation as its own op. The residual
+    SwiGLU's gate is fc1's for ``linear_impl`` (:class:`~fastvit.layers.glu.FusedGate`); the torch
+    implementation runs the activation as its own op. The residual
     projection is always ``linear_impl``'s."""
     kind = dict(hidden_dim=cfg.mlp_hidden_dim, drop=cfg.drop_rate, fc2_layer=residual_cls)
     if cfg.mlp_layer == "swiglu":
-        return functools.partial(GluMlp, fc1_layer=nn.Linear, act_layer=activation_class(cfg.act_layer), **kind)
+        return functools.partial(GluMlp, fc1_layer=nn.Linear, act_layer=activation_class(cfg.act_layer),
+                                 gate_impl=cfg.linear_impl, **kind)  # fmt: skip
     if act_cls is nn.Identity and cfg.act_layer in GELU_APPROXIMATE:
         fc1 = functools.partial(fc1_cls, approximate=GELU_APPROXIMATE[cfg.act_layer])
         return functools.partial(mlp_cls, fc1_layer=fc1, act_layer=act_cls, **kind)

@@ -1,7 +1,7 @@
 """Every op's ahead-of-time compile cases, by op: what the compile check (:mod:`fastvit.aot`) compiles.
 
 Each op's cases are built from its kernels' launch rules (:mod:`.norm`,
-:mod:`.attention`, :mod:`.linear` of this package) and the shapes of
+:mod:`.attention`, :mod:`.linear`, :mod:`.swiglu` of this package) and the shapes of
 :mod:`fastvit.shapes`; :data:`CASES` names, per op of :data:`fastvit.kernels.ops.OPS`,
 the function that lists them. Imports Triton (through the op files).
 """
@@ -9,13 +9,14 @@ the function that lists them. Imports Triton (through the op files).
 from __future__ import annotations
 
 from fastvit.aot import attention as flash_attention_aot, linear as linear_aot, norm as norm_aot
-from fastvit.aot import rope_attention as rope_attention_aot
+from fastvit.aot import rope_attention as rope_attention_aot, swiglu as swiglu_aot
 
 
 def _norm_cases(op: str):
     def cases() -> list:
-        # "layer_norm_fwd-...", and qk-norm's per-head launches "layer_norm_fwd_qk-..." (the same op)
-        passes = (f"{op}_fwd", f"{op}_bwd")
+        # "layer_norm_fwd-...", qk-norm's per-head launches "layer_norm_fwd_qk-..." (the same op), and
+        # "rms_norm_fork_bwd-..." (RMSNorm's fork: the backward adding the residual's gradient)
+        passes = (f"{op}_fwd", f"{op}_bwd", f"{op}_fork_bwd")
         return [c for c in norm_aot.aot_cases() if c.name.split("-")[0].removesuffix("_qk") in passes]
 
     return cases
@@ -51,7 +52,9 @@ CASES = {
     "attention_probs": flash_attention_aot.probs_cases,
     "layer_norm": _norm_cases("layer_norm"),
     "add_layer_norm": _norm_cases("add_layer_norm"),
+    "rms_norm": _norm_cases("rms_norm"),
     "linear_gelu": _gemm_cases("linear_gelu"),
+    "linear_swiglu": swiglu_aot.aot_cases,
     "linear_residual": _gemm_cases("linear_residual"),
     "linear_gelu_tma": _gemm_cases("linear_gelu_tma"),
     "linear_residual_tma": _gemm_cases("linear_residual_tma"),

@@ -35,6 +35,10 @@ KERNELS = {
     "add_layer_norm_fwd": (_layer_norm_fwd_kernel, "HAS_RESIDUAL", True, FWD_CONFIGS),
     "layer_norm_bwd": (_layer_norm_bwd_kernel, "HAS_DS", False, BWD_CONFIGS),
     "add_layer_norm_bwd": (_layer_norm_bwd_kernel, "HAS_DS", True, BWD_CONFIGS),
+    # RMSNorm (fastvit.kernels.rms): the same kernels with IS_RMS (no mean, no bias)
+    "rms_norm_fwd": (_layer_norm_fwd_kernel, "HAS_RESIDUAL", False, FWD_CONFIGS),
+    "rms_norm_bwd": (_layer_norm_bwd_kernel, "HAS_DS", False, BWD_CONFIGS),
+    "rms_norm_fork_bwd": (_layer_norm_bwd_kernel, "HAS_DS", True, BWD_CONFIGS),  # the residual's gradient added
 }
 
 
@@ -44,12 +48,13 @@ def _signature(kernel, ptr: str, out: str | None = None) -> dict:
     if kernel is _layer_norm_fwd_kernel:
         pointers = dict(X=ptr, Y=ptr, W=ptr, B=ptr, S=ptr, OUT=out or ptr, MEAN="*fp32", RSTD="*fp32")
         ints = ("stride_x", "stride_y", "stride_s", "stride_out", "stride_x_inner", "M", "N")
-        tail = dict(eps="fp32", BLOCK_M="constexpr", BLOCK_N="constexpr", HAS_RESIDUAL="constexpr")
+        tail = dict(eps="fp32", BLOCK_M="constexpr", BLOCK_N="constexpr", HAS_RESIDUAL="constexpr", IS_RMS="constexpr")
     else:
         pointers = dict(DOUT=out or ptr, DS=ptr, X=ptr, W=ptr, MEAN="*fp32", RSTD="*fp32", DX=ptr,
                         DW_PARTIAL="*fp32", DB_PARTIAL="*fp32")  # fmt: skip
         ints = ("stride_dout", "stride_ds", "stride_x", "stride_dx", "stride_x_inner", "M", "N", "rows_per_program")
-        tail = dict(BLOCK_M="constexpr", BLOCK_N="constexpr", HAS_DS="constexpr", ROW_STAGES="constexpr")
+        tail = dict(BLOCK_M="constexpr", BLOCK_N="constexpr", HAS_DS="constexpr", ROW_STAGES="constexpr",
+                    IS_RMS="constexpr")  # fmt: skip
     # rows_inner is 1 (a constant to Triton) for every layout but qk-norm's (see qk_norm_cases)
     types = {**pointers, **{k: "i32" for k in ints}, **tail, "rows_inner": "constexpr"}
     return {name: types[name] for name in kernel.arg_names}
@@ -76,7 +81,8 @@ def launch_spec(name: str, dtype: str, width: int, meta: dict | None = None, in_
     if fn is _layer_norm_bwd_kernel and not on:
         signature["DS"] = signature["DOUT"]  # and dout as the unused DS
     values = {k: width for k in signature if k.startswith("stride_") or k == "N"}
-    constexprs = dict(BLOCK_M=block_m, BLOCK_N=block_n, rows_inner=1, **{flag: on}, **(meta or {}))
+    constexprs = dict(BLOCK_M=block_m, BLOCK_N=block_n, rows_inner=1, IS_RMS=name.startswith("rms_"), **{flag: on},
+                      **(meta or {}))  # fmt: skip
     return dict(fn=fn, signature=signature, constexprs=constexprs, divisible=divisible_args(signature, values))
 
 
@@ -105,6 +111,14 @@ def _ptx_checks(name: str, width: int, meta: dict, launch: dict, in_dtype: str |
     return checks
 
 
+def _tier(name: str, dtype: str, width: int, first: bool) -> str:
+    """The case's tier: "core" (compiled in every default run) at the core widths; RMSNorm's (LayerNorm's kernels again,
+    with IS_RMS) there only in bf16 at each arch's first configuration; the rest "wide" (-m slow)."""
+    if width not in CORE_WIDTHS or (name.startswith("rms_") and (dtype != "bf16" or not first)):
+        return "wide"
+    return "core"
+
+
 def _shipped(table: dict, arch: str) -> list[dict]:
     """An architecture's entries and the "default" ones (used there with autotuning off), each once."""
     entries = []
@@ -115,10 +129,11 @@ def _shipped(table: dict, arch: str) -> list[dict]:
 
 
 def aot_cases() -> list[AotCase]:
-    """Every kernel x shipped config x {sm80, sm90} x {bf16, fp16} x preset width,
-    plus the plain forward from an fp32 input into a half output and both backwards
+    """Every kernel x shipped config x {sm80, sm90} x {bf16, fp16} x preset width (LayerNorm's and
+    RMSNorm's), plus the plain forward from an fp32 input into a half output and both backwards
     from a half dout into fp32 gradients (block norms under autocast, their fork's
-    backward included); one case per distinct binary."""
+    backward included), for LayerNorm and RMSNorm (its fork's backward too); one case per distinct
+    binary; :func:`_tier` says which compile by default."""
     cases, seen = [], set()
     for arch in ARCHS:
         for name, (fn, _, _, table) in KERNELS.items():
@@ -142,7 +157,7 @@ def aot_cases() -> list[AotCase]:
                             cases.append(AotCase(
                                 name=label, arch=arch, tensor_core_op=None, **spec, **launch,
                                 **_ptx_checks(name, width, meta, launch, in_dtype),
-                                tier="core" if width in CORE_WIDTHS else "wide",
+                                tier=_tier(name, dtype, width, entry is table[arch][0]),
                             ))  # fmt: skip
     return cases + qk_norm_cases()
 

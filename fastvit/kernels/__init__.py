@@ -11,10 +11,14 @@ Public ops (torch-like signatures, nn.Linear weight layout):
 - ``add_layer_norm(x, y, weight, bias, eps)`` -> ``(x + y, LN(x + y))``
 - ``layer_norm_fork(x, weight, bias, eps, *, out_dtype=None)`` -> ``(LN(x), x)``: a block's norm at the
   residual junction, whose backward adds the residual's gradient inside the LayerNorm backward kernel
+- ``rms_norm(x, weight, eps=1e-6, *, out_dtype=None)``: RMSNorm (LayerNorm's kernels without mean and bias)
+- ``rms_norm_fork(x, weight, eps=1e-6, *, out_dtype=None)`` -> ``(RMSNorm(x), x)``: as ``layer_norm_fork``
 - ``linear_gelu(x, weight, bias, approximate="none")``: approximate "none" | "tanh" | "quick"
   (``x * sigmoid(1.702 x)``)
 - ``linear_residual(x, weight, bias, residual, *, scale=None, gamma=None)`` ->
   ``residual + scale[:, None] * gamma * (x @ W^T + b)`` (gamma: per-channel LayerScale, with gradient)
+- ``linear_swiglu(x, weight_g, bias_g, weight_x, bias_x)`` -> ``silu(x W_g^T + b_g) * (x W_x^T + b_x)``:
+  SwiGLU's fc1 in one GEMM kernel (biases may both be None)
 - ``linear_gelu_tma`` / ``linear_residual_tma``: the same through the Hopper TMA candidate kernel
 - ``mlp_residual(x, w1, b1, w2, b2, residual, *, approximate="none", scale=None, gamma=None)``: a whole
   MLP branch, whose backward fuses GELU's derivative into fc2's input-gradient GEMM

@@ -1,4 +1,5 @@
-"""Row layouts of the row-wise kernels (LayerNorm): how a tensor of any strides is read as rows.
+"""Row layouts of the row-wise kernels (LayerNorm, RMSNorm): how a tensor of any strides is read as rows,
+and their output buffers.
 
 Plain PyTorch (no Triton), imports no op file. The launchers flatten every input to
 rows the kernels read through row strides: one stride for any layout whose leading dims
@@ -7,6 +8,7 @@ merge, two for the per-head q / k slices of a packed qkv (qk-norm).
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -58,3 +60,20 @@ def vector(t: torch.Tensor) -> torch.Tensor:
     """A 1-d parameter or statistic as the kernels read it: unit-stride (a strided
     or expanded view is copied; N elements, negligible beside the activations)."""
     return t if t.stride(0) == 1 or t.numel() <= 1 else t.contiguous()
+
+
+def device_of(t: torch.Tensor):
+    """The context a launch on ``t`` runs in: its CUDA device, or nothing."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def out_buffer(t, shape, dtype, device):
+    """Allocate an output, or check the caller's preallocated one."""
+    if t is None:
+        return torch.empty(shape, dtype=dtype, device=device)
+    if t.shape != shape or t.dtype != dtype or t.device != device or not t.is_contiguous():
+        raise ValueError(
+            f"output buffer: expected contiguous {dtype} of shape {tuple(shape)} on {device}, "
+            f"got {t.dtype} {tuple(t.shape)} on {t.device}{'' if t.is_contiguous() else ' (strided)'}"
+        )
+    return t

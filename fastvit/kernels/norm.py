@@ -3,6 +3,7 @@
 ``layer_norm(x, weight, bias)`` normalizes over the last dim; ``add_layer_norm(x, y, weight, bias)``
 returns ``(s, LN(s))`` with ``s = x + y`` from one pass; ``layer_norm_fork(x, weight, bias)`` returns
 ``(LN(x), x)``, whose backward adds the residual's gradient inside the LayerNorm backward kernel.
+The same two kernels with ``IS_RMS`` compute RMSNorm (the op of :mod:`fastvit.kernels.rms`).
 Inputs of any strides, fp32/fp16/bf16, width 0..4096 (:mod:`fastvit.kernels.ops`), fp32
 statistics, no atomics. References: :mod:`fastvit.kernels.reference`; the accepted inputs,
 numerics and launch shapes are described in docs/kernels.md. In order: tuning tables, kernels,
@@ -11,7 +12,6 @@ launchers, torch.library ops and fakes, autograd, argument checks, public functi
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 
@@ -22,6 +22,7 @@ from torch import Tensor
 
 from fastvit.kernels import tuning
 from fastvit.kernels._rows import as_rows as _as_rows, as_two_level_rows as _as_two_level_rows, vector as _vector
+from fastvit.kernels._rows import device_of as _device_of, out_buffer as _out_buffer
 from fastvit.kernels.ops import FLOATS, MAX_HIDDEN, device_reason
 
 # Target elements per program tile; sets rows per program from the hidden size.
@@ -70,9 +71,10 @@ def _layer_norm_fwd_kernel(
     stride_x, stride_y, stride_s, stride_out,  # row strides in elements; columns are unit-stride
     rows_inner, stride_x_inner,  # X's rows as (M / rows_inner, rows_inner) with strides (stride_x, stride_x_inner)
     M, N, eps,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_RESIDUAL: tl.constexpr, IS_RMS: tl.constexpr = False,
 ):
-    """OUT = LN(X) (or S = X + Y, OUT = LN(S)) over BLOCK_M rows; stores fp32 mean and rstd per row."""
+    """OUT = LN(X) (or S = X + Y, OUT = LN(S)) over BLOCK_M rows; stores fp32 mean and rstd per row.
+    ``IS_RMS``: RMSNorm, ``X * rsqrt(mean(X^2) + eps) * W`` (no mean, no bias; MEAN is not written)."""
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     row_mask = rows < M
@@ -88,19 +90,22 @@ def _layer_norm_fwd_kernel(
         tl.store(S + rows64 * stride_s + cols[None, :], s, mask=mask)
         x = s.to(tl.float32)
 
-    # Two passes over the row in registers: the mean, then the centred variance.
-    mean = tl.sum(x, axis=1) / N
-    xc = tl.where(mask, x - mean[:, None], 0.0)
+    if IS_RMS:  # the mean square (masked columns loaded as 0)
+        xc = x
+    else:  # two passes over the row in registers: the mean, then the centred variance
+        mean = tl.sum(x, axis=1) / N
+        xc = tl.where(mask, x - mean[:, None], 0.0)
+        tl.store(MEAN + rows, mean, mask=row_mask)
     var = tl.sum(xc * xc, axis=1) / N
     # A variance past fp32's range (|x - mean| above ~1.8e19) would give rstd = 0
     # and an output equal to the bias, finite and wrong: make it NaN, as torch does.
     rstd = tl.where(var == float("inf"), float("nan"), tl.rsqrt(var + eps))
-    tl.store(MEAN + rows, mean, mask=row_mask)
     tl.store(RSTD + rows, rstd, mask=row_mask)
 
     w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)
-    b = tl.load(B + cols, mask=col_mask, other=0.0).to(tl.float32)
-    out = xc * rstd[:, None] * w[None, :] + b[None, :]
+    out = xc * rstd[:, None] * w[None, :]
+    if not IS_RMS:
+        out += tl.load(B + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
     tl.store(OUT + rows64 * stride_out + cols[None, :], out.to(OUT.dtype.element_ty), mask=mask)
 
 
@@ -111,8 +116,10 @@ def _layer_norm_bwd_kernel(
     rows_inner, stride_x_inner,  # X's two-level rows, as in the forward
     M, N, rows_per_program,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_DS: tl.constexpr, ROW_STAGES: tl.constexpr,
+    IS_RMS: tl.constexpr = False,
 ):
-    """DX = dLN/dX (+ DS) for one fixed range of rows; this program's dW, dB partial sums go to row pid."""
+    """DX = dLN/dX (+ DS) for one fixed range of rows; this program's dW, dB partial sums go to row pid.
+    ``IS_RMS``: RMSNorm's (no mean, no dB: MEAN and DB_PARTIAL are not read or written)."""
     pid = tl.program_id(0)
     row_start = pid * rows_per_program
     row_end = tl.minimum(row_start + rows_per_program, M)
@@ -130,14 +137,18 @@ def _layer_norm_bwd_kernel(
         x = tl.load(X + _row_offsets(rows64, rows_inner, stride_x, stride_x_inner) + cols[None, :], mask=mask,
                     other=0.0).to(tl.float32)  # fmt: skip
         dout = tl.load(DOUT + rows64 * stride_dout + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        mean = tl.load(MEAN + rows, mask=row_mask, other=0.0)
         rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)
-
-        xhat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
+        if IS_RMS:
+            xhat = x * rstd[:, None]
+        else:
+            mean = tl.load(MEAN + rows, mask=row_mask, other=0.0)
+            xhat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
         wdout = dout * w[None, :]
         c1 = tl.sum(xhat * wdout, axis=1) / N
-        c2 = tl.sum(wdout, axis=1) / N
-        dx = (wdout - (xhat * c1[:, None] + c2[:, None])) * rstd[:, None]
+        if IS_RMS:
+            dx = (wdout - xhat * c1[:, None]) * rstd[:, None]
+        else:
+            dx = (wdout - (xhat * c1[:, None] + (tl.sum(wdout, axis=1) / N)[:, None])) * rstd[:, None]
         if HAS_DS:
             dx += tl.load(DS + rows64 * stride_ds + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         tl.store(DX + rows64 * stride_dx + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
@@ -146,14 +157,15 @@ def _layer_norm_bwd_kernel(
         db_acc += dout
 
     tl.store(DW_PARTIAL + pid * N + cols, tl.sum(dw_acc, axis=0), mask=col_mask)
-    tl.store(DB_PARTIAL + pid * N + cols, tl.sum(db_acc, axis=0), mask=col_mask)
+    if not IS_RMS:
+        tl.store(DB_PARTIAL + pid * N + cols, tl.sum(db_acc, axis=0), mask=col_mask)
 
 
 # Autotuned, under the kernels' own names (the raw @triton.jit functions are ``.fn``).
-_layer_norm_fwd_kernel = triton.autotune(configs=tuning.autotune_configs(FWD_CONFIGS), key=["N", "HAS_RESIDUAL"])(
+_layer_norm_fwd_kernel = triton.autotune(configs=tuning.autotune_configs(FWD_CONFIGS), key=["N", "HAS_RESIDUAL", "IS_RMS"])(
     _layer_norm_fwd_kernel
 )
-_layer_norm_bwd_kernel = triton.autotune(configs=tuning.autotune_configs(BWD_CONFIGS), key=["N", "HAS_DS"])(
+_layer_norm_bwd_kernel = triton.autotune(configs=tuning.autotune_configs(BWD_CONFIGS), key=["N", "HAS_DS", "IS_RMS"])(
     _layer_norm_bwd_kernel
 )
 
@@ -188,25 +200,10 @@ def bwd_num_programs(m: int, n: int, device: torch.device) -> tuple[int, int]:
     return triton.cdiv(m, per_program), per_program
 
 
-def _device_of(t: torch.Tensor):
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
-def _out_buffer(t, shape, dtype, device):
-    """Allocate an output, or check the caller's preallocated one."""
-    if t is None:
-        return torch.empty(shape, dtype=dtype, device=device)
-    if t.shape != shape or t.dtype != dtype or t.device != device or not t.is_contiguous():
-        raise ValueError(
-            f"output buffer: expected contiguous {dtype} of shape {tuple(shape)} on {device}, "
-            f"got {t.dtype} {tuple(t.shape)} on {t.device}{'' if t.is_contiguous() else ' (strided)'}"
-        )
-    return t
-
-
-def layer_norm_fwd(x, weight, bias, eps, y=None, *, s=None, out=None, mean=None, rstd=None, out_dtype=None):
+def layer_norm_fwd(x, weight, bias, eps, y=None, *, s=None, out=None, mean=None, rstd=None, out_dtype=None, rms=False):
     """Run the forward kernel; returns ``(s, out, mean, rstd)`` (``s`` is None without ``y``).
 
+    ``rms``: RMSNorm instead (``bias`` None, no ``y``; ``mean`` is None, not computed).
     ``s``, ``out`` (contiguous, ``x``'s shape; ``s`` in ``x``'s dtype, ``out``
     in ``out_dtype``, default ``x``'s) and ``mean``, ``rstd`` (fp32,
     ``(rows,)``) may be passed in preallocated; every element is written.
@@ -219,8 +216,8 @@ def layer_norm_fwd(x, weight, bias, eps, y=None, *, s=None, out=None, mean=None,
         rows_inner, stride_x, stride_inner = 1, x2.stride(0), x2.stride(0)
     m = math.prod(x.shape[:-1])
     out = _out_buffer(out, x.shape, out_dtype or x.dtype, x.device)
-    mean = _out_buffer(mean, (m,), torch.float32, x.device)
     rstd = _out_buffer(rstd, (m,), torch.float32, x.device)
+    mean = None if rms else _out_buffer(mean, (m,), torch.float32, x.device)
     out2 = out.view(m, n)
     if y is None:
         # unused by the kernel when HAS_RESIDUAL is False (a 2-D stand-in keeps stride_y a row stride)
@@ -232,23 +229,24 @@ def layer_norm_fwd(x, weight, bias, eps, y=None, *, s=None, out=None, mean=None,
     if m == 0:
         return s, out, mean, rstd
     if n == 0:  # torch's native_layer_norm: empty rows have mean 0 and rstd NaN
-        mean.zero_()
         rstd.fill_(float("nan"))
+        if mean is not None:
+            mean.zero_()
         return s, out, mean, rstd
     block_m, block_n = block_sizes(n)
     with _device_of(x):
         _layer_norm_fwd_kernel[(triton.cdiv(m, block_m),)](
-            x2, y2, _vector(weight), _vector(bias), s2, out2, mean, rstd,
+            x2, y2, _vector(weight), _vector(weight if rms else bias), s2, out2, rstd if rms else mean, rstd,
             stride_x, y2.stride(0), s2.stride(0), out2.stride(0),
             rows_inner, stride_inner,
             m, n, eps,
-            BLOCK_M=block_m, BLOCK_N=block_n, HAS_RESIDUAL=y is not None,
+            BLOCK_M=block_m, BLOCK_N=block_n, HAS_RESIDUAL=y is not None, IS_RMS=rms,
         )
     return s, out, mean, rstd
 
 
 def layer_norm_bwd(dout, x, weight, mean, rstd, ds=None, *, dx=None, partial=None):
-    """Run the backward kernel; returns ``(dx, dweight, dbias)``.
+    """Run the backward kernel; returns ``(dx, dweight, dbias)``. ``mean`` None: RMSNorm's (``dbias`` None).
 
     ``x`` is the tensor that was normalized (``s`` for the add variant); ``ds``
     is the gradient reaching ``s`` directly, added to ``dx``. ``dx`` (contiguous,
@@ -263,21 +261,21 @@ def layer_norm_bwd(dout, x, weight, mean, rstd, ds=None, *, dx=None, partial=Non
     m = dout2.shape[0]
     dx = _out_buffer(dx, x.shape, x.dtype, x.device)
     dx2 = dx.view(m, n)
-    programs, per_program = bwd_num_programs(m, n, x.device)
+    programs, per_program, rms = *bwd_num_programs(m, n, x.device), mean is None
     partial = _out_buffer(partial, (2, programs, n), torch.float32, x.device)
     ds2 = dout2 if ds is None else _as_rows(ds, n)  # unused by the kernel when HAS_DS is False
     if m and n:
         block_m, block_n = block_sizes(n)
         with _device_of(x):
             _layer_norm_bwd_kernel[(programs,)](
-                dout2, ds2, x2, _vector(weight), _vector(mean), _vector(rstd), dx2, partial[0], partial[1],
-                dout2.stride(0), ds2.stride(0), stride_x, dx2.stride(0),
+                dout2, ds2, x2, _vector(weight), _vector(rstd if rms else mean), _vector(rstd), dx2, partial[0],
+                partial[1], dout2.stride(0), ds2.stride(0), stride_x, dx2.stride(0),
                 rows_inner, stride_inner,
                 m, n, per_program,
-                BLOCK_M=block_m, BLOCK_N=block_n, HAS_DS=ds is not None,
+                BLOCK_M=block_m, BLOCK_N=block_n, HAS_DS=ds is not None, IS_RMS=rms,
             )
     dweight = partial[0].sum(dim=0).to(weight.dtype)
-    dbias = partial[1].sum(dim=0).to(weight.dtype)
+    dbias = None if rms else partial[1].sum(dim=0).to(weight.dtype)
     return dx, dweight, dbias
 
 

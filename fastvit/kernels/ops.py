@@ -134,6 +134,13 @@ def supports_add_layer_norm(*, device, dtype, width, weight_dtype=None, interpre
     return supports_layer_norm(device=device, dtype=dtype, width=width, weight_dtype=weight_dtype, interpret=interpret)
 
 
+def supports_rms_norm(*, device, dtype, width, weight_dtype=None, out_dtype=None, interpret=None) -> str | None:
+    """x of ``dtype`` with last dim ``width`` (any leading dims, any strides), an affine weight of
+    ``weight_dtype`` (default x's; no bias), output in ``out_dtype`` (default x's)."""
+    return supports_layer_norm(device=device, dtype=dtype, width=width, weight_dtype=weight_dtype, out_dtype=out_dtype,
+                               interpret=interpret)  # fmt: skip
+
+
 def supports_attention(*, device, dtype, head_dim, dropout_p=0.0, kv_len=None, interpret=None) -> str | None:
     """(B, H, N, head_dim) inputs of ``dtype`` (``attention`` and ``attention_qkvpacked``); ``kv_len``:
     the keys' length when known (queries need at least one key)."""
@@ -220,6 +227,11 @@ def supports_linear_gelu(*, device, dtype, in_features, out_features, approximat
     """x (..., in_features) of ``dtype`` and an (out_features, in_features) weight."""
     return first_reason(_gemm_reason(device, dtype, in_features, out_features, interpret),
                         _approximate_reason(approximate))  # fmt: skip
+
+
+def supports_linear_swiglu(*, device, dtype, in_features, out_features, interpret=None):
+    """x (..., in_features) of ``dtype``, gate and value weights (out_features, in_features), biases or none."""
+    return _gemm_reason(device, dtype, in_features, out_features, interpret)
 
 
 def supports_linear_residual(*, device, dtype, in_features, out_features, residual_dtype=None, dropout_p=0.0,
@@ -350,8 +362,12 @@ OPS: dict[str, Op] = {op.name: op for op in (
        R.layer_norm_ref, supports_layer_norm, notes="any strides, fp32 or x-dtype weights"),
     Op("add_layer_norm", "fastvit.kernels.norm", ("add_layer_norm",), FLOATS, {"width": (0, MAX_HIDDEN)},
        R.add_layer_norm_ref, supports_add_layer_norm, notes="any strides, fp32 or x-dtype weights"),
+    Op("rms_norm", "fastvit.kernels.rms", ("rms_norm", "rms_norm_fork"), FLOATS, {"width": (0, MAX_HIDDEN)}, R.rms_norm_ref,
+       supports_rms_norm, notes="LayerNorm's kernels without mean and bias; any strides, fp32 or x-dtype weight"),
     Op("linear_gelu", "fastvit.kernels.linear", ("linear_gelu",), FLOATS, _GEMM_LIMITS, R.linear_gelu_ref,
        supports_linear_gelu, notes="GELU none/tanh/quick in the epilogue"),
+    Op("linear_swiglu", "fastvit.kernels.swiglu", ("linear_swiglu",), FLOATS, _GEMM_LIMITS, R.linear_swiglu_ref,
+       supports_linear_swiglu, notes="silu(x W_g^T + b_g) * (x W_x^T + b_x), both GEMMs on one x tile; backward recomputes"),
     Op("linear_residual", "fastvit.kernels.linear", ("linear_residual",), FLOATS, _GEMM_LIMITS,
        R.linear_residual_ref, supports_linear_residual, notes="residual + scale * gamma * (x W^T + b)"),
     Op("linear_gelu_tma", "fastvit.kernels.linear_tma", ("linear_gelu_tma",), FLOATS, _GEMM_LIMITS,

@@ -66,6 +66,13 @@ def add_layer_norm_ref(x, y, weight, bias, eps=1e-6, upcast=True):
     return s, F.layer_norm(s, (s.shape[-1],), weight, bias, eps)
 
 
+def rms_norm_ref(x, weight, eps=1e-6, upcast=True):
+    """``x * rsqrt(mean(x^2) + eps) * weight`` over the last dim (timm's ``RmsNorm``, ``F.rms_norm``);
+    ``eps`` None is fp32's machine epsilon, as ``F.rms_norm`` takes it for every input dtype."""
+    x, weight = _maybe_upcast(upcast, x, weight)
+    return F.rms_norm(x, (x.shape[-1],), weight, torch.finfo(torch.float32).eps if eps is None else eps)
+
+
 def gelu_ref(h, approximate="none"):
     """``F.gelu(h, approximate)``, plus ``approximate="quick"``: ``h * sigmoid(1.702 h)`` (CLIP's quick GELU)."""
     if approximate == "quick":
@@ -76,6 +83,12 @@ def gelu_ref(h, approximate="none"):
 def linear_gelu_ref(x, weight, bias, approximate="none", upcast=True):
     x, weight, bias = _maybe_upcast(upcast, x, weight, bias)
     return gelu_ref(F.linear(x, weight, bias), approximate)
+
+
+def linear_swiglu_ref(x, weight_g, bias_g, weight_x, bias_x, upcast=True):
+    """``silu(x W_g^T + b_g) * (x W_x^T + b_x)``: SwiGLU's fc1 (timm's ``fc1_g`` / ``fc1_x``); biases may be None."""
+    x, weight_g, bias_g, weight_x, bias_x = _maybe_upcast(upcast, x, weight_g, bias_g, weight_x, bias_x)
+    return F.silu(F.linear(x, weight_g, bias_g)) * F.linear(x, weight_x, bias_x)
 
 
 def linear_residual_ref(x, weight, bias, residual, scale=None, upcast=True, gamma=None):

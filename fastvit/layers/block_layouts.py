@@ -180,7 +180,8 @@ def resolve_block_layout(cfg, parts):
                     act_layer=activation_class(cfg.act_layer), fc2_layer=BiasFreeResidualLinear)
         if cfg.mlp_layer == "swiglu_unpacked":
             changes["mlp_layer"] = functools.partial(SwiGLU, hidden_dim=cfg.mlp_hidden_dim, drop=cfg.drop_rate,
-                                                     act_layer=activation_class(cfg.act_layer), bias=cfg.proj_bias)
+                                                     act_layer=activation_class(cfg.act_layer), bias=cfg.proj_bias,
+                                                     gate_impl=cfg.linear_impl)  # fmt: skip
         if cfg.patch_norm:
             changes["embed_layer"] = functools.partial(NormedPatchEmbed, *parts.embed_layer.args, norm_layer=parts.norm_layer,
                                                        **parts.embed_layer.keywords)

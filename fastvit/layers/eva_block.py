@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .drop import DropPath
-from .glu import GluMlp
+from .glu import FusedGate, GluMlp
 from .linear import ResidualLinear
 from .mlp import Mlp
 from .rope_attention import resolve_rotary, runner_name
@@ -116,13 +116,14 @@ class NormMlp(Mlp):
         return self.fc2(self.norm(self.drop(self.act(self.fc1(x)))), residual, gamma)
 
 
-class SwiGLU(nn.Module):
+class SwiGLU(FusedGate, nn.Module):
     """timm's ``SwiGLU``: separate gate and value projections (``fc1_g``, ``fc1_x``),
     ``act(gate) * value``, an optional ``norm`` (``scale_mlp``), then ``fc2`` with the residual.
-    ``align_to`` rounds the hidden width up to a multiple (DINOv3's SwiGLU models)."""
+    ``align_to`` rounds the hidden width up to a multiple (DINOv3's SwiGLU models); ``gate_impl``:
+    how the gate runs (:class:`~fastvit.layers.glu.FusedGate`)."""
 
     def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0, drop_path: float = 0.0, *, norm_layer=None,
-                 align_to: int = 0, fc2_layer=ResidualLinear):
+                 align_to: int = 0, fc2_layer=ResidualLinear, gate_impl: str = "torch"):
         super().__init__()
         if align_to:
             hidden_dim = hidden_dim + (-hidden_dim % align_to)
@@ -132,20 +133,30 @@ class SwiGLU(nn.Module):
         self.drop1 = nn.Dropout(drop)
         self.norm = norm_layer(hidden_dim) if norm_layer is not None else nn.Identity()
         self.fc2 = fc2_layer(hidden_dim, dim, drop=drop, drop_path=drop_path)
+        self.init_gate(gate_impl, self.act)
+
+    def fc1_weights(self):
+        return self.fc1_g.weight, self.fc1_g.bias, self.fc1_x.weight, self.fc1_x.bias
+
+    def torch_gate(self, x):
+        return self.act(self.fc1_g(x)) * self.fc1_x(x)
 
     def forward(self, x, residual, gamma=None):
-        return self.fc2(self.norm(self.drop1(self.act(self.fc1_g(x)) * self.fc1_x(x))), residual, gamma)
+        return self.fc2(self.norm(self.drop1(self.gate(x))), residual, gamma)
 
 
 def eva_mlp_layer(dim: int, mlp_ratio: float, *, swiglu: bool, align_to: int, scale_mlp: bool, norm_layer,
-                  mlp_cls=Mlp, fc1_layer=nn.Linear, act_layer=nn.GELU, fc2_layer=ResidualLinear, drop: float = 0.0):
-    """The MLP factory (``f(dim, drop_path=)``) timm's EvaBlock picks for these options."""
+                  mlp_cls=Mlp, fc1_layer=nn.Linear, act_layer=nn.GELU, fc2_layer=ResidualLinear, drop: float = 0.0,
+                  gate_impl: str = "torch"):  # fmt: skip
+    """The MLP factory (``f(dim, drop_path=)``) timm's EvaBlock picks for these options; ``gate_impl``
+    (the model's ``linear_impl``): how a SwiGLU's gate runs (:class:`~fastvit.layers.glu.FusedGate`)."""
     hidden = int(dim * mlp_ratio)
     if swiglu and (scale_mlp or align_to):
         return functools.partial(SwiGLU, hidden_dim=hidden, drop=drop, norm_layer=norm_layer if scale_mlp else None,
-                                 align_to=align_to, fc2_layer=fc2_layer)
+                                 align_to=align_to, fc2_layer=fc2_layer, gate_impl=gate_impl)
     if swiglu:  # packed fc1 (gate first), as timm's GluMlp with gate_last=False
-        return functools.partial(GluMlp, hidden_dim=2 * hidden, drop=drop, act_layer=nn.SiLU, fc2_layer=fc2_layer)
+        return functools.partial(GluMlp, hidden_dim=2 * hidden, drop=drop, act_layer=nn.SiLU, fc2_layer=fc2_layer,
+                                 gate_impl=gate_impl)
     if scale_mlp:
         return functools.partial(NormMlp, hidden_dim=hidden, drop=drop, norm_layer=norm_layer, fc2_layer=fc2_layer)
     return functools.partial(mlp_cls, hidden_dim=hidden, drop=drop, fc1_layer=fc1_layer, act_layer=act_layer,

@@ -18,7 +18,7 @@ from torch import nn
 from .auto import AutoLayerNorm, AutoLinearGELU, AutoBlockNorm, AutoResidualLinear
 from .linear import ResidualLinear, TritonLinearGELU, TritonResidualLinear
 from .mlp import Mlp, TritonMlp
-from .norm import TritonBlockNorm, TritonLayerNorm
+from .norm import AutoBlockRMSNorm, AutoRMSNorm, TritonBlockNorm, TritonBlockRMSNorm, TritonLayerNorm, TritonRMSNorm
 
 # norm_impl -> (LayerNorm class, class for a block's norms, whose output only feeds a GEMM; the
 # Triton and auto ones also have fork(x) -> (normed, residual), see fastvit.layers.norm)
@@ -26,6 +26,13 @@ NORM_IMPLS = {
     "auto": (AutoLayerNorm, AutoBlockNorm),
     "torch": (nn.LayerNorm, nn.LayerNorm),
     "triton": (TritonLayerNorm, TritonBlockNorm),
+}
+
+# norm_impl -> (RMSNorm class, class for a block's RMS norms), for ``norm_layer="rmsnorm"`` (as NORM_IMPLS)
+RMS_NORM_IMPLS = {
+    "auto": (AutoRMSNorm, AutoBlockRMSNorm),
+    "torch": (nn.RMSNorm, nn.RMSNorm),
+    "triton": (TritonRMSNorm, TritonBlockRMSNorm),
 }
 
 # linear_impl -> (fc1 class, activation after fc1, residual-projection class, MLP branch class).

@@ -569,4 +569,6 @@ def test_aot_cases_check_vector_loads_and_pipelined_copies():
         if c.constexprs["BLOCK_N"] >= 1024:  # ViT-B and wider: no scalar loads at all
             assert c.forbid_ptx, c
     core = {(c.name.split("-N")[0], c.arch) for c in AOT_CASES if c.tier == "core" and "_qk-" not in c.name}
-    assert len(core) == 2 * (4 * 2 + 3 * 2)  # every kernel, both dtypes (plus fp32-in: fwd, both bwd), both archs, in CI
+    # both archs: LayerNorm's four kernels in both dtypes plus fp32-in (fwd, both bwd) in both dtypes;
+    # RMSNorm's three (fwd, bwd, the fork's bwd) in bf16, each also fp32-in
+    assert len(core) == 2 * (4 * 2 + 3 * 2 + 3 + 3)

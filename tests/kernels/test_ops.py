@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 KERNELS = ROOT / "fastvit" / "kernels"
 PASSES = ("fwd", "bwd", "bwd_dq", "bwd_dkdv", "bwd_delta")
 # Op files following the naming scheme in full (the GEMM files get theirs with issue 14's rework).
-SCHEME_MODULES = ("flash_attention", "flash_attention_bwd", "norm", "attention_probs")
+SCHEME_MODULES = ("flash_attention", "flash_attention_bwd", "norm", "attention_probs", "rms", "swiglu")
 
 
 def _run_python(code: str, **env) -> subprocess.CompletedProcess:
@@ -151,6 +151,8 @@ _SUPPORTS_CALLS = {
     "linear_residual_tma": dict(dtype=torch.float16, in_features=3072, out_features=768, capability=(9, 0)),
     "mlp_residual": dict(dtype=torch.float16, in_features=768, hidden_features=3072),
     "rope_attention": dict(dtype=torch.float16, head_dim=64, seq_len=201, num_prefix=5),
+    "rms_norm": dict(dtype=torch.float16, width=1024),
+    "linear_swiglu": dict(dtype=torch.float16, in_features=768, out_features=2048),
 }
 
 
@@ -199,6 +201,7 @@ def test_describe_lines_and_fastvit_info(capsys):
 def test_every_op_has_compile_cases_that_the_aot_check_compiles(collected):
     from fastvit.aot import cases as aot_cases, attention as flash_attention_aot, linear as linear_aot, norm as norm_aot
     from fastvit.aot import rope_attention as rope_attention_aot
+    from fastvit.aot import swiglu as swiglu_aot
 
     assert list(aot_cases.CASES) == list(ops.OPS)
     per_op = {op: aot_cases.cases_of(op) for op in ops.OPS}
@@ -206,7 +209,7 @@ def test_every_op_has_compile_cases_that_the_aot_check_compiles(collected):
         assert any(case.tier == "core" for case in cases), f"{op} has no compile case in the default run"
     # the split between the ops of a file loses nothing and duplicates nothing
     shipped = [*flash_attention_aot.aot_cases(), *flash_attention_aot.probs_cases(), *norm_aot.aot_cases(),
-               *linear_aot.aot_cases(), *rope_attention_aot.aot_cases()]  # fmt: skip
+               *linear_aot.aot_cases(), *rope_attention_aot.aot_cases(), *swiglu_aot.aot_cases()]  # fmt: skip
     declared = [str(c) for cases in per_op.values() for c in cases]
     assert sorted(declared) == sorted(str(c) for c in shipped)
     assert [str(c) for c in aot_cases.all_cases()] == list(dict.fromkeys(declared))
@@ -307,6 +310,22 @@ def _linear(op, k, n, dtype=F32, approximate="none", residual_dtype=None):
     return getattr(kernels, op)(x, w, b, r), reference.linear_residual_ref(x, w, b, r)
 
 
+def _rms_norm(width, dtype=F32, weight_dtype=None, out_dtype=None):
+    from fastvit.kernels import rms_norm
+
+    x, w = _t(3, width, dtype=dtype), _t(width, dtype=weight_dtype or dtype, seed=1)
+    return rms_norm(x, w, 1e-6, out_dtype=out_dtype), reference.rms_norm_ref(x, w, 1e-6)
+
+
+def _linear_swiglu(k, n, dtype=F32, bias=True):
+    from fastvit.kernels import linear_swiglu
+
+    x = _t(5, k, dtype=dtype)
+    wg, wx = (_t(n, k, dtype=dtype, seed=s) * max(k, 1) ** -0.5 for s in (1, 2))
+    bg, bx = (_t(n, dtype=dtype, seed=s) for s in (3, 4)) if bias else (None, None)
+    return linear_swiglu(x, wg, bg, wx, bx), reference.linear_swiglu_ref(x, wg, bg, wx, bx)
+
+
 def _mlp(d, h, dtype=F32, residual_dtype=None):
     from fastvit.kernels import mlp_residual
 
@@ -333,6 +352,10 @@ ACCEPTED = [
     ("linear_gelu_tma", dict(dtype=F32, in_features=16, out_features=8), lambda: _linear("linear_gelu_tma", 16, 8)),
     ("linear_residual_tma", dict(dtype=F32, in_features=8, out_features=12), lambda: _linear("linear_residual_tma", 8, 12)),
     ("mlp_residual", dict(dtype=F32, in_features=16, hidden_features=24), lambda: _mlp(16, 24)),
+    ("rms_norm", dict(dtype=F32, width=100), lambda: _rms_norm(100)),
+    ("rms_norm", dict(dtype=F16, width=40, weight_dtype=F32, out_dtype=F32), lambda: _rms_norm(40, F16, F32, F32)),
+    ("linear_swiglu", dict(dtype=F32, in_features=24, out_features=40), lambda: _linear_swiglu(24, 40)),
+    ("linear_swiglu", dict(dtype=F32, in_features=0, out_features=6), lambda: _linear_swiglu(0, 6, bias=False)),
 ]  # fmt: skip
 # (op, keywords, the reason's words, the kernel call and the error it raises)
 REFUSED = [
@@ -359,6 +382,11 @@ REFUSED = [
      lambda: _linear("linear_residual_tma", 8, 3), ValueError),
     ("mlp_residual", dict(dtype=F32, in_features=8, hidden_features=8, residual_dtype=F16), "residual_dtype",
      lambda: _mlp(8, 8, residual_dtype=F16), TypeError),
+    ("rms_norm", dict(dtype=F32, width=4097), "width 4097", lambda: _rms_norm(4097), ValueError),
+    ("rms_norm", dict(dtype=F32, width=8, weight_dtype=F16), "weight_dtype", lambda: _rms_norm(8, F32, F16), TypeError),
+    ("rms_norm", dict(dtype=torch.float64, width=8), "float64", lambda: _rms_norm(8, torch.float64), TypeError),
+    ("linear_swiglu", dict(dtype=torch.float64, in_features=8, out_features=8), "float64",
+     lambda: _linear_swiglu(8, 8, torch.float64), TypeError),
 ]  # fmt: skip
 
 
@@ -447,6 +475,8 @@ calls = {
     "linear_residual_tma": dict(dtype=torch.float16, in_features=3072, out_features=768, capability=(9, 0)),
     "mlp_residual": dict(dtype=torch.float16, in_features=768, hidden_features=3072),
     "rope_attention": dict(dtype=torch.float16, head_dim=64, seq_len=201, num_prefix=5),
+    "rms_norm": dict(dtype=torch.float16, width=1024),
+    "linear_swiglu": dict(dtype=torch.float16, in_features=768, out_features=2048),
 }
 assert set(calls) == set(ops.OPS), sorted(ops.OPS)
 for op, call in calls.items():
