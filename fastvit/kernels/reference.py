@@ -137,7 +137,7 @@ def rope_attention_ref(q, k, v, sin, cos, num_prefix=0, rotate_half=False, scale
     q, k, v, sin, cos = _maybe_upcast(upcast, q, k, v, sin, cos)
     q = rope_rotate_ref(q, sin, cos, num_prefix, rotate_half).to(v.dtype)
     k = rope_rotate_ref(k, sin, cos, num_prefix, rotate_half).to(v.dtype)
-    return attention_ref(q, k, v, scale, upcast=False)
+    return attention_ref(q, k, v, scale, upcast=upcast)  # upcast: the softmax in fp64 too
 
 
 def varlen_attention_ref(q, k, v, cu_seqlens, scale=None, upcast=True):
