@@ -24,28 +24,22 @@ from fastvit.kernels.tuning import autotune_configs, autotune_do_bench
 TUNE_KEY = ["seq_bucket", "HEAD_DIM"]
 # Launch configurations per architecture (see fastvit.kernels.tuning): dK/dV owns BLOCK_N key
 # rows and streams BLOCK_M queries; dQ owns BLOCK_M query rows and streams BLOCK_N keys. Every
-# entry compiles without spills at head dims 64 and 72 where it is listed
-# (fastvit.aot.varlen_attention): on sm_80 the backward pads 72 to one 128-wide tile, which leaves
-# fewer spill-free tiles than the dense kernels' tables hold.
+# entry compiles without spills at head dims 64 and 72 where it is listed, and the "default" one on
+# sm_80 (fastvit.aot.varlen_attention): on sm_80 the backward pads 72 to one 128-wide tile, which
+# leaves fewer spill-free tiles than the dense kernels' tables hold.
 DKDV_CONFIGS = {
-    "sm90": [
-        dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2),
-        dict(BLOCK_M=32, BLOCK_N=128, num_warps=8, num_stages=2),
-    ],
-    "sm80": [
-        dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2),
-    ],
+    "sm90": [dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2)],  # 32x128 spills at 72 (32 B)
+    "sm80": [dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2)],
     "default": [dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2)],
 }
 DQ_CONFIGS = {
     "sm90": [
         dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2),
         dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3),
+        dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2),
     ],
-    "sm80": [
-        dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=2),
-    ],
-    "default": [dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2)],
+    "sm80": [dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=2)],  # 64x64 (8 warps) spills at 72 (88 B)
+    "default": [dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=2)],  # on sm_90 it would spill at 72 (56 B)
 }
 # The delta kernel is a row reduction with no product to tune.
 DELTA_CONFIG = dict(BLOCK_M=64, num_warps=4, num_stages=1)
