@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 KERNELS = ROOT / "fastvit" / "kernels"
 PASSES = ("fwd", "bwd", "bwd_dq", "bwd_dkdv", "bwd_delta")
 # Op files following the naming scheme in full (the GEMM files get theirs with issue 14's rework).
-SCHEME_MODULES = ("flash_attention", "flash_attention_bwd", "norm", "attention_probs")
+SCHEME_MODULES = ("flash_attention", "flash_attention_bwd", "norm", "attention_probs", "varlen_attention_op",
+                  "varlen_attention_bwd")
 
 
 def _run_python(code: str, **env) -> subprocess.CompletedProcess:
@@ -150,6 +151,7 @@ _SUPPORTS_CALLS = {
     "linear_gelu_tma": dict(dtype=torch.float16, in_features=768, out_features=3072, capability=(9, 0)),
     "linear_residual_tma": dict(dtype=torch.float16, in_features=3072, out_features=768, capability=(9, 0)),
     "mlp_residual": dict(dtype=torch.float16, in_features=768, hidden_features=3072),
+    "varlen_attention": dict(dtype=torch.float16, head_dim=64),
 }
 
 
@@ -172,7 +174,8 @@ def test_naming_scheme(module_name):
         namespace, _, qual = op._qualname.partition("::")
         assert namespace == "fastvit" and shape.match(qual) and name == f"{qual}_op", (name, op._qualname)
     launchers = {"flash_attention": ("attention_fwd", "attention_bwd"), "norm": ("layer_norm_fwd", "layer_norm_bwd"),
-                 "attention_probs": ("attention_probs_fwd",)}
+                 "attention_probs": ("attention_probs_fwd",),
+                 "varlen_attention_op": ("varlen_attention_fwd", "varlen_attention_bwd")}
     for name in launchers.get(module_name, ()):
         assert callable(getattr(module, name)) and shape.match(name)
     assert kernels or custom, f"{module_name}: no kernel or op found to check"
@@ -197,6 +200,7 @@ def test_describe_lines_and_fastvit_info(capsys):
 
 def test_every_op_has_compile_cases_that_the_aot_check_compiles(collected):
     from fastvit.aot import cases as aot_cases, attention as flash_attention_aot, linear as linear_aot, norm as norm_aot
+    from fastvit.aot import varlen_attention as varlen_attention_aot
 
     assert list(aot_cases.CASES) == list(ops.OPS)
     per_op = {op: aot_cases.cases_of(op) for op in ops.OPS}
@@ -204,7 +208,7 @@ def test_every_op_has_compile_cases_that_the_aot_check_compiles(collected):
         assert any(case.tier == "core" for case in cases), f"{op} has no compile case in the default run"
     # the split between the ops of a file loses nothing and duplicates nothing
     shipped = [*flash_attention_aot.aot_cases(), *flash_attention_aot.probs_cases(), *norm_aot.aot_cases(),
-               *linear_aot.aot_cases()]  # fmt: skip
+               *linear_aot.aot_cases(), *varlen_attention_aot.aot_cases()]  # fmt: skip
     declared = [str(c) for cases in per_op.values() for c in cases]
     assert sorted(declared) == sorted(str(c) for c in shipped)
     assert [str(c) for c in aot_cases.all_cases()] == list(dict.fromkeys(declared))
@@ -296,6 +300,14 @@ def _linear(op, k, n, dtype=F32, approximate="none", residual_dtype=None):
     return getattr(kernels, op)(x, w, b, r), reference.linear_residual_ref(x, w, b, r)
 
 
+def _varlen_attention(d, dtype=F32, cu_dtype=torch.int32):
+    from fastvit.kernels import varlen_attention
+
+    q, k, v = _t(9, 2, d, dtype=dtype), _t(9, 2, d, dtype=dtype, seed=1), _t(9, 2, d, dtype=dtype, seed=2)
+    cu = torch.tensor([0, 4, 4, 9], dtype=cu_dtype, device=_DEVICE[0])
+    return varlen_attention(q, k, v, cu, 5), reference.varlen_attention_ref(q, k, v, cu)
+
+
 def _mlp(d, h, dtype=F32, residual_dtype=None):
     from fastvit.kernels import mlp_residual
 
@@ -320,6 +332,7 @@ ACCEPTED = [
     ("linear_gelu_tma", dict(dtype=F32, in_features=16, out_features=8), lambda: _linear("linear_gelu_tma", 16, 8)),
     ("linear_residual_tma", dict(dtype=F32, in_features=8, out_features=12), lambda: _linear("linear_residual_tma", 8, 12)),
     ("mlp_residual", dict(dtype=F32, in_features=16, hidden_features=24), lambda: _mlp(16, 24)),
+    ("varlen_attention", dict(dtype=F32, head_dim=72), lambda: _varlen_attention(72)),
 ]  # fmt: skip
 # (op, keywords, the reason's words, the kernel call and the error it raises)
 REFUSED = [
@@ -344,6 +357,9 @@ REFUSED = [
      lambda: _linear("linear_residual_tma", 8, 3), ValueError),
     ("mlp_residual", dict(dtype=F32, in_features=8, hidden_features=8, residual_dtype=F16), "residual_dtype",
      lambda: _mlp(8, 8, residual_dtype=F16), TypeError),
+    ("varlen_attention", dict(dtype=F32, head_dim=129), "head_dim 129", lambda: _varlen_attention(129), ValueError),
+    ("varlen_attention", dict(dtype=F32, head_dim=8, cu_seqlens_dtype=torch.int64), "cu_seqlens_dtype",
+     lambda: _varlen_attention(8, cu_dtype=torch.int64), ValueError),
 ]  # fmt: skip
 
 
@@ -431,6 +447,7 @@ calls = {
     "linear_gelu_tma": dict(dtype=torch.float16, in_features=768, out_features=3072, capability=(9, 0)),
     "linear_residual_tma": dict(dtype=torch.float16, in_features=3072, out_features=768, capability=(9, 0)),
     "mlp_residual": dict(dtype=torch.float16, in_features=768, hidden_features=3072),
+    "varlen_attention": dict(dtype=torch.float16, head_dim=64),
 }
 assert set(calls) == set(ops.OPS), sorted(ops.OPS)
 for op, call in calls.items():
