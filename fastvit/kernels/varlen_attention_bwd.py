@@ -41,8 +41,9 @@ DQ_CONFIGS = {
     "sm80": [dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=2)],  # 64x64 (8 warps) spills at 72 (88 B)
     "default": [dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=2)],  # on sm_90 it would spill at 72 (56 B)
 }
-# The delta kernel is a row reduction with no product to tune.
-DELTA_CONFIG = dict(BLOCK_M=64, num_warps=4, num_stages=1)
+# The delta kernel is a row reduction with no product to tune (32 rows: 64 spill at head dim 72 on
+# sm_80 with Triton 3.6, whose loads of the unaligned rows take more registers).
+DELTA_CONFIG = dict(BLOCK_M=32, num_warps=4, num_stages=1)
 
 
 @triton.jit
@@ -62,9 +63,9 @@ def _varlen_attention_bwd_delta_kernel(
     offs_d = tl.arange(0, BLOCK_D)
     mask_m = offs_m < total
     mask = mask_m[:, None] & (offs_d < HEAD_DIM)[None, :]
-    rows = offs_m.to(tl.int64)[:, None]
-    o = tl.load(O + h * so_h + rows * so_t + offs_d[None, :] * so_d, mask=mask, other=0.0)
-    do = tl.load(DO + h * sdo_h + rows * sdo_t + offs_d[None, :] * sdo_d, mask=mask, other=0.0)
+    # int32 row offsets (the launcher checks they fit): an int64 base here costs Triton 3.6 stack at 72
+    o = tl.load(O + h * so_h + offs_m[:, None] * so_t + offs_d[None, :] * so_d, mask=mask, other=0.0)
+    do = tl.load(DO + h * sdo_h + offs_m[:, None] * sdo_t + offs_d[None, :] * sdo_d, mask=mask, other=0.0)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     tl.store(DELTA + h * total + offs_m, delta, mask=mask_m)
 

@@ -273,6 +273,10 @@ def varlen_attention_bwd(do, q, k, v, out, lse, cu_seqlens, max_seqlen, scale, *
     num_seqs = cu_seqlens.numel() - 1
     if total * heads == 0 or num_seqs == 0:
         return dq, dk, dv
+    for name, t in (("out", out), ("do", do)):  # the delta kernel's row offsets are int32
+        if (total - 1) * abs(t.stride(0)) >= 2**31:
+            raise ValueError(f"varlen_attention: {name} rows span more than 2**31 elements (T = {total}, "
+                             f"row stride {t.stride(0)}); split the batch")  # fmt: skip
     delta_meta, delta_launch = split(DELTA_CONFIG)
     bwd.KERNELS["bwd_delta"][(triton.cdiv(total, delta_meta["BLOCK_M"]) * heads,)](
         out, do, delta, *out.stride(), *do.stride(), heads, total,
