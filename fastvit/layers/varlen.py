@@ -16,7 +16,9 @@ caller (a model maps its ``attn_impl`` with :func:`varlen_impl_for`):
   PyTorch on the call); off CUDA ``"torch"``.
 
 Every impl checks ``cu_seqlens`` first (int32, 1-D, rising from 0 to T; one host copy of S + 1
-integers) and raises ValueError naming what is wrong. See docs/kernels.md.
+integers) and raises ValueError naming what is wrong; ``"triton"`` given ``max_seqlen`` leaves the
+check to the kernel's op, which makes it inside the opaque ``torch.library`` op, so a compiled model
+traces that call without a graph break. See docs/kernels.md.
 """
 
 from __future__ import annotations
@@ -113,7 +115,12 @@ def _torch_varlen(q, k, v, cu_seqlens, max_seqlen, scale):
 
 
 def _triton(q, k, v, cu_seqlens, max_seqlen, scale):
-    return kernel_op("varlen_attention")(q, k, v, cu_seqlens, max_seqlen, scale=scale)
+    """fastvit's kernel (a plain import statement, which torch.compile traces; Triton loads on first use)."""
+    try:
+        from fastvit.kernels.varlen_attention_op import varlen_attention as kernel
+    except ImportError:
+        kernel = kernel_op("varlen_attention")  # raises, naming the fix
+    return kernel(q, k, v, cu_seqlens, max_seqlen, scale=scale)
 
 
 def torch_varlen_reason(q, k, v, cu_seqlens, max_seqlen=None, scale=None) -> str | None:
@@ -185,6 +192,8 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
     if q.dim() != 3 or k.shape != q.shape[:2] + k.shape[2:] or v.shape[:2] != q.shape[:2]:
         raise ValueError(f"q, k, v must be (T, H, D) with the same T and H, got {tuple(q.shape)}, "
                          f"{tuple(k.shape)}, {tuple(v.shape)}")
+    if impl == "triton" and max_seqlen is not None:  # the op checks the offsets inside itself: no graph break
+        return _triton(q, k, v, cu_seqlens, max_seqlen, scale)
     bounds = check_offsets(cu_seqlens, q.shape[0])
     longest = max(b - a for a, b in zip(bounds, bounds[1:]))
     if max_seqlen is None:

@@ -227,3 +227,19 @@ def test_auto_never_picks_a_kernel_that_disagrees(tmp_path, monkeypatch):
         (choice,) = [c for c in dispatch.choices() if c["op"] == "varlen_attention"]
     assert choice["chosen"] != "triton" and not choice["errors"]["triton"]["ok"]
     assert torch.equal(out, varlen.IMPLS[choice["chosen"]](q, k, v, cu, 9, None))
+
+
+def test_triton_with_max_seqlen_compiles_without_graph_breaks_and_still_checks_offsets():
+    """Given max_seqlen, the triton impl leaves the offsets' check to the op (inside the opaque
+    torch.library op): a fullgraph compile traces it, and bad offsets still raise ValueError."""
+    q, k, v, do, cu = _inputs()
+    fn = torch.compile(lambda q, k, v, cu: varlen.varlen_attention(q, k, v, cu, 9, impl="triton"),
+                       backend="aot_eager", fullgraph=True)  # fmt: skip
+    got = _forward_backward(lambda *t: fn(*t, cu), q, k, v, do)
+    want = _forward_backward(lambda *t: varlen.varlen_attention(*t, cu, impl="triton"), q, k, v, do)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="cu_seqlens rising from 0"):
+        varlen.varlen_attention(q, k, v, torch.tensor([0, 6, 5, 16, 18], dtype=torch.int32), 9, impl="triton")
+    with pytest.raises(ValueError, match=r"max_seqlen >= the longest sequence \(9\)"):
+        varlen.varlen_attention(q, k, v, cu, 8, impl="triton")
