@@ -29,6 +29,12 @@
   (what ``fastvit analyze`` draws) against torch's softmax(q k^T * scale), bf16
   inputs, fp32 maps; GB/s of the maps written.
 
+- varlen_attention: packed images of mixed sizes (50 images of 128-512 px a side at patch 16,
+  head dims 64 and 72), forward and forward+backward: fastvit's packed kernel vs SDPA per image
+  ("torch"), pad-to-longest + one masked SDPA call ("sdpa-padded") and PyTorch's
+  ``torch.nn.attention.varlen`` ("torch_varlen", CUDA). FLOPs count real tokens only:
+  4·H·D·sum(n_i²) forward, 3.5x that for forward+backward.
+
 The cases (shapes, dtypes, providers) are declared in ``kernel_cases.py`` beside
 this file, one parametrisation per benchmark function; tests/kernels/test_ops.py
 proves every op of :data:`fastvit.kernels.ops.OPS` is benchmarked here.

@@ -23,7 +23,7 @@ from fastvit.kernels import varlen_attention_op as va
 from fastvit.kernels.reference import varlen_attention_ref
 
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
-ATOL = {F32: 1e-5, F16: 1e-4, BF16: 1e-3}
+ATOL = {F32: 1e-5, F16: 1e-4, BF16: 1e-2}  # bf16: CUDA only (the interpreter's bf16 products differ)
 
 # (lengths, heads, head_dim, dtype): odd lengths, a one-token and an empty sequence, a sequence
 # longer than a 64-row block (a full and a partial key block), many sequences; 64 and 72 (64 + 16 tiles)
