@@ -367,10 +367,13 @@ def varlen_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, max_se
     custom ops ``fastvit::varlen_attention_fwd`` / ``fastvit::varlen_attention_bwd``.
     """
     _check_inputs(q, k, v)
-    if not isinstance(cu_seqlens, Tensor) or cu_seqlens.dtype != torch.int32 or cu_seqlens.dim() != 1:
-        got = f"{cu_seqlens.dtype} of shape {tuple(cu_seqlens.shape)}" if isinstance(cu_seqlens, Tensor) else type(cu_seqlens).__name__
-        raise ValueError(f"varlen_attention: expected cu_seqlens a 1-D int32 tensor of S + 1 offsets, got {got}")
-    if isinstance(max_seqlen, bool) or not isinstance(max_seqlen, int):
+    if not isinstance(cu_seqlens, Tensor):
+        raise TypeError(f"varlen_attention: expected cu_seqlens a tensor, got {type(cu_seqlens).__name__}")
+    if cu_seqlens.dtype != torch.int32 or cu_seqlens.dim() != 1:
+        raise ValueError(f"varlen_attention: expected cu_seqlens a 1-D int32 tensor of S + 1 offsets, "
+                         f"got {cu_seqlens.dtype} of shape {tuple(cu_seqlens.shape)}")  # fmt: skip
+    # a SymInt when torch.compile traces a max_seqlen that varies from call to call
+    if isinstance(max_seqlen, bool) or not isinstance(max_seqlen, (int, torch.SymInt)):
         raise TypeError(f"varlen_attention: expected max_seqlen an int, got {type(max_seqlen).__name__}")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     out, _ = varlen_attention_fwd_op(q, k, v, cu_seqlens, max_seqlen, scale)

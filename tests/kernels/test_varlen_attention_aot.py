@@ -47,7 +47,8 @@ def test_cases_cover_every_entry_at_head_dims_64_and_72():
             for head_dim in (64, 72):
                 assert f"varlen_attention_bwd_delta-{dtype}-d{head_dim}-{arch}-w4s1" in names
                 for kernel, table in TABLES.items():
-                    entries = table[arch] + ([e for e in table["default"] if e not in table[arch]] if arch == "sm80" else [])
+                    extra = [e for e in table["default"] if e not in table[arch]] if arch == "sm80" else []
+                    entries = table[arch] + extra
                     for e in entries:
                         name = (f"{kernel}-{dtype}-d{head_dim}-m{e['BLOCK_M']}n{e['BLOCK_N']}-{arch}"
                                 f"-w{e['num_warps']}s{e['num_stages']}")  # fmt: skip

@@ -39,7 +39,7 @@ def _forward_backward(fn, q, k, v, do):
 
 def _check_against_reference(impl, q, k, v, do, cu, max_seqlen=None, scale=None):
     got = _forward_backward(lambda *t: varlen.varlen_attention(*t, cu, max_seqlen, scale, impl=impl), q, k, v, do)
-    ref = _forward_backward(lambda *t: varlen_attention_ref(*t, cu, scale=scale), q.double(), k.double(), v.double(), do)
+    ref = _forward_backward(lambda *t: varlen_attention_ref(*t, cu, scale=scale), *(t.double() for t in (q, k, v)), do)
     eager = _forward_backward(lambda *t: varlen_attention_ref(*t, cu, scale=scale, upcast=False), q, k, v, do)
     atol = 1e-5 if q.dtype == F32 else 1e-4
     for name, g, r, e in zip(("out", "dq", "dk", "dv"), got, ref, eager):
@@ -232,13 +232,15 @@ def test_auto_never_picks_a_kernel_that_disagrees(tmp_path, monkeypatch):
 def test_triton_with_max_seqlen_compiles_without_graph_breaks_and_still_checks_offsets():
     """Given max_seqlen, the triton impl leaves the offsets' check to the op (inside the opaque
     torch.library op): a fullgraph compile traces it, and bad offsets still raise ValueError."""
-    q, k, v, do, cu = _inputs()
-    fn = torch.compile(lambda q, k, v, cu: varlen.varlen_attention(q, k, v, cu, 9, impl="triton"),
+    fn = torch.compile(lambda q, k, v, cu, m: varlen.varlen_attention(q, k, v, cu, m, impl="triton"),
                        backend="aot_eager", fullgraph=True)  # fmt: skip
-    got = _forward_backward(lambda *t: fn(*t, cu), q, k, v, do)
-    want = _forward_backward(lambda *t: varlen.varlen_attention(*t, cu, impl="triton"), q, k, v, do)
-    for g, w in zip(got, want):
-        torch.testing.assert_close(g, w, atol=0, rtol=0)
+    for lengths in (LENGTHS, (2, 7, 0), (4, 11)):  # packings that vary: T and max_seqlen become dynamic
+        q, k, v, do, cu = _inputs(lengths)
+        got = _forward_backward(lambda *t: fn(*t, cu, max(lengths)), q, k, v, do)
+        want = _forward_backward(lambda *t: varlen.varlen_attention(*t, cu, impl="triton"), q, k, v, do)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, atol=0, rtol=0)
+    q, k, v, do, cu = _inputs()
     with pytest.raises(ValueError, match="cu_seqlens rising from 0"):
         varlen.varlen_attention(q, k, v, torch.tensor([0, 6, 5, 16, 18], dtype=torch.int32), 9, impl="triton")
     with pytest.raises(ValueError, match=r"max_seqlen >= the longest sequence \(9\)"):
