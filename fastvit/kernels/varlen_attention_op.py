@@ -26,8 +26,9 @@ over its keys. Each output row is written once, by the one program that owns it.
 
 The head dimension is tiled as the dense kernels tile it
 (:func:`fastvit.kernels._attention_tiles.head_tiles`): 72 runs as 64 + 16. The
-launcher checks ``cu_seqlens`` (one device-to-host copy of S + 1 integers) and that
-``max_seqlen`` covers the longest sequence. Reference:
+launcher checks ``cu_seqlens`` (one device-to-host copy of S + 1 integers per offsets tensor,
+remembered: :mod:`fastvit.kernels.varlen_attention_offsets`) and that ``max_seqlen`` covers the
+longest sequence. Reference:
 :func:`fastvit.kernels.reference.varlen_attention_ref`.
 """
 
@@ -47,6 +48,7 @@ from fastvit.kernels._attention_tiles import (
     store as _store, supports_head_dim,
 )  # fmt: skip
 from fastvit.kernels.ops import FLOATS, MAX_HEAD_DIM, device_reason
+from fastvit.kernels.varlen_attention_offsets import check_max_seqlen, longest_sequence
 from fastvit.kernels.tuning import autotune_configs, autotune_do_bench, current_arch, interpreting, split
 
 TUNE_KEY = bwd.TUNE_KEY
@@ -194,25 +196,12 @@ def _check_runnable(t: Tensor) -> None:
 
 def check_cu_seqlens(cu_seqlens: Tensor, total: int, max_seqlen: int, device) -> int:
     """ValueError unless ``cu_seqlens`` is (S + 1,) int32 on ``device``, rising from 0 to ``total``, and
-    ``max_seqlen`` (an int) is at least its longest sequence. Returns the longest sequence's length.
-    Reads the offsets on the host (one copy of S + 1 integers)."""
-    if not isinstance(cu_seqlens, Tensor):
-        raise TypeError(f"varlen_attention: expected cu_seqlens a tensor, got {type(cu_seqlens).__name__}")
-    if cu_seqlens.dtype != torch.int32 or cu_seqlens.dim() != 1 or cu_seqlens.numel() < 1:
-        raise ValueError(f"varlen_attention: expected cu_seqlens a 1-D int32 tensor of S + 1 offsets, "
-                         f"got {cu_seqlens.dtype} of shape {tuple(cu_seqlens.shape)}")  # fmt: skip
+    ``max_seqlen`` (an int) is at least its longest sequence. Returns the longest sequence's length
+    (:mod:`fastvit.kernels.varlen_attention_offsets`: one host copy per offsets tensor, remembered)."""
+    longest = longest_sequence(cu_seqlens, total)
     if cu_seqlens.device != torch.device(device):
         raise ValueError(f"varlen_attention: expected cu_seqlens on {device} like q, got {cu_seqlens.device}")
-    if isinstance(max_seqlen, bool) or not isinstance(max_seqlen, int):
-        raise TypeError(f"varlen_attention: expected max_seqlen an int, got {type(max_seqlen).__name__}")
-    bounds = cu_seqlens.tolist()
-    if bounds[0] != 0 or bounds[-1] != total or any(b < a for a, b in zip(bounds, bounds[1:])):
-        shown = bounds if len(bounds) <= 12 else bounds[:6] + ["..."] + bounds[-3:]
-        raise ValueError(f"varlen_attention: expected cu_seqlens rising from 0 to the {total} packed rows "
-                         f"(non-decreasing), got {shown}")  # fmt: skip
-    longest = max((b - a for a, b in zip(bounds, bounds[1:])), default=0)
-    if max_seqlen < longest:
-        raise ValueError(f"varlen_attention: expected max_seqlen >= the longest sequence ({longest}), got {max_seqlen}")
+    check_max_seqlen(max_seqlen, longest)
     return longest
 
 
@@ -370,11 +359,9 @@ def varlen_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, max_se
     if not isinstance(cu_seqlens, Tensor):
         raise TypeError(f"varlen_attention: expected cu_seqlens a tensor, got {type(cu_seqlens).__name__}")
     if cu_seqlens.dtype != torch.int32 or cu_seqlens.dim() != 1:
-        raise ValueError(f"varlen_attention: expected cu_seqlens a 1-D int32 tensor of S + 1 offsets, "
+        raise ValueError(f"varlen_attention: expected cu_seqlens a 1-D int32 tensor of S + 1 >= 2 offsets, "
                          f"got {cu_seqlens.dtype} of shape {tuple(cu_seqlens.shape)}")  # fmt: skip
-    # a SymInt when torch.compile traces a max_seqlen that varies from call to call
-    if isinstance(max_seqlen, bool) or not isinstance(max_seqlen, (int, torch.SymInt)):
-        raise TypeError(f"varlen_attention: expected max_seqlen an int, got {type(max_seqlen).__name__}")
+    check_max_seqlen(max_seqlen, 0)  # the type here; the value against the offsets inside the op
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     out, _ = varlen_attention_fwd_op(q, k, v, cu_seqlens, max_seqlen, scale)
     return out

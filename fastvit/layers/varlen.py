@@ -16,7 +16,8 @@ caller (a model maps its ``attn_impl`` with :func:`varlen_impl_for`):
   PyTorch on the call); off CUDA ``"torch"``.
 
 Every impl checks ``cu_seqlens`` first (int32, 1-D, rising from 0 to T; one host copy of S + 1
-integers) and raises ValueError naming what is wrong; ``"triton"`` given ``max_seqlen`` leaves the
+integers per offsets tensor, remembered while it lives unchanged: the layers of one forward share
+it) and raises ValueError naming what is wrong; ``"triton"`` given ``max_seqlen`` leaves the
 check to the kernel's op, which makes it inside the opaque ``torch.library`` op, so a compiled model
 traces that call without a graph break. See docs/kernels.md.
 """
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 
 from fastvit.dispatch import OFF_CUDA, Bindings, Candidate, bucket, dtype_name, lookup
 from fastvit.kernels import ops, reference
+from fastvit.kernels.varlen_attention_offsets import check_max_seqlen, longest_sequence
 
 from .auto import declared
 from .kernel_ops import kernel_op
@@ -54,21 +56,6 @@ def varlen_impl_for(attn_impl: str) -> str:
         raise ValueError(f"no varlen attention impl for attn_impl {attn_impl!r}; "
                          f"known: {', '.join([*ATTN_IMPL_TO_VARLEN, *VARLEN_IMPLS])}")  # fmt: skip
     return ATTN_IMPL_TO_VARLEN[attn_impl]
-
-
-def check_offsets(cu_seqlens: torch.Tensor, total: int) -> list[int]:
-    """The offsets as host integers; ValueError unless ``cu_seqlens`` is a 1-D int32 tensor of at least
-    2 entries rising (non-decreasing) from 0 to ``total``."""
-    if not isinstance(cu_seqlens, torch.Tensor):
-        raise TypeError(f"cu_seqlens must be a tensor, got {type(cu_seqlens).__name__}")
-    if cu_seqlens.dtype != torch.int32 or cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
-        raise ValueError(f"cu_seqlens must be a 1-D int32 tensor of S + 1 >= 2 offsets, "
-                         f"got {cu_seqlens.dtype} of shape {tuple(cu_seqlens.shape)}")  # fmt: skip
-    bounds = cu_seqlens.tolist()
-    if bounds[0] != 0 or bounds[-1] != total or any(b < a for a, b in zip(bounds, bounds[1:])):
-        shown = bounds if len(bounds) <= 12 else bounds[:6] + ["..."] + bounds[-3:]
-        raise ValueError(f"cu_seqlens must rise (non-decreasing) from 0 to the {total} packed rows, got {shown}")
-    return bounds
 
 
 # --------------------------------------------------------------------------- the impls
@@ -194,12 +181,10 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
                          f"{tuple(k.shape)}, {tuple(v.shape)}")
     if impl == "triton" and max_seqlen is not None:  # the op checks the offsets inside itself: no graph break
         return _triton(q, k, v, cu_seqlens, max_seqlen, scale)
-    bounds = check_offsets(cu_seqlens, q.shape[0])
-    longest = max(b - a for a, b in zip(bounds, bounds[1:]))
+    longest = longest_sequence(cu_seqlens, q.shape[0])
     if max_seqlen is None:
         max_seqlen = longest
-    elif isinstance(max_seqlen, bool) or not isinstance(max_seqlen, int) or max_seqlen < longest:
-        raise ValueError(f"max_seqlen must be an int at least the longest sequence ({longest}), got {max_seqlen!r}")
+    check_max_seqlen(max_seqlen, longest)
     args = (q, k, v, cu_seqlens, max_seqlen, scale)
     if impl == "auto":
         return _auto(*args)

@@ -142,7 +142,7 @@ def test_default_scale_and_empty_inputs(device):
     q, k, v, do, cu = _inputs((4, 3), 1, 16, F32, device)
     torch.testing.assert_close(kernels.varlen_attention(q, k, v, cu, 4).double(), varlen_attention_ref(q, k, v, cu),
                                atol=1e-5, rtol=1e-5)  # fmt: skip
-    for cu_empty in ([0], [0, 0, 0]):
+    for cu_empty in ([0, 0], [0, 0, 0]):
         empty = torch.zeros(0, 2, 16, device=device, requires_grad=True)
         out = kernels.varlen_attention(empty, empty, empty, torch.tensor(cu_empty, dtype=torch.int32, device=device), 0)
         assert out.shape == (0, 2, 16)
@@ -172,6 +172,10 @@ def test_bad_arguments_raise(device):
         kernels.varlen_attention(q, q, q, cu.long(), 4)
     with pytest.raises(ValueError, match="cu_seqlens a 1-D int32"):
         kernels.varlen_attention(q, q, q, cu[None], 4)
+    with pytest.raises(ValueError, match="S \\+ 1 >= 2 offsets"):
+        kernels.varlen_attention(q[:0], q[:0], q[:0], cu[:1], 0)
+    with pytest.raises(TypeError, match="cu_seqlens a tensor"):
+        kernels.varlen_attention(q, q, q, [0, 3, 7], 4)
     with pytest.raises(ValueError, match=r"max_seqlen >= the longest sequence \(4\)"):
         kernels.varlen_attention(q, q, q, cu, 3)
     with pytest.raises(TypeError, match="max_seqlen an int"):

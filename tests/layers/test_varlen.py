@@ -122,12 +122,12 @@ def test_attn_impl_mapping():
 
 
 BAD = [
-    ([1, 6, 7, 16, 18], ValueError, "cu_seqlens must rise"),  # not starting at 0
-    ([0, 6, 5, 16, 18], ValueError, "cu_seqlens must rise"),  # decreasing
-    ([0, 5, 6, 15, 17], ValueError, "cu_seqlens must rise"),  # not ending at T = 18
-    ("int64", ValueError, "cu_seqlens must be a 1-D int32"),
-    ("2d", ValueError, "cu_seqlens must be a 1-D int32"),
-    ([0], ValueError, "cu_seqlens must be a 1-D int32 tensor of S \\+ 1 >= 2"),
+    ([1, 6, 7, 16, 18], ValueError, "expected cu_seqlens rising"),  # not starting at 0
+    ([0, 6, 5, 16, 18], ValueError, "expected cu_seqlens rising"),  # decreasing
+    ([0, 5, 6, 15, 17], ValueError, "expected cu_seqlens rising"),  # not ending at T = 18
+    ("int64", ValueError, "expected cu_seqlens a 1-D int32"),
+    ("2d", ValueError, "expected cu_seqlens a 1-D int32"),
+    ([0], ValueError, "expected cu_seqlens a 1-D int32 tensor of S \\+ 1 >= 2"),
 ]
 
 
@@ -149,8 +149,10 @@ def test_bad_arguments():
     q, k, v, _, cu = _inputs()
     with pytest.raises(ValueError, match="unknown varlen attention impl 'flash'"):
         varlen.varlen_attention(q, k, v, cu, impl="flash")
-    with pytest.raises(ValueError, match=r"max_seqlen must be an int at least the longest sequence \(9\)"):
+    with pytest.raises(ValueError, match=r"max_seqlen >= the longest sequence \(9\)"):
         varlen.varlen_attention(q, k, v, cu, max_seqlen=8)
+    with pytest.raises(TypeError, match="max_seqlen an int"):
+        varlen.varlen_attention(q, k, v, cu, max_seqlen=9.0)
     with pytest.raises(ValueError, match=r"\(T, H, D\)"):
         varlen.varlen_attention(q[None], k, v, cu)
 
@@ -241,7 +243,30 @@ def test_triton_with_max_seqlen_compiles_without_graph_breaks_and_still_checks_o
         for g, w in zip(got, want):
             torch.testing.assert_close(g, w, atol=0, rtol=0)
     q, k, v, do, cu = _inputs()
-    with pytest.raises(ValueError, match="cu_seqlens rising from 0"):
+    with pytest.raises(ValueError, match="cu_seqlens rising"):
         varlen.varlen_attention(q, k, v, torch.tensor([0, 6, 5, 16, 18], dtype=torch.int32), 9, impl="triton")
     with pytest.raises(ValueError, match=r"max_seqlen >= the longest sequence \(9\)"):
         varlen.varlen_attention(q, k, v, cu, 8, impl="triton")
+
+
+def test_offsets_are_read_once_per_tensor_and_again_after_an_in_place_write(monkeypatch):
+    """A model passes one cu_seqlens to every layer: the host copy (a GPU sync) happens once; an
+    in-place write (a new version) is checked again."""
+    from fastvit.kernels import varlen_attention_offsets as offsets
+
+    reads = []
+    monkeypatch.setattr(offsets, "host_offsets", lambda cu: reads.append(1) or cu.tolist())
+    q, k, v, _, cu = _inputs()
+    for impl in ("padded", "padded", "triton"):
+        varlen.varlen_attention(q, k, v, cu, 9, impl=impl)
+    assert len(reads) == 1
+    varlen.varlen_attention(q, k, v, cu.clone(), 9, impl="padded")  # another tensor: read
+    assert len(reads) == 2
+    cu[2] = 4  # now decreasing: 5, 4
+    with pytest.raises(ValueError, match="expected cu_seqlens rising"):
+        varlen.varlen_attention(q, k, v, cu, 9, impl="triton")
+    with torch.inference_mode():  # inference tensors have no version counter: read every time
+        cu_inf = _cu(LENGTHS)
+        for _ in range(2):
+            varlen.varlen_attention(q, k, v, cu_inf, 9, impl="padded")
+    assert len(reads) == 5
