@@ -151,6 +151,24 @@ def _linear_swiglu() -> list:
     """SwiGLU's fc1 (EVA-02 B: 768 -> 2 x 2048): the fused kernel vs two cuBLAS GEMMs + silu * value, torch.compile."""
     return [bench_case("linear_swiglu", "linear_swiglu", f"linear_swiglu-{mode}-{provider}", mode=mode, provider=provider)
             for mode in MODES for provider in ("torch", "torch.compile", "triton")]  # fmt: skip
+# varlen_attention: packed images of mixed sizes (NaFlex). "img50": 50 images of 128-512 px a side at
+# patch 16 (8-32 patches a side, seeded), the mix issue 26 names. fastvit's kernel against SDPA per
+# image ("torch"), padding to the longest + one masked SDPA call ("sdpa-padded", timm's / HF's way)
+# and PyTorch's own varlen flash attention ("torch_varlen", where the installed torch has it).
+VARLEN_MIXES = ("img50",)
+VARLEN_PROVIDERS = ("torch", "sdpa-padded", "torch_varlen", "triton")
+# NaFlexViT-B / SigLIP 2 B (64) and SigLIP 2 so400m (72)
+VARLEN_HEAD_DIMS = (64, 72)
+
+
+def _varlen_attention() -> list:
+    """bf16 at head dims 64 and 72, forward and forward+backward; fp16 with ``-m slow``."""
+    return [
+        bench_case("varlen_attention", "varlen_attention", f"{mix}-D{head_dim}-{dtype}-{mode}-{provider}",
+                   slow=dtype != "bf16", mix=mix, head_dim=head_dim, dtype=dtype, mode=mode, provider=provider)
+        for dtype in ("bf16", "fp16") for mix in VARLEN_MIXES for head_dim in VARLEN_HEAD_DIMS
+        for mode in MODES for provider in VARLEN_PROVIDERS
+    ]  # fmt: skip
 
 
 # op -> its cases (every op of fastvit.kernels.ops.OPS)
@@ -167,6 +185,7 @@ CASES = {
     "linear_gelu_tma": lambda: _linear("linear_gelu", "_tma", ("tma",)),
     "linear_residual_tma": lambda: _linear("linear_residual", "_tma", ("tma",)),
     "mlp_residual": _mlp_residual,
+    "varlen_attention": _varlen_attention,
 }
 
 

@@ -33,6 +33,12 @@
   (what ``fastvit analyze`` draws) against torch's softmax(q k^T * scale), bf16
   inputs, fp32 maps; GB/s of the maps written.
 
+- varlen_attention: packed images of mixed sizes (50 images of 128-512 px a side at patch 16,
+  head dims 64 and 72), forward and forward+backward: fastvit's packed kernel vs SDPA per image
+  ("torch"), pad-to-longest + one masked SDPA call ("sdpa-padded") and PyTorch's
+  ``torch.nn.attention.varlen`` ("torch_varlen", CUDA). FLOPs count real tokens only:
+  4·H·D·sum(n_i²) forward, 3.5x that for forward+backward.
+
 The cases (shapes, dtypes, providers) are declared in ``kernel_cases.py`` beside
 this file, one parametrisation per benchmark function; tests/kernels/test_ops.py
 proves every op of :data:`fastvit.kernels.ops.OPS` is benchmarked here.
@@ -546,5 +552,56 @@ def test_linear_swiglu(benchmark, references, kernel_rounds, mode, provider):
         benchmark, references, kernel_rounds, op="linear_swiglu", provider=provider, mode=mode, dtype="bf16",
         shape=dict(m=TOKENS, k=k, n=n), fn=_swiglu_fn(provider), inputs=inputs, grad_of=(0, 1, 2, 3, 4),
         compiled=provider == "torch.compile", flop_per_iter=fwd if mode == "fwd" else 3 * fwd,
+        check=lambda out: bench.parity(out[:rows], ref),
+    )
+
+
+# -- packed variable-length attention (NaFlex) --------------------------------------------
+
+VARLEN_HEADS = {64: 12, 72: 16}
+
+
+def varlen_mix_lengths(mix: str) -> list[int]:
+    """Tokens per image of a mix: "img50" is 50 images of 128-512 px a side at patch 16, seeded
+    (3 images of 2-5 patches a side in smoke mode)."""
+    if mix != "img50":
+        raise ValueError(f"unknown varlen mix {mix!r}")
+    g = torch.Generator().manual_seed(26)
+    count, low, high = (3, 2, 5) if SMOKE else (50, 8, 32)
+    sides = torch.randint(low, high + 1, (count, 2), generator=g)
+    return [int(h * w) for h, w in sides]
+
+
+def _varlen_fn(provider: str):
+    from fastvit.layers import varlen
+
+    impl = {"torch": "torch", "sdpa-padded": "padded", "torch_varlen": "torch_varlen", "triton": "triton"}[provider]
+    return lambda q, k, v, cu, max_seqlen: varlen.varlen_attention(q, k, v, cu, max_seqlen, impl=impl)
+
+
+@pytest.mark.parametrize(*_cases("varlen_attention"))
+def test_varlen_attention(benchmark, references, kernel_rounds, mix, head_dim, dtype, mode, provider):
+    """Packed images of mixed sizes: FLOPs 4·H·D·sum(n_i²) forward (only real tokens), 3.5x with the backward."""
+    from fastvit.layers import varlen
+
+    lengths = varlen_mix_lengths(mix)
+    heads, dt, grad = VARLEN_HEADS[head_dim], bench.torch_dtype(dtype), mode != "fwd"
+    total, longest = sum(lengths), max(lengths)
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=DEVICE)
+    inputs = [tuple(_rand(total, heads, head_dim, dtype=dt, grad=grad) for _ in range(3)) + (cu, longest)
+              + (_rand(total, heads, head_dim, dtype=dt),) for _ in range(BUFFERS)]  # fmt: skip
+    q, k, v = inputs[0][:3]
+    if provider == "torch_varlen":
+        reason = varlen.torch_varlen_reason(q, k, v, cu)
+        if reason is not None:
+            pytest.skip(reason)
+    rows = lengths[0] + lengths[1]  # the first two images
+    first = [t[:rows].detach().float() for t in (q, k, v)]
+    ref = reference.varlen_attention_ref(*first, cu[:3], upcast=False)
+    fwd = 4 * heads * head_dim * sum(n * n for n in lengths)
+    _run(
+        benchmark, references, kernel_rounds, op="varlen_attention", provider=provider, mode=mode, dtype=dtype,
+        shape=dict(images=len(lengths), tokens=total, longest=longest, heads=heads, head_dim=head_dim),
+        fn=_varlen_fn(provider), inputs=inputs, grad_of=(0, 1, 2), flop_per_iter=fwd if mode == "fwd" else 3.5 * fwd,
         check=lambda out: bench.parity(out[:rows], ref),
     )

@@ -59,7 +59,7 @@ def workload():
 
 def _timm_runner(model, images):
     timm = pytest.importorskip("timm")
-    from fastvit.naflex.pack import patchify
+    from fastvit.naflex.packing import patchify
 
     ref = timm.create_model(MODEL, pretrained=False, num_classes=0, pos_embed_interp_mode="bilinear", **ARGS)
     ref.load_state_dict(model.state_dict(), strict=True)
@@ -80,7 +80,7 @@ def _timm_runner(model, images):
 def _hf_runner(model, images):
     transformers = pytest.importorskip("transformers")
     from fastvit import to_hf_config, to_hf_state_dict
-    from fastvit.naflex.pack import patchify
+    from fastvit.naflex.packing import patchify
 
     cfg = {k: v for k, v in to_hf_config(model).items() if k not in ("model_type", "architectures")}
     hf = transformers.Siglip2VisionModel(transformers.Siglip2VisionConfig(**cfg, attn_implementation="sdpa"))

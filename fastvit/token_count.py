@@ -68,7 +68,7 @@ def patch_grid(height: int, width: int, patch_size: int, max_patches: int | None
     """(rows, columns) of patches :func:`fastvit.naflex.pack` gives an image of ``height`` x ``width``
     pixels: as it is when its sides are whole patches (within ``max_patches``), else SigLIP 2's size
     for ``max_patches``."""
-    from .naflex.pack import size_for_max_patches
+    from .naflex.packing import size_for_max_patches
 
     for name, v in (("height", height), ("width", width), ("patch_size", patch_size)):
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:

@@ -9,7 +9,7 @@ the function that lists them. Imports Triton (through the op files).
 from __future__ import annotations
 
 from fastvit.aot import attention as flash_attention_aot, linear as linear_aot, norm as norm_aot
-from fastvit.aot import rope_attention as rope_attention_aot, swiglu as swiglu_aot
+from fastvit.aot import rope_attention as rope_attention_aot, swiglu as swiglu_aot, varlen_attention as varlen_attention_aot
 
 
 def _norm_cases(op: str):
@@ -59,6 +59,7 @@ CASES = {
     "linear_gelu_tma": _gemm_cases("linear_gelu_tma"),
     "linear_residual_tma": _gemm_cases("linear_residual_tma"),
     "mlp_residual": _gemm_cases("mlp_residual"),
+    "varlen_attention": varlen_attention_aot.aot_cases,
 }
 
 

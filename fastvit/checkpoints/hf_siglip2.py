@@ -257,7 +257,7 @@ def read_hf_source(source) -> tuple[dict, dict]:
 def hf_inputs_to_packed(pixel_values, pixel_attention_mask, spatial_shapes):
     """transformers' Siglip2 inputs as fastvit's :class:`~fastvit.naflex.Packed` batch: each image's
     valid patches back to back, the padding dropped (``model(packed)`` gives ``pooler_output``'s rows)."""
-    from ..naflex.pack import Packed
+    from ..naflex.packing import Packed
 
     patches, shapes = hf_inputs_to_patch_lists(pixel_values, pixel_attention_mask, spatial_shapes)
     device = pixel_values.device

@@ -131,6 +131,7 @@ GPU_KERNEL_GROUPS = (
     ("inductor", "(test_layer_norm or test_norm_junction or test_linear or test_mlp or test_residual_norm) and compile"),
     ("rope_attention", "test_rope_attention"),
     ("attention-rest", "test_attention and not ((N197 or N577) and D64)"),
+    ("varlen_attention", "test_varlen_attention"),
 )
 SMOKE_KERNEL_GROUPS = (
     ("attention", "N197-D64-bf16-fwd-sdpa-flash or N197-D64-bf16-fwd-triton"),

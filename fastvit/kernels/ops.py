@@ -154,6 +154,21 @@ def supports_attention(*, device, dtype, head_dim, dropout_p=0.0, kv_len=None, i
     )
 
 
+def supports_varlen_attention(*, device, dtype, head_dim, cu_seqlens_dtype=torch.int32, cu_seqlens_dim=1,
+                              interpret=None) -> str | None:  # fmt: skip
+    """Packed (T, H, head_dim) q, k, v of ``dtype`` and sequence offsets ``cu_seqlens`` ((S + 1,), of
+    ``cu_seqlens_dtype`` with ``cu_seqlens_dim`` dims): the kernel takes 1-D int32 offsets only."""
+    if isinstance(cu_seqlens_dim, bool) or not isinstance(cu_seqlens_dim, int):
+        raise TypeError(f"cu_seqlens_dim must be an int, got {type(cu_seqlens_dim).__name__}")
+    return first_reason(
+        device_reason(device, interpret),
+        dtype_reason("dtype", dtype, FLOATS),
+        size_reason("head_dim", head_dim, 1, MAX_HEAD_DIM),
+        dtype_reason("cu_seqlens_dtype", cu_seqlens_dtype, (torch.int32,)),
+        None if cu_seqlens_dim == 1 else f"cu_seqlens is {cu_seqlens_dim}-D, the kernel takes 1-D offsets",
+    )
+
+
 def supports_attention_probs(*, device, dtype, head_dim, interpret=None) -> str | None:
     """q, k of ``dtype`` and ``head_dim`` (the maps ``fastvit analyze`` draws)."""
     return first_reason(
@@ -378,6 +393,9 @@ OPS: dict[str, Op] = {op.name: op for op in (
     Op("mlp_residual", "fastvit.kernels.mlp", ("mlp_residual",), FLOATS,
        {"in_features": (0, None), "hidden_features": (0, None)}, R.mlp_residual_ref, supports_mlp_residual,
        notes="whole MLP branch; GELU's derivative fused in fc2's dgrad GEMM"),
+    Op("varlen_attention", "fastvit.kernels.varlen_attention_op", ("varlen_attention",), FLOATS,
+       {"head_dim": (1, MAX_HEAD_DIM)}, R.varlen_attention_ref, supports_varlen_attention, auto_dtypes=HALF,
+       notes="packed sequences by int32 cu_seqlens, non-causal, no dropout"),
 )}  # fmt: skip
 
 

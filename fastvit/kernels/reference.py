@@ -153,5 +153,5 @@ def varlen_attention_ref(q, k, v, cu_seqlens, scale=None, upcast=True):
     for lo, hi in zip(bounds, bounds[1:]):
         if hi > lo:
             seg = [t[lo:hi].transpose(0, 1) for t in (q, k, v)]  # (H, n, D)
-            out[lo:hi] = attention_ref(*seg, scale=scale, upcast=False).transpose(0, 1)
+            out[lo:hi] = attention_ref(*seg, scale=scale, upcast=upcast).transpose(0, 1)
     return out

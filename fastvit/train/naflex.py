@@ -69,7 +69,7 @@ def impl_overrides(impl: str, device: torch.device) -> dict:
 def native_grid(height: int, width: int, patch_size: int, max_patches: int) -> tuple[int, int]:
     """(rows, columns) of patches an image of ``height`` x ``width`` pixels is trained at: its own size
     rounded to whole patches (at least one), or SigLIP 2's size for ``max_patches`` when larger."""
-    from ..naflex.pack import size_for_max_patches
+    from ..naflex.packing import size_for_max_patches
 
     rows, cols = max(1, round(height / patch_size)), max(1, round(width / patch_size))
     if rows * cols > max_patches:
@@ -129,7 +129,7 @@ def model_input(images, cfg, patch_size: int, device: torch.device):
     """The model's input for a batch from the data: packed for ``--naflex``, a tensor otherwise."""
     if not cfg.naflex:
         return images.to(device)
-    from ..naflex.pack import pack
+    from ..naflex.packing import pack
 
     return pack([im.to(device) for im in images], patch_size=patch_size)
 

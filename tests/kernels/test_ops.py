@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 KERNELS = ROOT / "fastvit" / "kernels"
 PASSES = ("fwd", "bwd", "bwd_dq", "bwd_dkdv", "bwd_delta")
 # Op files following the naming scheme in full (the GEMM files get theirs with issue 14's rework).
-SCHEME_MODULES = ("flash_attention", "flash_attention_bwd", "norm", "attention_probs", "rms", "swiglu")
+SCHEME_MODULES = ("flash_attention", "flash_attention_bwd", "norm", "attention_probs", "rms", "swiglu",
+                  "varlen_attention_op", "varlen_attention_bwd")
 
 
 def _run_python(code: str, **env) -> subprocess.CompletedProcess:
@@ -153,6 +154,7 @@ _SUPPORTS_CALLS = {
     "rope_attention": dict(dtype=torch.float16, head_dim=64, seq_len=201, num_prefix=5),
     "rms_norm": dict(dtype=torch.float16, width=1024),
     "linear_swiglu": dict(dtype=torch.float16, in_features=768, out_features=2048),
+    "varlen_attention": dict(dtype=torch.float16, head_dim=64),
 }
 
 
@@ -175,7 +177,8 @@ def test_naming_scheme(module_name):
         namespace, _, qual = op._qualname.partition("::")
         assert namespace == "fastvit" and shape.match(qual) and name == f"{qual}_op", (name, op._qualname)
     launchers = {"flash_attention": ("attention_fwd", "attention_bwd"), "norm": ("layer_norm_fwd", "layer_norm_bwd"),
-                 "attention_probs": ("attention_probs_fwd",)}
+                 "attention_probs": ("attention_probs_fwd",),
+                 "varlen_attention_op": ("varlen_attention_fwd", "varlen_attention_bwd")}
     for name in launchers.get(module_name, ()):
         assert callable(getattr(module, name)) and shape.match(name)
     assert kernels or custom, f"{module_name}: no kernel or op found to check"
@@ -202,6 +205,7 @@ def test_every_op_has_compile_cases_that_the_aot_check_compiles(collected):
     from fastvit.aot import cases as aot_cases, attention as flash_attention_aot, linear as linear_aot, norm as norm_aot
     from fastvit.aot import rope_attention as rope_attention_aot
     from fastvit.aot import swiglu as swiglu_aot
+    from fastvit.aot import varlen_attention as varlen_attention_aot
 
     assert list(aot_cases.CASES) == list(ops.OPS)
     per_op = {op: aot_cases.cases_of(op) for op in ops.OPS}
@@ -209,7 +213,8 @@ def test_every_op_has_compile_cases_that_the_aot_check_compiles(collected):
         assert any(case.tier == "core" for case in cases), f"{op} has no compile case in the default run"
     # the split between the ops of a file loses nothing and duplicates nothing
     shipped = [*flash_attention_aot.aot_cases(), *flash_attention_aot.probs_cases(), *norm_aot.aot_cases(),
-               *linear_aot.aot_cases(), *rope_attention_aot.aot_cases(), *swiglu_aot.aot_cases()]  # fmt: skip
+               *linear_aot.aot_cases(), *rope_attention_aot.aot_cases(), *swiglu_aot.aot_cases(),
+               *varlen_attention_aot.aot_cases()]  # fmt: skip
     declared = [str(c) for cases in per_op.values() for c in cases]
     assert sorted(declared) == sorted(str(c) for c in shipped)
     assert [str(c) for c in aot_cases.all_cases()] == list(dict.fromkeys(declared))
@@ -324,6 +329,12 @@ def _linear_swiglu(k, n, dtype=F32, bias=True):
     wg, wx = (_t(n, k, dtype=dtype, seed=s) * max(k, 1) ** -0.5 for s in (1, 2))
     bg, bx = (_t(n, dtype=dtype, seed=s) for s in (3, 4)) if bias else (None, None)
     return linear_swiglu(x, wg, bg, wx, bx), reference.linear_swiglu_ref(x, wg, bg, wx, bx)
+def _varlen_attention(d, dtype=F32, cu_dtype=torch.int32):
+    from fastvit.kernels import varlen_attention
+
+    q, k, v = _t(9, 2, d, dtype=dtype), _t(9, 2, d, dtype=dtype, seed=1), _t(9, 2, d, dtype=dtype, seed=2)
+    cu = torch.tensor([0, 4, 4, 9], dtype=cu_dtype, device=_DEVICE[0])
+    return varlen_attention(q, k, v, cu, 5), reference.varlen_attention_ref(q, k, v, cu)
 
 
 def _mlp(d, h, dtype=F32, residual_dtype=None):
@@ -356,6 +367,7 @@ ACCEPTED = [
     ("rms_norm", dict(dtype=F16, width=40, weight_dtype=F32, out_dtype=F32), lambda: _rms_norm(40, F16, F32, F32)),
     ("linear_swiglu", dict(dtype=F32, in_features=24, out_features=40), lambda: _linear_swiglu(24, 40)),
     ("linear_swiglu", dict(dtype=F32, in_features=0, out_features=6), lambda: _linear_swiglu(0, 6, bias=False)),
+    ("varlen_attention", dict(dtype=F32, head_dim=72), lambda: _varlen_attention(72)),
 ]  # fmt: skip
 # (op, keywords, the reason's words, the kernel call and the error it raises)
 REFUSED = [
@@ -387,6 +399,9 @@ REFUSED = [
     ("rms_norm", dict(dtype=torch.float64, width=8), "float64", lambda: _rms_norm(8, torch.float64), TypeError),
     ("linear_swiglu", dict(dtype=torch.float64, in_features=8, out_features=8), "float64",
      lambda: _linear_swiglu(8, 8, torch.float64), TypeError),
+    ("varlen_attention", dict(dtype=F32, head_dim=129), "head_dim 129", lambda: _varlen_attention(129), ValueError),
+    ("varlen_attention", dict(dtype=F32, head_dim=8, cu_seqlens_dtype=torch.int64), "cu_seqlens_dtype",
+     lambda: _varlen_attention(8, cu_dtype=torch.int64), ValueError),
 ]  # fmt: skip
 
 
@@ -477,6 +492,7 @@ calls = {
     "rope_attention": dict(dtype=torch.float16, head_dim=64, seq_len=201, num_prefix=5),
     "rms_norm": dict(dtype=torch.float16, width=1024),
     "linear_swiglu": dict(dtype=torch.float16, in_features=768, out_features=2048),
+    "varlen_attention": dict(dtype=torch.float16, head_dim=64),
 }
 assert set(calls) == set(ops.OPS), sorted(ops.OPS)
 for op, call in calls.items():
