@@ -18,8 +18,11 @@ rotated tiles are turned back (the transpose of the rotation) as they are stored
 
     dA = dA' cos + dB' sin,    dB = dB' cos - dA' sin
 
-Prefix rows (class and register tokens, ``row < num_prefix``) read ``cos = 1, sin = 0`` through
-the table load's mask, which leaves them exactly as they are.
+The launchers pass sin and cos side by side as one fp32 ``(rows, pairs, 2)`` table (per head or
+shared, head stride 0): one load fetches both of a pair's, which halves the table's pointer
+registers (with two tables the sm_80 backward spilled). Prefix rows (class and register tokens,
+``row < num_prefix``) read ``cos = 1, sin = 0`` through the table load's mask, which leaves them
+exactly as they are.
 """
 
 from __future__ import annotations
@@ -53,24 +56,32 @@ def pair_columns(offs_h, HALF_DIM: tl.constexpr, ROTATE_HALF: tl.constexpr):
 
 
 @triton.jit
-def load_rotated(X, off_a, off_b, mask, SIN, COS, off_t, mask_t, INTERPRET: tl.constexpr):
+def load_table(T, off_t, mask_t):
+    """sin and cos at the pair offsets ``off_t`` of a (rows, pairs, 2) table (sin and cos side by
+    side: one 8-byte load per pair), 0 and 1 where not ``mask_t``."""
+    j = tl.arange(0, 2)
+    sc = tl.load(T + off_t[:, :, None] * 2 + j[None, None, :], mask=mask_t[:, :, None],
+                 other=(j == 1).to(tl.float32)[None, None, :])
+    return tl.split(sc)
+
+
+@triton.jit
+def load_rotated(X, off_a, off_b, mask, T, off_t, mask_t, INTERPRET: tl.constexpr):
     """The half tiles ``X[off_a]``, ``X[off_b]`` (zero where not ``mask``) rotated by the table
-    entries ``SIN[off_t]`` / ``COS[off_t]`` (0 / 1 where not ``mask_t``: prefix rows and padding),
-    in fp32, cast to X's dtype."""
+    entries at ``off_t`` (sin 0, cos 1 where not ``mask_t``: prefix rows and padding), in fp32,
+    cast to X's dtype."""
     a = tl.load(X + off_a, mask=mask, other=0.0).to(tl.float32)
     b = tl.load(X + off_b, mask=mask, other=0.0).to(tl.float32)
-    sin = tl.load(SIN + off_t, mask=mask_t, other=0.0)
-    cos = tl.load(COS + off_t, mask=mask_t, other=1.0)
+    sin, cos = load_table(T, off_t, mask_t)
     dtype = X.dtype.element_ty
     return cast(a * cos - b * sin, dtype, INTERPRET), cast(b * cos + a * sin, dtype, INTERPRET)
 
 
 @triton.jit
-def store_unrotated(X, off_a, off_b, mask, da, db, SIN, COS, off_t, mask_t, INTERPRET: tl.constexpr):
+def store_unrotated(X, off_a, off_b, mask, da, db, T, off_t, mask_t, INTERPRET: tl.constexpr):
     """Store the fp32 gradients ``da``, ``db`` of the rotated half tiles as the gradients of the
     unrotated ones (the inverse rotation), in X's dtype."""
-    sin = tl.load(SIN + off_t, mask=mask_t, other=0.0)
-    cos = tl.load(COS + off_t, mask=mask_t, other=1.0)
+    sin, cos = load_table(T, off_t, mask_t)
     dtype = X.dtype.element_ty
     tl.store(X + off_a, cast(da * cos + db * sin, dtype, INTERPRET), mask=mask)
     tl.store(X + off_b, cast(db * cos - da * sin, dtype, INTERPRET), mask=mask)

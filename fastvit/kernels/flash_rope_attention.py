@@ -60,7 +60,7 @@ CONFIGS = {"fwd": FWD_CONFIGS, "bwd_dkdv": DKDV_CONFIGS, "bwd_dq": DQ_CONFIGS}
 @triton.autotune(configs=autotune_configs(FWD_CONFIGS), key=bwd.TUNE_KEY)
 @triton.jit
 def _rope_attention_fwd_kernel(
-    Q, K, V, O, LSE, SIN, COS,
+    Q, K, V, O, LSE, T,
     sq_b, sq_h, sq_n, sq_d,
     sk_b, sk_h, sk_n, sk_d,
     sv_b, sv_h, sv_n, sv_d,
@@ -92,13 +92,12 @@ def _rope_attention_fwd_kernel(
     K += b * sk_b + h * sk_h
     V += b * sv_b + h * sv_h
     O += b * so_b + h * so_h
-    SIN += h * st_h
-    COS += h * st_h
+    T += h * st_h * 2  # (rows, pairs, 2) per head; st_h, st_n count pairs
     LSE += bh.to(tl.int64) * n
 
     qa, qb = load_rotated(
         Q, offs_m[:, None] * sq_n + col_a[None, :] * sq_d, offs_m[:, None] * sq_n + col_b[None, :] * sq_d,
-        mask_m[:, None] & mask_h[None, :], SIN, COS, (offs_m - num_prefix)[:, None] * st_n + offs_h[None, :],
+        mask_m[:, None] & mask_h[None, :], T, (offs_m - num_prefix)[:, None] * st_n + offs_h[None, :],
         rot_m[:, None] & mask_h[None, :], INTERPRET,
     )  # fmt: skip
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
@@ -111,7 +110,7 @@ def _rope_attention_fwd_kernel(
         # the keys, rotated and transposed: (BLOCK_H, BLOCK_N)
         kat, kbt = load_rotated(
             K, col_a[:, None] * sk_d + cols[None, :] * sk_n, col_b[:, None] * sk_d + cols[None, :] * sk_n,
-            mask_h[:, None] & mask_n[None, :], SIN, COS, offs_h[:, None] + (cols - num_prefix)[None, :] * st_n,
+            mask_h[:, None] & mask_n[None, :], T, offs_h[:, None] + (cols - num_prefix)[None, :] * st_n,
             mask_h[:, None] & rot_n[None, :], INTERPRET,
         )  # fmt: skip
         v = _load(V, cols, sv_n, offs_d, sv_d, mask_n, mask_d, True, MASK_D)
@@ -138,11 +137,12 @@ def _constexprs(q: Tensor, rotate_half: bool) -> dict:
                 ROTATE_HALF=bool(rotate_half), PRECISION="ieee", INTERPRET=interpreting())  # fmt: skip
 
 
-def _tables(sin: Tensor, cos: Tensor) -> tuple[Tensor, Tensor, int, int]:
-    """fp32 contiguous tables and their (head, row) strides: head stride 0 for a shared table."""
-    sin, cos = sin.float().contiguous(), cos.float().contiguous()
-    rows, half = sin.shape[-2:]
-    return sin, cos, (rows * half if sin.dim() == 3 else 0), half
+def _table(sin: Tensor, cos: Tensor) -> tuple[Tensor, int, int]:
+    """sin and cos side by side, ``(..., rows, pairs, 2)`` fp32, and its head and row strides in
+    pairs (head stride 0 for a table shared by the heads): one load fetches both of a pair's."""
+    table = torch.stack([sin.float(), cos.float()], -1)
+    rows, pairs = sin.shape[-2:]
+    return table, (rows * pairs if sin.dim() == 3 else 0), pairs
 
 
 def _empty_out(q: Tensor) -> Tensor:
@@ -197,9 +197,9 @@ def rope_attention_fwd(q, k, v, sin, cos, num_prefix, rotate_half, scale, *, out
     lse = q.new_empty((batch, heads, n), dtype=torch.float32) if lse is None else lse
     if out.numel() == 0:
         return out, lse
-    sin, cos, st_h, st_n = _tables(sin, cos)
+    table, st_h, st_n = _table(sin, cos)
     _rope_attention_fwd_kernel[lambda m: (triton.cdiv(n, m["BLOCK_M"]) * batch * heads,)](
-        q, k, v, out, lse, sin, cos, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        q, k, v, out, lse, table, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         st_h, st_n, scale * LOG2E.value, heads, n, num_prefix, **_constexprs(q, rotate_half),
     )  # fmt: skip
     return out, lse
@@ -216,7 +216,7 @@ def rope_attention_bwd(do, q, k, v, sin, cos, out, lse, num_prefix, rotate_half,
     delta = torch.empty_like(lse) if delta is None else delta
     if q.numel() == 0:
         return dq, dk, dv
-    sin, cos, st_h, st_n = _tables(sin, cos)
+    table, st_h, st_n = _table(sin, cos)
     delta_meta, delta_launch = split(attention_bwd.DELTA_CONFIG)
     attention_bwd.KERNELS["bwd_delta"][(triton.cdiv(n, delta_meta["BLOCK_M"]) * batch * heads,)](
         out, do, delta, *out.stride(), *do.stride(), heads, n,
@@ -226,10 +226,10 @@ def rope_attention_bwd(do, q, k, v, sin, cos, out, lse, num_prefix, rotate_half,
     scalars = (st_h, st_n, scale, scale * LOG2E.value, heads, n, num_prefix)
     meta = _constexprs(q, rotate_half)
     bwd.KERNELS["bwd_dkdv"][lambda m: (triton.cdiv(n, m["BLOCK_N"]) * batch * heads,)](
-        q, k, v, do, lse, delta, dk, dv, sin, cos, *common, *dk.stride(), *dv.stride(), *scalars, **meta,
+        q, k, v, do, lse, delta, dk, dv, table, *common, *dk.stride(), *dv.stride(), *scalars, **meta,
     )  # fmt: skip
     bwd.KERNELS["bwd_dq"][lambda m: (triton.cdiv(n, m["BLOCK_M"]) * batch * heads,)](
-        q, k, v, do, lse, delta, dq, sin, cos, *common, *dq.stride(), *scalars, **meta,
+        q, k, v, do, lse, delta, dq, table, *common, *dq.stride(), *scalars, **meta,
     )  # fmt: skip
     return dq, dk, dv
 

@@ -23,9 +23,10 @@ from fastvit.kernels.tuning import autotune_configs
 TUNE_KEY = ["n", "HEAD_DIM", "ROTATE_HALF"]
 # dK/dV owns BLOCK_N key rows and streams BLOCK_M queries; dQ owns BLOCK_M query rows and streams
 # BLOCK_N keys. The interpreter (tests) runs the first "default" entry only. None spills at head
-# dim 64 (the compile check, fastvit.aot.rope_attention, fails any that does). On sm_80 the
-# streamed tile is 16 rows: there the rotation's fp32 half tiles and tables sit beside the mma
-# operands in registers, and 32- or 64-row streamed tiles spill (Triton 3.9: 24 B to 3.7 KB).
+# dim 64 (the compile check, fastvit.aot.rope_attention, fails any that does). On sm_80 the dK/dV
+# kernel streams 16 query rows (32 with 4 warps and 3 stages): there the rotated query tiles, their
+# fp32 halves and tables sit beside the mma operands in registers, and 64-row streamed tiles, or
+# 32-row ones with 8 warps, spill (56-464 B, Triton 3.9).
 DKDV_CONFIGS = {
     "sm90": [
         dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2),
@@ -34,6 +35,7 @@ DKDV_CONFIGS = {
     ],
     "sm80": [
         dict(BLOCK_M=16, BLOCK_N=128, num_warps=8, num_stages=2),
+        dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=3),
         dict(BLOCK_M=16, BLOCK_N=64, num_warps=4, num_stages=2),
     ],
     "default": [dict(BLOCK_M=16, BLOCK_N=64, num_warps=4, num_stages=2)],
@@ -44,17 +46,18 @@ DQ_CONFIGS = {
         dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3),
     ],
     "sm80": [
-        dict(BLOCK_M=128, BLOCK_N=16, num_warps=8, num_stages=2),
-        dict(BLOCK_M=64, BLOCK_N=16, num_warps=4, num_stages=2),
+        dict(BLOCK_M=128, BLOCK_N=32, num_warps=8, num_stages=2),
+        dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2),
+        dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=3),
     ],
-    "default": [dict(BLOCK_M=64, BLOCK_N=16, num_warps=4, num_stages=2)],
+    "default": [dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2)],
 }
 
 
 @triton.autotune(configs=autotune_configs(DKDV_CONFIGS), key=TUNE_KEY)
 @triton.jit
 def _rope_attention_bwd_dkdv_kernel(
-    Q, K, V, DO, LSE, DELTA, DK, DV, SIN, COS,
+    Q, K, V, DO, LSE, DELTA, DK, DV, T,
     sq_b, sq_h, sq_n, sq_d,
     sk_b, sk_h, sk_n, sk_d,
     sv_b, sv_h, sv_n, sv_d,
@@ -89,8 +92,7 @@ def _rope_attention_bwd_dkdv_kernel(
     DO += b * sdo_b + h * sdo_h
     DK += b * sdk_b + h * sdk_h
     DV += b * sdv_b + h * sdv_h
-    SIN += h * st_h
-    COS += h * st_h
+    T += h * st_h * 2  # (rows, pairs, 2) per head; st_h, st_n count pairs
     LSE += bh.to(tl.int64) * n
     DELTA += bh.to(tl.int64) * n
 
@@ -99,7 +101,7 @@ def _rope_attention_bwd_dkdv_kernel(
     off_tk = (offs_n - num_prefix)[:, None] * st_n + offs_h[None, :]
     tab_k = rot_n[:, None] & mask_h[None, :]
     ka, kb = load_rotated(K, offs_n[:, None] * sk_n + col_a[None, :] * sk_d, offs_n[:, None] * sk_n + col_b[None, :] * sk_d,
-                          tile_k, SIN, COS, off_tk, tab_k, INTERPRET)  # fmt: skip
+                          tile_k, T, off_tk, tab_k, INTERPRET)  # fmt: skip
     v = _load(V, offs_n, sv_n, offs_d, sv_d, mask_n, mask_d, True, MASK_D)
     dka = tl.zeros([BLOCK_N, BLOCK_H], tl.float32)
     dkb = tl.zeros([BLOCK_N, BLOCK_H], tl.float32)
@@ -111,7 +113,7 @@ def _rope_attention_bwd_dkdv_kernel(
         # the streamed queries, rotated and transposed: (BLOCK_H, BLOCK_M)
         qat, qbt = load_rotated(
             Q, col_a[:, None] * sq_d + rows[None, :] * sq_n, col_b[:, None] * sq_d + rows[None, :] * sq_n,
-            mask_h[:, None] & mask_m[None, :], SIN, COS, offs_h[:, None] + (rows - num_prefix)[None, :] * st_n,
+            mask_h[:, None] & mask_m[None, :], T, offs_h[:, None] + (rows - num_prefix)[None, :] * st_n,
             mask_h[:, None] & rot_m[None, :], INTERPRET,
         )  # fmt: skip
         do = _load(DO, rows, sdo_n, offs_d, sdo_d, mask_m, mask_d, True, MASK_D)
@@ -127,13 +129,13 @@ def _rope_attention_bwd_dkdv_kernel(
 
     _store(DV, offs_n, sdv_n, offs_d, sdv_d, _cast(dv, DV.dtype.element_ty, INTERPRET), mask_n, mask_d, MASK_D)
     store_unrotated(DK, offs_n[:, None] * sdk_n + col_a[None, :] * sdk_d, offs_n[:, None] * sdk_n + col_b[None, :] * sdk_d,
-                    tile_k, dka * scale, dkb * scale, SIN, COS, off_tk, tab_k, INTERPRET)  # fmt: skip
+                    tile_k, dka * scale, dkb * scale, T, off_tk, tab_k, INTERPRET)  # fmt: skip
 
 
 @triton.autotune(configs=autotune_configs(DQ_CONFIGS), key=TUNE_KEY)
 @triton.jit
 def _rope_attention_bwd_dq_kernel(
-    Q, K, V, DO, LSE, DELTA, DQ, SIN, COS,
+    Q, K, V, DO, LSE, DELTA, DQ, T,
     sq_b, sq_h, sq_n, sq_d,
     sk_b, sk_h, sk_n, sk_d,
     sv_b, sv_h, sv_n, sv_d,
@@ -166,8 +168,7 @@ def _rope_attention_bwd_dq_kernel(
     V += b * sv_b + h * sv_h
     DO += b * sdo_b + h * sdo_h
     DQ += b * sdq_b + h * sdq_h
-    SIN += h * st_h
-    COS += h * st_h
+    T += h * st_h * 2  # (rows, pairs, 2) per head; st_h, st_n count pairs
     LSE += bh.to(tl.int64) * n
     DELTA += bh.to(tl.int64) * n
 
@@ -175,7 +176,7 @@ def _rope_attention_bwd_dq_kernel(
     off_tq = (offs_m - num_prefix)[:, None] * st_n + offs_h[None, :]
     tab_q = rot_m[:, None] & mask_h[None, :]
     qa, qb = load_rotated(Q, offs_m[:, None] * sq_n + col_a[None, :] * sq_d, offs_m[:, None] * sq_n + col_b[None, :] * sq_d,
-                          tile_q, SIN, COS, off_tq, tab_q, INTERPRET)  # fmt: skip
+                          tile_q, T, off_tq, tab_q, INTERPRET)  # fmt: skip
     do = _load(DO, offs_m, sdo_n, offs_d, sdo_d, mask_m, mask_d, True, MASK_D)
     dqa = tl.zeros([BLOCK_M, BLOCK_H], tl.float32)
     dqb = tl.zeros([BLOCK_M, BLOCK_H], tl.float32)
@@ -188,7 +189,7 @@ def _rope_attention_bwd_dq_kernel(
         # the streamed keys, rotated and transposed: (BLOCK_H, BLOCK_N)
         kat, kbt = load_rotated(
             K, col_a[:, None] * sk_d + cols[None, :] * sk_n, col_b[:, None] * sk_d + cols[None, :] * sk_n,
-            mask_h[:, None] & mask_n[None, :], SIN, COS, offs_h[:, None] + (cols - num_prefix)[None, :] * st_n,
+            mask_h[:, None] & mask_n[None, :], T, offs_h[:, None] + (cols - num_prefix)[None, :] * st_n,
             mask_h[:, None] & rot_n[None, :], INTERPRET,
         )  # fmt: skip
         vt = _load(V, offs_d, sv_d, cols, sv_n, mask_d, mask_n, MASK_D, True)
@@ -200,7 +201,7 @@ def _rope_attention_bwd_dq_kernel(
         dqb = _dot_acc(dqb, ds, tl.trans(kbt), PRECISION, INTERPRET)
 
     store_unrotated(DQ, offs_m[:, None] * sdq_n + col_a[None, :] * sdq_d, offs_m[:, None] * sdq_n + col_b[None, :] * sdq_d,
-                    tile_q, dqa * scale, dqb * scale, SIN, COS, off_tq, tab_q, INTERPRET)  # fmt: skip
+                    tile_q, dqa * scale, dqb * scale, T, off_tq, tab_q, INTERPRET)  # fmt: skip
 
 
 KERNELS = {"bwd_dkdv": _rope_attention_bwd_dkdv_kernel, "bwd_dq": _rope_attention_bwd_dq_kernel}

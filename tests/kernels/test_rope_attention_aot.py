@@ -3,7 +3,7 @@
 tests/kernels/test_aot.py compiles every case for sm_80 and sm_90 and fails any that spills
 registers (cuobjdump, shipped with Triton); here: the cases are every shipped entry of the three
 kernels' tables at head dim 64 in the default run, the shapes are the eva presets', and the
-reason the sm_80 backward streams 16-row tiles still holds (a 64-row one spills).
+reason the sm_80 dK/dV kernel streams 16- or 32-row tiles still holds (a 64-row one spills).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def test_cases_cover_every_shipped_entry_at_head_dim_64():
                 assert got == want, (layout, arch, name)
     # launched as a model launches: unit head-dim strides and EVA's one prefix token are constants
     eva = next(c for c in core if "pairs" in c.name)
-    assert eva.constexprs["sq_d"] == 1 and eva.constexprs["num_prefix"] == 1 and eva.signature["SIN"] == "*fp32"
+    assert eva.constexprs["sq_d"] == 1 and eva.constexprs["num_prefix"] == 1 and eva.signature["T"] == "*fp32"
     assert {c.tier for c in cases if "fp16" in c.name or "heads" in c.name} == {"wide"}
 
 
@@ -80,4 +80,4 @@ def test_sm80_backward_streams_16_rows_because_64_spill():
     usage = json.loads(proc.stdout.strip().splitlines()[-1])
     assert usage["shipped"] is not None, "cuobjdump (shipped with Triton) not found"
     assert usage["shipped"]["stack"] == 0 and usage["shipped"]["local"] == 0, usage
-    assert usage["64 rows"]["stack"] > 256, usage
+    assert usage["64 rows"]["stack"] > 64, usage
