@@ -63,9 +63,15 @@ def varlen_impl_for(attn_impl: str) -> str:
 
 
 def _per_sequence(q, k, v, cu_seqlens, max_seqlen, scale):
-    """PyTorch's SDPA, one call per sequence (no padding, no mask)."""
-    out = torch.empty_like(q)
+    """PyTorch's SDPA, one call per sequence (no padding, no mask); sequences all of one length
+    (an image batch) are one batched call over the (S, H, n, D) view."""
     bounds = cu_seqlens.tolist()
+    lengths = {hi - lo for lo, hi in zip(bounds, bounds[1:])}
+    if len(lengths) == 1 and 0 not in lengths:
+        n = lengths.pop()
+        seqs = [t.reshape(-1, n, *t.shape[1:]).transpose(1, 2) for t in (q, k, v)]  # (S, H, n, D)
+        return F.scaled_dot_product_attention(*seqs, scale=scale).transpose(1, 2).reshape(q.shape)
+    out = torch.empty_like(q)
     for lo, hi in zip(bounds, bounds[1:]):
         if hi > lo:
             seg = [t[lo:hi].transpose(0, 1).unsqueeze(0) for t in (q, k, v)]  # (1, H, n, D)

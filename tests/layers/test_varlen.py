@@ -66,6 +66,23 @@ def test_many_sequences_scale_and_a_larger_max_seqlen(impl, device):
     _check_against_reference(impl, q, k, v, do, cu, max_seqlen=16, scale=0.3)
 
 
+@pytest.mark.parametrize("impl", ["torch", "auto"])
+def test_sequences_of_one_length_take_one_batched_call(impl, device, monkeypatch):
+    """An image batch (4 sequences of 6 tokens) is one SDPA call over the (S, H, n, D) view, and equals
+    the reference; mixed lengths keep one call per sequence."""
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(varlen.F, "scaled_dot_product_attention", lambda *a, **kw: calls.append(a[0].shape) or sdpa(*a, **kw))
+    q, k, v, do, cu = _inputs((6, 6, 6, 6), heads=2, dim=8, device=device, seed=3)
+    _check_against_reference(impl, q, k, v, do, cu)
+    if device == "cpu":
+        assert calls == [torch.Size([4, 2, 6, 8])]
+    calls.clear()
+    q, k, v, do, cu = _inputs((6, 5), heads=2, dim=8, device=device, seed=3)
+    _check_against_reference("torch", q, k, v, do, cu)
+    assert len(calls) == 2
+
+
 class _CudaLike:
     """What torch_varlen_reason reads of a tensor, as a CUDA tensor would answer."""
 
