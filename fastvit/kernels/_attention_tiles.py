@@ -134,3 +134,40 @@ def store(ptr, rows, s_r, cols, s_c, x, mask_r, mask_c, MASK_C: tl.constexpr):
 # [0, BLOCK_D) and [BLOCK_D, BLOCK_D + BLOCK_D2), BLOCK_D2 = 0 for one tile.
 # Products over the head dimension sum the first tile, then the second, into
 # one fp32 accumulator, in every kernel alike.
+
+
+@triton.jit
+def fwd_block(
+    acc, acc2, m_i, l_i, q, q2, K, V, cols, offs_d, offs_d2, sk_n, sk_d, sv_n, sv_d, n_kv, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_D2: tl.constexpr, PRECISION: tl.constexpr,
+    INTERPRET: tl.constexpr, NEG_SCALE: tl.constexpr, MASK_N: tl.constexpr,
+):  # fmt: skip
+    """One key block of the online softmax (the dense and the varlen forward's). Scores stay
+    unscaled: the scale (times log2 e) enters once, in the exp2 argument ``s * qk_scale - m``
+    (one FMA). ``MASK_N``: the one partial key block, keys past ``n_kv`` scoring -inf."""
+    mask_n = cols < n_kv
+    mask_d = offs_d < HEAD_DIM
+    mask_d2 = offs_d2 < HEAD_DIM
+    kt = load(K, offs_d, sk_d, cols, sk_n, mask_d, mask_n, HEAD_DIM < BLOCK_D, MASK_N)
+    v = load(V, cols, sv_n, offs_d, sv_d, mask_n, mask_d, MASK_N, HEAD_DIM < BLOCK_D)
+    s = dot(q, kt, PRECISION, INTERPRET)
+    if BLOCK_D2 > 0:
+        kt2 = load(K, offs_d2, sk_d, cols, sk_n, mask_d2, mask_n, HEAD_DIM < BLOCK_D + BLOCK_D2, MASK_N)
+        v2 = load(V, cols, sv_n, offs_d2, sv_d, mask_n, mask_d2, MASK_N, HEAD_DIM < BLOCK_D + BLOCK_D2)
+        s = dot_acc(s, q2, kt2, PRECISION, INTERPRET)
+    if MASK_N:  # the one partial block: scale first, so the -inf fill holds for any sign of the scale
+        s = tl.where(mask_n[None, :], s * qk_scale, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.exp2(s - m_new[:, None])
+    else:
+        if NEG_SCALE:
+            m_new = tl.maximum(m_i, tl.min(s, 1) * qk_scale)
+        else:
+            m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+        p = tl.exp2(s * qk_scale - m_new[:, None])
+    alpha = tl.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = dot_acc(acc * alpha[:, None], p, v, PRECISION, INTERPRET)
+    if BLOCK_D2 > 0:
+        acc2 = dot_acc(acc2 * alpha[:, None], p, v2, PRECISION, INTERPRET)
+    return acc, acc2, m_new, l_i

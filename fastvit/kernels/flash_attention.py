@@ -49,8 +49,8 @@ from torch import Tensor
 
 from fastvit.kernels import flash_attention_bwd as bwd
 from fastvit.kernels._attention_tiles import (
-    LN2, LOG2E, TUNE_KEY as _TUNE_KEY, backward_head_tiles, cast as _cast, dot as _dot, dot_acc as _dot_acc,
-    head_tiles, load as _load, store as _store, supports_head_dim,
+    LN2, LOG2E, TUNE_KEY as _TUNE_KEY, backward_head_tiles, cast as _cast, fwd_block as _fwd_block, head_tiles,
+    load as _load, store as _store, supports_head_dim,
 )  # fmt: skip
 from fastvit.kernels.attention_spills import early_prune
 from fastvit.kernels.ops import FLOATS as TORCH_DTYPES, MAX_HEAD_DIM, device_reason
@@ -79,42 +79,6 @@ FWD_CONFIGS = {
     "default": [dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2)],
 }
 CONFIGS = {"fwd": FWD_CONFIGS, "bwd_dkdv": DKDV_CONFIGS, "bwd_dq": DQ_CONFIGS}
-
-@triton.jit
-def _fwd_block(
-    acc, acc2, m_i, l_i, q, q2, K, V, cols, offs_d, offs_d2, sk_n, sk_d, sv_n, sv_d, n_kv, qk_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_D2: tl.constexpr, PRECISION: tl.constexpr,
-    INTERPRET: tl.constexpr, NEG_SCALE: tl.constexpr, MASK_N: tl.constexpr,
-):  # fmt: skip
-    """One key block of the online softmax. Scores stay unscaled: the scale (times
-    log2 e) enters once, in the exp2 argument ``s * qk_scale - m`` (one FMA)."""
-    mask_n = cols < n_kv
-    mask_d = offs_d < HEAD_DIM
-    mask_d2 = offs_d2 < HEAD_DIM
-    kt = _load(K, offs_d, sk_d, cols, sk_n, mask_d, mask_n, HEAD_DIM < BLOCK_D, MASK_N)
-    v = _load(V, cols, sv_n, offs_d, sv_d, mask_n, mask_d, MASK_N, HEAD_DIM < BLOCK_D)
-    s = _dot(q, kt, PRECISION, INTERPRET)
-    if BLOCK_D2 > 0:
-        kt2 = _load(K, offs_d2, sk_d, cols, sk_n, mask_d2, mask_n, HEAD_DIM < BLOCK_D + BLOCK_D2, MASK_N)
-        v2 = _load(V, cols, sv_n, offs_d2, sv_d, mask_n, mask_d2, MASK_N, HEAD_DIM < BLOCK_D + BLOCK_D2)
-        s = _dot_acc(s, q2, kt2, PRECISION, INTERPRET)
-    if MASK_N:  # the one partial block: scale first, so the -inf fill holds for any sign of the scale
-        s = tl.where(mask_n[None, :], s * qk_scale, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        p = tl.exp2(s - m_new[:, None])
-    else:
-        if NEG_SCALE:
-            m_new = tl.maximum(m_i, tl.min(s, 1) * qk_scale)
-        else:
-            m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
-        p = tl.exp2(s * qk_scale - m_new[:, None])
-    alpha = tl.exp2(m_i - m_new)
-    l_i = l_i * alpha + tl.sum(p, 1)
-    acc = _dot_acc(acc * alpha[:, None], p, v, PRECISION, INTERPRET)
-    if BLOCK_D2 > 0:
-        acc2 = _dot_acc(acc2 * alpha[:, None], p, v2, PRECISION, INTERPRET)
-    return acc, acc2, m_new, l_i
-
 
 # Configurations measured to spill at the launch's head dim are pruned before benchmarking
 # (see fastvit.kernels.attention_spills; at the models' head dims 64-80 none is).
