@@ -210,6 +210,22 @@ def fit_state_dict(
     return sd, notices
 
 
+def load_strict(model: nn.Module, sd: dict, what: str) -> nn.Module:
+    """``model.load_state_dict(sd, strict=True)`` after naming what does not fit (KeyError: missing and
+    unexpected keys, the first 8 of each; ValueError: differing shapes), so nothing is half-loaded."""
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(sd)), sorted(set(sd) - set(expected))
+    if missing or unexpected:
+        raise KeyError(f"{what} checkpoint does not fit this {type(model).__name__}: missing {missing[:8]}"
+                       f"{'...' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
+                       f"{'...' if len(unexpected) > 8 else ''}")
+    bad = [f"{k}: {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if sd[k].shape != v.shape]
+    if bad:
+        raise ValueError(f"{what} checkpoint shapes differ from the model's: {bad[:6]}")
+    model.load_state_dict(sd, strict=True)
+    return model
+
+
 def mlp_ratio_for(dim: int, width: int) -> float:
     """An mlp_ratio whose ``int(dim * ratio)`` is exactly ``width`` (``width / dim`` may round below)."""
     ratio = width / dim

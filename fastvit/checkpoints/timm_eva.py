@@ -15,7 +15,7 @@ from torch import nn
 
 from ..eva import Eva, EvaConfig
 from ..layers.embed import resample_pos_embed
-from .common import mlp_ratio_for
+from .common import load_strict, mlp_ratio_for
 from .files import read_checkpoint
 
 _ROPE_TYPES = {"RotaryEmbeddingCat": "cat", "RotaryEmbeddingMixed": "mixed", "RotaryEmbeddingDinoV3": "dinov3"}
@@ -217,15 +217,4 @@ def load_timm_eva(model: Eva, source) -> Eva:
             raise ValueError(f"pos_embed {tuple(pos.shape)} is not a square grid plus {prefix} prefix tokens; "
                              f"the model's is {tuple(model.pos_embed.shape)}")
         sd["pos_embed"] = resample_pos_embed(pos, model.cfg.grid_size, (side, side), prefix)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    if missing or unexpected:
-        raise KeyError(f"timm Eva checkpoint does not fit this {type(model).__name__}: missing {missing[:8]}"
-                       f"{'...' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
-                       f"{'...' if len(unexpected) > 8 else ''}")
-    bad = [f"{k}: {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if sd[k].shape != v.shape]
-    if bad:
-        raise ValueError(f"timm Eva checkpoint shapes differ from the model's: {bad[:6]}")
-    model.load_state_dict(sd, strict=True)
-    return model
+    return load_strict(model, sd, "timm Eva")

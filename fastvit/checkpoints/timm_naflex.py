@@ -14,7 +14,7 @@ from torch import nn
 
 from ..naflex.config import NaFlexConfig
 from ..naflex.model import NaFlexVit
-from .common import mlp_ratio_for
+from .common import load_strict, mlp_ratio_for
 from .files import read_checkpoint
 
 _ACTS = {"GELU": "gelu", "GELUTanh": "gelu_tanh", "QuickGELU": "quick_gelu", "SiLU": "silu"}
@@ -114,14 +114,4 @@ def load_timm_naflex(model: NaFlexVit, source) -> NaFlexVit:
             sd = dict(sd[key])
             break
     sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
-    expected = model.state_dict()
-    missing, unexpected = sorted(set(expected) - set(sd)), sorted(set(sd) - set(expected))
-    if missing or unexpected:
-        raise KeyError(f"timm NaFlexVit checkpoint does not fit this model: missing {missing[:8]}"
-                       f"{'...' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
-                       f"{'...' if len(unexpected) > 8 else ''}")
-    bad = [f"{k}: {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if sd[k].shape != v.shape]
-    if bad:
-        raise ValueError(f"timm NaFlexVit checkpoint shapes differ from the model's: {bad[:6]}")
-    model.load_state_dict(sd, strict=True)
-    return model
+    return load_strict(model, sd, "timm NaFlexVit")
