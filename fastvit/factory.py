@@ -349,16 +349,20 @@ def _as_features(model, cfg: dict, feature_kwargs: dict):
 
 
 _EVA_FAMILY = hub_save.eva_family(EVA_PRESETS, get_eva_config)
+_NAFLEX_FAMILY = hub_save.naflex_family(NAFLEX_PRESETS, get_naflex_config)
 
 
 def _save_family(model) -> hub_save.TimmFamily:
-    return _EVA_FAMILY if isinstance(model, Eva) else hub_save.VIT_FAMILY
+    if isinstance(model, Eva):
+        return _EVA_FAMILY
+    return _NAFLEX_FAMILY if isinstance(model, hub_save.NaFlexVit) else hub_save.VIT_FAMILY
 
 
 def save_pretrained(model, save_directory, model_config: dict | None = None, model_args: dict | None = None,
                     safe_serialization: bool | str = True, architecture: str | None = None):
     """Write ``model`` in timm's Hub format (config.json + weights under timm's names), as timm's
-    ``save_for_hf``: a ViT preset for timm's ``VisionTransformer``, an eva-family model for its ``Eva``.
+    ``save_for_hf``: a ViT preset for timm's ``VisionTransformer``, an eva-family model for its ``Eva``,
+    a naflexvit one for its ``NaFlexVit``.
     ``timm.create_model("local-dir:<folder>", pretrained=True)`` and ``fastvit.create_model`` read it
     (:func:`fastvit.checkpoints.hub_save.save_pretrained`). Returns the folder."""
     return hub_save.save_pretrained(model, save_directory, model_config, model_args, safe_serialization, architecture,
