@@ -62,6 +62,8 @@ def get_config(name: str, **overrides):
         return get_eva_config(name.partition(".")[0], **overrides)
     if isinstance(name, str) and name.partition(".")[0] in NAFLEX_PRESETS:
         return get_naflex_config(name.partition(".")[0], **overrides)
+    if isinstance(name, str) and name.partition(".")[0] not in PRESETS:
+        _check_name(name.partition(".")[0], name)
     return get_vit_config(name, **overrides)
 
 
@@ -73,9 +75,10 @@ def _check_name(arch: str, model_name: str) -> None:
             f"{model_name!r} is one of timm's fastvit_* models: Apple's FastViT, a convolutional / attention hybrid "
             "(RepMixer blocks), a different model from this package's Vision Transformers; build it with timm. "
             "fastvit.list_models() lists the ViTs this package has.")
-    close = difflib.get_close_matches(arch, PRESETS, n=3, cutoff=0.5)
+    names = list_models()  # every family's: the ViT presets, the eva and naflexvit families
+    close = difflib.get_close_matches(arch, names, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-    raise UnknownModelError(f"unknown model {model_name!r}.{hint} fastvit.list_models() lists all {len(PRESETS)} presets.")
+    raise UnknownModelError(f"unknown model {model_name!r}.{hint} fastvit.list_models() lists all {len(names)} models.")
 
 
 def _as_cfg_dict(value, what: str) -> dict:
