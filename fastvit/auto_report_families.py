@@ -57,10 +57,12 @@ def family_tokens(name: str, cfg) -> tuple[int, str]:
 
 
 def naflex_input_size(name: str, cfg) -> tuple[int, int]:
-    """The pretrained_cfg's input size (H, W) of naflexvit ``name``, else the position table's native size."""
+    """The pretrained_cfg's input size (H, W) of naflexvit ``name`` (``name.tag``: the tag's), else the
+    position table's native size."""
     from fastvit.factory import resolve_pretrained_cfg
 
-    size = resolve_pretrained_cfg(name.partition(".")[0]).get("input_size")
+    arch, _, tag = name.partition(".")
+    size = resolve_pretrained_cfg(arch, tag or None).get("input_size")
     return tuple(size[-2:]) if size else cfg.img_size
 
 

@@ -73,7 +73,8 @@ def test_info_naflex_reports_varlen_per_image(capsys, cpu):
 
 
 @pytest.mark.parametrize("name", fastvit.list_models("*eva02*")[:2] + fastvit.list_models("naflexvit*")
-                         + fastvit.list_models("vit_*dinov3*")[:1] + ["vit_tiny_patch16_224"])
+                         + fastvit.list_models("vit_*dinov3*")[:1] + ["vit_tiny_patch16_224", "naflexvit_base_patch16_siglip.v2_webli",
+                                                                        "eva02_base_patch14_448.mim_in22k_ft_in22k_in1k"])
 def test_info_runs_for_names_of_every_family(capsys, cpu, name):
     rc, out, err = _info(capsys, name)
     assert rc == 0 and not err and f"auto on cpu for {name}, batch 2" in out
