@@ -86,3 +86,34 @@ def test_naflex_push_to_hub_uploads_timms_format(monkeypatch):
     assert fastvit.push_to_hub(model, "me/naflex") == "done"
     assert seen["files"] == ["README.md", "config.json", "model.safetensors", "pytorch_model.bin"]
     assert seen["config"]["architecture"] == "naflexvit_base_patch16_gap"
+
+
+def test_naflex_avg_pool_without_prefix_tokens(tmp_path):
+    """No class or register token with avg pooling (a converted SigLIP 2 model without its attention pool):
+    the logits are the head over fc_norm of the patch tokens' mean."""
+    model = fastvit.create_model("naflexvit_base_patch16_gap", reg_tokens=0, num_classes=3, **TINY).eval()
+    assert model.num_prefix_tokens == 0
+    x = _image(48, 32)
+    with torch.no_grad():
+        tokens = model.forward_features(x)
+        want = model.head(model.fc_norm(tokens.mean(1)))
+        torch.testing.assert_close(model(x), want)
+    folder = fastvit.save_pretrained(model, tmp_path / "noprefix")
+    assert json.loads((folder / "config.json").read_text())["model_args"]["reg_tokens"] == 0
+
+
+def test_naflex_without_a_name_saves_under_the_closest_preset(tmp_path):
+    """A NaFlexVit built from a config (no timm name in its pretrained_cfg, as one converted from
+    transformers): the preset differing in the fewest fields, model_args the rest."""
+    from fastvit.naflex import NaFlexConfig, NaFlexVit
+
+    model = NaFlexVit(NaFlexConfig(act_layer="gelu_tanh", global_pool="map", num_classes=0, **TINY)).eval()
+    folder = fastvit.save_pretrained(model, tmp_path / "out")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == "naflexvit_base_patch16_siglip"
+    assert config["model_args"] == dict(embed_dim=32, num_heads=2, depth=1, pos_embed_grid_size=[3, 3])
+    back = fastvit.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    assert back.cfg == model.cfg
+    x = _image(32, 64)
+    with torch.no_grad():
+        assert torch.equal(back(x), model(x))

@@ -82,7 +82,7 @@ def naflex_family(presets: dict, config_of: Callable) -> TimmFamily:
 def model_args_for(model, architecture: str, family: TimmFamily = VIT_FAMILY) -> tuple[dict, dict]:
     """(timm's keywords, fastvit-only fields) that rebuild ``model.cfg`` from preset ``architecture``."""
     preset, cfg = family.config_of(architecture), model.cfg
-    size = (model.pretrained_cfg or {}).get("input_size")
+    size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size")
     timm_args, own = {}, {}
     for name in cfg.__dataclass_fields__:
         if name in _NOT_SAVED:
@@ -104,12 +104,26 @@ def model_args_for(model, architecture: str, family: TimmFamily = VIT_FAMILY) ->
     return timm_args, own
 
 
+def _closest_preset(model, family: TimmFamily) -> str:
+    """The preset of ``family`` whose config differs from ``model.cfg`` in the fewest fields: where timm's
+    keywords express every field (the naflexvit family), any preset rebuilds the model; the closest keeps
+    ``model_args`` short."""
+    def differing(name):
+        preset = family.config_of(name)
+        return sum(getattr(model.cfg, f) != getattr(preset, f) for f in model.cfg.__dataclass_fields__
+                   if f not in _NOT_SAVED)
+
+    return min(sorted(family.presets), key=differing)
+
+
 def hub_config(model, model_config: dict | None = None, model_args: dict | None = None,
                architecture: str | None = None, family: TimmFamily = VIT_FAMILY) -> dict:
     """The config.json timm's ``save_for_hf`` writes for ``model`` (of ``family``)."""
     model_config = dict(model_config or {})
     pretrained_cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     architecture = architecture or pretrained_cfg.get("architecture")
+    if not architecture and family.timm_only and isinstance(model, family.model_cls):
+        architecture = _closest_preset(model, family)  # e.g. a converted HF SigLIP 2 model: no timm name
     own_family = isinstance(model, family.model_cls) if family.model_cls is not nn.Module else \
         not isinstance(model, (Eva, NaFlexVit))
     if not own_family:

@@ -50,3 +50,26 @@ def test_timm_naflex_save_refuses_what_timm_cannot_build(timm, tmp_path):
         fastvit.save_pretrained(model, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert not hasattr(timm.models.naflexvit.NaFlexVitCfg(), "norm_eps")  # still no such field in timm
+
+
+@pytest.mark.parametrize("head", [True, False])
+def test_timm_reads_a_converted_hf_siglip2_model_saved_by_fastvit(transformers, timm, tmp_path, head):
+    """A transformers SigLIP 2 vision model converted by fastvit (no timm name, a bilinear table resize,
+    with or without its attention pool) saves under the closest naflexvit name; timm's model computes the same."""
+    from fastvit.checkpoints.hf_siglip2 import from_hf_siglip2
+
+    config = transformers.Siglip2VisionConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                              num_attention_heads=2, patch_size=8, num_patches=16,
+                                              vision_use_head=head)
+    hf = perturb(transformers.Siglip2VisionModel(config), scale=0.1).eval()
+    model = from_hf_siglip2(hf).eval()
+    assert model.cfg.pos_embed_interp_mode == "bilinear"
+    folder = fastvit.save_pretrained(model, tmp_path / "siglip2")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == "naflexvit_base_patch16_siglip"
+    assert config["model_args"]["pos_embed_interp_mode"] == "bilinear"
+    theirs = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    for size in ((32, 32), (48, 40), (16, 24)):  # the 4 x 4 table kept, resized up, resized down
+        x = image(*size)
+        with torch.no_grad():
+            assert_rel(theirs(x), model(x), what=f"timm from a converted SigLIP 2 at {size}")
