@@ -84,9 +84,12 @@ def _candidates(op: str) -> str:
     from fastvit.layers.auto import OPS
     from fastvit.layers.glu import LINEAR_SWIGLU_CANDIDATES
     from fastvit.layers.norm import RMS_NORM_CANDIDATES, RMS_NORM_FORK_CANDIDATES
+    from fastvit.layers.rope_attention import ROPE_ATTENTION_CANDIDATES
+    from fastvit.layers.varlen import VARLEN_CANDIDATES
 
     table = {**OPS, "rms_norm": RMS_NORM_CANDIDATES, "rms_norm_fork": RMS_NORM_FORK_CANDIDATES,
-             "linear_swiglu": LINEAR_SWIGLU_CANDIDATES}
+             "linear_swiglu": LINEAR_SWIGLU_CANDIDATES, "rope_attention": ROPE_ATTENTION_CANDIDATES,
+             "varlen_attention": VARLEN_CANDIDATES}
     return ", ".join(f"{c.name} ({c.kind})" for c in table[op])
 
 
@@ -94,14 +97,23 @@ def auto_report(model: str, batch: int, dtype: str | None, device: str) -> list[
     """The lines ``fastvit info`` prints about ``auto`` for ``model`` at ``batch`` images."""
     import torch
 
-    from fastvit.presets import get_config
+    from fastvit.auto_report_families import family_of
+    from fastvit.factory import get_config
 
     from fastvit.dispatch.cache import cache_dir
     from fastvit.dispatch.dispatcher import get_dispatcher
 
     cfg = get_config(model)
-    lines_unfused = [f"runs as PyTorch ops in {model} whatever the implementation:"]
-    lines_unfused += [f"  {line}" for line in unfused_parts(cfg)]
+    family = family_of(model)
+    if family == "vit":
+        tokens = f"{cfg.seq_len} tokens"
+        lines_unfused = [f"runs as PyTorch ops in {model} whatever the implementation:"]
+        lines_unfused += [f"  {line}" for line in unfused_parts(cfg)]
+    else:
+        from fastvit.auto_report_families import eva_ops, family_tokens, naflex_ops
+
+        count, how = family_tokens(model, cfg)
+        tokens, lines_unfused = f"{count} tokens ({how})", []
     dtype = dtype or ("bf16" if device == "cuda" else "fp32")
     torch_dtype = getattr(torch, DTYPES[dtype])
     dispatcher = get_dispatcher()
@@ -115,16 +127,22 @@ def auto_report(model: str, batch: int, dtype: str | None, device: str) -> list[
         lines.append(f"  in this process, compiled code ran PyTorch's ops for {len(unprepared)} unprepared call(s):")
         lines.extend(f"    {r['op']} {r['key']} ({r['mode']})" for r in unprepared)
     if not dispatcher.on_cuda((torch.empty(0, device=device),)):
-        lines.append(f"auto on {device} for {model}, batch {batch}, {dtype}, {cfg.seq_len} tokens: torch -- every op runs PyTorch's implementation "
+        lines.append(f"auto on {device} for {model}, batch {batch}, {dtype}, {tokens}: torch -- every op runs PyTorch's implementation "
                      "(torch for norms and GEMMs, sdpa for attention); the kernels and the timing run on CUDA only")
-        norms = ("rms_norm", "rms_norm_fork") if cfg.norm_layer == "rmsnorm" else ("layer_norm", "layer_norm_fork")
-        fc1 = ("linear_swiglu",) if cfg.mlp_layer in ("swiglu", "swiglu_unpacked") else ("linear_gelu",)
-        for op in (*norms, *fc1, "linear_residual", "attention_packed"):
+        if family == "vit":
+            norms = ("rms_norm", "rms_norm_fork") if cfg.norm_layer == "rmsnorm" else ("layer_norm", "layer_norm_fork")
+            fc1 = ("linear_swiglu",) if cfg.mlp_layer in ("swiglu", "swiglu_unpacked") else ("linear_gelu",)
+            ops = (*norms, *fc1, "linear_residual", "attention_packed")
+        else:
+            ops = eva_ops(cfg) if family == "eva" else naflex_ops(cfg)
+        for op in ops:
             lines.append(f"  {op:<17} candidates on CUDA: {_candidates(op)}")
         return lines + lines_unfused
+    if family != "vit":
+        return lines + _family_on_cuda(model, cfg, family, batch, dtype, torch_dtype, device, tokens, dispatcher)
     calls = model_calls(cfg, batch, torch_dtype, device)
     gpu = dispatcher.device_name(calls[0][2])
-    lines.append(f"auto on {gpu} for {model}, batch {batch}, {dtype}, {cfg.seq_len} tokens (inference):")
+    lines.append(f"auto on {gpu} for {model}, batch {batch}, {dtype}, {tokens} (inference):")
     with torch.no_grad():
         for label, layer, args in calls:
             before = dispatcher.mark()
@@ -132,6 +150,23 @@ def auto_report(model: str, batch: int, dtype: str | None, device: str) -> list[
             for rec in dispatcher.choices(before):
                 lines.extend(_format(label, rec))
     return lines + lines_unfused
+
+
+def _family_on_cuda(model, cfg, family, batch, dtype, torch_dtype, device, tokens, dispatcher) -> list[str]:
+    """An eva / naflexvit model of one block runs one forward; each dispatched call it made, as chosen."""
+    import torch
+
+    from fastvit.auto_report_families import family_calls
+
+    net, x = family_calls(model, cfg, batch, torch_dtype, device)
+    lines = [f"auto on {dispatcher.device_name((x,))} for {model}, batch {batch}, {dtype}, {tokens} (inference, "
+             "one block's calls; every block makes the same):"]
+    before = dispatcher.mark()
+    with torch.no_grad():
+        net(x)
+    for rec in dispatcher.choices(before):
+        lines.extend(_format(rec["op"], rec))
+    return lines
 
 
 def unfused_parts(cfg) -> list[str]:

@@ -152,8 +152,8 @@ def info(args: argparse.Namespace) -> int:
     from fastvit.auto_report import auto_report
     from fastvit.kernels import ops
     from fastvit.kernels.tuning import current_arch, interpreting
+    from fastvit.factory import get_config
     from fastvit.layers import backend_status
-    from fastvit.presets import get_config
 
     try:  # check what can fail before printing anything
         get_config(args.model)
@@ -183,16 +183,15 @@ def models(args: argparse.Namespace) -> int:
     """``fastvit models [PATTERN]``: the presets (a shell wildcard, or a part of the name), their sizes and
     timm's default pretrained tag (fastvit never downloads: the tag says which timm weights the preset matches)."""
     from .factory import get_config, list_models
-    from .presets import PRESETS
 
     pattern = args.pattern or "*"
     names = list_models(pattern if any(c in pattern for c in "*?[") else f"*{pattern}*")
     if not names:
-        close = suggest(pattern, PRESETS, n=3)
+        close = suggest(pattern, list_models(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         apple = " (timm's fastvit_* models are Apple's FastViT, a different architecture that fastvit does not build)" \
             if pattern.startswith("fastvit") else ""  # fmt: skip
-        print(f"fastvit models: no preset matches {pattern!r}{hint}{apple}; `fastvit models` lists all {len(PRESETS)}",
+        print(f"fastvit models: no preset matches {pattern!r}{hint}{apple}; `fastvit models` lists all {len(list_models())}",
               file=sys.stderr)
         return 1
     rows = [("name", "img", "patch", "dim", "depth", "heads", "params", "timm tag")]

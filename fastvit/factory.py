@@ -62,6 +62,8 @@ def get_config(name: str, **overrides):
         return get_eva_config(name.partition(".")[0], **overrides)
     if isinstance(name, str) and name.partition(".")[0] in NAFLEX_PRESETS:
         return get_naflex_config(name.partition(".")[0], **overrides)
+    if isinstance(name, str) and name.partition(".")[0] not in PRESETS:
+        _check_name(name.partition(".")[0], name)
     return get_vit_config(name, **overrides)
 
 
@@ -73,9 +75,10 @@ def _check_name(arch: str, model_name: str) -> None:
             f"{model_name!r} is one of timm's fastvit_* models: Apple's FastViT, a convolutional / attention hybrid "
             "(RepMixer blocks), a different model from this package's Vision Transformers; build it with timm. "
             "fastvit.list_models() lists the ViTs this package has.")
-    close = difflib.get_close_matches(arch, PRESETS, n=3, cutoff=0.5)
+    names = list_models()  # every family's: the ViT presets, the eva and naflexvit families
+    close = difflib.get_close_matches(arch, names, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-    raise UnknownModelError(f"unknown model {model_name!r}.{hint} fastvit.list_models() lists all {len(PRESETS)} presets.")
+    raise UnknownModelError(f"unknown model {model_name!r}.{hint} fastvit.list_models() lists all {len(names)} models.")
 
 
 def _as_cfg_dict(value, what: str) -> dict:
@@ -349,16 +352,20 @@ def _as_features(model, cfg: dict, feature_kwargs: dict):
 
 
 _EVA_FAMILY = hub_save.eva_family(EVA_PRESETS, get_eva_config)
+_NAFLEX_FAMILY = hub_save.naflex_family(NAFLEX_PRESETS, get_naflex_config)
 
 
 def _save_family(model) -> hub_save.TimmFamily:
-    return _EVA_FAMILY if isinstance(model, Eva) else hub_save.VIT_FAMILY
+    if isinstance(model, Eva):
+        return _EVA_FAMILY
+    return _NAFLEX_FAMILY if isinstance(model, hub_save.NaFlexVit) else hub_save.VIT_FAMILY
 
 
 def save_pretrained(model, save_directory, model_config: dict | None = None, model_args: dict | None = None,
                     safe_serialization: bool | str = True, architecture: str | None = None):
     """Write ``model`` in timm's Hub format (config.json + weights under timm's names), as timm's
-    ``save_for_hf``: a ViT preset for timm's ``VisionTransformer``, an eva-family model for its ``Eva``.
+    ``save_for_hf``: a ViT preset for timm's ``VisionTransformer``, an eva-family model for its ``Eva``,
+    a naflexvit one for its ``NaFlexVit``.
     ``timm.create_model("local-dir:<folder>", pretrained=True)`` and ``fastvit.create_model`` read it
     (:func:`fastvit.checkpoints.hub_save.save_pretrained`). Returns the folder."""
     return hub_save.save_pretrained(model, save_directory, model_config, model_args, safe_serialization, architecture,

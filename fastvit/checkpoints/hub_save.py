@@ -1,5 +1,6 @@
 """Writing a model in timm's Hub format: :func:`save_pretrained` and :func:`push_to_hub`, for the ViT
-presets (timm's ``VisionTransformer``) and the eva family (timm's ``Eva``).
+presets (timm's ``VisionTransformer``), the eva family (timm's ``Eva``) and the naflexvit family
+(timm's ``NaFlexVit``, whose ``NaFlexVitCfg`` fields are keywords of its ``naflexvit_*`` names).
 
 The folder holds ``config.json`` (``architecture``, ``num_classes``, ``num_features``,
 ``global_pool``, ``model_args``, ``pretrained_cfg``) and the weights under timm's names
@@ -24,6 +25,7 @@ from ..presets import PRESETS, get_config
 from .hub import SAFE_WEIGHTS, TORCH_WEIGHTS, _huggingface_hub, _version
 from .timm import to_timm_state_dict
 from .timm_eva import TIMM_EVA_ARGS, to_timm_eva_state_dict
+from .timm_naflex import NaFlexVit, to_timm_naflex_state_dict
 
 # ViTConfig fields that timm's VisionTransformer takes under the same keyword
 TIMM_ARGS = ("img_size", "patch_size", "in_chans", "global_pool", "embed_dim", "depth", "num_heads", "mlp_ratio",
@@ -31,7 +33,13 @@ TIMM_ARGS = ("img_size", "patch_size", "in_chans", "global_pool", "embed_dim", "
              "final_norm", "fc_norm", "dynamic_img_size", "dynamic_img_pad", "attn_drop_rate", "drop_path_rate",
              "act_layer")
 # fields that only choose an implementation or a run-time convention: never saved
-_NOT_SAVED = ("num_classes", "attn_impl", "norm_impl", "linear_impl", "pos_embed_resample")
+_NOT_SAVED = ("num_classes", "attn_impl", "norm_impl", "linear_impl", "varlen_impl", "pos_embed_resample")
+# NaFlexConfig fields that are timm's NaFlexVitCfg fields (keywords of its naflexvit_* names) or NaFlexVit's
+TIMM_NAFLEX_ARGS = ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "init_values",
+                    "drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate", "class_token", "reg_tokens",
+                    "pos_embed", "pos_embed_grid_size", "pos_embed_interp_mode", "pos_embed_ar_preserving",
+                    "final_norm", "fc_norm", "global_pool", "attn_pool_num_heads", "attn_pool_mlp_ratio",
+                    "act_layer", "in_chans")
 _SOURCE_FIELDS = ("url", "file", "hf_hub_id", "hf_hub_filename", "source")
 _KEEP_NULL = ("pool_size", "first_conv", "classifier")
 
@@ -53,6 +61,7 @@ class TimmFamily:
     state_dict: Callable
     model_cls: type
     split_drop_rate: bool = False  # fastvit's one drop rate is timm's three (the ViT family)
+    timm_only: bool = False  # a field with no timm keyword is refused (else written to fastvit_args, with a warning)
 
 
 VIT_FAMILY = TimmFamily("the ViT presets", PRESETS, get_config, TIMM_ARGS, to_timm_state_dict, nn.Module, True)
@@ -63,10 +72,17 @@ def eva_family(presets: dict, config_of: Callable) -> TimmFamily:
     return TimmFamily("the eva family", presets, config_of, TIMM_EVA_ARGS, to_timm_eva_state_dict, Eva)
 
 
+def naflex_family(presets: dict, config_of: Callable) -> TimmFamily:
+    """timm's ``NaFlexVit`` (its ``naflexvit_*`` names ``presets``). timm builds every field from its
+    keywords, so a field it has none for (``norm_eps``) is refused rather than saved aside."""
+    return TimmFamily("the naflexvit family", presets, config_of, TIMM_NAFLEX_ARGS, to_timm_naflex_state_dict,
+                      NaFlexVit, timm_only=True)
+
+
 def model_args_for(model, architecture: str, family: TimmFamily = VIT_FAMILY) -> tuple[dict, dict]:
     """(timm's keywords, fastvit-only fields) that rebuild ``model.cfg`` from preset ``architecture``."""
     preset, cfg = family.config_of(architecture), model.cfg
-    size = (model.pretrained_cfg or {}).get("input_size")
+    size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size")
     timm_args, own = {}, {}
     for name in cfg.__dataclass_fields__:
         if name in _NOT_SAVED:
@@ -88,13 +104,29 @@ def model_args_for(model, architecture: str, family: TimmFamily = VIT_FAMILY) ->
     return timm_args, own
 
 
+def _closest_preset(model, family: TimmFamily) -> str:
+    """The preset of ``family`` whose config differs from ``model.cfg`` in the fewest fields: where timm's
+    keywords express every field (the naflexvit family), any preset rebuilds the model; the closest keeps
+    ``model_args`` short."""
+    def differing(name):
+        preset = family.config_of(name)
+        return sum(getattr(model.cfg, f) != getattr(preset, f) for f in model.cfg.__dataclass_fields__
+                   if f not in _NOT_SAVED)
+
+    return min(sorted(family.presets), key=differing)
+
+
 def hub_config(model, model_config: dict | None = None, model_args: dict | None = None,
                architecture: str | None = None, family: TimmFamily = VIT_FAMILY) -> dict:
     """The config.json timm's ``save_for_hf`` writes for ``model`` (of ``family``)."""
     model_config = dict(model_config or {})
     pretrained_cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     architecture = architecture or pretrained_cfg.get("architecture")
-    if isinstance(model, Eva) is not (family.model_cls is Eva):
+    if not architecture and family.timm_only and isinstance(model, family.model_cls):
+        architecture = _closest_preset(model, family)  # e.g. a converted HF SigLIP 2 model: no timm name
+    own_family = isinstance(model, family.model_cls) if family.model_cls is not nn.Module else \
+        not isinstance(model, (Eva, NaFlexVit))
+    if not own_family:
         raise TypeError(f"save_pretrained: a {type(model).__name__} is not a model of {family.label}; "
                         "fastvit.save_pretrained picks the family itself")
     if architecture not in family.presets:
@@ -120,6 +152,10 @@ def hub_config(model, model_config: dict | None = None, model_args: dict | None 
     args = {**derived, **(model_args or {})}
     if args:
         config["model_args"] = args
+    if own and family.timm_only:
+        raise ValueError(f"save_pretrained: {sorted(own)} differ from {architecture}'s and timm's NaFlexVit has no "
+                         f"keyword for them ({', '.join(f'{k}={v!r}' for k, v in sorted(own.items()))}); timm would "
+                         "build another model. Save a model with the preset's values, or use torch.save")
     if own:  # timm ignores this key; fastvit reads it
         config["fastvit_args"] = own
         warnings.warn(f"{sorted(own)} differ from {architecture}'s and have no timm keyword: fastvit rebuilds "

@@ -150,7 +150,8 @@ class NaFlexVit(nn.Module):
         patches = rows[layout.patch_rows]
         if self.attn_pool is not None:
             return attention_pool_packed(self.attn_pool, patches, layout)
-        prefix = rows[layout.prefix_rows].view(layout.num_images, self.num_prefix_tokens, -1)
+        # (B, prefix, D); reshape with D given: no prefix (a converted SigLIP 2 without its pool) is (B, 0, D)
+        prefix = rows[layout.prefix_rows].reshape(layout.num_images, self.num_prefix_tokens, rows.shape[-1])
         return pool_patches(self.global_pool, patches, layout, prefix)
 
     def _head(self, pooled: torch.Tensor, pre_logits: bool) -> torch.Tensor:
