@@ -61,9 +61,12 @@ no_skips tests/interop -m interop "$@"
 no_skips tests/test_checkpoints.py -k "timm or torchvision" "$@"
 echo "test_interop.sh: interop tests in $((SECONDS - started)) s"
 
-# The kernel tests under triton 3.6's interpreter (the default selection: not slow), and the
-# ahead-of-time compile of every shipped configuration with triton 3.6's compiler (test_aot), less
-# two tests whose premise holds for the newer Triton of .venv only, each named with its reason.
+# Under triton 3.6 (the GPU machines' Triton): the ahead-of-time compile of every shipped
+# configuration with its compiler (test_aot and the spill-record tests), one launch of every op
+# through its interpreter (test_ops), the shape tables and the autotuner's untimed path. The
+# interpreter parity tests run once, in the main suite (scripts/test.sh) under the newer Triton:
+# here they would repeat the same arithmetic through the same numpy. Less two tests whose premise
+# holds for the newer Triton of .venv only, each named with its reason.
 started=$SECONDS
 twin_deselect=(
     # The spill records were measured with triton >= 3.8's compiler; 3.6 compiles
@@ -78,6 +81,7 @@ twin_deselect=(
 # FASTVIT_TWIN_AOT=0 leaves out the compile of every configuration with triton 3.6 (test_aot: most of
 # this part's time with a cold Triton cache, ~4-6 minutes on 2 cores).
 if [ "${FASTVIT_TWIN_AOT:-1}" = 0 ]; then twin_deselect+=(--deselect tests/kernels/test_aot.py); fi
-"$venv/bin/python" -m pytest tests/kernels tests/test_gpucheck_autotune.py -q -p no:randomly -p no:cacheprovider \
+"$venv/bin/python" -m pytest tests/kernels/test_aot.py tests/kernels/test_*_aot*.py tests/kernels/test_ops.py \
+    tests/kernels/test_package.py tests/kernels/test_shapes.py tests/test_gpucheck_autotune.py -q -p no:randomly -p no:cacheprovider \
     "${twin_deselect[@]}"
 echo "test_interop.sh: kernel tests under triton 3.6 in $((SECONDS - started)) s"

@@ -6,9 +6,9 @@ contiguous (T, H, D). Integer arguments equal to 1 (the head-dim strides) become
 those divisible by 16 carry the hint; the packed row count ``total``, ``max_seqlen`` and its
 bucket vary per batch and are left unmarked, so the binary is the one any batch runs.
 
-Head dims 64 (NaFlexViT-B, SigLIP 2 B) and 72 (SigLIP 2 so400m), bf16 and fp16, every entry
-of every table for sm_80 and sm_90 (the "default" entries for sm_80) with the head tiles the
-launcher picks there. Every case must compile without spilling (tests/kernels/test_aot.py); the
+Head dims 64 (NaFlexViT-B, SigLIP 2 B) and 72 (SigLIP 2 so400m), bf16 (the default run) and
+fp16 (``-m slow``: the same tiles and instructions), every entry of every table for sm_80 and
+sm_90 (the "default" entries for sm_80) with the head tiles the launcher picks there. Every case must compile without spilling (tests/kernels/test_aot.py); the
 tables hold no entry that does.
 """
 
@@ -82,11 +82,12 @@ def aot_cases() -> list[AotCase]:
     for head_dim, heads in SHAPES:
         ints = launch_ints(head_dim, heads)
         for dtype in DTYPES:
+            tier = "core" if dtype == "bf16" else "wide"
             for arch in ARCHS:
                 cases.append(_case(
                     f"varlen_attention_bwd_delta-{dtype}-d{head_dim}", va.KERNELS["bwd_delta"], dtype, arch,
                     dict(HEAD_DIM=head_dim, BLOCK_D=max(16, triton.next_power_of_2(head_dim)), **delta_meta),
-                    delta_launch, ints, tensor_core_op=None,  # a row reduction: no product
+                    delta_launch, ints, tensor_core_op=None, tier=tier,  # a row reduction: no product
                 ))  # fmt: skip
                 head = dict(HEAD_DIM=head_dim, PRECISION="ieee", INTERPRET=False)
                 for name, fn, table, extra in tuned:
@@ -95,6 +96,6 @@ def aot_cases() -> list[AotCase]:
                         meta, launch = split(entry)
                         label = f"{name}-{dtype}-d{head_dim}-m{meta['BLOCK_M']}n{meta['BLOCK_N']}"
                         constexprs = {**head, **dict(zip(("BLOCK_D", "BLOCK_D2"), tiles)), **extra, **meta}
-                        cases.append(_case(label, fn, dtype, arch, constexprs, launch, ints))
+                        cases.append(_case(label, fn, dtype, arch, constexprs, launch, ints, tier=tier))
     return cases
 
