@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Interop tests, in a twin of the GPU machines' software: fastvit side by side with real timm,
 # torchvision and transformers, on torch 2.11 + triton 3.6 + torchvision 0.26 (what the GPU
-# machines run; their Python is 3.12), then fastvit's kernel tests under triton 3.6's interpreter,
+# machines run; their Python is 3.12), then the compile check and one launch of every op under triton 3.6,
 # so a torch 2.11 / triton 3.6 incompatibility fails here instead of in a GPU session.
 # Creates the venv (if missing; FASTVIT_INTEROP_VENV names it, default .venv-interop) the way that
 # was verified to work on the project machines: torch==2.11.0 + torchvision==0.26.0 (a CUDA build,
