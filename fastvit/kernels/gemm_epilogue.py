@@ -79,6 +79,17 @@ def gelu_grad(h, APPROXIMATE: tl.constexpr):
 
 
 @triton.jit
+def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """(pid_m, pid_n) of program ``pid`` in grouped order: GROUP_M row-blocks sweep one column of
+    tiles before moving right, so the W tiles they share stay in L2."""
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    per_group = GROUP_M * tl.cdiv(N, BLOCK_N)
+    first_m = (pid // per_group) * GROUP_M
+    group_rows = min(num_pid_m - first_m, GROUP_M)
+    return first_m + (pid % per_group) % group_rows, (pid % per_group) // group_rows
+
+
+@triton.jit
 def add_bias(acc, offs_n, N, BIAS, HAS_BIAS: tl.constexpr):
     if HAS_BIAS:
         acc += tl.load(BIAS + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]

@@ -53,7 +53,9 @@ import triton
 import triton.language as tl
 
 from fastvit.kernels import linear_bwd, tuning
-from fastvit.kernels.gemm_epilogue import FORWARD_EPILOGUES, GELU_EPILOGUE, add_bias, check_approximate, finish
+from fastvit.kernels.gemm_epilogue import (
+    FORWARD_EPILOGUES, GELU_EPILOGUE, add_bias, check_approximate, finish, grouped_tile,
+)  # fmt: skip
 from fastvit.kernels.linear_checks import (
     check_gamma, check_linear_args, check_residual, check_scale, needs_grad as _needs_grad, out_buffer, rows as _rows,
 )  # fmt: skip
@@ -133,14 +135,7 @@ def _linear_fwd_kernel(
     """
     # Grouped order: consecutive programs sweep GROUP_M row-blocks down one
     # column of tiles before moving right, so the W tiles they share stay in L2.
-    pid = tl.program_id(0)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    per_group = GROUP_M * num_pid_n
-    first_m = (pid // per_group) * GROUP_M
-    group_rows = min(num_pid_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % per_group) % group_rows
-    pid_n = (pid % per_group) // group_rows
+    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)

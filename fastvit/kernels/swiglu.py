@@ -25,6 +25,7 @@ from torch import Tensor
 
 from fastvit.kernels import tuning
 from fastvit.kernels._rows import device_of
+from fastvit.kernels.gemm_epilogue import grouped_tile
 from fastvit.kernels.linear import dot_in_fp32
 from fastvit.kernels.linear_checks import check_linear_args, out_buffer, rows as _rows
 
@@ -61,13 +62,7 @@ def _linear_swiglu_fwd_kernel(
 ):  # fmt: skip
     """One BLOCK_M x BLOCK_N tile of Y = silu(X @ WG^T + BG) * (X @ WX^T + BX); WG, WX are (N, K)."""
     # grouped order (as the plain GEMM): GROUP_M row-blocks sweep one column of tiles, sharing W in L2
-    pid = tl.program_id(0)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    per_group = GROUP_M * tl.cdiv(N, BLOCK_N)
-    first_m = (pid // per_group) * GROUP_M
-    group_rows = min(num_pid_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % per_group) % group_rows
-    pid_n = (pid % per_group) // group_rows
+    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
