@@ -47,6 +47,20 @@ DELTA_CONFIG = dict(BLOCK_M=32, num_warps=4, num_stages=1)
 
 
 @triton.jit
+def sequence_block(CU_SEQLENS, max_seqlen, num_heads, BLOCK: tl.constexpr):
+    """This program's ``(start, head, lo, n)``: the first row of its block within its sequence, its
+    head (int64), the sequence's first packed row and its length. Programs run over
+    cdiv(max_seqlen, BLOCK) blocks fastest, then heads, then sequences (the forward and both
+    backward kernels alike)."""
+    pid = tl.program_id(0)
+    num = tl.cdiv(max_seqlen, BLOCK)
+    sh = pid // num
+    seq = sh // num_heads
+    lo = tl.load(CU_SEQLENS + seq)
+    return (pid % num) * BLOCK, (sh % num_heads).to(tl.int64), lo, tl.load(CU_SEQLENS + seq + 1) - lo
+
+
+@triton.jit
 def _varlen_attention_bwd_delta_kernel(
     O, DO, DELTA,
     so_t, so_h, so_d,
@@ -86,14 +100,7 @@ def _varlen_attention_bwd_dkdv_kernel(
 ):  # fmt: skip
     """One program per (key block, sequence x head), looping over that sequence's query blocks:
     dV = P^T dO and dK = scale * dS^T Q on transposed (keys x queries) tiles."""
-    pid = tl.program_id(0)
-    num_n = tl.cdiv(max_seqlen, BLOCK_N)
-    sh = pid // num_n
-    start_n = (pid % num_n) * BLOCK_N
-    seq = sh // num_heads
-    h = (sh % num_heads).to(tl.int64)
-    lo = tl.load(CU_SEQLENS + seq)
-    n = tl.load(CU_SEQLENS + seq + 1) - lo
+    start_n, h, lo, n = sequence_block(CU_SEQLENS, max_seqlen, num_heads, BLOCK_N)
     if start_n >= n:
         return
     lo = lo.to(tl.int64)
@@ -171,14 +178,7 @@ def _varlen_attention_bwd_dq_kernel(
 ):  # fmt: skip
     """One program per (query block, sequence x head), looping over that sequence's key blocks:
     dQ = scale * dS K with dS = P * (dO V^T - DELTA)."""
-    pid = tl.program_id(0)
-    num_m = tl.cdiv(max_seqlen, BLOCK_M)
-    sh = pid // num_m
-    start_m = (pid % num_m) * BLOCK_M
-    seq = sh // num_heads
-    h = (sh % num_heads).to(tl.int64)
-    lo = tl.load(CU_SEQLENS + seq)
-    n = tl.load(CU_SEQLENS + seq + 1) - lo
+    start_m, h, lo, n = sequence_block(CU_SEQLENS, max_seqlen, num_heads, BLOCK_M)
     if start_m >= n:
         return
     lo = lo.to(tl.int64)

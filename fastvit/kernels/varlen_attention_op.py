@@ -43,6 +43,7 @@ import triton.language as tl
 from torch import Tensor
 
 from fastvit.kernels import varlen_attention_bwd as bwd
+from fastvit.kernels.varlen_attention_bwd import sequence_block
 from fastvit.kernels._attention_tiles import (
     LN2, LOG2E, backward_head_tiles, cast as _cast, fwd_block as _fwd_block,
     head_tiles, load as _load, store as _store, supports_head_dim,
@@ -84,14 +85,7 @@ def _varlen_attention_fwd_kernel(
     """One program per (query block, sequence x head), query blocks fastest: O = softmax(scale Q K^T) V
     and LSE over that sequence's rows only; cdiv(max_seqlen, BLOCK_M) blocks per sequence and head.
     ``seq_bucket`` (max_seqlen rounded up to a power of two) only keys the autotuner."""
-    pid = tl.program_id(0)
-    num_m = tl.cdiv(max_seqlen, BLOCK_M)
-    sh = pid // num_m
-    start_m = (pid % num_m) * BLOCK_M
-    seq = sh // num_heads
-    h = (sh % num_heads).to(tl.int64)
-    lo = tl.load(CU_SEQLENS + seq)
-    n = tl.load(CU_SEQLENS + seq + 1) - lo
+    start_m, h, lo, n = sequence_block(CU_SEQLENS, max_seqlen, num_heads, BLOCK_M)
     if start_m >= n:  # past this sequence's end (or an empty sequence): nothing to compute
         return
     lo = lo.to(tl.int64)
